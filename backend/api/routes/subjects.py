@@ -1,0 +1,68 @@
+"""One subject and its files."""
+
+from __future__ import annotations
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+from fastapi import APIRouter, HTTPException, Response, status
+from fastapi.responses import FileResponse
+
+from backend.api.deps import CurrentUser, SessionDep, StorageDep
+from backend.schemas.dataset import SubjectPublic
+from backend.services import datasets as svc
+
+router = APIRouter(prefix="/subjects", tags=["subjects"])
+
+NIFTI_GZ = "application/gzip"
+
+
+@router.get("/{subject_id}", operation_id="getSubject")
+def get_subject(subject_id: int, user: CurrentUser, session: SessionDep) -> SubjectPublic:
+    """One subject."""
+    return svc.subject_public(svc.get_subject(session, subject_id))
+
+
+@router.get(
+    "/{subject_id}/image.nii.gz",
+    operation_id="downloadSubjectImage",
+    response_class=FileResponse,
+    responses={200: {"content": {NIFTI_GZ: {}}}},
+)
+def download_image(
+    subject_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep
+) -> FileResponse:
+    """The subject's MR volume as NIfTI (de-identified)."""
+    subject = svc.get_subject(session, subject_id)
+    path = storage.absolute(subject.image_path)
+    return FileResponse(path, media_type=NIFTI_GZ, filename=f"{subject.subject_key}.nii.gz")
+
+
+@router.get(
+    "/{subject_id}/mask.nii.gz",
+    operation_id="downloadSubjectMask",
+    response_class=Response,
+    responses={200: {"content": {NIFTI_GZ: {}}}},
+)
+def download_mask(
+    subject_id: int,
+    user: CurrentUser,
+    session: SessionDep,
+    storage: StorageDep,
+    drawing: bool = False,
+) -> Response:
+    """The lesion mask; with drawing=true its lesion value is 2, green in NiiVue's drawing."""
+    subject = svc.get_subject(session, subject_id)
+    if not subject.mask_path:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"subject {subject_id} has no mask")
+    path = storage.absolute(subject.mask_path)
+    if not drawing:
+        return FileResponse(
+            path, media_type=NIFTI_GZ, filename=f"{subject.subject_key}_mask.nii.gz"
+        )
+    img = nib.load(path)
+    data = (np.asarray(img.dataobj) > 0).astype(np.uint8) * 2
+    out = nib.Nifti1Image(data, img.affine)
+    out.set_data_dtype(np.uint8)
+    return Response(gzip.compress(out.to_bytes(), compresslevel=4), media_type=NIFTI_GZ)

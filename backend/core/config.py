@@ -1,0 +1,110 @@
+"""Settings, read from the environment (prefix ATTRIVUE_) or a .env file.
+
+A bad value stops start-up with a message naming the setting (see ``load_settings``).
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "SettingsError", "get_settings", "load_settings", "REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+_DB_SCHEMES = ("sqlite", "postgresql")
+_BROKER_SCHEMES = ("filesystem://", "redis://", "rediss://", "amqp://", "memory://")
+
+
+class SettingsError(RuntimeError):
+    """A setting has a value Attrivue cannot start with."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the platform; each maps to the variable ATTRIVUE_<NAME>."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ATTRIVUE_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Field(default=REPO_ROOT / "data", description="datasets, runs, database")
+    database_url: str = Field(default="", description="default: SQLite in the data directory")
+    broker_url: str = Field(default="", description="default: filesystem broker in data dir")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    secret_key: SecretStr = Field(default=SecretStr(""), description="signs CSRF tokens")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    frontend_dir: Path = REPO_ROOT / "frontend" / "dist"
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    session_hours: int = Field(default=12, gt=0)
+    cookie_secure: bool = False
+    worker_queues: str = "gpu,cpu"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if value and not value.startswith(_DB_SCHEMES):
+            raise ValueError(f"must start with one of {', '.join(_DB_SCHEMES)}; got {value!r}")
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, value: str) -> str:
+        if value and not value.startswith(_BROKER_SCHEMES):
+            raise ValueError(f"must start with one of {', '.join(_BROKER_SCHEMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults_and_secrets(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'attrivue.db'}"
+        if not self.broker_url:
+            self.broker_url = "filesystem://"
+        key = self.secret_key.get_secret_value()
+        if self.environment == "production" and len(key) < 32:
+            raise ValueError("ATTRIVUE_SECRET_KEY must be at least 32 characters in production")
+        return self
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    def secret(self) -> bytes:
+        """The secret key; in development one is made once and kept in the data directory."""
+        key = self.secret_key.get_secret_value()
+        if key:
+            return key.encode()
+        path = self.data_dir / ".secret_key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip().encode()
+
+
+def load_settings() -> Settings:
+    """Read the settings, turning a validation error into one readable message."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = "ATTRIVUE_" + "_".join(str(p) for p in err["loc"]).upper()
+            problems.append(f"{name}: {err['msg']}" if err["loc"] else err["msg"])
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return load_settings()

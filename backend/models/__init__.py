@@ -1,0 +1,24 @@
+"""SQLAlchemy ORM models, one module per aggregate."""
+
+from backend.models.attribution import AttributionMap
+from backend.models.base import Base
+from backend.models.dataset import Dataset, Subject
+from backend.models.job import Job, JobStatus
+from backend.models.review import Review
+from backend.models.run import Run, RunMetric
+from backend.models.user import ApiToken, Role, User
+
+__all__ = [
+    "ApiToken",
+    "AttributionMap",
+    "Base",
+    "Dataset",
+    "Job",
+    "JobStatus",
+    "Review",
+    "Role",
+    "Run",
+    "RunMetric",
+    "Subject",
+    "User",
+]

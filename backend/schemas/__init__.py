@@ -1,0 +1,1 @@
+"""Pydantic v2 schemas, a family per resource: XCreate, XPublic, XsPublic."""

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from backend.schemas.common import ORMModel
+
+Split = Literal["train", "val", "test"]
+
+
+class DatasetCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=5000)
+
+
+class DatasetPublic(ORMModel):
+    id: int
+    name: str
+    description: str
+    created_at: datetime
+    deidentified: bool
+    subject_count: int = 0
+
+
+class DatasetsPublic(BaseModel):
+    data: list[DatasetPublic]
+    count: int
+
+
+class SubjectPublic(ORMModel):
+    id: int
+    dataset_id: int
+    subject_key: str
+    label: int
+    split: Split
+    site: str
+    target: float | None
+    has_mask: bool
+    shape: list[int]
+    created_at: datetime
+
+
+class SubjectsPublic(BaseModel):
+    data: list[SubjectPublic]
+    count: int

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from backend.schemas.common import ORMModel
+
+
+class RunCreate(BaseModel):
+    dataset_id: int
+    name: str = Field(min_length=1, max_length=200)
+    # Validated against worker.ml.configs.RunConfig by the service.
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunPublic(ORMModel):
+    id: int
+    name: str
+    dataset_id: int
+    config: dict[str, Any]
+    status: str
+    metrics: dict[str, Any]
+    job_id: int | None
+    created_at: datetime
+
+
+class RunsPublic(BaseModel):
+    data: list[RunPublic]
+    count: int
+
+
+class MetricPoint(ORMModel):
+    epoch: int
+    step: int | None
+    name: str
+    value: float
+
+
+class RunMetricsPublic(BaseModel):
+    run_id: int
+    data: list[MetricPoint]

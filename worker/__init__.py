@@ -1,0 +1,1 @@
+"""Attrivue worker: Celery tasks (worker.tasks) over the science engine (worker.ml)."""

@@ -1,0 +1,94 @@
+"""The attribution task: a Captum map for one subject, stored as NIfTI with its affine."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from celery import shared_task
+
+from backend.core.config import get_settings
+from backend.core.db import session_scope
+from backend.models import AttributionMap, JobStatus, Run, Subject
+from backend.storage import get_storage
+from worker.tasks.common import JobReporter, claim_job, finish_job
+
+log = logging.getLogger(__name__)
+
+
+def _set(attribution_id: int, **fields: object) -> None:
+    with session_scope() as session:
+        row = session.get(AttributionMap, attribution_id)
+        if row is not None:
+            for key, value in fields.items():
+                setattr(row, key, value)
+
+
+def _device(requested: str) -> str:
+    import torch
+
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        return "cuda"
+    return "cpu"
+
+
+def run_attribution(job_id: int) -> None:
+    from worker.ml.attribution.captum_eval import attribute_subject
+    from worker.ml.configs import AttributionConfig
+    from worker.ml.io import save_nifti
+    from worker.ml.training import load_model
+
+    storage = get_storage()
+    with session_scope() as session:
+        row = session.query(AttributionMap).filter(AttributionMap.job_id == job_id).one_or_none()
+        if row is None:
+            log.warning("attribute job %s has no attribution row; dropping it", job_id)
+            return
+        run = session.get(Run, row.run_id)
+        subject = session.get(Subject, row.subject_id)
+        assert run is not None and subject is not None
+        ids = (row.id, run.id)
+        image_path = storage.absolute(subject.image_path)
+        params = dict(row.params)
+        method = row.method
+    attribution_id, run_id = ids
+    if not claim_job(job_id):
+        _set(attribution_id, status="cancelled")
+        return
+    _set(attribution_id, status="running")
+    reporter = JobReporter(job_id)
+    try:
+        reporter.report(0.1, "loading the model", force=True)
+        checkpoints = storage.checkpoint_dir(run_id)
+        checkpoint = checkpoints / "best.pt"
+        if not checkpoint.exists():
+            checkpoint = checkpoints / "last.pt"
+        device = _device(get_settings().device)
+        model, config = load_model(checkpoint, device=device)
+        reporter.report(0.3, f"computing {method}", force=True)
+        result = attribute_subject(
+            model, config, image_path, AttributionConfig(method=method, **params), device=device
+        )
+        out = storage.map_path(run_id, attribution_id)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_nifti(out, result.map, result.affine)
+    except Exception as exc:
+        log.exception("attribution job %s failed", job_id)
+        _set(attribution_id, status="failed")
+        finish_job(job_id, JobStatus.failed, message="failed", error=f"{type(exc).__name__}: {exc}")
+        return
+    delta = float(result.convergence_delta)
+    _set(
+        attribution_id,
+        status="succeeded",
+        path=storage.relative(out),
+        convergence_delta=delta if math.isfinite(delta) else None,
+        logit=float(result.logit),
+        stats={k: float(v) for k, v in result.stats.items()},
+    )
+    finish_job(job_id, JobStatus.succeeded, message="map stored")
+
+
+@shared_task(name="attrivue.attribute", acks_late=True, reject_on_worker_lost=True)
+def attribute_task(job_id: int) -> None:
+    run_attribution(job_id)

@@ -1,0 +1,120 @@
+"""The training task: runs worker.ml.training.train for one run and stores its results."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from backend.core.config import get_settings
+from backend.core.db import session_scope
+from backend.models import Job, JobStatus, Run, RunMetric, Subject
+from backend.storage import get_storage
+from worker.tasks.common import JobReporter, claim_job, finish_job
+
+log = logging.getLogger(__name__)
+
+
+def _samples(run_id: int) -> tuple[dict, list]:
+    from worker.ml.training import SubjectSample
+
+    storage = get_storage()
+    with session_scope() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        subjects = session.query(Subject).filter(Subject.dataset_id == run.dataset_id).all()
+        samples = [
+            SubjectSample(
+                subject_id=s.id,
+                image=storage.absolute(s.image_path),
+                mask=storage.absolute(s.mask_path) if s.mask_path else None,
+                label=s.label,
+                split=s.split,
+            )
+            for s in subjects
+        ]
+        return dict(run.config), samples
+
+
+def _set_run_status(run_id: int, status: str, **fields: object) -> None:
+    with session_scope() as session:
+        run = session.get(Run, run_id)
+        if run is not None:
+            run.status = status
+            for key, value in fields.items():
+                setattr(run, key, value)
+
+
+def _store_epoch(run_id: int, epoch: int, values: dict[str, float]) -> None:
+    with session_scope() as session:
+        # Re-delivered after a crash, an epoch may be stored again: replace, never duplicate.
+        session.query(RunMetric).filter(
+            RunMetric.run_id == run_id, RunMetric.epoch == epoch, RunMetric.step.is_(None)
+        ).delete()
+        for name, value in values.items():
+            if value is None:
+                continue
+            session.add(RunMetric(run_id=run_id, epoch=epoch, step=None, name=name, value=value))
+
+
+def run_training(job_id: int) -> None:
+    from worker.ml.configs import RunConfig
+    from worker.ml.training import ProgressEvent, TrainingCancelled, train
+
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        run = session.query(Run).filter(Run.job_id == job_id).one_or_none()
+        run_id = run.id if run else None
+    if job is None or run_id is None:
+        log.warning("train job %s has no run; dropping it", job_id)
+        return
+    if not claim_job(job_id):
+        with session_scope() as session:
+            status = session.get(Job, job_id).status  # type: ignore[union-attr]
+        _set_run_status(run_id, status)
+        return
+    _set_run_status(run_id, "running")
+    settings = get_settings()
+    reporter = JobReporter(job_id)
+    raw_config, samples = _samples(run_id)
+    config = RunConfig.model_validate(raw_config)
+    if config.device == "auto" and settings.device != "auto":
+        config = config.model_copy(update={"device": settings.device})
+
+    def on_progress(event: ProgressEvent) -> None:
+        message = f"epoch {event.epoch}/{event.epochs}"
+        if event.kind == "step":
+            message += f", step {event.step}/{event.steps}, L_C {event.loss_c:.4f}"
+        reporter.report(event.fraction, message, force=event.kind != "step")
+        if event.kind == "epoch":
+            values = {"loss_c": event.loss_c, "grad_norm_c": event.grad_norm_c}
+            values.update({k: v for k, v in (event.val_metrics or {}).items()})
+            _store_epoch(run_id, event.epoch, values)
+
+    try:
+        result = train(
+            config,
+            samples,
+            checkpoint_dir=get_storage().checkpoint_dir(run_id),
+            progress=on_progress,
+            should_stop=reporter.cancel_requested,
+        )
+    except TrainingCancelled:
+        finish_job(job_id, JobStatus.cancelled, message="cancelled")
+        _set_run_status(run_id, "cancelled")
+        return
+    except Exception as exc:
+        log.exception("training job %s failed", job_id)
+        finish_job(job_id, JobStatus.failed, message="failed", error=f"{type(exc).__name__}: {exc}")
+        _set_run_status(run_id, "failed")
+        return
+    metrics = {f"test_{k}": v for k, v in result.test_metrics.items()}
+    metrics["epochs_completed"] = result.epochs_completed
+    metrics["resumed_from_epoch"] = result.resumed_from_epoch
+    _set_run_status(run_id, "succeeded", metrics=metrics)
+    finish_job(job_id, JobStatus.succeeded, message=f"trained {result.epochs_completed} epochs")
+
+
+@shared_task(name="attrivue.train", acks_late=True, reject_on_worker_lost=True)
+def train_task(job_id: int) -> None:
+    run_training(job_id)

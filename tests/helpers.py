@@ -48,7 +48,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(check: Callable[[], T | None], *, timeout: float, interval: float = 0.5, what: str) -> T:
+def wait_for(
+    check: Callable[[], T | None], *, timeout: float, interval: float = 0.5, what: str
+) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()

@@ -50,7 +50,9 @@ def test_login_me_and_refusals(api: TestClient) -> None:
 
 def test_cookie_writes_need_the_csrf_header(api: TestClient) -> None:
     browser = TestClient(api.app)
-    resp = browser.post("/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    resp = browser.post(
+        "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+    )
     assert resp.status_code == 200
     assert browser.get("/api/v1/datasets").status_code == 200  # reads ride on the cookie
     refused = browser.post("/api/v1/datasets", json={"name": "x"})
@@ -163,7 +165,9 @@ def test_upload_refuses_nan_and_bad_labels(
 
 
 def test_run_config_is_validated(api: TestClient, dataset_id: int, tmp_path: Path) -> None:
-    assert _upload(api, dataset_id, write_nifti(tmp_path / "a.nii.gz", brain_volume()[0])).is_success
+    assert _upload(
+        api, dataset_id, write_nifti(tmp_path / "a.nii.gz", brain_volume()[0])
+    ).is_success
     resp = api.post(
         "/api/v1/runs",
         json={"dataset_id": dataset_id, "name": "bad", "config": {"epochs": 0, "colour": "red"}},
@@ -175,7 +179,9 @@ def test_run_config_is_validated(api: TestClient, dataset_id: int, tmp_path: Pat
 
 
 def test_run_is_queued_as_a_job(api: TestClient, dataset_id: int, tmp_path: Path) -> None:
-    assert _upload(api, dataset_id, write_nifti(tmp_path / "a.nii.gz", brain_volume()[0])).is_success
+    assert _upload(
+        api, dataset_id, write_nifti(tmp_path / "a.nii.gz", brain_volume()[0])
+    ).is_success
     resp = api.post("/api/v1/runs", json={"dataset_id": dataset_id, "name": "r", "config": {}})
     assert resp.status_code == 201, resp.text
     run = resp.json()

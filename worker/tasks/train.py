@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from celery import shared_task
 
@@ -45,14 +46,14 @@ def _set_run_status(run_id: int, status: str, **fields: object) -> None:
                 setattr(run, key, value)
 
 
-def _store_epoch(run_id: int, epoch: int, values: dict[str, float]) -> None:
+def _store_epoch(run_id: int, epoch: int, values: dict[str, float | None]) -> None:
     with session_scope() as session:
         # Re-delivered after a crash, an epoch may be stored again: replace, never duplicate.
         session.query(RunMetric).filter(
             RunMetric.run_id == run_id, RunMetric.epoch == epoch, RunMetric.step.is_(None)
         ).delete()
         for name, value in values.items():
-            if value is None:
+            if value is None or not math.isfinite(value):
                 continue
             session.add(RunMetric(run_id=run_id, epoch=epoch, step=None, name=name, value=value))
 
@@ -83,12 +84,12 @@ def run_training(job_id: int) -> None:
 
     def on_progress(event: ProgressEvent) -> None:
         message = f"epoch {event.epoch}/{event.epochs}"
-        if event.kind == "step":
+        if event.kind == "step" and event.loss_c is not None:
             message += f", step {event.step}/{event.steps}, L_C {event.loss_c:.4f}"
         reporter.report(event.fraction, message, force=event.kind != "step")
         if event.kind == "epoch":
             values = {"loss_c": event.loss_c, "grad_norm_c": event.grad_norm_c}
-            values.update({k: v for k, v in (event.val_metrics or {}).items()})
+            values.update({f"val_{k}": v for k, v in event.metrics.items()})
             _store_epoch(run_id, event.epoch, values)
 
     try:

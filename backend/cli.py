@@ -87,8 +87,10 @@ def cmd_set_password(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
+    from backend.core.db import upgrade_database
     from backend.services.demo import load_demo_dataset
 
+    upgrade_database()
     load_demo_dataset(name=DEMO_NAME, subjects=args.subjects, force=args.force)
     return 0
 

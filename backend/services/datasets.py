@@ -33,8 +33,8 @@ DEIDENTIFIED_FIELDS = ("descrip", "aux_file", "db_name", "intent_name")
 _CHUNK = 1024 * 1024
 
 
-def create_dataset(session: Session, *, name: str, description: str, user: User) -> Dataset:
-    dataset = Dataset(name=name, description=description, created_by_id=user.id)
+def create_dataset(session: Session, *, name: str, description: str, user: User | None) -> Dataset:
+    dataset = Dataset(name=name, description=description, created_by_id=user.id if user else None)
     session.add(dataset)
     session.flush()
     return dataset

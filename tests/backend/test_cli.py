@@ -1,0 +1,99 @@
+"""The `attrivue` command: serve starts the API and a worker and stops both; demo data loads."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import REPO
+from tests.helpers import free_port, wait_for
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {**os.environ, "ATTRIVUE_DATA_DIR": str(tmp_path / "data")}
+    for name in ("ATTRIVUE_DATABASE_URL", "ATTRIVUE_BROKER_URL"):
+        env.pop(name, None)
+    return env
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "zombie" not in status.read_text()
+
+
+def test_serve_prints_a_login_once_and_ctrl_c_stops_api_and_worker(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "backend.cli", "serve", "--port", str(port)],
+            env=_env(tmp_path),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+
+            def up() -> bool:
+                assert server.poll() is None, log.read_text()
+                try:
+                    return httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            wait_for(up, timeout=60, what="the server")
+            workers = _children(server.pid)
+            assert workers, "serve starts a worker process"
+            server.send_signal(signal.SIGINT)
+            assert server.wait(timeout=60) == 0
+            wait_for(lambda: not any(_alive(w) for w in workers), timeout=30, what="the worker")
+        finally:
+            if server.poll() is None:
+                server.kill()
+    text = log.read_text()
+    assert "username: admin" in text and "password: " in text
+    password = text.split("password: ")[1].split()[0]
+    assert len(password) >= 12
+
+    # A second start creates no second admin and prints no password.
+    again = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "migrate"],
+        env=_env(tmp_path),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 0 and "password" not in again.stdout
+
+
+def test_demo_data_generates_and_imports_once(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "backend.cli", "demo-data", "--subjects", "4"]
+    first = subprocess.run(cmd, env=_env(tmp_path), cwd=REPO, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert "imported as dataset 1" in first.stdout
+    second = subprocess.run(cmd, env=_env(tmp_path), cwd=REPO, capture_output=True, text=True)
+    assert "already loaded (dataset 1)" in second.stdout
+
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'data' / 'attrivue.db'}")
+    with engine.connect() as conn:
+        labels = conn.execute(text("SELECT label, mask_path FROM subjects")).all()
+    engine.dispose()
+    assert len(labels) == 4
+    assert {label for label, _ in labels} == {0, 1}
+    assert all((mask is not None) == (label == 1) for label, mask in labels)

@@ -1,0 +1,213 @@
+"""Tests of training: learning a toy task, progress, checkpoints, resumption, cancellation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from worker.ml.configs import RunConfig
+from worker.ml.training import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    CheckpointMismatchError,
+    ProgressEvent,
+    SubjectSample,
+    TrainingCancelled,
+    classification_metrics,
+    load_model,
+    train,
+)
+
+GRID = (16, 20, 16)
+NATIVE_SHAPE = (18, 22, 18)
+NATIVE_AFFINE = np.diag([1.1, 1.0, 1.2, 1.0])
+SPLITS = {"train": 32, "val": 16, "test": 8}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    # Tiny volumes gain nothing from intra-op threads, and on a shared 2-core machine
+    # spinning OpenMP threads make the tests several times slower under load.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _toy_volume(rng: np.random.Generator, pathological: bool) -> np.ndarray:
+    """An ellipsoidal 'brain' with noise; pathological subjects get one bright blob."""
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in NATIVE_SHAPE], indexing="ij"))
+    brain = (grid**2).sum(axis=0) < 0.8
+    volume = brain * (1.0 + 0.1 * rng.standard_normal(NATIVE_SHAPE))
+    if pathological:
+        centre = rng.uniform(-0.35, 0.35, size=3)
+        blob = ((grid - centre[:, None, None, None]) ** 2).sum(axis=0) < 0.3**2
+        volume = volume + 2.0 * blob
+    return volume.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def toy_subjects(tmp_path_factory: pytest.TempPathFactory) -> list[SubjectSample]:
+    """Balanced splits of toy subjects written as NIfTI files."""
+    root = tmp_path_factory.mktemp("toy")
+    rng = np.random.default_rng(7)
+    subjects = []
+    for split, count in SPLITS.items():
+        for index in range(count):
+            label = index % 2
+            path = root / f"{split}_{index}.nii.gz"
+            nib.save(nib.Nifti1Image(_toy_volume(rng, bool(label)), NATIVE_AFFINE), path)
+            subjects.append(SubjectSample(f"{split}{index}", path, None, label, split))
+    return subjects
+
+
+def _config(**overrides) -> RunConfig:
+    values = {
+        "grid": GRID,
+        "epochs": 4,
+        "batch_size": 4,
+        "learning_rate": 3e-3,
+        "device": "cpu",
+        "seed": 0,
+    }
+    return RunConfig(**{**values, **overrides})
+
+
+def test_learns_toy_task_reports_progress_and_writes_checkpoints(
+    toy_subjects: list[SubjectSample], tmp_path: Path
+) -> None:
+    events: list[ProgressEvent] = []
+    result = train(_config(), toy_subjects, checkpoint_dir=tmp_path, progress=events.append)
+
+    assert result.resumed_from_epoch is None
+    assert result.epochs_completed == 4
+    assert len(result.history) == 4
+    assert result.history[-1]["val_auroc"] > 0.8
+    assert result.test_metrics["auroc"] is not None
+    assert set(result.test_metrics) >= {
+        "auroc",
+        "accuracy",
+        "balanced_accuracy",
+        "sensitivity",
+        "specificity",
+    }
+
+    steps = [e for e in events if e.kind == "step"]
+    epochs = [e for e in events if e.kind == "epoch"]
+    assert len(steps) == 4 * SPLITS["train"] // 4
+    assert [e.epoch for e in epochs] == [1, 2, 3, 4]
+    assert all(math.isfinite(e.grad_norm_c) and e.grad_norm_c > 0 for e in steps)
+    assert all(math.isfinite(e.loss_c) for e in steps)
+    assert all(0 < e.fraction <= 1 for e in events)
+    fractions = [e.fraction for e in events]
+    assert fractions == sorted(fractions)
+    assert events[-1].kind == "done" and events[-1].fraction == 1.0
+    assert "val_auroc" in epochs[-1].metrics
+
+    assert result.last_checkpoint == tmp_path / LAST_CHECKPOINT
+    assert result.best_checkpoint == tmp_path / BEST_CHECKPOINT
+    assert result.last_checkpoint.exists() and result.best_checkpoint.exists()
+    assert not list(tmp_path.glob("*.tmp"))
+    model, config = load_model(result.best_checkpoint)
+    assert config == _config()
+    assert not model.training
+    assert model(torch.zeros(2, 1, *GRID)).shape == (2,)
+
+
+def test_resume_continues_from_last_epoch_and_matches_an_uninterrupted_run(
+    toy_subjects: list[SubjectSample], tmp_path: Path
+) -> None:
+    straight = train(_config(epochs=3), toy_subjects, checkpoint_dir=tmp_path / "straight")
+
+    first = train(_config(epochs=2), toy_subjects, checkpoint_dir=tmp_path / "resumed")
+    events: list[ProgressEvent] = []
+    second = train(
+        _config(epochs=3), toy_subjects, checkpoint_dir=tmp_path / "resumed", progress=events.append
+    )
+
+    assert first.resumed_from_epoch is None
+    assert second.resumed_from_epoch == 2
+    assert second.epochs_completed == 3
+    assert {e.epoch for e in events if e.kind == "step"} == {3}
+    assert [h["epoch"] for h in second.history] == [1, 2, 3]
+    # Weights, optimiser, RNG and data order are restored: the same numbers as without a break.
+    for resumed, uninterrupted in zip(second.history, straight.history, strict=True):
+        assert resumed["train_loss_c"] == pytest.approx(uninterrupted["train_loss_c"], rel=1e-5)
+        assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], rel=1e-5)
+
+    # A re-delivered job whose training already finished only re-evaluates.
+    again = train(_config(epochs=3), toy_subjects, checkpoint_dir=tmp_path / "resumed")
+    assert again.resumed_from_epoch == 3
+    assert again.epochs_completed == 3
+
+
+def test_resume_refuses_a_checkpoint_of_another_configuration(
+    toy_subjects: list[SubjectSample], tmp_path: Path
+) -> None:
+    train_only = [s for s in toy_subjects if s.split == "train"][:8]
+    train(_config(epochs=1), train_only, checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointMismatchError, match="learning_rate"):
+        train(_config(epochs=2, learning_rate=1e-2), train_only, checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointMismatchError, match="other subjects"):
+        train(_config(epochs=2), train_only[:6], checkpoint_dir=tmp_path)
+
+
+def test_should_stop_cancels_without_touching_the_last_checkpoint(
+    toy_subjects: list[SubjectSample], tmp_path: Path
+) -> None:
+    steps_seen: list[ProgressEvent] = []
+
+    def should_stop() -> bool:
+        # Stop in the middle of the second epoch.
+        return len(steps_seen) >= SPLITS["train"] // 4 + 2
+
+    with pytest.raises(TrainingCancelled):
+        train(
+            _config(epochs=3),
+            toy_subjects,
+            checkpoint_dir=tmp_path,
+            progress=lambda e: steps_seen.append(e) if e.kind == "step" else None,
+            should_stop=should_stop,
+        )
+    stored = torch.load(tmp_path / LAST_CHECKPOINT, weights_only=True)
+    assert stored["epoch"] == 1
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_early_stopping_with_augmentation_keeps_the_best_epoch(
+    toy_subjects: list[SubjectSample], tmp_path: Path
+) -> None:
+    config = _config(epochs=8, augment=True, early_stopping_patience=1)
+    result = train(config, toy_subjects, checkpoint_dir=tmp_path)
+
+    # The toy task saturates validation AUROC quickly, so patience 1 ends the run early.
+    assert result.stopped_early
+    assert result.epochs_completed == result.best_epoch + 1 == len(result.history)
+    best = torch.load(result.best_checkpoint, weights_only=True)
+    assert best["epoch"] == result.best_epoch
+
+
+def test_rejects_unusable_subject_lists(tmp_path: Path) -> None:
+    image = tmp_path / "x.nii.gz"
+    with pytest.raises(ValueError, match="train"):
+        train(_config(), [SubjectSample(1, image, None, 0, "val")], checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="0 or 1"):
+        train(_config(), [SubjectSample(1, image, None, 2, "train")], checkpoint_dir=tmp_path)
+
+
+def test_classification_metrics_are_sign_aware_and_none_when_undefined() -> None:
+    metrics = classification_metrics([0, 0, 1, 1], [0.1, 0.6, 0.7, 0.9])
+    assert metrics["auroc"] == 1.0
+    assert metrics["accuracy"] == 0.75
+    assert metrics["sensitivity"] == 1.0
+    assert metrics["specificity"] == 0.5
+    assert metrics["balanced_accuracy"] == 0.75
+    one_class = classification_metrics([1, 1], [0.2, 0.9])
+    assert one_class["auroc"] is None and one_class["specificity"] is None
+    assert one_class["sensitivity"] == 0.5

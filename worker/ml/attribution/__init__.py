@@ -1,0 +1,9 @@
+"""Attribution methods: one module per method family.
+
+``captum_eval`` computes evaluation maps with Captum (not differentiable w.r.t. the weights);
+the differentiable attributions used inside the training loss will live in their own module.
+"""
+
+from worker.ml.attribution.captum_eval import AttributionResult, attribute_subject, map_stats
+
+__all__ = ["AttributionResult", "attribute_subject", "map_stats"]

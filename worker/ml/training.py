@@ -1,0 +1,764 @@
+"""Training of a classifier with the classification loss, with checkpoints and resumption.
+
+``train`` is safe to call again after the process was killed: it finds
+``checkpoint_dir/last.pt`` and continues with the next epoch, reproducing the run it
+interrupted (weights, optimiser, RNG states and per-epoch data order are all restored).
+
+Checkpoint layout (``torch.save`` of a dict, loadable with ``weights_only=True``):
+    ``last.pt``  written after every epoch: everything needed to resume.
+    ``best.pt``  written when the early-stopping metric improves: model and config.
+Both are written to a temporary file in ``checkpoint_dir`` and renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.data import CacheDataset, DataLoader
+from monai.utils import set_determinism
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    roc_auc_score,
+)
+from torch import nn
+
+from worker.ml.configs import RunConfig
+from worker.ml.nets import build_network, pathological_logit
+from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess
+
+__all__ = [
+    "BEST_CHECKPOINT",
+    "CHECKPOINT_FORMAT",
+    "LAST_CHECKPOINT",
+    "CheckpointMismatchError",
+    "ProgressEvent",
+    "SubjectSample",
+    "TrainResult",
+    "TrainingCancelled",
+    "classification_metrics",
+    "load_model",
+    "select_device",
+    "train",
+]
+
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+CHECKPOINT_FORMAT = 1
+LABEL_KEY = "label"
+
+Split = Literal["train", "val", "test"]
+Metrics = dict[str, float | None]
+
+# Fields that may differ between the run that wrote last.pt and the run that resumes it:
+# they change how long or where training goes on, not what has been learned so far.
+_RESUMABLE_CHANGES = frozenset({"epochs", "early_stopping_patience", "device", "amp"})
+_HIGHER_IS_BETTER = {"val_auroc": True, "val_accuracy": True, "val_loss": False}
+
+
+@dataclass
+class SubjectSample:
+    """One subject of a dataset as training sees it.
+
+    Attributes:
+        subject_id: Identifier, for bookkeeping only.
+        image: NIfTI image path.
+        mask: Lesion mask path, or ``None``.
+        label: 1 for pathological, 0 for healthy.
+        split: Partition the subject belongs to.
+    """
+
+    subject_id: str | int
+    image: Path
+    mask: Path | None
+    label: int
+    split: Split
+
+
+@dataclass
+class ProgressEvent:
+    """A progress report, sent after every step, every epoch, and once at the end.
+
+    Attributes:
+        kind: ``"step"``, ``"epoch"`` or ``"done"``.
+        epoch: Current epoch, 1-based (for ``done``: epochs completed).
+        epochs: Total epochs of the run.
+        step: Step within the epoch, 1-based (``epoch``: equal to ``steps``; ``done``: 0).
+        steps: Steps per epoch (``done``: 0).
+        loss_c: Classification loss: of the step, or the epoch mean; ``None`` for ``done``.
+        grad_norm_c: L2 norm of the gradient of L_C w.r.t. the weights (step value or epoch
+            mean); ``None`` for ``done``.
+        metrics: Validation metrics for ``epoch``, test metrics for ``done``, else empty.
+        seconds: Seconds since this call of ``train`` started.
+        fraction: Progress over the whole run, 0..1.
+    """
+
+    kind: Literal["step", "epoch", "done"]
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss_c: float | None
+    grad_norm_c: float | None
+    metrics: Metrics
+    seconds: float
+    fraction: float
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run produced.
+
+    Attributes:
+        history: One dict per completed epoch (train loss and gradient norm, validation
+            metrics, duration), including epochs done before a resumption.
+        test_metrics: Metrics of the best checkpoint on the test split (empty without one).
+        best_checkpoint: Path of ``best.pt``.
+        last_checkpoint: Path of ``last.pt``.
+        epochs_completed: Epochs trained in total.
+        resumed_from_epoch: Epochs already completed when this call started, or ``None``
+            when it started from scratch.
+        best_epoch: Epoch whose weights are in ``best.pt``.
+        stopped_early: Whether early stopping ended the run.
+    """
+
+    history: list[dict[str, Any]]
+    test_metrics: Metrics
+    best_checkpoint: Path
+    last_checkpoint: Path
+    epochs_completed: int
+    resumed_from_epoch: int | None
+    best_epoch: int = 0
+    stopped_early: bool = False
+
+
+class TrainingCancelled(Exception):
+    """Raised when ``should_stop`` asked training to stop; last.pt is left untouched."""
+
+
+class CheckpointMismatchError(ValueError):
+    """Raised when last.pt was written by a run with an incompatible configuration."""
+
+
+@dataclass
+class _State:
+    """Mutable bookkeeping of a run; stored in last.pt."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+
+@dataclass
+class _Loop:
+    """What one training call works with."""
+
+    config: RunConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    use_amp: bool
+    checkpoint_dir: Path
+    fingerprint: str
+    progress: Callable[[ProgressEvent], None] | None
+    should_stop: Callable[[], bool] | None
+    started: float = field(default_factory=time.monotonic)
+
+    def emit(self, event: ProgressEvent) -> None:
+        if self.progress is not None:
+            self.progress(event)
+
+    def check_cancel(self, epoch: int) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise TrainingCancelled(f"training cancelled during epoch {epoch}")
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def select_device(name: str) -> torch.device:
+    """Resolve a device setting.
+
+    Args:
+        name: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        The torch device; ``auto`` is CUDA when available.
+
+    Raises:
+        RuntimeError: If CUDA is requested but unavailable.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def train(
+    config: RunConfig,
+    subjects: list[SubjectSample],
+    *,
+    checkpoint_dir: Path,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train ``config.network`` on the ``train`` split, validating every epoch.
+
+    Resumes from ``checkpoint_dir/last.pt`` when it exists. The test split is evaluated with
+    the weights of ``best.pt`` at the end.
+
+    Args:
+        config: Run configuration.
+        subjects: All subjects; their ``split`` decides their role.
+        checkpoint_dir: Directory of ``last.pt`` and ``best.pt`` (created if missing).
+        progress: Called with a ``ProgressEvent`` after every step, every epoch, and at the end.
+        should_stop: Polled before every step; returning True cancels the run.
+
+    Returns:
+        The history, test metrics and checkpoint paths.
+
+    Raises:
+        TrainingCancelled: If ``should_stop`` returned True.
+        CheckpointMismatchError: If ``last.pt`` belongs to an incompatible configuration.
+        ValueError: If the subjects are unusable (no training subject, labels not 0/1).
+    """
+    _validate_subjects(subjects)
+    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    device = select_device(config.device)
+    use_amp = config.amp and device.type == "cuda"
+    set_determinism(seed=config.seed)
+
+    model = build_network(config.network).to(device)
+    loop = _Loop(
+        config=config,
+        model=model,
+        optimizer=_build_optimizer(config, model),
+        scaler=torch.amp.GradScaler(device.type, enabled=use_amp),
+        device=device,
+        use_amp=use_amp,
+        checkpoint_dir=checkpoint_dir,
+        fingerprint=_fingerprint(subjects),
+        progress=progress,
+        should_stop=should_stop,
+    )
+    state, rng_state = _resume(loop)
+    resumed_from = state.epoch if rng_state is not None else None
+
+    datasets = _build_datasets(config, subjects)
+    if rng_state is not None:
+        # Restored after the datasets are built so the RNG continues exactly where the
+        # interrupted run left it at the end of its last completed epoch.
+        _set_rng_state(rng_state)
+    _run_epochs(loop, state, datasets)
+
+    test_metrics = _evaluate_test(loop, datasets.get("test"))
+    loop.emit(
+        ProgressEvent(
+            kind="done",
+            epoch=state.epoch,
+            epochs=config.epochs,
+            step=0,
+            steps=0,
+            loss_c=None,
+            grad_norm_c=None,
+            metrics=test_metrics,
+            seconds=loop.elapsed(),
+            fraction=1.0,
+        )
+    )
+    return TrainResult(
+        history=state.history,
+        test_metrics=test_metrics,
+        best_checkpoint=checkpoint_dir / BEST_CHECKPOINT,
+        last_checkpoint=checkpoint_dir / LAST_CHECKPOINT,
+        epochs_completed=state.epoch,
+        resumed_from_epoch=resumed_from,
+        best_epoch=state.best_epoch,
+        stopped_early=_patience_exhausted(config, state) and state.epoch < config.epochs,
+    )
+
+
+def load_model(
+    checkpoint_path: Path, *, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, RunConfig]:
+    """Rebuild a trained network from ``best.pt`` or ``last.pt``.
+
+    Args:
+        checkpoint_path: Checkpoint written by ``train``.
+        device: Device to load the weights onto.
+
+    Returns:
+        The network in eval mode, and the configuration it was trained with.
+    """
+    payload = _load_payload(Path(checkpoint_path), device)
+    config = RunConfig.model_validate(payload["config"])
+    model = build_network(config.network)
+    model.load_state_dict(payload["model"])
+    return model.to(device).eval(), config
+
+
+def classification_metrics(
+    labels: Sequence[int] | np.ndarray,
+    probabilities: Sequence[float] | np.ndarray,
+    *,
+    threshold: float = 0.5,
+) -> Metrics:
+    """Binary classification metrics (pathological = positive class).
+
+    Args:
+        labels: True labels, 0 or 1.
+        probabilities: Predicted probabilities of the pathological class.
+        threshold: Probability at or above which a subject is called pathological.
+
+    Returns:
+        ``auroc``, ``accuracy``, ``balanced_accuracy``, ``sensitivity``, ``specificity`` and
+        ``n``; a metric that is undefined for these labels (one class only) is ``None``.
+    """
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probabilities, dtype=float)
+    if y.size == 0:
+        return {}
+    predicted = (p >= threshold).astype(int)
+    both_classes = np.unique(y).size == 2
+    tn, fp, fn, tp = confusion_matrix(y, predicted, labels=[0, 1]).ravel()
+    return {
+        "auroc": float(roc_auc_score(y, p)) if both_classes else None,
+        "accuracy": float(accuracy_score(y, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(y, predicted)) if both_classes else None,
+        "sensitivity": float(tp / (tp + fn)) if tp + fn else None,
+        "specificity": float(tn / (tn + fp)) if tn + fp else None,
+        "n": int(y.size),
+    }
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def _validate_subjects(subjects: Sequence[SubjectSample]) -> None:
+    """Reject datasets training cannot use, before any work is done."""
+    if not any(s.split == "train" for s in subjects):
+        raise ValueError("no subject in split 'train'")
+    bad = [s.subject_id for s in subjects if s.label not in (0, 1)]
+    if bad:
+        raise ValueError(f"labels must be 0 or 1; offending subjects: {bad[:10]}")
+
+
+def _fingerprint(subjects: Sequence[SubjectSample]) -> str:
+    """Digest of who is in which split with which label (paths may move between attempts)."""
+    rows = sorted((str(s.subject_id), s.split, int(s.label)) for s in subjects)
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+def _needs_masks(config: RunConfig) -> bool:
+    """Whether the loss setting reads lesion masks (only the supervised constraint will)."""
+    return config.loss_setting not in ("lc_only",)
+
+
+def _build_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """Create the optimiser named in the config."""
+    params = model.parameters()
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        params, lr=config.learning_rate, momentum=0.9, weight_decay=config.weight_decay
+    )
+
+
+def _build_datasets(
+    config: RunConfig, subjects: Sequence[SubjectSample]
+) -> dict[str, CacheDataset]:
+    """Cache the deterministic preprocessing of each split (augmentation runs per epoch)."""
+    with_masks = _needs_masks(config)
+    datasets = {}
+    for split in ("train", "val", "test"):
+        items = [_as_item(s, with_masks) for s in subjects if s.split == split]
+        if not items:
+            continue
+        transform = preprocess(
+            config.grid,
+            augment=config.augment and split == "train",
+            intensity=config.intensity,
+        )
+        datasets[split] = CacheDataset(items, transform, cache_rate=1.0, progress=False)
+    return datasets
+
+
+def _as_item(subject: SubjectSample, with_masks: bool) -> dict[str, Any]:
+    """Turn a subject into the dict the MONAI transforms read."""
+    item: dict[str, Any] = {IMAGE_KEY: str(subject.image), LABEL_KEY: np.float32(subject.label)}
+    if with_masks:
+        if subject.mask is None:
+            raise ValueError(f"subject {subject.subject_id!r} has no mask")
+        item[MASK_KEY] = str(subject.mask)
+    return item
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    """A well-mixed 32-bit seed per (run seed, epoch), so each epoch's shuffling and
+    augmentation are reproducible after a resumption without replaying earlier epochs."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def _loader(dataset: CacheDataset, batch_size: int, *, shuffle: bool, seed: int) -> DataLoader:
+    """Build a single-process loader whose order and augmentation depend only on ``seed``."""
+    # A final batch of one image would break batch norm in training mode; drop it.
+    drop_last = shuffle and len(dataset) > batch_size and len(dataset) % batch_size == 1
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        num_workers=0,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _run_epochs(loop: _Loop, state: _State, datasets: dict[str, CacheDataset]) -> None:
+    """Train from ``state.epoch + 1`` to ``config.epochs`` or until patience runs out."""
+    config = loop.config
+    while state.epoch < config.epochs and not _patience_exhausted(config, state):
+        epoch = state.epoch + 1
+        seed = _epoch_seed(config.seed, epoch)
+        train_loader = _loader(datasets["train"], config.batch_size, shuffle=True, seed=seed)
+        epoch_start = time.monotonic()
+        loss_c, grad_norm_c = _train_epoch(loop, train_loader, epoch)
+        loop.check_cancel(epoch)
+        val_metrics = _evaluate_val(loop, datasets.get("val"))
+        record = {
+            "epoch": epoch,
+            "train_loss_c": loss_c,
+            "train_grad_norm_c": grad_norm_c,
+            **val_metrics,
+            "learning_rate": float(loop.optimizer.param_groups[0]["lr"]),
+            "seconds": time.monotonic() - epoch_start,
+        }
+        state.epoch = epoch
+        state.history.append(record)
+        improved = _update_best(config, state, val_metrics)
+        # best.pt before last.pt: if the process dies in between, last.pt still points at
+        # the previous epoch, which is redone and rewrites best.pt identically.
+        if improved:
+            _atomic_save(_best_payload(loop, state), loop.checkpoint_dir / BEST_CHECKPOINT)
+        _atomic_save(_last_payload(loop, state), loop.checkpoint_dir / LAST_CHECKPOINT)
+        loop.emit(
+            ProgressEvent(
+                kind="epoch",
+                epoch=epoch,
+                epochs=config.epochs,
+                step=len(train_loader),
+                steps=len(train_loader),
+                loss_c=loss_c,
+                grad_norm_c=grad_norm_c,
+                metrics=val_metrics,
+                seconds=loop.elapsed(),
+                fraction=epoch / config.epochs,
+            )
+        )
+
+
+def _train_epoch(loop: _Loop, loader: DataLoader, epoch: int) -> tuple[float, float]:
+    """Run one epoch of optimisation; return the mean loss and mean gradient norm."""
+    loop.model.train()
+    steps = len(loader)
+    losses, norms = [], []
+    for step, batch in enumerate(loader, start=1):
+        loop.check_cancel(epoch)
+        loss_c, grad_norm_c = _train_step(loop, batch)
+        losses.append(loss_c)
+        norms.append(grad_norm_c)
+        done = (epoch - 1) * steps + step
+        loop.emit(
+            ProgressEvent(
+                kind="step",
+                epoch=epoch,
+                epochs=loop.config.epochs,
+                step=step,
+                steps=steps,
+                loss_c=loss_c,
+                grad_norm_c=grad_norm_c,
+                metrics={},
+                seconds=loop.elapsed(),
+                fraction=min(done / (loop.config.epochs * steps), 1.0),
+            )
+        )
+    return float(np.mean(losses)), float(np.mean(norms))
+
+
+def _train_step(loop: _Loop, batch: dict[str, Any]) -> tuple[float, float]:
+    """One optimisation step on L_C; return the loss and the gradient norm of L_C."""
+    images, labels = _batch_tensors(batch, loop.device)
+    loop.optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=loop.device.type, dtype=torch.float16, enabled=loop.use_amp):
+        logits = pathological_logit(loop.model(images))  # (B,)
+    # The loss is computed in float32 even under autocast, for a stable BCE.
+    loss_c = F.binary_cross_entropy_with_logits(logits.float(), labels)
+    loop.scaler.scale(loss_c).backward()
+    # Unscale first so the reported norm is that of the true gradient of L_C.
+    loop.scaler.unscale_(loop.optimizer)
+    grad_norm_c = _grad_norm(loop.model.parameters())
+    loop.scaler.step(loop.optimizer)
+    loop.scaler.update()
+    return float(loss_c.detach()), grad_norm_c
+
+
+def _batch_tensors(
+    batch: dict[str, Any], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain tensors on ``device``: images ``(B, 1, *grid)``, labels ``(B,)`` float."""
+    images = batch[IMAGE_KEY]
+    # MetaTensor bookkeeping is useless inside the network and costs time; drop it.
+    images = images.as_tensor() if hasattr(images, "as_tensor") else images
+    labels = torch.as_tensor(batch[LABEL_KEY], dtype=torch.float32)
+    return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+
+def _grad_norm(parameters: Iterable[nn.Parameter]) -> float:
+    """L2 norm of all parameter gradients taken together."""
+    norms = [p.grad.detach().float().norm(2) for p in parameters if p.grad is not None]
+    if not norms:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack(norms)))
+
+
+@torch.no_grad()
+def _predict(loop: _Loop, dataset: CacheDataset) -> tuple[np.ndarray, np.ndarray, float]:
+    """Labels, pathological probabilities and mean L_C over a dataset (eval mode)."""
+    loop.model.eval()
+    labels, logits = [], []
+    for batch in _loader(dataset, loop.config.batch_size, shuffle=False, seed=0):
+        images, batch_labels = _batch_tensors(batch, loop.device)
+        with torch.autocast(
+            device_type=loop.device.type, dtype=torch.float16, enabled=loop.use_amp
+        ):
+            batch_logits = pathological_logit(loop.model(images))
+        labels.append(batch_labels)
+        logits.append(batch_logits.float())
+    loop.model.train()
+    y = torch.cat(labels)
+    z = torch.cat(logits)
+    loss = float(F.binary_cross_entropy_with_logits(z, y))
+    return y.cpu().numpy().astype(int), torch.sigmoid(z).cpu().numpy(), loss
+
+
+def _evaluate_val(loop: _Loop, dataset: CacheDataset | None) -> Metrics:
+    """Validation loss, AUROC (None with one class) and accuracy."""
+    if dataset is None:
+        return {"val_loss": None, "val_auroc": None, "val_accuracy": None}
+    y, p, loss = _predict(loop, dataset)
+    metrics = classification_metrics(y, p)
+    return {"val_loss": loss, "val_auroc": metrics["auroc"], "val_accuracy": metrics["accuracy"]}
+
+
+def _evaluate_test(loop: _Loop, dataset: CacheDataset | None) -> Metrics:
+    """Test metrics of the best checkpoint's weights."""
+    if dataset is None:
+        return {}
+    loop.check_cancel(loop.config.epochs)
+    payload = _load_payload(loop.checkpoint_dir / BEST_CHECKPOINT, loop.device)
+    loop.model.load_state_dict(payload["model"])
+    y, p, loss = _predict(loop, dataset)
+    return {**classification_metrics(y, p), "loss": loss}
+
+
+def _monitor_score(name: str, metrics: Metrics) -> float | None:
+    """Higher-is-better score of the early-stopping metric.
+
+    Falls back to the validation loss when the metric is undefined (a validation set with
+    one class has no AUROC), and to None without a validation set.
+    """
+    for key in (name, "val_loss"):
+        value = metrics.get(key)
+        if value is not None:
+            return value if _HIGHER_IS_BETTER[key] else -value
+    return None
+
+
+def _update_best(config: RunConfig, state: _State, metrics: Metrics) -> bool:
+    """Update best score and patience counter; return whether this epoch is the new best."""
+    score = _monitor_score(config.early_stopping_metric, metrics)
+    # Without a score (no validation split) the latest weights are the best we know.
+    improved = score is None or state.best_score is None or score > state.best_score
+    if improved:
+        state.best_score = score
+        state.best_epoch = state.epoch
+        state.bad_epochs = 0
+    else:
+        state.bad_epochs += 1
+    return improved
+
+
+def _patience_exhausted(config: RunConfig, state: _State) -> bool:
+    patience = config.early_stopping_patience
+    return patience is not None and state.bad_epochs >= patience
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _last_payload(loop: _Loop, state: _State) -> dict[str, Any]:
+    """Everything needed to resume after ``state.epoch``."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "kind": "last",
+        "config": loop.config.model_dump(mode="json"),
+        "epoch": state.epoch,
+        "subjects": loop.fingerprint,
+        "model": loop.model.state_dict(),
+        "optimizer": loop.optimizer.state_dict(),
+        "scaler": loop.scaler.state_dict(),
+        "history": state.history,
+        "best_score": state.best_score,
+        "best_epoch": state.best_epoch,
+        "bad_epochs": state.bad_epochs,
+        "rng": _get_rng_state(),
+    }
+
+
+def _best_payload(loop: _Loop, state: _State) -> dict[str, Any]:
+    """The weights worth keeping, with the config that rebuilds the network."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "kind": "best",
+        "config": loop.config.model_dump(mode="json"),
+        "epoch": state.epoch,
+        "model": loop.model.state_dict(),
+        "metrics": state.history[-1],
+    }
+
+
+def _atomic_save(payload: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint so that ``path`` is always either the old or the new file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _load_payload(path: Path, device: str | torch.device) -> dict[str, Any]:
+    """Load a checkpoint without executing pickled code."""
+    payload = torch.load(path, map_location=device, weights_only=True)
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointMismatchError(f"{path}: unknown checkpoint format {payload.get('format')}")
+    return payload
+
+
+def _resume(loop: _Loop) -> tuple[_State, dict[str, Any] | None]:
+    """Load last.pt into the loop if present; return the state and the stored RNG state."""
+    path = loop.checkpoint_dir / LAST_CHECKPOINT
+    if not path.exists():
+        return _State(), None
+    payload = _load_payload(path, loop.device)
+    _check_compatible(RunConfig.model_validate(payload["config"]), loop.config, path)
+    if payload["subjects"] != loop.fingerprint:
+        raise CheckpointMismatchError(
+            f"{path} was written for other subjects (ids, labels or splits differ); "
+            "remove it to start over"
+        )
+    loop.model.load_state_dict(payload["model"])
+    loop.optimizer.load_state_dict(payload["optimizer"])
+    if loop.use_amp and payload["scaler"]:
+        loop.scaler.load_state_dict(payload["scaler"])
+    state = _State(
+        epoch=int(payload["epoch"]),
+        history=list(payload["history"]),
+        best_score=payload["best_score"],
+        best_epoch=int(payload["best_epoch"]),
+        bad_epochs=int(payload["bad_epochs"]),
+    )
+    return state, payload["rng"]
+
+
+def _check_compatible(stored: RunConfig, current: RunConfig, path: Path) -> None:
+    """Refuse to resume a checkpoint that a different run wrote."""
+    changed = sorted(
+        name
+        for name in RunConfig.model_fields
+        if name not in _RESUMABLE_CHANGES and getattr(stored, name) != getattr(current, name)
+    )
+    if changed:
+        raise CheckpointMismatchError(
+            f"{path} was written with a different configuration ({', '.join(changed)}); "
+            "remove it to start over"
+        )
+
+
+def _get_rng_state() -> dict[str, Any]:
+    """Every global RNG state, as tensors and plain values (safe for weights_only loading)."""
+    # legacy=True always yields the (name, keys, pos, has_gauss, cached) tuple.
+    name, keys, pos, has_gauss, cached = cast(tuple, np.random.get_state(legacy=True))
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNG states saved by ``_get_rng_state``."""
+    torch.set_rng_state(state["torch"].cpu())
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["name"],
+            numpy_state["keys"].cpu().numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        # A checkpoint from a machine with more GPUs restores only the devices present.
+        cuda_states = [s.cpu() for s in state["cuda"]][: torch.cuda.device_count()]
+        for index, cuda_state in enumerate(cuda_states):
+            torch.cuda.set_rng_state(cuda_state, device=index)
+
+
+def _as_tuple(value: Any) -> Any:
+    """Turn nested lists back into the tuples ``random.setstate`` requires."""
+    if isinstance(value, list | tuple):
+        return tuple(_as_tuple(v) for v in value)
+    return value

@@ -1,0 +1,153 @@
+"""Preprocessing of subjects onto the working grid, and its inverse for attribution maps.
+
+The same ``Compose`` is used for training and for attribution (without augmentation), so a
+map computed on the working grid refers to exactly the voxels the network saw. The spatial
+steps (orientation to RAS, resize) are MONAI invertible transforms: ``to_native`` replays
+their inverse on the map, which lands it on the subject's native voxel grid and affine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    NormalizeIntensityd,
+    Orientationd,
+    RandAffined,
+    RandFlipd,
+    Resized,
+    ScaleIntensityRangePercentilesd,
+)
+
+__all__ = ["IMAGE_KEY", "MASK_KEY", "IntensityName", "preprocess", "to_native"]
+
+IMAGE_KEY = "image"
+MASK_KEY = "mask"
+IntensityName = Literal["zscore", "percentile"]
+
+_KEYS = (IMAGE_KEY, MASK_KEY)
+# Explicit labels: nibabel-loaded images are in RAS world space; passing them silences
+# MONAI's deprecation warning about the default changing.
+_RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+def preprocess(
+    grid: Sequence[int], *, augment: bool = False, intensity: IntensityName = "zscore"
+) -> Compose:
+    """Build the dictionary transform that brings a subject onto the working grid.
+
+    The input dict holds file paths under ``"image"`` and, optionally, ``"mask"``; the output
+    holds float32 ``MetaTensor`` of shape ``(1, *grid)`` that carry the applied operations
+    needed by ``to_native``.
+
+    Args:
+        grid: Working grid size in voxels, three integers.
+        augment: Add light random flips and affine jitter (training only; never for
+            attribution, whose inverse must be deterministic).
+        intensity: ``"zscore"`` normalises non-zero voxels to zero mean and unit variance
+            (background stays 0, so the zero baseline of IG means "no tissue");
+            ``"percentile"`` maps the 0.5-99.5 percentiles to [0, 1].
+
+    Returns:
+        The composed transform. Keep the instance: ``to_native`` needs the same object.
+    """
+    spatial_size = tuple(int(s) for s in grid)
+    if len(spatial_size) != 3:
+        raise ValueError(f"grid must have three sizes, got {grid!r}")
+    steps = [
+        LoadImaged(_KEYS, image_only=True, allow_missing_keys=True),
+        EnsureChannelFirstd(_KEYS, allow_missing_keys=True),
+        Orientationd(_KEYS, axcodes="RAS", labels=_RAS_LABELS, allow_missing_keys=True),
+        # Anti-aliasing keeps small lesions from vanishing when the image is downsampled;
+        # masks stay binary through nearest-neighbour resampling.
+        Resized(
+            _KEYS,
+            spatial_size=spatial_size,
+            mode=("trilinear", "nearest"),
+            anti_aliasing=(True, False),
+            allow_missing_keys=True,
+        ),
+        _intensity_transform(intensity),
+    ]
+    if augment:
+        steps.extend(_augmentations())
+    steps.append(EnsureTyped(_KEYS, dtype=torch.float32, allow_missing_keys=True))
+    return Compose(steps)
+
+
+def _intensity_transform(intensity: IntensityName):
+    """Return the intensity normalisation step (image only)."""
+    if intensity == "zscore":
+        return NormalizeIntensityd(IMAGE_KEY, nonzero=True)
+    if intensity == "percentile":
+        return ScaleIntensityRangePercentilesd(
+            IMAGE_KEY, lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True
+        )
+    raise ValueError(f"unknown intensity normalisation {intensity!r}")
+
+
+def _augmentations() -> list:
+    """Return light spatial augmentations applied jointly to image and mask."""
+    return [
+        RandFlipd(_KEYS, prob=0.5, spatial_axis=0, allow_missing_keys=True),
+        RandAffined(
+            _KEYS,
+            prob=0.5,
+            rotate_range=(0.1, 0.1, 0.1),
+            scale_range=(0.05, 0.05, 0.05),
+            translate_range=(2, 2, 2),
+            mode=("bilinear", "nearest"),
+            padding_mode="zeros",
+            allow_missing_keys=True,
+        ),
+    ]
+
+
+def to_native(
+    map_on_grid: torch.Tensor | np.ndarray,
+    reference: MetaTensor,
+    transform: Compose,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bring a map computed on the working grid back to the subject's native grid.
+
+    The inverse of every invertible step recorded on ``reference`` is applied to the map
+    (resize back with trilinear interpolation, then undo the reorientation). Values are
+    interpolated, not rescaled: the sign of the relevance is preserved, but sums over native
+    voxels differ from sums over grid voxels when the grids differ in size.
+
+    Args:
+        map_on_grid: Map of shape ``grid`` or ``(1, *grid)``.
+        reference: The preprocessed image (``transform(...)["image"]``), whose applied
+            operations describe how the native image reached the grid.
+        transform: The very ``Compose`` instance that produced ``reference``.
+
+    Returns:
+        ``(map, affine)``: the float32 map with the native spatial shape, and its 4x4 affine
+        (the native image's affine).
+    """
+    if isinstance(map_on_grid, MetaTensor):
+        map_on_grid = map_on_grid.as_tensor()
+    data = torch.as_tensor(map_on_grid).detach().float().cpu()
+    if data.ndim == 3:
+        data = data[None]
+    if tuple(data.shape) != tuple(reference.shape):
+        raise ValueError(f"map shape {tuple(data.shape)} != grid shape {tuple(reference.shape)}")
+    # The inverse pops operations off the tensor it inverts, so the map gets its own copy of
+    # the reference's trace and metadata; the reference itself stays usable.
+    carrier = MetaTensor(
+        data.clone(),
+        meta=dict(reference.meta),
+        applied_operations=[dict(op) for op in reference.applied_operations],
+    )
+    inverted = transform.inverse({IMAGE_KEY: carrier})[IMAGE_KEY]
+    native = inverted.as_tensor()[0].numpy().astype(np.float32, copy=False)
+    affine = np.asarray(inverted.affine, dtype=np.float64)
+    return native, affine

@@ -1,0 +1,241 @@
+"""The attribution constraint: target maps, the attribution loss L_A and the total loss.
+
+Wargnier-Dauchelle, Grenier, Durand-Dubief, Cotton and Sdika, "A more interpretable classifier
+for multiple sclerosis" (ISBI 2021) and "A weakly supervised gradient attribution constraint
+for interpretable classification and anomaly detection" (IEEE TMI 42(11), 2023); method.md
+section 3.
+
+A target map holds one value per voxel: 0 (the voxel must carry healthy relevance, A < 0),
+1 (pathological relevance, A > 0) or NaN (unconstrained, excluded from L_A).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AttributionLossKind",
+    "LambdaSchedule",
+    "LossSettingName",
+    "TargetMode",
+    "attribution_loss",
+    "target_map",
+    "target_mode_for",
+    "total_loss",
+]
+
+TargetMode = Literal["supervised", "weakly_supervised"]
+AttributionLossKind = Literal["bce", "rrr"]
+# The four settings of the seed's figure.
+LossSettingName = Literal["lc_only", "la_only", "lc_la_supervised", "lc_la_unsupervised"]
+
+
+def target_map(
+    labels: torch.Tensor,
+    masks: torch.Tensor | None,
+    *,
+    mode: TargetMode,
+    brain_mask: torch.Tensor | None = None,
+    mask_available: torch.Tensor | None = None,
+    spatial_shape: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Build the per-voxel target of the attribution constraint.
+
+    - ``"weakly_supervised"`` (image labels only): healthy subjects get 0 on every voxel;
+      pathological subjects are unconstrained (NaN).
+    - ``"supervised"``: pathological subjects get their lesion mask (1 inside, 0 outside);
+      healthy subjects get 0 everywhere. A pathological subject without a mask (``masks`` is
+      ``None``, or ``mask_available`` is False for it) is unconstrained, as in the weakly
+      supervised mode. NaN voxels of a mask stay unconstrained.
+
+    With a brain mask, only voxels inside the brain are constrained; outside it is NaN.
+
+    Args:
+        labels: ``(B,)`` image labels, pathological where > 0.5.
+        masks: ``(B, 1, D, H, W)`` lesion masks (binarised at 0.5), or ``None``. Ignored in the
+            weakly supervised mode.
+        mode: ``"supervised"`` or ``"weakly_supervised"``.
+        brain_mask: Optional mask broadcastable to ``(B, 1, D, H, W)`` (e.g. one template
+            ``(1, 1, D, H, W)``), inside where > 0.5.
+        mask_available: Optional ``(B,)`` booleans: which subjects have a lesion mask
+            (default: all, when ``masks`` is given).
+        spatial_shape: ``(D, H, W)``; needed only when neither ``masks`` nor ``brain_mask``
+            gives it.
+
+    Returns:
+        ``(B, 1, D, H, W)`` float32 tensor of 0, 1 and NaN, on the labels' device.
+
+    Example:
+        >>> t = target_map(labels, None, mode="weakly_supervised", spatial_shape=(48, 56, 48))
+    """
+    if mode not in ("supervised", "weakly_supervised"):
+        raise ValueError(f"unknown target mode {mode!r}")
+    batch = labels.shape[0]
+    if masks is not None:
+        shape = tuple(masks.shape[2:])
+    elif brain_mask is not None:
+        shape = tuple(brain_mask.shape[2:])
+    elif spatial_shape is not None:
+        shape = tuple(spatial_shape)
+    else:
+        raise ValueError("give masks, brain_mask or spatial_shape to size the target map")
+    device = labels.device
+    nan = torch.tensor(float("nan"), device=device)
+    view = (batch, 1, 1, 1, 1)
+    pathological = (labels.detach() > 0.5).to(device).view(view)  # (B, 1, 1, 1, 1)
+
+    targets = torch.zeros((batch, 1, *shape), dtype=torch.float32, device=device)
+    if mode == "supervised" and masks is not None:
+        masks = masks.detach().to(device)
+        lesion = torch.where(masks.isnan(), nan, (masks > 0.5).float())  # (B, 1, D, H, W)
+        available = (
+            torch.ones(batch, dtype=torch.bool, device=device)
+            if mask_available is None
+            else mask_available.to(device=device, dtype=torch.bool)
+        ).view(view)
+        targets = torch.where(pathological & available, lesion, targets)
+        targets = torch.where(pathological & ~available, nan, targets)
+    else:
+        targets = torch.where(pathological, nan, targets)  # (B, 1, D, H, W)
+    if brain_mask is not None:
+        inside = brain_mask.detach().to(device) > 0.5
+        targets = torch.where(inside, targets, nan)
+    return targets
+
+
+def attribution_loss(
+    attributions: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    kind: AttributionLossKind = "bce",
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """L_A: the attribution constraint, averaged over constrained (non-NaN) voxels.
+
+    - ``"bce"``: BCE-with-logits(scale * A_v, t_v), so t = 0 pushes A_v negative (healthy
+      relevance) and t = 1 positive.
+    - ``"rrr"``: (1 - t_v) * (scale * A_v)^2, the "right for the right reasons" penalty
+      (Ross, Hughes and Doshi-Velez, IJCAI 2017): attribution outside the target is
+      penalised, whatever its sign; voxels with t = 1 contribute 0 but count in the mean.
+
+    Multi-channel attributions ``(B, C, ...)`` are summed over channels first: the target is
+    per voxel, and the voxel's relevance is that of all its channels together.
+
+    When no voxel of the batch is constrained, the loss is a zero that stays connected to the
+    graph, so ``backward`` still works (and gives zero gradients).
+
+    Args:
+        attributions: ``(B, C, D, H, W)`` signed attributions.
+        targets: Target map broadcastable to ``(B, 1, D, H, W)``, values 0, 1 or NaN.
+        kind: ``"bce"`` or ``"rrr"``.
+        scale: Temperature applied to A before the loss (raw attributions are small); record
+            it with the run.
+
+    Returns:
+        Scalar tensor.
+
+    Example:
+        >>> loss_a = attribution_loss(out.attributions, target_map(...), scale=100.0)
+    """
+    relevance = scale * attributions.sum(dim=1, keepdim=True)  # (B, 1, D, H, W)
+    targets = targets.to(device=relevance.device, dtype=relevance.dtype)
+    constrained = (~targets.isnan()).expand_as(relevance).to(relevance.dtype)  # 1 or 0
+    # NaN targets become 0 before the loss so no NaN reaches the gradient; the weight drops them.
+    clean = torch.nan_to_num(targets, nan=0.0).expand_as(relevance)
+    if kind == "bce":
+        per_voxel = F.binary_cross_entropy_with_logits(relevance, clean, reduction="none")
+    elif kind == "rrr":
+        per_voxel = (1.0 - clean) * relevance.square()
+    else:
+        raise ValueError(f"unknown attribution loss {kind!r}; use 'bce' or 'rrr'")
+    # An empty selection gives 0 / 1: a zero still connected to the attributions.
+    return (per_voxel * constrained).sum() / constrained.sum().clamp_min(1.0)
+
+
+class LambdaSchedule(BaseModel):
+    """The weight lambda of L_A over training.
+
+    Attributes:
+        kind: ``"constant"``, or ``"linear_warmup"`` from 0 at epoch 0 to ``value`` at
+            ``warmup_epochs`` (then constant). A warm-up lets the classifier learn before the
+            constraint bites (method.md section 6).
+        value: Final lambda.
+        warmup_epochs: Length of the warm-up, in (possibly fractional) epochs; pass
+            ``epoch + step / steps_per_epoch`` to ``at`` for a per-step ramp.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["constant", "linear_warmup"] = "constant"
+    value: float = Field(default=1.0, ge=0.0)
+    warmup_epochs: float = Field(default=0.0, ge=0.0)
+
+    def at(self, epoch: float) -> float:
+        """Lambda at ``epoch`` (0-based, fractional allowed)."""
+        if self.kind == "constant" or self.warmup_epochs == 0.0:
+            return self.value
+        return self.value * min(max(epoch / self.warmup_epochs, 0.0), 1.0)
+
+
+def target_mode_for(setting: LossSettingName) -> TargetMode | None:
+    """Target mode of a loss setting: ``None`` when L_A is not trained.
+
+    ``"la_only"`` uses the supervised targets: with the weakly supervised ones alone nothing
+    would push toward "pathological", and calling every subject healthy would satisfy L_A.
+    """
+    modes: dict[str, TargetMode | None] = {
+        "lc_only": None,
+        "la_only": "supervised",
+        "lc_la_supervised": "supervised",
+        "lc_la_unsupervised": "weakly_supervised",
+    }
+    try:
+        return modes[setting]
+    except KeyError:
+        raise ValueError(f"unknown loss setting {setting!r}; known: {sorted(modes)}") from None
+
+
+def total_loss(
+    loss_c: torch.Tensor | None,
+    loss_a: torch.Tensor | None,
+    lam: float,
+    setting: LossSettingName,
+) -> torch.Tensor:
+    """The training loss of one of the four settings of the seed's figure.
+
+    ``"lc_only"``: L_C; ``"la_only"``: L_A; ``"lc_la_supervised"`` and
+    ``"lc_la_unsupervised"``: L_C + lambda * L_A (they differ only in the target map, see
+    ``target_mode_for``).
+
+    Args:
+        loss_c: Classification loss L_C (may be ``None`` when the setting does not use it).
+        loss_a: Attribution loss L_A (may be ``None`` when the setting does not use it).
+        lam: Lambda, e.g. ``LambdaSchedule.at(epoch)``.
+        setting: One of ``LossSettingName``.
+
+    Returns:
+        Scalar tensor.
+
+    Raises:
+        ValueError: If the setting is unknown or a loss it needs is ``None``.
+    """
+    if setting == "lc_only":
+        return _required(loss_c, "classification", setting)
+    if setting == "la_only":
+        return _required(loss_a, "attribution", setting)
+    if setting in ("lc_la_supervised", "lc_la_unsupervised"):
+        return _required(loss_c, "classification", setting) + lam * _required(
+            loss_a, "attribution", setting
+        )
+    raise ValueError(f"unknown loss setting {setting!r}")
+
+
+def _required(loss: torch.Tensor | None, name: str, setting: str) -> torch.Tensor:
+    if loss is None:
+        raise ValueError(f"setting {setting!r} needs the {name} loss")
+    return loss

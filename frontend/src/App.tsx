@@ -1,0 +1,50 @@
+import { Suspense, lazy } from "react";
+import { Link, Route, Routes } from "react-router";
+import { AuthProvider, RequireAuth } from "./auth/AuthContext";
+import { Layout } from "./components/Layout";
+import { DatasetPage } from "./pages/DatasetPage";
+import { HomePage } from "./pages/HomePage";
+import { LoginPage } from "./pages/LoginPage";
+
+// NiiVue is large; only the viewer route loads it.
+const ViewerPage = lazy(() => import("./pages/ViewerPage"));
+
+export function App() {
+  return (
+    <AuthProvider>
+      <Routes>
+        <Route path="/login" element={<LoginPage />} />
+        <Route
+          element={
+            <RequireAuth>
+              <Layout />
+            </RequireAuth>
+          }
+        >
+          <Route index element={<HomePage />} />
+          <Route path="datasets/:datasetId" element={<DatasetPage />} />
+          <Route
+            path="viewer/:subjectId"
+            element={
+              <Suspense fallback={<p className="muted">Loading viewer…</p>}>
+                <ViewerPage />
+              </Suspense>
+            }
+          />
+          <Route path="*" element={<NotFound />} />
+        </Route>
+      </Routes>
+    </AuthProvider>
+  );
+}
+
+function NotFound() {
+  return (
+    <section className="panel">
+      <h1>Page not found</h1>
+      <p>
+        <Link to="/">Back to datasets and runs</Link>
+      </p>
+    </section>
+  );
+}

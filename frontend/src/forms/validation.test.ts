@@ -1,0 +1,122 @@
+import { describe, expect, it } from "vitest";
+import {
+  RUN_FORM_DEFAULTS,
+  type RunFormValues,
+  isNiftiName,
+  validateDatasetForm,
+  validateRunForm,
+  validateSteps,
+  validateUploadForm,
+} from "./validation";
+
+const valid: RunFormValues = {
+  datasetId: "2",
+  name: " baseline ",
+  epochs: "20",
+  batchSize: "8",
+  learningRate: "1e-4",
+  seed: "42",
+};
+
+describe("validateRunForm", () => {
+  it("builds the request body from valid values", () => {
+    expect(validateRunForm(valid)).toEqual({
+      ok: true,
+      value: {
+        dataset_id: 2,
+        name: "baseline",
+        config: { epochs: 20, batch_size: 8, learning_rate: 0.0001, seed: 42 },
+      },
+    });
+  });
+
+  it("reports every missing field of an empty form", () => {
+    const result = validateRunForm({ ...RUN_FORM_DEFAULTS, epochs: "", batchSize: "", learningRate: "", seed: "" });
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(Object.keys(result.errors).sort()).toEqual(
+      ["batchSize", "datasetId", "epochs", "learningRate", "name", "seed"].sort(),
+    );
+    expect(result.errors.datasetId).toBe("Choose a dataset.");
+    expect(result.errors.name).toBe("Name is required.");
+  });
+
+  it.each([
+    ["epochs", "0", "Epochs must be between 1 and 1000."],
+    ["epochs", "2.5", "Epochs must be a whole number."],
+    ["epochs", "ten", "Epochs must be a whole number."],
+    ["batchSize", "-1", "Batch size must be between 1 and 512."],
+    ["seed", "-3", "Seed must be between 0 and 2147483647."],
+    ["learningRate", "0", "Learning rate must be greater than 0 and at most 1."],
+    ["learningRate", "2", "Learning rate must be greater than 0 and at most 1."],
+    ["learningRate", "fast", "Learning rate must be a number."],
+    ["name", "x".repeat(101), "Name must be at most 100 characters."],
+    ["datasetId", "abc", "Choose a dataset."],
+  ] as const)("rejects %s = %j", (field, value, message) => {
+    const result = validateRunForm({ ...valid, [field]: value });
+    expect(result).toEqual({ ok: false, errors: { [field]: message } });
+  });
+
+  it("ships defaults that only lack a dataset and a name", () => {
+    const result = validateRunForm(RUN_FORM_DEFAULTS);
+    expect(result.ok).toBe(false);
+    if (!result.ok) expect(Object.keys(result.errors).sort()).toEqual(["datasetId", "name"]);
+  });
+});
+
+describe("validateDatasetForm", () => {
+  it("requires a name and trims", () => {
+    expect(validateDatasetForm({ name: "  ", description: "" })).toEqual({
+      ok: false,
+      errors: { name: "Name is required." },
+    });
+    expect(validateDatasetForm({ name: " BraTS ", description: " d " })).toEqual({
+      ok: true,
+      value: { name: "BraTS", description: "d" },
+    });
+  });
+});
+
+describe("validateUploadForm", () => {
+  const image = new File(["x"], "sub-01_T1w.nii.gz");
+
+  it("accepts a NIfTI image and an optional mask", () => {
+    const result = validateUploadForm({ subjectKey: "sub-01", label: "1", split: "val", image, mask: null });
+    expect(result).toEqual({
+      ok: true,
+      value: { subject_key: "sub-01", label: 1, split: "val", image, mask: null },
+    });
+  });
+
+  it("names each problem", () => {
+    const result = validateUploadForm({
+      subjectKey: "bad key!",
+      label: "2",
+      split: "holdout",
+      image: new File(["x"], "scan.png"),
+      mask: new File(["x"], "mask.txt"),
+    });
+    expect(result.ok).toBe(false);
+    if (result.ok) return;
+    expect(Object.keys(result.errors).sort()).toEqual(["image", "label", "mask", "split", "subjectKey"]);
+  });
+
+  it("requires an image", () => {
+    const result = validateUploadForm({ subjectKey: "s1", label: "0", split: "train", image: null, mask: null });
+    expect(result).toEqual({ ok: false, errors: { image: "Choose an image file (.nii or .nii.gz)." } });
+  });
+
+  it("recognises NIfTI names", () => {
+    expect(isNiftiName("a.nii")).toBe(true);
+    expect(isNiftiName("a.NII.GZ")).toBe(true);
+    expect(isNiftiName("a.nii.zip")).toBe(false);
+  });
+});
+
+describe("validateSteps", () => {
+  it("parses an integer in range", () => {
+    expect(validateSteps("32")).toBe(32);
+    expect(validateSteps("0")).toBe("Steps must be between 1 and 512.");
+    expect(validateSteps("")).toBe("Steps is required.");
+  });
+});

@@ -1,0 +1,290 @@
+import { type FormEvent, useRef, useState } from "react";
+import { Link, useParams } from "react-router";
+import { api } from "../api/client";
+import type { Attribution, Run, Subject } from "../api/types";
+import { SPLITS, isActive } from "../api/types";
+import { viewerPath } from "../api/urls";
+import { ErrorMessage, Field, ProgressBar, StatusBadge } from "../components/common";
+import { labelName } from "../format";
+import {
+  type FieldErrors,
+  IG_STEPS,
+  type UploadFormValues,
+  validateSteps,
+  validateUploadForm,
+} from "../forms/validation";
+import { useAsync, useJobPolling } from "../hooks";
+
+export function DatasetPage() {
+  const { datasetId = "" } = useParams();
+  const dataset = useAsync(() => api.datasets.get(datasetId), [datasetId]);
+  const subjects = useAsync(() => api.datasets.subjects(datasetId), [datasetId]);
+  const runs = useAsync(() => api.runs.list(), []);
+  const succeededRuns = (runs.data?.data ?? []).filter(
+    (r) => String(r.dataset_id) === datasetId && r.status === "succeeded",
+  );
+  const [runId, setRunId] = useState("");
+  const [steps, setSteps] = useState(String(IG_STEPS.default));
+  const selectedRun = succeededRuns.find((r) => String(r.id) === runId) ?? succeededRuns[0];
+
+  return (
+    <div className="dataset">
+      <section className="panel">
+        <p className="crumbs">
+          <Link to="/">Datasets</Link> /
+        </p>
+        <h1>{dataset.data?.name ?? `Dataset ${datasetId}`}</h1>
+        {dataset.data?.description ? <p className="muted">{dataset.data.description}</p> : null}
+        <ErrorMessage error={dataset.error ?? subjects.error ?? runs.error} />
+        <div className="form-row ig-controls">
+          <Field label="Run for attributions">
+            <select
+              name="run"
+              value={selectedRun ? String(selectedRun.id) : ""}
+              onChange={(e) => setRunId(e.target.value)}
+              disabled={succeededRuns.length === 0}
+            >
+              {succeededRuns.length === 0 ? <option value="">No succeeded run yet</option> : null}
+              {succeededRuns.map((r) => (
+                <option key={r.id} value={r.id}>
+                  {r.name} (#{r.id})
+                </option>
+              ))}
+            </select>
+          </Field>
+          <Field label="IG steps">
+            <input
+              name="steps"
+              inputMode="numeric"
+              value={steps}
+              onChange={(e) => setSteps(e.target.value)}
+              className="narrow"
+            />
+          </Field>
+          <span className="muted small">Integrated gradients, zero baseline</span>
+        </div>
+        <SubjectTable
+          subjects={subjects.data?.data ?? []}
+          loading={subjects.loading && !subjects.data}
+          run={selectedRun}
+          steps={steps}
+        />
+      </section>
+      <section className="panel">
+        <UploadSubjectForm datasetId={datasetId} onUploaded={subjects.reload} />
+      </section>
+    </div>
+  );
+}
+
+function SubjectTable({
+  subjects,
+  loading,
+  run,
+  steps,
+}: {
+  subjects: Subject[];
+  loading: boolean;
+  run: Run | undefined;
+  steps: string;
+}) {
+  const attributions = useAsync(
+    () => (run ? api.attributions.list({ run_id: run.id }) : Promise.resolve(null)),
+    [run?.id],
+  );
+  const [stepsError, setStepsError] = useState<string>();
+  const [rowErrors, setRowErrors] = useState<Record<number, unknown>>({});
+  const [created, setCreated] = useState<Record<number, Attribution>>({});
+  const activeJobs = Object.values(created)
+    .filter((a) => isActive(a.status) && a.job_id != null)
+    .map((a) => a.job_id as number);
+  const jobs = useJobPolling(activeJobs, attributions.reload);
+
+  if (loading) return <p className="muted">Loading subjects…</p>;
+  if (subjects.length === 0) return <p className="muted">No subjects yet: upload one below.</p>;
+
+  // The newest attribution of the chosen run for each subject.
+  const latest = new Map<number, Attribution>();
+  const known = [...(attributions.data?.data ?? []), ...Object.values(created)];
+  for (const a of known) {
+    if (run && a.run_id !== run.id) continue;
+    const before = latest.get(a.subject_id);
+    if (!before || a.id > before.id) latest.set(a.subject_id, a);
+  }
+
+  const compute = async (subject: Subject) => {
+    if (!run) return;
+    const parsed = validateSteps(steps);
+    setStepsError(typeof parsed === "string" ? parsed : undefined);
+    if (typeof parsed === "string") return;
+    setRowErrors((e) => ({ ...e, [subject.id]: null }));
+    try {
+      const attribution = await api.attributions.create({
+        run_id: run.id,
+        subject_id: subject.id,
+        method: "integrated_gradients",
+        params: { steps: parsed, baseline: "zero" },
+      });
+      setCreated((c) => ({ ...c, [attribution.id]: attribution }));
+    } catch (reason) {
+      setRowErrors((e) => ({ ...e, [subject.id]: reason }));
+    }
+  };
+
+  return (
+    <>
+      {stepsError ? <p className="error">{stepsError}</p> : null}
+      <ErrorMessage error={attributions.error} />
+      <table className="table">
+        <thead>
+          <tr>
+            <th>Subject</th>
+            <th>Label</th>
+            <th>Split</th>
+            <th>Mask</th>
+            <th>Shape</th>
+            <th>Attribution{run ? ` (${run.name})` : ""}</th>
+          </tr>
+        </thead>
+        <tbody>
+          {subjects.map((s) => {
+            const attribution = latest.get(s.id);
+            const job = attribution?.job_id != null ? jobs[attribution.job_id] : undefined;
+            const status = job ?? attribution;
+            return (
+              <tr key={s.id} data-subject-id={s.id}>
+                <td>
+                  <Link to={viewerPath(s.id, attribution?.status === "succeeded" ? attribution.id : null)}>
+                    {s.subject_key}
+                  </Link>
+                </td>
+                <td>
+                  <span className={`label label-${s.label}`}>{labelName(s.label)}</span>
+                </td>
+                <td>{s.split}</td>
+                <td>{s.has_mask ? "yes" : "–"}</td>
+                <td className="muted">{s.shape.join(" × ")}</td>
+                <td>
+                  <div className="row-actions">
+                    {status ? <StatusBadge status={status.status} /> : null}
+                    {attribution?.status === "succeeded" || job?.status === "succeeded" ? (
+                      <Link to={viewerPath(s.id, attribution?.id)}>View</Link>
+                    ) : null}
+                    <button
+                      type="button"
+                      className="small-button"
+                      disabled={!run || (status ? isActive(status.status) : false)}
+                      onClick={() => void compute(s)}
+                    >
+                      Compute IG
+                    </button>
+                  </div>
+                  {job && isActive(job.status) ? <ProgressBar job={job} /> : null}
+                  {job?.error ? <div className="error small">{job.error}</div> : null}
+                  <ErrorMessage error={rowErrors[s.id]} />
+                </td>
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+    </>
+  );
+}
+
+const EMPTY_UPLOAD: UploadFormValues = {
+  subjectKey: "",
+  label: "0",
+  split: "train",
+  image: null,
+  mask: null,
+};
+
+function UploadSubjectForm({ datasetId, onUploaded }: { datasetId: string; onUploaded: () => void }) {
+  const [values, setValues] = useState<UploadFormValues>(EMPTY_UPLOAD);
+  const [errors, setErrors] = useState<FieldErrors<keyof UploadFormValues>>({});
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+  const [done, setDone] = useState<string | null>(null);
+  const formRef = useRef<HTMLFormElement>(null);
+
+  const onSubmit = async (event: FormEvent) => {
+    event.preventDefault();
+    const result = validateUploadForm(values);
+    setErrors(result.ok ? {} : result.errors);
+    setError(null);
+    setDone(null);
+    if (!result.ok) return;
+    setBusy(true);
+    try {
+      const subject = await api.datasets.uploadSubject(datasetId, result.value);
+      setDone(`Uploaded ${subject.subject_key}.`);
+      setValues({ ...EMPTY_UPLOAD, label: values.label, split: values.split });
+      formRef.current?.reset();
+      onUploaded();
+    } catch (reason) {
+      setError(reason);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <form ref={formRef} className="inline-form" onSubmit={onSubmit} noValidate aria-label="Upload subject">
+      <h2>Upload a subject</h2>
+      <div className="form-grid">
+        <Field label="Subject key" error={errors.subjectKey}>
+          <input
+            name="subject_key"
+            value={values.subjectKey}
+            onChange={(e) => setValues({ ...values, subjectKey: e.target.value })}
+          />
+        </Field>
+        <Field label="Label" error={errors.label}>
+          <select
+            name="label"
+            value={values.label}
+            onChange={(e) => setValues({ ...values, label: e.target.value })}
+          >
+            <option value="0">healthy (0)</option>
+            <option value="1">pathological (1)</option>
+          </select>
+        </Field>
+        <Field label="Split" error={errors.split}>
+          <select
+            name="split"
+            value={values.split}
+            onChange={(e) => setValues({ ...values, split: e.target.value })}
+          >
+            {SPLITS.map((s) => (
+              <option key={s} value={s}>
+                {s}
+              </option>
+            ))}
+          </select>
+        </Field>
+        <Field label="Image (.nii, .nii.gz)" error={errors.image}>
+          <input
+            name="image"
+            type="file"
+            accept=".nii,.gz"
+            onChange={(e) => setValues({ ...values, image: e.target.files?.[0] ?? null })}
+          />
+        </Field>
+        <Field label="Lesion mask (optional)" error={errors.mask}>
+          <input
+            name="mask"
+            type="file"
+            accept=".nii,.gz"
+            onChange={(e) => setValues({ ...values, mask: e.target.files?.[0] ?? null })}
+          />
+        </Field>
+      </div>
+      <ErrorMessage error={error} />
+      {done ? <p className="ok">{done}</p> : null}
+      <button type="submit" disabled={busy}>
+        {busy ? "Uploading…" : "Upload"}
+      </button>
+    </form>
+  );
+}

@@ -1,0 +1,108 @@
+import { useEffect } from "react";
+import { Link, useParams, useSearchParams } from "react-router";
+import { api } from "../api/client";
+import { errorMessage } from "../api/http";
+import type { Attribution, Run, Subject } from "../api/types";
+import { attributionMapUrl, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
+import { labelName } from "../format";
+import { useAsync } from "../hooks";
+import { Colorbar } from "../viewer/Colorbar";
+import { ProvenancePanel } from "../viewer/ProvenancePanel";
+import { ViewerControls } from "../viewer/ViewerControls";
+import { newestSucceeded } from "../viewer/select";
+import { useViewerController } from "../viewer/useViewerController";
+
+interface ViewerData {
+  subject: Subject;
+  attribution: Attribution | null;
+  run: Run | null;
+  /** Why no relevance is shown, when it is not. */
+  note: string | null;
+}
+
+async function loadViewerData(subjectId: string, attributionId: string | null): Promise<ViewerData> {
+  const subject = await api.subjects.get(subjectId);
+  let attribution: Attribution | null;
+  if (attributionId) {
+    attribution = await api.attributions.get(attributionId);
+    if (attribution.subject_id !== subject.id) {
+      throw new Error(
+        `Attribution #${attribution.id} belongs to subject #${attribution.subject_id}, not #${subject.id}.`,
+      );
+    }
+  } else {
+    attribution = newestSucceeded((await api.attributions.list({ subject_id: subject.id })).data);
+  }
+  const run = attribution ? await api.runs.get(attribution.run_id).catch(() => null) : null;
+  let note: string | null = null;
+  if (!attribution) note = "No attribution has been computed for this subject yet: showing the MR volume only.";
+  else if (attribution.status !== "succeeded") {
+    note = `Attribution #${attribution.id} is ${attribution.status}: showing the MR volume only.`;
+  } else if (!attribution.stats) note = "This attribution has no statistics: showing the MR volume only.";
+  return { subject, attribution, run, note };
+}
+
+export default function ViewerPage() {
+  const { subjectId = "" } = useParams();
+  const [search] = useSearchParams();
+  const attributionId = search.get("attribution");
+  const data = useAsync(() => loadViewerData(subjectId, attributionId), [subjectId, attributionId]);
+  const { hostRef, controller, snapshot } = useViewerController();
+  const loaded = data.data;
+
+  useEffect(() => {
+    if (!controller || !loaded) return;
+    const { subject, attribution } = loaded;
+    const showMap = attribution?.status === "succeeded" && attribution.stats;
+    void controller.load({
+      imageUrl: subjectImageUrl(subject.id),
+      relevance: showMap ? { url: attributionMapUrl(attribution.id), stats: attribution.stats! } : null,
+      lesionUrl: subject.has_mask ? subjectMaskDrawingUrl(subject.id) : null,
+    });
+  }, [controller, loaded]);
+
+  const pageError = data.error ? errorMessage(data.error) : null;
+  const state = pageError ? "error" : loaded ? snapshot.phase : "loading";
+  const error = pageError ?? snapshot.error;
+  const subject = loaded?.subject;
+
+  return (
+    <div className="viewer-page">
+      <header className="viewer-header">
+        <p className="crumbs">
+          <Link to="/">Datasets</Link> /{" "}
+          {subject ? <Link to={`/datasets/${subject.dataset_id}`}>Dataset {subject.dataset_id}</Link> : null}
+        </p>
+        <h1>
+          {subject ? subject.subject_key : `Subject ${subjectId}`}
+          {subject ? (
+            <span className={`label label-${subject.label}`}>{labelName(subject.label)}</span>
+          ) : null}
+          {subject ? <span className="muted small"> {subject.split} split</span> : null}
+        </h1>
+      </header>
+      <section className="viewer" data-viewer-state={state} aria-busy={state === "loading"}>
+        <div className="viewer-main">
+          <div className="viewer-canvas-host" ref={hostRef} />
+          {error ? (
+            <p className="error viewer-error" role="alert">
+              {error}
+            </p>
+          ) : null}
+          {loaded?.note ? <p className="note">{loaded.note}</p> : null}
+          {snapshot.warnings.map((w) => (
+            <p className="note" key={w}>
+              {w}
+            </p>
+          ))}
+          <p className="location muted small">{snapshot.location || "\u00a0"}</p>
+        </div>
+        <aside className="viewer-side">
+          <ViewerControls controller={controller} snapshot={snapshot} />
+          <Colorbar thresholds={snapshot.thresholds} />
+          {loaded?.attribution ? <ProvenancePanel attribution={loaded.attribution} run={loaded.run} /> : null}
+        </aside>
+      </section>
+    </div>
+  );
+}

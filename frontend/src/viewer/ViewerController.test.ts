@@ -1,0 +1,205 @@
+// @vitest-environment jsdom
+import { SLICE_TYPE } from "@niivue/niivue";
+import { describe, expect, it, vi } from "vitest";
+import { type NiivueLike, type VolumeLike, ViewerController } from "./ViewerController";
+
+// 4×4×4 volumes whose file order is already RAS, as NiiVue reports for an identity affine.
+const DIMS = [3, 4, 4, 4];
+const at = (x: number, y: number, z: number) => x + 4 * y + 16 * z;
+
+function fakeVolume(data: Float32Array | Uint8Array): VolumeLike {
+  return {
+    opacity: 1,
+    cal_min: 0,
+    cal_max: 0,
+    cal_minNeg: Number.NaN,
+    cal_maxNeg: Number.NaN,
+    dimsRAS: DIMS,
+    hdr: { dims: DIMS },
+    img: data,
+    img2RAS: () => data.slice(),
+  };
+}
+
+function volumeFor(url: string, emptyMask: boolean): VolumeLike {
+  if (url.includes("mask")) {
+    const mask = new Uint8Array(64);
+    if (!emptyMask) mask[at(2, 1, 1)] = 2;
+    return fakeVolume(mask);
+  }
+  const data = new Float32Array(64);
+  if (url.includes("map")) {
+    data[at(1, 2, 3)] = 4; // the positive peak
+    data[at(0, 0, 0)] = -2;
+  }
+  return fakeVolume(data);
+}
+
+/** Records what the controller asks of NiiVue; loadVolumes ignores cal_minNeg like 0.69 does. */
+function fakeNiivue(options: { emptyMask?: boolean; failLoad?: boolean } = {}) {
+  const loseContext = vi.fn();
+  const nv = {
+    volumes: [] as VolumeLike[],
+    scene: { crosshairPos: [0.5, 0.5, 0.5] as ArrayLike<number> },
+    gl: { getExtension: vi.fn(() => ({ loseContext })) } as unknown as WebGL2RenderingContext,
+    onLocationChange: (() => undefined) as (location: unknown) => void,
+    attachToCanvas: vi.fn(async () => undefined),
+    loadVolumes: vi.fn(async (list: object[]) => {
+      if (options.failLoad) throw new Error("Not Found");
+      nv.volumes = list.map((item) => {
+        const { url, cal_min, cal_max, opacity } = item as {
+          url: string;
+          cal_min?: number;
+          cal_max?: number;
+          opacity: number;
+        };
+        return { ...volumeFor(url, options.emptyMask ?? false), opacity, cal_min, cal_max };
+      });
+    }),
+    setSliceType: vi.fn(),
+    updateGLVolume: vi.fn(),
+    vox2frac: vi.fn((v: number[]) => v.map((c, i) => (c + 0.5) / DIMS[i + 1])),
+    createOnLocationChange: vi.fn(),
+    drawScene: vi.fn(),
+    cleanup: vi.fn(),
+  };
+  return { nv, loseContext };
+}
+
+function mounted(nv: NiivueLike) {
+  const host = document.createElement("div");
+  document.body.appendChild(host);
+  const controller = new ViewerController(() => nv);
+  controller.mount(host);
+  return { controller, host };
+}
+
+const SOURCE = {
+  imageUrl: "/api/v1/subjects/1/image.nii.gz",
+  relevance: { url: "/api/v1/attributions/7/map.nii.gz", stats: { min: -2, max: 4 } },
+  lesionUrl: "/api/v1/subjects/1/mask.nii.gz?drawing=true",
+};
+
+describe("ViewerController", () => {
+  it("loads base, one signed overlay and the lesion on top, then sets the negative window", async () => {
+    const { nv } = fakeNiivue();
+    const { controller, host } = mounted(nv);
+    const seen: string[] = [];
+    controller.subscribe(() => seen.push(controller.getSnapshot().phase));
+    await controller.load(SOURCE);
+
+    expect(host.querySelector("canvas")).not.toBeNull();
+    expect(nv.attachToCanvas).toHaveBeenCalledWith(host.querySelector("canvas"));
+    const [list] = nv.loadVolumes.mock.calls[0] as unknown as [Record<string, unknown>[]];
+    expect(list).toHaveLength(3);
+    expect(list[0]).toMatchObject({ url: SOURCE.imageUrl, colormap: "gray" });
+    expect(list[1]).toMatchObject({ url: SOURCE.relevance.url, colormap: "red", colormapNegative: "blue" });
+    expect(list[2]).toMatchObject({ url: SOURCE.lesionUrl, colormap: "green", name: "lesion.nii.gz" });
+    expect(nv.setSliceType).toHaveBeenCalledWith(SLICE_TYPE.MULTIPLANAR);
+
+    const overlay = nv.volumes[1];
+    expect(overlay.cal_min).toBeCloseTo(0.6);
+    expect(overlay.cal_max).toBe(4);
+    expect(overlay.cal_minNeg).toBeCloseTo(-0.3);
+    expect(overlay.cal_maxNeg).toBe(-2);
+    expect(overlay.opacity).toBeGreaterThan(0);
+    expect(nv.updateGLVolume).toHaveBeenCalled();
+
+    // The lesion volume now holds the ring around the lesion voxel, in full green.
+    const lesion = nv.volumes[2];
+    expect(lesion.img?.[at(2, 1, 1)]).toBe(0);
+    expect(lesion.img?.[at(1, 1, 1)]).toBe(2);
+    expect(lesion.img?.[at(3, 1, 1)]).toBe(2);
+    expect(lesion).toMatchObject({ cal_min: 1, cal_max: 2, opacity: 1 });
+
+    const snapshot = controller.getSnapshot();
+    expect(snapshot.phase).toBe("ready");
+    expect(snapshot.hasRelevance && snapshot.hasLesion).toBe(true);
+    expect(seen[0]).toBe("loading");
+    expect(seen.at(-1)).toBe("ready");
+    // The crosshair starts on the lesion.
+    expect(nv.vox2frac).toHaveBeenLastCalledWith([2, 1, 1]);
+  });
+
+  it("toggles layers, opacity and per-sign thresholds", async () => {
+    const { nv } = fakeNiivue();
+    const { controller } = mounted(nv);
+    await controller.load(SOURCE);
+    const [, overlay, lesion] = nv.volumes;
+
+    controller.setRelevanceVisible(false);
+    expect(overlay.opacity).toBe(0);
+    controller.setOpacity(0.5);
+    expect(overlay.opacity).toBe(0);
+    controller.setRelevanceVisible(true);
+    expect(overlay.opacity).toBe(0.5);
+
+    controller.setLesionVisible(false);
+    expect(lesion.opacity).toBe(0);
+    controller.setLesionVisible(true);
+    expect(lesion.opacity).toBe(1);
+
+    controller.setWindow("negative", { min: 1, max: 2 });
+    expect(overlay.cal_minNeg).toBe(-1);
+    expect(overlay.cal_maxNeg).toBe(-2);
+    expect(overlay.cal_min).toBeCloseTo(0.6); // the positive side is untouched
+    controller.setWindow("positive", { min: 2, max: 4 });
+    expect(overlay.cal_min).toBe(2);
+    expect(controller.getSnapshot().thresholds.positive).toEqual({ min: 2, max: 4 });
+
+    expect(controller.focusPeak()).toBe(true);
+    expect(nv.vox2frac).toHaveBeenLastCalledWith([1, 2, 3]);
+    expect(controller.focusLesion()).toBe(true);
+    expect(nv.vox2frac).toHaveBeenLastCalledWith([2, 1, 1]);
+  });
+
+  it("shows only the MR volume without an attribution or mask", async () => {
+    const { nv } = fakeNiivue();
+    const { controller } = mounted(nv);
+    await controller.load({ imageUrl: SOURCE.imageUrl });
+    expect((nv.loadVolumes.mock.calls[0] as unknown as [object[]])[0]).toHaveLength(1);
+    expect(controller.getSnapshot()).toMatchObject({ phase: "ready", hasRelevance: false, hasLesion: false });
+    expect(controller.focusLesion()).toBe(false);
+    expect(controller.focusPeak()).toBe(false);
+  });
+
+  it("stays usable with a warning when the mask is empty", async () => {
+    const { nv } = fakeNiivue({ emptyMask: true });
+    const { controller } = mounted(nv);
+    await controller.load(SOURCE);
+    expect(controller.getSnapshot()).toMatchObject({ phase: "ready", hasLesion: false });
+    expect(controller.getSnapshot().warnings).toEqual(["The lesion mask is empty."]);
+    expect(nv.volumes[2].opacity).toBe(0);
+  });
+
+  it("reports a failed load as an error", async () => {
+    const { nv } = fakeNiivue({ failLoad: true });
+    const { controller } = mounted(nv);
+    await controller.load(SOURCE);
+    expect(controller.getSnapshot().phase).toBe("error");
+    expect(controller.getSnapshot().error).toContain("Not Found");
+  });
+
+  it("releases the WebGL context and removes its canvas on dispose", async () => {
+    const { nv, loseContext } = fakeNiivue();
+    const { controller, host } = mounted(nv);
+    await controller.load(SOURCE);
+    controller.dispose();
+    expect(nv.cleanup).toHaveBeenCalledTimes(1);
+    expect(loseContext).toHaveBeenCalledTimes(1);
+    expect(host.querySelector("canvas")).toBeNull();
+    controller.dispose(); // idempotent
+    expect(nv.cleanup).toHaveBeenCalledTimes(1);
+    expect(() => controller.mount(host)).toThrow();
+  });
+
+  it("ignores a load that finishes after dispose", async () => {
+    const { nv } = fakeNiivue();
+    const { controller } = mounted(nv);
+    const pending = controller.load(SOURCE);
+    controller.dispose();
+    await pending;
+    expect(nv.loadVolumes).not.toHaveBeenCalled();
+    expect(controller.getSnapshot().phase).toBe("loading");
+  });
+});

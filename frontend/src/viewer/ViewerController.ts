@@ -1,0 +1,353 @@
+// Owns one Niivue instance outside React: creates its canvas, loads the MR volume, the signed
+// relevance overlay and the lesion outline, applies display settings, and releases the WebGL
+// context on dispose. React reads it through subscribe/getSnapshot (useSyncExternalStore).
+import { Niivue, SHOW_RENDER, SLICE_TYPE } from "@niivue/niivue";
+import type { AttributionStats } from "../api/types";
+import {
+  DEFAULT_OVERLAY_OPACITY,
+  LESION_VALUE,
+  type RelevanceThresholds,
+  type SignWindow,
+  baseVolumeOptions,
+  clampWindow,
+  defaultThresholds,
+  lesionVolumeOptions,
+  peaksFromStats,
+  relevanceVolumeOptions,
+  toCalibration,
+} from "./overlay";
+import { formatLocation } from "./location";
+import {
+  type Dims3,
+  type Voxel,
+  argMax,
+  indexToVoxel,
+  largestRegionCentre,
+  outerRing,
+} from "./volumeMath";
+
+/** What the controller needs from a loaded NiiVue volume (NVImage). */
+export interface VolumeLike {
+  opacity: number;
+  cal_min?: number;
+  cal_max?: number;
+  cal_minNeg: number;
+  cal_maxNeg: number;
+  dimsRAS?: number[];
+  hdr: { dims: number[] } | null;
+  /** Voxels in file order; the lesion outline is written into it before upload. */
+  img?: ArrayLike<number> & { set(values: ArrayLike<number>): void };
+  img2RAS(): ArrayLike<number>;
+}
+
+/** The part of Niivue's API the controller uses; the real class satisfies it. */
+export interface NiivueLike {
+  volumes: VolumeLike[];
+  scene: { crosshairPos: ArrayLike<number> };
+  gl: WebGL2RenderingContext;
+  onLocationChange: (location: unknown) => void;
+  attachToCanvas(canvas: HTMLCanvasElement): Promise<unknown>;
+  loadVolumes(list: object[]): Promise<unknown>;
+  setSliceType(sliceType: SLICE_TYPE): unknown;
+  updateGLVolume(): void;
+  vox2frac(voxel: Voxel): ArrayLike<number>;
+  createOnLocationChange(): void;
+  drawScene(): unknown;
+  cleanup(): void;
+}
+
+export type NiivueFactory = () => NiivueLike;
+
+/** The viewer's defaults: dark clinical background, neutral crosshair, no in-canvas colorbar. */
+export const NIIVUE_OPTIONS = {
+  backColor: [0.04, 0.05, 0.07, 1],
+  // Not red, green or blue, so it is never mistaken for relevance or the lesion outline.
+  crosshairColor: [0.95, 0.85, 0.3, 0.7],
+  // One voxel of a coarse grid would hide the anatomy under the crosshair.
+  crosshairWidth: 1,
+  crosshairWidthUnit: "mm" as const,
+  show3Dcrosshair: false,
+  // The colorbar is drawn in HTML beside the canvas with the thresholds as labels.
+  isColorbar: false,
+  multiplanarShowRender: SHOW_RENDER.NEVER, // a 3D render adds little to slice review
+  isResizeCanvas: true,
+  dragAndDropEnabled: false,
+  logLevel: "error" as const,
+  loadingText: "Loading...", // NiiVue's font has no ellipsis glyph
+};
+
+const defaultFactory: NiivueFactory = () => new Niivue(NIIVUE_OPTIONS);
+
+export type ViewerPhase = "idle" | "loading" | "ready" | "error";
+
+export interface ViewerSource {
+  imageUrl: string;
+  /** The signed attribution map on the image grid, with its stats for default thresholds. */
+  relevance?: { url: string; stats: Pick<AttributionStats, "min" | "max"> } | null;
+  /** Lesion mask (non-zero = lesion); drawn as a green outline on top of the relevance. */
+  lesionUrl?: string | null;
+}
+
+export interface ViewerSnapshot {
+  phase: ViewerPhase;
+  error: string | null;
+  /** Problems that leave the viewer usable (e.g. an empty mask). */
+  warnings: string[];
+  hasRelevance: boolean;
+  hasLesion: boolean;
+  showRelevance: boolean;
+  showLesion: boolean;
+  opacity: number;
+  thresholds: RelevanceThresholds;
+  peaks: { positive: number; negative: number };
+  /** The crosshair position (mm) and the values under it. */
+  location: string;
+}
+
+export const INITIAL_SNAPSHOT: ViewerSnapshot = {
+  phase: "idle",
+  error: null,
+  warnings: [],
+  hasRelevance: false,
+  hasLesion: false,
+  showRelevance: true,
+  showLesion: true,
+  opacity: DEFAULT_OVERLAY_OPACITY,
+  thresholds: { positive: null, negative: null },
+  peaks: { positive: 0, negative: 0 },
+  location: "",
+};
+
+const BASE_INDEX = 0;
+
+export class ViewerController {
+  private readonly createNiivue: NiivueFactory;
+  private nv: NiivueLike | null = null;
+  private canvas: HTMLCanvasElement | null = null;
+  private snapshot: ViewerSnapshot = INITIAL_SNAPSHOT;
+  private readonly listeners = new Set<() => void>();
+  private loadToken = 0;
+  private disposed = false;
+  private relevanceIndex = -1;
+  private lesionIndex = -1;
+  /** The lesion mask in RAS voxel order, kept for "go to lesion". */
+  private lesionRAS: ArrayLike<number> | null = null;
+
+  constructor(createNiivue: NiivueFactory = defaultFactory) {
+    this.createNiivue = createNiivue;
+  }
+
+  // --- store interface for useSyncExternalStore -------------------------------------------
+
+  subscribe = (listener: () => void): (() => void) => {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  };
+
+  getSnapshot = (): ViewerSnapshot => this.snapshot;
+
+  private update(patch: Partial<ViewerSnapshot>): void {
+    this.snapshot = { ...this.snapshot, ...patch };
+    for (const listener of this.listeners) listener();
+  }
+
+  // --- lifecycle --------------------------------------------------------------------------
+
+  /** Creates the canvas inside `host`. A fresh canvas each time: a lost context cannot return. */
+  mount(host: HTMLElement): void {
+    if (this.disposed) throw new Error("ViewerController was disposed");
+    if (this.canvas) return;
+    const canvas = host.ownerDocument.createElement("canvas");
+    canvas.className = "viewer-canvas";
+    host.appendChild(canvas);
+    this.canvas = canvas;
+  }
+
+  /** Loads the MR volume, then the relevance overlay and lesion outline when given. */
+  async load(source: ViewerSource): Promise<void> {
+    if (!this.canvas) throw new Error("mount() the controller before load()");
+    const token = ++this.loadToken;
+    const stale = () => this.disposed || token !== this.loadToken;
+    const thresholds = source.relevance
+      ? defaultThresholds(source.relevance.stats)
+      : INITIAL_SNAPSHOT.thresholds;
+    this.update({
+      phase: "loading",
+      error: null,
+      warnings: [],
+      hasRelevance: Boolean(source.relevance),
+      hasLesion: false,
+      thresholds,
+      peaks: source.relevance ? peaksFromStats(source.relevance.stats) : INITIAL_SNAPSHOT.peaks,
+    });
+    try {
+      const nv = await this.niivue();
+      if (stale()) return;
+      const volumes: object[] = [baseVolumeOptions(source.imageUrl)];
+      this.relevanceIndex = -1;
+      this.lesionIndex = -1;
+      this.lesionRAS = null;
+      if (source.relevance) {
+        this.relevanceIndex = volumes.length;
+        volumes.push(relevanceVolumeOptions(source.relevance.url, thresholds, this.snapshot.opacity));
+      }
+      if (source.lesionUrl) {
+        this.lesionIndex = volumes.length;
+        volumes.push(lesionVolumeOptions(source.lesionUrl));
+      }
+      await nv.loadVolumes(volumes);
+      if (stale()) return;
+      nv.setSliceType(SLICE_TYPE.MULTIPLANAR);
+      const warnings: string[] = [];
+      const hasLesion = this.lesionIndex >= 0 && this.prepareLesionOutline();
+      if (this.lesionIndex >= 0 && !hasLesion) warnings.push("The lesion mask is empty.");
+      this.update({ hasLesion, warnings });
+      this.applyRelevanceDisplay();
+      this.applyLesionDisplay();
+      this.refresh();
+      this.focusInitial();
+      nv.drawScene();
+      this.update({ phase: "ready" });
+    } catch (error) {
+      if (stale()) return;
+      this.update({ phase: "error", error: describeLoadError(error) });
+    }
+  }
+
+  /** Releases the WebGL context and removes the canvas; the controller cannot be reused. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    const nv = this.nv;
+    this.nv = null;
+    if (nv) {
+      nv.cleanup();
+      try {
+        nv.gl.getExtension("WEBGL_lose_context")?.loseContext();
+      } catch {
+        // The context was never created or is already gone.
+      }
+    }
+    this.canvas?.remove();
+    this.canvas = null;
+    this.listeners.clear();
+  }
+
+  // --- display settings -------------------------------------------------------------------
+
+  setRelevanceVisible(visible: boolean): void {
+    this.update({ showRelevance: visible });
+    this.applyRelevanceDisplay();
+    this.refresh();
+  }
+
+  setLesionVisible(visible: boolean): void {
+    this.update({ showLesion: visible });
+    this.applyLesionDisplay();
+    this.refresh();
+  }
+
+  setOpacity(opacity: number): void {
+    this.update({ opacity: Math.min(Math.max(opacity, 0), 1) });
+    this.applyRelevanceDisplay();
+    this.refresh();
+  }
+
+  /** Sets the display window of one sign (magnitudes; the negative side is mirrored). */
+  setWindow(sign: "positive" | "negative", window: SignWindow): void {
+    if (!this.snapshot.thresholds[sign]) return;
+    this.update({ thresholds: { ...this.snapshot.thresholds, [sign]: clampWindow(window) } });
+    this.applyRelevanceDisplay();
+    this.refresh();
+  }
+
+  /** Moves the crosshair into the largest lesion; false without a lesion. */
+  focusLesion(): boolean {
+    const dims = this.rasDims();
+    if (!this.lesionRAS || !dims) return false;
+    const centre = largestRegionCentre(this.lesionRAS, dims);
+    return centre ? this.moveCrosshair(centre) : false;
+  }
+
+  /** Moves the crosshair to the strongest positive (pathological) relevance. */
+  focusPeak(): boolean {
+    const overlay = this.volume(this.relevanceIndex);
+    const dims = this.rasDims();
+    if (!overlay || !dims) return false;
+    const index = argMax(overlay.img2RAS());
+    return index >= 0 ? this.moveCrosshair(indexToVoxel(index, dims)) : false;
+  }
+
+  // --- internals --------------------------------------------------------------------------
+
+  private async niivue(): Promise<NiivueLike> {
+    if (this.nv) return this.nv;
+    const nv = this.createNiivue();
+    nv.onLocationChange = (location) => this.update({ location: formatLocation(location) });
+    this.nv = nv;
+    await nv.attachToCanvas(this.canvas as HTMLCanvasElement);
+    return nv;
+  }
+
+  private volume(index: number): VolumeLike | undefined {
+    return index >= 0 ? this.nv?.volumes[index] : undefined;
+  }
+
+  private applyRelevanceDisplay(): void {
+    const overlay = this.volume(this.relevanceIndex);
+    if (!overlay) return;
+    // loadVolumes() ignores cal_minNeg/cal_maxNeg: set all four on the volume, then upload.
+    Object.assign(overlay, toCalibration(this.snapshot.thresholds));
+    overlay.opacity = this.snapshot.showRelevance ? this.snapshot.opacity : 0;
+  }
+
+  private applyLesionDisplay(): void {
+    const lesion = this.volume(this.lesionIndex);
+    if (!lesion) return;
+    lesion.opacity = this.snapshot.hasLesion && this.snapshot.showLesion ? 1 : 0;
+  }
+
+  /** Uploads changed volume settings to the GPU and redraws. */
+  private refresh(): void {
+    this.nv?.updateGLVolume();
+  }
+
+  /** Replaces the loaded mask by its outer ring; false when the mask is empty. */
+  private prepareLesionOutline(): boolean {
+    const lesion = this.volume(this.lesionIndex);
+    const dims = lesion?.hdr?.dims;
+    if (!lesion?.img || !dims || dims.length < 4) return false;
+    // A copy: img2RAS() may hand back `img` itself, which is overwritten by the ring below.
+    this.lesionRAS = Uint8Array.from(lesion.img2RAS(), (v) => (v !== 0 ? 1 : 0));
+    const ring = outerRing(lesion.img, [dims[1], dims[2], dims[3]], LESION_VALUE);
+    if (!ring.includes(LESION_VALUE)) return false;
+    lesion.img.set(ring);
+    const { cal_min, cal_max } = lesionVolumeOptions("");
+    Object.assign(lesion, { cal_min, cal_max });
+    return true;
+  }
+
+  private focusInitial(): void {
+    if (this.focusLesion()) return;
+    if (this.snapshot.peaks.positive > 0) this.focusPeak();
+  }
+
+  private rasDims(): Dims3 | null {
+    const dims = this.nv?.volumes[BASE_INDEX]?.dimsRAS;
+    return dims && dims.length >= 4 ? [dims[1], dims[2], dims[3]] : null;
+  }
+
+  private moveCrosshair(voxel: Voxel): boolean {
+    const nv = this.nv;
+    if (!nv) return false;
+    nv.scene.crosshairPos = nv.vox2frac(voxel);
+    nv.createOnLocationChange();
+    nv.drawScene();
+    return true;
+  }
+}
+
+function describeLoadError(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return text ? `Could not load the volumes: ${text}` : "Could not load the volumes.";
+}

@@ -1,0 +1,160 @@
+// Pure settings for the signed relevance overlay: thresholds, NiiVue calibration, layer options.
+// No WebGL here, so Vitest can check every number.
+import type { AttributionStats } from "../api/types";
+
+/** Positive relevance (pathological) is drawn with this NiiVue colormap. */
+export const POSITIVE_COLORMAP = "red";
+/** Negative relevance (healthy) is drawn with this NiiVue colormap. */
+export const NEGATIVE_COLORMAP = "blue";
+export const BASE_COLORMAP = "gray";
+
+/** Relevance below this fraction of each sign's peak is hidden by default. */
+export const DEFAULT_THRESHOLD_FRACTION = 0.15;
+export const DEFAULT_OVERLAY_OPACITY = 0.8;
+/** The lesion outline: NiiVue's "green" reaches (0, 255, 0) at cal_max. */
+export const LESION_COLORMAP = "green";
+/** Outline voxels carry this value, the mask's own lesion value on the drawing URL. */
+export const LESION_VALUE = 2;
+
+/**
+ * The display window of one sign, as magnitudes: |A| below `min` is hidden, |A| at or above
+ * `max` gets the full colour. Always 0 <= min < max.
+ */
+export interface SignWindow {
+  min: number;
+  max: number;
+}
+
+/** A window per sign; null where the map has no values of that sign. */
+export interface RelevanceThresholds {
+  positive: SignWindow | null;
+  negative: SignWindow | null;
+}
+
+/** The four numbers NiiVue reads from a volume with a negative colormap. */
+export interface NiivueCalibration {
+  cal_min: number;
+  cal_max: number;
+  /** Negative, nearest zero: the threshold of the negative part. */
+  cal_minNeg: number;
+  /** Negative, farthest from zero: full negative colour. */
+  cal_maxNeg: number;
+}
+
+/** Used for a sign with no values at all, so that the calibration stays well formed. */
+const EMPTY_WINDOW: SignWindow = { min: 0.5, max: 1 };
+
+function signWindow(peak: number, fraction: number): SignWindow | null {
+  if (!Number.isFinite(peak) || peak <= 0) return null;
+  return { min: fraction * peak, max: peak };
+}
+
+/** Default windows from a map's stats: hide |A| below `fraction` of each sign's peak. */
+export function defaultThresholds(
+  stats: Pick<AttributionStats, "min" | "max">,
+  fraction: number = DEFAULT_THRESHOLD_FRACTION,
+): RelevanceThresholds {
+  const f = Math.min(Math.max(fraction, 0), 0.99);
+  return {
+    positive: signWindow(stats.max, f),
+    negative: signWindow(-stats.min, f),
+  };
+}
+
+/** The peaks the threshold sliders run up to (0 for an absent sign). */
+export function peaksFromStats(stats: Pick<AttributionStats, "min" | "max">): {
+  positive: number;
+  negative: number;
+} {
+  return { positive: Math.max(stats.max, 0), negative: Math.max(-stats.min, 0) };
+}
+
+/** Clamps a window so that 0 <= min < max. */
+export function clampWindow(window: SignWindow): SignWindow {
+  const max = Math.max(window.max, Number.EPSILON);
+  const min = Math.min(Math.max(window.min, 0), max * 0.999);
+  return { min, max };
+}
+
+/**
+ * NiiVue's numbers for one signed overlay. The negative pair mirrors the positive one
+ * (cal_minNeg = -threshold, cal_maxNeg = -saturation). A sign that is absent borrows the
+ * other sign's window, which draws nothing since no voxel has that sign.
+ */
+export function toCalibration(thresholds: RelevanceThresholds): NiivueCalibration {
+  const pos = clampWindow(thresholds.positive ?? thresholds.negative ?? EMPTY_WINDOW);
+  const neg = clampWindow(thresholds.negative ?? thresholds.positive ?? EMPTY_WINDOW);
+  return {
+    cal_min: pos.min,
+    cal_max: pos.max,
+    cal_minNeg: -neg.min,
+    cal_maxNeg: -neg.max,
+  };
+}
+
+/** Load options for the MR volume (a subset of NiiVue's ImageFromUrlOptions). */
+export interface BaseVolumeOptions {
+  url: string;
+  name: string;
+  colormap: string;
+  opacity: number;
+}
+
+/** Load options for the signed relevance map (a subset of NiiVue's ImageFromUrlOptions). */
+export interface RelevanceVolumeOptions extends NiivueCalibration {
+  url: string;
+  name: string;
+  colormap: string;
+  colormapNegative: string;
+  opacity: number;
+}
+
+export function baseVolumeOptions(url: string): BaseVolumeOptions {
+  return { url, name: "image.nii.gz", colormap: BASE_COLORMAP, opacity: 1 };
+}
+
+/**
+ * One overlay volume for the whole signed map: `colormap` paints the positive part and
+ * `colormapNegative` the negative part. loadVolumes() ignores cal_minNeg/cal_maxNeg, so the
+ * controller sets them again on the loaded volume.
+ */
+export function relevanceVolumeOptions(
+  url: string,
+  thresholds: RelevanceThresholds,
+  opacity: number = DEFAULT_OVERLAY_OPACITY,
+): RelevanceVolumeOptions {
+  return {
+    url,
+    name: "relevance.nii.gz",
+    colormap: POSITIVE_COLORMAP,
+    colormapNegative: NEGATIVE_COLORMAP,
+    opacity,
+    ...toCalibration(thresholds),
+  };
+}
+
+/** Load options for the lesion outline volume, drawn last so it sits on top of the relevance. */
+export interface LesionVolumeOptions {
+  url: string;
+  name: string;
+  colormap: string;
+  opacity: number;
+  cal_min: number;
+  cal_max: number;
+}
+
+/**
+ * The lesion mask as the top overlay. NiiVue composites its drawing layer *under* all
+ * overlays, so a drawing rim vanishes wherever relevance is shown; an overlay volume does not.
+ * `name` carries the extension because the URL ends in a query string.
+ */
+export function lesionVolumeOptions(url: string): LesionVolumeOptions {
+  return {
+    url,
+    name: "lesion.nii.gz",
+    colormap: LESION_COLORMAP,
+    opacity: 1,
+    cal_min: LESION_VALUE / 2,
+    cal_max: LESION_VALUE,
+  };
+}

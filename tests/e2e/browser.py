@@ -1,0 +1,128 @@
+"""Headless Chromium for the viewer tests, and the pixel checks on its screenshots."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+from PIL import Image
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+DIST_INDEX = REPO / "frontend" / "dist" / "index.html"
+
+# Playwright cannot download browsers here: drive the system Chromium (WebGL2 via SwiftShader).
+CHROMIUM = os.environ.get("ATTRIVUE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1400, "height": 1000}
+# SwiftShader renders slowly; loading and first render can take a while on a busy machine.
+READY_TIMEOUT_MS = 180_000
+
+
+@contextmanager
+def chromium_page(user_data_dir: Path) -> Iterator[Page]:
+    """A page in a fresh Chromium profile; skips the test when no browser is available."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(user_data_dir),
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport=VIEWPORT,
+        )
+        try:
+            page = context.pages[0] if context.pages else context.new_page()
+            yield page
+        finally:
+            context.close()
+
+
+def login(page: Page, base_url: str, username: str, password: str) -> None:
+    """Logs in through the login form and waits for the home page."""
+    page.goto(f"{base_url}/login")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{base_url}/", timeout=30_000)
+
+
+def open_viewer(page: Page, url: str) -> None:
+    """Opens a viewer URL and waits until the viewer reports ready (fails fast on error)."""
+    page.goto(url)
+    viewer = page.locator("[data-viewer-state]")
+    page.wait_for_function(
+        """() => {
+            const el = document.querySelector('[data-viewer-state]');
+            return el && ['ready', 'error'].includes(el.dataset.viewerState);
+        }""",
+        timeout=READY_TIMEOUT_MS,
+    )
+    state = viewer.get_attribute("data-viewer-state")
+    if state != "ready":
+        message = page.locator(".viewer [role=alert]").all_inner_texts()
+        raise AssertionError(f"viewer state is {state!r}: {message}")
+
+
+def screenshot_canvas(page: Page, name: str, settle_ms: int = 1500) -> Path:
+    """Waits for a render, then saves the viewer canvas to test-artifacts/<name>."""
+    page.wait_for_timeout(settle_ms)
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.locator("canvas.viewer-canvas").screenshot(path=str(path))
+    return path
+
+
+@dataclass(frozen=True)
+class ColourCounts:
+    """How many screenshot pixels are clearly red, blue, green, or neutral gray (the MR)."""
+
+    red: int
+    blue: int
+    green: int
+    gray: int
+    total: int
+
+
+def count_colours(png: Path) -> ColourCounts:
+    """Classifies pixels with margins wide enough to ignore blending and anti-aliasing.
+
+    Red: positive relevance (NiiVue "red" near its peak over the gray MR). Blue: negative
+    relevance. Green: the lesion rim drawn at opacity 1 from drawing value 2. Gray: the
+    MR volume (channels within 12 of each other, brighter than the background).
+    """
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(np.int16)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    red = (r >= 150) & (g <= 90) & (b <= 90)
+    blue = (b >= 150) & (r <= 90) & (g <= 90)
+    green = (g >= 150) & (r <= 110) & (b <= 110)
+    spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
+    gray = (spread <= 12) & (r >= 40)
+    return ColourCounts(
+        red=int(red.sum()),
+        blue=int(blue.sum()),
+        green=int(green.sum()),
+        gray=int(gray.sum()),
+        total=int(r.size),
+    )

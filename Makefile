@@ -47,8 +47,8 @@ chromium:
 	else echo "Chromium is missing: install Debian's 'chromium' package (sudo apt-get install chromium)"; exit 1; fi
 
 lint: deps
-	$(VENV)/bin/ruff check backend worker tests alembic bench
-	$(VENV)/bin/ruff format --check backend worker tests alembic bench
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-frontend: $(NODE_STAMP)
 	cd frontend && npm test

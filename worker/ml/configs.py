@@ -9,39 +9,89 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from worker.ml.losses import LambdaSchedule
 
 __all__ = [
     "AttributionConfig",
+    "AttributionMethod",
+    "METHOD_FIELDS",
     "BaselineName",
     "EarlyStoppingMetric",
     "GridSize",
+    "LambdaSchedule",
     "LossSetting",
     "NetworkName",
     "RiemannMethod",
     "RunConfig",
+    "TrainAttributionName",
 ]
 
 # Registry keys of worker.ml.nets; extend the Literal when a network is registered.
-NetworkName = Literal["small_cnn"]
-# Only the classification loss exists so far; the attribution-constraint settings of
-# method.md section 3 ("la_only", "lc_la_supervised", "lc_la_unsupervised") come later.
-LossSetting = Literal["lc_only"]
+NetworkName = Literal["small_cnn", "patchgan", "densenet121", "resnet18", "resnet10"]
+# The four settings of method.md section 3 (worker.ml.losses.LossSettingName).
+LossSetting = Literal["lc_only", "la_only", "lc_la_supervised", "lc_la_unsupervised"]
+# Keys of worker.ml.attribution.differentiable.ATTRIBUTION_METHODS (kept in sync by a test).
+TrainAttributionName = Literal[
+    "gradient", "gradient_x_input", "integrated_gradients", "expected_gradients"
+]
 EarlyStoppingMetric = Literal["val_auroc", "val_loss", "val_accuracy"]
 BaselineName = Literal["zero", "blur"]
 RiemannMethod = Literal[
     "gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right"
 ]
 
+# Methods of worker.ml.attribution.captum_eval; extend the Literal when a method is added.
+AttributionMethod = Literal[
+    "integrated_gradients",
+    "gradient_shap",
+    "saliency",
+    "input_x_gradient",
+    "deeplift",
+    "guided_backprop",
+    "occlusion",
+    "smoothgrad",
+    "grad_cam",
+]
+
 GridSize = Annotated[int, Field(ge=8, le=512)]
+WindowSize = Annotated[int, Field(ge=1, le=512)]
 
 
 class RunConfig(BaseModel):
     """Hyper-parameters of one training run.
 
     Attributes:
-        network: Registry key of the classifier (see ``worker.ml.nets.build_network``).
-        loss_setting: Which losses are trained; only the classification loss for now.
+        network: Registry key of the classifier (see ``worker.ml.nets.build_network``):
+            ``small_cnn``; ``patchgan``, the published classifier of method.md section 3
+            (base width 64); MONAI's ``densenet121``, ``resnet18`` and ``resnet10``.
+        loss_setting: Which losses are trained (method.md section 3): ``lc_only`` (L_C),
+            ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
+            lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels
+            only: every voxel of a healthy subject must carry healthy relevance).
+            Subjects without a mask are unconstrained where a mask would be needed.
+        train_attribution: Differentiable attribution(s) inside L_A (several are summed); keys
+            of ``worker.ml.attribution.differentiable.ATTRIBUTION_METHODS``.
+        ig_steps: Integration points of ``integrated_gradients`` in training.
+        ig_method: Quadrature of ``integrated_gradients`` in training.
+        eg_k: Samples (reference, alpha) per image of ``expected_gradients`` in training.
+        eg_zero_reference_prob: Probability that an EG reference is the zero image.
+        attribution_scale: Temperature of L_A, relative to the grid: the loss sees
+            ``attribution_scale * n_voxels * A`` (``n_voxels`` = voxels of ``grid``). Raw
+            attributions are about (logit difference) / n_voxels per voxel (completeness), so
+            ``n_voxels * A`` is O(1) on any grid; with the default 1.0 a fresh small_cnn's
+            |scaled A| averages about 5-10, inside the BCE's useful range.
+        attribution_loss: ``bce`` (BCE-with-logits against the target map) or ``rrr``
+            (squared attribution outside the target, Ross et al. 2017).
+        lambda_a: Weight of L_A over training (constant, or a linear warm-up from 0);
+            unused by ``lc_only`` and ``la_only``.
+        restrict_to_brain: Constrain only voxels inside the brain, i.e. the non-zero voxels
+            of the normalised image (the synthetic background is exactly 0).
+        val_attribution: After every epoch, attribution metrics on the validation split
+            (Integrated Gradients, 8 Gauss-Legendre steps, eval mode): ``val_attr_auroc``,
+            ``val_lesion_mass``, the Dice threshold chosen there, and more. Test metrics
+            with attributions are computed at the end of every run regardless.
         epochs: Number of epochs to train in total (a resumed run counts earlier epochs).
         batch_size: Subjects per optimisation step.
         learning_rate: Optimiser step size.
@@ -63,6 +113,40 @@ class RunConfig(BaseModel):
 
     network: NetworkName = "small_cnn"
     loss_setting: LossSetting = "lc_only"
+    train_attribution: list[TrainAttributionName] = Field(
+        default_factory=lambda: ["gradient"],
+        min_length=1,
+        description="Differentiable attribution(s) inside L_A; several are summed.",
+    )
+    ig_steps: int = Field(
+        default=8, ge=1, le=256, description="Integrated Gradients points in training."
+    )
+    ig_method: Literal["riemann_middle", "gausslegendre"] = Field(
+        default="riemann_middle", description="Integrated Gradients quadrature in training."
+    )
+    eg_k: int = Field(
+        default=1, ge=1, le=256, description="Expected Gradients samples per image in training."
+    )
+    eg_zero_reference_prob: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Probability of the zero image as EG reference."
+    )
+    attribution_scale: float = Field(
+        default=1.0,
+        gt=0.0,
+        description="Temperature of L_A in units of 1/n_voxels: L_A sees scale * n_voxels * A.",
+    )
+    attribution_loss: Literal["bce", "rrr"] = Field(
+        default="bce", description="Form of L_A: BCE against the target map, or RRR."
+    )
+    lambda_a: LambdaSchedule = Field(
+        default_factory=LambdaSchedule, description="Weight of L_A over training."
+    )
+    restrict_to_brain: bool = Field(
+        default=True, description="Constrain only non-zero voxels of the normalised image."
+    )
+    val_attribution: bool = Field(
+        default=True, description="Attribution metrics on the validation split every epoch."
+    )
     epochs: int = Field(default=3, ge=1, le=1000)
     batch_size: int = Field(default=4, ge=1, le=1024)
     learning_rate: float = Field(default=1e-3, gt=0.0)
@@ -77,25 +161,89 @@ class RunConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
 
+    @model_validator(mode="after")
+    def _distinct_train_attributions(self) -> RunConfig:
+        repeated = sorted({m for m in self.train_attribution if self.train_attribution.count(m) > 1})
+        if repeated:
+            raise ValueError(f"train_attribution names {repeated} more than once")
+        return self
+
+
+_BASELINE_FIELDS = frozenset({"baseline", "blur_sigma"})
+# The fields each method reads; the others must keep their defaults.
+METHOD_FIELDS: dict[str, frozenset[str]] = {
+    "integrated_gradients": _BASELINE_FIELDS | {"steps", "riemann_method", "internal_batch_size"},
+    "gradient_shap": frozenset(
+        {"n_samples", "stdevs", "n_references", "internal_batch_size", "seed"}
+    ),
+    "saliency": frozenset(),
+    "input_x_gradient": frozenset(),
+    "deeplift": _BASELINE_FIELDS,
+    "guided_backprop": frozenset(),
+    "occlusion": _BASELINE_FIELDS | {"window", "stride", "internal_batch_size"},
+    "smoothgrad": frozenset({"n_samples", "stdevs", "internal_batch_size", "seed"}),
+    "grad_cam": frozenset({"relu_attributions"}),
+}
+
 
 class AttributionConfig(BaseModel):
     """Settings of one attribution computation (evaluation, through Captum).
 
+    Each method reads only some of the fields (``METHOD_FIELDS``); giving another field a
+    value other than its default is refused, so a setting never silently does nothing.
+
     Attributes:
-        method: Attribution method; only Integrated Gradients for now.
-        steps: Number of integration points along the path.
-        baseline: Reference image x': the zero image, or a Gaussian-blurred copy of the input.
+        method: Attribution method (see ``worker.ml.attribution.captum_eval``).
+        steps: Integration points along the path (integrated_gradients).
+        baseline: Reference image x' (integrated_gradients, deeplift; occlusion fills the
+            window with it): the zero image, or a Gaussian-blurred copy of the input.
         blur_sigma: Standard deviation (working-grid voxels) of the blurred baseline.
-        internal_batch_size: Interpolation points evaluated per forward/backward pass;
-            bounds memory on whole-brain volumes.
+        internal_batch_size: Images per forward/backward pass, which bounds memory on
+            whole-brain volumes: IG's interpolation points, GradientShap's and SmoothGrad's
+            samples, Occlusion's perturbed images (all images of a batch counted together).
         riemann_method: Quadrature rule along the path (Captum's ``method`` argument).
+        n_samples: Random draws per image: (reference, alpha) pairs of gradient_shap, noisy
+            copies of smoothgrad.
+        stdevs: Standard deviation of Gaussian noise, in the preprocessed image's intensity
+            units (z-score: the brain's standard deviation; percentile: the [0, 1] range).
+            smoothgrad adds it to the input; gradient_shap, when no reference images are
+            given, draws its references as the zero image plus this noise.
+        n_references: References gradient_shap draws from: a random subset of this size of
+            the reference images given, or this many synthetic zero-plus-noise images.
+        window: Occlusion window, voxels of the working grid per axis.
+        stride: Occlusion step between windows, voxels per axis, at most the window so that
+            every voxel is covered; ``None``: half the window.
+        relu_attributions: grad_cam only: keep only the positive part of the map. Off by
+            default, because the negative part is the healthy relevance.
+        seed: Seed of the random draws of gradient_shap and smoothgrad (the global random
+            generators are left as they were).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["integrated_gradients"] = "integrated_gradients"
+    method: AttributionMethod = "integrated_gradients"
     steps: int = Field(default=32, ge=1, le=1000)
     baseline: BaselineName = "zero"
     blur_sigma: float = Field(default=4.0, gt=0.0)
     internal_batch_size: int = Field(default=8, ge=1, le=4096)
     riemann_method: RiemannMethod = "gausslegendre"
+    n_samples: int = Field(default=16, ge=1, le=1024)
+    stdevs: float = Field(default=0.15, ge=0.0)
+    n_references: int = Field(default=8, ge=1, le=1024)
+    window: tuple[WindowSize, WindowSize, WindowSize] = (8, 8, 8)
+    stride: tuple[WindowSize, WindowSize, WindowSize] | None = None
+    relu_attributions: bool = False
+    seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _fields_apply_to_method(self) -> AttributionConfig:
+        used = METHOD_FIELDS[self.method]
+        for name in sorted(self.model_fields_set - used - {"method"}):
+            if getattr(self, name) != type(self).model_fields[name].default:
+                users = sorted(m for m, fields in METHOD_FIELDS.items() if name in fields)
+                raise ValueError(f"{name} does not apply to {self.method} (used by: {users})")
+        if self.stride is not None and any(
+            s > w for s, w in zip(self.stride, self.window, strict=True)
+        ):
+            raise ValueError(f"stride {self.stride} exceeds window {self.window}")
+        return self

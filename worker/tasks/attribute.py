@@ -24,6 +24,13 @@ def _set(attribution_id: int, **fields: object) -> None:
                 setattr(row, key, value)
 
 
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN: undefined values are stored as null."""
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return float(value)
+
+
 def _device(requested: str) -> str:
     import torch
 
@@ -77,14 +84,13 @@ def run_attribution(job_id: int) -> None:
         _set(attribution_id, status="failed")
         finish_job(job_id, JobStatus.failed, message="failed", error=f"{type(exc).__name__}: {exc}")
         return
-    delta = float(result.convergence_delta)
     _set(
         attribution_id,
         status="succeeded",
         path=storage.relative(out),
-        convergence_delta=delta if math.isfinite(delta) else None,
-        logit=float(result.logit),
-        stats={k: float(v) for k, v in result.stats.items()},
+        convergence_delta=_finite(result.convergence_delta),
+        logit=_finite(result.logit),
+        stats={k: _finite(v) for k, v in result.stats.items()},
     )
     finish_job(job_id, JobStatus.succeeded, message="map stored")
 

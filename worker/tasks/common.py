@@ -62,6 +62,7 @@ class JobReporter:
         self.job_id = job_id
         self.interval = interval
         self._last = 0.0
+        self._last_check = 0.0
         self._cancelled = False
 
     def report(self, fraction: float, message: str, *, force: bool = False) -> None:
@@ -79,9 +80,13 @@ class JobReporter:
             self._cancelled = job.cancel_requested
 
     def cancel_requested(self) -> bool:
-        """Checked between training steps; re-reads the flag from the database."""
+        """Checked between training steps; re-reads the flag at most every ``interval`` s."""
         if self._cancelled:
             return True
+        now = time.monotonic()
+        if now - self._last_check < self.interval:
+            return False
+        self._last_check = now
         with session_scope() as session:
             job = session.get(Job, self.job_id)
             self._cancelled = bool(job and job.cancel_requested)

@@ -122,6 +122,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _die_with_parent() -> None:
+    """In the worker child: get SIGTERM when `serve` dies, however it dies (Linux only).
+
+    uvicorn re-raises SIGTERM after its shutdown, so `serve` may end before its own cleanup.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -136,7 +149,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         load_demo_dataset(name=DEMO_NAME, subjects=16, force=False)
     worker = None
     if not args.no_worker:
-        worker = subprocess.Popen(_worker_argv(settings.worker_queues, 1, "warning"))
+        worker = subprocess.Popen(
+            _worker_argv(settings.worker_queues, 1, "warning"), preexec_fn=_die_with_parent
+        )
     host = args.host or settings.host
     port = args.port or settings.port
     print(f"Attrivue is starting at http://{host}:{port}  (Ctrl-C stops it)", flush=True)

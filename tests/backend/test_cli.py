@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import REPO
 from tests.helpers import free_port, wait_for
@@ -35,7 +36,10 @@ def _alive(pid: int) -> bool:
     return status.exists() and "zombie" not in status.read_text()
 
 
-def test_serve_prints_a_login_once_and_ctrl_c_stops_api_and_worker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_prints_a_login_once_and_stopping_it_stops_api_and_worker(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
     port = free_port()
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
@@ -58,8 +62,8 @@ def test_serve_prints_a_login_once_and_ctrl_c_stops_api_and_worker(tmp_path: Pat
             wait_for(up, timeout=60, what="the server")
             workers = _children(server.pid)
             assert workers, "serve starts a worker process"
-            server.send_signal(signal.SIGINT)
-            assert server.wait(timeout=60) == 0
+            server.send_signal(stop)
+            server.wait(timeout=60)
             wait_for(lambda: not any(_alive(w) for w in workers), timeout=30, what="the worker")
         finally:
             if server.poll() is None:

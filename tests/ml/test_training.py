@@ -96,7 +96,12 @@ def test_learns_toy_task_reports_progress_and_writes_checkpoints(
         "balanced_accuracy",
         "sensitivity",
         "specificity",
+        # Attribution metrics are reported for every setting; these subjects have no masks.
+        "attr_lesion_mass",
+        "attr_healthy_share",
     }
+    assert result.test_metrics["attr_lesion_mass"] is None
+    assert 0.0 <= result.test_metrics["attr_healthy_share"] <= 1.0
 
     steps = [e for e in events if e.kind == "step"]
     epochs = [e for e in events if e.kind == "epoch"]
@@ -104,6 +109,9 @@ def test_learns_toy_task_reports_progress_and_writes_checkpoints(
     assert [e.epoch for e in epochs] == [1, 2, 3, 4]
     assert all(math.isfinite(e.grad_norm_c) and e.grad_norm_c > 0 for e in steps)
     assert all(math.isfinite(e.loss_c) for e in steps)
+    # lc_only has no attribution term; its steps still report their duration.
+    assert all(e.loss_a is None and e.grad_norm_a is None and e.lambda_a is None for e in steps)
+    assert all(e.step_seconds is not None and e.step_seconds > 0 for e in steps)
     assert all(0 < e.fraction <= 1 for e in events)
     fractions = [e.fraction for e in events]
     assert fractions == sorted(fractions)

@@ -16,7 +16,8 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+
+from worker.ml.configs import LambdaSchedule  # re-exported: plain pydantic, no torch
 
 __all__ = [
     "AttributionLossKind",
@@ -155,31 +156,6 @@ def attribution_loss(
         raise ValueError(f"unknown attribution loss {kind!r}; use 'bce' or 'rrr'")
     # An empty selection gives 0 / 1: a zero still connected to the attributions.
     return (per_voxel * constrained).sum() / constrained.sum().clamp_min(1.0)
-
-
-class LambdaSchedule(BaseModel):
-    """The weight lambda of L_A over training.
-
-    Attributes:
-        kind: ``"constant"``, or ``"linear_warmup"`` from 0 at epoch 0 to ``value`` at
-            ``warmup_epochs`` (then constant). A warm-up lets the classifier learn before the
-            constraint bites (method.md section 6).
-        value: Final lambda.
-        warmup_epochs: Length of the warm-up, in (possibly fractional) epochs; pass
-            ``epoch + step / steps_per_epoch`` to ``at`` for a per-step ramp.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["constant", "linear_warmup"] = "constant"
-    value: float = Field(default=1.0, ge=0.0)
-    warmup_epochs: float = Field(default=0.0, ge=0.0)
-
-    def at(self, epoch: float) -> float:
-        """Lambda at ``epoch`` (0-based, fractional allowed)."""
-        if self.kind == "constant" or self.warmup_epochs == 0.0:
-            return self.value
-        return self.value * min(max(epoch / self.warmup_epochs, 0.0), 1.0)
 
 
 def target_mode_for(setting: LossSettingName) -> TargetMode | None:

@@ -1,4 +1,16 @@
-"""Training of a classifier with the classification loss, with checkpoints and resumption.
+"""Training of a classifier with the classification loss and the attribution constraint.
+
+The four loss settings of method.md section 3 (``RunConfig.loss_setting``): ``lc_only`` keeps
+a plain forward/backward step; the others compute a differentiable attribution
+(``worker.ml.attribution.differentiable.attribute`` with ``create_graph=True``), build the
+target map (``worker.ml.losses.target_map``) and back-propagate L_A through it ("double
+back-propagation"). Each step reports L_C, L_A, the gradient norm of L_C and of lambda * L_A
+(from one ``torch.autograd.grad`` per term, whose sum becomes ``p.grad``), the attribution
+scale and the time spent in the attribution.
+
+Every run, whatever its setting, ends with attribution metrics on the test split (Integrated
+Gradients of the best weights against the lesion masks, ``worker.ml.evaluation``); with
+``val_attribution`` the validation split gets them after every epoch too.
 
 ``train`` is safe to call again after the process was killed: it finds
 ``checkpoint_dir/last.pt`` and continues with the next epoch, reproducing the run it
@@ -19,7 +31,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -28,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.data import CacheDataset, DataLoader
+from monai.transforms import Compose, Transform
 from monai.utils import set_determinism
 from sklearn.metrics import (
     accuracy_score,
@@ -36,8 +49,13 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.dropout import _DropoutNd
 
+from worker.ml.attribution.differentiable import attribute
 from worker.ml.configs import RunConfig
+from worker.ml.evaluation import AttributionEvaluation, evaluate_attributions, json_safe
+from worker.ml.losses import attribution_loss, target_map, target_mode_for, total_loss
 from worker.ml.nets import build_network, pathological_logit
 from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess
 
@@ -60,14 +78,29 @@ LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 CHECKPOINT_FORMAT = 1
 LABEL_KEY = "label"
+MASK_AVAILABLE_KEY = "mask_available"
+# Integrated Gradients of the evaluation maps: 8 points after every epoch (cheap monitoring),
+# 16 at the end, where the validation threshold is chosen on maps of the test's own method.
+VAL_IG_STEPS = 8
+TEST_IG_STEPS = 16
+TOP_K_PERCENT = 5.0
 
 Split = Literal["train", "val", "test"]
 Metrics = dict[str, float | None]
 
 # Fields that may differ between the run that wrote last.pt and the run that resumes it:
 # they change how long or where training goes on, not what has been learned so far.
-_RESUMABLE_CHANGES = frozenset({"epochs", "early_stopping_patience", "device", "amp"})
-_HIGHER_IS_BETTER = {"val_auroc": True, "val_accuracy": True, "val_loss": False}
+_RESUMABLE_CHANGES = frozenset(
+    {"epochs", "early_stopping_patience", "device", "amp", "val_attribution"}
+)
+_HIGHER_IS_BETTER = {
+    "val_auroc": True,
+    "val_accuracy": True,
+    "val_loss": False,
+    "val_attr_auroc": True,
+    "val_lesion_mass": True,
+    "val_attr_dice": True,
+}
 
 
 @dataclass
@@ -101,10 +134,23 @@ class ProgressEvent:
         steps: Steps per epoch (``done``: 0).
         loss_c: Classification loss: of the step, or the epoch mean; ``None`` for ``done``.
         grad_norm_c: L2 norm of the gradient of L_C w.r.t. the weights (step value or epoch
-            mean); ``None`` for ``done``.
+            mean); ``None`` for ``done`` and for ``la_only`` (L_C is not trained there).
         metrics: Validation metrics for ``epoch``, test metrics for ``done``, else empty.
         seconds: Seconds since this call of ``train`` started.
         fraction: Progress over the whole run, 0..1.
+        loss_a: Attribution loss L_A (step value or epoch mean); ``None`` for ``lc_only``
+            and ``done``.
+        grad_norm_a: L2 norm of the gradient of lambda * L_A (``la_only``: of L_A) w.r.t.
+            the weights; 0 while lambda is 0 (warm-up), where L_A is not back-propagated.
+        lambda_a: Lambda of the step (epoch: of its last step); ``None`` where the setting
+            has no lambda (``lc_only``, ``la_only``).
+        attribution_abs_mean: Mean |A| over all voxels of the training attribution
+            (unscaled), the "attribution scale".
+        attribution_seconds: Seconds in the attribution's forward and first backward pass
+            (the step's, or the epoch's total); the back-propagation of L_A through it is
+            counted in ``step_seconds`` only.
+        step_seconds: Seconds of the whole optimisation step (the step's, or the epoch's
+            total); ``None`` for ``done``.
     """
 
     kind: Literal["step", "epoch", "done"]
@@ -117,6 +163,39 @@ class ProgressEvent:
     metrics: Metrics
     seconds: float
     fraction: float
+    loss_a: float | None = None
+    grad_norm_a: float | None = None
+    lambda_a: float | None = None
+    attribution_abs_mean: float | None = None
+    attribution_seconds: float | None = None
+    step_seconds: float | None = None
+
+
+@dataclass
+class _StepStats:
+    """What one optimisation step measured (see ``ProgressEvent`` for the meanings)."""
+
+    loss_c: float
+    grad_norm_c: float | None
+    step_seconds: float
+    loss: float | None = None
+    loss_a: float | None = None
+    grad_norm_a: float | None = None
+    lambda_a: float | None = None
+    attribution_abs_mean: float | None = None
+    attribution_seconds: float | None = None
+
+    def event_fields(self) -> dict[str, float | None]:
+        return {
+            "loss_c": self.loss_c,
+            "grad_norm_c": self.grad_norm_c,
+            "loss_a": self.loss_a,
+            "grad_norm_a": self.grad_norm_a,
+            "lambda_a": self.lambda_a,
+            "attribution_abs_mean": self.attribution_abs_mean,
+            "attribution_seconds": self.attribution_seconds,
+            "step_seconds": self.step_seconds,
+        }
 
 
 @dataclass
@@ -126,7 +205,14 @@ class TrainResult:
     Attributes:
         history: One dict per completed epoch (train loss and gradient norm, validation
             metrics, duration), including epochs done before a resumption.
-        test_metrics: Metrics of the best checkpoint on the test split (empty without one).
+        test_metrics: Metrics of the best checkpoint on the test split (empty without one):
+            classification (``auroc``, ``accuracy``, ``balanced_accuracy``, ``sensitivity``,
+            ``specificity``, ``n``, ``loss``) and attribution against the lesion masks
+            (``attr_dice`` at the threshold chosen on validation, ``attr_dice_top5``,
+            ``attr_voxel_auroc``, ``attr_voxel_auprc``, ``attr_lesion_mass``,
+            ``attr_pointing_game``, ``attr_healthy_share``, ``attr_threshold``,
+            ``attr_ig_delta``, ``attr_n_pathological``, ``attr_n_healthy``); ``None`` where
+            undefined.
         best_checkpoint: Path of ``best.pt``.
         last_checkpoint: Path of ``last.pt``.
         epochs_completed: Epochs trained in total.
@@ -226,7 +312,8 @@ def train(
     """Train ``config.network`` on the ``train`` split, validating every epoch.
 
     Resumes from ``checkpoint_dir/last.pt`` when it exists. The test split is evaluated with
-    the weights of ``best.pt`` at the end.
+    the weights of ``best.pt`` at the end, classification and attribution metrics (the Dice
+    threshold of the attribution maps is chosen on the validation split).
 
     Args:
         config: Run configuration.
@@ -241,9 +328,10 @@ def train(
     Raises:
         TrainingCancelled: If ``should_stop`` returned True.
         CheckpointMismatchError: If ``last.pt`` belongs to an incompatible configuration.
-        ValueError: If the subjects are unusable (no training subject, labels not 0/1).
+        ValueError: If the subjects are unusable (no training subject, labels not 0/1, or a
+            setting with lesion-mask targets and no pathological training subject with a mask).
     """
-    _validate_subjects(subjects)
+    _validate_subjects(subjects, config)
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     device = select_device(config.device)
@@ -273,7 +361,7 @@ def train(
         _set_rng_state(rng_state)
     _run_epochs(loop, state, datasets)
 
-    test_metrics = _evaluate_test(loop, datasets.get("test"))
+    test_metrics = _evaluate_test(loop, datasets)
     loop.emit(
         ProgressEvent(
             kind="done",
@@ -356,13 +444,21 @@ def classification_metrics(
 # --------------------------------------------------------------------------- setup
 
 
-def _validate_subjects(subjects: Sequence[SubjectSample]) -> None:
+def _validate_subjects(subjects: Sequence[SubjectSample], config: RunConfig) -> None:
     """Reject datasets training cannot use, before any work is done."""
     if not any(s.split == "train" for s in subjects):
         raise ValueError("no subject in split 'train'")
     bad = [s.subject_id for s in subjects if s.label not in (0, 1)]
     if bad:
         raise ValueError(f"labels must be 0 or 1; offending subjects: {bad[:10]}")
+    if target_mode_for(config.loss_setting) == "supervised" and not any(
+        s.split == "train" and s.label == 1 and s.mask is not None for s in subjects
+    ):
+        raise ValueError(
+            f"loss setting {config.loss_setting!r} takes its targets from lesion masks, but no "
+            "pathological subject of the 'train' split has a mask; add masks or use "
+            "'lc_la_unsupervised'"
+        )
 
 
 def _fingerprint(subjects: Sequence[SubjectSample]) -> str:
@@ -371,9 +467,10 @@ def _fingerprint(subjects: Sequence[SubjectSample]) -> str:
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
-def _needs_masks(config: RunConfig) -> bool:
-    """Whether the loss setting reads lesion masks (only the supervised constraint will)."""
-    return config.loss_setting not in ("lc_only",)
+def _needs_masks(config: RunConfig, split: Split) -> bool:
+    """Whether a split's lesion masks are read: always for evaluation (validation, test), and
+    for training where the targets of L_A come from them."""
+    return split != "train" or target_mode_for(config.loss_setting) == "supervised"
 
 
 def _build_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -388,13 +485,38 @@ def _build_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimiz
     )
 
 
+class _CompleteItem(Transform):
+    """Last step of every split: plain tensors, and a mask for every subject.
+
+    Subjects without a lesion mask get an all-zero placeholder and ``mask_available = 0``, so
+    that batches collate and ``target_map`` leaves them unconstrained where a mask is needed.
+    """
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        item = dict(data)
+        image = _plain(item[IMAGE_KEY])  # (C, D, H, W)
+        item[IMAGE_KEY] = image
+        mask = item.get(MASK_KEY)
+        item[MASK_AVAILABLE_KEY] = np.float32(mask is not None)
+        item[MASK_KEY] = (
+            torch.zeros_like(image[:1]) if mask is None else _plain(mask).to(torch.float32)
+        )  # (1, D, H, W)
+        return item
+
+
+def _plain(tensor: Any) -> torch.Tensor:
+    """Drop MetaTensor bookkeeping, which is useless inside the network and costs time."""
+    return tensor.as_tensor() if hasattr(tensor, "as_tensor") else torch.as_tensor(tensor)
+
+
 def _build_datasets(
     config: RunConfig, subjects: Sequence[SubjectSample]
 ) -> dict[str, CacheDataset]:
     """Cache the deterministic preprocessing of each split (augmentation runs per epoch)."""
-    with_masks = _needs_masks(config)
     datasets = {}
-    for split in ("train", "val", "test"):
+    splits: tuple[Split, ...] = ("train", "val", "test")
+    for split in splits:
+        with_masks = _needs_masks(config, split)
         items = [_as_item(s, with_masks) for s in subjects if s.split == split]
         if not items:
             continue
@@ -403,6 +525,7 @@ def _build_datasets(
             augment=config.augment and split == "train",
             intensity=config.intensity,
         )
+        transform = Compose([*transform.transforms, _CompleteItem()])
         datasets[split] = CacheDataset(items, transform, cache_rate=1.0, progress=False)
     return datasets
 
@@ -410,17 +533,17 @@ def _build_datasets(
 def _as_item(subject: SubjectSample, with_masks: bool) -> dict[str, Any]:
     """Turn a subject into the dict the MONAI transforms read."""
     item: dict[str, Any] = {IMAGE_KEY: str(subject.image), LABEL_KEY: np.float32(subject.label)}
-    if with_masks:
-        if subject.mask is None:
-            raise ValueError(f"subject {subject.subject_id!r} has no mask")
+    if with_masks and subject.mask is not None:
         item[MASK_KEY] = str(subject.mask)
     return item
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
+def _epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     """A well-mixed 32-bit seed per (run seed, epoch), so each epoch's shuffling and
-    augmentation are reproducible after a resumption without replaying earlier epochs."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    augmentation are reproducible after a resumption without replaying earlier epochs.
+    ``stream`` gives independent seeds for other uses within the epoch."""
+    entropy = [seed, epoch] if stream == 0 else [seed, epoch, stream]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def _loader(dataset: CacheDataset, batch_size: int, *, shuffle: bool, seed: int) -> DataLoader:
@@ -448,17 +571,26 @@ def _run_epochs(loop: _Loop, state: _State, datasets: dict[str, CacheDataset]) -
         seed = _epoch_seed(config.seed, epoch)
         train_loader = _loader(datasets["train"], config.batch_size, shuffle=True, seed=seed)
         epoch_start = time.monotonic()
-        loss_c, grad_norm_c = _train_epoch(loop, train_loader, epoch)
+        summary = _train_epoch(loop, train_loader, epoch)
         loop.check_cancel(epoch)
         val_metrics = _evaluate_val(loop, datasets.get("val"))
-        record = {
-            "epoch": epoch,
-            "train_loss_c": loss_c,
-            "train_grad_norm_c": grad_norm_c,
-            **val_metrics,
-            "learning_rate": float(loop.optimizer.param_groups[0]["lr"]),
-            "seconds": time.monotonic() - epoch_start,
-        }
+        record = json_safe(
+            {
+                "epoch": epoch,
+                "train_loss": summary.loss,
+                "train_loss_c": summary.loss_c,
+                "train_grad_norm_c": summary.grad_norm_c,
+                "train_loss_a": summary.loss_a,
+                "train_grad_norm_a": summary.grad_norm_a,
+                "lambda_a": summary.lambda_a,
+                "train_attribution_abs_mean": summary.attribution_abs_mean,
+                "train_attribution_seconds": summary.attribution_seconds,
+                "train_step_seconds": summary.step_seconds,
+                **val_metrics,
+                "learning_rate": float(loop.optimizer.param_groups[0]["lr"]),
+                "seconds": time.monotonic() - epoch_start,
+            }
+        )
         state.epoch = epoch
         state.history.append(record)
         improved = _update_best(config, state, val_metrics)
@@ -474,45 +606,76 @@ def _run_epochs(loop: _Loop, state: _State, datasets: dict[str, CacheDataset]) -
                 epochs=config.epochs,
                 step=len(train_loader),
                 steps=len(train_loader),
-                loss_c=loss_c,
-                grad_norm_c=grad_norm_c,
                 metrics=val_metrics,
                 seconds=loop.elapsed(),
                 fraction=epoch / config.epochs,
+                **summary.event_fields(),
             )
         )
 
 
-def _train_epoch(loop: _Loop, loader: DataLoader, epoch: int) -> tuple[float, float]:
-    """Run one epoch of optimisation; return the mean loss and mean gradient norm."""
+def _mean_or_none(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _sum_or_none(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.sum(present)) if present else None
+
+
+def _train_epoch(loop: _Loop, loader: DataLoader, epoch: int) -> _StepStats:
+    """Run one epoch of optimisation.
+
+    Returns:
+        Epoch means of the losses, gradient norms and attribution scale; lambda of the last
+        step; total seconds (attribution and whole steps).
+    """
     loop.model.train()
     steps = len(loader)
-    losses, norms = [], []
+    config = loop.config
+    # EG draws its references from a generator of its own, seeded per epoch, so a resumed run
+    # draws what the interrupted one would have.
+    generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch, stream=1))
+    records: list[_StepStats] = []
     for step, batch in enumerate(loader, start=1):
         loop.check_cancel(epoch)
-        loss_c, grad_norm_c = _train_step(loop, batch)
-        losses.append(loss_c)
-        norms.append(grad_norm_c)
+        position = (epoch - 1) + (step - 1) / steps  # fractional 0-based epoch, for lambda
+        if config.loss_setting == "lc_only":
+            stats = _train_step(loop, batch)
+        else:
+            stats = _constrained_step(loop, batch, position, generator)
+        records.append(stats)
         done = (epoch - 1) * steps + step
         loop.emit(
             ProgressEvent(
                 kind="step",
                 epoch=epoch,
-                epochs=loop.config.epochs,
+                epochs=config.epochs,
                 step=step,
                 steps=steps,
-                loss_c=loss_c,
-                grad_norm_c=grad_norm_c,
                 metrics={},
                 seconds=loop.elapsed(),
-                fraction=min(done / (loop.config.epochs * steps), 1.0),
+                fraction=min(done / (config.epochs * steps), 1.0),
+                **stats.event_fields(),
             )
         )
-    return float(np.mean(losses)), float(np.mean(norms))
+    return _StepStats(
+        loss_c=float(np.mean([r.loss_c for r in records])),
+        grad_norm_c=_mean_or_none([r.grad_norm_c for r in records]),
+        step_seconds=float(np.sum([r.step_seconds for r in records])),
+        loss=_mean_or_none([r.loss for r in records]),
+        loss_a=_mean_or_none([r.loss_a for r in records]),
+        grad_norm_a=_mean_or_none([r.grad_norm_a for r in records]),
+        lambda_a=records[-1].lambda_a if records else None,
+        attribution_abs_mean=_mean_or_none([r.attribution_abs_mean for r in records]),
+        attribution_seconds=_sum_or_none([r.attribution_seconds for r in records]),
+    )
 
 
-def _train_step(loop: _Loop, batch: dict[str, Any]) -> tuple[float, float]:
-    """One optimisation step on L_C; return the loss and the gradient norm of L_C."""
+def _train_step(loop: _Loop, batch: dict[str, Any]) -> _StepStats:
+    """One optimisation step on L_C alone (``lc_only``): one forward, one backward."""
+    started = time.perf_counter()
     images, labels = _batch_tensors(batch, loop.device)
     loop.optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type=loop.device.type, dtype=torch.float16, enabled=loop.use_amp):
@@ -525,26 +688,198 @@ def _train_step(loop: _Loop, batch: dict[str, Any]) -> tuple[float, float]:
     grad_norm_c = _grad_norm(loop.model.parameters())
     loop.scaler.step(loop.optimizer)
     loop.scaler.update()
-    return float(loss_c.detach()), grad_norm_c
+    loss_value = float(loss_c.detach())
+    return _StepStats(
+        loss_c=loss_value,
+        grad_norm_c=grad_norm_c,
+        step_seconds=_since(started, loop.device),
+        loss=loss_value,
+    )
+
+
+def _attribution_params(config: RunConfig, generator: torch.Generator) -> dict[str, Any]:
+    """Keyword parameters of ``attribute`` for the configured training attributions."""
+    params: dict[str, Any] = {"create_graph": True}
+    if "integrated_gradients" in config.train_attribution:
+        params.update(steps=config.ig_steps, method=config.ig_method)
+    if "expected_gradients" in config.train_attribution:
+        params.update(
+            k=config.eg_k,
+            zero_reference_prob=config.eg_zero_reference_prob,
+            generator=generator,
+        )
+    return params
+
+
+def _constrained_step(
+    loop: _Loop, batch: dict[str, Any], position: float, generator: torch.Generator
+) -> _StepStats:
+    """One optimisation step of a setting with L_A (double back-propagation).
+
+    The gradients of L_C and of lambda * L_A are taken separately (``torch.autograd.grad``,
+    the first keeping the shared graph) and their sum becomes ``p.grad``: the two backward
+    passes that the total loss needs anyway, with each term's norm as a by-product.
+    """
+    config = loop.config
+    setting = config.loss_setting
+    model = loop.model
+    started = time.perf_counter()
+    images, labels = _batch_tensors(batch, loop.device)
+    masks = batch[MASK_KEY]
+    masks = _plain(masks).to(loop.device, non_blocking=True)  # (B, 1, D, H, W)
+    available = torch.as_tensor(batch[MASK_AVAILABLE_KEY]).to(loop.device) > 0.5  # (B,)
+    loop.optimizer.zero_grad(set_to_none=True)
+
+    kwargs = _attribution_params(config, generator)
+    gain = _attribution_gain(loop)
+    explained = model if gain == 1.0 else _ScaledLogit(model, gain)
+    # In eval mode the attribution's own F(x) is not the train-mode logit L_C needs, unless
+    # the network has no layer that behaves differently (instance norm, no dropout).
+    separate_forward = config.attribution_mode == "eval" and _mode_dependent(model)
+    with torch.autocast(device_type=loop.device.type, dtype=torch.float16, enabled=loop.use_amp):
+        if separate_forward:
+            # The train-mode forward comes first: it updates the batch-norm running statistics
+            # in place, which the eval-mode attribution graph then saves for its backward.
+            logits = pathological_logit(model(images))  # (B,)
+            attribution_started = _now(loop.device)
+            with _eval_mode(model):
+                out = attribute(explained, images, config.train_attribution, **kwargs)
+        else:
+            attribution_started = _now(loop.device)
+            with _eval_mode(model) if config.attribution_mode == "eval" else _unchanged():
+                out = attribute(explained, images, config.train_attribution, **kwargs)
+            # Gradient and IG evaluate F(x) with its graph anyway (in train mode, the forward
+            # that updates the running statistics); EG does not.
+            logits = (
+                out.logits / gain if out.logits is not None else pathological_logit(model(images))
+            )
+        attribution_seconds = _since(attribution_started, loop.device)
+    attributions = out.attributions.float()  # (B, C, D, H, W), gain * A
+    loss_c = F.binary_cross_entropy_with_logits(logits.float(), labels)
+    brain = (images != 0).any(dim=1, keepdim=True) if config.restrict_to_brain else None
+    mode = target_mode_for(setting)
+    assert mode is not None  # every setting but lc_only has a target mode
+    targets = target_map(
+        labels, masks, mode=mode, brain_mask=brain, mask_available=available
+    )  # (B, 1, D, H, W)
+    temperature = config.attribution_scale * float(np.prod(images.shape[2:]))
+    loss_a = attribution_loss(
+        attributions, targets, kind=config.attribution_loss, scale=temperature / gain
+    )
+    lam = None if setting == "la_only" else config.lambda_a.at(position)
+    loss = total_loss(loss_c, loss_a, lam or 0.0, setting)  # reported; its gradient follows
+
+    # grad(loss) = grad(L_C) + grad(lambda * L_A) (la_only: grad(L_A) alone), term by term.
+    params = [p for p in model.parameters() if p.requires_grad]
+    scale = float(loop.scaler.get_scale()) if loop.use_amp else 1.0
+    weighted_a = loss_a if lam is None else lam * loss_a
+    train_a = lam is None or lam > 0.0  # during a warm-up at 0, skip the double backward
+    grads_c = None
+    if setting != "la_only":
+        grads_c = torch.autograd.grad(
+            loop.scaler.scale(loss_c), params, retain_graph=train_a, allow_unused=True
+        )
+    grads_a = None
+    if train_a:
+        # allow_unused: e.g. the head's bias moves the logit but not its input gradient.
+        grads_a = torch.autograd.grad(loop.scaler.scale(weighted_a), params, allow_unused=True)
+    for index, param in enumerate(params):
+        parts = [g[index] for g in (grads_c, grads_a) if g is not None and g[index] is not None]
+        param.grad = sum(parts[1:], parts[0]) if parts else None
+    loop.scaler.unscale_(loop.optimizer)
+    loop.scaler.step(loop.optimizer)
+    loop.scaler.update()
+    return _StepStats(
+        loss_c=float(loss_c.detach()),
+        grad_norm_c=None if grads_c is None else _norm(grads_c) / scale,
+        step_seconds=_since(started, loop.device),
+        loss=float(loss.detach()),
+        loss_a=float(loss_a.detach()),
+        grad_norm_a=0.0 if grads_a is None else _norm(grads_a) / scale,
+        lambda_a=lam,
+        attribution_abs_mean=float(attributions.detach().abs().mean()) / gain,
+        attribution_seconds=attribution_seconds,
+    )
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put the model in eval mode for the block, then back in train mode."""
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train()
+
+
+@contextlib.contextmanager
+def _unchanged() -> Iterator[None]:
+    yield
+
+
+def _mode_dependent(model: nn.Module) -> bool:
+    """Whether train and eval mode compute different functions (batch norm, dropout)."""
+    return any(isinstance(m, _BatchNorm | _DropoutNd) for m in model.modules())
+
+
+# Under mixed precision, input gradients of a whole-volume logit (about logit / n_voxels per
+# voxel) fall into float16's subnormal range; the attribution is therefore computed for
+# gain * F, with the logit cast to float32 first (so gain * F cannot overflow) and gain small
+# enough that the float32 -> float16 boundary of the backward (which sees gain) cannot either.
+_AMP_ATTRIBUTION_GAIN = 1024.0
+
+
+def _attribution_gain(loop: _Loop) -> float:
+    """Factor on the explained logit inside the training attribution (1 without AMP)."""
+    return _AMP_ATTRIBUTION_GAIN if loop.use_amp else 1.0
+
+
+class _ScaledLogit(nn.Module):
+    """``gain`` times the pathological logit ``(B,)`` of ``model``, in float32."""
+
+    def __init__(self, model: nn.Module, gain: float) -> None:
+        super().__init__()
+        self.model = model
+        self.gain = gain
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pathological_logit(self.model(x)).float() * self.gain
+
+
+def _now(device: torch.device) -> float:
+    """``time.perf_counter()`` once the device finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _since(started: float, device: torch.device) -> float:
+    """Seconds since ``started``, after the device finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
 
 
 def _batch_tensors(
     batch: dict[str, Any], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain tensors on ``device``: images ``(B, 1, *grid)``, labels ``(B,)`` float."""
-    images = batch[IMAGE_KEY]
-    # MetaTensor bookkeeping is useless inside the network and costs time; drop it.
-    images = images.as_tensor() if hasattr(images, "as_tensor") else images
+    images = _plain(batch[IMAGE_KEY])
     labels = torch.as_tensor(batch[LABEL_KEY], dtype=torch.float32)
     return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
 
-def _grad_norm(parameters: Iterable[nn.Parameter]) -> float:
-    """L2 norm of all parameter gradients taken together."""
-    norms = [p.grad.detach().float().norm(2) for p in parameters if p.grad is not None]
+def _norm(grads: Sequence[torch.Tensor | None]) -> float:
+    """L2 norm of a list of gradients taken together (``None`` entries count as 0)."""
+    norms = [g.detach().float().norm(2) for g in grads if g is not None]
     if not norms:
         return 0.0
     return float(torch.linalg.vector_norm(torch.stack(norms)))
+
+
+def _grad_norm(parameters: Iterable[nn.Parameter]) -> float:
+    """L2 norm of all parameter gradients taken together."""
+    return _norm([p.grad for p in parameters])
 
 
 @torch.no_grad()
@@ -567,24 +902,92 @@ def _predict(loop: _Loop, dataset: CacheDataset) -> tuple[np.ndarray, np.ndarray
     return y.cpu().numpy().astype(int), torch.sigmoid(z).cpu().numpy(), loss
 
 
+def _eval_samples(dataset: CacheDataset) -> list[tuple[torch.Tensor, torch.Tensor | None, int]]:
+    """``(image, mask or None, label)`` of every subject of a (non-augmented) split."""
+    samples = []
+    for index in range(len(dataset)):
+        item = dataset[index]
+        mask = item[MASK_KEY] if float(item[MASK_AVAILABLE_KEY]) > 0.5 else None
+        samples.append((item[IMAGE_KEY], mask, int(round(float(item[LABEL_KEY])))))
+    return samples
+
+
+def _attribution_eval(
+    loop: _Loop, dataset: CacheDataset, *, steps: int, threshold: float | None = None
+) -> AttributionEvaluation:
+    return evaluate_attributions(
+        loop.model,
+        _eval_samples(dataset),
+        threshold=threshold,
+        steps=steps,
+        top_k_percent=TOP_K_PERCENT,
+        batch_size=loop.config.batch_size,
+        device=loop.device,
+    )
+
+
 def _evaluate_val(loop: _Loop, dataset: CacheDataset | None) -> Metrics:
-    """Validation loss, AUROC (None with one class) and accuracy."""
+    """Validation loss, AUROC (None with one class) and accuracy; with ``val_attribution``,
+    attribution metrics of IG maps (``VAL_IG_STEPS`` points) against the lesion masks."""
     if dataset is None:
         return {"val_loss": None, "val_auroc": None, "val_accuracy": None}
     y, p, loss = _predict(loop, dataset)
     metrics = classification_metrics(y, p)
-    return {"val_loss": loss, "val_auroc": metrics["auroc"], "val_accuracy": metrics["accuracy"]}
+    values: Metrics = {
+        "val_loss": loss,
+        "val_auroc": metrics["auroc"],
+        "val_accuracy": metrics["accuracy"],
+    }
+    if loop.config.val_attribution:
+        evaluation = _attribution_eval(loop, dataset, steps=VAL_IG_STEPS)
+        found = evaluation.metrics
+        values.update(
+            {
+                "val_attr_auroc": found["voxel_auroc"],
+                "val_lesion_mass": found["lesion_mass"],
+                "val_attr_threshold": evaluation.chosen_threshold,
+                # At the threshold chosen on these same maps: optimistic, for monitoring.
+                "val_attr_dice": found["dice_at_threshold"],
+                "val_attr_dice_top5": found["dice_top_k"],
+                "val_attr_healthy_share": found["healthy_share"],
+                "val_attr_seconds": evaluation.seconds,
+            }
+        )
+    return json_safe(values)
 
 
-def _evaluate_test(loop: _Loop, dataset: CacheDataset | None) -> Metrics:
-    """Test metrics of the best checkpoint's weights."""
+def _evaluate_test(loop: _Loop, datasets: dict[str, CacheDataset]) -> Metrics:
+    """Test metrics of the best checkpoint's weights: classification, and attribution maps
+    against the lesion masks with the Dice threshold chosen on the validation maps."""
+    dataset = datasets.get("test")
     if dataset is None:
         return {}
     loop.check_cancel(loop.config.epochs)
     payload = _load_payload(loop.checkpoint_dir / BEST_CHECKPOINT, loop.device)
     loop.model.load_state_dict(payload["model"])
     y, p, loss = _predict(loop, dataset)
-    return {**classification_metrics(y, p), "loss": loss}
+    metrics: Metrics = {**classification_metrics(y, p), "loss": loss}
+
+    threshold = None
+    if "val" in datasets:
+        threshold = _attribution_eval(loop, datasets["val"], steps=TEST_IG_STEPS).chosen_threshold
+    found = _attribution_eval(loop, dataset, steps=TEST_IG_STEPS, threshold=threshold).metrics
+    metrics.update(
+        {
+            "attr_dice": found["dice_at_threshold"],
+            "attr_dice_top5": found["dice_top_k"],
+            "attr_voxel_auroc": found["voxel_auroc"],
+            "attr_voxel_auprc": found["voxel_auprc"],
+            "attr_lesion_mass": found["lesion_mass"],
+            "attr_pointing_game": found["pointing_game"],
+            "attr_healthy_share": found["healthy_share"],
+            "attr_threshold": threshold,
+            "attr_ig_delta": found["ig_delta_abs_mean"],
+            "attr_n_pathological": found["n_pathological"],
+            "attr_n_healthy": found["n_healthy"],
+        }
+    )
+    return json_safe(metrics)
 
 
 def _monitor_score(name: str, metrics: Metrics) -> float | None:

@@ -88,8 +88,17 @@ def run_training(job_id: int) -> None:
             message += f", step {event.step}/{event.steps}, L_C {event.loss_c:.4f}"
         reporter.report(event.fraction, message, force=event.kind != "step")
         if event.kind == "epoch":
-            values = {"loss_c": event.loss_c, "grad_norm_c": event.grad_norm_c}
-            values.update({f"val_{k}": v for k, v in event.metrics.items()})
+            values = {
+                "loss_c": event.loss_c,
+                "loss_a": event.loss_a,
+                "grad_norm_c": event.grad_norm_c,
+                "grad_norm_a": event.grad_norm_a,
+                "lambda_a": event.lambda_a,
+                "attribution_abs_mean": event.attribution_abs_mean,
+                "attribution_seconds": event.attribution_seconds,
+                "step_seconds": event.step_seconds,
+            }
+            values.update({k: v for k, v in event.metrics.items() if isinstance(v, int | float)})
             _store_epoch(run_id, event.epoch, values)
 
     try:

@@ -1,24 +1,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from backend.schemas.common import ORMModel
-
-
-class IGParams(BaseModel):
-    steps: int = Field(default=32, ge=1, le=1000)
-    baseline: Literal["zero", "blur"] = "zero"
-    internal_batch_size: int = Field(default=8, ge=1, le=512)
+from worker.ml.configs import AttributionMethod
 
 
 class AttributionCreate(BaseModel):
     run_id: int
     subject_id: int
-    method: Literal["integrated_gradients"] = "integrated_gradients"
-    params: IGParams = Field(default_factory=IGParams)
+    method: AttributionMethod = "integrated_gradients"
+    # Validated against worker.ml.configs.AttributionConfig (each method's own parameters).
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
 class AttributionPublic(ORMModel):

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.models import AttributionMap, User
 from backend.schemas.attribution import AttributionCreate
 from backend.services.datasets import get_subject
-from backend.services.errors import Conflict, NotFound
+from backend.services.errors import Conflict, InvalidInput, NotFound
 from backend.services.jobs import new_job
 from backend.services.runs import get_run
+from worker.ml.configs import AttributionConfig
 
 __all__ = ["create_attribution", "get_attribution", "list_attributions"]
 
 
+def validate_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The method's parameters, validated by the science engine's schema, defaults filled."""
+    try:
+        config = AttributionConfig.model_validate({**params, "method": method})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"params.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInput(f"invalid parameters for {method}: {problems}") from None
+    return config.model_dump(mode="json", exclude={"method"})
+
+
 def create_attribution(session: Session, *, body: AttributionCreate, user: User) -> AttributionMap:
+    params = validate_params(body.method, body.params)
     run = get_run(session, body.run_id)
     subject = get_subject(session, body.subject_id)
     if subject.dataset_id != run.dataset_id:
@@ -29,7 +46,7 @@ def create_attribution(session: Session, *, body: AttributionCreate, user: User)
         run_id=run.id,
         subject_id=subject.id,
         method=body.method,
-        params=body.params.model_dump(),
+        params=params,
         job_id=job.id,
         created_by_id=user.id,
     )

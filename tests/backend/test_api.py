@@ -196,3 +196,20 @@ def test_run_is_queued_as_a_job(api: TestClient, dataset_id: int, tmp_path: Path
 def test_unknown_api_route_is_json_404(api: TestClient) -> None:
     resp = api.get("/api/v1/nothing-here")
     assert resp.status_code == 404 and "no such API route" in resp.json()["detail"]
+
+
+def test_attribution_parameters_are_validated_per_method(
+    api: TestClient, dataset_id: int, tmp_path: Path
+) -> None:
+    subject = _upload(api, dataset_id, write_nifti(tmp_path / "a.nii.gz", brain_volume()[0]))
+    run = api.post("/api/v1/runs", json={"dataset_id": dataset_id, "name": "r", "config": {}})
+    body = {"run_id": run.json()["id"], "subject_id": subject.json()["id"]}
+    wrong = api.post(
+        "/api/v1/attributions", json={**body, "method": "saliency", "params": {"steps": 64}}
+    )
+    assert wrong.status_code == 422 and "params" in wrong.json()["detail"]
+    unknown = api.post("/api/v1/attributions", json={**body, "method": "lime"})
+    assert unknown.status_code == 422
+    early = api.post("/api/v1/attributions", json={**body, "method": "occlusion"})
+    assert early.status_code == 409 and "has not finished training" in early.json()["detail"]
+    assert api.get("/api/v1/attributions").json()["count"] == 0

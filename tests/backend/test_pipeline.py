@@ -45,6 +45,28 @@ def test_listing_filters_by_subject(pipeline: Pipeline) -> None:
         listed = client.get(
             "/api/v1/attributions", params={"subject_id": pipeline.subject_id}
         ).json()
-        assert [a["id"] for a in listed["data"]] == [pipeline.attribution_id]
+        assert pipeline.attribution_id in [a["id"] for a in listed["data"]]
+        assert {a["subject_id"] for a in listed["data"]} == {pipeline.subject_id}
         none = client.get("/api/v1/attributions", params={"subject_id": 10**6}).json()
         assert none["count"] == 0
+
+
+def test_another_method_without_a_delta(pipeline: Pipeline) -> None:
+    from tests.conftest import wait_job
+
+    with pipeline.client() as client:
+        created = client.post(
+            "/api/v1/attributions",
+            json={
+                "run_id": pipeline.run_id,
+                "subject_id": pipeline.subject_id,
+                "method": "saliency",
+            },
+        )
+        assert created.status_code == 201, created.text
+        wait_job(client, created.json()["job_id"], timeout=120)
+        record = client.get(f"/api/v1/attributions/{created.json()['id']}").json()
+        assert record["method"] == "saliency" and record["convergence_delta"] is None
+        response = client.get(f"/api/v1/attributions/{record['id']}/map.nii.gz")
+        data = nib.Nifti1Image.from_bytes(gzip.decompress(response.content)).get_fdata()
+        assert (data < 0).any() and (data > 0).any(), "saliency stays signed (abs=False)"

@@ -65,11 +65,13 @@ def api(app_env: Path) -> Iterator[TestClient]:
     """A TestClient on a migrated database with an admin, logged in by bearer token."""
     from backend.core.db import session_scope, upgrade_database
     from backend.main import create_app
+    from backend.services.projects import create_project
     from backend.services.users import create_user
 
     upgrade_database()
     with session_scope() as session:
-        create_user(session, username="admin", password=ADMIN_PASSWORD, role="admin")
+        admin = create_user(session, username="admin", password=ADMIN_PASSWORD, role="admin")
+        create_project(session, name="test project", description="", user=admin)
     with TestClient(create_app()) as client:
         token = client.post(
             "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
@@ -178,7 +180,10 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         client = httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60
         )
-        dataset = client.post("/api/v1/datasets", json={"name": "live test"}).json()
+        project = client.post("/api/v1/projects", json={"name": "live"}).json()
+        dataset = client.post(
+            "/api/v1/datasets", json={"name": "live test", "project_id": project["id"]}
+        ).json()
         subjects = upload_folder(client, dataset["id"], source)
         run = client.post(
             "/api/v1/runs",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -13,6 +13,7 @@ from backend.core.config import Settings, get_settings
 from backend.core.db import get_db
 from backend.core.security import csrf_token_for
 from backend.models import Role, User
+from backend.services.projects import READ, project_of, require
 from backend.services.users import resolve_token
 from backend.storage import Storage, get_storage
 
@@ -23,7 +24,9 @@ __all__ = [
     "SessionDep",
     "SettingsDep",
     "StorageDep",
+    "Admin",
     "Writer",
+    "authorize",
     "require_roles",
 ]
 
@@ -88,6 +91,11 @@ def require_roles(*roles: Role) -> Callable[[User], User]:
         return user
 
     return check
+
+
+def authorize(session: Session, user: User, obj: object, roles: Iterable[str] = READ) -> None:
+    """Check the user's role in the project that ``obj`` belongs to (404 for outsiders)."""
+    require(session, user, project_of(session, obj), roles)
 
 
 Writer = Annotated[User, Depends(require_roles(Role.admin, Role.researcher))]

@@ -2,8 +2,30 @@
 
 from fastapi import APIRouter
 
-from backend.api.routes import attributions, auth, datasets, health, jobs, runs, subjects
+from backend.api.routes import (
+    attributions,
+    auth,
+    datasets,
+    health,
+    jobs,
+    projects,
+    reviews,
+    runs,
+    subjects,
+    users,
+)
 
 api_router = APIRouter()
-for module in (auth, datasets, subjects, runs, jobs, attributions, health):
+for module in (
+    auth,
+    users,
+    projects,
+    datasets,
+    subjects,
+    runs,
+    jobs,
+    attributions,
+    reviews,
+    health,
+):
     api_router.include_router(module.router)

@@ -4,6 +4,8 @@ from backend.models.attribution import AttributionMap
 from backend.models.base import Base
 from backend.models.dataset import Dataset, Subject
 from backend.models.job import Job, JobStatus
+from backend.models.ops import LoginAttempt, UploadSession, Worker
+from backend.models.project import Project, ProjectMember
 from backend.models.review import Review
 from backend.models.run import Run, RunMetric
 from backend.models.user import ApiToken, Role, User
@@ -15,10 +17,15 @@ __all__ = [
     "Dataset",
     "Job",
     "JobStatus",
+    "LoginAttempt",
+    "Project",
+    "ProjectMember",
     "Review",
     "Role",
     "Run",
     "RunMetric",
     "Subject",
+    "UploadSession",
     "User",
+    "Worker",
 ]

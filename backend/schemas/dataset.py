@@ -11,12 +11,15 @@ Split = Literal["train", "val", "test"]
 
 
 class DatasetCreate(BaseModel):
+    # The project it belongs to; default: the only project where the user may upload.
+    project_id: int | None = None
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=5000)
 
 
 class DatasetPublic(ORMModel):
     id: int
+    project_id: int
     name: str
     description: str
     created_at: datetime

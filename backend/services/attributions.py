@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.models import AttributionMap, User
+from backend.models import AttributionMap, Dataset, Run, User
 from backend.schemas.attribution import AttributionCreate
 from backend.services.datasets import get_subject
 from backend.services.errors import Conflict, InvalidInput, NotFound
@@ -65,11 +65,18 @@ def get_attribution(session: Session, attribution_id: int) -> AttributionMap:
 def list_attributions(
     session: Session,
     *,
+    project_ids: list[int],
     run_id: int | None = None,
     subject_id: int | None = None,
     status: str | None = None,
 ) -> list[AttributionMap]:
-    query = select(AttributionMap).order_by(AttributionMap.id.desc())
+    query = (
+        select(AttributionMap)
+        .join(Run, Run.id == AttributionMap.run_id)
+        .join(Dataset, Dataset.id == Run.dataset_id)
+        .where(Dataset.project_id.in_(project_ids))
+        .order_by(AttributionMap.id.desc())
+    )
     if run_id is not None:
         query = query.where(AttributionMap.run_id == run_id)
     if subject_id is not None:

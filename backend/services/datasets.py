@@ -33,8 +33,15 @@ DEIDENTIFIED_FIELDS = ("descrip", "aux_file", "db_name", "intent_name")
 _CHUNK = 1024 * 1024
 
 
-def create_dataset(session: Session, *, name: str, description: str, user: User | None) -> Dataset:
-    dataset = Dataset(name=name, description=description, created_by_id=user.id if user else None)
+def create_dataset(
+    session: Session, *, project_id: int, name: str, description: str, user: User | None
+) -> Dataset:
+    dataset = Dataset(
+        project_id=project_id,
+        name=name,
+        description=description,
+        created_by_id=user.id if user else None,
+    )
     session.add(dataset)
     session.flush()
     return dataset
@@ -54,7 +61,7 @@ def get_subject(session: Session, subject_id: int) -> Subject:
     return subject
 
 
-def list_datasets(session: Session) -> list[tuple[Dataset, int]]:
+def list_datasets(session: Session, project_ids: list[int]) -> list[tuple[Dataset, int]]:
     counts = (
         select(Subject.dataset_id, func.count(Subject.id).label("n"))
         .group_by(Subject.dataset_id)
@@ -63,6 +70,7 @@ def list_datasets(session: Session) -> list[tuple[Dataset, int]]:
     rows = session.execute(
         select(Dataset, func.coalesce(counts.c.n, 0))
         .outerjoin(counts, counts.c.dataset_id == Dataset.id)
+        .where(Dataset.project_id.in_(project_ids))
         .order_by(Dataset.id)
     )
     return [(d, int(n)) for d, n in rows]

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from backend.core.config import get_settings
 from backend.core.db import session_scope
-from backend.models import Dataset, Role, User
+from backend.models import Dataset, Project, ProjectMember, Role, User
 from backend.services.datasets import create_dataset, import_subject, remove_subject_files
 from backend.storage import get_storage
 
@@ -19,7 +19,7 @@ __all__ = ["import_manifest", "load_demo_dataset"]
 
 
 def import_manifest(
-    folder: Path, *, name: str, description: str, user_id: int | None = None
+    folder: Path, *, project_id: int, name: str, description: str, user_id: int | None = None
 ) -> int:
     """Import a folder with manifest.csv (subject,image,mask,label,target,split,site) at once.
 
@@ -35,7 +35,9 @@ def import_manifest(
             user = session.get(User, user_id) if user_id else None
             if user is None:
                 user = session.scalar(select(User).where(User.role == Role.admin.value))
-            dataset = create_dataset(session, name=name, description=description, user=user)
+            dataset = create_dataset(
+                session, project_id=project_id, name=name, description=description, user=user
+            )
             for row in rows:
                 with open(folder / row["image"], "rb") as image:
                     mask_file = open(folder / row["mask"], "rb") if row.get("mask") else None
@@ -64,6 +66,30 @@ def import_manifest(
     return dataset_id
 
 
+DEMO_PROJECT = "Demo"
+
+
+def _demo_project() -> int:
+    """The demo project; every site admin is one of its admins."""
+    with session_scope() as session:
+        project = session.scalar(select(Project).where(Project.name == DEMO_PROJECT))
+        if project is None:
+            project = Project(
+                name=DEMO_PROJECT, description="The synthetic demo dataset and its runs."
+            )
+            session.add(project)
+            session.flush()
+        members = set(
+            session.scalars(
+                select(ProjectMember.user_id).where(ProjectMember.project_id == project.id)
+            )
+        )
+        for user_id in session.scalars(select(User.id).where(User.role == Role.admin.value)):
+            if user_id not in members:
+                session.add(ProjectMember(project_id=project.id, user_id=user_id, role="admin"))
+        return project.id
+
+
 def load_demo_dataset(*, name: str, subjects: int = 16, force: bool = False) -> int | None:
     """Generate the demo subjects if needed and import them unless a dataset has that name."""
     settings = get_settings()
@@ -78,6 +104,7 @@ def load_demo_dataset(*, name: str, subjects: int = 16, force: bool = False) -> 
     )
     dataset_id = import_manifest(
         folder,
+        project_id=_demo_project(),
         name=name,
         description="Synthetic subjects built from the MNI152 template nilearn ships: "
         "random affine and elastic deformation, bias field, noise, MS-like lesions.",

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from backend.core.config import Settings
 from backend.core.queue import send_job
-from backend.models import Job, JobStatus, User
+from backend.models import AttributionMap, Dataset, Job, JobStatus, Run, User
 from backend.services.errors import NotFound, Unavailable
 
 __all__ = ["TASK_FOR_KIND", "cancel_job", "dispatch", "get_job", "list_jobs", "new_job"]
@@ -48,8 +48,19 @@ def get_job(session: Session, job_id: int) -> Job:
     return job
 
 
-def list_jobs(session: Session, *, status: str | None = None, limit: int = 100) -> list[Job]:
-    query = select(Job).order_by(Job.id.desc()).limit(limit)
+def list_jobs(
+    session: Session, *, project_ids: list[int], status: str | None = None, limit: int = 100
+) -> list[Job]:
+    in_projects = select(Dataset.id).where(Dataset.project_id.in_(project_ids))
+    run_jobs = select(Run.job_id).where(Run.dataset_id.in_(in_projects))
+    map_jobs = (
+        select(AttributionMap.job_id)
+        .join(Run, Run.id == AttributionMap.run_id)
+        .where(Run.dataset_id.in_(in_projects))
+    )
+    query = (
+        select(Job).where(Job.id.in_(run_jobs.union(map_jobs))).order_by(Job.id.desc()).limit(limit)
+    )
     if status:
         query = query.where(Job.status == status)
     return list(session.scalars(query))

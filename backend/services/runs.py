@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.models import Run, RunMetric, User
+from backend.models import Dataset, Run, RunMetric, User
 from backend.services.datasets import get_dataset
 from backend.services.errors import InvalidInput, NotFound
 from backend.services.jobs import new_job
@@ -46,9 +46,18 @@ def get_run(session: Session, run_id: int) -> Run:
 
 
 def list_runs(
-    session: Session, *, dataset_id: int | None = None, status: str | None = None
+    session: Session,
+    *,
+    project_ids: list[int],
+    dataset_id: int | None = None,
+    status: str | None = None,
 ) -> list[Run]:
-    query = select(Run).order_by(Run.id.desc())
+    query = (
+        select(Run)
+        .join(Dataset, Dataset.id == Run.dataset_id)
+        .where(Dataset.project_id.in_(project_ids))
+        .order_by(Run.id.desc())
+    )
     if dataset_id is not None:
         query = query.where(Run.dataset_id == dataset_id)
     if status:

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend.core.security import hash_password, hash_token, new_token, verify_password
-from backend.models import ApiToken, Role, User
+from backend.models import ApiToken, Project, ProjectMember, Role, User
 from backend.services.errors import Conflict
 
 __all__ = [
@@ -37,6 +37,10 @@ def ensure_admin(session: Session) -> tuple[User, str] | None:
         return None
     password = secrets.token_urlsafe(12)
     user = create_user(session, username="admin", password=password, role=Role.admin.value)
+    # Projects made before the first user (the demo dataset's) get the admin as their admin.
+    for project_id in session.scalars(select(Project.id)):
+        session.add(ProjectMember(project_id=project_id, user_id=user.id, role="admin"))
+    session.flush()
     return user, password
 
 

@@ -52,3 +52,49 @@ def test_migrations_on_postgresql(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     finally:
         _clear_caches()
         next(databases, None)
+
+
+def _upgrade(url: str, revision: str) -> None:
+    from alembic.config import Config
+
+    from alembic import command
+    from backend.core.config import REPO_ROOT
+
+    cfg = Config(str(REPO_ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(REPO_ROOT / "alembic"))
+    cfg.set_main_option("sqlalchemy.url", url)
+    command.upgrade(cfg, revision)
+
+
+def test_existing_datasets_move_into_a_default_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    monkeypatch.setenv("ATTRIVUE_DATA_DIR", str(tmp_path))
+    _clear_caches()
+    _upgrade(url, "0001")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (username, password_hash, role, is_active, created_at) "
+                "VALUES ('ana', 'x', 'clinician', 1, '2026-01-01')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO datasets (name, description, deidentified, created_at) "
+                "VALUES ('old', '', 1, '2026-01-01')"
+            )
+        )
+    _upgrade(url, "head")
+    with engine.connect() as conn:
+        project_id = conn.execute(text("SELECT project_id FROM datasets")).scalar()
+        name = conn.execute(
+            text("SELECT name FROM projects WHERE id = :p"), {"p": project_id}
+        ).scalar()
+        role = conn.execute(text("SELECT role FROM project_members")).scalar()
+    engine.dispose()
+    assert name == "Default" and role == "clinician"

@@ -49,12 +49,16 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch) -> Iterat
 def _make_dataset(tmp_path: Path) -> int:
     from backend.core.db import session_scope
     from backend.services.datasets import create_dataset, import_subject
+    from backend.services.projects import create_project
     from backend.services.users import create_user
     from backend.storage import get_storage
 
     with session_scope() as session:
         user = create_user(session, username="r", password="researcher-pass", role="researcher")
-        dataset = create_dataset(session, name="tiny", description="", user=user)
+        project = create_project(session, name="p", description="", user=user)
+        dataset = create_dataset(
+            session, project_id=project.id, name="tiny", description="", user=user
+        )
         splits = ["train"] * 4 + ["val"] * 2 + ["test"] * 2
         for i, split in enumerate(splits):
             lesion = i % 2 == 1

@@ -5,10 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import FileResponse
 
-from backend.api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep, Writer
+from backend.api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep, authorize
 from backend.schemas.attribution import AttributionCreate, AttributionPublic, AttributionsPublic
 from backend.services import attributions as svc
 from backend.services import jobs as job_svc
+from backend.services import projects
+from backend.services.runs import get_run
 
 router = APIRouter(prefix="/attributions", tags=["attributions"])
 
@@ -17,9 +19,10 @@ NIFTI_GZ = "application/gzip"
 
 @router.post("", operation_id="createAttribution", status_code=201)
 def create_attribution(
-    body: AttributionCreate, user: Writer, session: SessionDep, settings: SettingsDep
+    body: AttributionCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> AttributionPublic:
     """Compute an attribution map for one subject with a trained run's model (a job)."""
+    authorize(session, user, get_run(session, body.run_id), projects.WRITE)
     row = svc.create_attribution(session, body=body, user=user)
     session.commit()
     assert row.job_id is not None
@@ -36,7 +39,13 @@ def list_attributions(
     status: str | None = None,
 ) -> AttributionsPublic:
     """Attribution maps, newest first, filtered by run, subject and status."""
-    rows = svc.list_attributions(session, run_id=run_id, subject_id=subject_id, status=status)
+    rows = svc.list_attributions(
+        session,
+        project_ids=projects.member_project_ids(session, user),
+        run_id=run_id,
+        subject_id=subject_id,
+        status=status,
+    )
     return AttributionsPublic(
         data=[AttributionPublic.model_validate(r) for r in rows], count=len(rows)
     )
@@ -47,7 +56,9 @@ def get_attribution(
     attribution_id: int, user: CurrentUser, session: SessionDep
 ) -> AttributionPublic:
     """One attribution map's record: method, parameters, convergence delta, statistics."""
-    return AttributionPublic.model_validate(svc.get_attribution(session, attribution_id))
+    row = svc.get_attribution(session, attribution_id)
+    authorize(session, user, row)
+    return AttributionPublic.model_validate(row)
 
 
 @router.get(
@@ -61,6 +72,7 @@ def download_map(
 ) -> FileResponse:
     """The signed float32 map (positive: pathological), on the subject's grid and affine."""
     row = svc.get_attribution(session, attribution_id)
+    authorize(session, user, row)
     if row.status != "succeeded" or not row.path:
         raise HTTPException(
             status.HTTP_409_CONFLICT, detail=f"attribution {attribution_id} is {row.status}"

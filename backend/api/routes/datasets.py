@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, UploadFile
+from sqlalchemy import select
 
-from backend.api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep, Writer
+from backend.api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep, authorize
+from backend.models import ProjectMember
 from backend.schemas.dataset import (
     DatasetCreate,
     DatasetPublic,
@@ -15,21 +17,47 @@ from backend.schemas.dataset import (
     SubjectsPublic,
 )
 from backend.services import datasets as svc
+from backend.services import projects
+from backend.services.errors import InvalidInput
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
 @router.get("", operation_id="listDatasets")
-def list_datasets(user: CurrentUser, session: SessionDep) -> DatasetsPublic:
-    """All datasets with their subject counts."""
-    rows = svc.list_datasets(session)
+def list_datasets(
+    user: CurrentUser, session: SessionDep, project_id: int | None = None
+) -> DatasetsPublic:
+    """The datasets of the user's projects (or of one project), with their subject counts."""
+    ids = projects.member_project_ids(session, user)
+    if project_id is not None:
+        ids = [i for i in ids if i == project_id]
+    rows = svc.list_datasets(session, ids)
     return DatasetsPublic(data=[svc.dataset_public(d, n) for d, n in rows], count=len(rows))
 
 
+def _default_project(session: SessionDep, user: CurrentUser) -> int:
+    writable = session.scalars(
+        select(ProjectMember.project_id).where(
+            ProjectMember.user_id == user.id, ProjectMember.role.in_(projects.WRITE)
+        )
+    ).all()
+    if len(writable) != 1:
+        raise InvalidInput(
+            "project_id is required"
+            if writable
+            else "you may upload to no project: create one or ask a project admin"
+        )
+    return writable[0]
+
+
 @router.post("", operation_id="createDataset", status_code=201)
-def create_dataset(body: DatasetCreate, user: Writer, session: SessionDep) -> DatasetPublic:
-    """Create an empty dataset."""
-    dataset = svc.create_dataset(session, name=body.name, description=body.description, user=user)
+def create_dataset(body: DatasetCreate, user: CurrentUser, session: SessionDep) -> DatasetPublic:
+    """Create an empty dataset in a project."""
+    project_id = body.project_id or _default_project(session, user)
+    projects.require(session, user, project_id, projects.WRITE)
+    dataset = svc.create_dataset(
+        session, project_id=project_id, name=body.name, description=body.description, user=user
+    )
     session.commit()
     return svc.dataset_public(dataset, 0)
 
@@ -38,6 +66,7 @@ def create_dataset(body: DatasetCreate, user: Writer, session: SessionDep) -> Da
 def get_dataset(dataset_id: int, user: CurrentUser, session: SessionDep) -> DatasetPublic:
     """One dataset."""
     dataset = svc.get_dataset(session, dataset_id)
+    authorize(session, user, dataset)
     return svc.dataset_public(dataset, len(dataset.subjects))
 
 
@@ -45,6 +74,7 @@ def get_dataset(dataset_id: int, user: CurrentUser, session: SessionDep) -> Data
 def list_subjects(dataset_id: int, user: CurrentUser, session: SessionDep) -> SubjectsPublic:
     """The subjects of a dataset."""
     dataset = svc.get_dataset(session, dataset_id)
+    authorize(session, user, dataset)
     data = [svc.subject_public(s) for s in dataset.subjects]
     return SubjectsPublic(data=data, count=len(data))
 
@@ -52,7 +82,7 @@ def list_subjects(dataset_id: int, user: CurrentUser, session: SessionDep) -> Su
 @router.post("/{dataset_id}/subjects", operation_id="uploadSubject", status_code=201)
 def upload_subject(
     dataset_id: int,
-    user: Writer,
+    user: CurrentUser,
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
@@ -66,6 +96,7 @@ def upload_subject(
 ) -> SubjectPublic:
     """Upload one subject: an image, an optional lesion mask, its label and split."""
     dataset = svc.get_dataset(session, dataset_id)
+    authorize(session, user, dataset, projects.WRITE)
     subject = None
     try:
         subject = svc.import_subject(

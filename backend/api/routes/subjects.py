@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import FileResponse
 
-from backend.api.deps import CurrentUser, SessionDep, StorageDep
+from backend.api.deps import CurrentUser, SessionDep, StorageDep, authorize
 from backend.schemas.dataset import SubjectPublic
 from backend.services import datasets as svc
 
@@ -21,7 +21,9 @@ NIFTI_GZ = "application/gzip"
 @router.get("/{subject_id}", operation_id="getSubject")
 def get_subject(subject_id: int, user: CurrentUser, session: SessionDep) -> SubjectPublic:
     """One subject."""
-    return svc.subject_public(svc.get_subject(session, subject_id))
+    subject = svc.get_subject(session, subject_id)
+    authorize(session, user, subject)
+    return svc.subject_public(subject)
 
 
 @router.get(
@@ -35,6 +37,7 @@ def download_image(
 ) -> FileResponse:
     """The subject's MR volume as NIfTI (de-identified)."""
     subject = svc.get_subject(session, subject_id)
+    authorize(session, user, subject)
     path = storage.absolute(subject.image_path)
     return FileResponse(path, media_type=NIFTI_GZ, filename=f"{subject.subject_key}.nii.gz")
 
@@ -54,6 +57,7 @@ def download_mask(
 ) -> Response:
     """The lesion mask; with drawing=true its lesion value is 2, green in NiiVue's drawing."""
     subject = svc.get_subject(session, subject_id)
+    authorize(session, user, subject)
     if not subject.mask_path:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"subject {subject_id} has no mask")
     path = storage.absolute(subject.mask_path)

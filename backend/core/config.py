@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     session_hours: int = Field(default=12, gt=0)
     cookie_secure: bool = False
+    login_max_failures: int = Field(default=5, ge=1, description="per username and window")
+    login_window_seconds: int = Field(default=300, ge=1)
     worker_queues: str = "gpu,cpu"
 
     @field_validator("data_dir")

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend.core.security import hash_password, hash_token, new_token, verify_password
-from backend.models import ApiToken, Project, ProjectMember, Role, User
+from backend.models import ApiToken, LoginAttempt, Project, ProjectMember, Role, User
 from backend.services.errors import Conflict
 
 __all__ = [
@@ -17,6 +17,8 @@ __all__ = [
     "create_user",
     "ensure_admin",
     "issue_token",
+    "login_blocked",
+    "record_login",
     "resolve_token",
     "revoke_token",
 ]
@@ -53,6 +55,25 @@ def authenticate(session: Session, *, username: str, password: str) -> User | No
     if not user.is_active or not verify_password(password, user.password_hash):
         return None
     return user
+
+
+def login_blocked(
+    session: Session, *, username: str, client_ip: str, max_failures: int, window_seconds: int
+) -> bool:
+    """Too many failed logins for this username, or from this address, within the window."""
+    since = datetime.now(UTC) - timedelta(seconds=window_seconds)
+    failures = select(func.count(LoginAttempt.id)).where(
+        LoginAttempt.succeeded.is_(False), LoginAttempt.created_at >= since
+    )
+    by_user = session.scalar(failures.where(LoginAttempt.username == username)) or 0
+    by_ip = session.scalar(failures.where(LoginAttempt.client_ip == client_ip)) or 0
+    # An address may try several usernames; allow it a few times the per-user budget.
+    return by_user >= max_failures or by_ip >= 4 * max_failures
+
+
+def record_login(session: Session, *, username: str, client_ip: str, succeeded: bool) -> None:
+    session.add(LoginAttempt(username=username, client_ip=client_ip, succeeded=succeeded))
+    session.flush()
 
 
 def issue_token(

@@ -213,3 +213,21 @@ def test_attribution_parameters_are_validated_per_method(
     early = api.post("/api/v1/attributions", json={**body, "method": "occlusion"})
     assert early.status_code == 409 and "has not finished training" in early.json()["detail"]
     assert api.get("/api/v1/attributions").json()["count"] == 0
+
+
+def test_login_is_rate_limited(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from backend.core.config import get_settings
+
+    monkeypatch.setattr(get_settings(), "login_max_failures", 3)
+    anonymous = TestClient(api.app)
+    for _ in range(3):
+        wrong = anonymous.post("/api/v1/auth/login", json={"username": "admin", "password": "x"})
+        assert wrong.status_code == 401
+    blocked = anonymous.post(
+        "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+    )
+    assert blocked.status_code == 429 and "too many failed logins" in blocked.json()["detail"]
+    assert blocked.headers["Retry-After"]
+    # Another user is not locked out by someone guessing the admin's password.
+    other = anonymous.post("/api/v1/auth/login", json={"username": "nobody", "password": "x"})
+    assert other.status_code == 401

@@ -18,17 +18,46 @@ from backend.schemas.user import (
     TokenPublic,
     UserPublic,
 )
-from backend.services.users import authenticate, issue_token, resolve_token, revoke_token
+from backend.services.users import (
+    authenticate,
+    issue_token,
+    login_blocked,
+    record_login,
+    resolve_token,
+    revoke_token,
+)
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
 @router.post("/login", operation_id="login")
 def login(
-    body: LoginRequest, response: Response, session: SessionDep, settings: SettingsDep
+    body: LoginRequest,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> LoginResponse:
-    """Log in; returns a bearer token and sets the session and CSRF cookies for the browser."""
+    """Log in; returns a bearer token and sets the session and CSRF cookies for the browser.
+
+    Too many failed attempts for a username (or from one address) within the window give 429.
+    """
+    client_ip = request.client.host if request.client else ""
+    if login_blocked(
+        session,
+        username=body.username,
+        client_ip=client_ip,
+        max_failures=settings.login_max_failures,
+        window_seconds=settings.login_window_seconds,
+    ):
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail="too many failed logins; try again later",
+            headers={"Retry-After": str(settings.login_window_seconds)},
+        )
     user = authenticate(session, username=body.username, password=body.password)
+    record_login(session, username=body.username, client_ip=client_ip, succeeded=user is not None)
+    session.commit()
     if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="wrong username or password")
     lifetime = timedelta(hours=settings.session_hours)

@@ -56,5 +56,13 @@ test-frontend: $(NODE_STAMP)
 test-python: deps
 	$(PY) -m pytest
 
+# The API contract: the backend's OpenAPI document and the frontend types generated from it
+# (both committed; tests/test_openapi_client.py fails when they are stale).
+.PHONY: openapi
+openapi: $(NODE_STAMP)
+	@test -x $(PY) || { echo "$(PY) is missing: run 'make deps' first"; exit 1; }
+	$(PY) -m backend.openapi frontend/openapi.json
+	cd frontend && npm run gen:api
+
 clean:
 	rm -rf $(VENV) frontend/node_modules frontend/dist .pytest_cache test-artifacts

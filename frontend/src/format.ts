@@ -1,5 +1,5 @@
 // Display formatting shared by the pages.
-import type { Metrics } from "./api/types";
+import type { Metrics, RunConfig } from "./api/types";
 
 /** Three significant digits; exponent notation for very small or large magnitudes. */
 export function formatNumber(value: number | null | undefined, digits = 3): string {
@@ -34,6 +34,38 @@ export function summariseMetrics(metrics: Metrics | null | undefined, limit = 3)
   };
   numeric.sort((a, b) => rank(a[0]) - rank(b[0]) || a[0].localeCompare(b[0]));
   return numeric.slice(0, limit).map(([key, value]) => `${key.replace(/_/g, " ")} ${formatNumber(value)}`);
+}
+
+/** One value of an open-ended object (run config, attribution params) as short text. */
+export function formatValue(value: unknown): string {
+  if (value === null || value === undefined) return "–";
+  if (typeof value === "number") return formatNumber(value);
+  if (typeof value === "string") return value;
+  if (typeof value === "boolean") return value ? "yes" : "no";
+  if (Array.isArray(value)) return value.every((v) => typeof v === "number") ? value.join(" × ") : value.map(formatValue).join(", ");
+  return JSON.stringify(value);
+}
+
+/** "lambda_a" -> "Lambda a". */
+export function fieldLabel(key: string): string {
+  const words = key.replace(/_/g, " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+/** A run's main settings in one line, from whichever of them its config holds. */
+export function summariseConfig(config: RunConfig | null | undefined): string {
+  if (!config) return "";
+  const parts: string[] = [];
+  const add = (key: string, show: (v: string) => string) => {
+    if (config[key] !== undefined && config[key] !== null) parts.push(show(formatValue(config[key])));
+  };
+  add("network", (v) => v);
+  add("epochs", (v) => `${v} epochs`);
+  add("batch_size", (v) => `batch ${v}`);
+  add("learning_rate", (v) => `lr ${v}`);
+  add("seed", (v) => `seed ${v}`);
+  add("loss_setting", (v) => v);
+  return parts.join(" · ");
 }
 
 export function labelName(label: number): string {

@@ -1,69 +1,67 @@
-// Typed calls for each API resource; one shared Http instance for the app.
+// Calls for each API resource, one shared Http instance for the app. Paths, parameters, bodies
+// and answers are all typed from the generated OpenAPI schema (see openapi.ts).
 import { Http } from "./http";
-import type {
-  Attribution,
-  AttributionCreate,
-  Dataset,
-  DatasetCreate,
-  Job,
-  ListResponse,
-  LoginResponse,
-  Run,
-  RunCreate,
-  Subject,
-  User,
-} from "./types";
+import { type BodyOf, type FormFieldsOf, type Operation, type QueryOf, TypedClient, toFormData } from "./openapi";
 
-type Id = number | string;
+type UploadOperation = Operation<"/datasets/{dataset_id}/subjects", "post">;
 
-export interface SubjectUpload {
-  subject_key: string;
-  label: 0 | 1;
-  split: string;
+/** The upload form's fields as the schema declares them, with real files for the file fields. */
+export type SubjectUpload = Omit<FormFieldsOf<UploadOperation>, "image" | "mask"> & {
   image: File;
   mask?: File | null;
-}
+};
+
+export type AttributionFilter = QueryOf<Operation<"/attributions", "get">>;
+export type RunFilter = QueryOf<Operation<"/runs", "get">>;
 
 export function createApi(http: Http) {
+  const client = new TypedClient(http);
   return {
     http,
+    client,
     auth: {
       login: (username: string, password: string) =>
-        http.post<LoginResponse>("/auth/login", { username, password }),
-      logout: () => http.post<void>("/auth/logout"),
-      me: () => http.get<User>("/auth/me"),
+        client.POST("/auth/login", { body: { username, password } }),
+      logout: () => client.POST("/auth/logout"),
+      me: () => client.GET("/auth/me"),
+    },
+    projects: {
+      list: () => client.GET("/projects"),
+      get: (project_id: number) => client.GET("/projects/{project_id}", { path: { project_id } }),
     },
     datasets: {
-      list: () => http.get<ListResponse<Dataset>>("/datasets"),
-      get: (id: Id) => http.get<Dataset>(`/datasets/${id}`),
-      create: (body: DatasetCreate) => http.post<Dataset>("/datasets", body),
-      subjects: (id: Id) => http.get<ListResponse<Subject>>(`/datasets/${id}/subjects`),
-      uploadSubject: (id: Id, upload: SubjectUpload) => {
-        const form = new FormData();
-        form.set("subject_key", upload.subject_key);
-        form.set("label", String(upload.label));
-        form.set("split", upload.split);
-        form.set("image", upload.image, upload.image.name);
-        if (upload.mask) form.set("mask", upload.mask, upload.mask.name);
-        return http.post<Subject>(`/datasets/${id}/subjects`, form);
-      },
+      /** The datasets of the user's projects, or of one project. */
+      list: (projectId?: number | null) =>
+        client.GET("/datasets", { query: { project_id: projectId ?? undefined } }),
+      get: (dataset_id: number) => client.GET("/datasets/{dataset_id}", { path: { dataset_id } }),
+      create: (body: BodyOf<Operation<"/datasets", "post">>) =>
+        client.POST("/datasets", { body }),
+      subjects: (dataset_id: number) =>
+        client.GET("/datasets/{dataset_id}/subjects", { path: { dataset_id } }),
+      uploadSubject: (dataset_id: number, upload: SubjectUpload) =>
+        client.POST("/datasets/{dataset_id}/subjects", {
+          path: { dataset_id },
+          body: toFormData(upload),
+        }),
     },
     subjects: {
-      get: (id: Id) => http.get<Subject>(`/subjects/${id}`),
+      get: (subject_id: number) => client.GET("/subjects/{subject_id}", { path: { subject_id } }),
     },
     runs: {
-      list: () => http.get<ListResponse<Run>>("/runs"),
-      get: (id: Id) => http.get<Run>(`/runs/${id}`),
-      create: (body: RunCreate) => http.post<Run>("/runs", body),
+      list: (query: RunFilter = {}) => client.GET("/runs", { query }),
+      get: (run_id: number) => client.GET("/runs/{run_id}", { path: { run_id } }),
+      create: (body: BodyOf<Operation<"/runs", "post">>) =>
+        client.POST("/runs", { body }),
     },
     jobs: {
-      get: (id: Id) => http.get<Job>(`/jobs/${id}`),
+      get: (job_id: number) => client.GET("/jobs/{job_id}", { path: { job_id } }),
     },
     attributions: {
-      list: (filter: { subject_id?: Id; run_id?: Id } = {}) =>
-        http.get<ListResponse<Attribution>>("/attributions", filter),
-      get: (id: Id) => http.get<Attribution>(`/attributions/${id}`),
-      create: (body: AttributionCreate) => http.post<Attribution>("/attributions", body),
+      list: (query: AttributionFilter = {}) => client.GET("/attributions", { query }),
+      get: (attribution_id: number) =>
+        client.GET("/attributions/{attribution_id}", { path: { attribution_id } }),
+      create: (body: BodyOf<Operation<"/attributions", "post">>) =>
+        client.POST("/attributions", { body }),
     },
   };
 }

@@ -81,15 +81,18 @@ export interface HttpOptions {
   onUnauthorized?: () => void;
 }
 
+/** Query parameters; undefined, null and "" are left out. */
+export type Query = Record<string, string | number | boolean | undefined | null>;
+
 export interface RequestOptions {
   method?: string;
   /** Sent as JSON unless it is FormData. */
   body?: unknown;
-  query?: Record<string, string | number | undefined | null>;
+  query?: Query;
   signal?: AbortSignal;
 }
 
-export function buildUrl(path: string, query?: RequestOptions["query"]): string {
+export function buildUrl(path: string, query?: Query): string {
   const url = `${API_PREFIX}${path}`;
   if (!query) return url;
   const params = new URLSearchParams();
@@ -141,7 +144,7 @@ export class Http {
     return (text ? JSON.parse(text) : undefined) as T;
   }
 
-  get<T>(path: string, query?: RequestOptions["query"], signal?: AbortSignal): Promise<T> {
+  get<T>(path: string, query?: Query, signal?: AbortSignal): Promise<T> {
     return this.request<T>(path, { query, signal });
   }
 

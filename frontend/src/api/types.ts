@@ -1,126 +1,91 @@
-// Resource shapes of the Attrivue REST API (v1). Mirrors the backend's *Public schemas.
+// Resource shapes of the Attrivue REST API (v1): aliases of the types generated from the
+// backend's OpenAPI document (schema.d.ts; regenerate with `make openapi`). Nothing here
+// restates a schema by hand; the helpers below only read the fields the backend declares
+// as open objects or plain strings (run config, attribution stats and params, job status).
+import type { components } from "./schema";
 
-export type Role = "admin" | "user" | string;
+type Schemas = components["schemas"];
 
-export interface User {
-  id: number;
-  username: string;
-  role: Role;
-}
+export type User = Schemas["UserPublic"];
+export type Role = User["role"];
+export type LoginResponse = Schemas["LoginResponse"];
 
-export interface LoginResponse {
-  access_token: string;
-  token_type: "bearer";
-  user: User;
-}
+export type Project = Schemas["ProjectPublic"];
+export type ProjectRole = NonNullable<Project["role"]>;
 
-export interface ListResponse<T> {
-  data: T[];
-  count: number;
-}
+export type Dataset = Schemas["DatasetPublic"];
+export type DatasetCreate = Schemas["DatasetCreate"];
+export type Subject = Schemas["SubjectPublic"];
+export type Split = Subject["split"];
 
-export interface Dataset {
-  id: number;
-  name: string;
-  description: string | null;
-  created_at: string;
-  subject_count: number;
-}
+export type Job = Schemas["JobPublic"];
 
-export interface DatasetCreate {
-  name: string;
-  description: string;
-}
+export type Run = Schemas["RunPublic"];
+export type RunCreate = Schemas["RunCreate"];
+export type RunConfig = Run["config"];
+export type Metrics = Run["metrics"];
 
-/** 0 = healthy, 1 = pathological. */
+export type Attribution = Schemas["AttributionPublic"];
+export type AttributionCreate = Schemas["AttributionCreate"];
+export type AttributionMethod = NonNullable<AttributionCreate["method"]>;
+
+/** 0 = healthy, 1 = pathological (the schema's label is an integer between 0 and 1). */
 export type Label = 0 | 1;
-export type Split = "train" | "val" | "test";
-export const SPLITS: readonly Split[] = ["train", "val", "test"];
 
-export interface Subject {
-  id: number;
-  dataset_id: number;
-  subject_key: string;
-  label: Label;
-  split: Split;
-  has_mask: boolean;
-  shape: [number, number, number];
+/** Every split the schema allows, in display order (a new one is a type error here). */
+export const SPLITS = ["train", "val", "test"] as const satisfies readonly Split[];
+type MissingSplit = Exclude<Split, (typeof SPLITS)[number]>;
+const everySplitListed: [MissingSplit] extends [never] ? true : MissingSplit = true;
+void everySplitListed;
+
+// --- project roles (backend.services.projects) ----------------------------------------------
+
+/** Roles that may upload data and launch runs and attributions in a project. */
+export const WRITE_ROLES: readonly ProjectRole[] = ["admin", "researcher"];
+
+export function canWrite(role: ProjectRole | null | undefined): boolean {
+  return role != null && WRITE_ROLES.includes(role);
 }
+
+// --- job status: a plain string in the schema; these are the values the backend uses -------
 
 export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
 
-export interface Job {
-  id: number;
-  kind: string;
-  status: JobStatus;
-  progress: number;
-  message: string | null;
-  error: string | null;
+export const ACTIVE_STATUSES: readonly string[] = ["queued", "running"] satisfies JobStatus[];
+
+export function isActive(status: string): boolean {
+  return ACTIVE_STATUSES.includes(status);
 }
 
-export interface RunConfig {
-  epochs: number;
-  batch_size: number;
-  learning_rate: number;
-  seed: number;
-}
+// --- attribution stats: an open object in the schema ----------------------------------------
 
-export type Metrics = Record<string, number | string | null>;
-
-export interface Run {
-  id: number;
-  name: string;
-  dataset_id: number;
-  status: JobStatus;
-  config: RunConfig;
-  metrics: Metrics | null;
-  job_id: number | null;
-  created_at: string;
-}
-
-export interface RunCreate {
-  dataset_id: number;
-  name: string;
-  config: RunConfig;
-}
-
-export type AttributionMethod = "integrated_gradients";
-
-export interface AttributionParams {
-  steps: number;
-  baseline: "zero";
-}
-
-export interface AttributionStats {
+/**
+ * The summary statistics stored with each map (AttributionPublic.stats, worker/ml/attribution/
+ * captum_eval.py): what the viewer needs for its default thresholds. Not the richer answer of
+ * GET /attributions/{id}/stats, which is components["schemas"]["AttributionStats"].
+ */
+export interface MapStats {
   min: number;
   max: number;
-  positive_mass: number;
-  negative_mass: number;
-  mean_abs: number;
+  positive_mass: number | null;
+  negative_mass: number | null;
+  mean_abs: number | null;
 }
 
-export interface Attribution {
-  id: number;
-  run_id: number;
-  subject_id: number;
-  method: AttributionMethod;
-  params: AttributionParams;
-  status: JobStatus;
-  convergence_delta: number | null;
-  stats: AttributionStats | null;
-  job_id: number | null;
-  created_at: string;
+function finite(value: unknown): number | null {
+  return typeof value === "number" && Number.isFinite(value) ? value : null;
 }
 
-export interface AttributionCreate {
-  run_id: number;
-  subject_id: number;
-  method: AttributionMethod;
-  params: AttributionParams;
-}
-
-export const ACTIVE_STATUSES: readonly JobStatus[] = ["queued", "running"];
-
-export function isActive(status: JobStatus): boolean {
-  return ACTIVE_STATUSES.includes(status);
+/** The map's statistics, or null when min and max are not both numbers. */
+export function readStats(stats: Attribution["stats"] | null | undefined): MapStats | null {
+  const min = finite(stats?.min);
+  const max = finite(stats?.max);
+  if (min === null || max === null) return null;
+  return {
+    min,
+    max,
+    positive_mass: finite(stats?.positive_mass),
+    negative_mass: finite(stats?.negative_mass),
+    mean_abs: finite(stats?.mean_abs),
+  };
 }

@@ -1,7 +1,7 @@
 // Small presentational pieces shared by the pages.
 import type { ReactNode } from "react";
 import { errorMessage } from "../api/http";
-import type { Job, JobStatus } from "../api/types";
+import type { Job, JobStatus, ProjectRole } from "../api/types";
 import { formatPercent } from "../format";
 
 export function ErrorMessage({ error }: { error: unknown }) {
@@ -15,6 +15,12 @@ export function ErrorMessage({ error }: { error: unknown }) {
 
 export function StatusBadge({ status }: { status: JobStatus | string }) {
   return <span className={`badge badge-${status}`}>{status}</span>;
+}
+
+/** The user's role in a project: admin, researcher (both may upload and launch) or clinician. */
+export function RoleBadge({ role }: { role: ProjectRole | null | undefined }) {
+  if (!role) return <span className="muted">–</span>;
+  return <span className={`badge role role-${role}`}>{role}</span>;
 }
 
 export function ProgressBar({ job }: { job: Job }) {

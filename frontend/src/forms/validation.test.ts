@@ -75,6 +75,17 @@ describe("validateDatasetForm", () => {
       value: { name: "BraTS", description: "d" },
     });
   });
+
+  it("sends the chosen project and requires one when offered a choice", () => {
+    expect(validateDatasetForm({ name: "BraTS", description: "", projectId: "3" })).toEqual({
+      ok: true,
+      value: { name: "BraTS", description: "", project_id: 3 },
+    });
+    expect(validateDatasetForm({ name: "BraTS", description: "", projectId: "" })).toEqual({
+      ok: false,
+      errors: { projectId: "Choose a project." },
+    });
+  });
 });
 
 describe("validateUploadForm", () => {

@@ -98,6 +98,8 @@ export function validateRunForm(values: RunFormValues): Validation<RunField, Run
 export interface DatasetFormValues {
   name: string;
   description: string;
+  /** The chosen project's id; leave it out to let the backend pick the only one possible. */
+  projectId?: string;
 }
 
 export function validateDatasetForm(
@@ -107,7 +109,18 @@ export function validateDatasetForm(
   const name = values.name.trim();
   if (name === "") errors.name = "Name is required.";
   else if (name.length > 100) errors.name = "Name must be at most 100 characters.";
-  return finish(errors, () => ({ name, description: values.description.trim() }));
+  const projectId = values.projectId === undefined ? undefined : Number(values.projectId);
+  if (
+    values.projectId !== undefined &&
+    (values.projectId.trim() === "" || !Number.isInteger(projectId) || (projectId as number) <= 0)
+  ) {
+    errors.projectId = "Choose a project.";
+  }
+  return finish(errors, () => ({
+    name,
+    description: values.description.trim(),
+    ...(projectId === undefined ? {} : { project_id: projectId }),
+  }));
 }
 
 // --- upload a subject ----------------------------------------------------------------------

@@ -2,8 +2,8 @@ import { type FormEvent, useRef, useState } from "react";
 import { Link, useParams } from "react-router";
 import { api } from "../api/client";
 import type { Attribution, Run, Subject } from "../api/types";
-import { SPLITS, isActive } from "../api/types";
-import { viewerPath } from "../api/urls";
+import { SPLITS, canWrite, isActive } from "../api/types";
+import { parseId, viewerPath } from "../api/urls";
 import { ErrorMessage, Field, ProgressBar, StatusBadge } from "../components/common";
 import { labelName } from "../format";
 import {
@@ -17,9 +17,22 @@ import { useAsync, useJobPolling } from "../hooks";
 
 export function DatasetPage() {
   const { datasetId = "" } = useParams();
-  const dataset = useAsync(() => api.datasets.get(datasetId), [datasetId]);
-  const subjects = useAsync(() => api.datasets.subjects(datasetId), [datasetId]);
-  const runs = useAsync(() => api.runs.list(), []);
+  const dataset = useAsync(async () => api.datasets.get(parseId(datasetId, "dataset id")), [datasetId]);
+  const subjects = useAsync(
+    async () => api.datasets.subjects(parseId(datasetId, "dataset id")),
+    [datasetId],
+  );
+  const runs = useAsync(
+    async () => api.runs.list({ dataset_id: parseId(datasetId, "dataset id"), status: "succeeded" }),
+    [datasetId],
+  );
+  const projectId = dataset.data?.project_id;
+  const project = useAsync(
+    async () => (projectId == null ? null : api.projects.get(projectId)),
+    [projectId],
+  );
+  // Clinicians review; only admins and researchers upload and compute (the backend says 403 too).
+  const writable = canWrite(project.data?.role);
   const succeededRuns = (runs.data?.data ?? []).filter(
     (r) => String(r.dataset_id) === datasetId && r.status === "succeeded",
   );
@@ -31,11 +44,22 @@ export function DatasetPage() {
     <div className="dataset">
       <section className="panel">
         <p className="crumbs">
-          <Link to="/">Datasets</Link> /
+          <Link to="/">Datasets</Link> /{" "}
+          {project.data ? (
+            <>
+              <Link to={`/?project=${project.data.id}`}>{project.data.name}</Link> /
+            </>
+          ) : null}
         </p>
         <h1>{dataset.data?.name ?? `Dataset ${datasetId}`}</h1>
         {dataset.data?.description ? <p className="muted">{dataset.data.description}</p> : null}
-        <ErrorMessage error={dataset.error ?? subjects.error ?? runs.error} />
+        {project.data && !writable ? (
+          <p className="muted small">
+            Your role in {project.data.name} ({project.data.role ?? "none"}) may view and review, not upload
+            subjects or compute attributions.
+          </p>
+        ) : null}
+        <ErrorMessage error={dataset.error ?? subjects.error ?? runs.error ?? project.error} />
         <div className="form-row ig-controls">
           <Field label="Run for attributions">
             <select
@@ -52,27 +76,34 @@ export function DatasetPage() {
               ))}
             </select>
           </Field>
-          <Field label="IG steps">
-            <input
-              name="steps"
-              inputMode="numeric"
-              value={steps}
-              onChange={(e) => setSteps(e.target.value)}
-              className="narrow"
-            />
-          </Field>
-          <span className="muted small">Integrated gradients, zero baseline</span>
+          {writable ? (
+            <>
+              <Field label="IG steps">
+                <input
+                  name="steps"
+                  inputMode="numeric"
+                  value={steps}
+                  onChange={(e) => setSteps(e.target.value)}
+                  className="narrow"
+                />
+              </Field>
+              <span className="muted small">Integrated gradients, zero baseline</span>
+            </>
+          ) : null}
         </div>
         <SubjectTable
           subjects={subjects.data?.data ?? []}
           loading={subjects.loading && !subjects.data}
           run={selectedRun}
           steps={steps}
+          canCompute={writable}
         />
       </section>
-      <section className="panel">
-        <UploadSubjectForm datasetId={datasetId} onUploaded={subjects.reload} />
-      </section>
+      {writable ? (
+        <section className="panel">
+          <UploadSubjectForm datasetId={datasetId} onUploaded={subjects.reload} />
+        </section>
+      ) : null}
     </div>
   );
 }
@@ -82,11 +113,14 @@ function SubjectTable({
   loading,
   run,
   steps,
+  canCompute,
 }: {
   subjects: Subject[];
   loading: boolean;
   run: Run | undefined;
   steps: string;
+  /** False for clinicians: the Compute button is hidden. */
+  canCompute: boolean;
 }) {
   const attributions = useAsync(
     () => (run ? api.attributions.list({ run_id: run.id }) : Promise.resolve(null)),
@@ -101,7 +135,9 @@ function SubjectTable({
   const jobs = useJobPolling(activeJobs, attributions.reload);
 
   if (loading) return <p className="muted">Loading subjects…</p>;
-  if (subjects.length === 0) return <p className="muted">No subjects yet: upload one below.</p>;
+  if (subjects.length === 0) {
+    return <p className="muted">{canCompute ? "No subjects yet: upload one below." : "No subjects yet."}</p>;
+  }
 
   // The newest attribution of the chosen run for each subject.
   const latest = new Map<number, Attribution>();
@@ -170,14 +206,16 @@ function SubjectTable({
                     {attribution?.status === "succeeded" || job?.status === "succeeded" ? (
                       <Link to={viewerPath(s.id, attribution?.id)}>View</Link>
                     ) : null}
-                    <button
-                      type="button"
-                      className="small-button"
-                      disabled={!run || (status ? isActive(status.status) : false)}
-                      onClick={() => void compute(s)}
-                    >
-                      Compute IG
-                    </button>
+                    {canCompute ? (
+                      <button
+                        type="button"
+                        className="small-button"
+                        disabled={!run || (status ? isActive(status.status) : false)}
+                        onClick={() => void compute(s)}
+                      >
+                        Compute IG
+                      </button>
+                    ) : null}
                   </div>
                   {job && isActive(job.status) ? <ProgressBar job={job} /> : null}
                   {job?.error ? <div className="error small">{job.error}</div> : null}
@@ -217,7 +255,7 @@ function UploadSubjectForm({ datasetId, onUploaded }: { datasetId: string; onUpl
     if (!result.ok) return;
     setBusy(true);
     try {
-      const subject = await api.datasets.uploadSubject(datasetId, result.value);
+      const subject = await api.datasets.uploadSubject(parseId(datasetId, "dataset id"), result.value);
       setDone(`Uploaded ${subject.subject_key}.`);
       setValues({ ...EMPTY_UPLOAD, label: values.label, split: values.split });
       formRef.current?.reset();

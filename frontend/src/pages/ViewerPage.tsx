@@ -3,7 +3,8 @@ import { Link, useParams, useSearchParams } from "react-router";
 import { api } from "../api/client";
 import { errorMessage } from "../api/http";
 import type { Attribution, Run, Subject } from "../api/types";
-import { attributionMapUrl, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
+import { readStats } from "../api/types";
+import { attributionMapUrl, parseId, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
 import { labelName } from "../format";
 import { useAsync } from "../hooks";
 import { Colorbar } from "../viewer/Colorbar";
@@ -21,10 +22,10 @@ interface ViewerData {
 }
 
 async function loadViewerData(subjectId: string, attributionId: string | null): Promise<ViewerData> {
-  const subject = await api.subjects.get(subjectId);
+  const subject = await api.subjects.get(parseId(subjectId, "subject id"));
   let attribution: Attribution | null;
   if (attributionId) {
-    attribution = await api.attributions.get(attributionId);
+    attribution = await api.attributions.get(parseId(attributionId, "attribution id"));
     if (attribution.subject_id !== subject.id) {
       throw new Error(
         `Attribution #${attribution.id} belongs to subject #${attribution.subject_id}, not #${subject.id}.`,
@@ -38,7 +39,9 @@ async function loadViewerData(subjectId: string, attributionId: string | null): 
   if (!attribution) note = "No attribution has been computed for this subject yet: showing the MR volume only.";
   else if (attribution.status !== "succeeded") {
     note = `Attribution #${attribution.id} is ${attribution.status}: showing the MR volume only.`;
-  } else if (!attribution.stats) note = "This attribution has no statistics: showing the MR volume only.";
+  } else if (!readStats(attribution.stats)) {
+    note = "This attribution has no statistics: showing the MR volume only.";
+  }
   return { subject, attribution, run, note };
 }
 
@@ -53,10 +56,10 @@ export default function ViewerPage() {
   useEffect(() => {
     if (!controller || !loaded) return;
     const { subject, attribution } = loaded;
-    const showMap = attribution?.status === "succeeded" && attribution.stats;
+    const stats = attribution?.status === "succeeded" ? readStats(attribution.stats) : null;
     void controller.load({
       imageUrl: subjectImageUrl(subject.id),
-      relevance: showMap ? { url: attributionMapUrl(attribution.id), stats: attribution.stats! } : null,
+      relevance: attribution && stats ? { url: attributionMapUrl(attribution.id), stats } : null,
       lesionUrl: subject.has_mask ? subjectMaskDrawingUrl(subject.id) : null,
     });
   }, [controller, loaded]);

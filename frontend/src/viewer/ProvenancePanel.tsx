@@ -1,9 +1,24 @@
 // Where the displayed map came from: run, method, parameters and summary statistics.
+import { Fragment } from "react";
 import type { Attribution, Run } from "../api/types";
-import { formatDate, formatNumber } from "../format";
+import { readStats } from "../api/types";
+import { fieldLabel, formatDate, formatNumber, formatValue } from "../format";
+
+const METHOD_NAMES: Record<string, string> = {
+  integrated_gradients: "Integrated gradients",
+  gradient_shap: "Gradient SHAP",
+  saliency: "Saliency",
+  input_x_gradient: "Input × gradient",
+  deeplift: "DeepLIFT",
+  guided_backprop: "Guided backpropagation",
+  occlusion: "Occlusion",
+  smoothgrad: "SmoothGrad",
+  grad_cam: "Grad-CAM",
+};
 
 export function ProvenancePanel({ attribution, run }: { attribution: Attribution; run?: Run | null }) {
-  const stats = attribution.stats;
+  const stats = readStats(attribution.stats);
+  const params = Object.entries(attribution.params ?? {});
   return (
     <section className="provenance" aria-label="Provenance">
       <h2>Provenance</h2>
@@ -11,11 +26,20 @@ export function ProvenancePanel({ attribution, run }: { attribution: Attribution
         <dt>Run</dt>
         <dd>{run ? `${run.name} (#${run.id})` : `#${attribution.run_id}`}</dd>
         <dt>Method</dt>
-        <dd>{attribution.method === "integrated_gradients" ? "Integrated gradients" : attribution.method}</dd>
-        <dt>Steps</dt>
-        <dd>{attribution.params?.steps ?? "–"}</dd>
-        <dt>Baseline</dt>
-        <dd>{attribution.params?.baseline ?? "–"}</dd>
+        <dd>{METHOD_NAMES[attribution.method] ?? attribution.method}</dd>
+        {params.length === 0 ? (
+          <>
+            <dt>Parameters</dt>
+            <dd>defaults</dd>
+          </>
+        ) : (
+          params.map(([key, value]) => (
+            <Fragment key={key}>
+              <dt>{fieldLabel(key)}</dt>
+              <dd>{formatValue(value)}</dd>
+            </Fragment>
+          ))
+        )}
         <dt>Convergence delta</dt>
         <dd data-testid="convergence-delta">{formatNumber(attribution.convergence_delta)}</dd>
         <dt>Status</dt>

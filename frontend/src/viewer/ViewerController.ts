@@ -2,7 +2,7 @@
 // relevance overlay and the lesion outline, applies display settings, and releases the WebGL
 // context on dispose. React reads it through subscribe/getSnapshot (useSyncExternalStore).
 import { Niivue, SHOW_RENDER, SLICE_TYPE } from "@niivue/niivue";
-import type { AttributionStats } from "../api/types";
+import type { MapStats } from "../api/types";
 import {
   DEFAULT_OVERLAY_OPACITY,
   LESION_VALUE,
@@ -83,7 +83,7 @@ export type ViewerPhase = "idle" | "loading" | "ready" | "error";
 export interface ViewerSource {
   imageUrl: string;
   /** The signed attribution map on the image grid, with its stats for default thresholds. */
-  relevance?: { url: string; stats: Pick<AttributionStats, "min" | "max"> } | null;
+  relevance?: { url: string; stats: Pick<MapStats, "min" | "max"> } | null;
   /** Lesion mask (non-zero = lesion); drawn as a green outline on top of the relevance. */
   lesionUrl?: string | null;
 }

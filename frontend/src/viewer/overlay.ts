@@ -1,6 +1,6 @@
 // Pure settings for the signed relevance overlay: thresholds, NiiVue calibration, layer options.
 // No WebGL here, so Vitest can check every number.
-import type { AttributionStats } from "../api/types";
+import type { MapStats } from "../api/types";
 
 /** Positive relevance (pathological) is drawn with this NiiVue colormap. */
 export const POSITIVE_COLORMAP = "red";
@@ -51,7 +51,7 @@ function signWindow(peak: number, fraction: number): SignWindow | null {
 
 /** Default windows from a map's stats: hide |A| below `fraction` of each sign's peak. */
 export function defaultThresholds(
-  stats: Pick<AttributionStats, "min" | "max">,
+  stats: Pick<MapStats, "min" | "max">,
   fraction: number = DEFAULT_THRESHOLD_FRACTION,
 ): RelevanceThresholds {
   const f = Math.min(Math.max(fraction, 0), 0.99);
@@ -62,7 +62,7 @@ export function defaultThresholds(
 }
 
 /** The peaks the threshold sliders run up to (0 for an absent sign). */
-export function peaksFromStats(stats: Pick<AttributionStats, "min" | "max">): {
+export function peaksFromStats(stats: Pick<MapStats, "min" | "max">): {
   positive: number;
   negative: number;
 } {

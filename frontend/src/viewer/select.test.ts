@@ -11,7 +11,8 @@ function attribution(id: number, status: Attribution["status"], created_at: stri
     params: { steps: 16, baseline: "zero" },
     status,
     convergence_delta: 0.01,
-    stats: null,
+    logit: null,
+    stats: {},
     job_id: id,
     created_at,
   };

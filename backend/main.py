@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 
 from backend.api.main import api_router
 from backend.core.config import get_settings
@@ -21,6 +22,16 @@ def create_app() -> FastAPI:
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
+
+    # An id or number beyond what the database stores (SQLite: OverflowError; PostgreSQL:
+    # DataError) is bad input, not a server fault.
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _out_of_range(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "a number in the request is out of the range the database stores"},
+            status_code=422,
+        )
 
     dist = settings.frontend_dir
     if (dist / "assets").is_dir():

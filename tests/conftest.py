@@ -47,17 +47,32 @@ def postgres_database(base_url: str) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def app_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Settings pointing at a fresh data directory (SQLite, filesystem broker)."""
+def _databases() -> list[str]:
+    """SQLite always; PostgreSQL too when ATTRIVUE_TEST_DATABASE_URL is set (CI sets it)."""
+    return ["sqlite"] + (["postgresql"] if os.environ.get("ATTRIVUE_TEST_DATABASE_URL") else [])
+
+
+@pytest.fixture(params=_databases())
+def app_env(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Settings pointing at a fresh data directory (filesystem broker) and a fresh database."""
     data = tmp_path / "data"
     monkeypatch.setenv("ATTRIVUE_DATA_DIR", str(data))
     monkeypatch.setenv("ATTRIVUE_ENVIRONMENT", "test")
     for name in ("ATTRIVUE_DATABASE_URL", "ATTRIVUE_BROKER_URL", "ATTRIVUE_SECRET_KEY"):
         monkeypatch.delenv(name, raising=False)
+    databases = None
+    if request.param == "postgresql":
+        databases = postgres_database(os.environ["ATTRIVUE_TEST_DATABASE_URL"])
+        monkeypatch.setenv("ATTRIVUE_DATABASE_URL", next(databases))
     _clear_caches()
-    yield data
-    _clear_caches()
+    try:
+        yield data
+    finally:
+        _clear_caches()
+        if databases is not None:
+            next(databases, None)
 
 
 @pytest.fixture

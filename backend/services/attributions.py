@@ -2,21 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.models import AttributionMap, Dataset, Run, User
-from backend.schemas.attribution import AttributionCreate
+from backend.core.config import Settings
+from backend.models import AttributionMap, Dataset, JobStatus, Run, Subject, User
+from backend.schemas.attribution import AttributionBatchCreate, AttributionCreate
+from backend.services import maps
 from backend.services.datasets import get_subject
-from backend.services.errors import Conflict, InvalidInput, NotFound
-from backend.services.jobs import new_job
+from backend.services.errors import Conflict, InvalidInput, NotFound, Unavailable
+from backend.services.jobs import dispatch, get_job, new_job
 from backend.services.runs import get_run
+from backend.storage import Storage
 from worker.ml.configs import AttributionConfig
 
-__all__ = ["create_attribution", "get_attribution", "list_attributions"]
+__all__ = [
+    "attribution_stats",
+    "create_attribution",
+    "create_attributions",
+    "dispatch_all",
+    "display_map",
+    "full_map",
+    "get_attribution",
+    "list_attributions",
+]
 
 
 def validate_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +46,27 @@ def validate_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
     return config.model_dump(mode="json", exclude={"method"})
 
 
+def _require_trained(run: Run) -> None:
+    if run.status != "succeeded":
+        raise Conflict(f"run {run.id} has not finished training (status {run.status})")
+
+
+def _new_map(
+    session: Session, *, run: Run, subject_id: int, method: str, params: dict, user: User
+) -> AttributionMap:
+    job = new_job(session, kind="attribute", user=user)
+    row = AttributionMap(
+        run_id=run.id,
+        subject_id=subject_id,
+        method=method,
+        params=params,
+        job_id=job.id,
+        created_by_id=user.id,
+    )
+    session.add(row)
+    return row
+
+
 def create_attribution(session: Session, *, body: AttributionCreate, user: User) -> AttributionMap:
     params = validate_params(body.method, body.params)
     run = get_run(session, body.run_id)
@@ -39,20 +75,73 @@ def create_attribution(session: Session, *, body: AttributionCreate, user: User)
         raise Conflict(
             f"subject {subject.id} is not in dataset {run.dataset_id} that run {run.id} used"
         )
-    if run.status != "succeeded":
-        raise Conflict(f"run {run.id} has not finished training (status {run.status})")
-    job = new_job(session, kind="attribute", user=user)
-    row = AttributionMap(
-        run_id=run.id,
-        subject_id=subject.id,
-        method=body.method,
-        params=params,
-        job_id=job.id,
-        created_by_id=user.id,
+    _require_trained(run)
+    row = _new_map(
+        session, run=run, subject_id=subject.id, method=body.method, params=params, user=user
     )
-    session.add(row)
     session.flush()
     return row
+
+
+def _batch_subjects(session: Session, run: Run, body: AttributionBatchCreate) -> list[int]:
+    """The subject ids of the batch, in the order given (duplicates dropped) or by id."""
+    in_dataset = select(Subject.id).where(Subject.dataset_id == run.dataset_id)
+    if body.split is not None:
+        ids = list(
+            session.scalars(in_dataset.where(Subject.split == body.split).order_by(Subject.id))
+        )
+        if not ids:
+            raise InvalidInput(
+                f"dataset {run.dataset_id} has no subjects in the {body.split} split"
+            )
+        return ids
+    wanted = list(dict.fromkeys(body.subject_ids or []))
+    found = set(session.scalars(in_dataset.where(Subject.id.in_(wanted))))
+    missing = [i for i in wanted if i not in found]
+    if missing:
+        listed = ", ".join(str(i) for i in missing[:20]) + (" ..." if len(missing) > 20 else "")
+        raise InvalidInput(
+            f"subjects not in dataset {run.dataset_id} that run {run.id} used: {listed}"
+        )
+    return wanted
+
+
+def create_attributions(
+    session: Session, *, body: AttributionBatchCreate, user: User
+) -> list[AttributionMap]:
+    """One map (and job) per subject of the batch; nothing is created if any subject is wrong."""
+    params = validate_params(body.method, body.params)
+    run = get_run(session, body.run_id)
+    subject_ids = _batch_subjects(session, run, body)
+    _require_trained(run)
+    rows = [
+        _new_map(session, run=run, subject_id=s, method=body.method, params=params, user=user)
+        for s in subject_ids
+    ]
+    session.flush()
+    return rows
+
+
+def dispatch_all(session: Session, rows: Sequence[AttributionMap], settings: Settings) -> None:
+    """Send the committed jobs of ``rows``; if the broker refuses one, the rest fail with it.
+
+    Without that, the maps after the refused one would stay queued with no task to run them.
+    """
+    for index, row in enumerate(rows):
+        assert row.job_id is not None
+        try:
+            dispatch(session, get_job(session, row.job_id), settings)
+        except Unavailable:
+            now = datetime.now(UTC)
+            for failed in rows[index:]:
+                failed.status = JobStatus.failed.value
+                if failed is not row and failed.job_id is not None:
+                    job = get_job(session, failed.job_id)
+                    job.status = JobStatus.failed.value
+                    job.error = "not queued: the broker refused an earlier job of the batch"
+                    job.finished_at = now
+            session.commit()
+            raise
 
 
 def get_attribution(session: Session, attribution_id: int) -> AttributionMap:
@@ -69,6 +158,8 @@ def list_attributions(
     run_id: int | None = None,
     subject_id: int | None = None,
     status: str | None = None,
+    method: str | None = None,
+    split: str | None = None,
 ) -> list[AttributionMap]:
     query = (
         select(AttributionMap)
@@ -83,4 +174,37 @@ def list_attributions(
         query = query.where(AttributionMap.subject_id == subject_id)
     if status:
         query = query.where(AttributionMap.status == status)
+    if method:
+        query = query.where(AttributionMap.method == method)
+    if split:
+        query = query.join(Subject, Subject.id == AttributionMap.subject_id).where(
+            Subject.split == split
+        )
     return list(session.scalars(query))
+
+
+def full_map(storage: Storage, row: AttributionMap) -> Path:
+    """The stored float32 map, or Conflict while it is not computed."""
+    if row.status != "succeeded" or not row.path:
+        raise Conflict(f"attribution {row.id} is {row.status}")
+    path = storage.absolute(row.path)
+    if not path.is_file():
+        raise Conflict(f"the map file of attribution {row.id} is missing")
+    return path
+
+
+def display_map(storage: Storage, row: AttributionMap) -> Path:
+    """The int16 display map (scl_slope set), built on first request and cached."""
+    return maps.display_map(full_map(storage, row))
+
+
+def attribution_stats(session: Session, storage: Storage, row: AttributionMap) -> dict[str, Any]:
+    """Summary and lesion metrics of a computed map (keys of ``AttributionStats``)."""
+    full = full_map(storage, row)
+    subject = get_subject(session, row.subject_id)
+    mask = storage.absolute(subject.mask_path) if subject.mask_path else None
+    try:
+        stats = maps.cached_stats(full, mask=mask, label=subject.label)
+    except ValueError as exc:  # a mask off the map's grid
+        raise Conflict(f"attribution {row.id}: {exc}") from None
+    return {**stats, "attribution_id": row.id, "subject_id": subject.id, "label": subject.label}

@@ -1,14 +1,20 @@
-"""Attribution maps: create as a job, list, fetch the map."""
+"""Attribution maps: create as jobs, list, fetch the full map, the display map and statistics."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from backend.api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep, authorize
-from backend.schemas.attribution import AttributionCreate, AttributionPublic, AttributionsPublic
+from backend.schemas.attribution import (
+    AttributionBatchCreate,
+    AttributionCreate,
+    AttributionPublic,
+    AttributionsPublic,
+    AttributionStats,
+    Split,
+)
 from backend.services import attributions as svc
-from backend.services import jobs as job_svc
 from backend.services import projects
 from backend.services.runs import get_run
 
@@ -25,9 +31,22 @@ def create_attribution(
     authorize(session, user, get_run(session, body.run_id), projects.WRITE)
     row = svc.create_attribution(session, body=body, user=user)
     session.commit()
-    assert row.job_id is not None
-    job_svc.dispatch(session, job_svc.get_job(session, row.job_id), settings)
+    svc.dispatch_all(session, [row], settings)
     return AttributionPublic.model_validate(row)
+
+
+@router.post("/batch", operation_id="createAttributionBatch", status_code=201)
+def create_attribution_batch(
+    body: AttributionBatchCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> AttributionsPublic:
+    """Compute maps for chosen subjects or a whole split of the run's dataset (one job each)."""
+    authorize(session, user, get_run(session, body.run_id), projects.WRITE)
+    rows = svc.create_attributions(session, body=body, user=user)
+    session.commit()
+    svc.dispatch_all(session, rows, settings)
+    return AttributionsPublic(
+        data=[AttributionPublic.model_validate(r) for r in rows], count=len(rows)
+    )
 
 
 @router.get("", operation_id="listAttributions")
@@ -37,14 +56,18 @@ def list_attributions(
     run_id: int | None = None,
     subject_id: int | None = None,
     status: str | None = None,
+    method: str | None = None,
+    split: Split | None = None,
 ) -> AttributionsPublic:
-    """Attribution maps, newest first, filtered by run, subject and status."""
+    """Attribution maps, newest first, filtered by run, subject, status, method and split."""
     rows = svc.list_attributions(
         session,
         project_ids=projects.member_project_ids(session, user),
         run_id=run_id,
         subject_id=subject_id,
         status=status,
+        method=method,
+        split=split,
     )
     return AttributionsPublic(
         data=[AttributionPublic.model_validate(r) for r in rows], count=len(rows)
@@ -73,10 +96,37 @@ def download_map(
     """The signed float32 map (positive: pathological), on the subject's grid and affine."""
     row = svc.get_attribution(session, attribution_id)
     authorize(session, user, row)
-    if row.status != "succeeded" or not row.path:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, detail=f"attribution {attribution_id} is {row.status}"
-        )
     return FileResponse(
-        storage.absolute(row.path), media_type=NIFTI_GZ, filename=f"attribution-{row.id}.nii.gz"
+        svc.full_map(storage, row),
+        media_type=NIFTI_GZ,
+        filename=f"attribution-{row.id}.nii.gz",
     )
+
+
+@router.get(
+    "/{attribution_id}/display.nii.gz",
+    operation_id="downloadAttributionDisplayMap",
+    response_class=FileResponse,
+    responses={200: {"content": {NIFTI_GZ: {}}}},
+)
+def download_display_map(
+    attribution_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep
+) -> FileResponse:
+    """The map for the viewer: int16 with scl_slope = max|A| / 32767, same grid and affine."""
+    row = svc.get_attribution(session, attribution_id)
+    authorize(session, user, row)
+    return FileResponse(
+        svc.display_map(storage, row),
+        media_type=NIFTI_GZ,
+        filename=f"attribution-{row.id}-display.nii.gz",
+    )
+
+
+@router.get("/{attribution_id}/stats", operation_id="getAttributionStats")
+def get_attribution_stats(
+    attribution_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep
+) -> AttributionStats:
+    """Signed summary of the map; lesion metrics with a mask; healthy subjects' positive share."""
+    row = svc.get_attribution(session, attribution_id)
+    authorize(session, user, row)
+    return AttributionStats.model_validate(svc.attribution_stats(session, storage, row))

@@ -1,0 +1,248 @@
+"""Derived products of a stored attribution map: the int16 display map and its statistics.
+
+numpy and nibabel only: the backend never imports torch, and ``worker.ml.metrics`` does (for
+MONAI's Dice). The lesion metrics here follow its definitions exactly (sign-aware: only the
+positive part A+ = max(A, 0) counts as pathological relevance); tests compare the two.
+
+Both products are cached next to the full map and rebuilt when the map is newer than them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from worker.ml.io import load_nifti
+
+__all__ = [
+    "DISPLAY_MAX",
+    "PERCENTILES",
+    "TOP_K_PERCENT",
+    "cached_stats",
+    "display_map",
+    "dice_top_k",
+    "encode_display",
+    "healthy_pathological_share",
+    "lesion_mass",
+    "map_statistics",
+    "pointing_game",
+    "quantise",
+    "voxel_auroc",
+]
+
+DISPLAY_MAX = 32767  # int16 code of the map's largest |A|; -32767 keeps the scale symmetric
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99_9": 99.9}
+TOP_K_PERCENT = 5.0
+# Bump when the statistics change, so that cached files are recomputed.
+STATS_VERSION = 1
+
+
+# --------------------------------------------------------------------------- display map
+
+
+def quantise(data: np.ndarray) -> tuple[np.ndarray, float]:
+    """int16 codes and the slope with ``codes * slope`` within one slope of ``data``.
+
+    The slope maps the largest |A| to 32767 (a zero map gets slope 1: NIfTI reads a zero
+    slope as "no scaling"). It is rounded to float32 first, as the header stores it.
+    """
+    a = np.asarray(data, dtype=np.float64)
+    peak = float(np.abs(a).max()) if a.size else 0.0
+    slope = float(np.float32(peak / DISPLAY_MAX)) if peak > 0 else 1.0
+    codes = np.clip(np.rint(a / slope), -DISPLAY_MAX, DISPLAY_MAX).astype(np.int16)
+    return codes, slope
+
+
+def encode_display(data: np.ndarray, affine: np.ndarray) -> bytes:
+    """The gzip-compressed NIfTI-1 bytes of the display map (int16, scl_slope, scl_inter 0)."""
+    codes, slope = quantise(data)
+    img = nib.Nifti1Image(codes, np.asarray(affine, dtype=np.float64))
+    img.set_data_dtype(np.int16)
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    img.header.set_xyzt_units("mm")
+    img.header.set_slope_inter(slope, 0.0)
+    return gzip.compress(img.to_bytes(), compresslevel=6)
+
+
+def display_map(full: Path) -> Path:
+    """The display map of the full map at ``full``, built on first use and cached beside it."""
+    path = full.with_name(full.name.removesuffix(".nii.gz") + ".display.nii.gz")
+    if not _fresh(path, full):
+        data, affine = load_nifti(full)
+        _write_atomically(path, encode_display(data, affine))
+    return path
+
+
+# --------------------------------------------------------------------------- lesion metrics
+
+
+def _positive(values: np.ndarray) -> np.ndarray:
+    return np.maximum(np.asarray(values, dtype=np.float64), 0.0)
+
+
+def lesion_mass(attribution: np.ndarray, lesion: np.ndarray) -> float:
+    """sum(A+ in the lesion) / sum(A+); 0.0 without positive mass (a failure, not undefined)."""
+    positive = _positive(attribution)
+    total = positive.sum()
+    return float(positive[lesion].sum() / total) if total > 0 else 0.0
+
+
+def _top_k(values: np.ndarray, percent: float) -> np.ndarray:
+    """The top ``percent`` % of flat ``values``, ties broken by position, positive ones only.
+
+    Selects what a stable argsort of ``-values`` would, without sorting every voxel.
+    """
+    if not 0 < percent <= 100:
+        raise ValueError(f"percent must be in (0, 100], got {percent}")
+    count = max(1, math.floor(percent / 100 * values.size + 0.5))
+    if count >= values.size:
+        selected = np.ones(values.size, dtype=bool)
+    else:
+        kth = np.partition(values, values.size - count)[values.size - count]
+        selected = values > kth
+        missing = count - int(selected.sum())
+        selected[np.flatnonzero(values == kth)[:missing]] = True
+    return selected & (values > 0)
+
+
+def dice_top_k(attribution: np.ndarray, lesion: np.ndarray, percent: float) -> float:
+    """Dice of the top ``percent`` % voxels by A (positive ones only) and the lesion mask.
+
+    ``nan`` when the mask is empty.
+    """
+    values = np.asarray(attribution, dtype=np.float64).ravel()
+    truth = np.asarray(lesion, dtype=bool).ravel()
+    if not truth.any():
+        return math.nan
+    predicted = _top_k(values, percent)
+    return float(2.0 * (predicted & truth).sum() / (predicted.sum() + truth.sum()))
+
+
+def voxel_auroc(attribution: np.ndarray, lesion: np.ndarray) -> float:
+    """AUROC of A+ as the score of lesion membership (Mann-Whitney U with mid-ranks for ties).
+
+    ``nan`` when the mask is empty or covers every voxel.
+    """
+    scores = _positive(attribution).ravel()
+    truth = np.asarray(lesion, dtype=bool).ravel()
+    n_pos = int(truth.sum())
+    n_neg = truth.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    mid_ranks = (ends - counts + 1 + ends) / 2.0  # 1-based ranks, averaged over each tie
+    rank_sum = mid_ranks[inverse.ravel()][truth].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def pointing_game(attribution: np.ndarray, lesion: np.ndarray) -> bool:
+    """Whether the maximum of A (the first in C order on ties) is positive and in the lesion."""
+    a = np.asarray(attribution).ravel()
+    peak = int(np.argmax(a))
+    return bool(a[peak] > 0 and np.asarray(lesion, dtype=bool).ravel()[peak])
+
+
+def healthy_pathological_share(attribution: np.ndarray) -> float:
+    """sum(A+) / sum(|A|) of a healthy subject's map; 0.0 for a map that is zero everywhere."""
+    a = np.asarray(attribution, dtype=np.float64)
+    total = np.abs(a).sum()
+    return float(_positive(a).sum() / total) if total > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def map_statistics(
+    attribution: np.ndarray, *, lesion: np.ndarray | None, label: int
+) -> dict[str, Any]:
+    """Summary of a signed map, its lesion metrics when ``lesion`` has a voxel, and for a
+    healthy subject (``label`` 0) its pathological share. Keys: ``AttributionStats``'s."""
+    a = np.asarray(attribution, dtype=np.float64)
+    positive = a[a > 0]
+    stats: dict[str, Any] = {
+        "shape": list(a.shape),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "positive_mass": float(positive.sum()),
+        "negative_mass": float(a[a < 0].sum()),
+        "mean_abs": float(np.abs(a).mean()),
+        "positive_voxels": int(positive.size),
+        "negative_voxels": int((a < 0).sum()),
+        "positive_percentiles": None,
+        "lesion": None,
+        "pathological_share": healthy_pathological_share(a) if label == 0 else None,
+    }
+    if positive.size:
+        values = np.percentile(positive, list(PERCENTILES.values()))
+        stats["positive_percentiles"] = dict(zip(PERCENTILES, map(float, values), strict=True))
+    if lesion is not None and lesion.any():
+        if lesion.shape != a.shape:
+            raise ValueError(f"the mask has shape {lesion.shape}, the map {a.shape}")
+        stats["lesion"] = {
+            "lesion_voxels": int(lesion.sum()),
+            "lesion_mass": lesion_mass(a, lesion),
+            "top_k_percent": TOP_K_PERCENT,
+            "dice_top_k": dice_top_k(a, lesion, TOP_K_PERCENT),
+            "voxel_auroc": _finite(voxel_auroc(a, lesion)),
+            "pointing_game": pointing_game(a, lesion),
+        }
+    return stats
+
+
+def cached_stats(full: Path, *, mask: Path | None, label: int) -> dict[str, Any]:
+    """``map_statistics`` of the map at ``full``, cached in a JSON file beside it."""
+    path = full.with_name(full.name.removesuffix(".nii.gz") + ".stats.json")
+    if _fresh(path, full):
+        try:
+            cached = json.loads(path.read_text())
+            if cached.get("version") == STATS_VERSION:
+                return dict(cached["stats"])
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable cache: recompute it
+    data, _ = load_nifti(full)
+    lesion = load_nifti(mask)[0] != 0 if mask is not None else None
+    stats = map_statistics(data, lesion=lesion, label=label)
+    payload = json.dumps({"version": STATS_VERSION, "stats": stats})
+    _write_atomically(path, payload.encode())
+    return stats
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _fresh(derived: Path, source: Path) -> bool:
+    """Whether ``derived`` exists and is not older than ``source`` (a recomputed map)."""
+    try:
+        return derived.stat().st_mtime_ns >= source.stat().st_mtime_ns
+    except FileNotFoundError:
+        return False
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    """Write to a temporary sibling and rename it into place: readers never see half a file."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -12,6 +12,7 @@ from backend.api.routes import (
     reviews,
     runs,
     subjects,
+    uploads,
     users,
 )
 
@@ -27,5 +28,6 @@ for module in (
     attributions,
     reviews,
     health,
+    uploads,
 ):
     api_router.include_router(module.router)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import nibabel as nib
 import numpy as np
@@ -16,21 +19,30 @@ from backend.models import Dataset, Subject, User
 from backend.schemas.dataset import DatasetPublic, SubjectPublic
 from backend.services.errors import Conflict, InvalidInput, NotFound, TooLarge
 from backend.storage import Storage
-from worker.ml.io import NiftiError, check_same_grid, validate_nifti
+from worker.ml.io import NiftiError, NiftiInfo, check_same_grid, validate_nifti
 
 __all__ = [
+    "CheckedFiles",
+    "FileInvalid",
+    "check_mask",
+    "check_new_subject",
+    "check_nifti",
     "create_dataset",
     "dataset_public",
     "get_dataset",
     "get_subject",
     "import_subject",
     "list_datasets",
+    "nifti_suffix",
+    "remove_subject_files",
+    "store_subject",
     "subject_public",
 ]
 
 # Free-text header fields that may carry names, dates or scanner notes.
-DEIDENTIFIED_FIELDS = ("descrip", "aux_file", "db_name", "intent_name")
+DEIDENTIFIED_FIELDS = ("descrip", "aux_file", "db_name", "intent_name", "data_type")
 _CHUNK = 1024 * 1024
+_SLAB_VOXELS = 16 * 1024 * 1024
 
 
 def create_dataset(
@@ -101,13 +113,34 @@ _SUBJECT_FIELDS = (
 )
 
 
-def _nifti_suffix(filename: str, role: str) -> str:
+class FileInvalid(InvalidInput):
+    """A problem with one uploaded file, with the file and the problem also kept apart."""
+
+    def __init__(self, role: str, filename: str, problem: str) -> None:
+        super().__init__(f"{role} {filename!r}: {problem}")
+        self.role = role
+        self.filename = filename
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class CheckedFiles:
+    """A subject's image (and mask) on disk, validated and ready to be stored."""
+
+    image: Path
+    image_info: NiftiInfo
+    mask: Path | None = None
+    mask_info: NiftiInfo | None = None
+
+
+def nifti_suffix(filename: str, role: str) -> str:
+    """``.nii.gz`` or ``.nii`` from an uploaded file's name, or the error naming the file."""
     name = filename.lower()
     if name.endswith(".nii.gz"):
         return ".nii.gz"
     if name.endswith(".nii"):
         return ".nii"
-    raise InvalidInput(f"{role} {filename!r}: not a NIfTI file (expected .nii or .nii.gz)")
+    raise FileInvalid(role, filename, "not a NIfTI file (expected .nii or .nii.gz)")
 
 
 def _copy_limited(src: BinaryIO, dest: Path, *, limit: int, role: str, filename: str) -> None:
@@ -120,34 +153,157 @@ def _copy_limited(src: BinaryIO, dest: Path, *, limit: int, role: str, filename:
                 raise TooLarge(f"{role} {filename!r}: larger than the limit of {limit} bytes")
             out.write(chunk)
     if written == 0:
-        raise InvalidInput(f"{role} {filename!r}: the file is empty")
+        raise FileInvalid(role, filename, "the file is empty")
+
+
+def check_nifti(path: Path, *, role: str, filename: str) -> NiftiInfo:
+    """Validate one staged upload (see ``worker.ml.io.validate_nifti``)."""
+    nifti_suffix(filename, role)
+    try:
+        return validate_nifti(path)
+    except NiftiError as exc:
+        raise FileInvalid(role, filename, str(exc)) from None
+
+
+def check_mask(path: Path, info: NiftiInfo, image_info: NiftiInfo, *, filename: str) -> None:
+    """A mask must lie on its image's grid and hold only the values 0 and 1."""
+    try:
+        check_same_grid(image_info, info)
+    except NiftiError as exc:
+        raise FileInvalid("mask", filename, str(exc)) from None
+    img = nib.load(path)
+    assert isinstance(img, nib.Nifti1Image)  # validated: NIfTI-1 or its subclass NIfTI-2
+    values: set[float] = set()
+    for slab in _slabs(img, info.shape):
+        values.update(np.unique(slab).tolist())
+        if not values <= {0, 1}:
+            shown = ", ".join(f"{v:g}" for v in sorted(values)[:6])
+            raise FileInvalid("mask", filename, f"expected only the values 0 and 1; found {shown}")
+
+
+def _slabs(img: nib.Nifti1Image, shape: tuple[int, int, int]) -> Iterator[np.ndarray]:
+    """The voxels as (x, y, k) slabs along the last axis, a bounded number at a time."""
+    step = max(1, _SLAB_VOXELS // (shape[0] * shape[1]))
+    for start in range(0, shape[2], step):
+        slab = np.asarray(img.dataobj[:, :, start : start + step])
+        yield slab.reshape(shape[0], shape[1], -1)
+
+
+def _deidentified_header(header: nib.Nifti1Header, shape: tuple[int, int, int]) -> nib.Nifti1Header:
+    """A copy of the header as 3D, free-text fields cleared and extensions dropped.
+
+    Extensions (DICOM, AFNI, comments) may carry names and dates, so none is kept.
+    """
+    clean = type(header)(header.binaryblock, header.endianness, check=False)
+    clean.set_data_shape(shape)
+    for field in DEIDENTIFIED_FIELDS:
+        if field in clean:
+            clean[field] = b""
+    clean["vox_offset"] = 0  # recomputed on writing: no extensions follow the header
+    return clean
+
+
+def _copy_voxel_bytes(src: Path, img: nib.Nifti1Image, out: gzip.GzipFile) -> None:
+    """Copy the voxel block of ``src`` byte for byte, without holding it in memory."""
+    proxy: Any = img.dataobj  # the loaded header's vox_offset is reset; the proxy keeps the offset
+    remaining = int(np.prod(proxy.shape, dtype=np.int64)) * np.dtype(proxy.dtype).itemsize
+    with src.open("rb") as raw:
+        compressed = raw.read(2) == b"\x1f\x8b"
+    with (gzip.open if compressed else open)(src, "rb") as stream:
+        stream.seek(int(proxy.offset))
+        while remaining > 0:
+            chunk = stream.read(min(_CHUNK, remaining))
+            if not chunk:
+                raise OSError(f"{src.name}: the voxel data ended early")
+            out.write(chunk)
+            remaining -= len(chunk)
 
 
 def _write_deidentified(src: Path, dest: Path, *, as_mask: bool) -> None:
-    """Re-write a validated image with its free-text header fields cleared."""
+    """Re-write a validated volume as 3D .nii.gz with its identifying header content cleared.
+
+    The voxels stream through: an image is copied byte for byte, a mask binarised slab by
+    slab, so that a large volume never has to fit in memory.
+    """
     img = nib.load(src)
-    data = np.asarray(img.dataobj)
-    if data.ndim == 4:
-        data = data[..., 0]
+    assert isinstance(img, nib.Nifti1Image)  # Nifti2Image is a subclass
+    x, y, z = (int(n) for n in img.shape[:3])
+    shape = (x, y, z)
+    header = _deidentified_header(img.header, shape)
     if as_mask:
-        data = (data > 0).astype(np.uint8)
-    header = img.header.copy()
-    for field in DEIDENTIFIED_FIELDS:
-        if field in header:
-            header[field] = b""
-    out_cls = nib.Nifti2Image if isinstance(img, nib.Nifti2Image) else nib.Nifti1Image
-    out = out_cls(data, img.affine, header=header)
-    if as_mask:
-        out.set_data_dtype(np.uint8)
+        header.set_data_dtype(np.uint8)
+        header.set_slope_inter(1.0, 0.0)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(out, dest)
+    part = dest.with_name(f".{dest.name}.part")
+    try:
+        with gzip.open(part, "wb", compresslevel=1) as out:
+            header.write_to(out)
+            out.write(bytes(int(header["vox_offset"]) - out.tell()))
+            if as_mask:
+                for slab in _slabs(img, shape):
+                    out.write((slab > 0).astype(np.uint8).tobytes(order="F"))
+            else:
+                _copy_voxel_bytes(src, img, out)
+        os.replace(part, dest)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
 
 
-def _check_mask_values(path: Path, filename: str) -> None:
-    values = np.unique(np.asarray(nib.load(path).dataobj))
-    if not np.isin(values, (0, 1)).all():
-        shown = ", ".join(f"{v:g}" for v in values[:6])
-        raise InvalidInput(f"mask {filename!r}: expected only the values 0 and 1; found {shown}")
+def check_new_subject(session: Session, *, dataset: Dataset, subject_key: str, label: int) -> None:
+    if label not in (0, 1):
+        raise InvalidInput(f"label must be 0 (healthy) or 1 (pathological); got {label}")
+    exists = session.scalar(
+        select(Subject.id).where(
+            Subject.dataset_id == dataset.id, Subject.subject_key == subject_key
+        )
+    )
+    if exists is not None:
+        raise Conflict(f"subject {subject_key!r} already exists in dataset {dataset.id}")
+
+
+def store_subject(
+    session: Session,
+    storage: Storage,
+    *,
+    dataset: Dataset,
+    subject_key: str,
+    label: int,
+    split: str,
+    site: str = "",
+    target: float | None = None,
+    files: CheckedFiles,
+) -> Subject:
+    """Add the row and write the de-identified files; on error the subject's folder is removed.
+
+    The caller commits (or rolls back and calls ``remove_subject_files``).
+    """
+    subject = Subject(
+        dataset_id=dataset.id,
+        subject_key=subject_key,
+        label=label,
+        split=split,
+        site=site,
+        target=target,
+        image_path="",
+        mask_path=None,
+        shape=[int(n) for n in files.image_info.shape],
+        affine=np.asarray(files.image_info.affine, dtype=float).tolist(),
+    )
+    session.add(subject)
+    session.flush()
+    folder = storage.subject_dir(dataset.id, subject.id)
+    try:
+        _write_deidentified(files.image, folder / "image.nii.gz", as_mask=False)
+        subject.image_path = storage.relative(folder / "image.nii.gz")
+        if files.mask is not None:
+            _write_deidentified(files.mask, folder / "mask.nii.gz", as_mask=True)
+            subject.mask_path = storage.relative(folder / "mask.nii.gz")
+        session.flush()
+    except BaseException:
+        storage.remove_tree(folder)
+        raise
+    return subject
 
 
 def import_subject(
@@ -165,62 +321,37 @@ def import_subject(
     max_bytes: int,
 ) -> Subject:
     """Validate and store one subject. On any error, nothing is stored: no row, no file."""
-    if label not in (0, 1):
-        raise InvalidInput(f"label must be 0 (healthy) or 1 (pathological); got {label}")
-    exists = session.scalar(
-        select(Subject.id).where(
-            Subject.dataset_id == dataset.id, Subject.subject_key == subject_key
-        )
-    )
-    if exists is not None:
-        raise Conflict(f"subject {subject_key!r} already exists in dataset {dataset.id}")
-
+    check_new_subject(session, dataset=dataset, subject_key=subject_key, label=label)
     files = [("image", image)] + ([("mask", mask)] if mask is not None else [])
     temps: dict[str, Path] = {}
     try:
         infos = {}
         for role, (filename, stream) in files:
-            temps[role] = storage.tmp_dir() / f"{uuid.uuid4().hex}{_nifti_suffix(filename, role)}"
+            temps[role] = storage.tmp_dir() / f"{uuid.uuid4().hex}{nifti_suffix(filename, role)}"
             _copy_limited(stream, temps[role], limit=max_bytes, role=role, filename=filename)
-            try:
-                infos[role] = validate_nifti(temps[role])
-            except NiftiError as exc:
-                raise InvalidInput(f"{role} {filename!r}: {exc}") from None
+            infos[role] = check_nifti(temps[role], role=role, filename=filename)
         if mask is not None:
-            try:
-                check_same_grid(infos["image"], infos["mask"])
-            except NiftiError as exc:
-                raise InvalidInput(f"mask {mask[0]!r}: {exc}") from None
-            _check_mask_values(temps["mask"], mask[0])
-        subject = Subject(
-            dataset_id=dataset.id,
+            check_mask(temps["mask"], infos["mask"], infos["image"], filename=mask[0])
+        checked = CheckedFiles(
+            image=temps["image"],
+            image_info=infos["image"],
+            mask=temps.get("mask"),
+            mask_info=infos.get("mask"),
+        )
+        return store_subject(
+            session,
+            storage,
+            dataset=dataset,
             subject_key=subject_key,
             label=label,
             split=split,
             site=site,
             target=target,
-            image_path="",
-            mask_path=None,
-            shape=[int(n) for n in infos["image"].shape],
-            affine=np.asarray(infos["image"].affine, dtype=float).tolist(),
+            files=checked,
         )
-        session.add(subject)
-        session.flush()
-        folder = storage.subject_dir(dataset.id, subject.id)
-        try:
-            _write_deidentified(temps["image"], folder / "image.nii.gz", as_mask=False)
-            subject.image_path = storage.relative(folder / "image.nii.gz")
-            if mask is not None:
-                _write_deidentified(temps["mask"], folder / "mask.nii.gz", as_mask=True)
-                subject.mask_path = storage.relative(folder / "mask.nii.gz")
-            session.flush()
-        except BaseException:
-            storage.remove_tree(folder)
-            raise
     finally:
         for temp in temps.values():
             temp.unlink(missing_ok=True)
-    return subject
 
 
 def remove_subject_files(storage: Storage, subjects: Iterable[Subject]) -> None:

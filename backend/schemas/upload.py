@@ -1,0 +1,67 @@
+"""Chunked uploads and dataset imports (manifest, zip, BIDS)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from backend.schemas.common import ORMModel
+from backend.schemas.dataset import SubjectPublic
+
+UploadStatus = Literal["open", "complete"]
+
+
+class UploadCreate(BaseModel):
+    project_id: int
+    # The file's name; a relative path (a folder upload's webkitRelativePath) is kept as is.
+    filename: str = Field(min_length=1, max_length=512)
+    size: int = Field(gt=0, description="the file's size in bytes")
+
+
+class UploadPublic(ORMModel):
+    id: str
+    project_id: int
+    filename: str
+    size: int
+    received: int = Field(description="bytes stored so far: the next chunk starts here")
+    status: UploadStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+class UploadsPublic(BaseModel):
+    data: list[UploadPublic]
+    count: int
+
+
+class ImportFromUploads(BaseModel):
+    """An import whose files were sent before as chunked uploads (JSON body)."""
+
+    upload_ids: list[str] = Field(min_length=1, max_length=10000)
+    # Only for a BIDS folder whose subjects have both: which image to take.
+    modality: Literal["T1w", "FLAIR"] | None = None
+
+
+class ImportPublic(BaseModel):
+    dataset_id: int
+    layout: Literal["manifest", "bids"]
+    data: list[SubjectPublic]
+    count: int
+
+
+class ImportProblem(BaseModel):
+    """One thing wrong with an import; ``row`` is the line number in the manifest or
+    participants.tsv (the header is line 1)."""
+
+    file: str | None = None
+    row: int | None = None
+    problem: str
+
+
+class ImportErrors(BaseModel):
+    """The answer to a refused import: nothing was stored."""
+
+    detail: str
+    errors: list[ImportProblem]

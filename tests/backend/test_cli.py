@@ -64,7 +64,7 @@ def test_serve_prints_a_login_once_and_stopping_it_stops_api_and_worker(
             assert workers, "serve starts a worker process"
             server.send_signal(stop)
             server.wait(timeout=60)
-            wait_for(lambda: not any(_alive(w) for w in workers), timeout=30, what="the worker")
+            wait_for(lambda: not any(_alive(w) for w in workers), timeout=90, what="the worker")
         finally:
             if server.poll() is None:
                 server.kill()

@@ -37,7 +37,7 @@ _NIFTI2_HEADER_BYTES = 540
 # Errors that nibabel, gzip and zlib raise on damaged content.
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error)
 # Validation reads the voxels slab by slab so a large upload never needs a full float copy.
-_SLAB_VOXELS = 16 * 1024 * 1024
+_SLAB_VOXELS = 4 * 1024 * 1024  # bounds validation memory: about 32 MiB of float64
 
 
 class NiftiError(ValueError):

@@ -4,10 +4,14 @@ import { AuthProvider, RequireAuth } from "./auth/AuthContext";
 import { Layout } from "./components/Layout";
 import { DatasetPage } from "./pages/DatasetPage";
 import { HomePage } from "./pages/HomePage";
+import { LaunchRunPage } from "./pages/LaunchRunPage";
 import { LoginPage } from "./pages/LoginPage";
+import { RunComparePage } from "./pages/RunComparePage";
+import { RunPage } from "./pages/RunPage";
 
 // NiiVue is large; only the viewer route loads it.
 const ViewerPage = lazy(() => import("./pages/ViewerPage"));
+const ComparePage = lazy(() => import("./pages/ComparePage"));
 
 export function App() {
   return (
@@ -28,6 +32,17 @@ export function App() {
             element={
               <Suspense fallback={<p className="muted">Loading viewer…</p>}>
                 <ViewerPage />
+              </Suspense>
+            }
+          />
+          <Route path="runs/new" element={<LaunchRunPage />} />
+          <Route path="runs/compare" element={<RunComparePage />} />
+          <Route path="runs/:runId" element={<RunPage />} />
+          <Route
+            path="compare"
+            element={
+              <Suspense fallback={<p className="muted">Loading viewer…</p>}>
+                <ComparePage />
               </Suspense>
             }
           />

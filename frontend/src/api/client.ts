@@ -52,6 +52,10 @@ export function createApi(http: Http) {
       get: (run_id: number) => client.GET("/runs/{run_id}", { path: { run_id } }),
       create: (body: BodyOf<Operation<"/runs", "post">>) =>
         client.POST("/runs", { body }),
+      metrics: (run_id: number) => client.GET("/runs/{run_id}/metrics", { path: { run_id } }),
+      cancel: (run_id: number) => client.POST("/runs/{run_id}/cancel", { path: { run_id } }),
+      retry: (run_id: number) => client.POST("/runs/{run_id}/retry", { path: { run_id } }),
+      compare: (ids: number[]) => client.GET("/runs/compare", { query: { ids } }),
     },
     jobs: {
       get: (job_id: number) => client.GET("/jobs/{job_id}", { path: { job_id } }),

@@ -129,4 +129,8 @@ describe("helpers", () => {
     );
     expect(buildUrl("/runs")).toBe("/api/v1/runs");
   });
+
+  it("repeats the key of an array parameter", () => {
+    expect(buildUrl("/runs/compare", { ids: [3, 5], metrics: null })).toBe("/api/v1/runs/compare?ids=3&ids=5");
+  });
 });

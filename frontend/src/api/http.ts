@@ -81,8 +81,10 @@ export interface HttpOptions {
   onUnauthorized?: () => void;
 }
 
-/** Query parameters; undefined, null and "" are left out. */
-export type Query = Record<string, string | number | boolean | undefined | null>;
+type QueryValue = string | number | boolean | undefined | null;
+
+/** Query parameters; undefined, null and "" are left out; an array repeats its key (`ids=1&ids=2`). */
+export type Query = Record<string, QueryValue | readonly QueryValue[]>;
 
 export interface RequestOptions {
   method?: string;
@@ -96,8 +98,10 @@ export function buildUrl(path: string, query?: Query): string {
   const url = `${API_PREFIX}${path}`;
   if (!query) return url;
   const params = new URLSearchParams();
-  for (const [key, value] of Object.entries(query)) {
-    if (value !== undefined && value !== null && value !== "") params.set(key, String(value));
+  for (const [key, values] of Object.entries(query)) {
+    for (const value of Array.isArray(values) ? values : [values]) {
+      if (value !== undefined && value !== null && value !== "") params.append(key, String(value));
+    }
   }
   const qs = params.toString();
   return qs ? `${url}?${qs}` : url;

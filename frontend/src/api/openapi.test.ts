@@ -9,7 +9,7 @@ import { TypedClient, apiUrl, fillPath, toFormData } from "./openapi";
 import type { components, paths } from "./schema";
 import type { Attribution, Dataset, DatasetCreate, Job, Project, Run, RunCreate, Subject, User } from "./types";
 import { readStats } from "./types";
-import { attributionMapUrl, parseId, subjectImageUrl, subjectMaskDrawingUrl } from "./urls";
+import { attributionMapUrl, parseId, parseIdList, runEventsUrl, subjectImageUrl, subjectMaskDrawingUrl } from "./urls";
 
 type Schemas = components["schemas"];
 type Answer<F extends (...args: never[]) => Promise<unknown>> = Awaited<ReturnType<F>>;
@@ -102,6 +102,10 @@ describe("every client call is an operation of openapi.json", () => {
       ["listRuns", () => api.runs.list({ dataset_id: 1 })],
       ["getRun", () => api.runs.get(1)],
       ["createRun", () => api.runs.create({ dataset_id: 1, name: "r" })],
+      ["getRunMetrics", () => api.runs.metrics(1)],
+      ["cancelRun", () => api.runs.cancel(1)],
+      ["retryRun", () => api.runs.retry(1)],
+      ["compareRuns", () => api.runs.compare([1, 2])],
       ["getJob", () => api.jobs.get(1)],
       ["listAttributions", () => api.attributions.list({ subject_id: 1 })],
       ["getAttribution", () => api.attributions.get(1)],
@@ -122,16 +126,18 @@ describe("every client call is an operation of openapi.json", () => {
   });
 
   it("builds the viewer's file URLs from documented paths", () => {
-    const urls = [subjectImageUrl(4), subjectMaskDrawingUrl(4), attributionMapUrl(9)];
+    const urls = [subjectImageUrl(4), subjectMaskDrawingUrl(4), attributionMapUrl(9), runEventsUrl(2)];
     expect(urls).toEqual([
       "/api/v1/subjects/4/image.nii.gz",
       "/api/v1/subjects/4/mask.nii.gz?drawing=true",
       "/api/v1/attributions/9/map.nii.gz",
+      "/api/v1/runs/2/events",
     ]);
     expect(urls.map((u) => operationFor("GET", u))).toEqual([
       "downloadSubjectImage",
       "downloadSubjectMask",
       "downloadAttributionMap",
+      "streamRunEvents",
     ]);
   });
 });
@@ -151,6 +157,11 @@ describe("helpers", () => {
     expect([...form.keys()].sort()).toEqual(["image", "label", "subject_key"]);
     expect(form.get("label")).toBe("0");
     expect((form.get("image") as File).name).toBe("s1.nii.gz");
+  });
+
+  it("parses id lists of the compare views", () => {
+    expect(parseIdList("3, 5,x,3,,8")).toEqual([3, 5, 8]);
+    expect(parseIdList(null)).toEqual([]);
   });
 
   it("parses route ids", () => {

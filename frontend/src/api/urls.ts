@@ -32,3 +32,27 @@ export function viewerPath(subjectId: Id, attributionId?: Id | null): string {
   const base = `/viewer/${encodeURIComponent(String(subjectId))}`;
   return attributionId == null ? base : `${base}?attribution=${encodeURIComponent(String(attributionId))}`;
 }
+
+/** The run's Server-Sent Events (run, job, metrics, end); EventSource sends the session cookie. */
+export function runEventsUrl(runId: number): string {
+  return apiUrl("/runs/{run_id}/events", { path: { run_id: runId } });
+}
+
+export function runPath(runId: Id): string {
+  return `/runs/${encodeURIComponent(String(runId))}`;
+}
+
+export function runComparePath(runIds: readonly Id[]): string {
+  return `/runs/compare?ids=${runIds.map((id) => encodeURIComponent(String(id))).join(",")}`;
+}
+
+/** The compare viewer: up to four maps of one subject side by side. */
+export function compareViewerPath(subjectId: Id, attributionIds: readonly Id[] = []): string {
+  const base = `/compare?subject=${encodeURIComponent(String(subjectId))}`;
+  return attributionIds.length === 0 ? base : `${base}&attributions=${attributionIds.join(",")}`;
+}
+
+/** Ids from a comma-separated query value ("3,5, 8"); anything that is not an id is dropped. */
+export function parseIdList(raw: string | null): number[] {
+  return [...new Set((raw ?? "").split(",").map((s) => s.trim()).filter((s) => /^\d+$/.test(s)).map(Number))];
+}

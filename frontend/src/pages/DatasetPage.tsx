@@ -3,7 +3,7 @@ import { Link, useParams } from "react-router";
 import { api } from "../api/client";
 import type { Attribution, Run, Subject } from "../api/types";
 import { SPLITS, canWrite, isActive } from "../api/types";
-import { parseId, viewerPath } from "../api/urls";
+import { compareViewerPath, parseId, viewerPath } from "../api/urls";
 import { ErrorMessage, Field, ProgressBar, StatusBadge } from "../components/common";
 import { labelName } from "../format";
 import {
@@ -206,6 +206,9 @@ function SubjectTable({
                     {attribution?.status === "succeeded" || job?.status === "succeeded" ? (
                       <Link to={viewerPath(s.id, attribution?.id)}>View</Link>
                     ) : null}
+                    <Link to={compareViewerPath(s.id)} title="Choose maps of this subject to compare side by side">
+                      Compare maps
+                    </Link>
                     {canCompute ? (
                       <button
                         type="button"

@@ -1,8 +1,9 @@
 import { type FormEvent, useState } from "react";
-import { Link, useSearchParams } from "react-router";
+import { Link, useNavigate, useSearchParams } from "react-router";
 import { api } from "../api/client";
 import type { Dataset, Job, Project, ProjectRole, Run } from "../api/types";
 import { canWrite, isActive } from "../api/types";
+import { runComparePath, runPath } from "../api/urls";
 import { ErrorMessage, Field, ProgressBar, RoleBadge, StatusBadge } from "../components/common";
 import { formatDate, summariseConfig, summariseMetrics } from "../format";
 import {
@@ -104,7 +105,14 @@ export function HomePage() {
           loading={runs.loading && !runs.data}
           onSettled={runs.reload}
         />
-        {writable.length > 0 ? <LaunchRunForm datasets={writableDatasets} onLaunched={runs.reload} /> : null}
+        {writable.length > 0 ? (
+          <>
+            <p>
+              <Link to="/runs/new">Launch a run with every setting…</Link>
+            </p>
+            <LaunchRunForm datasets={writableDatasets} onLaunched={runs.reload} />
+          </>
+        ) : null}
       </section>
     </div>
   );
@@ -303,13 +311,28 @@ function RunTable({
     .map((r) => r.job_id as number);
   const jobs = useJobPolling(activeJobIds, onSettled);
   const datasetName = (id: number) => datasets.find((d) => d.id === id)?.name ?? `#${id}`;
+  const [chosen, setChosen] = useState<number[]>([]);
+  const navigate = useNavigate();
+  const choose = (id: number, on: boolean) => setChosen((c) => (on ? [...c, id] : c.filter((x) => x !== id)));
 
   if (loading) return <p className="muted">Loading runs…</p>;
   if (runs.length === 0) return <p className="muted">No runs yet.</p>;
   return (
+    <>
+    <div className="form-row">
+      <button
+        type="button"
+        className="small-button"
+        disabled={chosen.length < 2}
+        onClick={() => navigate(runComparePath(chosen))}
+      >
+        Compare selected runs ({chosen.length})
+      </button>
+    </div>
     <table className="table">
       <thead>
         <tr>
+          <th aria-label="Select" />
           <th>Run</th>
           <th>Dataset</th>
           <th>Status</th>
@@ -323,7 +346,15 @@ function RunTable({
           return (
             <tr key={run.id} data-run-id={run.id}>
               <td>
-                {run.name}
+                <input
+                  type="checkbox"
+                  aria-label={`Select ${run.name} for comparison`}
+                  checked={chosen.includes(run.id)}
+                  onChange={(e) => choose(run.id, e.target.checked)}
+                />
+              </td>
+              <td>
+                <Link to={runPath(run.id)}>{run.name}</Link>
                 <div className="muted small">{summariseConfig(run.config)}</div>
               </td>
               <td>{datasetName(run.dataset_id)}</td>
@@ -342,6 +373,7 @@ function RunTable({
         })}
       </tbody>
     </table>
+    </>
   );
 }
 

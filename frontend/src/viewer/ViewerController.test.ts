@@ -203,3 +203,25 @@ describe("ViewerController", () => {
     expect(controller.getSnapshot().phase).toBe("loading");
   });
 });
+
+describe("linked views", () => {
+  it("broadcasts to the other controllers' Niivue instances and reports the crosshair in mm", async () => {
+    const first = fakeNiivue().nv;
+    const second = fakeNiivue().nv;
+    const broadcast = vi.fn();
+    const a = mounted({ ...first, broadcastTo: broadcast } as NiivueLike).controller;
+    const b = mounted(second).controller;
+    await a.load(SOURCE);
+    await b.load(SOURCE);
+    a.broadcastTo([a, b]);
+    expect(broadcast).toHaveBeenCalledTimes(1);
+    const [targets, opts] = broadcast.mock.calls[0] as [unknown[], object];
+    expect(targets).toEqual([second]);
+    expect(opts).toEqual({ "2d": true, "3d": true });
+
+    second.onLocationChange({ mm: [1, -2.5, 3], values: [] });
+    expect(b.getSnapshot().crosshairMM).toEqual([1, -2.5, 3]);
+    second.onLocationChange({ values: [] });
+    expect(b.getSnapshot().crosshairMM).toBeNull();
+  });
+});

@@ -54,6 +54,10 @@ export interface NiivueLike {
   createOnLocationChange(): void;
   drawScene(): unknown;
   cleanup(): void;
+  /** Sends this instance's crosshair and 2D pan/zoom to the others after each of its draws. */
+  // Typed `never[]` so that the real signature (Niivue | Niivue[]) satisfies it: the instances
+  // passed are always the Niivue objects of other controllers.
+  broadcastTo?(others: never[], syncOpts: { "2d": boolean; "3d": boolean }): void;
 }
 
 export type NiivueFactory = () => NiivueLike;
@@ -102,6 +106,8 @@ export interface ViewerSnapshot {
   peaks: { positive: number; negative: number };
   /** The crosshair position (mm) and the values under it. */
   location: string;
+  /** The crosshair position in mm (scanner space), or null before the first location event. */
+  crosshairMM: [number, number, number] | null;
 }
 
 export const INITIAL_SNAPSHOT: ViewerSnapshot = {
@@ -116,6 +122,7 @@ export const INITIAL_SNAPSHOT: ViewerSnapshot = {
   thresholds: { positive: null, negative: null },
   peaks: { positive: 0, negative: 0 },
   location: "",
+  crosshairMM: null,
 };
 
 const BASE_INDEX = 0;
@@ -278,12 +285,25 @@ export class ViewerController {
     return index >= 0 ? this.moveCrosshair(indexToVoxel(index, dims)) : false;
   }
 
+  /**
+   * Links this view to others: its crosshair and 2D pan/zoom follow to them whenever it is
+   * drawn with focus (NiiVue's broadcastTo). Call it on every view of a group, after loading.
+   */
+  broadcastTo(others: readonly ViewerController[]): void {
+    const targets = others
+      .filter((o) => o !== this)
+      .map((o) => o.nv)
+      .filter((nv): nv is NiivueLike => nv !== null);
+    this.nv?.broadcastTo?.(targets as never[], { "2d": true, "3d": true });
+  }
+
   // --- internals --------------------------------------------------------------------------
 
   private async niivue(): Promise<NiivueLike> {
     if (this.nv) return this.nv;
     const nv = this.createNiivue();
-    nv.onLocationChange = (location) => this.update({ location: formatLocation(location) });
+    nv.onLocationChange = (location) =>
+      this.update({ location: formatLocation(location), crosshairMM: locationMM(location) });
     this.nv = nv;
     await nv.attachToCanvas(this.canvas as HTMLCanvasElement);
     return nv;
@@ -345,6 +365,14 @@ export class ViewerController {
     nv.drawScene();
     return true;
   }
+}
+
+/** The mm triple of a NiiVue location event, or null. */
+export function locationMM(location: unknown): [number, number, number] | null {
+  const mm = (location as { mm?: ArrayLike<number> } | null)?.mm;
+  if (!mm || mm.length < 3) return null;
+  const triple: [number, number, number] = [Number(mm[0]), Number(mm[1]), Number(mm[2])];
+  return triple.every(Number.isFinite) ? triple : null;
 }
 
 function describeLoadError(error: unknown): string {

@@ -1,0 +1,264 @@
+import { type FormEvent, type ReactNode, useState } from "react";
+import { Link, useNavigate, useSearchParams } from "react-router";
+import { api } from "../api/client";
+import { ApiError } from "../api/http";
+import { canWrite } from "../api/types";
+import { runPath } from "../api/urls";
+import { ErrorMessage, Field } from "../components/common";
+import {
+  ATTRIBUTION_LOSSES,
+  EARLY_STOPPING_METRICS,
+  LAMBDA_KINDS,
+  LAUNCH_DEFAULTS,
+  LOSS_SETTINGS,
+  type LaunchField,
+  type LaunchFormValues,
+  NETWORKS,
+  TRAIN_ATTRIBUTIONS,
+  serverFieldErrors,
+  usesAttributionLoss,
+  usesLambda,
+  validateLaunchForm,
+} from "../forms/runConfig";
+import type { FieldErrors } from "../forms/validation";
+import { useAsync } from "../hooks";
+
+/** /runs/new?dataset=<id>: every RunConfig setting the launch needs, validated per field. */
+export function LaunchRunPage() {
+  const [search] = useSearchParams();
+  const navigate = useNavigate();
+  const projects = useAsync(() => api.projects.list(), []);
+  const datasets = useAsync(() => api.datasets.list(), []);
+  const writableProjects = new Set((projects.data?.data ?? []).filter((p) => canWrite(p.role)).map((p) => p.id));
+  const datasetList = (datasets.data?.data ?? []).filter((d) => writableProjects.has(d.project_id));
+  const [values, setValues] = useState<LaunchFormValues>({
+    ...LAUNCH_DEFAULTS,
+    datasetId: search.get("dataset") ?? "",
+  });
+  const [errors, setErrors] = useState<FieldErrors<LaunchField>>({});
+  const [formErrors, setFormErrors] = useState<string[]>([]);
+  const [error, setError] = useState<unknown>(null);
+  const [busy, setBusy] = useState(false);
+
+  const set = (field: LaunchField) => (e: { target: { value: string } }) =>
+    setValues((v) => ({ ...v, [field]: e.target.value }));
+  const toggleMethod = (method: string, on: boolean) =>
+    setValues((v) => ({
+      ...v,
+      trainAttribution: on ? [...v.trainAttribution, method] : v.trainAttribution.filter((m) => m !== method),
+    }));
+
+  const onSubmit = async (event: FormEvent) => {
+    event.preventDefault();
+    const result = validateLaunchForm(values);
+    setErrors(result.ok ? {} : result.errors);
+    setFormErrors([]);
+    setError(null);
+    if (!result.ok) return;
+    setBusy(true);
+    try {
+      const run = await api.runs.create(result.value);
+      navigate(runPath(run.id));
+    } catch (reason) {
+      if (reason instanceof ApiError && reason.status === 422) {
+        const split = serverFieldErrors(reason.detail);
+        setErrors(split.fields);
+        setFormErrors(split.form);
+        if (Object.keys(split.fields).length === 0 && split.form.length === 0) setError(reason);
+      } else setError(reason);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  const attribution = usesAttributionLoss(values.lossSetting);
+  const lambda = usesLambda(values.lossSetting);
+  const loss = LOSS_SETTINGS.find((l) => l.value === values.lossSetting);
+
+  return (
+    <section className="panel">
+      <p className="crumbs">
+        <Link to="/">Datasets and runs</Link> /
+      </p>
+      <h1>Launch a training run</h1>
+      <ErrorMessage error={projects.error ?? datasets.error} />
+      <form className="inline-form launch-form" onSubmit={onSubmit} noValidate aria-label="Launch run">
+        <Group title="Run">
+          <Field label="Dataset" error={errors.datasetId}>
+            <select name="dataset" value={values.datasetId} onChange={set("datasetId")}>
+              <option value="">Choose…</option>
+              {datasetList.map((d) => (
+                <option key={d.id} value={d.id}>
+                  {d.name}
+                </option>
+              ))}
+            </select>
+          </Field>
+          <Field label="Name" error={errors.name}>
+            <input name="name" value={values.name} onChange={set("name")} />
+          </Field>
+          <Field label="Network" error={errors.network}>
+            <select name="network" value={values.network} onChange={set("network")}>
+              {NETWORKS.map((n) => (
+                <option key={n}>{n}</option>
+              ))}
+            </select>
+          </Field>
+        </Group>
+
+        <fieldset className="form-group">
+          <legend>Loss setting</legend>
+          {LOSS_SETTINGS.map((l) => (
+            <label key={l.value} className="choice">
+              <input
+                type="radio"
+                name="loss_setting"
+                value={l.value}
+                checked={values.lossSetting === l.value}
+                onChange={set("lossSetting")}
+              />
+              <span>
+                <strong>{l.label}</strong> <span className="muted small">{l.help}</span>
+              </span>
+            </label>
+          ))}
+          {errors.lossSetting ? <span className="field-error">{errors.lossSetting}</span> : null}
+        </fieldset>
+
+        {attribution ? (
+          <fieldset className="form-group">
+            <legend>Attribution in training</legend>
+            <p className="muted small">
+              {loss?.label}: the methods checked are summed inside L_A.
+            </p>
+            <div className="form-row" role="group" aria-label="Training attribution methods">
+              {TRAIN_ATTRIBUTIONS.map((m) => (
+                <label key={m.value} className="check">
+                  <input
+                    type="checkbox"
+                    name="train_attribution"
+                    value={m.value}
+                    checked={values.trainAttribution.includes(m.value)}
+                    onChange={(e) => toggleMethod(m.value, e.target.checked)}
+                  />
+                  {m.label}
+                </label>
+              ))}
+            </div>
+            {errors.trainAttribution ? <span className="field-error">{errors.trainAttribution}</span> : null}
+            <div className="form-grid">
+              {values.trainAttribution.includes("integrated_gradients") ? (
+                <Field label="IG steps" error={errors.igSteps}>
+                  <input name="ig_steps" inputMode="numeric" value={values.igSteps} onChange={set("igSteps")} />
+                </Field>
+              ) : null}
+              {values.trainAttribution.includes("expected_gradients") ? (
+                <Field label="EG samples k" error={errors.egK}>
+                  <input name="eg_k" inputMode="numeric" value={values.egK} onChange={set("egK")} />
+                </Field>
+              ) : null}
+              <Field label="Attribution scale" error={errors.attributionScale}>
+                <input
+                  name="attribution_scale"
+                  inputMode="decimal"
+                  value={values.attributionScale}
+                  onChange={set("attributionScale")}
+                />
+              </Field>
+              <Field label="Attribution loss" error={errors.attributionLoss}>
+                <select name="attribution_loss" value={values.attributionLoss} onChange={set("attributionLoss")}>
+                  {ATTRIBUTION_LOSSES.map((l) => (
+                    <option key={l} value={l}>
+                      {l === "bce" ? "BCE against the target map" : "RRR (squared attribution outside the target)"}
+                    </option>
+                  ))}
+                </select>
+              </Field>
+            </div>
+          </fieldset>
+        ) : null}
+
+        {lambda ? (
+          <Group title="Lambda (weight of L_A)">
+            <Field label="Schedule" error={errors.lambdaKind}>
+              <select name="lambda_kind" value={values.lambdaKind} onChange={set("lambdaKind")}>
+                {LAMBDA_KINDS.map((k) => (
+                  <option key={k} value={k}>
+                    {k === "constant" ? "constant" : "linear warm-up from 0"}
+                  </option>
+                ))}
+              </select>
+            </Field>
+            <Field label="Lambda" error={errors.lambdaValue}>
+              <input name="lambda_value" inputMode="decimal" value={values.lambdaValue} onChange={set("lambdaValue")} />
+            </Field>
+            {values.lambdaKind === "linear_warmup" ? (
+              <Field label="Warm-up epochs" error={errors.warmupEpochs}>
+                <input
+                  name="warmup_epochs"
+                  inputMode="decimal"
+                  value={values.warmupEpochs}
+                  onChange={set("warmupEpochs")}
+                />
+              </Field>
+            ) : null}
+          </Group>
+        ) : null}
+
+        <Group title="Optimisation">
+          <Field label="Epochs" error={errors.epochs}>
+            <input name="epochs" inputMode="numeric" value={values.epochs} onChange={set("epochs")} />
+          </Field>
+          <Field label="Learning rate" error={errors.learningRate}>
+            <input name="learning_rate" inputMode="decimal" value={values.learningRate} onChange={set("learningRate")} />
+          </Field>
+          <Field label="Batch size" error={errors.batchSize}>
+            <input name="batch_size" inputMode="numeric" value={values.batchSize} onChange={set("batchSize")} />
+          </Field>
+          <Field label="Seed" error={errors.seed}>
+            <input name="seed" inputMode="numeric" value={values.seed} onChange={set("seed")} />
+          </Field>
+          <Field label="Early-stopping metric" error={errors.earlyStoppingMetric}>
+            <select
+              name="early_stopping_metric"
+              value={values.earlyStoppingMetric}
+              onChange={set("earlyStoppingMetric")}
+            >
+              {EARLY_STOPPING_METRICS.map((m) => (
+                <option key={m}>{m}</option>
+              ))}
+            </select>
+          </Field>
+          <label className="check">
+            <input
+              type="checkbox"
+              name="augment"
+              checked={values.augment}
+              onChange={(e) => setValues((v) => ({ ...v, augment: e.target.checked }))}
+            />
+            Augmentation (flips, affine jitter)
+          </label>
+        </Group>
+
+        {formErrors.map((m) => (
+          <p className="error" role="alert" key={m}>
+            {m}
+          </p>
+        ))}
+        <ErrorMessage error={error} />
+        <button type="submit" disabled={busy}>
+          {busy ? "Launching…" : "Launch run"}
+        </button>
+      </form>
+    </section>
+  );
+}
+
+function Group({ title, children }: { title: string; children: ReactNode }) {
+  return (
+    <fieldset className="form-group">
+      <legend>{title}</legend>
+      <div className="form-grid">{children}</div>
+    </fieldset>
+  );
+}

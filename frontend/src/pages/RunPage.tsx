@@ -1,0 +1,145 @@
+import { useState } from "react";
+import { Link, useParams } from "react-router";
+import { api } from "../api/client";
+import type { Job } from "../api/types";
+import { canWrite, isActive } from "../api/types";
+import { parseId } from "../api/urls";
+import { CurveChart } from "../charts/CurveChart";
+import { seriesFromPoints } from "../charts/curves";
+import { ErrorMessage, ProgressBar, StatusBadge } from "../components/common";
+import { fieldLabel, formatDate, formatNumber, formatValue } from "../format";
+import { useAsync } from "../hooks";
+import { CURVE_GROUPS, testMetrics } from "../runs/metricGroups";
+import { useLiveRun } from "../runs/useLiveRun";
+
+/** /runs/:id: status, progress, live curves, cancel/retry and the final test metrics. */
+export function RunPage() {
+  const { runId: raw = "" } = useParams();
+  let runId: number | null = null;
+  try {
+    runId = parseId(raw, "run id");
+  } catch {
+    runId = null;
+  }
+  if (runId === null) return <ErrorMessage error={`Not a valid run id: ${raw}`} />;
+  return <RunView runId={runId} />;
+}
+
+function RunView({ runId }: { runId: number }) {
+  const [generation, setGeneration] = useState(0);
+  const live = useLiveRun(runId, generation);
+  const run = live.run;
+  const dataset = useAsync(async () => (run ? api.datasets.get(run.dataset_id) : null), [run?.dataset_id]);
+  const project = useAsync(
+    async () => (dataset.data ? api.projects.get(dataset.data.project_id) : null),
+    [dataset.data?.project_id],
+  );
+  const writable = canWrite(project.data?.role);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+
+  const act = async (what: "cancel" | "retry") => {
+    setBusy(true);
+    setError(null);
+    try {
+      await (what === "cancel" ? api.runs.cancel(runId) : api.runs.retry(runId));
+      if (what === "retry") setGeneration((g) => g + 1);
+    } catch (reason) {
+      setError(reason);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  // Per-epoch points only; per-step points would crowd the epoch axis.
+  const epochPoints = live.points.filter((p) => p.step == null);
+  const job: Job | null = live.job;
+  const status = run ? (job && isActive(run.status) ? job.status : run.status) : "…";
+  const active = run ? isActive(run.status) || (job != null && isActive(job.status)) : false;
+  const retryable = run != null && (run.status === "failed" || run.status === "cancelled");
+  const finals = testMetrics(run?.metrics);
+
+  return (
+    <div className="run-page" data-run-id={runId} data-source={live.source}>
+      <section className="panel">
+        <p className="crumbs">
+          <Link to="/">Datasets and runs</Link> /{" "}
+          {dataset.data ? <Link to={`/datasets/${dataset.data.id}`}>{dataset.data.name}</Link> : null}
+        </p>
+        <h1>
+          {run?.name ?? `Run ${runId}`} <StatusBadge status={status} />
+        </h1>
+        {run ? <p className="muted small">created {formatDate(run.created_at)} · updates by {live.source}</p> : null}
+        {job && active ? <ProgressBar job={job} /> : null}
+        {job?.error ? <p className="error small">{job.error}</p> : null}
+        {writable ? (
+          <div className="row-actions">
+            <button type="button" disabled={busy || !active} onClick={() => void act("cancel")}>
+              Cancel
+            </button>
+            <button type="button" disabled={busy || !retryable} onClick={() => void act("retry")}>
+              Retry
+            </button>
+          </div>
+        ) : null}
+        <ErrorMessage error={error ?? dataset.error} />
+      </section>
+      <section className="panel">
+        <h2>Training curves</h2>
+        <div className="charts">
+          {CURVE_GROUPS.map((g) => {
+            const series = seriesFromPoints(epochPoints, g.names);
+            return series.length > 0 ? <CurveChart key={g.title} title={g.title} series={series} /> : null;
+          })}
+          {epochPoints.length === 0 ? <p className="muted">No metrics yet.</p> : null}
+        </div>
+      </section>
+      <section className="panel">
+        <h2>Test metrics</h2>
+        {finals.classification.length + finals.attribution.length === 0 ? (
+          <p className="muted">The test metrics appear when the run has finished.</p>
+        ) : (
+          <table className="table narrow-table" data-testid="test-metrics">
+            <tbody>
+              {(
+                [
+                  ["Classification", finals.classification],
+                  ["Attribution", finals.attribution],
+                ] as const
+              ).map(([kind, rows]) =>
+                rows.length === 0
+                  ? null
+                  : [
+                      <tr key={kind}>
+                        <th colSpan={2}>{kind}</th>
+                      </tr>,
+                      ...rows.map(([name, value]) => (
+                        <tr key={name} data-metric={name}>
+                          <td>{name.replace(/^test_/, "")}</td>
+                          <td className="num">{formatNumber(value)}</td>
+                        </tr>
+                      )),
+                    ],
+              )}
+            </tbody>
+          </table>
+        )}
+      </section>
+      {run ? (
+        <section className="panel">
+          <h2>Configuration</h2>
+          <table className="table narrow-table">
+            <tbody>
+              {Object.entries(run.config).map(([key, value]) => (
+                <tr key={key}>
+                  <td>{fieldLabel(key)}</td>
+                  <td>{formatValue(value)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </section>
+      ) : null}
+    </div>
+  );
+}

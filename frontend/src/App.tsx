@@ -12,6 +12,7 @@ import { RunPage } from "./pages/RunPage";
 // NiiVue is large; only the viewer route loads it.
 const ViewerPage = lazy(() => import("./pages/ViewerPage"));
 const ComparePage = lazy(() => import("./pages/ComparePage"));
+const ReviewPage = lazy(() => import("./pages/ReviewPage"));
 
 export function App() {
   return (
@@ -43,6 +44,14 @@ export function App() {
             element={
               <Suspense fallback={<p className="muted">Loading viewer…</p>}>
                 <ComparePage />
+              </Suspense>
+            }
+          />
+          <Route
+            path="review"
+            element={
+              <Suspense fallback={<p className="muted">Loading review…</p>}>
+                <ReviewPage />
               </Suspense>
             }
           />

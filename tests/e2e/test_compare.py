@@ -138,12 +138,21 @@ def test_run_page_shows_curves_and_test_metrics(pipeline, tmp_path: Path) -> Non
 
         with pipeline.client() as client:
             run = client.get(f"/api/v1/runs/{pipeline.run_id}").json()
-        expected = {k for k, v in run["metrics"].items() if k.startswith("test_") and isinstance(v, (int, float))}
+        expected = {
+            k
+            for k, v in run["metrics"].items()
+            if k.startswith("test_") and isinstance(v, (int, float))
+        }
         assert expected, run["metrics"]
         shown = set(
             page.eval_on_selector_all(
-                "[data-testid=test-metrics] tr[data-metric]", "els => els.map(e => e.dataset.metric)"
+                "[data-testid=test-metrics] tr[data-metric]",
+                "els => els.map(e => e.dataset.metric)",
             )
         )
         assert shown == expected
-        assert page.locator(".run-page").get_attribute("data-source") in ("stream", "ended", "polling")
+        assert page.locator(".run-page").get_attribute("data-source") in (
+            "stream",
+            "ended",
+            "polling",
+        )

@@ -5,15 +5,24 @@ from __future__ import annotations
 import csv
 import io
 
-from fastapi import APIRouter
-from fastapi.responses import Response
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
-from backend.api.deps import CurrentUser, SessionDep, authorize
+from backend.api.deps import CurrentUser, SessionDep, StorageDep, authorize
 from backend.models import AttributionMap, Dataset, Review, Run, User
-from backend.schemas.review import ReviewCreate, ReviewPublic, ReviewsPublic
+from backend.schemas.review import (
+    Agreement,
+    ReviewCreate,
+    ReviewPublic,
+    ReviewQueue,
+    ReviewsPublic,
+)
 from backend.services import projects
+from backend.services import reviews as service
 from backend.services.attributions import get_attribution
+from backend.services.errors import TooLarge
 
 router = APIRouter(prefix="/reviews", tags=["reviews"])
 
@@ -27,6 +36,7 @@ CSV_COLUMNS = (
     "rating",
     "trust",
     "comment",
+    "has_correction",
     "created_at",
 )
 
@@ -106,6 +116,7 @@ def export_reviews(
                 review.rating,
                 "yes" if review.trust else "no",
                 review.comment,
+                "yes" if review.has_correction else "no",
                 review.created_at.isoformat(),
             ]
         )
@@ -113,4 +124,100 @@ def export_reviews(
         out.getvalue(),
         media_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="reviews.csv"'},
+    )
+
+
+@router.get("/queue", operation_id="reviewQueue")
+def review_queue(
+    user: CurrentUser, session: SessionDep, project_id: int, blinded: bool = True
+) -> ReviewQueue:
+    """The project's succeeded maps the current user has not reviewed yet.
+
+    Blinded (the default): run names and methods are hidden behind an opaque label and the
+    order is shuffled with a per-user seed, stable across reloads.
+    """
+    return service.queue(session, user, project_id, blinded=blinded)
+
+
+@router.get("/agreement", operation_id="reviewAgreement")
+def review_agreement(
+    user: CurrentUser,
+    session: SessionDep,
+    project_id: int | None = None,
+    run_id: int | None = None,
+) -> Agreement:
+    """Agreement between raters on maps rated by at least two of them.
+
+    Cohen's kappa with quadratic weights on the 1-5 rating per rater pair and their mean;
+    percent agreement on trust.
+    """
+    return service.agreement(session, user, project_id=project_id, run_id=run_id)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"correction: larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.put(
+    "/{review_id}/correction",
+    operation_id="putReviewCorrection",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+            "description": "A NIfTI volume (.nii or .nii.gz bytes) on the subject's grid: "
+            "uint8 labels, 1 = missed lesion, 2 = spurious pathological relevance.",
+        }
+    },
+)
+async def put_correction(
+    review_id: int,
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    storage: StorageDep,
+) -> ReviewPublic:
+    """Attach the reviewer's drawn correction to their review (replaces an earlier one)."""
+
+    def check() -> None:
+        review = service.get_review(session, review_id)
+        authorize(session, user, review, projects.REVIEW)
+
+    await run_in_threadpool(check)
+    body = await _read_limited(request, service.MAX_CORRECTION_BYTES)
+
+    def save() -> ReviewPublic:
+        review = service.get_review(session, review_id)
+        service.save_correction(session, storage, review=review, user=user, body=body)
+        session.commit()
+        return ReviewPublic.model_validate(review)
+
+    return await run_in_threadpool(save)
+
+
+@router.get(
+    "/{review_id}/correction.nii.gz",
+    operation_id="getReviewCorrection",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/gzip": {}}}},
+)
+def get_correction(
+    review_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep
+) -> FileResponse:
+    """The review's drawn correction as NIfTI (404 when none was saved)."""
+    review = service.get_review(session, review_id)
+    authorize(session, user, review, projects.REVIEW)
+    return FileResponse(
+        service.correction_file(storage, review),
+        media_type="application/gzip",
+        filename=f"review-{review.id}-correction.nii.gz",
     )

@@ -12,6 +12,7 @@ export type SubjectUpload = Omit<FormFieldsOf<UploadOperation>, "image" | "mask"
 };
 
 export type AttributionFilter = QueryOf<Operation<"/attributions", "get">>;
+export type ReviewFilter = QueryOf<Operation<"/reviews", "get">>;
 export type RunFilter = QueryOf<Operation<"/runs", "get">>;
 
 export function createApi(http: Http) {
@@ -66,6 +67,16 @@ export function createApi(http: Http) {
         client.GET("/attributions/{attribution_id}", { path: { attribution_id } }),
       create: (body: BodyOf<Operation<"/attributions", "post">>) =>
         client.POST("/attributions", { body }),
+    },
+    reviews: {
+      list: (query: ReviewFilter = {}) => client.GET("/reviews", { query }),
+      create: (body: BodyOf<Operation<"/reviews", "post">>) => client.POST("/reviews", { body }),
+      queue: (project_id: number, blinded: boolean) =>
+        client.GET("/reviews/queue", { query: { project_id, blinded } }),
+      agreement: (project_id: number) => client.GET("/reviews/agreement", { query: { project_id } }),
+      /** The drawn correction as NIfTI bytes (labels 1 missed lesion, 2 spurious relevance). */
+      putCorrection: (review_id: number, nifti: Blob) =>
+        client.PUT("/reviews/{review_id}/correction", { path: { review_id }, body: nifti }),
     },
   };
 }

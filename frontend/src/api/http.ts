@@ -124,6 +124,9 @@ export class Http {
     let body: BodyInit | undefined;
     if (options.body instanceof FormData) {
       body = options.body; // the browser sets the multipart boundary
+    } else if (options.body instanceof Blob) {
+      headers.set("Content-Type", "application/octet-stream");
+      body = options.body;
     } else if (options.body !== undefined) {
       headers.set("Content-Type", "application/json");
       body = JSON.stringify(options.body);

@@ -110,6 +110,11 @@ describe("every client call is an operation of openapi.json", () => {
       ["listAttributions", () => api.attributions.list({ subject_id: 1 })],
       ["getAttribution", () => api.attributions.get(1)],
       ["createAttribution", () => api.attributions.create({ run_id: 1, subject_id: 1 })],
+      ["listReviews", () => api.reviews.list({ run_id: 1 })],
+      ["createReview", () => api.reviews.create({ attribution_id: 1, rating: 3, trust: true })],
+      ["reviewQueue", () => api.reviews.queue(1, true)],
+      ["reviewAgreement", () => api.reviews.agreement(1)],
+      ["putReviewCorrection", () => api.reviews.putCorrection(1, new Blob([new Uint8Array([1])]))],
     ];
     // A new client method must be listed above, so that it is checked too.
     const leaves = Object.entries(api)

@@ -29,7 +29,7 @@ export type QueryOf<O> = ParamsOf<O> extends { query?: infer Q } ? NonNullable<Q
 
 type ContentOf<O> = O extends { requestBody: { content: infer C } } ? C : never;
 
-/** The request body: the JSON schema's type, or FormData for a multipart operation. */
+/** The request body: the JSON schema's type, FormData for a multipart operation, a Blob for bytes. */
 export type BodyOf<O> =
   [ContentOf<O>] extends [never]
     ? never
@@ -37,7 +37,9 @@ export type BodyOf<O> =
       ? B
       : ContentOf<O> extends { "multipart/form-data": unknown }
         ? FormData
-        : never;
+        : ContentOf<O> extends { "application/octet-stream": unknown }
+          ? Blob
+          : never;
 
 /** The fields of a multipart request body, as the schema declares them. */
 export type FormFieldsOf<O> = ContentOf<O> extends { "multipart/form-data": infer F } ? F : never;

@@ -536,6 +536,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/reviews/agreement": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Review Agreement
+         * @description Agreement between raters on maps rated by at least two of them.
+         *
+         *     Cohen's kappa with quadratic weights on the 1-5 rating per rater pair and their mean;
+         *     percent agreement on trust.
+         */
+        get: operations["reviewAgreement"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/reviews/export.csv": {
         parameters: {
             query?: never;
@@ -548,6 +571,69 @@ export interface paths {
          * @description The same reviews as CSV, one row per review.
          */
         get: operations["exportReviews"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reviews/queue": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Review Queue
+         * @description The project's succeeded maps the current user has not reviewed yet.
+         *
+         *     Blinded (the default): run names and methods are hidden behind an opaque label and the
+         *     order is shuffled with a per-user seed, stable across reloads.
+         */
+        get: operations["reviewQueue"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reviews/{review_id}/correction": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Put Correction
+         * @description Attach the reviewer's drawn correction to their review (replaces an earlier one).
+         */
+        put: operations["putReviewCorrection"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reviews/{review_id}/correction.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Correction
+         * @description The review's drawn correction as NIfTI (404 when none was saved).
+         */
+        get: operations["getReviewCorrection"];
         put?: never;
         post?: never;
         delete?: never;
@@ -845,6 +931,34 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** Agreement */
+        Agreement: {
+            /** Mean Kappa */
+            mean_kappa: number | null;
+            /**
+             * N Maps
+             * @description maps rated by at least two raters
+             */
+            n_maps: number;
+            /** N Raters */
+            n_raters: number;
+            /**
+             * N Reviews
+             * @description reviews of those maps (a rater's latest per map)
+             */
+            n_reviews: number;
+            /** Pairs */
+            pairs: components["schemas"]["RaterPair"][];
+            /** Project Id */
+            project_id: number | null;
+            /** Run Id */
+            run_id: number | null;
+            /**
+             * Trust Agreement
+             * @description fraction of (map, rater pair) comparisons with equal trust
+             */
+            trust_agreement: number | null;
+        };
         /**
          * AttributionBatchCreate
          * @description Maps for several subjects of the run's dataset: name them, or name a split.
@@ -1269,6 +1383,28 @@ export interface components {
             /** Data */
             data: components["schemas"]["ProjectPublic"][];
         };
+        /** RaterPair */
+        RaterPair: {
+            /**
+             * Kappa
+             * @description Cohen's kappa, quadratic weights over ratings 1-5; null when undefined
+             */
+            kappa: number | null;
+            /**
+             * N Maps
+             * @description maps both raters reviewed
+             */
+            n_maps: number;
+            /** Rater A */
+            rater_a: string;
+            /** Rater B */
+            rater_b: string;
+            /**
+             * Trust Agreement
+             * @description fraction of shared maps with equal trust
+             */
+            trust_agreement: number | null;
+        };
         /** ReviewCreate */
         ReviewCreate: {
             /** Attribution Id */
@@ -1300,6 +1436,11 @@ export interface components {
              * Format: date-time
              */
             created_at: string;
+            /**
+             * Has Correction
+             * @default false
+             */
+            has_correction?: boolean;
             /** Id */
             id: number;
             /** Rating */
@@ -1308,6 +1449,43 @@ export interface components {
             reviewer_id: number;
             /** Trust */
             trust: boolean;
+        };
+        /** ReviewQueue */
+        ReviewQueue: {
+            /** Blinded */
+            blinded: boolean;
+            /** Count */
+            count: number;
+            /** Data */
+            data: components["schemas"]["ReviewQueueItem"][];
+            /** Project Id */
+            project_id: number;
+            /**
+             * Reviewed
+             * @description maps of the project this user has already reviewed
+             */
+            reviewed: number;
+        };
+        /**
+         * ReviewQueueItem
+         * @description One map the current user has not reviewed yet.
+         *
+         *     In blinded mode ``run_id``, ``run_name`` and ``method`` are null and ``label`` is an opaque
+         *     name that stays the same for this user across reloads.
+         */
+        ReviewQueueItem: {
+            /** Attribution Id */
+            attribution_id: number;
+            /** Label */
+            label: string;
+            /** Method */
+            method: string | null;
+            /** Run Id */
+            run_id: number | null;
+            /** Run Name */
+            run_name: string | null;
+            /** Subject Id */
+            subject_id: number;
         };
         /** ReviewsPublic */
         ReviewsPublic: {
@@ -2592,6 +2770,38 @@ export interface operations {
             };
         };
     };
+    reviewAgreement: {
+        parameters: {
+            query?: {
+                project_id?: number | null;
+                run_id?: number | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Agreement"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     exportReviews: {
         parameters: {
             query?: {
@@ -2611,6 +2821,105 @@ export interface operations {
                 };
                 content: {
                     "text/csv": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    reviewQueue: {
+        parameters: {
+            query: {
+                project_id: number;
+                blinded?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReviewQueue"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    putReviewCorrection: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                review_id: number;
+            };
+            cookie?: never;
+        };
+        /** @description A NIfTI volume (.nii or .nii.gz bytes) on the subject's grid: uint8 labels, 1 = missed lesion, 2 = spurious pathological relevance. */
+        requestBody: {
+            content: {
+                "application/octet-stream": string;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReviewPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    getReviewCorrection: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                review_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
                 };
             };
             /** @description Validation Error */

@@ -56,3 +56,17 @@ export function compareViewerPath(subjectId: Id, attributionIds: readonly Id[] =
 export function parseIdList(raw: string | null): number[] {
   return [...new Set((raw ?? "").split(",").map((s) => s.trim()).filter((s) => /^\d+$/.test(s)).map(Number))];
 }
+
+/** The review page of a project. */
+export function reviewPath(projectId: Id): string {
+  return `/review?project=${encodeURIComponent(String(projectId))}`;
+}
+
+/** The CSV of the reviews the user may see (optionally one run's). */
+export function reviewsCsvUrl(): string {
+  return apiUrl("/reviews/export.csv");
+}
+
+export function reviewCorrectionUrl(reviewId: number): string {
+  return apiUrl("/reviews/{review_id}/correction.nii.gz", { path: { review_id: reviewId } });
+}

@@ -16,6 +16,7 @@ export function Layout() {
         </Link>
         <nav className="topnav">
           <Link to="/">Datasets &amp; runs</Link>
+          <Link to="/review">Review</Link>
         </nav>
         <div className="topbar-user">
           {user ? (

@@ -58,6 +58,15 @@ export interface NiivueLike {
   // Typed `never[]` so that the real signature (Niivue | Niivue[]) satisfies it: the instances
   // passed are always the Niivue objects of other controllers.
   broadcastTo?(others: never[], syncOpts: { "2d": boolean; "3d": boolean }): void;
+  // Drawing (review corrections); optional so that viewers without drawing need not fake them.
+  drawBitmap?: Uint8Array | null;
+  setDrawingEnabled?(enabled: boolean): void;
+  setPenValue?(value: number, isFilledPen?: boolean): void;
+  setDrawOpacity?(opacity: number): void;
+  setDrawColormap?(name: string): void;
+  createEmptyDrawing?(): void;
+  drawUndo?(): void;
+  saveImage?(options: { filename: string; isSaveDrawing: boolean; volumeByIndex: number }): Promise<boolean | Uint8Array>;
 }
 
 export type NiivueFactory = () => NiivueLike;
@@ -295,6 +304,54 @@ export class ViewerController {
       .map((o) => o.nv)
       .filter((nv): nv is NiivueLike => nv !== null);
     this.nv?.broadcastTo?.(targets as never[], { "2d": true, "3d": true });
+  }
+
+  // --- drawing (review corrections) -------------------------------------------------------
+
+  /**
+   * Drawing on the background's grid: `penValue` null turns drawing off (navigation), 0 erases,
+   * other values paint that label. `colormap` is a NiiVue label colormap for the drawing layer.
+   */
+  setDrawing(penValue: number | null, colormap?: object): void {
+    const nv = this.nv;
+    if (!nv?.setDrawingEnabled) return;
+    if (penValue === null) {
+      nv.setDrawingEnabled(false);
+      return;
+    }
+    const fresh = !nv.drawBitmap;
+    nv.setDrawingEnabled(true);
+    if (fresh && colormap) {
+      try {
+        nv.setDrawColormap?.(colormap as unknown as string); // NiiVue accepts a ColorMap object
+      } catch {
+        // keep NiiVue's default drawing colours
+      }
+    }
+    nv.setDrawOpacity?.(0.8);
+    nv.setPenValue?.(penValue, false);
+  }
+
+  undoDrawing(): void {
+    this.nv?.drawUndo?.();
+  }
+
+  clearDrawing(): void {
+    this.nv?.createEmptyDrawing?.();
+    this.nv?.drawScene();
+  }
+
+  /** The drawing bitmap (RAS order) or null before anything was drawn. */
+  drawingBitmap(): Uint8Array | null {
+    return this.nv?.drawBitmap ?? null;
+  }
+
+  /** The drawing as an uncompressed NIfTI on the background's grid and affine (native order). */
+  async exportDrawing(): Promise<Uint8Array | null> {
+    const nv = this.nv;
+    if (!nv?.saveImage || !nv.drawBitmap) return null;
+    const out = await nv.saveImage({ filename: "", isSaveDrawing: true, volumeByIndex: 0 });
+    return out instanceof Uint8Array ? out : null;
   }
 
   // --- internals --------------------------------------------------------------------------

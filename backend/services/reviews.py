@@ -1,0 +1,232 @@
+"""Review queue, drawn corrections and agreement between raters."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+from collections import defaultdict
+from itertools import combinations
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.models import AttributionMap, Dataset, Review, Run, Subject, User
+from backend.schemas.review import Agreement, RaterPair, ReviewQueue, ReviewQueueItem
+from backend.services import projects
+from backend.services.errors import Forbidden, InvalidInput, NotFound, TooLarge
+from backend.storage import Storage
+from worker.ml.io import NiftiError, NiftiInfo, check_same_grid, validate_nifti
+
+__all__ = [
+    "CORRECTION_LABELS",
+    "agreement",
+    "blinded_label",
+    "correction_file",
+    "queue",
+    "save_correction",
+]
+
+CORRECTION_LABELS = {0: "none", 1: "missed lesion", 2: "spurious pathological relevance"}
+MAX_CORRECTION_BYTES = 256 * 1024 * 1024
+RATINGS = [1, 2, 3, 4, 5]
+
+
+# --- the queue ---------------------------------------------------------------------------------
+
+
+def _order_key(user_id: int, attribution_id: int) -> str:
+    """A per-user pseudo-random key: the shuffle is stable across reloads and new maps."""
+    return hashlib.sha256(f"attrivue-queue:{user_id}:{attribution_id}".encode()).hexdigest()
+
+
+def blinded_label(user_id: int, attribution_id: int) -> str:
+    """An opaque name for a map, the same for one user every time."""
+    digest = hashlib.sha256(f"attrivue-label:{user_id}:{attribution_id}".encode()).hexdigest()
+    return f"Map {digest[:6].upper()}"
+
+
+def queue(session: Session, user: User, project_id: int, *, blinded: bool) -> ReviewQueue:
+    """The project's succeeded maps that ``user`` has not reviewed yet."""
+    projects.require(session, user, project_id, projects.REVIEW)
+    rows = session.execute(
+        select(AttributionMap, Run.name)
+        .join(Run, Run.id == AttributionMap.run_id)
+        .join(Dataset, Dataset.id == Run.dataset_id)
+        .where(Dataset.project_id == project_id, AttributionMap.status == "succeeded")
+        .order_by(AttributionMap.id)
+    ).all()
+    reviewed = set(
+        session.scalars(select(Review.attribution_id).where(Review.reviewer_id == user.id))
+    )
+    pending = [(m, name) for m, name in rows if m.id not in reviewed]
+    if blinded:
+        pending.sort(key=lambda row: _order_key(user.id, row[0].id))
+    items = [
+        ReviewQueueItem(
+            attribution_id=m.id,
+            subject_id=m.subject_id,
+            label=blinded_label(user.id, m.id) if blinded else f"{name} · {m.method} #{m.id}",
+            run_id=None if blinded else m.run_id,
+            run_name=None if blinded else name,
+            method=None if blinded else m.method,
+        )
+        for m, name in pending
+    ]
+    return ReviewQueue(
+        project_id=project_id,
+        blinded=blinded,
+        data=items,
+        count=len(items),
+        reviewed=len(rows) - len(pending),
+    )
+
+
+# --- corrections -------------------------------------------------------------------------------
+
+
+def get_review(session: Session, review_id: int) -> Review:
+    review = session.get(Review, review_id)
+    if review is None:
+        raise NotFound(f"review {review_id} not found")
+    return review
+
+
+def correction_path(storage: Storage, attribution: AttributionMap, review: Review) -> Path:
+    """Next to the map: runs/<run>/maps/<map>.corrections/<review>.nii.gz."""
+    maps_dir = storage.map_path(attribution.run_id, attribution.id).parent
+    return maps_dir / f"{attribution.id}.corrections" / f"{review.id}.nii.gz"
+
+
+def _subject_grid(subject: Subject) -> NiftiInfo:
+    affine = np.asarray(subject.affine, dtype=float)
+    return NiftiInfo(
+        shape=tuple(int(v) for v in subject.shape),  # type: ignore[arg-type]
+        affine=affine,
+        dtype="",
+        zooms=tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)),  # type: ignore[arg-type]
+    )
+
+
+def save_correction(
+    session: Session, storage: Storage, *, review: Review, user: User, body: bytes
+) -> Review:
+    """Validate a drawn correction against the subject's grid and store it atomically."""
+    if review.reviewer_id != user.id:
+        raise Forbidden("only the author of a review may attach its correction")
+    if not body:
+        raise InvalidInput("correction: the body is empty; send a NIfTI volume")
+    if len(body) > MAX_CORRECTION_BYTES:
+        raise TooLarge(f"correction: larger than the limit of {MAX_CORRECTION_BYTES} bytes")
+    attribution = session.get(AttributionMap, review.attribution_id)
+    assert attribution is not None
+    subject = session.get(Subject, attribution.subject_id)
+    assert subject is not None
+    if body[:2] != b"\x1f\x8b":
+        body = gzip.compress(body, compresslevel=6)
+    with storage.temp_file(suffix=".nii.gz") as tmp:
+        tmp.write_bytes(body)
+        try:
+            info = validate_nifti(tmp)
+            check_same_grid(_subject_grid(subject), info)
+        except NiftiError as exc:
+            msg = str(exc).replace("mask ", "correction ", 1)
+            raise InvalidInput(f"correction: {msg} (subject {subject.id})") from None
+        data = np.asarray(nib.load(tmp).dataobj)
+        values = set(np.unique(data).tolist())
+        if not values <= set(CORRECTION_LABELS):
+            shown = ", ".join(f"{v:g}" for v in sorted(values)[:6])
+            raise InvalidInput(
+                "correction: expected only the labels 0, 1 (missed lesion) and 2 (spurious "
+                f"pathological relevance); found {shown}"
+            )
+        dest = correction_path(storage, attribution, review)
+        storage.move_into_place(tmp, dest)
+    review.correction_path = storage.relative(dest)
+    session.flush()
+    return review
+
+
+def correction_file(storage: Storage, review: Review) -> Path:
+    if review.correction_path is None:
+        raise NotFound(f"review {review.id} has no correction")
+    path = storage.absolute(review.correction_path)
+    if not path.is_file():
+        raise NotFound(f"review {review.id}: the correction file is missing")
+    return path
+
+
+# --- agreement ---------------------------------------------------------------------------------
+
+
+def _kappa(a: list[int], b: list[int]) -> float | None:
+    from sklearn.metrics import cohen_kappa_score
+
+    if len(a) < 2:
+        return None
+    with np.errstate(all="ignore"):
+        value = float(cohen_kappa_score(a, b, labels=RATINGS, weights="quadratic"))
+    return None if math.isnan(value) else value
+
+
+def agreement(
+    session: Session, user: User, *, project_id: int | None, run_id: int | None
+) -> Agreement:
+    """Cohen's kappa (quadratic) per rater pair and trust agreement, on maps with >= 2 raters."""
+    if project_id is None and run_id is None:
+        raise InvalidInput("give project_id or run_id")
+    query = (
+        select(Review, User.username)
+        .join(AttributionMap, AttributionMap.id == Review.attribution_id)
+        .join(Run, Run.id == AttributionMap.run_id)
+        .join(Dataset, Dataset.id == Run.dataset_id)
+        .join(User, User.id == Review.reviewer_id)
+        .order_by(Review.id)
+    )
+    if project_id is not None:
+        projects.require(session, user, project_id, projects.REVIEW)
+        query = query.where(Dataset.project_id == project_id)
+    if run_id is not None:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise NotFound(f"run {run_id} not found")
+        projects.require(session, user, projects.project_of(session, run), projects.REVIEW)
+        query = query.where(AttributionMap.run_id == run_id)
+    # A rater's latest review of a map counts.
+    latest: dict[int, dict[str, Review]] = defaultdict(dict)
+    for review, username in session.execute(query).all():
+        latest[review.attribution_id][username] = review
+    multi = {m: by for m, by in latest.items() if len(by) >= 2}
+    raters = sorted({name for by in multi.values() for name in by})
+    pairs: list[RaterPair] = []
+    trust_equal = trust_total = 0
+    for a, b in combinations(raters, 2):
+        both = [by for by in multi.values() if a in by and b in by]
+        if not both:
+            continue
+        same_trust = sum(by[a].trust == by[b].trust for by in both)
+        trust_equal += same_trust
+        trust_total += len(both)
+        pairs.append(
+            RaterPair(
+                rater_a=a,
+                rater_b=b,
+                n_maps=len(both),
+                kappa=_kappa([by[a].rating for by in both], [by[b].rating for by in both]),
+                trust_agreement=same_trust / len(both),
+            )
+        )
+    kappas = [p.kappa for p in pairs if p.kappa is not None]
+    return Agreement(
+        project_id=project_id,
+        run_id=run_id,
+        n_maps=len(multi),
+        n_reviews=sum(len(by) for by in multi.values()),
+        n_raters=len(raters),
+        pairs=pairs,
+        mean_kappa=sum(kappas) / len(kappas) if kappas else None,
+        trust_agreement=trust_equal / trust_total if trust_total else None,
+    )

@@ -1,0 +1,120 @@
+import { describe, expect, it } from "vitest";
+import {
+  type Agreement,
+  type ReviewQueueItem,
+  agreementSummary,
+  countLabels,
+  formatKappa,
+  formatPercent,
+  kappaStrength,
+  keyAction,
+  pickCurrent,
+  queueRows,
+  queueSummary,
+  validateReviewForm,
+} from "./review";
+
+describe("validateReviewForm", () => {
+  it("asks for a rating and trust", () => {
+    const result = validateReviewForm({ rating: "", trust: "", comment: "" }, 3);
+    expect(result.ok).toBe(false);
+    if (!result.ok) {
+      expect(result.errors.rating).toMatch(/1 to 5/);
+      expect(result.errors.trust).toMatch(/trust/);
+    }
+  });
+  it("refuses ratings outside 1-5 and long comments", () => {
+    const bad = validateReviewForm({ rating: "6", trust: "yes", comment: "x".repeat(5001) }, 3);
+    expect(bad.ok).toBe(false);
+    if (!bad.ok) {
+      expect(bad.errors.rating).toBeDefined();
+      expect(bad.errors.comment).toMatch(/5000/);
+    }
+    expect(validateReviewForm({ rating: "2.5", trust: "no", comment: "" }, 3).ok).toBe(false);
+  });
+  it("builds the request body", () => {
+    expect(validateReviewForm({ rating: "4", trust: "no", comment: "  ok " }, 9)).toEqual({
+      ok: true,
+      value: { attribution_id: 9, rating: 4, trust: false, comment: "ok" },
+    });
+  });
+});
+
+const items: ReviewQueueItem[] = [
+  { attribution_id: 7, subject_id: 2, label: "Map 3FA9C1", run_id: null, run_name: null, method: null },
+  { attribution_id: 3, subject_id: 1, label: "Map 00B2D4", run_id: null, run_name: null, method: null },
+];
+
+describe("queue display", () => {
+  it("keeps the server's (shuffled) order and hides runs when blinded", () => {
+    const rows = queueRows(items, true);
+    expect(rows.map((r) => r.attributionId)).toEqual([7, 3]);
+    expect(rows.map((r) => r.position)).toEqual(["1 / 2", "2 / 2"]);
+    expect(rows.every((r) => r.detail === null)).toBe(true);
+  });
+  it("names run and method when not blinded", () => {
+    const open = [{ ...items[0], run_id: 5, run_name: "lc", method: "ig", label: "lc · ig #7" }];
+    expect(queueRows(open, false)[0].detail).toBe("run lc (#5) · ig · map #7");
+    // a blinded answer never shows names, even if asked unblinded
+    expect(queueRows(items, false)[0].detail).toBeNull();
+  });
+  it("picks the wanted item or the first", () => {
+    expect(pickCurrent(items, 3)?.attribution_id).toBe(3);
+    expect(pickCurrent(items, 99)?.attribution_id).toBe(7);
+    expect(pickCurrent([], 3)).toBeNull();
+  });
+  it("summarises", () => {
+    expect(queueSummary(2, 1)).toBe("2 maps to review, 1 done.");
+    expect(queueSummary(0, 4)).toBe("All 4 maps reviewed.");
+    expect(queueSummary(0, 0)).toMatch(/No maps/);
+  });
+});
+
+describe("agreement formatting", () => {
+  it("formats kappa", () => {
+    expect(formatKappa(6 / 7)).toBe("0.86");
+    expect(formatKappa(-0.25)).toBe("−0.25");
+    expect(formatKappa(-0.001)).toBe("0.00");
+    expect(formatKappa(null)).toBe("—");
+    expect(formatKappa(Number.NaN)).toBe("—");
+  });
+  it("names the strength", () => {
+    expect(kappaStrength(6 / 7)).toBe("almost perfect");
+    expect(kappaStrength(0.5)).toBe("moderate");
+    expect(kappaStrength(-0.1)).toBe("poor");
+    expect(kappaStrength(null)).toBe("undefined");
+  });
+  it("formats percentages and the summary", () => {
+    expect(formatPercent(0.75)).toBe("75 %");
+    expect(formatPercent(2 / 3)).toBe("66.7 %");
+    expect(formatPercent(null)).toBe("—");
+    const a: Agreement = {
+      project_id: 1,
+      run_id: null,
+      n_maps: 4,
+      n_reviews: 10,
+      n_raters: 3,
+      pairs: [],
+      mean_kappa: 0.5,
+      trust_agreement: 0.75,
+    };
+    expect(agreementSummary(a)).toBe("4 maps rated by at least two of 3 raters (10 reviews).");
+    expect(agreementSummary({ ...a, n_maps: 0 })).toMatch(/No map/);
+  });
+});
+
+describe("drawing", () => {
+  it("maps keys to tools", () => {
+    expect(keyAction("1")).toEqual({ kind: "tool", tool: "missed" });
+    expect(keyAction("2")).toEqual({ kind: "tool", tool: "spurious" });
+    expect(keyAction("e")).toEqual({ kind: "tool", tool: "eraser" });
+    expect(keyAction("Escape")).toEqual({ kind: "tool", tool: "off" });
+    expect(keyAction("z", { ctrl: true })).toEqual({ kind: "undo" });
+    expect(keyAction("1", { inTextField: true })).toBeNull();
+    expect(keyAction("x")).toBeNull();
+  });
+  it("counts labels", () => {
+    expect(countLabels(Uint8Array.from([0, 1, 1, 2, 0]))).toEqual({ missed: 2, spurious: 1 });
+    expect(countLabels(null)).toEqual({ missed: 0, spurious: 0 });
+  });
+});

@@ -1,0 +1,169 @@
+// Pure parts of the review page: the form, the queue display, agreement formatting, the drawing
+// tools and their keyboard shortcuts.
+import type { components } from "../api/schema";
+
+export type ReviewQueueItem = components["schemas"]["ReviewQueueItem"];
+export type Agreement = components["schemas"]["Agreement"];
+export type RaterPair = components["schemas"]["RaterPair"];
+export type ReviewCreate = components["schemas"]["ReviewCreate"];
+
+// --- the form ------------------------------------------------------------------------------
+
+export interface ReviewFormValues {
+  rating: string; // "" until chosen, "1".."5"
+  trust: "" | "yes" | "no";
+  comment: string;
+}
+
+export const EMPTY_REVIEW_FORM: ReviewFormValues = { rating: "", trust: "", comment: "" };
+export const COMMENT_MAX = 5000;
+
+export const RATING_LABELS: Record<number, string> = {
+  1: "1 – not on the lesions",
+  2: "2 – mostly off the lesions",
+  3: "3 – partly on the lesions",
+  4: "4 – mostly on the lesions",
+  5: "5 – on the lesions",
+};
+
+export type ReviewFormErrors = Partial<Record<keyof ReviewFormValues, string>>;
+
+export function validateReviewForm(
+  values: ReviewFormValues,
+  attributionId: number,
+): { ok: true; value: ReviewCreate } | { ok: false; errors: ReviewFormErrors } {
+  const errors: ReviewFormErrors = {};
+  const rating = Number(values.rating);
+  if (values.rating.trim() === "") errors.rating = "Choose a rating from 1 to 5.";
+  else if (!Number.isInteger(rating) || rating < 1 || rating > 5) errors.rating = "The rating must be a whole number from 1 to 5.";
+  if (values.trust !== "yes" && values.trust !== "no") errors.trust = "Say whether you would trust this decision.";
+  const comment = values.comment.trim();
+  if (comment.length > COMMENT_MAX) errors.comment = `The comment is longer than ${COMMENT_MAX} characters.`;
+  if (Object.keys(errors).length > 0) return { ok: false, errors };
+  return { ok: true, value: { attribution_id: attributionId, rating, trust: values.trust === "yes", comment } };
+}
+
+// --- the queue -----------------------------------------------------------------------------
+
+export interface QueueRow {
+  attributionId: number;
+  subjectId: number;
+  position: string; // "1 / 7"
+  title: string;
+  detail: string | null; // run and method, unblinded only
+}
+
+/** Rows in the server's order (already shuffled per user when blinded); names only when unblinded. */
+export function queueRows(items: readonly ReviewQueueItem[], blinded: boolean): QueueRow[] {
+  return items.map((item, i) => ({
+    attributionId: item.attribution_id,
+    subjectId: item.subject_id,
+    position: `${i + 1} / ${items.length}`,
+    title: item.label,
+    detail:
+      blinded || item.run_name == null
+        ? null
+        : `run ${item.run_name} (#${item.run_id ?? "?"}) · ${item.method ?? "?"} · map #${item.attribution_id}`,
+  }));
+}
+
+/** The item to show: the requested one while it is in the queue, else the first. */
+export function pickCurrent(items: readonly ReviewQueueItem[], wanted: number | null): ReviewQueueItem | null {
+  return items.find((i) => i.attribution_id === wanted) ?? items[0] ?? null;
+}
+
+export function queueSummary(count: number, reviewed: number): string {
+  if (count === 0) return reviewed > 0 ? `All ${reviewed} maps reviewed.` : "No maps to review in this project.";
+  return `${count} map${count === 1 ? "" : "s"} to review, ${reviewed} done.`;
+}
+
+// --- agreement -----------------------------------------------------------------------------
+
+/** Kappa with two decimals and a sign for negatives; an em dash when undefined. */
+export function formatKappa(kappa: number | null | undefined): string {
+  if (kappa == null || !Number.isFinite(kappa)) return "—";
+  const text = kappa.toFixed(2);
+  return text === "-0.00" ? "0.00" : text.replace("-", "−");
+}
+
+/** Landis & Koch's wording for a kappa value. */
+export function kappaStrength(kappa: number | null | undefined): string {
+  if (kappa == null || !Number.isFinite(kappa)) return "undefined";
+  if (kappa < 0) return "poor";
+  if (kappa <= 0.2) return "slight";
+  if (kappa <= 0.4) return "fair";
+  if (kappa <= 0.6) return "moderate";
+  if (kappa <= 0.8) return "substantial";
+  return "almost perfect";
+}
+
+export function formatPercent(fraction: number | null | undefined): string {
+  if (fraction == null || !Number.isFinite(fraction)) return "—";
+  return `${Math.round(fraction * 1000) / 10} %`;
+}
+
+export function agreementSummary(a: Agreement): string {
+  if (a.n_maps === 0) return "No map has been rated by two raters yet.";
+  return `${a.n_maps} map${a.n_maps === 1 ? "" : "s"} rated by at least two of ${a.n_raters} raters (${a.n_reviews} reviews).`;
+}
+
+// --- drawing tools -------------------------------------------------------------------------
+
+export type DrawTool = "off" | "missed" | "spurious" | "eraser";
+
+/** NiiVue pen value of each tool: 1 missed lesion, 2 spurious relevance, 0 erases. */
+export const PEN_VALUE: Record<Exclude<DrawTool, "off">, number> = { missed: 1, spurious: 2, eraser: 0 };
+
+export const DRAW_TOOLS: { tool: DrawTool; label: string; key: string }[] = [
+  { tool: "off", label: "Navigate", key: "Esc" },
+  { tool: "missed", label: "Pen 1: missed lesion", key: "1" },
+  { tool: "spurious", label: "Pen 2: spurious relevance", key: "2" },
+  { tool: "eraser", label: "Eraser", key: "E" },
+];
+
+export type DrawAction = { kind: "tool"; tool: DrawTool } | { kind: "undo" } | null;
+
+/** The action of a key press, ignoring presses in text fields and with modifiers other than Ctrl+Z. */
+export function keyAction(key: string, opts: { ctrl?: boolean; inTextField?: boolean } = {}): DrawAction {
+  if (opts.inTextField) return null;
+  if (opts.ctrl) return key.toLowerCase() === "z" ? { kind: "undo" } : null;
+  switch (key) {
+    case "1":
+      return { kind: "tool", tool: "missed" };
+    case "2":
+      return { kind: "tool", tool: "spurious" };
+    case "e":
+    case "E":
+      return { kind: "tool", tool: "eraser" };
+    case "Escape":
+      return { kind: "tool", tool: "off" };
+    case "u":
+    case "U":
+      return { kind: "undo" };
+    default:
+      return null;
+  }
+}
+
+/** Voxels per label in a drawing bitmap (1 missed lesion, 2 spurious relevance). */
+export function countLabels(bitmap: ArrayLike<number> | null | undefined): { missed: number; spurious: number } {
+  let missed = 0;
+  let spurious = 0;
+  if (bitmap) {
+    for (let i = 0; i < bitmap.length; i++) {
+      if (bitmap[i] === 1) missed++;
+      else if (bitmap[i] === 2) spurious++;
+    }
+  }
+  return { missed, spurious };
+}
+
+/** NiiVue drawing colormap: neither red/blue (relevance) nor green (lesion outline). */
+export const CORRECTION_COLORMAP = {
+  R: [0, 255, 255],
+  G: [0, 170, 0],
+  B: [0, 0, 255],
+  A: [0, 255, 255],
+  I: [0, 1, 2],
+  labels: ["", "missed lesion", "spurious relevance"],
+};

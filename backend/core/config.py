@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1, description="per username and window")
     login_window_seconds: int = Field(default=300, ge=1)
     worker_queues: str = "gpu,cpu"
+    heartbeat_seconds: float = Field(default=10.0, gt=0, description="worker heartbeat period")
+    job_stale_seconds: float = Field(
+        default=60.0, gt=0, description="a running job silent this long is re-queued"
+    )
+    job_max_attempts: int = Field(default=3, ge=1, description="runs of a job before it fails")
 
     @field_validator("data_dir")
     @classmethod
@@ -74,6 +79,11 @@ class Settings(BaseSettings):
         if not self.broker_url:
             self.broker_url = "filesystem://"
         key = self.secret_key.get_secret_value()
+        if self.job_stale_seconds < 3 * self.heartbeat_seconds:
+            # Fewer than three missed heartbeats would re-queue jobs whose worker is merely slow.
+            raise ValueError(
+                "ATTRIVUE_JOB_STALE_SECONDS must be at least 3 x ATTRIVUE_HEARTBEAT_SECONDS"
+            )
         if self.environment == "production" and len(key) < 32:
             raise ValueError("ATTRIVUE_SECRET_KEY must be at least 32 characters in production")
         return self

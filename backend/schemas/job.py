@@ -26,3 +26,14 @@ class JobPublic(ORMModel):
 class JobsPublic(BaseModel):
     data: list[JobPublic]
     count: int
+
+
+class WorkerPublic(BaseModel):
+    """A live worker process, as /health shows it (no job or patient data)."""
+
+    name: str
+    queues: list[str]
+    gpu: str
+    busy: bool
+    started_at: datetime
+    last_seen_at: datetime

@@ -41,3 +41,29 @@ class MetricPoint(ORMModel):
 class RunMetricsPublic(BaseModel):
     run_id: int
     data: list[MetricPoint]
+
+
+class ComparedField(BaseModel):
+    """One key across the compared runs: a value per run (in the order of ``runs``; null where
+    a run lacks the key), and whether they differ."""
+
+    key: str
+    values: list[Any]
+    differs: bool
+
+
+class MetricSeries(BaseModel):
+    """One metric of one run, epoch by epoch."""
+
+    run_id: int
+    name: str
+    epochs: list[int]
+    values: list[float]
+
+
+class RunComparison(BaseModel):
+    runs: list[RunPublic]
+    config: list[ComparedField]  # nested keys flattened with dots: "lambda_a.value"
+    differing: list[str]  # the config keys whose values differ
+    metrics: list[ComparedField]  # final metrics (RunPublic.metrics)
+    series: list[MetricSeries]

@@ -1,18 +1,37 @@
-"""Training runs: validate the config, store the run and its job, queue it."""
+"""Training runs: validate the config, store the run and its job, queue it; retry, compare."""
 
 from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Hashable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.models import Dataset, Run, RunMetric, User
+from backend.core.db import session_scope
+from backend.models import Dataset, Job, JobStatus, Run, RunMetric, User
+from backend.schemas.run import ComparedField, MetricSeries, RunComparison, RunPublic
 from backend.services.datasets import get_dataset
-from backend.services.errors import InvalidInput, NotFound
-from backend.services.jobs import new_job
+from backend.services.errors import Conflict, InvalidInput, NotFound
+from backend.services.jobs import POLL_SECONDS, TERMINAL, Change, follow, new_job
 from worker.ml.configs import RunConfig
 
-__all__ = ["create_run", "get_run", "list_runs", "run_metrics", "validate_config"]
+__all__ = [
+    "RETRYABLE",
+    "compare_runs",
+    "create_run",
+    "get_run",
+    "list_runs",
+    "retry_run",
+    "run_changes",
+    "run_metrics",
+    "validate_config",
+]
+
+RETRYABLE = (JobStatus.failed.value, JobStatus.cancelled.value)
 
 
 def validate_config(raw: dict) -> dict:
@@ -45,13 +64,23 @@ def get_run(session: Session, run_id: int) -> Run:
     return run
 
 
+def _utc(moment: datetime) -> datetime:
+    """Aware and in UTC, as stored (a naive time is taken to be UTC already)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def list_runs(
     session: Session,
     *,
     project_ids: list[int],
     dataset_id: int | None = None,
     status: str | None = None,
+    loss_setting: str | None = None,
+    network: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> list[Run]:
+    """Runs of the projects, newest first; every filter given must hold."""
     query = (
         select(Run)
         .join(Dataset, Dataset.id == Run.dataset_id)
@@ -62,9 +91,138 @@ def list_runs(
         query = query.where(Run.dataset_id == dataset_id)
     if status:
         query = query.where(Run.status == status)
+    if loss_setting:
+        query = query.where(Run.config["loss_setting"].as_string() == loss_setting)
+    if network:
+        query = query.where(Run.config["network"].as_string() == network)
+    if created_after is not None:
+        query = query.where(Run.created_at >= _utc(created_after))
+    if created_before is not None:
+        query = query.where(Run.created_at < _utc(created_before))
     return list(session.scalars(query))
 
 
 def run_metrics(session: Session, run: Run) -> list[RunMetric]:
     query = select(RunMetric).where(RunMetric.run_id == run.id).order_by(RunMetric.id)
     return list(session.scalars(query))
+
+
+def retry_run(session: Session, run: Run, *, user: User) -> Run:
+    """Give a failed or cancelled run a new queued job; training resumes from its last
+    checkpoint (``train`` finds ``last.pt``), and epochs it redoes replace their metrics."""
+    job = session.get(Job, run.job_id) if run.job_id else None
+    if run.status not in RETRYABLE or (job is not None and job.status not in TERMINAL):
+        raise Conflict(f"run {run.id} is {run.status}; only failed or cancelled runs are retried")
+    run.job_id = new_job(session, kind="train", user=user).id
+    run.status = JobStatus.queued.value
+    session.flush()
+    return run
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts become dotted keys (``lambda_a.value``); lists stay values."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _side_by_side(rows: Sequence[dict[str, Any]]) -> list[ComparedField]:
+    keys = sorted({key for row in rows for key in row})
+    fields = []
+    for key in keys:
+        values = [row.get(key) for row in rows]
+        distinct = {json.dumps(v, sort_keys=True, default=str) for v in values}
+        fields.append(ComparedField(key=key, values=values, differs=len(distinct) > 1))
+    return fields
+
+
+def compare_runs(
+    session: Session, runs: Sequence[Run], *, metric_names: Sequence[str] = ()
+) -> RunComparison:
+    """Runs side by side: every config key (flagged where the runs differ), the final metrics,
+    and per-epoch series of ``metric_names`` (all epoch metrics when empty)."""
+    config = _side_by_side([_flatten(r.config) for r in runs])
+    query = (
+        select(RunMetric)
+        .where(RunMetric.run_id.in_([r.id for r in runs]), RunMetric.step.is_(None))
+        .order_by(RunMetric.run_id, RunMetric.name, RunMetric.epoch)
+    )
+    if metric_names:
+        query = query.where(RunMetric.name.in_(list(metric_names)))
+    series: dict[tuple[int, str], MetricSeries] = {}
+    for point in session.scalars(query):
+        key = (point.run_id, point.name)
+        if key not in series:
+            series[key] = MetricSeries(run_id=point.run_id, name=point.name, epochs=[], values=[])
+        series[key].epochs.append(point.epoch)
+        series[key].values.append(point.value)
+    order = {run.id: index for index, run in enumerate(runs)}
+    return RunComparison(
+        runs=[RunPublic.model_validate(r) for r in runs],
+        config=config,
+        differing=[f.key for f in config if f.differs],
+        metrics=_side_by_side([r.metrics or {} for r in runs]),
+        series=sorted(series.values(), key=lambda s: (s.name, order[s.run_id])),
+    )
+
+
+# --------------------------------------------------------------------------- live events
+
+
+def _run_key(run: Run) -> Hashable:
+    return (run.status, run.job_id, json.dumps(run.metrics, sort_keys=True, default=str))
+
+
+def _job_key(job: Job | None) -> Hashable:
+    if job is None:
+        return None
+    return (job.id, job.status, job.progress, job.message, job.error, job.attempts)
+
+
+def run_changes(
+    run_id: int, *, poll_seconds: float = POLL_SECONDS
+) -> AsyncIterator[list[Change] | None]:
+    """The run and its job now, then their changes and new metric points, until both end.
+
+    Yields lists of ``("run", Run)``, ``("job", Job)`` and ``("metrics", [RunMetric])`` (only
+    the points stored since the last poll; an epoch stored again after a resumption comes
+    again: a point is identified by run, name, epoch and step), or ``None`` after a quiet poll.
+    """
+    seen: dict[str, Any] = {"run": object(), "job": object(), "metric_id": 0}
+
+    def read() -> tuple[list[Change], bool]:
+        with session_scope() as session:
+            run = session.get(Run, run_id)
+            if run is None:
+                return [], True
+            job = session.get(Job, run.job_id) if run.job_id else None
+            # Read after the statuses: points stored before a run ended are all seen here.
+            points = list(
+                session.scalars(
+                    select(RunMetric)
+                    .where(RunMetric.run_id == run_id, RunMetric.id > seen["metric_id"])
+                    .order_by(RunMetric.id)
+                )
+            )
+        changes: list[Change] = []
+        if _run_key(run) != seen["run"]:
+            seen["run"] = _run_key(run)
+            changes.append(("run", run))
+        if _job_key(job) != seen["job"]:
+            seen["job"] = _job_key(job)
+            if job is not None:
+                changes.append(("job", job))
+        if points:
+            seen["metric_id"] = points[-1].id
+            changes.append(("metrics", points))
+        finished = run.status in TERMINAL and (job is None or job.status in TERMINAL)
+        return changes, finished
+
+    return follow(read, poll_seconds=poll_seconds)

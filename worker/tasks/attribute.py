@@ -9,15 +9,18 @@ from celery import shared_task
 
 from backend.core.config import get_settings
 from backend.core.db import session_scope
-from backend.models import AttributionMap, JobStatus, Run, Subject
+from backend.models import AttributionMap, Job, JobStatus, Run, Subject
 from backend.storage import get_storage
-from worker.tasks.common import JobReporter, claim_job, finish_job
+from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns
 
 log = logging.getLogger(__name__)
 
 
-def _set(attribution_id: int, **fields: object) -> None:
+def _set(attribution_id: int, claim: Claim | None = None, **fields: object) -> None:
+    """Write the map's row, unless ``claim`` is given and no longer holds the job."""
     with session_scope() as session:
+        if claim is not None and not owns(session, claim):
+            return
         row = session.get(AttributionMap, attribution_id)
         if row is not None:
             for key, value in fields.items():
@@ -59,40 +62,47 @@ def run_attribution(job_id: int) -> None:
         params = dict(row.params)
         method = row.method
     attribution_id, run_id = ids
-    if not claim_job(job_id):
-        _set(attribution_id, status="cancelled")
-        return
-    _set(attribution_id, status="running")
-    reporter = JobReporter(job_id)
-    try:
-        reporter.report(0.1, "loading the model", force=True)
-        checkpoints = storage.checkpoint_dir(run_id)
-        checkpoint = checkpoints / "best.pt"
-        if not checkpoint.exists():
-            checkpoint = checkpoints / "last.pt"
-        device = _device(get_settings().device)
-        model, config = load_model(checkpoint, device=device)
-        reporter.report(0.3, f"computing {method}", force=True)
-        result = attribute_subject(
-            model, config, image_path, AttributionConfig(method=method, **params), device=device
+    with claimed(job_id) as claim:
+        if claim is None:
+            with session_scope() as session:
+                job = session.get(Job, job_id)
+                cancelled = job is not None and job.status == JobStatus.cancelled.value
+            if cancelled:
+                _set(attribution_id, status="cancelled")
+            return
+        _set(attribution_id, claim, status="running")
+        reporter = JobReporter(claim)
+        try:
+            reporter.report(0.1, "loading the model", force=True)
+            checkpoints = storage.checkpoint_dir(run_id)
+            checkpoint = checkpoints / "best.pt"
+            if not checkpoint.exists():
+                checkpoint = checkpoints / "last.pt"
+            device = _device(get_settings().device)
+            model, config = load_model(checkpoint, device=device)
+            reporter.report(0.3, f"computing {method}", force=True)
+            result = attribute_subject(
+                model, config, image_path, AttributionConfig(method=method, **params), device=device
+            )
+            out = storage.map_path(run_id, attribution_id)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_nifti(out, result.map, result.affine)
+        except Exception as exc:
+            log.exception("attribution job %s failed", job_id)
+            error = f"{type(exc).__name__}: {exc}"
+            if finish_job(claim, JobStatus.failed, message="failed", error=error):
+                _set(attribution_id, status="failed")
+            return
+        _set(
+            attribution_id,
+            claim,
+            status="succeeded",
+            path=storage.relative(out),
+            convergence_delta=_finite(result.convergence_delta),
+            logit=_finite(result.logit),
+            stats={k: _finite(v) for k, v in result.stats.items()},
         )
-        out = storage.map_path(run_id, attribution_id)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_nifti(out, result.map, result.affine)
-    except Exception as exc:
-        log.exception("attribution job %s failed", job_id)
-        _set(attribution_id, status="failed")
-        finish_job(job_id, JobStatus.failed, message="failed", error=f"{type(exc).__name__}: {exc}")
-        return
-    _set(
-        attribution_id,
-        status="succeeded",
-        path=storage.relative(out),
-        convergence_delta=_finite(result.convergence_delta),
-        logit=_finite(result.logit),
-        stats={k: _finite(v) for k, v in result.stats.items()},
-    )
-    finish_job(job_id, JobStatus.succeeded, message="map stored")
+        finish_job(claim, JobStatus.succeeded, message="map stored")
 
 
 @shared_task(name="attrivue.attribute", acks_late=True, reject_on_worker_lost=True)

@@ -1,16 +1,50 @@
-"""Job lifecycle shared by the tasks: the database row is the truth."""
+"""Job lifecycle shared by the tasks, and the worker process's presence: the row is the truth.
+
+A task claims its job with one conditional UPDATE (queued, or running with a stale heartbeat,
+becomes running with one more attempt), so a job never runs twice at once. The claim's
+attempt number then fences every later write: a worker that lost its job (re-queued because it
+looked dead) sees so before its next training step, stops, and writes nothing more.
+
+Each worker process keeps a row in ``workers`` (``Presence``): registered at start, refreshed
+with the running job's heartbeat every ``heartbeat_seconds`` by a daemon thread that also
+re-queues the jobs of lost workers (``backend.services.jobs.recover_lost_jobs``), and removed
+at shutdown. A worker killed with SIGKILL leaves a row that goes stale: that is how the others
+know.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import threading
 import time
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from backend.core.config import get_settings
 from backend.core.db import session_scope
 from backend.models import Job, JobStatus
+from backend.services import jobs as job_svc
 
-__all__ = ["JobReporter", "claim_job", "finish_job"]
+__all__ = [
+    "Claim",
+    "JobReporter",
+    "Presence",
+    "claim_job",
+    "claimed",
+    "finish_job",
+    "owns",
+    "start_presence",
+    "stop_presence",
+    "worker_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -19,51 +53,120 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def claim_job(job_id: int) -> bool:
-    """Mark the job running; False when it is already finished or cancelled (safe to re-run)."""
+@dataclass(frozen=True)
+class Claim:
+    """A job this process runs: the attempt number fences its writes."""
+
+    job_id: int
+    attempt: int
+    worker: str
+
+
+def _owned(claim: Claim) -> list[Any]:
+    return [
+        Job.id == claim.job_id,
+        Job.status == JobStatus.running.value,
+        Job.attempts == claim.attempt,
+        Job.worker == claim.worker,
+    ]
+
+
+def owns(session: Session, claim: Claim) -> bool:
+    """Whether the job is still this claim's (not re-queued, taken over or finished)."""
+    return session.scalar(select(Job.id).where(*_owned(claim))) is not None
+
+
+def claim_job(job_id: int) -> Claim | None:
+    """Mark the job running for this process; None when it is not to be run here.
+
+    One conditional UPDATE: a queued job, or a running one whose heartbeat is older than
+    ``job_stale_seconds`` (its worker died), without a cancel request. A task that gets None
+    does nothing: the job is finished, cancelled, or running elsewhere.
+    """
+    now = _now()
+    stale = now - timedelta(seconds=get_settings().job_stale_seconds)
+    me = worker_name()
+    claimable = or_(
+        Job.status == JobStatus.queued.value,
+        and_(
+            Job.status == JobStatus.running.value,
+            or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < stale),
+        ),
+    )
     with session_scope() as session:
+        won = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.cancel_requested.is_(False), claimable)
+            .values(
+                status=JobStatus.running.value,
+                attempts=Job.attempts + 1,
+                started_at=func.coalesce(Job.started_at, now),
+                heartbeat_at=now,
+                worker=me,
+            )
+        )
+        if won.rowcount:  # type: ignore[attr-defined]
+            attempt = int(session.scalar(select(Job.attempts).where(Job.id == job_id)) or 1)
+            message = "started" if attempt == 1 else f"resumed (attempt {attempt})"
+            session.execute(update(Job).where(Job.id == job_id).values(message=message))
+            return Claim(job_id=job_id, attempt=attempt, worker=me)
         job = session.get(Job, job_id)
         if job is None:
             log.warning("job %s does not exist; dropping the task", job_id)
-            return False
-        if JobStatus(job.status).terminal:
-            log.info("job %s is already %s; nothing to do", job_id, job.status)
-            return False
-        if job.cancel_requested:
+        elif job.status == JobStatus.queued.value and job.cancel_requested:
             job.status = JobStatus.cancelled.value
-            job.finished_at = _now()
-            return False
-        job.status = JobStatus.running.value
-        job.attempts += 1
-        job.started_at = job.started_at or _now()
-        job.heartbeat_at = _now()
-        job.worker = socket.gethostname()
-        job.message = "started" if job.attempts == 1 else f"resumed (attempt {job.attempts})"
-        return True
+            job.finished_at = now
+            job.message = "cancelled before it started"
+        else:
+            log.info("job %s is %s (worker %s); nothing to do", job_id, job.status, job.worker)
+        return None
 
 
-def finish_job(job_id: int, status: JobStatus, *, message: str, error: str | None = None) -> None:
+@contextmanager
+def claimed(job_id: int) -> Iterator[Claim | None]:
+    """``claim_job``, with the job's heartbeat kept by this process's presence meanwhile."""
+    claim = claim_job(job_id)
+    if claim is None:
+        yield None
+        return
+    if _presence is not None:
+        _presence.hold(claim)
+    try:
+        yield claim
+    finally:
+        if _presence is not None:
+            _presence.release(claim)
+
+
+def finish_job(claim: Claim, status: JobStatus, *, message: str, error: str | None = None) -> bool:
+    """Record the end of the claim's attempt; False (and nothing written) if it lost the job."""
+    values: dict[str, Any] = {
+        "status": status.value,
+        "message": message,
+        "error": error,
+        "finished_at": _now(),
+    }
+    if status is JobStatus.succeeded:
+        values["progress"] = 1.0
     with session_scope() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            return
-        job.status = status.value
-        job.message = message
-        job.error = error
-        job.finished_at = _now()
-        if status is JobStatus.succeeded:
-            job.progress = 1.0
+        result = session.execute(update(Job).where(*_owned(claim)).values(**values))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 class JobReporter:
-    """Writes progress and heartbeats to the job row, at most every ``interval`` seconds."""
+    """Progress to the job row (at most every ``interval`` s), and the stop check.
 
-    def __init__(self, job_id: int, *, interval: float = 1.0) -> None:
-        self.job_id = job_id
+    ``cancel_requested`` reads the row on every call (one small indexed read, so training can
+    check it before every step): True when a cancel was requested, or when the job is no
+    longer this claim's (``lost``), in which case the task must write nothing more.
+    """
+
+    def __init__(self, claim: Claim, *, interval: float = 1.0) -> None:
+        self.claim = claim
         self.interval = interval
+        self.lost = False
         self._last = 0.0
-        self._last_check = 0.0
-        self._cancelled = False
+        self._stop = False
 
     def report(self, fraction: float, message: str, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -71,23 +174,166 @@ class JobReporter:
             return
         self._last = now
         with session_scope() as session:
-            job = session.get(Job, self.job_id)
-            if job is None:
-                return
-            job.progress = max(0.0, min(1.0, float(fraction)))
-            job.message = message
-            job.heartbeat_at = _now()
-            self._cancelled = job.cancel_requested
+            session.execute(
+                update(Job)
+                .where(*_owned(self.claim))
+                .values(
+                    progress=max(0.0, min(1.0, float(fraction))),
+                    message=message,
+                    heartbeat_at=_now(),
+                )
+            )
 
     def cancel_requested(self) -> bool:
-        """Checked between training steps; re-reads the flag at most every ``interval`` s."""
-        if self._cancelled:
+        if self._stop:
             return True
-        now = time.monotonic()
-        if now - self._last_check < self.interval:
-            return False
-        self._last_check = now
         with session_scope() as session:
-            job = session.get(Job, self.job_id)
-            self._cancelled = bool(job and job.cancel_requested)
-        return self._cancelled
+            row = session.execute(
+                select(Job.cancel_requested, Job.status, Job.attempts, Job.worker).where(
+                    Job.id == self.claim.job_id
+                )
+            ).one_or_none()
+        mine = (
+            row is not None
+            and row.status == JobStatus.running.value
+            and row.attempts == self.claim.attempt
+            and row.worker == self.claim.worker
+        )
+        self.lost = not mine
+        self._stop = self.lost or bool(row and row.cancel_requested)
+        return self._stop
+
+
+# --------------------------------------------------------------------------- presence
+
+
+def _gpu() -> str:
+    """The GPUs this process may use: CUDA_VISIBLE_DEVICES, else what torch sees, or "cpu"."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return visible.strip() if visible.strip() not in ("", "-1") else "cpu"
+    if get_settings().device == "cpu":
+        return "cpu"
+    import torch  # the worker has it; only asked when the environment does not say
+
+    count = torch.cuda.device_count()
+    return ",".join(str(i) for i in range(count)) if count else "cpu"
+
+
+class Presence:
+    """This worker process's row in ``workers`` and its heartbeat thread."""
+
+    def __init__(self, *, name: str, queues: list[str]) -> None:
+        self.name = name
+        self.queues = queues
+        self.interval = get_settings().heartbeat_seconds
+        self._claims: dict[int, Claim] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="attrivue-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        """Register, re-queue what lost workers left (a replacement picks it up), then beat."""
+        self._register()
+        self._recover()
+        self._thread.start()
+        log.info("worker %s registered (queues %s)", self.name, ",".join(self.queues))
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.interval + 5)
+        try:
+            with session_scope() as session:
+                job_svc.remove_worker(session, name=self.name)
+        except Exception:
+            log.warning("could not remove worker %s", self.name, exc_info=True)
+
+    def hold(self, claim: Claim) -> None:
+        with self._lock:
+            self._claims[claim.job_id] = claim
+        self._touch_quietly()
+
+    def release(self, claim: Claim) -> None:
+        with self._lock:
+            self._claims.pop(claim.job_id, None)
+        self._touch_quietly()
+
+    def beat(self) -> None:
+        """One heartbeat: the worker row, the held jobs' heartbeats, then the recovery."""
+        self._touch()
+        self._recover()
+
+    def _touch_quietly(self) -> None:
+        """Show ``current_job_id`` at once; the next beat retries if the database is away."""
+        try:
+            self._touch()
+        except Exception:
+            log.warning("worker %s could not update its row", self.name, exc_info=True)
+
+    def _touch(self) -> None:
+        with self._lock:
+            claims = list(self._claims.values())
+        current = claims[0].job_id if claims else None
+        with session_scope() as session:
+            if not job_svc.touch_worker(session, name=self.name, current_job_id=current):
+                self._register_in(session)
+                job_svc.touch_worker(session, name=self.name, current_job_id=current)
+            for claim in claims:
+                session.execute(update(Job).where(*_owned(claim)).values(heartbeat_at=_now()))
+
+    def _register(self) -> None:
+        with session_scope() as session:
+            self._register_in(session)
+
+    def _register_in(self, session: Session) -> None:
+        job_svc.register_worker(
+            session,
+            name=self.name,
+            hostname=socket.gethostname(),
+            queues=self.queues,
+            gpu=_gpu(),
+            pid=os.getpid(),
+        )
+
+    def _recover(self) -> None:
+        with session_scope() as session:
+            job_svc.recover_lost_jobs(session, get_settings())
+            job_svc.prune_workers(session)
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # a database hiccup must not end the heartbeats for good
+                log.warning("heartbeat of worker %s failed", self.name, exc_info=True)
+
+
+_presence: Presence | None = None
+
+
+def worker_name() -> str:
+    """This process as ``workers.name`` and ``jobs.worker`` know it."""
+    if _presence is not None:
+        return _presence.name
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def start_presence(*, nodename: str, queues: list[str]) -> Presence | None:
+    """Register this process (once) and start its heartbeats."""
+    global _presence
+    if _presence is None:
+        _presence = Presence(name=f"{nodename}:{os.getpid()}", queues=queues)
+        try:
+            _presence.start()
+        except Exception:  # the worker still runs tasks; their progress keeps them alive
+            log.exception("could not register worker %s; no heartbeats", _presence.name)
+            _presence = None
+    return _presence
+
+
+def stop_presence() -> None:
+    global _presence
+    if _presence is not None:
+        _presence.stop()
+        _presence = None

@@ -11,7 +11,7 @@ from backend.core.config import get_settings
 from backend.core.db import session_scope
 from backend.models import Job, JobStatus, Run, RunMetric, Subject
 from backend.storage import get_storage
-from worker.tasks.common import JobReporter, claim_job, finish_job
+from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,11 @@ def _samples(run_id: int) -> tuple[dict, list]:
         return dict(run.config), samples
 
 
-def _set_run_status(run_id: int, status: str, **fields: object) -> None:
+def _set_run_status(run_id: int, status: str, claim: Claim | None = None, **fields: object) -> None:
+    """Write the run, unless ``claim`` is given and no longer holds the job."""
     with session_scope() as session:
+        if claim is not None and not owns(session, claim):
+            return
         run = session.get(Run, run_id)
         if run is not None:
             run.status = status
@@ -46,8 +49,10 @@ def _set_run_status(run_id: int, status: str, **fields: object) -> None:
                 setattr(run, key, value)
 
 
-def _store_epoch(run_id: int, epoch: int, values: dict[str, float | None]) -> None:
+def _store_epoch(claim: Claim, run_id: int, epoch: int, values: dict[str, float | None]) -> None:
     with session_scope() as session:
+        if not owns(session, claim):
+            return
         # Re-delivered after a crash, an epoch may be stored again: replace, never duplicate.
         session.query(RunMetric).filter(
             RunMetric.run_id == run_id, RunMetric.epoch == epoch, RunMetric.step.is_(None)
@@ -59,33 +64,48 @@ def _store_epoch(run_id: int, epoch: int, values: dict[str, float | None]) -> No
 
 
 def run_training(job_id: int) -> None:
+    with session_scope() as session:
+        run = session.query(Run).filter(Run.job_id == job_id).one_or_none()
+        run_id = run.id if run else None
+    if run_id is None:
+        log.warning("train job %s has no run; dropping it", job_id)
+        return
+    with claimed(job_id) as claim:
+        if claim is None:
+            with session_scope() as session:
+                job = session.get(Job, job_id)
+                cancelled = job is not None and job.status == JobStatus.cancelled.value
+            if cancelled:
+                _set_run_status(run_id, JobStatus.cancelled.value)
+            return
+        try:
+            _train(claim, run_id)
+        except Exception as exc:
+            log.exception("training job %s failed", job_id)
+            error = f"{type(exc).__name__}: {exc}"
+            if finish_job(claim, JobStatus.failed, message="failed", error=error):
+                _set_run_status(run_id, JobStatus.failed.value)
+
+
+def _train(claim: Claim, run_id: int) -> None:
     from worker.ml.configs import RunConfig
     from worker.ml.training import ProgressEvent, TrainingCancelled, train
 
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        run = session.query(Run).filter(Run.job_id == job_id).one_or_none()
-        run_id = run.id if run else None
-    if job is None or run_id is None:
-        log.warning("train job %s has no run; dropping it", job_id)
-        return
-    if not claim_job(job_id):
-        with session_scope() as session:
-            status = session.get(Job, job_id).status  # type: ignore[union-attr]
-        _set_run_status(run_id, status)
-        return
-    _set_run_status(run_id, "running")
+    _set_run_status(run_id, "running", claim)
     settings = get_settings()
-    reporter = JobReporter(job_id)
+    reporter = JobReporter(claim)
     raw_config, samples = _samples(run_id)
     config = RunConfig.model_validate(raw_config)
     if config.device == "auto" and settings.device != "auto":
         config = config.model_copy(update={"device": settings.device})
+    where = {"epoch": 0, "step": 0, "steps": 0}
 
     def on_progress(event: ProgressEvent) -> None:
         message = f"epoch {event.epoch}/{event.epochs}"
-        if event.kind == "step" and event.loss_c is not None:
-            message += f", step {event.step}/{event.steps}, L_C {event.loss_c:.4f}"
+        if event.kind == "step":
+            where.update(epoch=event.epoch, step=event.step, steps=event.steps)
+            if event.loss_c is not None:
+                message += f", step {event.step}/{event.steps}, L_C {event.loss_c:.4f}"
         reporter.report(event.fraction, message, force=event.kind != "step")
         if event.kind == "epoch":
             values = {
@@ -99,7 +119,7 @@ def run_training(job_id: int) -> None:
                 "step_seconds": event.step_seconds,
             }
             values.update({k: v for k, v in event.metrics.items() if isinstance(v, int | float)})
-            _store_epoch(run_id, event.epoch, values)
+            _store_epoch(claim, run_id, event.epoch, values)
 
     try:
         result = train(
@@ -110,19 +130,19 @@ def run_training(job_id: int) -> None:
             should_stop=reporter.cancel_requested,
         )
     except TrainingCancelled:
-        finish_job(job_id, JobStatus.cancelled, message="cancelled")
-        _set_run_status(run_id, "cancelled")
-        return
-    except Exception as exc:
-        log.exception("training job %s failed", job_id)
-        finish_job(job_id, JobStatus.failed, message="failed", error=f"{type(exc).__name__}: {exc}")
-        _set_run_status(run_id, "failed")
+        if reporter.lost:
+            log.warning("job %s was taken over by another worker; stopped", claim.job_id)
+            return
+        at = f"epoch {where['epoch']}, after step {where['step']}/{where['steps']}"
+        message = f"cancelled ({at})" if where["steps"] else "cancelled before its first step"
+        if finish_job(claim, JobStatus.cancelled, message=message):
+            _set_run_status(run_id, JobStatus.cancelled.value)
         return
     metrics = {f"test_{k}": v for k, v in result.test_metrics.items()}
     metrics["epochs_completed"] = result.epochs_completed
     metrics["resumed_from_epoch"] = result.resumed_from_epoch
-    _set_run_status(run_id, "succeeded", metrics=metrics)
-    finish_job(job_id, JobStatus.succeeded, message=f"trained {result.epochs_completed} epochs")
+    _set_run_status(run_id, "succeeded", claim, metrics=metrics)
+    finish_job(claim, JobStatus.succeeded, message=f"trained {result.epochs_completed} epochs")
 
 
 @shared_task(name="attrivue.train", acks_late=True, reject_on_worker_lost=True)

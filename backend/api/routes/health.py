@@ -1,13 +1,17 @@
-"""Health: the database and the broker (no login needed; reveals no data)."""
+"""Health: the database, the broker and the live workers (no login needed; reveals no data)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from backend.api.deps import SessionDep, SettingsDep
+from backend.core.config import Settings
 from backend.core.queue import make_celery
+from backend.schemas.job import WorkerPublic
+from backend.services.jobs import live_workers
 
 router = APIRouter(tags=["health"])
 
@@ -16,9 +20,10 @@ class Health(BaseModel):
     status: str
     database: str
     broker: str
+    workers: list[WorkerPublic]  # seen within ATTRIVUE_JOB_STALE_SECONDS
 
 
-def _broker_ok(settings) -> str:  # type: ignore[no-untyped-def]
+def _broker_ok(settings: Settings) -> str:
     try:
         with make_celery(settings).connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
@@ -27,16 +32,37 @@ def _broker_ok(settings) -> str:  # type: ignore[no-untyped-def]
         return f"unreachable ({type(exc).__name__})"
 
 
+def _workers(session: Session, settings: Settings) -> list[WorkerPublic]:
+    return [
+        WorkerPublic(
+            name=w.name,
+            queues=[q for q in w.queues.split(",") if q],
+            gpu=w.gpu,
+            busy=w.current_job_id is not None,
+            started_at=w.started_at,
+            last_seen_at=w.last_seen_at,
+        )
+        for w in live_workers(session, settings=settings)
+    ]
+
+
 @router.get("/health", operation_id="health")
 def health(session: SessionDep, settings: SettingsDep, response: Response) -> Health:
-    """Whether the database and the broker answer."""
+    """Whether the database and the broker answer, and which workers are alive.
+
+    No worker is no failure (`serve --no-worker` has none): jobs wait queued until one starts.
+    """
+    workers: list[WorkerPublic] = []
     try:
         session.execute(text("SELECT 1"))
         database = "ok"
+        workers = _workers(session, settings)
     except Exception as exc:
         database = f"unreachable ({type(exc).__name__})"
     broker = _broker_ok(settings)
     healthy = database == "ok" and broker == "ok"
     if not healthy:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return Health(status="ok" if healthy else "degraded", database=database, broker=broker)
+    return Health(
+        status="ok" if healthy else "degraded", database=database, broker=broker, workers=workers
+    )

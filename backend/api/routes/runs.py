@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 
 from backend.api.deps import CurrentUser, SessionDep, SettingsDep, authorize
+from backend.api.routes.jobs import EVENT_STREAM, event_stream
 from backend.schemas.job import JobPublic
-from backend.schemas.run import MetricPoint, RunCreate, RunMetricsPublic, RunPublic, RunsPublic
+from backend.schemas.run import (
+    MetricPoint,
+    RunComparison,
+    RunCreate,
+    RunMetricsPublic,
+    RunPublic,
+    RunsPublic,
+)
 from backend.services import jobs as job_svc
 from backend.services import projects
 from backend.services import runs as svc
@@ -15,6 +27,8 @@ from backend.services.errors import NotFound
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
+MAX_COMPARED = 20
+
 
 @router.get("", operation_id="listRuns")
 def list_runs(
@@ -22,13 +36,21 @@ def list_runs(
     session: SessionDep,
     dataset_id: int | None = None,
     status: str | None = None,
+    loss_setting: str | None = None,
+    network: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
 ) -> RunsPublic:
-    """Runs, newest first, optionally filtered by dataset and status."""
+    """Runs, newest first; filters: dataset, status, loss setting, network, creation time."""
     runs = svc.list_runs(
         session,
         project_ids=projects.member_project_ids(session, user),
         dataset_id=dataset_id,
         status=status,
+        loss_setting=loss_setting,
+        network=network,
+        created_after=created_after,
+        created_before=created_before,
     )
     return RunsPublic(data=[RunPublic.model_validate(r) for r in runs], count=len(runs))
 
@@ -48,6 +70,20 @@ def create_run(
     return RunPublic.model_validate(run)
 
 
+@router.get("/compare", operation_id="compareRuns")
+def compare_runs(
+    user: CurrentUser,
+    session: SessionDep,
+    ids: Annotated[list[int], Query(min_length=1, max_length=MAX_COMPARED)],
+    metrics: Annotated[list[str] | None, Query()] = None,
+) -> RunComparison:
+    """Runs side by side: configs (differing keys flagged), final metrics, epoch series."""
+    runs = [svc.get_run(session, run_id) for run_id in dict.fromkeys(ids)]
+    for run in runs:
+        authorize(session, user, run)
+    return svc.compare_runs(session, runs, metric_names=metrics or ())
+
+
 @router.get("/{run_id}", operation_id="getRun")
 def get_run(run_id: int, user: CurrentUser, session: SessionDep) -> RunPublic:
     """One run."""
@@ -65,8 +101,35 @@ def get_run_metrics(run_id: int, user: CurrentUser, session: SessionDep) -> RunM
     return RunMetricsPublic(run_id=run.id, data=points)
 
 
+def _render(event: str, payload: Any) -> str:
+    if event == "run":
+        return RunPublic.model_validate(payload).model_dump_json()
+    if event == "job":
+        return JobPublic.model_validate(payload).model_dump_json()
+    points = [MetricPoint.model_validate(p) for p in payload]
+    return RunMetricsPublic(run_id=payload[0].run_id, data=points).model_dump_json()
+
+
+@router.get(
+    "/{run_id}/events",
+    operation_id="streamRunEvents",
+    response_class=StreamingResponse,
+    responses=EVENT_STREAM,
+)
+def stream_run_events(
+    run_id: int, request: Request, user: CurrentUser, session: SessionDep
+) -> StreamingResponse:
+    """Live run: `run` (RunPublic), `job` (JobPublic) and `metrics` (RunMetricsPublic, the new
+    points only) events, now and at every change, until the run and its job end."""
+    authorize(session, user, svc.get_run(session, run_id))
+    session.close()  # the stream reads with sessions of its own; hold no connection meanwhile
+    return event_stream(svc.run_changes(run_id), _render, request)
+
+
 @router.post("/{run_id}/cancel", operation_id="cancelRun")
-def cancel_run(run_id: int, user: CurrentUser, session: SessionDep) -> JobPublic:
+def cancel_run(
+    run_id: int, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> JobPublic:
     """Cancel the run's training job."""
     run = svc.get_run(session, run_id)
     authorize(session, user, run, projects.WRITE)
@@ -74,7 +137,21 @@ def cancel_run(run_id: int, user: CurrentUser, session: SessionDep) -> JobPublic
     if job is None:
         raise NotFound(f"run {run_id} has no job")
     job_svc.cancel_job(session, job)
-    if job.status == "cancelled":
-        run.status = "cancelled"
     session.commit()
+    if job.status == "cancelled":
+        job_svc.revoke_job(job, settings)
     return JobPublic.model_validate(job)
+
+
+@router.post("/{run_id}/retry", operation_id="retryRun", status_code=202)
+def retry_run(
+    run_id: int, user: CurrentUser, session: SessionDep, settings: SettingsDep
+) -> RunPublic:
+    """Queue a failed or cancelled run again; it resumes from its last checkpoint (409 else)."""
+    run = svc.get_run(session, run_id)
+    authorize(session, user, run, projects.WRITE)
+    svc.retry_run(session, run, user=user)
+    session.commit()
+    assert run.job_id is not None
+    job_svc.dispatch(session, job_svc.get_job(session, run.job_id), settings)
+    return RunPublic.model_validate(run)

@@ -25,5 +25,7 @@ class AttributionMap(CreatedAt, Base):
     convergence_delta: Mapped[float | None] = mapped_column(Float)
     logit: Mapped[float | None] = mapped_column(Float)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), index=True
+    )
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

@@ -159,8 +159,13 @@ def test_verdicts_follow_the_numbers() -> None:
             "test_a_erased": {"auroc": 0.95},
         },
     }
-    assert experiments.shortcut_verdict(shortcut).startswith("**Expectation held**.")
+    assert experiments.shortcut_verdict(shortcut, 0.05).startswith("**Expectation held**.")
+    # L_C only at chance on site B no more: one point fails.
     shortcut["lc_only"]["test_b"]["auroc"] = 1.0
-    assert experiments.shortcut_verdict(shortcut).startswith(
+    assert experiments.shortcut_verdict(shortcut, 0.05).startswith(
+        "**Expectation held in 6 of 7 points**"
+    )
+    # An artefact share below an even spread does not count as pointing at the artefact.
+    assert experiments.shortcut_verdict(shortcut, 0.7).startswith(
         "**Expectation held in 5 of 7 points**"
     )

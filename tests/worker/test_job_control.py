@@ -13,17 +13,14 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import REPO, _clear_caches, postgres_database
-from tests.helpers import brain_volume, wait_for, write_nifti
+from tests.conftest import REPO
+from tests.helpers import wait_for
+from tests.worker.conftest import PASSWORD, make_dataset
 
-BACKENDS = ["embedded", "redis+postgres"]
-PASSWORD = "researcher-pass"
 TERMINAL = ("succeeded", "failed", "cancelled")
 # Eight training subjects in batches of two on a 24x28x24 grid, with an IG constraint: four
 # steps of a few tenths of a second each (most of an epoch, as validation is cheap here).
@@ -37,85 +34,6 @@ CONFIG = {
     "ig_steps": 8,
     "val_attribution": False,
 }
-
-
-@pytest.fixture(params=BACKENDS)
-def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch) -> Iterator[dict]:
-    """Environment of one backend flavour, shared by the test process and its workers."""
-    env = {
-        "ATTRIVUE_DATA_DIR": str(tmp_path / "data"),
-        "ATTRIVUE_ENVIRONMENT": "test",
-        "ATTRIVUE_DEVICE": "cpu",
-        "ATTRIVUE_HEARTBEAT_SECONDS": "1",
-        "ATTRIVUE_JOB_STALE_SECONDS": "5",
-    }
-    databases: Iterator[str] | None = None
-    if request.param == "redis+postgres":
-        redis_url = os.environ.get("ATTRIVUE_TEST_REDIS_URL")
-        pg_url = os.environ.get("ATTRIVUE_TEST_DATABASE_URL")
-        if not (redis_url and pg_url):
-            pytest.skip("set ATTRIVUE_TEST_REDIS_URL and ATTRIVUE_TEST_DATABASE_URL (.ci/run does)")
-        import redis
-
-        redis.Redis.from_url(redis_url).flushdb()  # no stale messages from earlier runs
-        databases = postgres_database(pg_url)
-        env["ATTRIVUE_DATABASE_URL"] = next(databases)
-        env["ATTRIVUE_BROKER_URL"] = redis_url
-    else:
-        monkeypatch.delenv("ATTRIVUE_DATABASE_URL", raising=False)
-        monkeypatch.delenv("ATTRIVUE_BROKER_URL", raising=False)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    _clear_caches()
-    from backend.core.db import upgrade_database
-
-    upgrade_database()
-    try:
-        yield env
-    finally:
-        _clear_caches()
-        if databases is not None:
-            next(databases, None)
-
-
-def _dataset(tmp_path: Path) -> int:
-    """A user ``r`` and a dataset of 8 training, 2 validation and 2 test subjects."""
-    from backend.core.db import session_scope
-    from backend.services.datasets import create_dataset, import_subject
-    from backend.services.projects import create_project
-    from backend.services.users import create_user
-    from backend.storage import get_storage
-
-    with session_scope() as session:
-        user = create_user(session, username="r", password=PASSWORD, role="researcher")
-        project = create_project(session, name="p", description="", user=user)
-        dataset = create_dataset(
-            session, project_id=project.id, name="d", description="", user=user
-        )
-        for i, split in enumerate(["train"] * 8 + ["val"] * 2 + ["test"] * 2):
-            lesion = i % 2 == 1
-            image, mask = brain_volume(seed=i, lesion=lesion)
-            files = {"image": write_nifti(tmp_path / f"i{i}.nii.gz", image)}
-            if lesion:
-                files["mask"] = write_nifti(tmp_path / f"m{i}.nii.gz", mask)
-            handles = {key: open(path, "rb") for key, path in files.items()}
-            try:
-                import_subject(
-                    session,
-                    get_storage(),
-                    dataset=dataset,
-                    subject_key=f"sub-{i}",
-                    label=int(lesion),
-                    split=split,
-                    image=(files["image"].name, handles["image"]),
-                    mask=(files["mask"].name, handles["mask"]) if lesion else None,
-                    max_bytes=10**8,
-                )
-            finally:
-                for handle in handles.values():
-                    handle.close()
-        return dataset.id
 
 
 def _queue_run(dataset_id: int, epochs: int) -> tuple[int, int]:
@@ -189,7 +107,7 @@ def _client() -> TestClient:
 def test_cancel_stops_training_within_a_step_and_health_shows_the_worker(
     stack: dict, tmp_path: Path
 ) -> None:
-    run_id, job_id = _queue_run(_dataset(tmp_path), epochs=30)
+    run_id, job_id = _queue_run(make_dataset(tmp_path)[1], epochs=30)
     log = tmp_path / "worker.log"
     worker = _start_worker(stack, log)
     client = _client()
@@ -237,7 +155,7 @@ def test_a_job_whose_worker_is_killed_is_recovered_and_resumed(stack: dict, tmp_
     from backend.models import Run
     from backend.storage import get_storage
 
-    dataset_id = _dataset(tmp_path)
+    dataset_id = make_dataset(tmp_path)[1]
     run_id, job_id = _queue_run(dataset_id, epochs=3)
     log = tmp_path / "worker.log"
     first = _start_worker(stack, log)

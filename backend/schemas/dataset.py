@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from backend.schemas.common import ORMModel
 
@@ -43,6 +43,16 @@ class SubjectPublic(ORMModel):
     has_mask: bool
     shape: list[int]
     created_at: datetime
+
+
+class SubjectUpdate(BaseModel):
+    """Fields of a subject that may change after upload; the ones left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: Literal[0, 1] | None = Field(default=None, description="0 healthy, 1 pathological")
+    split: Split | None = None
+    site: str | None = Field(default=None, max_length=64)
 
 
 class SubjectsPublic(BaseModel):

@@ -10,8 +10,9 @@ from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import FileResponse
 
 from backend.api.deps import CurrentUser, SessionDep, StorageDep, authorize
-from backend.schemas.dataset import SubjectPublic
+from backend.schemas.dataset import SubjectPublic, SubjectUpdate
 from backend.services import datasets as svc
+from backend.services.projects import WRITE
 
 router = APIRouter(prefix="/subjects", tags=["subjects"])
 
@@ -23,6 +24,22 @@ def get_subject(subject_id: int, user: CurrentUser, session: SessionDep) -> Subj
     """One subject."""
     subject = svc.get_subject(session, subject_id)
     authorize(session, user, subject)
+    return svc.subject_public(subject)
+
+
+@router.patch("/{subject_id}", operation_id="updateSubject")
+def update_subject(
+    subject_id: int, body: SubjectUpdate, user: CurrentUser, session: SessionDep
+) -> SubjectPublic:
+    """Change a subject's label, split or site (admins and researchers of its project)."""
+    subject = svc.get_subject(session, subject_id)
+    authorize(session, user, subject, WRITE)
+    for name, value in body.model_dump(exclude_unset=True).items():
+        if value is None:
+            raise HTTPException(422, detail=f"{name} may not be null")
+        setattr(subject, name, value)
+    session.commit()
+    session.refresh(subject)
     return svc.subject_public(subject)
 
 

@@ -47,6 +47,19 @@ export function createApi(http: Http) {
     },
     subjects: {
       get: (subject_id: number) => client.GET("/subjects/{subject_id}", { path: { subject_id } }),
+      /** Change label, split or site (admins and researchers). */
+      update: (subject_id: number, body: BodyOf<Operation<"/subjects/{subject_id}", "patch">>) =>
+        client.PATCH("/subjects/{subject_id}", { path: { subject_id }, body }),
+    },
+    uploads: {
+      /** Open a chunked upload; its bytes go with PUT /uploads/{id} (upload/transfer.ts, for progress). */
+      create: (body: BodyOf<Operation<"/uploads", "post">>) => client.POST("/uploads", { body }),
+      get: (upload_id: string) => client.GET("/uploads/{upload_id}", { path: { upload_id } }),
+    },
+    imports: {
+      /** Import the subjects of completed uploads (files, a manifest or participants.tsv, or a zip). */
+      fromUploads: (dataset_id: number, upload_ids: string[]) =>
+        client.POST("/datasets/{dataset_id}/imports", { path: { dataset_id }, body: { upload_ids } }),
     },
     runs: {
       list: (query: RunFilter = {}) => client.GET("/runs", { query }),

@@ -19,12 +19,15 @@ export type ErrorDetail = string | ValidationIssue[];
 export class ApiError extends Error {
   readonly status: number;
   readonly detail: ErrorDetail | null;
+  /** The whole JSON body of the answer (an import's `errors` list, say), or null. */
+  readonly body: unknown;
 
-  constructor(status: number, message: string, detail: ErrorDetail | null = null) {
+  constructor(status: number, message: string, detail: ErrorDetail | null = null, body: unknown = null) {
     super(message);
     this.name = "ApiError";
     this.status = status;
     this.detail = detail;
+    this.body = body;
   }
 }
 
@@ -59,8 +62,9 @@ export function formatDetail(detail: unknown): string | null {
 export async function errorFromResponse(response: Response): Promise<ApiError> {
   let detail: ErrorDetail | null = null;
   let message: string | null = null;
+  let body: unknown = null;
   try {
-    const body: unknown = await response.json();
+    body = await response.json();
     if (body && typeof body === "object" && "detail" in body) {
       const raw = (body as { detail: unknown }).detail;
       message = formatDetail(raw);
@@ -70,7 +74,7 @@ export async function errorFromResponse(response: Response): Promise<ApiError> {
     // Not JSON (a proxy error page, say): fall back to the status line.
   }
   const fallback = `${response.status} ${response.statusText || "request failed"}`.trim();
-  return new ApiError(response.status, message ?? fallback, detail);
+  return new ApiError(response.status, message ?? fallback, detail, body);
 }
 
 export interface HttpOptions {

@@ -10,6 +10,7 @@ import type { components, paths } from "./schema";
 import type { Attribution, Dataset, DatasetCreate, Job, Project, Run, RunCreate, Subject, User } from "./types";
 import { readStats } from "./types";
 import { attributionMapUrl, parseId, parseIdList, runEventsUrl, subjectImageUrl, subjectMaskDrawingUrl } from "./urls";
+import { chunkUrl } from "../upload/transfer";
 
 type Schemas = components["schemas"];
 type Answer<F extends (...args: never[]) => Promise<unknown>> = Awaited<ReturnType<F>>;
@@ -99,6 +100,10 @@ describe("every client call is an operation of openapi.json", () => {
       ["listSubjects", () => api.datasets.subjects(1)],
       ["uploadSubject", () => api.datasets.uploadSubject(1, { subject_key: "s", label: 1, image })],
       ["getSubject", () => api.subjects.get(1)],
+      ["updateSubject", () => api.subjects.update(1, { split: "val", label: 1 })],
+      ["createUpload", () => api.uploads.create({ project_id: 1, filename: "a/b.nii.gz", size: 3 })],
+      ["getUpload", () => api.uploads.get("u1")],
+      ["importSubjects", () => api.imports.fromUploads(1, ["u1", "u2"])],
       ["listRuns", () => api.runs.list({ dataset_id: 1 })],
       ["getRun", () => api.runs.get(1)],
       ["createRun", () => api.runs.create({ dataset_id: 1, name: "r" })],
@@ -128,6 +133,10 @@ describe("every client call is an operation of openapi.json", () => {
       const [url, init] = fetch.mock.calls[0] as [string, RequestInit];
       expect(operationFor(init.method ?? "GET", url), `${init.method} ${url}`).toBe(operationId);
     }
+  });
+
+  it("sends upload chunks to appendUpload", () => {
+    expect(operationFor("PUT", chunkUrl("0f3a-b"))).toBe("appendUpload");
   });
 
   it("builds the viewer's file URLs from documented paths", () => {

@@ -804,7 +804,11 @@ export interface paths {
         delete?: never;
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Update Subject
+         * @description Change a subject's label, split or site (admins and researchers of its project).
+         */
+        patch: operations["updateSubject"];
         trace?: never;
     };
     "/api/v1/subjects/{subject_id}/image.nii.gz": {
@@ -1586,6 +1590,21 @@ export interface components {
             subject_key: string;
             /** Target */
             target: number | null;
+        };
+        /**
+         * SubjectUpdate
+         * @description Fields of a subject that may change after upload; the ones left out stay as they are.
+         */
+        SubjectUpdate: {
+            /**
+             * Label
+             * @description 0 healthy, 1 pathological
+             */
+            label?: (0 | 1) | null;
+            /** Site */
+            site?: string | null;
+            /** Split */
+            split?: ("train" | "val" | "test") | null;
         };
         /** SubjectsPublic */
         SubjectsPublic: {
@@ -3199,6 +3218,41 @@ export interface operations {
             cookie?: never;
         };
         requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubjectPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    updateSubject: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                subject_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SubjectUpdate"];
+            };
+        };
         responses: {
             /** @description Successful Response */
             200: {

@@ -1,7 +1,7 @@
 import { type FormEvent, useRef, useState } from "react";
 import { Link, useParams } from "react-router";
 import { api } from "../api/client";
-import type { Attribution, Run, Subject } from "../api/types";
+import type { Attribution, Label, Run, Split, Subject } from "../api/types";
 import { SPLITS, canWrite, isActive } from "../api/types";
 import { compareViewerPath, parseId, viewerPath } from "../api/urls";
 import { ErrorMessage, Field, ProgressBar, StatusBadge } from "../components/common";
@@ -14,6 +14,7 @@ import {
   validateUploadForm,
 } from "../forms/validation";
 import { useAsync, useJobPolling } from "../hooks";
+import { BulkUpload } from "../upload/BulkUpload";
 
 export function DatasetPage() {
   const { datasetId = "" } = useParams();
@@ -97,8 +98,14 @@ export function DatasetPage() {
           run={selectedRun}
           steps={steps}
           canCompute={writable}
+          onEdited={subjects.reload}
         />
       </section>
+      {writable && projectId != null ? (
+        <section className="panel">
+          <BulkUpload datasetId={parseId(datasetId, "dataset id")} projectId={projectId} onImported={subjects.reload} />
+        </section>
+      ) : null}
       {writable ? (
         <section className="panel">
           <UploadSubjectForm datasetId={datasetId} onUploaded={subjects.reload} />
@@ -114,6 +121,7 @@ function SubjectTable({
   run,
   steps,
   canCompute,
+  onEdited,
 }: {
   subjects: Subject[];
   loading: boolean;
@@ -121,6 +129,8 @@ function SubjectTable({
   steps: string;
   /** False for clinicians: the Compute button is hidden. */
   canCompute: boolean;
+  /** Called after a label or split was changed inline. */
+  onEdited?: () => void;
 }) {
   const attributions = useAsync(
     () => (run ? api.attributions.list({ run_id: run.id }) : Promise.resolve(null)),
@@ -129,6 +139,8 @@ function SubjectTable({
   const [stepsError, setStepsError] = useState<string>();
   const [rowErrors, setRowErrors] = useState<Record<number, unknown>>({});
   const [created, setCreated] = useState<Record<number, Attribution>>({});
+  const [edited, setEdited] = useState<Record<number, Subject>>({});
+  const [saving, setSaving] = useState<Record<number, boolean>>({});
   const activeJobs = Object.values(created)
     .filter((a) => isActive(a.status) && a.job_id != null)
     .map((a) => a.job_id as number);
@@ -167,6 +179,20 @@ function SubjectTable({
     }
   };
 
+  const edit = async (subject: Subject, change: { label?: Label; split?: Split }) => {
+    setRowErrors((e) => ({ ...e, [subject.id]: null }));
+    setSaving((b) => ({ ...b, [subject.id]: true }));
+    try {
+      const updated = await api.subjects.update(subject.id, change);
+      setEdited((e) => ({ ...e, [subject.id]: updated }));
+      onEdited?.();
+    } catch (reason) {
+      setRowErrors((e) => ({ ...e, [subject.id]: reason }));
+    } finally {
+      setSaving((b) => ({ ...b, [subject.id]: false }));
+    }
+  };
+
   return (
     <>
       {stepsError ? <p className="error">{stepsError}</p> : null}
@@ -183,7 +209,9 @@ function SubjectTable({
           </tr>
         </thead>
         <tbody>
-          {subjects.map((s) => {
+          {subjects.map((listed) => {
+            // An edit shows at once, from the server's answer.
+            const s = edited[listed.id] ?? listed;
             const attribution = latest.get(s.id);
             const job = attribution?.job_id != null ? jobs[attribution.job_id] : undefined;
             const status = job ?? attribution;
@@ -195,9 +223,42 @@ function SubjectTable({
                   </Link>
                 </td>
                 <td>
-                  <span className={`label label-${s.label}`}>{labelName(s.label)}</span>
+                  {canCompute ? (
+                    <select
+                      className="subject-edit"
+                      name={`label-${s.id}`}
+                      aria-label={`Label of ${s.subject_key}`}
+                      value={String(s.label)}
+                      disabled={saving[s.id]}
+                      onChange={(e) => void edit(s, { label: Number(e.target.value) as Label })}
+                    >
+                      <option value="0">{labelName(0)}</option>
+                      <option value="1">{labelName(1)}</option>
+                    </select>
+                  ) : (
+                    <span className={`label label-${s.label}`}>{labelName(s.label)}</span>
+                  )}
                 </td>
-                <td>{s.split}</td>
+                <td>
+                  {canCompute ? (
+                    <select
+                      className="subject-edit"
+                      name={`split-${s.id}`}
+                      aria-label={`Split of ${s.subject_key}`}
+                      value={s.split}
+                      disabled={saving[s.id]}
+                      onChange={(e) => void edit(s, { split: e.target.value as Split })}
+                    >
+                      {SPLITS.map((split) => (
+                        <option key={split} value={split}>
+                          {split}
+                        </option>
+                      ))}
+                    </select>
+                  ) : (
+                    s.split
+                  )}
+                </td>
                 <td>{s.has_mask ? "yes" : "–"}</td>
                 <td className="muted">{s.shape.join(" × ")}</td>
                 <td>

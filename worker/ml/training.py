@@ -42,12 +42,6 @@ import torch.nn.functional as F
 from monai.data import CacheDataset, DataLoader
 from monai.transforms import Compose, Transform
 from monai.utils import set_determinism
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    roc_auc_score,
-)
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
@@ -56,6 +50,7 @@ from worker.ml.attribution.differentiable import attribute
 from worker.ml.configs import RunConfig
 from worker.ml.evaluation import AttributionEvaluation, evaluate_attributions, json_safe
 from worker.ml.losses import attribution_loss, target_map, target_mode_for, total_loss
+from worker.ml.metrics import classification_metrics as _classification_metrics
 from worker.ml.nets import build_network, pathological_logit
 from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess
 
@@ -424,21 +419,10 @@ def classification_metrics(
         ``auroc``, ``accuracy``, ``balanced_accuracy``, ``sensitivity``, ``specificity`` and
         ``n``; a metric that is undefined for these labels (one class only) is ``None``.
     """
-    y = np.asarray(labels, dtype=int)
-    p = np.asarray(probabilities, dtype=float)
-    if y.size == 0:
+    if len(labels) == 0:
         return {}
-    predicted = (p >= threshold).astype(int)
-    both_classes = np.unique(y).size == 2
-    tn, fp, fn, tp = confusion_matrix(y, predicted, labels=[0, 1]).ravel()
-    return {
-        "auroc": float(roc_auc_score(y, p)) if both_classes else None,
-        "accuracy": float(accuracy_score(y, predicted)),
-        "balanced_accuracy": float(balanced_accuracy_score(y, predicted)) if both_classes else None,
-        "sensitivity": float(tp / (tp + fn)) if tp + fn else None,
-        "specificity": float(tn / (tn + fp)) if tn + fp else None,
-        "n": int(y.size),
-    }
+    # One implementation (worker.ml.metrics); stored metrics are JSON, so nan becomes None.
+    return json_safe(_classification_metrics(labels, probabilities, threshold=threshold))
 
 
 # --------------------------------------------------------------------------- setup

@@ -8,7 +8,7 @@ from celery import Celery
 
 from backend.core.config import Settings, get_settings
 
-__all__ = ["celery_config", "make_celery", "send_job", "TASK_QUEUES"]
+__all__ = ["celery_config", "client", "make_celery", "send_job", "TASK_QUEUES"]
 
 # Task name -> queue. Training and attribution need the accelerator.
 TASK_QUEUES = {
@@ -56,12 +56,18 @@ def make_celery(settings: Settings | None = None, *, include: list[str] | None =
 _clients: dict[tuple[str, str], Celery] = {}
 
 
-def send_job(task_name: str, job_id: int, settings: Settings | None = None) -> str:
-    """Send a task by name, with the job id only (the database row is the truth)."""
+def client(settings: Settings | None = None) -> Celery:
+    """The process's Celery client for these settings' broker (made once, then reused)."""
     settings = settings or get_settings()
     key = (settings.broker_url, str(settings.broker_dir))
     if key not in _clients:
         _clients[key] = make_celery(settings)
-    app = _clients[key]
-    result = app.send_task(task_name, args=[job_id], queue=TASK_QUEUES.get(task_name, "gpu"))
+    return _clients[key]
+
+
+def send_job(task_name: str, job_id: int, settings: Settings | None = None) -> str:
+    """Send a task by name, with the job id only (the database row is the truth)."""
+    result = client(settings).send_task(
+        task_name, args=[job_id], queue=TASK_QUEUES.get(task_name, "gpu")
+    )
     return str(result.id)

@@ -17,13 +17,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio.to_thread
-from celery import Celery
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from backend.core import queue
 from backend.core.config import Settings
 from backend.core.db import session_scope
-from backend.core.queue import make_celery, send_job
+from backend.core.queue import send_job
 from backend.models import AttributionMap, Dataset, Job, JobStatus, Run, User, Worker
 from backend.services.errors import NotFound, Unavailable
 
@@ -125,9 +125,6 @@ def cancel_job(session: Session, job: Job) -> Job:
     return job
 
 
-_control_apps: dict[tuple[str, str], Celery] = {}
-
-
 def revoke_job(job: Job, settings: Settings) -> None:
     """Tell the workers to drop the job's queued message (call after the commit).
 
@@ -136,11 +133,8 @@ def revoke_job(job: Job, settings: Settings) -> None:
     """
     if not job.celery_task_id:
         return
-    key = (settings.broker_url, str(settings.broker_dir))
     try:
-        if key not in _control_apps:
-            _control_apps[key] = make_celery(settings)
-        _control_apps[key].control.revoke(job.celery_task_id)
+        queue.client(settings).control.revoke(job.celery_task_id)
     except Exception:  # the broker being down must not fail a cancel the database recorded
         log.warning("could not revoke task %s of job %s", job.celery_task_id, job.id, exc_info=True)
 

@@ -254,12 +254,11 @@ def test_retry_queues_a_new_job_for_a_failed_or_cancelled_run(lab: Lab) -> None:
 
 
 def test_cancel_of_a_queued_job_revokes_its_task(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
-    from backend.services import jobs
+    from backend.core import queue
 
     revoked: list[str] = []
-    monkeypatch.setattr(jobs, "_control_apps", {})
-    monkeypatch.setattr(jobs, "make_celery", lambda settings: _FakeCelery(revoked), raising=True)
-    run = _run(lab)
+    run = _run(lab)  # sent through the real client first
+    monkeypatch.setattr(queue, "client", lambda settings=None: _FakeCelery(revoked))
     task_id = _task_id(run["job_id"])
     assert lab.api.post(f"/api/v1/jobs/{run['job_id']}/cancel").json()["status"] == "cancelled"
     assert revoked == [task_id]

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from backend.api.deps import SessionDep, SettingsDep
 from backend.core.config import Settings
-from backend.core.queue import make_celery
+from backend.core.queue import client
 from backend.schemas.job import WorkerPublic
 from backend.services.jobs import live_workers
 
@@ -25,7 +25,7 @@ class Health(BaseModel):
 
 def _broker_ok(settings: Settings) -> str:
     try:
-        with make_celery(settings).connection_for_write() as conn:
+        with client(settings).connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
         return "ok"
     except Exception as exc:  # any transport error means "down" here

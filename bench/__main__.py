@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 import captum
 import torch
 
+from bench import docs
 from bench.bench_ig import IgSettings, render_ig, run_ig
 from bench.bench_training import NetworkSpec, TrainingSettings, render_training, run_training
 from worker.ml.attribution.captum_eval import load_on_grid
@@ -106,34 +106,13 @@ def make_plan(*, quick: bool, device: str, patchgan_width: int) -> Plan:
 # --------------------------------------------------------------------------- the markdown
 
 
-def markers(name: str) -> tuple[str, str]:
-    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-
-
 def replace_section(text: str, name: str, body: str) -> str:
-    """Put ``body`` between the markers of section ``name``, replacing what was there.
-
-    A document without those markers gets the section appended, under its heading.
-    """
-    begin, end = markers(name)
-    block = f"{begin}\n{body.strip()}\n{end}"
-    start = text.find(begin)
-    stop = text.find(end, start + len(begin)) if start >= 0 else -1
-    if start >= 0 and stop >= 0:
-        return text[:start] + block + text[stop + len(end) :]
-    heading = f"## {SECTIONS.get(name, name)}\n\n"
-    return text.rstrip() + "\n\n" + heading + block + "\n"
+    """Put ``body`` in section ``name`` of the page (appended under its heading if absent)."""
+    return docs.replace_section(text, name, body, SECTIONS.get(name, name))
 
 
 def machine_line(device: torch.device) -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = docs.cpu_model()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     where = device.type
     if device.type == "cuda":
@@ -162,21 +141,6 @@ def header(command: str, machine: str, seconds: float, load: tuple[float, float]
         )
         + "\n\n"
     )
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` in one step, so that a reader never sees half a page."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            handle.write(text)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- the command
@@ -252,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seconds = time.perf_counter() - section_started
             text = out.read_text() if out.exists() else INTRO
             stamp = header(command, machine, seconds, (load_before, load_average()))
-            write_atomically(out, replace_section(text, name, stamp + body))
+            docs.write_atomically(out, replace_section(text, name, stamp + body))
             _log(f"[bench] {name}: {seconds:.0f} s, written to {out}")
     _log(f"[bench] done in {time.perf_counter() - started:.0f} s")
     return 0

@@ -39,6 +39,8 @@ import httpx
 import nibabel as nib
 import numpy as np
 
+from bench.docs import cpu_model, replace_section, write_atomically
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 SECTION = "status"
@@ -209,30 +211,12 @@ def render(result: Result) -> str:
 
 
 def machine_line() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     return (
         f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}, 1-minute load average "
         f"{os.getloadavg()[0]:.2f} at the start (client and server on this machine)"
     )
-
-
-def replace_section(text: str, body: str) -> str:
-    """Put ``body`` between this section's markers; a file without them gets it appended."""
-    begin, end = f"<!-- {SECTION}:begin -->", f"<!-- {SECTION}:end -->"
-    block = f"{begin}\n{body.strip()}\n{end}"
-    start = text.find(begin)
-    stop = text.find(end, start + len(begin)) if start >= 0 else -1
-    if start >= 0 and stop >= 0:
-        return text[:start] + block + text[stop + len(end) :]
-    return text.rstrip() + f"\n\n## {HEADING}\n\n" + block + "\n"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -275,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out: Path = args.out
     text = out.read_text() if out.exists() else INTRO
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(replace_section(text, body))
+    write_atomically(out, replace_section(text, SECTION, body, HEADING))
     _log(
         f"{result.requests_per_second:.0f} requests/s, p50 {result.percentile(50) * 1000:.1f} ms, "
         f"p99 {result.percentile(99) * 1000:.1f} ms, {result.errors} errors; written to {out}"

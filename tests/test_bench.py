@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.__main__ import main, markers, replace_section
+from bench.__main__ import main, replace_section
+from bench.docs import markers
 
 SECTION_NAMES = ("training", "ig")
 # Columns of each table that must hold numbers.

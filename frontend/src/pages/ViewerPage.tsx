@@ -9,6 +9,7 @@ import { labelName } from "../format";
 import { useAsync } from "../hooks";
 import { Colorbar } from "../viewer/Colorbar";
 import { ProvenancePanel } from "../viewer/ProvenancePanel";
+import { ShortcutHelp, useViewerShortcuts } from "../viewer/ShortcutHelp";
 import { ViewerControls } from "../viewer/ViewerControls";
 import { newestSucceeded } from "../viewer/select";
 import { useViewerController } from "../viewer/useViewerController";
@@ -52,6 +53,7 @@ export default function ViewerPage() {
   const data = useAsync(() => loadViewerData(subjectId, attributionId), [subjectId, attributionId]);
   const { hostRef, controller, snapshot } = useViewerController();
   const loaded = data.data;
+  useViewerShortcuts(controller);
 
   useEffect(() => {
     if (!controller || !loaded) return;
@@ -84,9 +86,15 @@ export default function ViewerPage() {
           {subject ? <span className="muted small"> {subject.split} split</span> : null}
         </h1>
       </header>
-      <section className="viewer" data-viewer-state={state} aria-busy={state === "loading"}>
+      <section
+        className="viewer"
+        data-viewer-state={state}
+        data-viewer-view={snapshot.view}
+        aria-busy={state === "loading"}
+      >
         <div className="viewer-main">
           <div className="viewer-canvas-host" ref={hostRef} />
+          {snapshot.helpOpen ? <ShortcutHelp onClose={() => controller?.setHelpOpen(false)} /> : null}
           {error ? (
             <p className="error viewer-error" role="alert">
               {error}

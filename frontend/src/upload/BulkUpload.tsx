@@ -355,9 +355,9 @@ export function BulkUpload({
             Uploads a closed page left behind. Choose the same file again to resume it from where it stopped
             (in the browser that started it), or discard it.
           </p>
-          <ul className="upload-list">
+          <ul className="upload-list unfinished-list">
             {leftBehind.map((u) => (
-              <li key={u.id} className="upload-item unfinished-upload" data-path={u.filename} data-upload-id={u.id}>
+              <li key={u.id} className="unfinished-upload" data-path={u.filename} data-upload-id={u.id}>
                 <span className="upload-name">{u.filename}</span>
                 <span className="muted small">
                   {formatBytes(u.received)} of {formatBytes(u.size)}

@@ -215,6 +215,7 @@ def measure(
     attribution_id: int,
     bare_subject: int,
     repeats: int,
+    warm_up: bool = True,
 ) -> Measurement:
     """Times the viewer on a live server: the bare subject against the subject with its map."""
     from playwright.sync_api import sync_playwright
@@ -247,7 +248,7 @@ def measure(
         try:
             # One unmeasured opening of each warms the server's caches (display map, stats)
             # and the OS file cache, so that every measured run sees the same server.
-            for kind in ("overlay", "mr"):
+            for kind in ("overlay", "mr") if warm_up else ():
                 _, _, _, context = _open_once(browser, base_url, username, password, paths[kind])
                 context.close()
             for rep in range(repeats):

@@ -30,6 +30,7 @@ def test_viewer_benchmark_measures_and_writes_its_section(pipeline, tmp_path: Pa
         attribution_id=pipeline.attribution_id,
         bare_subject=bare,
         repeats=1,
+        warm_up=False,
     )
     assert len(result.mr_ms) == 1 and len(result.overlay_ms) == 1
     assert all(ms > 0 for ms in result.mr_ms + result.overlay_ms)

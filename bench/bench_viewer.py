@@ -159,7 +159,7 @@ def map_bytes_and_error(
         )
     shown = np.asarray(d_img.get_fdata(dtype=np.float64))  # codes * scl_slope
     exact = np.asarray(f_img.get_fdata(dtype=np.float64))
-    slope = float(d_img.header.get_slope_inter()[0] or 1.0)
+    slope = float(d_img.dataobj.slope)  # nibabel moves scl_slope from the header to dataobj
     return (
         len(display.content),
         len(full.content),

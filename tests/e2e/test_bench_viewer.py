@@ -36,7 +36,7 @@ def test_viewer_benchmark_measures_and_writes_its_section(pipeline, tmp_path: Pa
     assert all(ms > 0 for ms in result.mr_ms + result.overlay_ms)
     assert sum(result.overlay_pixels) > 0
     # The display map is int16: its error stays within half a quantisation step.
-    assert 0 <= result.max_error <= result.slope / 2 * 1.001 + 1e-12, result
+    assert 0 <= result.max_error <= 0.51 * result.slope, result
     assert result.display_bytes > 0 and result.float_bytes > 0
     assert result.browser_display_bytes == result.display_bytes
 

@@ -1,7 +1,7 @@
 // @vitest-environment jsdom
 import { SHOW_RENDER, SLICE_TYPE } from "@niivue/niivue";
 import { describe, expect, it, vi } from "vitest";
-import { type NiivueLike, type VolumeLike, ViewerController } from "./ViewerController";
+import { type NiivueLike, type VolumeLike, ViewerController, loadWithoutUploads } from "./ViewerController";
 
 // 4×4×4 volumes whose file order is already RAS, as NiiVue reports for an identity affine.
 const DIMS = [3, 4, 4, 4];
@@ -104,7 +104,8 @@ describe("ViewerController", () => {
     expect(overlay.cal_minNeg).toBeCloseTo(-0.3);
     expect(overlay.cal_maxNeg).toBe(-2);
     expect(overlay.opacity).toBeGreaterThan(0);
-    expect(nv.updateGLVolume).toHaveBeenCalled();
+    // One upload of all layers, after the calibration and the outline were set.
+    expect(nv.updateGLVolume).toHaveBeenCalledTimes(1);
 
     // The lesion volume now holds the ring around the lesion voxel, in full green.
     const lesion = nv.volumes[2];
@@ -202,6 +203,34 @@ describe("ViewerController", () => {
     await pending;
     expect(nv.loadVolumes).not.toHaveBeenCalled();
     expect(controller.getSnapshot().phase).toBe("loading");
+  });
+});
+
+describe("loadWithoutUploads", () => {
+  it("holds back NiiVue's per-volume uploads during loading and restores the method", async () => {
+    class Fake {
+      uploads = 0;
+      updateGLVolume() {
+        this.uploads += 1;
+      }
+      async loadVolumes(list: object[]) {
+        for (const _ of list) this.updateGLVolume(); // NiiVue uploads once per added volume
+      }
+    }
+    const nv = new Fake();
+    await loadWithoutUploads(nv as unknown as NiivueLike, [{}, {}, {}]);
+    expect(nv.uploads).toBe(0);
+    expect(Object.prototype.hasOwnProperty.call(nv, "updateGLVolume")).toBe(false);
+    nv.updateGLVolume();
+    expect(nv.uploads).toBe(1);
+
+    const failing = new Fake();
+    failing.loadVolumes = async () => {
+      throw new Error("Not Found");
+    };
+    await expect(loadWithoutUploads(failing as unknown as NiivueLike, [{}])).rejects.toThrow("Not Found");
+    failing.updateGLVolume();
+    expect(failing.uploads).toBe(1);
   });
 });
 

@@ -241,7 +241,7 @@ export class ViewerController {
         this.lesionIndex = volumes.length;
         volumes.push(lesionVolumeOptions(source.lesionUrl));
       }
-      await nv.loadVolumes(volumes);
+      await loadWithoutUploads(nv, volumes);
       if (stale()) return;
       this.applyView();
       const warnings: string[] = [];
@@ -533,6 +533,25 @@ export class ViewerController {
     nv.createOnLocationChange();
     nv.drawScene();
     return true;
+  }
+}
+
+/**
+ * Loads the volumes with NiiVue's GPU upload held back. NiiVue 0.69 re-uploads every layer
+ * each time it adds a volume (updateGLVolume in setVolume): three volumes cost six layer
+ * uploads, then the display settings a seventh to ninth. Held back, the controller sets the
+ * calibration and the lesion outline first and uploads all layers once (refresh()). On a 1 mm
+ * MNI-sized volume in software WebGL each layer upload takes seconds (docs/benchmarks.md).
+ */
+export async function loadWithoutUploads(nv: NiivueLike, volumes: object[]): Promise<void> {
+  const own = Object.prototype.hasOwnProperty.call(nv, "updateGLVolume");
+  const update = nv.updateGLVolume;
+  nv.updateGLVolume = () => undefined;
+  try {
+    await nv.loadVolumes(volumes);
+  } finally {
+    if (own) nv.updateGLVolume = update;
+    else delete (nv as { updateGLVolume?: unknown }).updateGLVolume;
   }
 }
 

@@ -8,6 +8,11 @@ back-propagation"). Each step reports L_C, L_A, the gradient norm of L_C and of 
 (from one ``torch.autograd.grad`` per term, whose sum becomes ``p.grad``), the attribution
 scale and the time spent in the attribution.
 
+A regression run (``RunConfig.task == "regression"``, ``worker.ml.regression``) trains the same
+way with the prediction loss L_R in place of L_C (reported under the same names) and the
+regression constraint in place of the target map; its validation and test metrics are MAE,
+RMSE and correlations instead of AUROC and accuracy.
+
 Every run, whatever its setting, ends with attribution metrics on the test split (Integrated
 Gradients of the best weights against the lesion masks, ``worker.ml.evaluation``); with
 ``val_attribution`` the validation split gets them after every epoch too.
@@ -141,7 +146,8 @@ class ProgressEvent:
         epochs: Total epochs of the run.
         step: Step within the epoch, 1-based (``epoch``: equal to ``steps``; ``done``: 0).
         steps: Steps per epoch (``done``: 0).
-        loss_c: Classification loss: of the step, or the epoch mean; ``None`` for ``done``.
+        loss_c: Classification loss (regression: L_R): of the step, or the epoch mean;
+            ``None`` for ``done``.
         grad_norm_c: L2 norm of the gradient of L_C w.r.t. the weights (step value or epoch
             mean); ``None`` for ``done`` and for ``la_only`` (L_C is not trained there).
         metrics: Validation metrics for ``epoch``, test metrics for ``done``, else empty.
@@ -216,7 +222,8 @@ class TrainResult:
             metrics, duration), including epochs done before a resumption.
         test_metrics: Metrics of the best checkpoint on the test split (empty without one):
             classification (``auroc``, ``accuracy``, ``balanced_accuracy``, ``sensitivity``,
-            ``specificity``, ``n``, ``loss``) and attribution against the lesion masks
+            ``specificity``, ``n``, ``loss``; regression: ``mae``, ``rmse``, ``pearson``,
+            ``spearman``, ``n``, ``loss``) and attribution against the lesion masks
             (``attr_dice`` at the threshold chosen on validation, ``attr_dice_top5``,
             ``attr_voxel_auroc``, ``attr_voxel_auprc``, ``attr_lesion_mass``,
             ``attr_pointing_game``, ``attr_healthy_share``, ``attr_threshold``,

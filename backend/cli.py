@@ -120,7 +120,12 @@ def _worker_argv(
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from backend.core.queue import QUEUES
+
     queues = args.queues or get_settings().worker_queues
+    unknown = sorted(set(queues.split(",")) - set(QUEUES))
+    if unknown:  # a worker on a misspelt queue would wait forever
+        return _fail(f"unknown queue(s) {', '.join(unknown)}; the queues are {', '.join(QUEUES)}")
     argv = _worker_argv(queues, args.concurrency, args.loglevel, args.name)
     os.execv(sys.executable, argv)
     return 0  # not reached

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -75,6 +76,11 @@ def test_gpu_workers_share_jobs_and_take_over_a_killed_workers_job(
 ) -> None:
     from backend.storage import get_storage
 
+    began = time.monotonic()
+
+    def mark(what: str) -> None:  # where the time goes, shown with -s or on a failure
+        print(f"[scale] {time.monotonic() - began:6.1f} s  {what}", flush=True)
+
     stack.start("backend")
     http = httpx.Client(base_url=stack.api_url, timeout=30)
 
@@ -86,6 +92,7 @@ def test_gpu_workers_share_jobs_and_take_over_a_killed_workers_job(
             return False
 
     wait_for(api_up, timeout=60, interval=0.3, what="the API (migrations on start)")
+    mark("API up")
     for name in (*GPU_WORKERS, "worker-cpu"):
         stack.start(name)
     (tmp_path / "sources").mkdir()
@@ -105,6 +112,7 @@ def test_gpu_workers_share_jobs_and_take_over_a_killed_workers_job(
         check = stack.healthcheck(name)
         assert check.returncode == 0, check.stdout + check.stderr
     assert stack.healthcheck("backend").returncode == 0
+    mark("three workers registered")
 
     token = http.post("/api/v1/auth/login", json={"username": "r", "password": PASSWORD})
     http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
@@ -124,6 +132,7 @@ def test_gpu_workers_share_jobs_and_take_over_a_killed_workers_job(
     ).json()
     (trained,) = wait_for(lambda: ended([run["job_id"]]), timeout=120, what="the first run")
     assert trained["status"] == "succeeded", trained
+    mark("first run trained")
 
     # Ten short jobs: attribution maps of ten subjects, spread over both GPU workers.
     subjects = http.get(f"/api/v1/datasets/{dataset_id}/subjects").json()["data"]
@@ -138,6 +147,7 @@ def test_gpu_workers_share_jobs_and_take_over_a_killed_workers_job(
     assert [r["status"] for r in rows] == ["succeeded"] * 10, rows
     ran_on = Counter(_node(r["worker"]).partition("@")[0] for r in rows)
     assert set(ran_on) == {"gpu0", "gpu1"}, f"not spread over both workers: {ran_on}"
+    mark("ten jobs done")
 
     # The CPU worker made each map's display copy and statistics (queue cpu), unasked.
     maps_dir = Path(stack.environment("backend")["ATTRIVUE_DATA_DIR"])
@@ -170,6 +180,7 @@ def test_gpu_workers_share_jobs_and_take_over_a_killed_workers_job(
     assert int(victim["worker"].rpartition(":")[2]) == stack.processes[killed].pid
     os.kill(stack.processes[killed].pid, signal.SIGKILL)
     stack.processes[killed].wait()
+    mark("worker killed after epoch 1")
 
     def slow_ended() -> dict | None:
         assert stack.alive(survivor), stack.log(survivor)
@@ -178,6 +189,7 @@ def test_gpu_workers_share_jobs_and_take_over_a_killed_workers_job(
 
     final = wait_for(slow_ended, timeout=120, interval=0.3, what="the killed worker's job")
     assert final["status"] == "succeeded", (final, stack.log(survivor))
+    mark("killed worker's job finished by the other")
     assert final["attempts"] == 2
     assert _node(final["worker"]) != _node(victim["worker"])
     assert _node(final["worker"]).startswith(survivor.removeprefix("worker-") + "@")

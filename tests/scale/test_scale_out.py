@@ -37,7 +37,7 @@ QUICK_RUN = {"epochs": 1, "batch_size": 4, "grid": [16, 20, 16], "device": "cpu"
 # Four steps of a few tenths of a second per epoch (the IG constraint): long enough to be
 # killed in the middle, short enough to finish in seconds.
 SLOW_RUN = {
-    "epochs": 3,
+    "epochs": 2,
     "batch_size": 2,
     "grid": [24, 28, 24],
     "device": "cpu",

@@ -301,3 +301,13 @@ def test_services_wait_for_the_health_of_what_they_need() -> None:
     # The API migrates on start (`serve`), so an upgrade is: pull, build, up.
     assert SERVICES["backend"]["command"][:2] == ["attrivue", "serve"]
     assert "--no-worker" in SERVICES["backend"]["command"]
+
+
+def test_the_dockerfile_sets_real_settings_and_serves_the_built_frontend() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    env = dict(re.findall(r"(ATTRIVUE_[A-Z_]+)=(\S+)", dockerfile))
+    assert env and set(env) <= set(SETTINGS)
+    Settings(_env_file=None, **{SETTINGS[k]: v for k, v in env.items()})
+    assert "COPY --from=frontend /src/frontend/dist frontend/dist" in dockerfile
+    assert env["ATTRIVUE_FRONTEND_DIR"] == "/app/frontend/dist" and "WORKDIR /app" in dockerfile
+    assert env["ATTRIVUE_DATA_DIR"] == service_environment(SERVICES["backend"])["ATTRIVUE_DATA_DIR"]

@@ -177,11 +177,11 @@ def test_summed_training_attributions_and_a_warm_up(
 def test_supervised_constraint_moves_relevance_into_the_lesions(
     toy_subjects: list[SubjectSample], tmp_path: Path
 ) -> None:
-    # Same seed, data and budget; only the loss differs. Lambda 5 with IG in training: at
-    # this scale (16 training subjects, 8 epochs) the effect is then clear for every data and
-    # training seed tried (12 pairs): the validation lesion mass of the last two epochs was
-    # 0.40-0.75 with the constraint against at most 0.35 without, and the healthy share of
-    # the test maps under 0.04 against at least 0.29.
+    # Same seed, data and budget; only the loss differs. Lambda 5 with IG in training. With
+    # the former small_cnn (average pooling) the effect was clear for every data and training
+    # seed tried (12 pairs): validation lesion mass of the last two epochs 0.40-0.75 with the
+    # constraint against at most 0.35 without, and healthy share of the test maps under 0.04
+    # against at least 0.29.
     common = {"epochs": 8, "early_stopping_metric": "val_loss"}
     plain = train(_config(**common), toy_subjects, checkpoint_dir=tmp_path / "lc")
     constrained = train(
@@ -199,7 +199,11 @@ def test_supervised_constraint_moves_relevance_into_the_lesions(
     def late_mass(history: list[dict]) -> float:
         return float(np.mean([h["val_lesion_mass"] for h in history[-2:]]))
 
-    assert late_mass(constrained.history) > late_mass(plain.history) + 0.1
+    # Since small_cnn pools with a maximum (docs/experiments.md, "Why L_C only was at
+    # chance"), L_C alone already finds the lesions of these toys: validation lesion mass
+    # 0.58 without the constraint, 0.62 with it (test: 0.52 and 0.61). What the constraint
+    # still changes clearly is the relevance of healthy subjects (healthy share 0.38 -> 0.05).
+    assert late_mass(constrained.history) > late_mass(plain.history) - 0.05
     assert constrained.test_metrics["attr_healthy_share"] < 0.1
     assert (
         plain.test_metrics["attr_healthy_share"]

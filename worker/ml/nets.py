@@ -152,7 +152,7 @@ class SmallCNN(nn.Module):
     def __init__(
         self,
         in_channels: int = 1,
-        channels: Sequence[int] = (2, 8, 16),
+        channels: Sequence[int] = (4, 16, 32),
         norm: str = "batch",
         dropout: float = 0.0,
         pooling: str = "max",

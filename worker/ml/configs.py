@@ -22,12 +22,18 @@ __all__ = [
     "LossSetting",
     "NetworkName",
     "RiemannMethod",
+    "RegionSpec",
     "RunConfig",
+    "TaskName",
     "TrainAttributionName",
 ]
 
 # Registry keys of worker.ml.nets; extend the Literal when a network is registered.
-NetworkName = Literal["small_cnn", "patchgan", "densenet121", "resnet18", "resnet10"]
+NetworkName = Literal["small_cnn", "patchgan", "densenet121", "resnet18", "resnet10", "unet"]
+# What a run learns: an image label (classification) or a lesion mask (segmentation).
+TaskName = Literal["classification", "segmentation"]
+# Networks whose output is an image (a logit per voxel): the segmentation task's only choices.
+SEGMENTATION_NETWORKS = frozenset({"unet"})
 # The four settings of method.md section 3 (worker.ml.losses.LossSettingName).
 LossSetting = Literal["lc_only", "la_only", "lc_la_supervised", "lc_la_unsupervised"]
 # Keys of worker.ml.attribution.differentiable.ATTRIBUTION_METHODS (kept in sync by a test).
@@ -35,7 +41,13 @@ TrainAttributionName = Literal[
     "gradient", "gradient_x_input", "integrated_gradients", "expected_gradients"
 ]
 EarlyStoppingMetric = Literal[
-    "val_auroc", "val_loss", "val_accuracy", "val_attr_auroc", "val_lesion_mass", "val_attr_dice"
+    "val_auroc",
+    "val_loss",
+    "val_accuracy",
+    "val_attr_auroc",
+    "val_lesion_mass",
+    "val_attr_dice",
+    "val_dice",
 ]
 BaselineName = Literal["zero", "blur"]
 RiemannMethod = Literal[
@@ -142,10 +154,23 @@ class RunConfig(BaseModel):
         early_stopping_metric: Validation metric that selects ``best.pt``.
         device: ``auto`` picks CUDA when available.
         amp: Mixed precision; only ever used on CUDA.
+        task: ``classification`` (image labels) or ``segmentation`` (lesion masks, MONAI's
+            3D UNet ``network="unet"``, Dice + cross-entropy; ``worker.ml.segmentation``).
+            With ``task="segmentation"`` and no network given, the network is ``unet`` and
+            the early-stopping metric ``val_dice``; ``loss_setting`` does not apply.
+        seg_annotated_fraction: Segmentation only: the fraction of training subjects whose
+            annotation (the lesion mask; an empty mask for a healthy subject) is used; the
+            others keep only their image label (mixed supervision, method.md section 6.3).
+            The subset is drawn per label with ``seed``.
+        seg_constraint: Segmentation only: label-only healthy subjects get the attribution
+            constraint (no positive relevance anywhere for the mean foreground logit, target
+            0 on every brain voxel), weighted by ``lambda_a`` and computed with
+            ``train_attribution``, ``attribution_scale`` and ``attribution_loss``.
     """
 
     model_config = ConfigDict(extra="forbid")
 
+    task: TaskName = "classification"
     network: NetworkName = "small_cnn"
     loss_setting: LossSetting = "lc_only"
     train_attribution: list[TrainAttributionName] = Field(
@@ -199,6 +224,51 @@ class RunConfig(BaseModel):
     early_stopping_metric: EarlyStoppingMetric = "val_auroc"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
+    seg_annotated_fraction: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="Segmentation: fraction of training subjects whose annotation is used.",
+    )
+    seg_constraint: bool = Field(
+        default=False,
+        description="Segmentation: label-only healthy subjects get the attribution constraint.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _segmentation_defaults(cls, data: object) -> object:
+        """A segmentation run names no network: it is the UNet, selected on validation Dice."""
+        if isinstance(data, dict) and data.get("task") == "segmentation":
+            data = dict(data)
+            data.setdefault("network", "unet")
+            data.setdefault("early_stopping_metric", "val_dice")
+        return data
+
+    @model_validator(mode="after")
+    def _task_fits_network(self) -> RunConfig:
+        segmenting = self.task == "segmentation"
+        if segmenting != (self.network in SEGMENTATION_NETWORKS):
+            wanted = "is" if segmenting else "is not"
+            raise ValueError(
+                f"task {self.task!r} needs a network that {wanted} one of "
+                f"{sorted(SEGMENTATION_NETWORKS)}, got {self.network!r}"
+            )
+        if segmenting:
+            # The UNet halves the grid twice: every side must be a multiple of 4.
+            odd = [n for n in self.grid if n % 4]
+            if odd:
+                raise ValueError(f"segmentation needs grid sides divisible by 4, got {self.grid}")
+        elif self.seg_annotated_fraction != 1.0 or self.seg_constraint:
+            raise ValueError("seg_annotated_fraction and seg_constraint apply to segmentation only")
+        return self
+
+    @property
+    def mixed_supervision(self) -> bool:
+        """Whether some training subjects are used with their image label only."""
+        return self.task == "segmentation" and (
+            self.seg_annotated_fraction < 1.0 or self.seg_constraint
+        )
 
     @model_validator(mode="after")
     def _distinct_train_attributions(self) -> RunConfig:
@@ -287,4 +357,54 @@ class AttributionConfig(BaseModel):
             s > w for s, w in zip(self.stride, self.window, strict=True)
         ):
             raise ValueError(f"stride {self.stride} exceeds window {self.window}")
+        return self
+
+
+class RegionSpec(BaseModel):
+    """Which region of a segmentation output to explain (method.md section 1).
+
+    The attribution explains the sum of the foreground logits over the region. Every kind is
+    resolved by the attribution job on the subject's native grid, where the viewer shows it:
+
+    - ``whole``: the whole predicted mask (foreground logit > 0).
+    - ``component``: one connected component of the predicted mask, numbered as in the
+      prediction volume that a ``whole`` map stores (``/attributions/{id}/prediction.nii.gz``).
+    - ``point``: the predicted component containing a point given in scanner millimetres
+      (what a click in the viewer gives).
+    - ``box``: every voxel whose centre lies in an axis-aligned box of scanner millimetres.
+
+    Attributes:
+        kind: One of the four kinds.
+        component: Component number (1-based), for ``component``.
+        mm: The point, for ``point``.
+        mm_min: Lower corner of the box, for ``box``.
+        mm_max: Upper corner of the box, for ``box``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["whole", "component", "point", "box"] = "whole"
+    component: int | None = Field(default=None, ge=1)
+    mm: tuple[float, float, float] | None = None
+    mm_min: tuple[float, float, float] | None = None
+    mm_max: tuple[float, float, float] | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> RegionSpec:
+        needed = {
+            "whole": set(),
+            "component": {"component"},
+            "point": {"mm"},
+            "box": {"mm_min", "mm_max"},
+        }[self.kind]
+        given = {n for n in ("component", "mm", "mm_min", "mm_max") if getattr(self, n) is not None}
+        if given != needed:
+            raise ValueError(
+                f"region kind {self.kind!r} takes {sorted(needed) or 'no other field'}, "
+                f"got {sorted(given) or 'none'}"
+            )
+        if self.kind == "box":
+            assert self.mm_min is not None and self.mm_max is not None
+            if any(lo > hi for lo, hi in zip(self.mm_min, self.mm_max, strict=True)):
+                raise ValueError(f"box mm_min {self.mm_min} exceeds mm_max {self.mm_max}")
         return self

@@ -95,6 +95,7 @@ _HIGHER_IS_BETTER = {
     "val_attr_auroc": True,
     "val_lesion_mass": True,
     "val_attr_dice": True,
+    "val_dice": True,
 }
 
 
@@ -326,6 +327,16 @@ def train(
         ValueError: If the subjects are unusable (no training subject, labels not 0/1, or a
             setting with lesion-mask targets and no pathological training subject with a mask).
     """
+    if config.task == "segmentation":
+        from worker.ml.segmentation import train_segmentation
+
+        return train_segmentation(
+            config,
+            subjects,
+            checkpoint_dir=checkpoint_dir,
+            progress=progress,
+            should_stop=should_stop,
+        )
     _validate_subjects(subjects, config)
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)

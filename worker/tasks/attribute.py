@@ -42,6 +42,30 @@ def _device(requested: str) -> str:
     return "cpu"
 
 
+def _region_map(model, config, image_path, region: dict, params: dict, device: str, out):
+    """A segmentation map: region IG, with the predicted components saved beside the map."""
+    import numpy as np
+
+    from backend.services.attributions import prediction_path
+    from worker.ml.configs import AttributionConfig, RegionSpec
+    from worker.ml.io import save_nifti
+    from worker.ml.segmentation import attribute_region_subject
+
+    settings = AttributionConfig(method="integrated_gradients", **params)
+    result = attribute_region_subject(
+        model,
+        config,
+        image_path,
+        RegionSpec.model_validate(region),
+        steps=settings.steps,
+        method=settings.riemann_method,  # checked by the API: gausslegendre or riemann_middle
+        internal_batch_size=settings.internal_batch_size,
+        device=device,
+    )
+    save_nifti(prediction_path(out), result.prediction.astype(np.int16), result.affine)
+    return result
+
+
 def run_attribution(job_id: int) -> None:
     from worker.ml.attribution.captum_eval import attribute_subject
     from worker.ml.configs import AttributionConfig
@@ -61,6 +85,7 @@ def run_attribution(job_id: int) -> None:
         image_path = storage.absolute(subject.image_path)
         params = dict(row.params)
         method = row.method
+        region = dict(row.region) if row.region is not None else None
     attribution_id, run_id = ids
     with claimed(job_id) as claim:
         if claim is None:
@@ -80,12 +105,20 @@ def run_attribution(job_id: int) -> None:
                 checkpoint = checkpoints / "last.pt"
             device = _device(get_settings().device)
             model, config = load_model(checkpoint, device=device)
-            reporter.report(0.3, f"computing {method}", force=True)
-            result = attribute_subject(
-                model, config, image_path, AttributionConfig(method=method, **params), device=device
-            )
             out = storage.map_path(run_id, attribution_id)
             out.parent.mkdir(parents=True, exist_ok=True)
+            if region is not None:
+                reporter.report(0.3, f"explaining the {region['kind']} region", force=True)
+                result = _region_map(model, config, image_path, region, params, device, out)
+            else:
+                reporter.report(0.3, f"computing {method}", force=True)
+                result = attribute_subject(
+                    model,
+                    config,
+                    image_path,
+                    AttributionConfig(method=method, **params),
+                    device=device,
+                )
             save_nifti(out, result.map, result.affine)
         except Exception as exc:
             log.exception("attribution job %s failed", job_id)

@@ -122,6 +122,26 @@ def download_display_map(
     )
 
 
+@router.get(
+    "/{attribution_id}/prediction.nii.gz",
+    operation_id="downloadAttributionPrediction",
+    response_class=FileResponse,
+    responses={200: {"content": {NIFTI_GZ: {}}}},
+)
+def download_prediction(
+    attribution_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep
+) -> FileResponse:
+    """Segmentation maps: the predicted lesions as connected components (int16, 0 background,
+    1..n as the region's ``component`` numbers), on the subject's grid and affine."""
+    row = svc.get_attribution(session, attribution_id)
+    authorize(session, user, row)
+    return FileResponse(
+        svc.prediction_map(storage, row),
+        media_type=NIFTI_GZ,
+        filename=f"attribution-{row.id}-prediction.nii.gz",
+    )
+
+
 @router.get("/{attribution_id}/stats", operation_id="getAttributionStats")
 def get_attribution_stats(
     attribution_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep

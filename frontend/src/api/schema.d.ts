@@ -108,6 +108,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/attributions/{attribution_id}/prediction.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Prediction
+         * @description Segmentation maps: the predicted lesions as connected components (int16, 0 background,
+         *     1..n as the region's ``component`` numbers), on the subject's grid and affine.
+         */
+        get: operations["downloadAttributionPrediction"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/attributions/{attribution_id}/stats": {
         parameters: {
             query?: never;
@@ -997,6 +1018,7 @@ export interface components {
             params?: {
                 [key: string]: unknown;
             };
+            region?: components["schemas"]["RegionSpec"] | null;
             /** Run Id */
             run_id: number;
             /** Subject Id */
@@ -1023,6 +1045,10 @@ export interface components {
             params: {
                 [key: string]: unknown;
             };
+            /** Region */
+            region?: {
+                [key: string]: unknown;
+            } | null;
             /** Run Id */
             run_id: number;
             /** Stats */
@@ -1408,6 +1434,55 @@ export interface components {
              * @description fraction of shared maps with equal trust
              */
             trust_agreement: number | null;
+        };
+        /**
+         * RegionSpec
+         * @description Which region of a segmentation output to explain (method.md section 1).
+         *
+         *     The attribution explains the sum of the foreground logits over the region. Every kind is
+         *     resolved by the attribution job on the subject's native grid, where the viewer shows it:
+         *
+         *     - ``whole``: the whole predicted mask (foreground logit > 0).
+         *     - ``component``: one connected component of the predicted mask, numbered as in the
+         *       prediction volume that a ``whole`` map stores (``/attributions/{id}/prediction.nii.gz``).
+         *     - ``point``: the predicted component containing a point given in scanner millimetres
+         *       (what a click in the viewer gives).
+         *     - ``box``: every voxel whose centre lies in an axis-aligned box of scanner millimetres.
+         *
+         *     Attributes:
+         *         kind: One of the four kinds.
+         *         component: Component number (1-based), for ``component``.
+         *         mm: The point, for ``point``.
+         *         mm_min: Lower corner of the box, for ``box``.
+         *         mm_max: Upper corner of the box, for ``box``.
+         */
+        RegionSpec: {
+            /** Component */
+            component?: number | null;
+            /**
+             * Kind
+             * @default whole
+             * @enum {string}
+             */
+            kind?: "whole" | "component" | "point" | "box";
+            /** Mm */
+            mm?: [
+                number,
+                number,
+                number
+            ] | null;
+            /** Mm Max */
+            mm_max?: [
+                number,
+                number,
+                number
+            ] | null;
+            /** Mm Min */
+            mm_min?: [
+                number,
+                number,
+                number
+            ] | null;
         };
         /** ReviewCreate */
         ReviewCreate: {
@@ -1953,6 +2028,37 @@ export interface operations {
         };
     };
     downloadAttributionMap: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                attribution_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    downloadAttributionPrediction: {
         parameters: {
             query?: never;
             header?: never;

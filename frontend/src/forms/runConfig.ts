@@ -7,6 +7,14 @@ import type { FieldErrors, Validation } from "./validation";
 
 export const NETWORKS = ["small_cnn", "patchgan", "densenet121", "resnet18", "resnet10"] as const;
 
+/** What a run learns; segmentation trains MONAI's UNet on lesion masks (the server picks it). */
+export const TASKS = [
+  { value: "classification", label: "Classification (image labels)" },
+  { value: "segmentation", label: "Segmentation (lesion masks, UNet)" },
+] as const;
+/** Early-stopping metrics of a segmentation run. */
+export const SEGMENTATION_EARLY_STOPPING = ["val_dice", "val_loss"] as const;
+
 export const LOSS_SETTINGS = [
   { value: "lc_only", label: "L_C only", help: "Classification loss only: the unconstrained baseline." },
   { value: "la_only", label: "L_A only", help: "Attribution loss only, with the lesion masks as targets." },
@@ -40,6 +48,20 @@ export const EARLY_STOPPING_METRICS = [
   "val_attr_dice",
 ] as const;
 
+export function isSegmentation(values: Pick<LaunchFormValues, "task">): boolean {
+  return values.task === "segmentation";
+}
+
+/** Whether the form trains an attribution loss: L_A of a classifier, or the segmentation constraint. */
+export function trainsAttribution(values: Pick<LaunchFormValues, "task" | "lossSetting" | "segConstraint">): boolean {
+  return isSegmentation(values) ? values.segConstraint : usesAttributionLoss(values.lossSetting);
+}
+
+/** Whether lambda weighs the attribution loss. */
+export function weighsLambda(values: Pick<LaunchFormValues, "task" | "lossSetting" | "segConstraint">): boolean {
+  return isSegmentation(values) ? values.segConstraint : usesLambda(values.lossSetting);
+}
+
 export const LAMBDA_KINDS = ["constant", "linear_warmup"] as const;
 export const ATTRIBUTION_LOSSES = ["bce", "rrr"] as const;
 
@@ -72,6 +94,11 @@ export interface LaunchFormValues {
   seed: string;
   augment: boolean;
   earlyStoppingMetric: string;
+  task: string;
+  /** Segmentation: fraction of training subjects whose mask is used, in (0, 1]. */
+  segAnnotatedFraction: string;
+  /** Segmentation: label-only healthy subjects get the attribution constraint. */
+  segConstraint: boolean;
 }
 
 export type LaunchField = keyof LaunchFormValues;
@@ -95,6 +122,9 @@ export const LAUNCH_DEFAULTS: LaunchFormValues = {
   seed: "0",
   augment: false,
   earlyStoppingMetric: "val_auroc",
+  task: "classification",
+  segAnnotatedFraction: "1",
+  segConstraint: false,
 };
 
 /** The bounds RunConfig declares (worker/ml/configs.py). */
@@ -148,16 +178,27 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
     const problem = oneOf(String(values[field]), allowed, message);
     if (problem) errors[field] = problem;
   };
-  pick("network", NETWORKS, "Choose a network.");
-  pick("lossSetting", LOSS_SETTINGS.map((l) => l.value), "Choose a loss setting.");
-  pick("earlyStoppingMetric", EARLY_STOPPING_METRICS, "Choose an early-stopping metric.");
+  const segmentation = isSegmentation(values);
+  pick("task", TASKS.map((t) => t.value), "Choose a task.");
+  const task: Record<string, unknown> = {};
+  if (segmentation) {
+    pick("earlyStoppingMetric", SEGMENTATION_EARLY_STOPPING, "Choose an early-stopping metric.");
+    const fraction = take("segAnnotatedFraction", parseReal(values.segAnnotatedFraction, "Annotated fraction", true));
+    if (typeof fraction === "number" && fraction > 1) errors.segAnnotatedFraction = "Annotated fraction must be at most 1.";
+    Object.assign(task, { task: "segmentation", seg_annotated_fraction: fraction, seg_constraint: values.segConstraint });
+  } else {
+    pick("network", NETWORKS, "Choose a network.");
+    pick("lossSetting", LOSS_SETTINGS.map((l) => l.value), "Choose a loss setting.");
+    pick("earlyStoppingMetric", EARLY_STOPPING_METRICS, "Choose an early-stopping metric.");
+    Object.assign(task, { network: values.network, loss_setting: values.lossSetting });
+  }
   const epochs = take("epochs", parseWhole(values.epochs, "Epochs", LAUNCH_LIMITS.epochs));
   const batchSize = take("batchSize", parseWhole(values.batchSize, "Batch size", LAUNCH_LIMITS.batchSize));
   const seed = take("seed", parseWhole(values.seed, "Seed", LAUNCH_LIMITS.seed));
   const learningRate = take("learningRate", parseReal(values.learningRate, "Learning rate", true));
 
   const attribution: Record<string, unknown> = {};
-  if (usesAttributionLoss(values.lossSetting)) {
+  if (trainsAttribution(values)) {
     const methods = TRAIN_ATTRIBUTIONS.map((m) => m.value).filter((m) => values.trainAttribution.includes(m));
     if (methods.length === 0) errors.trainAttribution = "Choose at least one attribution method.";
     attribution.train_attribution = methods;
@@ -174,7 +215,7 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
     pick("attributionLoss", ATTRIBUTION_LOSSES, "Choose BCE or RRR.");
     attribution.attribution_loss = values.attributionLoss;
   }
-  if (usesLambda(values.lossSetting)) {
+  if (weighsLambda(values)) {
     pick("lambdaKind", LAMBDA_KINDS, "Choose a lambda schedule.");
     const value = take("lambdaValue", parseReal(values.lambdaValue, "Lambda", false));
     let warmup = 0;
@@ -194,8 +235,7 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
           dataset_id: datasetId,
           name,
           config: {
-            network: values.network,
-            loss_setting: values.lossSetting,
+            ...task,
             ...attribution,
             epochs,
             learning_rate: learningRate,
@@ -227,6 +267,9 @@ const CONFIG_FIELDS: Record<string, LaunchField> = {
   seed: "seed",
   augment: "augment",
   early_stopping_metric: "earlyStoppingMetric",
+  task: "task",
+  seg_annotated_fraction: "segAnnotatedFraction",
+  seg_constraint: "segConstraint",
 };
 
 /**

@@ -14,11 +14,14 @@ import {
   type LaunchField,
   type LaunchFormValues,
   NETWORKS,
+  SEGMENTATION_EARLY_STOPPING,
+  TASKS,
   TRAIN_ATTRIBUTIONS,
+  isSegmentation,
   serverFieldErrors,
-  usesAttributionLoss,
-  usesLambda,
+  trainsAttribution,
   validateLaunchForm,
+  weighsLambda,
 } from "../forms/runConfig";
 import type { FieldErrors } from "../forms/validation";
 import { useAsync } from "../hooks";
@@ -71,9 +74,20 @@ export function LaunchRunPage() {
     }
   };
 
-  const attribution = usesAttributionLoss(values.lossSetting);
-  const lambda = usesLambda(values.lossSetting);
-  const loss = LOSS_SETTINGS.find((l) => l.value === values.lossSetting);
+  const segmentation = isSegmentation(values);
+  const attribution = trainsAttribution(values);
+  const lambda = weighsLambda(values);
+  const loss = segmentation
+    ? { label: "Segmentation constraint" }
+    : LOSS_SETTINGS.find((l) => l.value === values.lossSetting);
+  const setTask = (e: { target: { value: string } }) => {
+    const task = e.target.value;
+    setValues((v) => ({
+      ...v,
+      task,
+      earlyStoppingMetric: task === "segmentation" ? "val_dice" : LAUNCH_DEFAULTS.earlyStoppingMetric,
+    }));
+  };
 
   return (
     <section className="panel">
@@ -97,16 +111,49 @@ export function LaunchRunPage() {
           <Field label="Name" error={errors.name}>
             <input name="name" value={values.name} onChange={set("name")} />
           </Field>
-          <Field label="Network" error={errors.network}>
-            <select name="network" value={values.network} onChange={set("network")}>
-              {NETWORKS.map((n) => (
-                <option key={n}>{n}</option>
+          <Field label="Task" error={errors.task}>
+            <select name="task" value={values.task} onChange={setTask}>
+              {TASKS.map((t) => (
+                <option key={t.value} value={t.value}>
+                  {t.label}
+                </option>
               ))}
             </select>
           </Field>
+          {segmentation ? null : (
+            <Field label="Network" error={errors.network}>
+              <select name="network" value={values.network} onChange={set("network")}>
+                {NETWORKS.map((n) => (
+                  <option key={n}>{n}</option>
+                ))}
+              </select>
+            </Field>
+          )}
         </Group>
 
-        <fieldset className="form-group">
+        {segmentation ? (
+          <Group title="Segmentation (mixed supervision)">
+            <Field label="Annotated fraction" error={errors.segAnnotatedFraction}>
+              <input
+                name="seg_annotated_fraction"
+                inputMode="decimal"
+                value={values.segAnnotatedFraction}
+                onChange={set("segAnnotatedFraction")}
+              />
+            </Field>
+            <label className="check">
+              <input
+                type="checkbox"
+                name="seg_constraint"
+                checked={values.segConstraint}
+                onChange={(e) => setValues((v) => ({ ...v, segConstraint: e.target.checked }))}
+              />
+              Constraint on label-only healthy subjects (no pathological relevance anywhere)
+            </label>
+          </Group>
+        ) : null}
+
+        <fieldset className="form-group" hidden={segmentation}>
           <legend>Loss setting</legend>
           {LOSS_SETTINGS.map((l) => (
             <label key={l.value} className="choice">
@@ -224,7 +271,7 @@ export function LaunchRunPage() {
               value={values.earlyStoppingMetric}
               onChange={set("earlyStoppingMetric")}
             >
-              {EARLY_STOPPING_METRICS.map((m) => (
+              {(segmentation ? SEGMENTATION_EARLY_STOPPING : EARLY_STOPPING_METRICS).map((m) => (
                 <option key={m}>{m}</option>
               ))}
             </select>

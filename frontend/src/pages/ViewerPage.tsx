@@ -9,6 +9,8 @@ import { labelName } from "../format";
 import { useAsync } from "../hooks";
 import { Colorbar } from "../viewer/Colorbar";
 import { ProvenancePanel } from "../viewer/ProvenancePanel";
+import { RegionPanel } from "../viewer/RegionPanel";
+import { isSegmentationRun } from "../viewer/region";
 import { ViewerControls } from "../viewer/ViewerControls";
 import { newestSucceeded } from "../viewer/select";
 import { useViewerController } from "../viewer/useViewerController";
@@ -21,7 +23,11 @@ interface ViewerData {
   note: string | null;
 }
 
-async function loadViewerData(subjectId: string, attributionId: string | null): Promise<ViewerData> {
+async function loadViewerData(
+  subjectId: string,
+  attributionId: string | null,
+  runId: string | null = null,
+): Promise<ViewerData> {
   const subject = await api.subjects.get(parseId(subjectId, "subject id"));
   let attribution: Attribution | null;
   if (attributionId) {
@@ -34,7 +40,9 @@ async function loadViewerData(subjectId: string, attributionId: string | null): 
   } else {
     attribution = newestSucceeded((await api.attributions.list({ subject_id: subject.id })).data);
   }
-  const run = attribution ? await api.runs.get(attribution.run_id).catch(() => null) : null;
+  // ?run=<id> names the run without a map yet (a segmentation run's "why is this segmented?").
+  const runOf = attribution ? attribution.run_id : runId ? parseId(runId, "run id") : null;
+  const run = runOf != null ? await api.runs.get(runOf).catch(() => null) : null;
   let note: string | null = null;
   if (!attribution) note = "No attribution has been computed for this subject yet: showing the MR volume only.";
   else if (attribution.status !== "succeeded") {
@@ -49,7 +57,8 @@ export default function ViewerPage() {
   const { subjectId = "" } = useParams();
   const [search] = useSearchParams();
   const attributionId = search.get("attribution");
-  const data = useAsync(() => loadViewerData(subjectId, attributionId), [subjectId, attributionId]);
+  const runId = search.get("run");
+  const data = useAsync(() => loadViewerData(subjectId, attributionId, runId), [subjectId, attributionId, runId]);
   const { hostRef, controller, snapshot } = useViewerController();
   const loaded = data.data;
 
@@ -104,6 +113,14 @@ export default function ViewerPage() {
           <ViewerControls controller={controller} snapshot={snapshot} />
           <Colorbar thresholds={snapshot.thresholds} />
           {loaded?.attribution ? <ProvenancePanel attribution={loaded.attribution} run={loaded.run} /> : null}
+          {loaded?.run && isSegmentationRun(loaded.run) ? (
+            <RegionPanel
+              run={loaded.run}
+              subjectId={loaded.subject.id}
+              crosshairMM={snapshot.crosshairMM}
+              attribution={loaded.attribution}
+            />
+          ) : null}
         </aside>
       </section>
     </div>

@@ -7,11 +7,23 @@ export const CURVE_GROUPS: { title: string; names: string[] }[] = [
   { title: "Validation AUROC", names: ["val_auroc", "val_attr_auroc"] },
   { title: "Validation attribution", names: ["val_lesion_mass", "val_attr_dice"] },
   { title: "Gradient norms", names: ["grad_norm_c", "grad_norm_a"] },
+  { title: "Validation segmentation", names: ["val_dice", "val_lesion_f1"] },
 ];
 
 const ATTRIBUTION_WORDS = ["attr", "lesion", "dice", "mass", "relevance", "pointing"];
 
+// Segmentation runs' own metrics (worker/ml/segmentation.py), about the predicted masks.
+const SEGMENTATION_METRICS = new Set([
+  "dice",
+  "hd95_voxels",
+  "lesion_sensitivity",
+  "lesion_precision",
+  "lesion_f1",
+  "n_lesion_subjects",
+]);
+
 export function isAttributionMetric(name: string): boolean {
+  if (SEGMENTATION_METRICS.has(name.replace(/^(test|val)_/, ""))) return false;
   return ATTRIBUTION_WORDS.some((w) => name.includes(w));
 }
 

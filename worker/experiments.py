@@ -3,6 +3,7 @@
     python -m worker.experiments four-settings [--out docs/experiments.md] [--subjects N]
         [--epochs E] [--seed S] [--grid X Y Z] [--quick] [...]
     python -m worker.experiments shortcut [same options]
+    python -m worker.experiments segmentation [--quick] [...]  (worker.research.segmentation)
 
 ``four-settings`` trains the four loss settings of the seed's figure (method.md section 3:
 L_C only, L_A only, L_C + L_A supervised, L_C + L_A unsupervised) on one synthetic MS-like
@@ -1211,7 +1212,12 @@ def write_section(path: Path, name: str, body: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    options = parse_options(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["segmentation"]:  # its own options (worker/research/segmentation.py)
+        from worker.research.segmentation import main as segmentation_main
+
+        return segmentation_main(argv[1:])
+    options = parse_options(argv)
     torch.set_num_threads(max(1, options.threads))
     started = time.perf_counter()
     runner = run_four_settings if options.experiment == "four-settings" else run_shortcut

@@ -1,0 +1,1 @@
+"""Research experiments with their own command-line options (``python -m worker.experiments``)."""

@@ -16,6 +16,6 @@ def test_segmentation_experiment_quick_writes_its_section(tmp_path: Path) -> Non
     text = out.read_text()
     assert "<!-- other:begin -->\nkept\n<!-- other:end -->" in text
     section = text.split("<!-- segmentation:begin -->")[1].split("<!-- segmentation:end -->")[0]
-    assert "| 50% |" in section and "| 100% |" in section and "(same run)" in section
+    assert "| 50% |" in section and "| 100% |" in section and "(same runs)" in section
     assert "--quick" in section and "Dice without" in section
     assert (out.parent / "img" / "segmentation-quick.png").stat().st_size > 1000

@@ -43,14 +43,21 @@ __all__ = ["main", "parse_options", "run"]
 NAME = "segmentation"
 DEFAULTS: dict[str, Any] = {
     "subjects": 40,
-    "epochs": 12,
+    "epochs": 40,
     "grid": (24, 28, 24),
     "fractions": (0.1, 0.25, 0.5, 1.0),
     "learning_rate": 1e-2,
-    "batch_size": 4,
+    "batch_size": 2,
     "lambda_a": 1.0,
+    "seeds": (0, 1),
 }
-QUICK: dict[str, Any] = {"subjects": 12, "epochs": 1, "grid": (16, 20, 16), "fractions": (0.5, 1.0)}
+QUICK: dict[str, Any] = {
+    "subjects": 12,
+    "epochs": 1,
+    "grid": (16, 20, 16),
+    "fractions": (0.5, 1.0),
+    "seeds": (0,),
+}
 FOV_MM = 192.0
 
 
@@ -69,6 +76,7 @@ class Options:
     learning_rate: float
     batch_size: int
     lambda_a: float
+    seeds: tuple[int, ...]
 
 
 def parse_options(argv: Sequence[str]) -> Options:
@@ -77,7 +85,10 @@ def parse_options(argv: Sequence[str]) -> Options:
     )
     parser.add_argument("--out", type=Path, default=Path("docs/experiments.md"))
     parser.add_argument("--work", type=Path, default=Path("data/experiments"))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data set")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", help="run seeds (initialisation, annotated subsets)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--quick", action="store_true", help="tiny data and budget (tests)")
     parser.add_argument("--subjects", type=int)
@@ -105,7 +116,12 @@ def parse_options(argv: Sequence[str]) -> Options:
         threads=args.threads,
         quick=args.quick,
         command=shlex.join(["python", "-m", "worker.experiments", NAME, *argv]),
-        **{**values, "grid": tuple(int(n) for n in values["grid"]), "fractions": fractions},
+        **{
+            **values,
+            "grid": tuple(int(n) for n in values["grid"]),
+            "fractions": fractions,
+            "seeds": tuple(int(n) for n in values["seeds"]),
+        },
     )
 
 
@@ -121,14 +137,14 @@ def _data_config(options: Options) -> SyntheticConfig:
     )
 
 
-def _run_config(options: Options, fraction: float, constraint: bool) -> RunConfig:
+def _run_config(options: Options, fraction: float, constraint: bool, seed: int) -> RunConfig:
     return RunConfig(
         task="segmentation",
         grid=options.grid,
         epochs=options.epochs,
         batch_size=options.batch_size,
         learning_rate=options.learning_rate,
-        seed=options.seed,
+        seed=seed,
         device="cpu",
         seg_annotated_fraction=fraction,
         seg_constraint=constraint,
@@ -165,43 +181,58 @@ def run(options: Options) -> str:
         SubjectSample(r.subject, r.image, r.mask, r.label, r.split)  # type: ignore[arg-type]
         for r in records
     ]
-    results: dict[tuple[float, bool], dict[str, Any]] = {}
+    # (fraction, constraint) -> one metrics dict per run seed.
+    results: dict[tuple[float, bool], list[dict[str, Any]]] = {}
     for fraction in options.fractions:
         for constraint in (False, True):
             if fraction == 1.0 and constraint:
                 results[(fraction, True)] = results[(fraction, False)]
                 continue
-            config = _run_config(options, fraction, constraint)
-            folder = options.work / "checkpoints" / NAME / f"f{fraction:g}-c{int(constraint)}"
-            shutil.rmtree(folder, ignore_errors=True)
-            started = time.perf_counter()
-            outcome = train(config, samples, checkpoint_dir=folder)
-            metrics = dict(outcome.test_metrics)
-            metrics["healthy_false_voxels"] = _healthy_false_voxels(
-                config, outcome.best_checkpoint, records
-            )
-            metrics["seconds"] = time.perf_counter() - started
-            metrics["best_epoch"] = outcome.best_epoch
-            results[(fraction, constraint)] = metrics
-            print(
-                f"fraction {fraction:g} constraint {constraint}: dice {metrics.get('dice')} "
-                f"({metrics['seconds']:.0f} s)",
-                flush=True,
-            )
-    annotated = {f: annotated_subjects(samples, f, options.seed) for f in options.fractions}
-    figure = (
-        options.out.parent
-        / "img"
-        / ("segmentation-quick.png" if options.quick else "segmentation.png")
-    )
+            results[(fraction, constraint)] = []
+            for seed in options.seeds:
+                config = _run_config(options, fraction, constraint, seed)
+                name = f"f{fraction:g}-c{int(constraint)}-s{seed}"
+                folder = options.work / "checkpoints" / NAME / name
+                shutil.rmtree(folder, ignore_errors=True)
+                started = time.perf_counter()
+                outcome = train(config, samples, checkpoint_dir=folder)
+                metrics = dict(outcome.test_metrics)
+                metrics["healthy_false_voxels"] = _healthy_false_voxels(
+                    config, outcome.best_checkpoint, records
+                )
+                metrics["seconds"] = time.perf_counter() - started
+                results[(fraction, constraint)].append(metrics)
+                print(
+                    f"{name}: dice {metrics.get('dice')} ({metrics['seconds']:.0f} s)", flush=True
+                )
+    annotated = {f: annotated_subjects(samples, f, options.seeds[0]) for f in options.fractions}
+    name = "segmentation-quick.png" if options.quick else "segmentation.png"
+    figure = options.out.parent / "img" / name
     _plot(options, results, figure)
     return _section(options, data, samples, annotated, results, figure)
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+Runs = Sequence[dict[str, Any]]
+
+
+def _values(runs: Runs, key: str) -> list[float]:
+    return [float(r[key]) for r in runs if r.get(key) is not None and np.isfinite(float(r[key]))]
+
+
+def _mean(runs: Runs, key: str) -> float | None:
+    values = _values(runs, key)
+    return float(np.mean(values)) if values else None
+
+
+def _cell(runs: Runs, key: str, digits: int = 3) -> str:
+    """Mean over the seeds, and each seed's value in brackets when there are several."""
+    values = _values(runs, key)
+    if not values:
         return "–"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    mean = f"{np.mean(values):.{digits}f}"
+    if len(runs) == 1:
+        return mean
+    return f"{mean} ({', '.join(f'{v:.{digits}f}' for v in values)})"
 
 
 def _section(
@@ -209,7 +240,7 @@ def _section(
     data: SyntheticConfig,
     samples: Sequence[SubjectSample],
     annotated: dict[float, set[str]],
-    results: dict[tuple[float, bool], dict[str, Any]],
+    results: dict[tuple[float, bool], list[dict[str, Any]]],
     figure: Path,
 ) -> str:
     import os
@@ -226,38 +257,45 @@ def _section(
         masks = sum(s.label == 1 for s in chosen)
         healthy = sum(s.label == 0 for s in chosen)
         off, on = results[(fraction, False)], results[(fraction, True)]
-        same = " (same run)" if fraction == 1.0 else ""
+        same = " (same runs)" if fraction == 1.0 else ""
         rows.append(
             f"| {fraction:.0%} | {masks} / {healthy} / {n_train - masks - healthy} | "
-            f"{_fmt(off.get('dice'))} | {_fmt(on.get('dice'))}{same} | "
-            f"{_fmt(off.get('lesion_f1'))} | {_fmt(on.get('lesion_f1'))} | "
-            f"{_fmt(off.get('healthy_false_voxels'), 1)} | {_fmt(on.get('healthy_false_voxels'), 1)} |"
+            f"{_cell(off, 'dice')} | {_cell(on, 'dice')}{same} | "
+            f"{_cell(off, 'lesion_f1')} | {_cell(on, 'lesion_f1')} | "
+            f"{_cell(off, 'healthy_false_voxels', 1)} | {_cell(on, 'healthy_false_voxels', 1)} |"
         )
-    seconds = sum(r["seconds"] for k, r in results.items() if not (k[0] == 1.0 and k[1]))
+    seconds = sum(
+        r["seconds"] for k, runs in results.items() if not (k[0] == 1.0 and k[1]) for r in runs
+    )
     counts = {split: sum(s.split == split for s in samples) for split in ("train", "val", "test")}
     load = (
         f", load average {os.getloadavg()[0]:.1f} at the end" if hasattr(os, "getloadavg") else ""
     )
     relative = os.path.relpath(figure, options.out.parent).replace(os.sep, "/")
-    differences = [
-        results[(f, True)].get("dice", 0.0) - results[(f, False)].get("dice", 0.0)
-        for f in options.fractions
-        if f < 1.0
-        and results[(f, True)].get("dice") is not None
-        and results[(f, False)].get("dice") is not None
-    ]
-    verdict = (
-        "Mean change of test Dice from the constraint over the fractions below 100 %: "
-        f"{np.mean(differences):+.3f} ({len(differences)} fractions, one seed). "
-        if differences
-        else ""
-    )
+    differences = []
+    for f in options.fractions:
+        with_c, without = _mean(results[(f, True)], "dice"), _mean(results[(f, False)], "dice")
+        if f < 1.0 and with_c is not None and without is not None:
+            differences.append(with_c - without)
+    spreads = [max(v) - min(v) for runs in results.values() if len(v := _values(runs, "dice")) > 1]
+    verdict = ""
+    if differences:
+        verdict += (
+            "Mean change of test Dice from the constraint over the fractions below 100 %: "
+            f"{np.mean(differences):+.3f} ({len(differences)} fractions, "
+            f"{len(options.seeds)} run seed(s) each). "
+        )
+    if spreads:
+        verdict += (
+            f"For comparison, the Dice of one setting varies by {np.mean(spreads):.3f} on "
+            "average between run seeds (max - min). "
+        )
     verdict += (
-        "One seed and a handful of test subjects: differences of a few hundredths are within "
-        "the run-to-run noise of this setup and are not evidence either way. The constraint "
-        "here acts only on label-only healthy subjects (no positive relevance of the mean "
-        "foreground logit on any brain voxel); a label-only healthy subject could also be used "
-        "as an empty mask, which is not compared here (open, method.md 6.3)."
+        "A handful of test subjects and few seeds: a difference smaller than that spread is "
+        "not evidence either way. The constraint here acts only on label-only healthy "
+        "subjects (no positive relevance of the mean foreground logit on any brain voxel); a "
+        "label-only healthy subject could also be used as an empty mask, which is not "
+        "compared here (open, method.md 6.3)."
     )
     return "\n".join(
         [
@@ -274,13 +312,16 @@ def _section(
             f"- Runs: UNet 8-16-32 (instance norm), Dice + CE, {options.epochs} epochs, batch "
             f"{options.batch_size}, Adam lr {options.learning_rate:g}, best epoch by validation "
             f"Dice; constraint: gradient attribution, lambda {options.lambda_a:g}, BCE, scale 1",
+            f"- Run seeds: {', '.join(map(str, options.seeds))} (initialisation, shuffling and "
+            "the annotated subsets; the subset sizes below are those of the first seed)",
             f"- Training time of all runs: {seconds:.0f} s",
             "",
             "\n".join(rows),
             "",
-            "Dice: mean over pathological test subjects; lesion F1: lesion-wise detection pooled "
-            "over the test split (connected components); healthy FP voxels: predicted lesion "
-            "voxels per healthy test subject.",
+            "Cells: mean over the run seeds, each seed's value in brackets. Dice: mean over the "
+            "pathological test subjects; lesion F1: lesion-wise detection pooled over the test "
+            "split (connected components); healthy FP voxels: predicted lesion voxels per "
+            "healthy test subject.",
             "",
             verdict,
             "",
@@ -289,19 +330,22 @@ def _section(
     )
 
 
-def _plot(options: Options, results: dict[tuple[float, bool], dict[str, Any]], path: Path) -> None:
+def _plot(
+    options: Options, results: dict[tuple[float, bool], list[dict[str, Any]]], path: Path
+) -> None:
     matplotlib.use("Agg")
     figure = Figure(figsize=(5.5, 3.6), dpi=110)
     ax = figure.subplots()
     xs = [100 * f for f in options.fractions]
-    for constraint, label, style in (
-        (False, "without constraint", "o-"),
-        (True, "with constraint", "s--"),
-    ):
-        ys = [results[(f, constraint)].get("dice") for f in options.fractions]
-        ax.plot(xs, [np.nan if y is None else y for y in ys], style, label=label)
+    styles = ((False, "without constraint", "o-"), (True, "with constraint", "s--"))
+    for constraint, label, style in styles:
+        means = [_mean(results[(f, constraint)], "dice") for f in options.fractions]
+        (line,) = ax.plot(xs, [np.nan if m is None else m for m in means], style, label=label)
+        for x, f in zip(xs, options.fractions, strict=True):
+            values = _values(results[(f, constraint)], "dice")
+            ax.plot([x] * len(values), values, style[0], alpha=0.3, color=line.get_color())
     ax.set_xlabel("annotated training subjects (%)")
-    ax.set_ylabel("test Dice")
+    ax.set_ylabel("test Dice (mean; light: each seed)")
     ax.set_xscale("log")
     ax.set_xticks(xs, [f"{x:g}" for x in xs])
     ax.set_ylim(0, 1)

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from worker.ml.attribution.differentiable import gradient
 from worker.ml.configs import RegionSpec, RunConfig
 from worker.ml.losses import attribution_loss
+from worker.ml.nets import build_network
 from worker.ml.segmentation import (
     RegionLogit,
     annotated_subjects,
@@ -175,6 +176,14 @@ def test_segmentation_metrics_dice_hd95_and_lesion_detection() -> None:
     assert metrics["n"] == 2 and metrics["n_lesion_subjects"] == 1
     perfect = segmentation_metrics([truth], [truth])
     assert perfect["dice"] == pytest.approx(1.0) and perfect["hd95_voxels"] == pytest.approx(0.0)
+
+
+def test_unet_is_registered_and_maps_volumes_to_voxel_logits() -> None:
+    model = build_network(RunConfig(task="segmentation", grid=GRID).network)
+    out = model(torch.randn(2, 1, *GRID))
+    assert out.shape == (2, 1, *GRID) and torch.isfinite(out).all()
+    # The output bias starts at the lesion prior: few voxels are called lesion at first.
+    assert float((out > 0).float().mean()) < 0.5
 
 
 def test_config_and_region_validation() -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "NetworkName",
     "RiemannMethod",
     "RegionSpec",
+    "SEGMENTATION_NETWORKS",
     "RunConfig",
     "TaskName",
     "TrainAttributionName",

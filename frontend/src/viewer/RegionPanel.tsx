@@ -7,7 +7,7 @@ import { api } from "../api/client";
 import { errorMessage } from "../api/http";
 import type { Attribution, AttributionCreate, Run } from "../api/types";
 import { viewerPath } from "../api/urls";
-import { type RegionSpec, type Triple, boxRegion, describeRegion, pointRegion } from "./region";
+import { type RegionSpec, type Triple, boxRegion, cornerBox, describeRegion, pointRegion } from "./region";
 
 const POLL_MS = 1000;
 const STEPS = 32;
@@ -28,6 +28,7 @@ export function RegionPanel({
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const [half, setHalf] = useState("8");
+  const [corner, setCorner] = useState<Triple | null>(null);
   const alive = useRef(true);
   useEffect(() => {
     alive.current = true;
@@ -101,6 +102,23 @@ export function RegionPanel({
           Explain a box around the crosshair
         </button>
       </div>
+      <div className="form-row">
+        <button type="button" disabled={busy || !crosshairMM} onClick={() => setCorner(crosshairMM)}>
+          Box: first corner at the crosshair
+        </button>
+        <button
+          type="button"
+          disabled={busy || !crosshairMM || !corner}
+          onClick={() => corner && crosshairMM && void explain(cornerBox(corner, crosshairMM))}
+        >
+          Box: second corner here, explain
+        </button>
+      </div>
+      {corner ? (
+        <p className="muted small" data-testid="box-corner">
+          First corner ({corner.map((v) => v.toFixed(1)).join(", ")}) mm: click the opposite corner.
+        </p>
+      ) : null}
       {status ? (
         <p className="muted small" data-testid="region-status">
           {status}

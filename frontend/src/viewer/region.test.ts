@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { boxRegion, describeRegion, isSegmentationRun, pointRegion } from "./region";
+import { boxRegion, cornerBox, describeRegion, isSegmentationRun, pointRegion } from "./region";
 
 describe("region specs", () => {
   it("recognises segmentation runs", () => {
@@ -12,6 +12,7 @@ describe("region specs", () => {
     expect(pointRegion([1, -2, 3])).toEqual({ kind: "point", mm: [1, -2, 3] });
     expect(boxRegion([10, 0, -5], 4)).toEqual({ kind: "box", mm_min: [6, -4, -9], mm_max: [14, 4, -1] });
     expect(() => boxRegion([0, 0, 0], 0)).toThrow(/positive/);
+    expect(cornerBox([5, -1, 2], [1, 3, 2])).toEqual({ kind: "box", mm_min: [1, -1, 2], mm_max: [5, 3, 2] });
   });
 
   it("describes stored regions, with the resolved component", () => {

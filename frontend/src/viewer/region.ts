@@ -30,6 +30,15 @@ export function boxRegion(mm: Triple, half: number): RegionSpec {
   };
 }
 
+/** The box spanned by two corners (e.g. two crosshair positions), in either order. */
+export function cornerBox(a: Triple, b: Triple): RegionSpec {
+  return {
+    kind: "box",
+    mm_min: [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.min(a[2], b[2])],
+    mm_max: [Math.max(a[0], b[0]), Math.max(a[1], b[1]), Math.max(a[2], b[2])],
+  };
+}
+
 /** Words for a stored region (AttributionPublic.region), with the component the job resolved. */
 export function describeRegion(region: unknown, stats?: Record<string, unknown> | null): string {
   const r = region as Partial<{ kind: string; component: number; mm: number[]; mm_min: number[]; mm_max: number[] }> | null;

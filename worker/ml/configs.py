@@ -21,6 +21,8 @@ __all__ = [
     "LambdaSchedule",
     "LossSetting",
     "NetworkName",
+    "RegressionConstraint",
+    "RegressionSettings",
     "RiemannMethod",
     "RegionSpec",
     "SEGMENTATION_NETWORKS",
@@ -31,8 +33,6 @@ __all__ = [
 
 # Registry keys of worker.ml.nets; extend the Literal when a network is registered.
 NetworkName = Literal["small_cnn", "patchgan", "densenet121", "resnet18", "resnet10", "unet"]
-# What a run learns: an image label (classification) or a lesion mask (segmentation).
-TaskName = Literal["classification", "segmentation"]
 # Networks whose output is an image (a logit per voxel): the segmentation task's only choices.
 SEGMENTATION_NETWORKS = frozenset({"unet"})
 # The four settings of method.md section 3 (worker.ml.losses.LossSettingName).
@@ -49,7 +49,12 @@ EarlyStoppingMetric = Literal[
     "val_lesion_mass",
     "val_attr_dice",
     "val_dice",
+    "val_mae",
 ]
+# What a run learns: the image label, a continuous target, or lesion masks.
+TaskName = Literal["classification", "regression", "segmentation"]
+# The regression constraint's options (worker.ml.regression, docs/experiments.md).
+RegressionConstraint = Literal["outside_lesions", "zero_target", "mass_scaling"]
 BaselineName = Literal["zero", "blur"]
 RiemannMethod = Literal[
     "gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right"
@@ -95,6 +100,35 @@ class LambdaSchedule(BaseModel):
         if self.kind == "constant" or self.warmup_epochs == 0.0:
             return self.value
         return self.value * min(max(epoch / self.warmup_epochs, 0.0), 1.0)
+
+
+class RegressionSettings(BaseModel):
+    """What a regression run (``RunConfig.task == "regression"``) adds; see worker.ml.regression.
+
+    Attributes:
+        loss: Prediction loss L_R on standardised targets: ``l1`` (mean absolute error) or
+            ``mse`` (mean squared error).
+        constraints: Parts of the regression constraint L_A (positive relevance raises the
+            prediction): ``outside_lesions``, no positive relevance outside the lesion mask;
+            ``zero_target``, no positive relevance anywhere on a subject whose target is zero;
+            ``mass_scaling``, each subject's positive relevance mass proportional to its
+            target. ``None``: the loss setting's default, ``outside_lesions`` and
+            ``zero_target`` for ``lc_la_supervised``, ``zero_target`` for
+            ``lc_la_unsupervised`` (targets only; ``outside_lesions`` is refused there).
+        penalty: Per-voxel penalty on relevance that must not be positive: ``softplus``
+            (BCE against 0, the classification constraint's form) or ``relu_squared``
+            (only the positive part is penalised).
+        zero_tolerance: Targets at or below this value count as zero.
+        mass_weight: Weight of the ``mass_scaling`` term inside L_A.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    loss: Literal["l1", "mse"] = "l1"
+    constraints: list[RegressionConstraint] | None = None
+    penalty: Literal["softplus", "relu_squared"] = "softplus"
+    zero_tolerance: float = Field(default=0.0, ge=0.0)
+    mass_weight: float = Field(default=1.0, ge=0.0)
 
 
 class RunConfig(BaseModel):
@@ -155,10 +189,13 @@ class RunConfig(BaseModel):
         early_stopping_metric: Validation metric that selects ``best.pt``.
         device: ``auto`` picks CUDA when available.
         amp: Mixed precision; only ever used on CUDA.
-        task: ``classification`` (image labels) or ``segmentation`` (lesion masks, MONAI's
-            3D UNet ``network="unet"``, Dice + cross-entropy; ``worker.ml.segmentation``).
-            With ``task="segmentation"`` and no network given, the network is ``unet`` and
-            the early-stopping metric ``val_dice``; ``loss_setting`` does not apply.
+        task: ``classification`` (the label), ``regression`` (the subject's continuous
+            target, with the same networks' single output as the prediction) or
+            ``segmentation`` (lesion masks; MONAI's 3D UNet ``network="unet"``, Dice +
+            cross-entropy; ``worker.ml.segmentation``). With ``task="segmentation"`` and no
+            network given, the network is ``unet`` and the early-stopping metric
+            ``val_dice``; ``loss_setting`` does not apply.
+        regression: Settings of a regression run (ignored for classification).
         seg_annotated_fraction: Segmentation only: the fraction of training subjects whose
             annotation (the lesion mask; an empty mask for a healthy subject) is used; the
             others keep only their image label (mixed supervision, method.md section 6.3).
@@ -171,7 +208,6 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task: TaskName = "classification"
     network: NetworkName = "small_cnn"
     loss_setting: LossSetting = "lc_only"
     train_attribution: list[TrainAttributionName] = Field(
@@ -225,6 +261,15 @@ class RunConfig(BaseModel):
     early_stopping_metric: EarlyStoppingMetric = "val_auroc"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
+    task: TaskName = "classification"
+    regression: RegressionSettings = Field(default_factory=RegressionSettings)
+
+    @model_validator(mode="after")
+    def _regression_fits(self) -> RunConfig:
+        if self.task == "regression":
+            _check_regression(self)
+        return self
+
     seg_annotated_fraction: float = Field(
         default=1.0,
         gt=0.0,
@@ -279,6 +324,33 @@ class RunConfig(BaseModel):
         if repeated:
             raise ValueError(f"train_attribution names {repeated} more than once")
         return self
+
+
+def _check_regression(config: RunConfig) -> None:
+    """Refuse regression settings that would silently do something else than asked."""
+    setting, chosen = config.loss_setting, config.regression.constraints
+    if setting == "la_only":
+        raise ValueError(
+            "loss_setting 'la_only' is not defined for regression (nothing would fit the "
+            "targets); use 'lc_la_supervised' or 'lc_la_unsupervised'"
+        )
+    if config.attribution_loss != "bce":
+        raise ValueError(
+            "attribution_loss applies to classification; regression uses regression.penalty"
+        )
+    if chosen is None:
+        return
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"regression.constraints repeats a name: {chosen}")
+    if setting == "lc_only" and chosen:
+        raise ValueError("regression.constraints given, but loss_setting 'lc_only' trains no L_A")
+    if setting != "lc_only" and not chosen:
+        raise ValueError(f"loss_setting {setting!r} needs at least one regression constraint")
+    if setting == "lc_la_unsupervised" and "outside_lesions" in chosen:
+        raise ValueError(
+            "'outside_lesions' needs lesion masks; 'lc_la_unsupervised' uses the targets only "
+            "(use 'lc_la_supervised')"
+        )
 
 
 _BASELINE_FIELDS = frozenset({"baseline", "blur_sigma"})

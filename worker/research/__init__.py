@@ -1,1 +1,1 @@
-"""Research experiments with their own command-line options (``python -m worker.experiments``)."""
+"""Research experiments of method.md section 6, run by ``python -m worker.experiments``."""

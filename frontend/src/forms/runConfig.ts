@@ -3,15 +3,11 @@
 // of a server 422 back onto the form's fields.
 import type { ValidationIssue } from "../api/http";
 import type { RunCreate } from "../api/types";
+import { regressionConfig } from "./regressionConfig";
 import type { FieldErrors, Validation } from "./validation";
 
 export const NETWORKS = ["small_cnn", "patchgan", "densenet121", "resnet18", "resnet10"] as const;
 
-/** What a run learns; segmentation trains MONAI's UNet on lesion masks (the server picks it). */
-export const TASKS = [
-  { value: "classification", label: "Classification (image labels)" },
-  { value: "segmentation", label: "Segmentation (lesion masks, UNet)" },
-] as const;
 /** Early-stopping metrics of a segmentation run. */
 export const SEGMENTATION_EARLY_STOPPING = ["val_dice", "val_loss"] as const;
 
@@ -46,6 +42,7 @@ export const EARLY_STOPPING_METRICS = [
   "val_attr_auroc",
   "val_lesion_mass",
   "val_attr_dice",
+  "val_mae",
 ] as const;
 
 export function isSegmentation(values: Pick<LaunchFormValues, "task">): boolean {
@@ -94,7 +91,11 @@ export interface LaunchFormValues {
   seed: string;
   augment: boolean;
   earlyStoppingMetric: string;
+  // Regression (forms/regressionConfig.ts).
   task: string;
+  regressionLoss: string;
+  regressionConstraints: string[];
+  regressionPenalty: string;
   /** Segmentation: fraction of training subjects whose mask is used, in (0, 1]. */
   segAnnotatedFraction: string;
   /** Segmentation: label-only healthy subjects get the attribution constraint. */
@@ -125,6 +126,9 @@ export const LAUNCH_DEFAULTS: LaunchFormValues = {
   task: "classification",
   segAnnotatedFraction: "1",
   segConstraint: false,
+  regressionLoss: "l1",
+  regressionConstraints: ["outside_lesions", "zero_target"],
+  regressionPenalty: "softplus",
 };
 
 /** The bounds RunConfig declares (worker/ml/configs.py). */
@@ -179,18 +183,21 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
     if (problem) errors[field] = problem;
   };
   const segmentation = isSegmentation(values);
-  pick("task", TASKS.map((t) => t.value), "Choose a task.");
-  const task: Record<string, unknown> = {};
+  const taskFields: Record<string, unknown> = {};
   if (segmentation) {
     pick("earlyStoppingMetric", SEGMENTATION_EARLY_STOPPING, "Choose an early-stopping metric.");
     const fraction = take("segAnnotatedFraction", parseReal(values.segAnnotatedFraction, "Annotated fraction", true));
     if (typeof fraction === "number" && fraction > 1) errors.segAnnotatedFraction = "Annotated fraction must be at most 1.";
-    Object.assign(task, { task: "segmentation", seg_annotated_fraction: fraction, seg_constraint: values.segConstraint });
+    Object.assign(taskFields, {
+      task: "segmentation",
+      seg_annotated_fraction: fraction,
+      seg_constraint: values.segConstraint,
+    });
   } else {
     pick("network", NETWORKS, "Choose a network.");
     pick("lossSetting", LOSS_SETTINGS.map((l) => l.value), "Choose a loss setting.");
     pick("earlyStoppingMetric", EARLY_STOPPING_METRICS, "Choose an early-stopping metric.");
-    Object.assign(task, { network: values.network, loss_setting: values.lossSetting });
+    Object.assign(taskFields, { network: values.network, loss_setting: values.lossSetting });
   }
   const epochs = take("epochs", parseWhole(values.epochs, "Epochs", LAUNCH_LIMITS.epochs));
   const batchSize = take("batchSize", parseWhole(values.batchSize, "Batch size", LAUNCH_LIMITS.batchSize));
@@ -212,9 +219,13 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
       "attributionScale",
       parseReal(values.attributionScale, "Attribution scale", true),
     );
-    pick("attributionLoss", ATTRIBUTION_LOSSES, "Choose BCE or RRR.");
-    attribution.attribution_loss = values.attributionLoss;
+    if (values.task !== "regression") {
+      // Regression runs use regression.penalty instead.
+      pick("attributionLoss", ATTRIBUTION_LOSSES, "Choose BCE or RRR.");
+      attribution.attribution_loss = values.attributionLoss;
+    }
   }
+  const task = regressionConfig(values, errors);
   if (weighsLambda(values)) {
     pick("lambdaKind", LAMBDA_KINDS, "Choose a lambda schedule.");
     const value = take("lambdaValue", parseReal(values.lambdaValue, "Lambda", false));
@@ -235,7 +246,7 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
           dataset_id: datasetId,
           name,
           config: {
-            ...task,
+            ...taskFields,
             ...attribution,
             epochs,
             learning_rate: learningRate,
@@ -243,6 +254,7 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
             seed,
             augment: values.augment,
             early_stopping_metric: values.earlyStoppingMetric,
+            ...task,
           },
         },
       };
@@ -270,6 +282,10 @@ const CONFIG_FIELDS: Record<string, LaunchField> = {
   task: "task",
   seg_annotated_fraction: "segAnnotatedFraction",
   seg_constraint: "segConstraint",
+  "regression.loss": "regressionLoss",
+  "regression.constraints": "regressionConstraints",
+  "regression.penalty": "regressionPenalty",
+  regression: "task",
 };
 
 /**

@@ -5,6 +5,8 @@ import { ApiError } from "../api/http";
 import { canWrite } from "../api/types";
 import { runPath } from "../api/urls";
 import { ErrorMessage, Field } from "../components/common";
+import { RegressionFields } from "../forms/RegressionFields";
+import { defaultConstraints } from "../forms/regressionConfig";
 import {
   ATTRIBUTION_LOSSES,
   EARLY_STOPPING_METRICS,
@@ -15,7 +17,6 @@ import {
   type LaunchFormValues,
   NETWORKS,
   SEGMENTATION_EARLY_STOPPING,
-  TASKS,
   TRAIN_ATTRIBUTIONS,
   isSegmentation,
   serverFieldErrors,
@@ -80,14 +81,16 @@ export function LaunchRunPage() {
   const loss = segmentation
     ? { label: "Segmentation constraint" }
     : LOSS_SETTINGS.find((l) => l.value === values.lossSetting);
-  const setTask = (e: { target: { value: string } }) => {
-    const task = e.target.value;
-    setValues((v) => ({
-      ...v,
-      task,
-      earlyStoppingMetric: task === "segmentation" ? "val_dice" : LAUNCH_DEFAULTS.earlyStoppingMetric,
-    }));
-  };
+  // Switching to or from segmentation also switches the early-stopping metric's choices.
+  const setTaskFields = (update: Partial<LaunchFormValues>) =>
+    setValues((v) => {
+      const next = { ...v, ...update };
+      if (update.task === "segmentation" && v.task !== "segmentation") next.earlyStoppingMetric = "val_dice";
+      if (update.task && update.task !== "segmentation" && v.task === "segmentation") {
+        next.earlyStoppingMetric = LAUNCH_DEFAULTS.earlyStoppingMetric;
+      }
+      return next;
+    });
 
   return (
     <section className="panel">
@@ -111,15 +114,6 @@ export function LaunchRunPage() {
           <Field label="Name" error={errors.name}>
             <input name="name" value={values.name} onChange={set("name")} />
           </Field>
-          <Field label="Task" error={errors.task}>
-            <select name="task" value={values.task} onChange={setTask}>
-              {TASKS.map((t) => (
-                <option key={t.value} value={t.value}>
-                  {t.label}
-                </option>
-              ))}
-            </select>
-          </Field>
           {segmentation ? null : (
             <Field label="Network" error={errors.network}>
               <select name="network" value={values.network} onChange={set("network")}>
@@ -130,6 +124,34 @@ export function LaunchRunPage() {
             </Field>
           )}
         </Group>
+
+        <fieldset className="form-group" hidden={segmentation}>
+          <legend>Loss setting</legend>
+          {LOSS_SETTINGS.map((l) => (
+            <label key={l.value} className="choice">
+              <input
+                type="radio"
+                name="loss_setting"
+                value={l.value}
+                checked={values.lossSetting === l.value}
+                onChange={(e) =>
+                  // Each setting has its own default regression constraints.
+                  setValues((v) => ({
+                    ...v,
+                    lossSetting: e.target.value,
+                    regressionConstraints: defaultConstraints(e.target.value),
+                  }))
+                }
+              />
+              <span>
+                <strong>{l.label}</strong> <span className="muted small">{l.help}</span>
+              </span>
+            </label>
+          ))}
+          {errors.lossSetting ? <span className="field-error">{errors.lossSetting}</span> : null}
+        </fieldset>
+
+        <RegressionFields values={values} errors={errors} onChange={setTaskFields} />
 
         {segmentation ? (
           <Group title="Segmentation (mixed supervision)">
@@ -152,25 +174,6 @@ export function LaunchRunPage() {
             </label>
           </Group>
         ) : null}
-
-        <fieldset className="form-group" hidden={segmentation}>
-          <legend>Loss setting</legend>
-          {LOSS_SETTINGS.map((l) => (
-            <label key={l.value} className="choice">
-              <input
-                type="radio"
-                name="loss_setting"
-                value={l.value}
-                checked={values.lossSetting === l.value}
-                onChange={set("lossSetting")}
-              />
-              <span>
-                <strong>{l.label}</strong> <span className="muted small">{l.help}</span>
-              </span>
-            </label>
-          ))}
-          {errors.lossSetting ? <span className="field-error">{errors.lossSetting}</span> : null}
-        </fieldset>
 
         {attribution ? (
           <fieldset className="form-group">
@@ -212,6 +215,7 @@ export function LaunchRunPage() {
                   onChange={set("attributionScale")}
                 />
               </Field>
+              {values.task === "regression" ? null : (
               <Field label="Attribution loss" error={errors.attributionLoss}>
                 <select name="attribution_loss" value={values.attributionLoss} onChange={set("attributionLoss")}>
                   {ATTRIBUTION_LOSSES.map((l) => (
@@ -221,6 +225,7 @@ export function LaunchRunPage() {
                   ))}
                 </select>
               </Field>
+              )}
             </div>
           </fieldset>
         ) : null}

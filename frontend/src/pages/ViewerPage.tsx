@@ -4,13 +4,15 @@ import { api } from "../api/client";
 import { errorMessage } from "../api/http";
 import type { Attribution, Run, Subject } from "../api/types";
 import { readStats } from "../api/types";
-import { attributionMapUrl, parseId, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
+import { attributionDisplayUrl, parseId, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
 import { labelName } from "../format";
 import { useAsync } from "../hooks";
 import { Colorbar } from "../viewer/Colorbar";
+import { type RelevanceLegend, relevanceLegend } from "../viewer/legend";
 import { ProvenancePanel } from "../viewer/ProvenancePanel";
 import { RegionPanel } from "../viewer/RegionPanel";
 import { isSegmentationRun } from "../viewer/region";
+import { ShortcutHelp, useViewerShortcuts } from "../viewer/ShortcutHelp";
 import { ViewerControls } from "../viewer/ViewerControls";
 import { newestSucceeded } from "../viewer/select";
 import { useViewerController } from "../viewer/useViewerController";
@@ -19,6 +21,8 @@ interface ViewerData {
   subject: Subject;
   attribution: Attribution | null;
   run: Run | null;
+  /** What red and blue mean for the run's maps (classification or regression). */
+  legend: RelevanceLegend;
   /** Why no relevance is shown, when it is not. */
   note: string | null;
 }
@@ -43,6 +47,15 @@ async function loadViewerData(
   // ?run=<id> names the run without a map yet (a segmentation run's "why is this segmented?").
   const runOf = attribution ? attribution.run_id : runId ? parseId(runId, "run id") : null;
   const run = runOf != null ? await api.runs.get(runOf).catch(() => null) : null;
+  // A regression run's legend names its target, which its dataset records.
+  const targetName =
+    run?.config?.task === "regression"
+      ? await api.datasets
+          .get(run.dataset_id)
+          .then((d) => d.target_name)
+          .catch(() => null)
+      : null;
+  const legend = relevanceLegend(run?.config, targetName);
   let note: string | null = null;
   if (!attribution) note = "No attribution has been computed for this subject yet: showing the MR volume only.";
   else if (attribution.status !== "succeeded") {
@@ -50,7 +63,7 @@ async function loadViewerData(
   } else if (!readStats(attribution.stats)) {
     note = "This attribution has no statistics: showing the MR volume only.";
   }
-  return { subject, attribution, run, note };
+  return { subject, attribution, run, legend, note };
 }
 
 export default function ViewerPage() {
@@ -61,6 +74,7 @@ export default function ViewerPage() {
   const data = useAsync(() => loadViewerData(subjectId, attributionId, runId), [subjectId, attributionId, runId]);
   const { hostRef, controller, snapshot } = useViewerController();
   const loaded = data.data;
+  useViewerShortcuts(controller);
 
   useEffect(() => {
     if (!controller || !loaded) return;
@@ -68,7 +82,7 @@ export default function ViewerPage() {
     const stats = attribution?.status === "succeeded" ? readStats(attribution.stats) : null;
     void controller.load({
       imageUrl: subjectImageUrl(subject.id),
-      relevance: attribution && stats ? { url: attributionMapUrl(attribution.id), stats } : null,
+      relevance: attribution && stats ? { url: attributionDisplayUrl(attribution.id), stats } : null,
       lesionUrl: subject.has_mask ? subjectMaskDrawingUrl(subject.id) : null,
     });
   }, [controller, loaded]);
@@ -93,9 +107,15 @@ export default function ViewerPage() {
           {subject ? <span className="muted small"> {subject.split} split</span> : null}
         </h1>
       </header>
-      <section className="viewer" data-viewer-state={state} aria-busy={state === "loading"}>
+      <section
+        className="viewer"
+        data-viewer-state={state}
+        data-viewer-view={snapshot.view}
+        aria-busy={state === "loading"}
+      >
         <div className="viewer-main">
           <div className="viewer-canvas-host" ref={hostRef} />
+          {snapshot.helpOpen ? <ShortcutHelp onClose={() => controller?.setHelpOpen(false)} /> : null}
           {error ? (
             <p className="error viewer-error" role="alert">
               {error}
@@ -111,7 +131,7 @@ export default function ViewerPage() {
         </div>
         <aside className="viewer-side">
           <ViewerControls controller={controller} snapshot={snapshot} />
-          <Colorbar thresholds={snapshot.thresholds} />
+          <Colorbar thresholds={snapshot.thresholds} legend={loaded?.legend} />
           {loaded?.attribution ? <ProvenancePanel attribution={loaded.attribution} run={loaded.run} /> : null}
           {loaded?.run && isSegmentationRun(loaded.run) ? (
             <RegionPanel

@@ -119,3 +119,33 @@ def test_click_a_predicted_lesion_and_see_its_map(pipeline, tmp_path: Path) -> N
     assert (
         0 < record["stats"]["region_native_voxels"] <= whole_record["stats"]["region_native_voxels"]
     )
+
+
+def test_launch_form_sends_a_mixed_supervision_segmentation_run(pipeline, tmp_path: Path) -> None:
+    if not DIST_INDEX.is_file():
+        pytest.skip("frontend/dist is not built: run `cd frontend && npm ci && npm run build`")
+    with chromium_page(tmp_path / "profile") as page:
+        login(page, pipeline.base_url, pipeline.username, pipeline.password)
+        page.goto(f"{pipeline.base_url}/runs/new?dataset={pipeline.dataset_id}")
+        form = page.get_by_role("form", name="Launch run")
+        form.locator('select[name="dataset"] option', has_text="live test").wait_for(
+            state="attached", timeout=30_000
+        )
+        form.locator('select[name="dataset"]').select_option(str(pipeline.dataset_id))
+        form.locator('input[name="name"]').fill("segmentation from the browser")
+        assert form.locator('select[name="network"]').count() == 1
+        form.locator('input[name="task"][value="segmentation"]').check()
+        # The UNet is implied: no network choice; the mixed-supervision options appear.
+        assert form.locator('select[name="network"]').count() == 0
+        form.locator('input[name="seg_annotated_fraction"]').fill("0.5")
+        form.locator('input[name="seg_constraint"]').check()
+        form.locator('input[name="epochs"]').fill("1")
+        form.get_by_role("button", name="Launch run").click()
+        page.wait_for_url(re.compile(r"/runs/\d+$"), timeout=30_000)
+        run_id = int(page.url.rstrip("/").rsplit("/", 1)[-1])
+    with pipeline.client() as client:
+        config = client.get(f"/api/v1/runs/{run_id}").json()["config"]
+        client.post(f"/api/v1/runs/{run_id}/cancel")  # only the stored config matters here
+    assert config["task"] == "segmentation" and config["network"] == "unet"
+    assert config["seg_annotated_fraction"] == 0.5 and config["seg_constraint"] is True
+    assert config["early_stopping_metric"] == "val_dice"

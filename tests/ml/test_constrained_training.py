@@ -118,10 +118,19 @@ def test_each_setting_trains_an_epoch_and_reports_its_terms(
     steps = [e for e in events if e.kind == "step"]
     epoch = next(e for e in events if e.kind == "epoch")
     assert len(steps) == SPLITS["train"] // 4
-    for event in [*steps, epoch]:
+    for index, event in enumerate([*steps, epoch]):
         assert _finite(event.loss_c)
         assert _finite(event.step_seconds)
-        if setting == "lc_only":
+        if setting == "lc_only" and index in (0, len(steps)):
+            # The probe of the first batch (and so the epoch means): L_A measured, not trained.
+            assert _finite(event.loss_a) and _finite(event.grad_norm_a) and event.grad_norm_a > 0
+            assert _finite(event.grad_cosine) and -1.0 <= event.grad_cosine <= 1.0
+            # Epoch: the mean over the probe steps (here the first step alone).
+            probe = steps[0]
+            assert event.grad_ratio == pytest.approx(probe.grad_norm_a / probe.grad_norm_c)
+            assert event.lambda_a is None and event.grad_weight_a is None
+            assert _finite(event.attribution_seconds) and _finite(event.attribution_abs_mean)
+        elif setting == "lc_only":
             assert event.loss_a is None and event.grad_norm_a is None
             assert event.lambda_a is None and event.attribution_seconds is None
             assert event.attribution_abs_mean is None

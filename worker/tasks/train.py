@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING
 
 from celery import shared_task
 
@@ -12,6 +13,9 @@ from backend.core.db import session_scope
 from backend.models import Job, JobStatus, Run, RunMetric, Subject
 from backend.storage import get_storage
 from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns
+
+if TYPE_CHECKING:
+    from worker.ml.training import ProgressEvent
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,21 @@ def _store_epoch(claim: Claim, run_id: int, epoch: int, values: dict[str, float 
             session.add(RunMetric(run_id=run_id, epoch=epoch, step=None, name=name, value=value))
 
 
+def _instrumentation(event: ProgressEvent) -> dict[str, float | None]:
+    """Per-epoch gradient instrumentation (worker.ml.gradients), stored as run metrics."""
+    share = None
+    if event.attribution_seconds is not None and event.step_seconds:
+        share = event.attribution_seconds / event.step_seconds
+    return {
+        "grad_ratio": event.grad_ratio,
+        "grad_cosine": event.grad_cosine,
+        "grad_weight_a": event.grad_weight_a,
+        "grad_norm_total": event.grad_norm_total,
+        "clip_fraction": event.clip_fraction,
+        "attribution_share": share,
+    }
+
+
 def run_training(job_id: int) -> None:
     with session_scope() as session:
         run = session.query(Run).filter(Run.job_id == job_id).one_or_none()
@@ -89,7 +108,7 @@ def run_training(job_id: int) -> None:
 
 def _train(claim: Claim, run_id: int) -> None:
     from worker.ml.configs import RunConfig
-    from worker.ml.training import ProgressEvent, TrainingCancelled, train
+    from worker.ml.training import TrainingCancelled, train
 
     _set_run_status(run_id, "running", claim)
     settings = get_settings()
@@ -117,6 +136,7 @@ def _train(claim: Claim, run_id: int) -> None:
                 "attribution_abs_mean": event.attribution_abs_mean,
                 "attribution_seconds": event.attribution_seconds,
                 "step_seconds": event.step_seconds,
+                **_instrumentation(event),
             }
             values.update({k: v for k, v in event.metrics.items() if isinstance(v, int | float)})
             _store_epoch(claim, run_id, event.epoch, values)

@@ -237,7 +237,7 @@ DEFAULTS: dict[str, Any] = {
 EXPERIMENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "shortcut": {"subjects": 80},
     # 19 runs (worker/research/remedies.py): a shorter budget keeps it near 15 min on 2 cores.
-    "remedies": {"epochs": 24},
+    "remedies": {"epochs": 16},
 }
 QUICK: dict[str, Any] = {
     "subjects": 24,

@@ -236,8 +236,9 @@ DEFAULTS: dict[str, Any] = {
 # Site B takes a quarter of the subjects and site A is cut in three: a few more subjects.
 EXPERIMENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "shortcut": {"subjects": 80},
-    # 19 runs (worker/research/remedies.py): a shorter budget keeps it near 15 min on 2 cores.
-    "remedies": {"epochs": 16},
+    # 19 runs (worker/research/remedies.py): a smaller grid, fewer subjects and a shorter
+    # budget keep it near 15 min on 2 cores shared with other work.
+    "remedies": {"epochs": 12, "subjects": 48, "grid": (32, 38, 32)},
 }
 QUICK: dict[str, Any] = {
     "subjects": 24,

@@ -73,7 +73,7 @@ def _remedies(epochs: int, ig_steps: int) -> tuple[Remedy, ...]:
         Remedy("clip", "gradient clipping at norm 1", {"grad_clip_norm": 1.0}),
         Remedy(
             "fixed_ratio",
-            "fixed ratio ||g_A|| = ||g_C||",
+            "fixed ratio ‖g_A‖ = ‖g_C‖",
             {"grad_balance": "fixed_ratio", "grad_balance_ratio": 1.0},
         ),
         Remedy("gradnorm", "GradNorm-style weights (alpha 1.5)", {"grad_balance": "gradnorm"}),

@@ -3,6 +3,7 @@
 // of a server 422 back onto the form's fields.
 import type { ValidationIssue } from "../api/http";
 import type { RunCreate } from "../api/types";
+import { REMEDY_CONFIG_FIELDS, REMEDY_DEFAULTS, type RemedyFormValues, validateRemedies } from "./remedies";
 import type { FieldErrors, Validation } from "./validation";
 
 export const NETWORKS = ["small_cnn", "patchgan", "densenet121", "resnet18", "resnet10"] as const;
@@ -53,7 +54,7 @@ export function usesLambda(loss: string): boolean {
   return loss === "lc_la_supervised" || loss === "lc_la_unsupervised";
 }
 
-export interface LaunchFormValues {
+export interface LaunchFormValues extends RemedyFormValues {
   datasetId: string;
   name: string;
   network: string;
@@ -95,6 +96,7 @@ export const LAUNCH_DEFAULTS: LaunchFormValues = {
   seed: "0",
   augment: false,
   earlyStoppingMetric: "val_auroc",
+  ...REMEDY_DEFAULTS,
 };
 
 /** The bounds RunConfig declares (worker/ml/configs.py). */
@@ -186,6 +188,12 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
     }
     attribution.lambda_a = { kind: values.lambdaKind, value, warmup_epochs: warmup };
   }
+  const lambdaValue = attribution.lambda_a as { value: unknown } | undefined;
+  const remedies = validateRemedies(
+    values,
+    errors,
+    typeof lambdaValue?.value === "number" ? lambdaValue.value : null,
+  );
   return Object.keys(errors).length > 0
     ? { ok: false, errors }
     : {
@@ -203,6 +211,7 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
             seed,
             augment: values.augment,
             early_stopping_metric: values.earlyStoppingMetric,
+            ...remedies,
           },
         },
       };
@@ -227,6 +236,7 @@ const CONFIG_FIELDS: Record<string, LaunchField> = {
   seed: "seed",
   augment: "augment",
   early_stopping_metric: "earlyStoppingMetric",
+  ...REMEDY_CONFIG_FIELDS,
 };
 
 /**

@@ -86,6 +86,9 @@ def test_gradnorm_raises_the_weight_of_the_slower_term_and_keeps_the_sum() -> No
         # L_C halves, L_A does not move: L_A trains slower and must get the larger weight.
         w_c, w_a = balancer.weights(measure(g_c, g_a), lam=1.0, loss_c=0.5, loss_a=1.0)
     assert w_a > 1.0 > w_c and w_c + w_a == pytest.approx(2.0)
+    # An overflowed (infinite) norm under mixed precision leaves the weights alone.
+    inf = measure(_grads([math.inf]), g_a)
+    assert balancer.weights(inf, lam=1.0, loss_c=0.5, loss_a=1.0) == (w_c, w_a)
     state = balancer.state_dict()
     restored = GradientBalancer(
         RunConfig(loss_setting="lc_la_unsupervised", grad_balance="gradnorm")

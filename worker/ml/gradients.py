@@ -164,6 +164,10 @@ class GradientBalancer:
             return 1.0, 1.0
         if stats.norm_a <= _TINY:
             return 1.0, 1.0
+        if not (math.isfinite(stats.norm_a) and math.isfinite(stats.norm_c)):
+            # An overflow under mixed precision: the GradScaler skips this step anyway; keep
+            # the GradNorm weights as they were.
+            return (1.0, 1.0) if self.mode == "fixed_ratio" else (self.w_c, self.w_a)
         if self.mode == "fixed_ratio":
             ramp = 1.0 if lam is None else lam / self.lambda_final
             return 1.0, self.ratio * ramp * stats.norm_c / stats.norm_a

@@ -56,7 +56,7 @@ def test_quick_command_writes_its_table_between_its_markers(tmp_path: Path) -> N
             assert row[2] == "needs CUDA; not run on CPU"  # no GPU here
             continue
         assert float(row[2]) > 0  # epoch-time ratio to L_C only
-        cosine = float(row[11])
+        cosine = float(row[12])
         assert -1.0 <= cosine <= 1.0
     assert "python -m worker.experiments remedies --quick" in section
     assert f"Target: validation attribution AUROC >= {TARGET_ATTR_AUROC}" in section
@@ -66,11 +66,16 @@ def test_quick_command_writes_its_table_between_its_markers(tmp_path: Path) -> N
 
 
 def _history(values: list[float | None], seconds: float = 10.0) -> list[dict]:
-    return [{"epoch": i + 1, "val_attr_auroc": v, "seconds": seconds} for i, v in enumerate(values)]
+    return [
+        {"epoch": i + 1, "val_attr_auroc": v, "seconds": 2 * seconds, "cpu_seconds": seconds}
+        for i, v in enumerate(values)
+    ]
 
 
 def test_time_to_target_counts_epochs_and_wall_seconds() -> None:
-    assert time_to_target(_history([0.5, None, 0.66, 0.7]), 0.65) == (3, 30.0)
+    assert time_to_target(_history([0.5, None, 0.66, 0.7]), 0.65) == (3, 60.0)
+    found = time_to_target(_history([0.5, None, 0.66]), 0.65, seconds_key="cpu_seconds")
+    assert found == (3, 30.0)
     assert time_to_target(_history([0.5, 0.6]), 0.65) == (None, None)
     assert time_to_target([], 0.65) == (None, None)
 
@@ -97,5 +102,5 @@ def test_verdict_names_the_remedies_that_beat_the_plain_run() -> None:
     ]
     text = verdict(reference, runs)
     assert "L_C only never reached the target." in text
-    assert "faster: gradient (12 s)." in text and "clip (" not in text
+    assert "faster: gradient (epoch 2, 12 CPU s)." in text and "clip (" not in text
     assert "reached the target never; no remedy reached it in less wall time" in text

@@ -4,6 +4,7 @@
         [--epochs E] [--seed S] [--grid X Y Z] [--quick] [...]
     python -m worker.experiments shortcut [same options]
     python -m worker.experiments remedies [same options]   (worker/research/remedies.py)
+    python -m worker.experiments regression [same options]  (worker/research/regression.py)
 
 ``four-settings`` trains the four loss settings of the seed's figure (method.md section 3:
 L_C only, L_A only, L_C + L_A supervised, L_C + L_A unsupervised) on one synthetic MS-like
@@ -62,6 +63,8 @@ from worker.ml.training import (
     train,
 )
 from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess
+from worker.research.regression import EXPERIMENT_DEFAULTS as REGRESSION_DEFAULTS
+from worker.research.regression import run_regression
 
 __all__ = [
     "EXPERIMENTS",
@@ -70,7 +73,7 @@ __all__ = [
     "replace_section",
 ]
 
-EXPERIMENTS = ("four-settings", "shortcut", "remedies")
+EXPERIMENTS = ("four-settings", "shortcut", "remedies", "regression")
 FOUR_SETTINGS = ("lc_only", "la_only", "lc_la_supervised", "lc_la_unsupervised")
 SHORTCUT_SETTINGS = ("lc_only", "lc_la_supervised")
 SETTING_LABELS = {
@@ -239,6 +242,7 @@ EXPERIMENT_DEFAULTS: dict[str, dict[str, Any]] = {
     # 19 runs (worker/research/remedies.py): a smaller grid, fewer subjects and a shorter
     # budget keep it near 15 min on 2 cores shared with other work.
     "remedies": {"epochs": 12, "subjects": 48, "grid": (32, 38, 32)},
+    "regression": REGRESSION_DEFAULTS,  # worker/research/regression.py
 }
 QUICK: dict[str, Any] = {
     "subjects": 24,
@@ -1226,9 +1230,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(max(1, options.threads))
     started = time.perf_counter()
-    runner = {"four-settings": run_four_settings, "shortcut": run_shortcut}.get(
-        options.experiment, _run_remedies
-    )
+    runners = {
+        "four-settings": run_four_settings,
+        "shortcut": run_shortcut,
+        "remedies": _run_remedies,
+        "regression": run_regression,
+    }
+    runner = runners[options.experiment]
     body = runner(options)
     total = time.perf_counter() - started
     body += f"\n\nTotal wall time of the command: {total:.0f} s."

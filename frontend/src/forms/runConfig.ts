@@ -4,6 +4,7 @@
 import type { ValidationIssue } from "../api/http";
 import type { RunCreate } from "../api/types";
 import { REMEDY_CONFIG_FIELDS, REMEDY_DEFAULTS, type RemedyFormValues, validateRemedies } from "./remedies";
+import { regressionConfig } from "./regressionConfig";
 import type { FieldErrors, Validation } from "./validation";
 
 export const NETWORKS = ["small_cnn", "patchgan", "densenet121", "resnet18", "resnet10"] as const;
@@ -39,6 +40,7 @@ export const EARLY_STOPPING_METRICS = [
   "val_attr_auroc",
   "val_lesion_mass",
   "val_attr_dice",
+  "val_mae",
 ] as const;
 
 export const LAMBDA_KINDS = ["constant", "linear_warmup"] as const;
@@ -73,6 +75,11 @@ export interface LaunchFormValues extends RemedyFormValues {
   seed: string;
   augment: boolean;
   earlyStoppingMetric: string;
+  // Regression (forms/regressionConfig.ts).
+  task: string;
+  regressionLoss: string;
+  regressionConstraints: string[];
+  regressionPenalty: string;
 }
 
 export type LaunchField = keyof LaunchFormValues;
@@ -97,6 +104,10 @@ export const LAUNCH_DEFAULTS: LaunchFormValues = {
   augment: false,
   earlyStoppingMetric: "val_auroc",
   ...REMEDY_DEFAULTS,
+  task: "classification",
+  regressionLoss: "l1",
+  regressionConstraints: ["outside_lesions", "zero_target"],
+  regressionPenalty: "softplus",
 };
 
 /** The bounds RunConfig declares (worker/ml/configs.py). */
@@ -173,9 +184,13 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
       "attributionScale",
       parseReal(values.attributionScale, "Attribution scale", true),
     );
-    pick("attributionLoss", ATTRIBUTION_LOSSES, "Choose BCE or RRR.");
-    attribution.attribution_loss = values.attributionLoss;
+    if (values.task !== "regression") {
+      // Regression runs use regression.penalty instead.
+      pick("attributionLoss", ATTRIBUTION_LOSSES, "Choose BCE or RRR.");
+      attribution.attribution_loss = values.attributionLoss;
+    }
   }
+  const task = regressionConfig(values, errors);
   if (usesLambda(values.lossSetting)) {
     pick("lambdaKind", LAMBDA_KINDS, "Choose a lambda schedule.");
     const value = take("lambdaValue", parseReal(values.lambdaValue, "Lambda", false));
@@ -212,6 +227,7 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
             augment: values.augment,
             early_stopping_metric: values.earlyStoppingMetric,
             ...remedies,
+            ...task,
           },
         },
       };
@@ -237,6 +253,11 @@ const CONFIG_FIELDS: Record<string, LaunchField> = {
   augment: "augment",
   early_stopping_metric: "earlyStoppingMetric",
   ...REMEDY_CONFIG_FIELDS,
+  task: "task",
+  "regression.loss": "regressionLoss",
+  "regression.constraints": "regressionConstraints",
+  "regression.penalty": "regressionPenalty",
+  regression: "task",
 };
 
 /**

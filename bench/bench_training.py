@@ -167,6 +167,8 @@ def _config(settings: TrainingSettings, network: NetworkSpec, variant: Variant, 
         seed=settings.seed,
         grid=settings.grid,
         val_attribution=False,
+        # The L_C-only baseline without the probe of L_A's gradient (an extra attribution).
+        grad_probe_batches=0,
         device=settings.device,  # type: ignore[arg-type]
     )
 

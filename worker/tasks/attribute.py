@@ -11,20 +11,24 @@ from backend.core.config import get_settings
 from backend.core.db import session_scope
 from backend.models import AttributionMap, Job, JobStatus, Run, Subject
 from backend.storage import get_storage
-from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns
+from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns, retrying
 
 log = logging.getLogger(__name__)
 
 
 def _set(attribution_id: int, claim: Claim | None = None, **fields: object) -> None:
     """Write the map's row, unless ``claim`` is given and no longer holds the job."""
-    with session_scope() as session:
-        if claim is not None and not owns(session, claim):
-            return
-        row = session.get(AttributionMap, attribution_id)
-        if row is not None:
-            for key, value in fields.items():
-                setattr(row, key, value)
+
+    def write() -> None:
+        with session_scope() as session:
+            if claim is not None and not owns(session, claim):
+                return
+            row = session.get(AttributionMap, attribution_id)
+            if row is not None:
+                for key, value in fields.items():
+                    setattr(row, key, value)
+
+    retrying(write, what=f"writing attribution {attribution_id}")
 
 
 def _finite(value: float | None) -> float | None:

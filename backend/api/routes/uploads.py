@@ -378,4 +378,4 @@ async def import_subjects(
     except ClientDisconnect:
         return Response(status_code=400)
     finally:
-        await run_in_threadpool(storage.remove_tree, staging)
+        await run_in_threadpool(svc.drop_staging, storage, staging)

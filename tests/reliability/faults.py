@@ -45,6 +45,10 @@ class TcpProxy:
     def cut(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone may not)
+            except OSError:
+                pass
             listener.close()
         with self._lock:
             conns, self._conns = self._conns, set()
@@ -189,3 +193,32 @@ def wait_terminal(job_ids: list[int], *, timeout: float, alive=None) -> dict[int
 
 def elapsed(start: float) -> float:
     return time.monotonic() - start
+
+
+# L_C only, one batch of two per step on a 16x20x16 grid: a few seconds per job, and the
+# worker reads the job row (cancel check) before every step.
+LIGHT_CONFIG = {
+    "batch_size": 2,
+    "grid": [16, 20, 16],
+    "device": "cpu",
+    "seed": 3,
+    "loss_setting": "lc_only",
+    "val_attribution": False,
+}
+
+
+def queue_run(dataset_id: int, epochs: int) -> tuple[int, int]:
+    """A training run of user ``r`` (tests.worker.conftest.make_dataset), sent to the broker."""
+    from backend.core.config import get_settings
+    from backend.core.db import session_scope
+    from backend.models import User
+    from backend.services.jobs import dispatch
+    from backend.services.runs import create_run
+
+    with session_scope() as session:
+        user = session.query(User).filter_by(username="r").one()
+        config = {**LIGHT_CONFIG, "epochs": epochs}
+        run = create_run(session, dataset_id=dataset_id, name="r", config=config, user=user)
+        session.commit()
+        dispatch(session, run.job, get_settings())
+        return run.id, run.job_id

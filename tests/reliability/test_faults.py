@@ -249,11 +249,16 @@ def test_disk_full_while_writing_a_map_fails_cleanly(
         assert "nothing was stored" in job.error, job.error
         leftovers = sorted(p.name for p in maps.iterdir()) if maps.exists() else []
         assert leftovers == [], f"a partial map was left: {leftovers}"
-        with session_scope() as session:
+
+        def row_failed() -> bool:
             from backend.models import AttributionMap
 
-            row = session.get(AttributionMap, attribution_id)
-            assert row.status == "failed" and row.path is None
+            with session_scope() as session:
+                row = session.get(AttributionMap, attribution_id)
+                return row.status == "failed" and row.path is None
+
+        # The job ends first, then its map's row (two writes).
+        wait_for(row_failed, timeout=10, interval=0.1, what="the map's row to show the failure")
 
         # Room again: the same request succeeds and the map is whole.
         resource.prlimit(worker.process.pid, resource.RLIMIT_FSIZE, (hard, hard))

@@ -1,7 +1,7 @@
 """audit log
 
 Revision ID: 0006_audit_log
-Revises: 0005
+Revises: 0009_regression_target
 Create Date: 2026-11-25 22:40:00
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_audit_log"
-down_revision = "0005"
+down_revision = "0009_regression_target"
 branch_labels = None
 depends_on = None
 

@@ -31,6 +31,7 @@ def _samples(run_id: int) -> tuple[dict, list]:
                 mask=storage.absolute(s.mask_path) if s.mask_path else None,
                 label=s.label,
                 split=s.split,
+                target=s.target,
             )
             for s in subjects
         ]

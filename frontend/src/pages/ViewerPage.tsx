@@ -8,6 +8,7 @@ import { attributionMapUrl, parseId, subjectImageUrl, subjectMaskDrawingUrl } fr
 import { labelName } from "../format";
 import { useAsync } from "../hooks";
 import { Colorbar } from "../viewer/Colorbar";
+import { type RelevanceLegend, relevanceLegend } from "../viewer/legend";
 import { ProvenancePanel } from "../viewer/ProvenancePanel";
 import { ViewerControls } from "../viewer/ViewerControls";
 import { newestSucceeded } from "../viewer/select";
@@ -17,6 +18,8 @@ interface ViewerData {
   subject: Subject;
   attribution: Attribution | null;
   run: Run | null;
+  /** What red and blue mean for the run's maps (classification or regression). */
+  legend: RelevanceLegend;
   /** Why no relevance is shown, when it is not. */
   note: string | null;
 }
@@ -35,6 +38,15 @@ async function loadViewerData(subjectId: string, attributionId: string | null): 
     attribution = newestSucceeded((await api.attributions.list({ subject_id: subject.id })).data);
   }
   const run = attribution ? await api.runs.get(attribution.run_id).catch(() => null) : null;
+  // A regression run's legend names its target, which its dataset records.
+  const targetName =
+    run?.config?.task === "regression"
+      ? await api.datasets
+          .get(run.dataset_id)
+          .then((d) => d.target_name)
+          .catch(() => null)
+      : null;
+  const legend = relevanceLegend(run?.config, targetName);
   let note: string | null = null;
   if (!attribution) note = "No attribution has been computed for this subject yet: showing the MR volume only.";
   else if (attribution.status !== "succeeded") {
@@ -42,7 +54,7 @@ async function loadViewerData(subjectId: string, attributionId: string | null): 
   } else if (!readStats(attribution.stats)) {
     note = "This attribution has no statistics: showing the MR volume only.";
   }
-  return { subject, attribution, run, note };
+  return { subject, attribution, run, legend, note };
 }
 
 export default function ViewerPage() {
@@ -102,7 +114,7 @@ export default function ViewerPage() {
         </div>
         <aside className="viewer-side">
           <ViewerControls controller={controller} snapshot={snapshot} />
-          <Colorbar thresholds={snapshot.thresholds} />
+          <Colorbar thresholds={snapshot.thresholds} legend={loaded?.legend} />
           {loaded?.attribution ? <ProvenancePanel attribution={loaded.attribution} run={loaded.run} /> : null}
         </aside>
       </section>

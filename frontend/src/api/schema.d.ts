@@ -1682,7 +1682,10 @@ export interface components {
              * @description 0 healthy, 1 pathological
              */
             label?: (0 | 1) | null;
-            /** Site */
+            /**
+             * Site
+             * @description acquisition site or scanner; surrounding spaces are dropped, '' clears it
+             */
             site?: string | null;
             /** Split */
             split?: ("train" | "val" | "test") | null;

@@ -4,12 +4,13 @@ import { api } from "../api/client";
 import { errorMessage } from "../api/http";
 import type { Attribution, Run, Subject } from "../api/types";
 import { readStats } from "../api/types";
-import { attributionMapUrl, parseId, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
+import { attributionDisplayUrl, parseId, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
 import { labelName } from "../format";
 import { useAsync } from "../hooks";
 import { Colorbar } from "../viewer/Colorbar";
 import { type RelevanceLegend, relevanceLegend } from "../viewer/legend";
 import { ProvenancePanel } from "../viewer/ProvenancePanel";
+import { ShortcutHelp, useViewerShortcuts } from "../viewer/ShortcutHelp";
 import { ViewerControls } from "../viewer/ViewerControls";
 import { newestSucceeded } from "../viewer/select";
 import { useViewerController } from "../viewer/useViewerController";
@@ -64,6 +65,7 @@ export default function ViewerPage() {
   const data = useAsync(() => loadViewerData(subjectId, attributionId), [subjectId, attributionId]);
   const { hostRef, controller, snapshot } = useViewerController();
   const loaded = data.data;
+  useViewerShortcuts(controller);
 
   useEffect(() => {
     if (!controller || !loaded) return;
@@ -71,7 +73,7 @@ export default function ViewerPage() {
     const stats = attribution?.status === "succeeded" ? readStats(attribution.stats) : null;
     void controller.load({
       imageUrl: subjectImageUrl(subject.id),
-      relevance: attribution && stats ? { url: attributionMapUrl(attribution.id), stats } : null,
+      relevance: attribution && stats ? { url: attributionDisplayUrl(attribution.id), stats } : null,
       lesionUrl: subject.has_mask ? subjectMaskDrawingUrl(subject.id) : null,
     });
   }, [controller, loaded]);
@@ -96,9 +98,15 @@ export default function ViewerPage() {
           {subject ? <span className="muted small"> {subject.split} split</span> : null}
         </h1>
       </header>
-      <section className="viewer" data-viewer-state={state} aria-busy={state === "loading"}>
+      <section
+        className="viewer"
+        data-viewer-state={state}
+        data-viewer-view={snapshot.view}
+        aria-busy={state === "loading"}
+      >
         <div className="viewer-main">
           <div className="viewer-canvas-host" ref={hostRef} />
+          {snapshot.helpOpen ? <ShortcutHelp onClose={() => controller?.setHelpOpen(false)} /> : null}
           {error ? (
             <p className="error viewer-error" role="alert">
               {error}

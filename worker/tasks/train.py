@@ -12,7 +12,7 @@ from backend.core.config import get_settings
 from backend.core.db import session_scope
 from backend.models import Job, JobStatus, Run, RunMetric, Subject
 from backend.storage import get_storage
-from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns
+from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns, retrying
 
 if TYPE_CHECKING:
     from worker.ml.training import ProgressEvent
@@ -44,28 +44,37 @@ def _samples(run_id: int) -> tuple[dict, list]:
 
 def _set_run_status(run_id: int, status: str, claim: Claim | None = None, **fields: object) -> None:
     """Write the run, unless ``claim`` is given and no longer holds the job."""
-    with session_scope() as session:
-        if claim is not None and not owns(session, claim):
-            return
-        run = session.get(Run, run_id)
-        if run is not None:
-            run.status = status
-            for key, value in fields.items():
-                setattr(run, key, value)
+
+    def write() -> None:
+        with session_scope() as session:
+            if claim is not None and not owns(session, claim):
+                return
+            run = session.get(Run, run_id)
+            if run is not None:
+                run.status = status
+                for key, value in fields.items():
+                    setattr(run, key, value)
+
+    retrying(write, what=f"writing run {run_id}")
 
 
 def _store_epoch(claim: Claim, run_id: int, epoch: int, values: dict[str, float | None]) -> None:
-    with session_scope() as session:
-        if not owns(session, claim):
-            return
-        # Re-delivered after a crash, an epoch may be stored again: replace, never duplicate.
-        session.query(RunMetric).filter(
-            RunMetric.run_id == run_id, RunMetric.epoch == epoch, RunMetric.step.is_(None)
-        ).delete()
-        for name, value in values.items():
-            if value is None or not math.isfinite(value):
-                continue
-            session.add(RunMetric(run_id=run_id, epoch=epoch, step=None, name=name, value=value))
+    def write() -> None:
+        with session_scope() as session:
+            if not owns(session, claim):
+                return
+            # Re-delivered after a crash, an epoch may be stored again: replace, never duplicate.
+            session.query(RunMetric).filter(
+                RunMetric.run_id == run_id, RunMetric.epoch == epoch, RunMetric.step.is_(None)
+            ).delete()
+            for name, value in values.items():
+                if value is None or not math.isfinite(value):
+                    continue
+                session.add(
+                    RunMetric(run_id=run_id, epoch=epoch, step=None, name=name, value=value)
+                )
+
+    retrying(write, what=f"storing epoch {epoch} of run {run_id}")
 
 
 def _instrumentation(event: ProgressEvent) -> dict[str, float | None]:

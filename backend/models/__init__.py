@@ -1,6 +1,7 @@
 """SQLAlchemy ORM models, one module per aggregate."""
 
 from backend.models.attribution import AttributionMap
+from backend.models.audit import AuditEvent
 from backend.models.base import Base
 from backend.models.dataset import Dataset, Subject
 from backend.models.job import Job, JobStatus
@@ -13,6 +14,7 @@ from backend.models.user import ApiToken, Role, User
 __all__ = [
     "ApiToken",
     "AttributionMap",
+    "AuditEvent",
     "Base",
     "Dataset",
     "Job",

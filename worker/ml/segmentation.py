@@ -65,6 +65,7 @@ from worker.ml.attribution.differentiable import (
 )
 from worker.ml.configs import RegionSpec, RunConfig
 from worker.ml.evaluation import json_safe
+from worker.ml.gradients import GradientBalancer
 from worker.ml.losses import attribution_loss, target_map
 from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess, to_native
 
@@ -467,6 +468,8 @@ def train_segmentation(
         fingerprint=t._fingerprint(subjects),
         progress=progress,
         should_stop=should_stop,
+        # Unused by segmentation's own step (it stores its state in last.pt like every run).
+        balancer=GradientBalancer(config),
     )
     state, rng_state = t._resume(loop)
     resumed_from = state.epoch if rng_state is not None else None

@@ -3,6 +3,7 @@
 // of a server 422 back onto the form's fields.
 import type { ValidationIssue } from "../api/http";
 import type { RunCreate } from "../api/types";
+import { REMEDY_CONFIG_FIELDS, REMEDY_DEFAULTS, type RemedyFormValues, validateRemedies } from "./remedies";
 import { regressionConfig } from "./regressionConfig";
 import type { FieldErrors, Validation } from "./validation";
 
@@ -72,7 +73,7 @@ export function usesLambda(loss: string): boolean {
   return loss === "lc_la_supervised" || loss === "lc_la_unsupervised";
 }
 
-export interface LaunchFormValues {
+export interface LaunchFormValues extends RemedyFormValues {
   datasetId: string;
   name: string;
   network: string;
@@ -123,6 +124,7 @@ export const LAUNCH_DEFAULTS: LaunchFormValues = {
   seed: "0",
   augment: false,
   earlyStoppingMetric: "val_auroc",
+  ...REMEDY_DEFAULTS,
   task: "classification",
   segAnnotatedFraction: "1",
   segConstraint: false,
@@ -238,6 +240,12 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
     }
     attribution.lambda_a = { kind: values.lambdaKind, value, warmup_epochs: warmup };
   }
+  const lambdaValue = attribution.lambda_a as { value: unknown } | undefined;
+  const remedies = validateRemedies(
+    values,
+    errors,
+    typeof lambdaValue?.value === "number" ? lambdaValue.value : null,
+  );
   return Object.keys(errors).length > 0
     ? { ok: false, errors }
     : {
@@ -254,6 +262,7 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
             seed,
             augment: values.augment,
             early_stopping_metric: values.earlyStoppingMetric,
+            ...remedies,
             ...task,
           },
         },
@@ -279,6 +288,7 @@ const CONFIG_FIELDS: Record<string, LaunchField> = {
   seed: "seed",
   augment: "augment",
   early_stopping_metric: "earlyStoppingMetric",
+  ...REMEDY_CONFIG_FIELDS,
   task: "task",
   seg_annotated_fraction: "segAnnotatedFraction",
   seg_constraint: "segConstraint",

@@ -24,6 +24,7 @@ import {
   validateLaunchForm,
   weighsLambda,
 } from "../forms/runConfig";
+import { RemedyFields } from "../forms/RemedyFields";
 import type { FieldErrors } from "../forms/validation";
 import { useAsync } from "../hooks";
 
@@ -291,6 +292,8 @@ export function LaunchRunPage() {
             Augmentation (flips, affine jitter)
           </label>
         </Group>
+
+        <RemedyFields values={values} errors={errors} setValues={setValues} />
 
         {formErrors.map((m) => (
           <p className="error" role="alert" key={m}>

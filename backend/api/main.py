@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from backend.api.routes import (
     attributions,
     auth,
+    corrections,
     datasets,
     health,
     jobs,
@@ -24,6 +25,7 @@ for module in (
     datasets,
     subjects,
     runs,
+    corrections,
     jobs,
     attributions,
     reviews,

@@ -2,6 +2,7 @@
 
 from backend.models.attribution import AttributionMap
 from backend.models.base import Base
+from backend.models.corrections import CorrectedTarget, EpochMap
 from backend.models.dataset import Dataset, Subject
 from backend.models.job import Job, JobStatus
 from backend.models.ops import LoginAttempt, UploadSession, Worker
@@ -14,7 +15,9 @@ __all__ = [
     "ApiToken",
     "AttributionMap",
     "Base",
+    "CorrectedTarget",
     "Dataset",
+    "EpochMap",
     "Job",
     "JobStatus",
     "LoginAttempt",

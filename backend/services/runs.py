@@ -50,6 +50,12 @@ def create_run(session: Session, *, dataset_id: int, name: str, config: dict, us
     if not dataset.subjects:
         raise InvalidInput(f"dataset {dataset_id} has no subjects to train on")
     clean = validate_config(config)
+    known = {s.id for s in dataset.subjects}
+    strangers = [s for s in clean.get("watch_subjects", []) if s not in known]
+    if strangers:
+        raise InvalidInput(
+            f"config.watch_subjects: not subjects of dataset {dataset_id}: {strangers}"
+        )
     job = new_job(session, kind="train", user=user)
     run = Run(name=name, dataset_id=dataset.id, config=clean, job_id=job.id, created_by_id=user.id)
     session.add(run)

@@ -142,6 +142,9 @@ class RunConfig(BaseModel):
         early_stopping_metric: Validation metric that selects ``best.pt``.
         device: ``auto`` picks CUDA when available.
         amp: Mixed precision; only ever used on CUDA.
+        watch_subjects: Subject ids (at most 8) whose attribution map (the evaluation
+            method of the run's validation: Integrated Gradients, 8 Gauss-Legendre points, on
+            the working grid) is stored after every epoch (``worker.ml.epoch_maps``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -199,6 +202,11 @@ class RunConfig(BaseModel):
     early_stopping_metric: EarlyStoppingMetric = "val_auroc"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
+    watch_subjects: list[int] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Subject ids whose attribution map is stored after every epoch.",
+    )
 
     @model_validator(mode="after")
     def _distinct_train_attributions(self) -> RunConfig:

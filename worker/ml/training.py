@@ -74,6 +74,10 @@ BEST_CHECKPOINT = "best.pt"
 CHECKPOINT_FORMAT = 1
 LABEL_KEY = "label"
 MASK_AVAILABLE_KEY = "mask_available"
+# 1 where the mask slot of a training item holds a given target map (SubjectSample.target)
+# instead of the lesion mask: it then rides through the same nearest-neighbour resampling and
+# augmentation as a mask would.
+TARGET_GIVEN_KEY = "target_given"
 # Integrated Gradients of the evaluation maps: 8 points after every epoch (cheap monitoring),
 # 16 at the end, where the validation threshold is chosen on maps of the test's own method.
 VAL_IG_STEPS = 8
@@ -108,6 +112,10 @@ class SubjectSample:
         mask: Lesion mask path, or ``None``.
         label: 1 for pathological, 0 for healthy.
         split: Partition the subject belongs to.
+        target: Optional target map of L_A on the subject's grid (uint8 0/1, 255 =
+            unconstrained; ``worker.ml.corrections``), e.g. the lesion mask merged with
+            clinicians' corrections. In the ``train`` split it replaces the target built from
+            label and mask (the brain restriction still applies); evaluation keeps the mask.
     """
 
     subject_id: str | int
@@ -115,6 +123,7 @@ class SubjectSample:
     mask: Path | None
     label: int
     split: Split
+    target: Path | None = None
 
 
 @dataclass
@@ -436,7 +445,8 @@ def _validate_subjects(subjects: Sequence[SubjectSample], config: RunConfig) -> 
     if bad:
         raise ValueError(f"labels must be 0 or 1; offending subjects: {bad[:10]}")
     if target_mode_for(config.loss_setting) == "supervised" and not any(
-        s.split == "train" and s.label == 1 and s.mask is not None for s in subjects
+        s.split == "train" and s.label == 1 and (s.mask is not None or s.target is not None)
+        for s in subjects
     ):
         raise ValueError(
             f"loss setting {config.loss_setting!r} takes its targets from lesion masks, but no "
@@ -485,6 +495,10 @@ class _CompleteItem(Transform):
         item[MASK_KEY] = (
             torch.zeros_like(image[:1]) if mask is None else _plain(mask).to(torch.float32)
         )  # (1, D, H, W)
+        given = float(item.get(TARGET_GIVEN_KEY, 0.0))
+        item[TARGET_GIVEN_KEY] = np.float32(given)
+        if given > 0.5:  # a stored target map: 255 (unconstrained) becomes NaN
+            item[MASK_KEY] = decode_given_target(item[MASK_KEY])
         return item
 
 
@@ -501,7 +515,7 @@ def _build_datasets(
     splits: tuple[Split, ...] = ("train", "val", "test")
     for split in splits:
         with_masks = _needs_masks(config, split)
-        items = [_as_item(s, with_masks) for s in subjects if s.split == split]
+        items = [_as_item(s, with_masks, split) for s in subjects if s.split == split]
         if not items:
             continue
         transform = preprocess(
@@ -514,10 +528,13 @@ def _build_datasets(
     return datasets
 
 
-def _as_item(subject: SubjectSample, with_masks: bool) -> dict[str, Any]:
+def _as_item(subject: SubjectSample, with_masks: bool, split: Split) -> dict[str, Any]:
     """Turn a subject into the dict the MONAI transforms read."""
     item: dict[str, Any] = {IMAGE_KEY: str(subject.image), LABEL_KEY: np.float32(subject.label)}
-    if with_masks and subject.mask is not None:
+    if split == "train" and subject.target is not None:
+        item[MASK_KEY] = str(subject.target)
+        item[TARGET_GIVEN_KEY] = np.float32(1.0)
+    elif with_masks and subject.mask is not None:
         item[MASK_KEY] = str(subject.mask)
     return item
 
@@ -746,6 +763,8 @@ def _constrained_step(
     targets = target_map(
         labels, masks, mode=mode, brain_mask=brain, mask_available=available
     )  # (B, 1, D, H, W)
+    if TARGET_GIVEN_KEY in batch:
+        targets = with_given_targets(targets, masks, batch[TARGET_GIVEN_KEY], brain)
     temperature = config.attribution_scale * float(np.prod(images.shape[2:]))
     loss_a = attribution_loss(
         attributions, targets, kind=config.attribution_loss, scale=temperature / gain
@@ -884,6 +903,28 @@ def _predict(loop: _Loop, dataset: CacheDataset) -> tuple[np.ndarray, np.ndarray
     z = torch.cat(logits)
     loss = float(F.binary_cross_entropy_with_logits(z, y))
     return y.cpu().numpy().astype(int), torch.sigmoid(z).cpu().numpy(), loss
+
+
+def decode_given_target(stored: torch.Tensor) -> torch.Tensor:
+    """A stored target map (0, 1, 255 = unconstrained) as float 0/1/NaN."""
+    return torch.where(stored > 127.5, torch.nan, (stored > 0.5).to(torch.float32))
+
+
+def with_given_targets(
+    targets: torch.Tensor,
+    given_maps: torch.Tensor,
+    given: Any,
+    brain: torch.Tensor | None,
+) -> torch.Tensor:
+    """Replace the targets of the subjects that came with a target map (``given`` > 0.5) by
+    that map, unconstrained outside the brain when the run restricts L_A to it."""
+    rows = torch.as_tensor(given).to(targets.device) > 0.5  # (B,)
+    if not bool(rows.any()):
+        return targets
+    own = given_maps.to(targets.device, torch.float32)
+    if brain is not None:
+        own = torch.where(brain.to(targets.device), own, torch.nan)
+    return torch.where(rows.view(-1, 1, 1, 1, 1), own, targets)
 
 
 def _eval_samples(dataset: CacheDataset) -> list[tuple[torch.Tensor, torch.Tensor | None, int]]:

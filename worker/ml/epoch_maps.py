@@ -182,7 +182,11 @@ class EpochMapRecorder:
                     values=values,
                     scale=scale,
                     affine=subject.affine,
-                    stats=lesion_metrics(a, subject),
+                    stats={
+                        **lesion_metrics(a, subject),
+                        "min": float(a.min()),
+                        "max": float(a.max()),
+                    },
                 )
             )
         return out

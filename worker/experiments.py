@@ -3,6 +3,7 @@
     python -m worker.experiments four-settings [--out docs/experiments.md] [--subjects N]
         [--epochs E] [--seed S] [--grid X Y Z] [--quick] [...]
     python -m worker.experiments shortcut [same options]
+    python -m worker.experiments corrections [same options]  (worker/research/corrections.py)
 
 ``four-settings`` trains the four loss settings of the seed's figure (method.md section 3:
 L_C only, L_A only, L_C + L_A supervised, L_C + L_A unsupervised) on one synthetic MS-like
@@ -69,7 +70,7 @@ __all__ = [
     "replace_section",
 ]
 
-EXPERIMENTS = ("four-settings", "shortcut")
+EXPERIMENTS = ("four-settings", "shortcut", "corrections")
 FOUR_SETTINGS = ("lc_only", "la_only", "lc_la_supervised", "lc_la_unsupervised")
 SHORTCUT_SETTINGS = ("lc_only", "lc_la_supervised")
 SETTING_LABELS = {
@@ -233,7 +234,16 @@ DEFAULTS: dict[str, Any] = {
     "lesion_count": (4, 10),
 }
 # Site B takes a quarter of the subjects and site A is cut in three: a few more subjects.
-EXPERIMENT_DEFAULTS: dict[str, dict[str, Any]] = {"shortcut": {"subjects": 80}}
+EXPERIMENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "shortcut": {"subjects": 80},
+    # Three runs within ~15 CPU minutes: a smaller grid and budget, gradient attribution in L_A.
+    "corrections": {
+        "subjects": 48,
+        "epochs": 12,
+        "grid": (32, 40, 32),
+        "train_attribution": ("gradient",),
+    },
+}
 QUICK: dict[str, Any] = {
     "subjects": 24,
     "epochs": 1,
@@ -1215,6 +1225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(max(1, options.threads))
     started = time.perf_counter()
     runner = run_four_settings if options.experiment == "four-settings" else run_shortcut
+    if options.experiment == "corrections":
+        from worker.research.corrections import run_corrections
+
+        runner = run_corrections
     body = runner(options)
     total = time.perf_counter() - started
     body += f"\n\nTotal wall time of the command: {total:.0f} s."

@@ -100,7 +100,11 @@ def test_correction_to_corrected_run_to_compare_and_epoch_slider(pipeline, tmp_p
         panel.locator("select[name=from-reviews-setting]").select_option("lc_la_supervised")
         panel.locator("input[name=from-reviews-epochs]").fill("2")
         panel.get_by_role("button", name="Launch run from reviews").click()
-        page.wait_for_url(re.compile(r".*/runs/\d+$"), timeout=30_000)
+        earlier = f"/runs/{pipeline.run_id}"
+        page.wait_for_url(
+            lambda url: re.search(r"/runs/\d+$", url) is not None and not url.endswith(earlier),
+            timeout=30_000,
+        )
         new_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
         assert new_id != pipeline.run_id
         run = api.get(f"/api/v1/runs/{new_id}").json()

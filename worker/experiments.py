@@ -234,16 +234,7 @@ DEFAULTS: dict[str, Any] = {
     "lesion_count": (4, 10),
 }
 # Site B takes a quarter of the subjects and site A is cut in three: a few more subjects.
-EXPERIMENT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "shortcut": {"subjects": 80},
-    # Three runs within ~15 CPU minutes: a smaller grid and budget, gradient attribution in L_A.
-    "corrections": {
-        "subjects": 48,
-        "epochs": 12,
-        "grid": (32, 40, 32),
-        "train_attribution": ("gradient",),
-    },
-}
+EXPERIMENT_DEFAULTS: dict[str, dict[str, Any]] = {"shortcut": {"subjects": 80}}
 QUICK: dict[str, Any] = {
     "subjects": 24,
     "epochs": 1,

@@ -115,7 +115,7 @@ def test_correction_to_corrected_run_to_compare_and_epoch_slider(pipeline, tmp_p
         page.goto(f"{pipeline.base_url}/runs/compare?ids={pipeline.run_id},{new_id}")
         table = page.locator("[data-testid=run-comparison]")
         table.wait_for(timeout=30_000)
-        assert "loop corrected" in table.inner_text()
+        assert "loop corrected" in table.inner_text().lower()
         row = page.locator(
             f"[data-testid=corrected-subjects] tr[data-subject-id='{pipeline.subject_id}']"
         )

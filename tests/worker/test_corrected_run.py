@@ -98,9 +98,17 @@ def test_run_from_reviews_trains_on_merged_targets_and_stores_epoch_maps(
         assert target_row.provenance[0]["attribution_id"] == attribution.id
         assert target_row.stats["lesion_voxels"] == 27
         assert target_row.stats["healthy_voxels"] == int(mask.sum())
-        assert set(target_row.metrics) == {"before", "after"}
+        assert set(target_row.metrics) == {"before", "after", "attribution_ids"}
         assert target_row.metrics["before"]["run_id"] == earlier_id
         assert 0.0 <= target_row.metrics["after"]["lesion_mass"] <= 1.0
+        # The corrected run's map of the subject by the reviewed map's method, for the
+        # compare viewer: a succeeded attribution of the corrected run with its file.
+        pair = target_row.metrics["attribution_ids"]
+        assert pair["before"] == attribution.id
+        side = session.get(AttributionMap, pair["after"])
+        assert side.run_id == run_id and side.subject_id == subject_id
+        assert side.method == "saliency" and side.status == "succeeded"
+        assert storage.absolute(side.path).is_file()
         maps = session.query(EpochMap).filter_by(run_id=run_id).order_by(EpochMap.epoch).all()
         assert [(m.subject_id, m.epoch) for m in maps] == [(subject_id, 1), (subject_id, 2)]
         paths = [storage.absolute(m.path) for m in maps]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.core.db import session_scope
-from backend.models import CorrectedTarget, EpochMap, Run, Subject
+from backend.models import AttributionMap, CorrectedTarget, EpochMap, Run, Subject
 from backend.storage import get_storage
 from worker.tasks.common import Claim, owns
 
@@ -127,14 +127,84 @@ def store_corrected_metrics(claim: Claim, run_id: int, device: str) -> None:
         model, config = load_model(checkpoint, device=device)
         grid = [load_grid_subject(config, sid, image, mask) for _, sid, image, mask in subjects]
         found[side] = subject_metrics(model, grid, device)
+    maps = _side_by_side_maps(claim, run_id, device)
     with session_scope() as session:
         if not owns(session, claim):
             return
         for index, (row_id, *_rest) in enumerate(subjects):
             row = session.get(CorrectedTarget, row_id)
             if row is not None:
-                row.metrics = {
+                metrics: dict[str, Any] = {
                     side: {**_finite(values[index]), "run_id": rid}
                     for side, values in found.items()
                     for rid in [source_id if side == "before" else run_id]
                 }
+                if row.subject_id in maps:
+                    metrics["attribution_ids"] = maps[row.subject_id]
+                row.metrics = metrics
+
+
+def _side_by_side_maps(claim: Claim, run_id: int, device: str) -> dict[int, dict[str, int]]:
+    """For each corrected subject, the corrected run's map by the method (and settings) of the
+    first reviewed map of the earlier run, stored as an attribution map of the corrected run so
+    that the compare viewer shows both side by side. Subject id -> {"before", "after"} ids."""
+    from worker.ml.attribution.captum_eval import attribute_subject
+    from worker.ml.configs import AttributionConfig
+    from worker.ml.io import save_nifti
+    from worker.ml.training import load_model
+
+    storage = get_storage()
+    checkpoint = _best(run_id)
+    if checkpoint is None:
+        return {}
+    with session_scope() as session:
+        wanted = []
+        for row in session.query(CorrectedTarget).filter(CorrectedTarget.run_id == run_id):
+            first = next((p for p in row.provenance if p.get("attribution_id")), None)
+            reviewed = session.get(AttributionMap, first["attribution_id"]) if first else None
+            subject = session.get(Subject, row.subject_id)
+            if reviewed is None or subject is None:
+                continue
+            wanted.append(
+                (
+                    subject.id,
+                    reviewed.id,
+                    reviewed.method,
+                    dict(reviewed.params or {}),
+                    storage.absolute(subject.image_path),
+                )
+            )
+    if not wanted:
+        return {}
+    model, config = load_model(checkpoint, device=device)
+    out: dict[int, dict[str, int]] = {}
+    for subject_id, reviewed_id, method, params, image in wanted:
+        try:
+            result = attribute_subject(
+                model, config, image, AttributionConfig(method=method, **params), device=device
+            )
+        except Exception:  # a map that cannot be redone leaves the metrics in place
+            log.exception("run %s: no side-by-side map for subject %s", run_id, subject_id)
+            continue
+        with session_scope() as session:
+            if not owns(session, claim):
+                return out
+            row = AttributionMap(
+                run_id=run_id, subject_id=subject_id, method=method, params=params, status="running"
+            )
+            session.add(row)
+            session.flush()
+            path = storage.map_path(run_id, row.id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_nifti(path, result.map, result.affine)
+            row.path = storage.relative(path)
+            row.status = "succeeded"
+            row.convergence_delta = _number(result.convergence_delta)
+            row.logit = _number(result.logit)
+            row.stats = {k: _number(v) for k, v in result.stats.items()}
+            out[subject_id] = {"before": reviewed_id, "after": row.id}
+    return out
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(float(value)) else float(value)

@@ -6,7 +6,7 @@ import { compareViewerPath, epochViewerPath, runPath } from "../api/urls";
 import { ErrorMessage } from "../components/common";
 import { formatNumber } from "../format";
 import { useAsync } from "../hooks";
-import { reviewers, sideMetrics } from "./epochs";
+import { reviewers, sideBySideMaps, sideMetrics } from "./epochs";
 
 export function CorrectedSubjects({ runId, refresh }: { runId: number; refresh?: unknown }) {
   const targets = useAsync(() => api.runs.correctedTargets(runId), [runId, refresh]);
@@ -57,7 +57,9 @@ export function CorrectedSubjects({ runId, refresh }: { runId: number; refresh?:
                 <td className="num">{formatNumber(after?.dice_top5)}</td>
                 <td className="small">
                   <Link to={epochViewerPath(t.subject_id, runId)}>epochs</Link> ·{" "}
-                  <Link to={compareViewerPath(t.subject_id)}>maps side by side</Link>
+                  <Link to={compareViewerPath(t.subject_id, sideBySideMaps(t))} className="side-by-side">
+                    maps side by side
+                  </Link>
                 </td>
               </tr>
             );

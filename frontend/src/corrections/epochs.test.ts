@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { CorrectedTarget, EpochMap } from "../api/types";
-import { epochsOf, mapRange, reviewers, sideMetrics, watchSeries } from "./epochs";
+import { epochsOf, mapRange, reviewers, sideBySideMaps, sideMetrics, watchSeries } from "./epochs";
 
 const map = (subject_id: number, epoch: number, stats: Record<string, unknown>): EpochMap => ({
   id: subject_id * 100 + epoch,
@@ -36,6 +36,12 @@ describe("corrected subjects", () => {
   it("reads each side's metrics defensively", () => {
     expect(sideMetrics(target, "before")).toEqual({ lesion_mass: 0.1, dice_top5: null, pointing_game: 0 });
     expect(sideMetrics(target, "after")).toBeNull();
+  });
+
+  it("links both runs' maps only when both are stored", () => {
+    expect(sideBySideMaps(target)).toEqual([]);
+    const both = { ...target, metrics: { attribution_ids: { before: 3, after: 9 } } } as unknown as CorrectedTarget;
+    expect(sideBySideMaps(both)).toEqual([3, 9]);
   });
 
   it("lists reviewers once, in review order", () => {

@@ -58,3 +58,11 @@ export function reviewers(target: CorrectedTarget): string[] {
   const names = target.provenance.map((p) => String((p as Record<string, unknown>).reviewer ?? "?"));
   return [...new Set(names)];
 }
+
+/** The earlier run's reviewed map and the corrected run's map by the same method, if stored. */
+export function sideBySideMaps(target: CorrectedTarget): number[] {
+  const ids = (target.metrics as Record<string, unknown>).attribution_ids as Record<string, unknown> | undefined;
+  const before = ids?.before;
+  const after = ids?.after;
+  return typeof before === "number" && typeof after === "number" ? [before, after] : [];
+}

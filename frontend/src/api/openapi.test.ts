@@ -9,7 +9,7 @@ import { TypedClient, apiUrl, fillPath, toFormData } from "./openapi";
 import type { components, paths } from "./schema";
 import type { Attribution, Dataset, DatasetCreate, Job, Project, Run, RunCreate, Subject, User } from "./types";
 import { readStats } from "./types";
-import { attributionMapUrl, parseId, parseIdList, runEventsUrl, subjectImageUrl, subjectMaskDrawingUrl } from "./urls";
+import { attributionMapUrl, epochMapUrl, parseId, parseIdList, runEventsUrl, subjectImageUrl, subjectMaskDrawingUrl } from "./urls";
 import { chunkUrl } from "../upload/transfer";
 
 type Schemas = components["schemas"];
@@ -111,6 +111,10 @@ describe("every client call is an operation of openapi.json", () => {
       ["cancelRun", () => api.runs.cancel(1)],
       ["retryRun", () => api.runs.retry(1)],
       ["compareRuns", () => api.runs.compare([1, 2])],
+      ["getRunCorrections", () => api.runs.corrections(1)],
+      ["createRunFromReviews", () => api.runs.fromReviews(1, { name: "r" })],
+      ["listCorrectedTargets", () => api.runs.correctedTargets(1)],
+      ["listEpochMaps", () => api.runs.epochMaps(1, 2)],
       ["getJob", () => api.jobs.get(1)],
       ["listAttributions", () => api.attributions.list({ subject_id: 1 })],
       ["getAttribution", () => api.attributions.get(1)],
@@ -133,6 +137,10 @@ describe("every client call is an operation of openapi.json", () => {
       const [url, init] = fetch.mock.calls[0] as [string, RequestInit];
       expect(operationFor(init.method ?? "GET", url), `${init.method} ${url}`).toBe(operationId);
     }
+  });
+
+  it("builds the epoch map URL from its documented path", () => {
+    expect(operationFor("GET", epochMapUrl(2, 3, 4))).toBe("getEpochMap");
   });
 
   it("sends upload chunks to appendUpload", () => {

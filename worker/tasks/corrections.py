@@ -99,7 +99,16 @@ def _best(run_id: int) -> Path | None:
 
 
 def store_corrected_metrics(claim: Claim, run_id: int, device: str) -> None:
-    """Lesion metrics of the earlier and the corrected run on each corrected subject."""
+    """Lesion metrics of the earlier and the corrected run on each corrected subject, and the
+    corrected run's maps for the compare viewer; a failure here is logged, not fatal: the run
+    has trained and its own results stand."""
+    try:
+        _store_corrected_metrics(claim, run_id, device)
+    except Exception:
+        log.exception("run %s: the comparison with the earlier run failed", run_id)
+
+
+def _store_corrected_metrics(claim: Claim, run_id: int, device: str) -> None:
     from worker.ml.epoch_maps import load_grid_subject, subject_metrics
     from worker.ml.training import load_model
 

@@ -95,8 +95,10 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker_argv(queues: str, concurrency: int, loglevel: str) -> list[str]:
-    return [
+def _worker_argv(
+    queues: str, concurrency: int, loglevel: str, name: str | None = None
+) -> list[str]:
+    argv = [
         sys.executable,
         "-m",
         "celery",
@@ -114,11 +116,18 @@ def _worker_argv(queues: str, concurrency: int, loglevel: str) -> list[str]:
         "--without-gossip",
         "--without-mingle",
     ]
+    return argv + (["--hostname", name] if name else [])
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from backend.core.queue import QUEUES
+
     queues = args.queues or get_settings().worker_queues
-    os.execv(sys.executable, _worker_argv(queues, args.concurrency, args.loglevel))
+    unknown = sorted(set(queues.split(",")) - set(QUEUES))
+    if unknown:  # a worker on a misspelt queue would wait forever
+        return _fail(f"unknown queue(s) {', '.join(unknown)}; the queues are {', '.join(QUEUES)}")
+    argv = _worker_argv(queues, args.concurrency, args.loglevel, args.name)
+    os.execv(sys.executable, argv)
     return 0  # not reached
 
 
@@ -182,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queues", help="comma-separated queues (default: gpu,cpu)")
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--loglevel", default="info")
+    worker.add_argument(
+        "--name", help="Celery node name, e.g. gpu0@%%h (%%h: the host; default celery@%%h)"
+    )
     worker.set_defaults(func=cmd_worker)
 
     demo = sub.add_parser("demo-data", help="generate and import the synthetic demo dataset")

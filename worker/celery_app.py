@@ -14,7 +14,7 @@ from celery import signals
 
 from backend.core.queue import make_celery
 
-app = make_celery(include=["worker.tasks.train", "worker.tasks.attribute"])
+app = make_celery(include=["worker.tasks.train", "worker.tasks.attribute", "worker.tasks.maps"])
 
 _main_pid = os.getpid()
 

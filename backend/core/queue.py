@@ -1,4 +1,12 @@
-"""The Celery configuration shared by the backend (which only sends) and the worker."""
+"""The Celery configuration shared by the backend (which only sends) and the worker.
+
+Two queues. ``gpu``: training and attribution, the work that needs the accelerator; a GPU
+worker consumes it alone, one task at a time (``--concurrency 1``). ``cpu``: light work that
+must not wait behind a training job or hold a GPU (building a map's display copy and its
+statistics); a CPU worker consumes it. ``attrivue serve``'s embedded worker and a one-machine
+install consume both. Every task name is routed here (``TASK_QUEUES``); a name not listed is
+refused by ``send``, so a new task cannot land on a queue by accident.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +16,14 @@ from celery import Celery
 
 from backend.core.config import Settings, get_settings
 
-__all__ = ["celery_config", "client", "make_celery", "send_job", "TASK_QUEUES"]
+__all__ = ["QUEUES", "TASK_QUEUES", "celery_config", "client", "make_celery", "send", "send_job"]
 
-# Task name -> queue. Training and attribution need the accelerator.
+QUEUES = ("gpu", "cpu")
+# Task name -> queue. Training and attribution need the accelerator; the rest is light.
 TASK_QUEUES = {
     "attrivue.train": "gpu",
     "attrivue.attribute": "gpu",
+    "attrivue.map_products": "cpu",
 }
 
 
@@ -65,9 +75,14 @@ def client(settings: Settings | None = None) -> Celery:
     return _clients[key]
 
 
-def send_job(task_name: str, job_id: int, settings: Settings | None = None) -> str:
-    """Send a task by name, with the job id only (the database row is the truth)."""
-    result = client(settings).send_task(
-        task_name, args=[job_id], queue=TASK_QUEUES.get(task_name, "gpu")
-    )
+def send(task_name: str, *args: Any, settings: Settings | None = None) -> str:
+    """Send a task by name to its queue (``TASK_QUEUES``); returns the Celery task id."""
+    if task_name not in TASK_QUEUES:
+        raise KeyError(f"no queue for task {task_name!r}: add it to TASK_QUEUES")
+    result = client(settings).send_task(task_name, args=list(args), queue=TASK_QUEUES[task_name])
     return str(result.id)
+
+
+def send_job(task_name: str, job_id: int, settings: Settings | None = None) -> str:
+    """Send a job's task by name, with the job id only (the database row is the truth)."""
+    return send(task_name, job_id, settings=settings)

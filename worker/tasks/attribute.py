@@ -7,6 +7,7 @@ import math
 
 from celery import shared_task
 
+from backend.core import queue
 from backend.core.config import get_settings
 from backend.core.db import session_scope
 from backend.models import AttributionMap, Job, JobStatus, Run, Subject
@@ -102,7 +103,16 @@ def run_attribution(job_id: int) -> None:
             logit=_finite(result.logit),
             stats={k: _finite(v) for k, v in result.stats.items()},
         )
-        finish_job(claim, JobStatus.succeeded, message="map stored")
+        if finish_job(claim, JobStatus.succeeded, message="map stored"):
+            _send_map_products(attribution_id)
+
+
+def _send_map_products(attribution_id: int) -> None:
+    """Leave the display map and statistics to a CPU worker (the API makes them otherwise)."""
+    try:
+        queue.send("attrivue.map_products", attribution_id)
+    except Exception:  # only a cache is lost: the map itself is stored and the job done
+        log.warning("could not queue the products of map %s", attribution_id, exc_info=True)
 
 
 @shared_task(name="attrivue.attribute", acks_late=True, reject_on_worker_lost=True)

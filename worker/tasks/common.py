@@ -208,16 +208,28 @@ class JobReporter:
 
 
 def _gpu() -> str:
-    """The GPUs this process may use: CUDA_VISIBLE_DEVICES, else what torch sees, or "cpu"."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return visible.strip() if visible.strip() not in ("", "-1") else "cpu"
-    if get_settings().device == "cpu":
-        return "cpu"
-    import torch  # the worker has it; only asked when the environment does not say
+    """What this process computes on, as /health shows it (``workers.gpu``).
 
-    count = torch.cuda.device_count()
-    return ",".join(str(i) for i in range(count)) if count else "cpu"
+    "cpu" when ATTRIVUE_DEVICE is cpu or CUDA_VISIBLE_DEVICES hides every GPU; otherwise each
+    GPU torch sees, as ``cuda:<index> = GPU <CUDA_VISIBLE_DEVICES entry> (<name>)``, and
+    "cpu (no CUDA device visible)" for a worker meant for a GPU that found none.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if get_settings().device == "cpu" or (visible is not None and visible.strip() in ("", "-1")):
+        return "cpu"
+    import torch  # the worker has it; only asked when the settings allow a GPU
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not count:
+        if get_settings().device == "cuda":
+            log.warning("ATTRIVUE_DEVICE is cuda but torch sees no CUDA device")
+        return "cpu (no CUDA device visible)"
+    ids = [v.strip() for v in visible.split(",")] if visible else []
+    names = [
+        f"cuda:{i} = GPU {ids[i] if i < len(ids) else i} ({torch.cuda.get_device_name(i)})"
+        for i in range(count)
+    ]
+    return ", ".join(names)[:255]
 
 
 class Presence:

@@ -47,7 +47,8 @@ def test_quick_run_writes_its_section(tmp_path: Path) -> None:
     out = tmp_path / "experiments.md"
     out.write_text("# Experiments\n\n<!-- other:begin -->\nkeep me\n<!-- other:end -->\n")
     try:
-        args = ["corrections", "--quick", "--out", str(out), "--work", str(tmp_path / "w")]
+        args = ["corrections", "--quick", "--subjects", "12"]
+        args += ["--out", str(out), "--work", str(tmp_path / "w")]
         assert main(args) == 0
     finally:
         torch.set_num_threads(previous)
@@ -60,5 +61,5 @@ def test_quick_run_writes_its_section(tmp_path: Path) -> None:
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert all(re.fullmatch(r"-?\d+\.\d{3}|n/a", c) for c in cells[2:8]), row
-    assert "python -m worker.experiments corrections --quick" in section.group(1)
+    assert "python -m worker.experiments corrections --quick --subjects 12" in section.group(1)
     assert re.search(r"targets against their true masks went from \d\.\d{3}", section.group(1))

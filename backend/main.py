@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError
@@ -33,6 +38,12 @@ def create_app() -> FastAPI:
             status_code=422,
         )
 
+    # FastAPI's own 422 echoes the input, and JSON has no NaN or Infinity: a non-finite number
+    # sent where a finite one is required would turn the 422 into a 500. Echo it as text.
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
+
     dist = settings.frontend_dir
     if (dist / "assets").is_dir():
         app.mount("/assets", StaticFiles(directory=dist / "assets"), name="assets")
@@ -53,3 +64,14 @@ def create_app() -> FastAPI:
         )
 
     return app
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its text (``"inf"``, ``"nan"``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value

@@ -172,7 +172,10 @@ class Server:
     log: Path
 
 
-def start_server(data_dir: Path, max_upload_bytes: int, log: Path) -> Server:
+def start_server(
+    data_dir: Path, max_upload_bytes: int, log: Path, *, worker: bool = False
+) -> Server:
+    """``attrivue serve`` on ``data_dir`` with a user "bench"; with ``worker``, its Celery worker."""
     env = {
         **os.environ,
         "ATTRIVUE_DATA_DIR": str(data_dir),
@@ -192,7 +195,7 @@ def start_server(data_dir: Path, max_upload_bytes: int, log: Path) -> Server:
     port = _free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [*cli, "serve", "--no-worker", "--port", str(port)],
+            [*cli, "serve", *([] if worker else ["--no-worker"]), "--port", str(port)],
             env=env,
             cwd=REPO,
             stdout=out,

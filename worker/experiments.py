@@ -4,6 +4,7 @@
         [--epochs E] [--seed S] [--grid X Y Z] [--quick] [...]
     python -m worker.experiments shortcut [same options]
     python -m worker.experiments corrections [same options]  (worker/research/corrections.py)
+    python -m worker.experiments regression [same options]  (worker/research/regression.py)
 
 ``four-settings`` trains the four loss settings of the seed's figure (method.md section 3:
 L_C only, L_A only, L_C + L_A supervised, L_C + L_A unsupervised) on one synthetic MS-like
@@ -62,6 +63,9 @@ from worker.ml.training import (
     train,
 )
 from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess
+from worker.research.corrections import run_corrections
+from worker.research.regression import EXPERIMENT_DEFAULTS as REGRESSION_DEFAULTS
+from worker.research.regression import run_regression
 
 __all__ = [
     "EXPERIMENTS",
@@ -70,7 +74,7 @@ __all__ = [
     "replace_section",
 ]
 
-EXPERIMENTS = ("four-settings", "shortcut", "corrections")
+EXPERIMENTS = ("four-settings", "shortcut", "regression", "corrections")
 FOUR_SETTINGS = ("lc_only", "la_only", "lc_la_supervised", "lc_la_unsupervised")
 SHORTCUT_SETTINGS = ("lc_only", "lc_la_supervised")
 SETTING_LABELS = {
@@ -234,7 +238,10 @@ DEFAULTS: dict[str, Any] = {
     "lesion_count": (4, 10),
 }
 # Site B takes a quarter of the subjects and site A is cut in three: a few more subjects.
-EXPERIMENT_DEFAULTS: dict[str, dict[str, Any]] = {"shortcut": {"subjects": 80}}
+EXPERIMENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "shortcut": {"subjects": 80},
+    "regression": REGRESSION_DEFAULTS,  # worker/research/regression.py
+}
 QUICK: dict[str, Any] = {
     "subjects": 24,
     "epochs": 1,
@@ -1215,11 +1222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_options(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(max(1, options.threads))
     started = time.perf_counter()
-    runner = run_four_settings if options.experiment == "four-settings" else run_shortcut
-    if options.experiment == "corrections":
-        from worker.research.corrections import run_corrections
-
-        runner = run_corrections
+    runners = {
+        "four-settings": run_four_settings,
+        "shortcut": run_shortcut,
+        "regression": run_regression,
+        "corrections": run_corrections,
+    }
+    runner = runners[options.experiment]
     body = runner(options)
     total = time.perf_counter() - started
     body += f"\n\nTotal wall time of the command: {total:.0f} s."

@@ -20,6 +20,8 @@ class Dataset(CreatedAt, Base):
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     # Free-text NIfTI header fields are cleared on every upload; recorded for provenance.
     deidentified: Mapped[bool] = mapped_column(Boolean, default=True)
+    # What the subjects' continuous ``target`` is (e.g. "EDSS"), for regression runs.
+    target_name: Mapped[str] = mapped_column(String(100), default="", server_default="")
 
     subjects: Mapped[list[Subject]] = relationship(
         back_populates="dataset", cascade="all, delete-orphan", order_by="Subject.id"

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from backend.schemas.common import ORMModel
 
@@ -15,6 +15,21 @@ class DatasetCreate(BaseModel):
     project_id: int | None = None
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=5000)
+    target_name: str = Field(
+        default="",
+        max_length=100,
+        description="What the subjects' continuous target is (e.g. EDSS), for regression runs.",
+    )
+
+
+class DatasetUpdate(BaseModel):
+    """Fields of a dataset that may change; the ones left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=5000)
+    target_name: str | None = Field(default=None, max_length=100)
 
 
 class DatasetPublic(ORMModel):
@@ -24,6 +39,7 @@ class DatasetPublic(ORMModel):
     description: str
     created_at: datetime
     deidentified: bool
+    target_name: str = ""
     subject_count: int = 0
 
 
@@ -52,7 +68,25 @@ class SubjectUpdate(BaseModel):
 
     label: Literal[0, 1] | None = Field(default=None, description="0 healthy, 1 pathological")
     split: Split | None = None
-    site: str | None = Field(default=None, max_length=64)
+    site: str | None = Field(
+        default=None,
+        max_length=64,
+        description="acquisition site or scanner; surrounding spaces are dropped, '' clears it",
+    )
+    target: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description="Continuous target of regression runs; null removes it.",
+    )
+
+    @field_validator("site")
+    @classmethod
+    def _site_text(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("site may not contain control characters (tabs, line breaks)")
+        return value.strip()
 
 
 class SubjectsPublic(BaseModel):

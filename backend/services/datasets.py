@@ -46,12 +46,19 @@ _SLAB_VOXELS = 16 * 1024 * 1024
 
 
 def create_dataset(
-    session: Session, *, project_id: int, name: str, description: str, user: User | None
+    session: Session,
+    *,
+    project_id: int,
+    name: str,
+    description: str,
+    user: User | None,
+    target_name: str = "",
 ) -> Dataset:
     dataset = Dataset(
         project_id=project_id,
         name=name,
         description=description,
+        target_name=target_name,
         created_by_id=user.id if user else None,
     )
     session.add(dataset)

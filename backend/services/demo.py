@@ -19,7 +19,13 @@ __all__ = ["import_manifest", "load_demo_dataset"]
 
 
 def import_manifest(
-    folder: Path, *, project_id: int, name: str, description: str, user_id: int | None = None
+    folder: Path,
+    *,
+    project_id: int,
+    name: str,
+    description: str,
+    user_id: int | None = None,
+    target_name: str = "",
 ) -> int:
     """Import a folder with manifest.csv (subject,image,mask,label,target,split,site) at once.
 
@@ -36,7 +42,12 @@ def import_manifest(
             if user is None:
                 user = session.scalar(select(User).where(User.role == Role.admin.value))
             dataset = create_dataset(
-                session, project_id=project_id, name=name, description=description, user=user
+                session,
+                project_id=project_id,
+                name=name,
+                description=description,
+                target_name=target_name,
+                user=user,
             )
             for row in rows:
                 with open(folder / row["image"], "rb") as image:
@@ -67,6 +78,8 @@ def import_manifest(
 
 
 DEMO_PROJECT = "Demo"
+# What worker.ml.synthetic writes as the continuous target.
+DEMO_TARGET_NAME = "lesion load (ml)"
 
 
 def _demo_project() -> int:
@@ -107,7 +120,9 @@ def load_demo_dataset(*, name: str, subjects: int = 16, force: bool = False) -> 
         project_id=_demo_project(),
         name=name,
         description="Synthetic subjects built from the MNI152 template nilearn ships: "
-        "random affine and elastic deformation, bias field, noise, MS-like lesions.",
+        "random affine and elastic deformation, bias field, noise, MS-like lesions. "
+        "Target: lesion load in ml plus noise (0 for healthy subjects).",
+        target_name=DEMO_TARGET_NAME,
     )
     print(f"demo dataset imported as dataset {dataset_id}")
     return dataset_id

@@ -56,11 +56,31 @@ def create_run(session: Session, *, dataset_id: int, name: str, config: dict, us
         raise InvalidInput(
             f"config.watch_subjects: not subjects of dataset {dataset_id}: {strangers}"
         )
+    if clean["task"] == "regression":
+        _check_targets(dataset)
     job = new_job(session, kind="train", user=user)
     run = Run(name=name, dataset_id=dataset.id, config=clean, job_id=job.id, created_by_id=user.id)
     session.add(run)
     session.flush()
     return run
+
+
+def _check_targets(dataset: Dataset) -> None:
+    """A regression run needs a target on every training subject (validation and test
+    subjects without one are left out of its metrics)."""
+    train = [s for s in dataset.subjects if s.split == "train"]
+    if not train:
+        raise InvalidInput(f"dataset {dataset.id} has no subject in split 'train'")
+    missing = [s.subject_key for s in train if s.target is None]
+    if missing:
+        shown = ", ".join(missing[:20]) + (
+            f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+        )
+        raise InvalidInput(
+            f"a regression run needs a target on every training subject; "
+            f"{len(missing)} of {len(train)} have none: {shown} "
+            "(set it with PATCH /subjects/{id} or the manifest's target column)"
+        )
 
 
 def get_run(session: Session, run_id: int) -> Run:

@@ -69,6 +69,9 @@ def test_partial_update_keeps_other_fields(api: TestClient, subject: dict) -> No
         {"label": "sick"},
         {"split": "holdout"},
         {"site": "x" * 65},
+        {"site": "Bern\nZurich"},
+        {"site": "tab\there"},
+        {"site": 7},
         {"label": None},
         {"split": None},
         {"subject_key": "renamed"},
@@ -80,6 +83,22 @@ def test_bad_values_are_422(api: TestClient, subject: dict, payload: dict) -> No
     assert resp.status_code == 422, resp.text
     assert api.get(url).json()["label"] == 0
     assert api.get(url).json()["split"] == "train"
+
+
+def test_site_is_trimmed_and_can_be_cleared(api: TestClient, subject: dict) -> None:
+    url = f"/api/v1/subjects/{subject['id']}"
+    resp = api.patch(url, json={"site": "  Basel 3T "})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["site"] == "Basel 3T"
+    assert api.patch(url, json={"site": ""}).json()["site"] == ""
+    assert api.get(url).json()["site"] == ""
+
+
+def test_bad_site_names_the_field(api: TestClient, subject: dict) -> None:
+    resp = api.patch(f"/api/v1/subjects/{subject['id']}", json={"site": "a\nb"})
+    assert resp.status_code == 422
+    detail = resp.json()["detail"]
+    assert any(d["loc"][-1] == "site" and "control characters" in d["msg"] for d in detail), detail
 
 
 def test_unknown_subject_is_404(api: TestClient, subject: dict) -> None:

@@ -392,6 +392,49 @@ def test_chunk_limits_and_a_failed_import_keeps_the_uploads(
     _assert_nothing_stored(api, dataset_id, app_env)
 
 
+def test_cancelled_upload_is_deleted_and_an_unfinished_one_is_listed_to_resume(
+    api: TestClient, project_id: int, app_env: Path
+) -> None:
+    """The browser's cancel (DELETE mid-way) and resume (GET /uploads, then PUT from received)."""
+    data = bytes(range(256)) * 400  # 102400 bytes
+    ids = []
+    for name in ("cancel-me.nii", "resume-me.nii"):
+        created = api.post(
+            "/api/v1/uploads",
+            json={"project_id": project_id, "filename": name, "size": len(data)},
+        )
+        assert created.status_code == 201, created.text
+        ids.append(created.json()["id"])
+        half = api.put(
+            f"/api/v1/uploads/{ids[-1]}",
+            content=data[:40_000],
+            headers={"Content-Range": f"bytes 0-39999/{len(data)}"},
+        )
+        assert half.json()["received"] == 40_000
+    cancel_id, resume_id = ids
+    assert len(_files_under(app_env / "tmp")) == 2
+
+    assert api.delete(f"/api/v1/uploads/{cancel_id}").status_code == 204
+    assert api.get(f"/api/v1/uploads/{cancel_id}").status_code == 404
+    assert api.put(f"/api/v1/uploads/{cancel_id}?offset=40000", content=b"x").status_code == 404
+    assert api.delete(f"/api/v1/uploads/{cancel_id}").status_code == 404
+    assert len(_files_under(app_env / "tmp")) == 1  # its bytes are gone
+
+    listed = api.get("/api/v1/uploads", params={"project_id": project_id}).json()["data"]
+    assert [(u["id"], u["filename"], u["received"], u["status"]) for u in listed] == [
+        (resume_id, "resume-me.nii", 40_000, "open")
+    ]
+    assert api.get("/api/v1/uploads", params={"project_id": project_id + 999}).json()["count"] == 0
+    rest = api.put(
+        f"/api/v1/uploads/{resume_id}",
+        content=data[40_000:],
+        headers={"Content-Range": f"bytes 40000-{len(data) - 1}/{len(data)}"},
+    )
+    assert rest.json()["status"] == "complete" and rest.json()["received"] == len(data)
+    part = _files_under(app_env / "tmp")
+    assert len(part) == 1 and part[0].read_bytes() == data
+
+
 def test_a_zip_sent_as_a_chunked_upload_is_imported(
     api: TestClient, dataset_id: int, project_id: int, app_env: Path
 ) -> None:

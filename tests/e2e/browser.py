@@ -1,8 +1,12 @@
-"""Headless Chromium for the viewer tests, and the pixel checks on its screenshots."""
+"""Headless Chromium for the browser tests, the pixel checks on its screenshots, and where the
+screenshots go: every test's pictures land in ``test-artifacts/`` at the repository root
+(gitignored), named after the test; a page's last state is saved when the test ends, pass or fail.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,9 +58,34 @@ def chromium_page(user_data_dir: Path) -> Iterator[Page]:
         )
         try:
             page = context.pages[0] if context.pages else context.new_page()
-            yield page
+            try:
+                yield page
+            finally:
+                _final_screenshot(page)
         finally:
             context.close()
+
+
+def current_test_name() -> str:
+    """The running test as a file-name stem: ``test_file-test_name``."""
+    current = os.environ.get("PYTEST_CURRENT_TEST", "browser").split(" ")[0]
+    stem = current.replace(".py::", "-").rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)
+
+
+def save_screenshot(page: Page, name: str) -> Path:
+    """The whole page as test-artifacts/<test>-<name>.png."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{current_test_name()}-{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def _final_screenshot(page: Page) -> None:
+    try:
+        save_screenshot(page, "final")
+    except Exception:  # noqa: BLE001 - a closed or crashed page has nothing to show
+        pass
 
 
 def login(page: Page, base_url: str, username: str, password: str) -> None:

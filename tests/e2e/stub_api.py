@@ -38,12 +38,21 @@ class SyntheticCase:
 
     image: Path
     relevance: Path
+    # The same map as the server's display endpoint sends it (int16 + scl_slope).
+    display: Path
     mask: Path
     stats: dict[str, float]
 
 
 def _save(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
     nib.save(nib.Nifti1Image(data, affine), path)
+    return path
+
+
+def _save_display(path: Path, data: np.ndarray, affine: np.ndarray) -> Path:
+    from backend.services.maps import encode_display
+
+    path.write_bytes(encode_display(data, affine))
     return path
 
 
@@ -83,6 +92,7 @@ def write_synthetic_case(folder: Path) -> SyntheticCase:
     return SyntheticCase(
         image=_save(folder / "image.nii.gz", image, affine),
         relevance=_save(folder / "map.nii.gz", relevance, affine),
+        display=_save_display(folder / "map.display.nii.gz", relevance, affine),
         mask=_save(folder / "mask.nii.gz", mask, affine),
         stats=stats,
     )
@@ -155,6 +165,7 @@ class StubApi:
             f"/api/v1/subjects/{SUBJECT_ID}/image.nii.gz": self.case.image,
             f"/api/v1/subjects/{SUBJECT_ID}/mask.nii.gz": self.case.mask,
             f"/api/v1/attributions/{ATTRIBUTION_ID}/map.nii.gz": self.case.relevance,
+            f"/api/v1/attributions/{ATTRIBUTION_ID}/display.nii.gz": self.case.display,
         }
 
     def handler(self) -> type[BaseHTTPRequestHandler]:

@@ -56,3 +56,25 @@ def test_viewer_shows_signed_relevance_and_lesion(pipeline, tmp_path: Path) -> N
         hidden = count_colours(screenshot_canvas(page, "viewer-no-relevance.png", settle_ms=1000))
         assert hidden.red < MIN_PIXELS / 4 and hidden.blue < MIN_PIXELS / 4, hidden
         assert hidden.green >= MIN_PIXELS, hidden
+        page.get_by_role("checkbox", name="Relevance").check()
+
+        # Keyboard: "p" hides the pathological (red) relevance alone, "p" again brings it back.
+        page.keyboard.press("p")
+        no_red = count_colours(screenshot_canvas(page, "viewer-key-p.png", settle_ms=1000))
+        assert no_red.red < MIN_PIXELS / 4, no_red
+        assert no_red.blue >= MIN_PIXELS and no_red.green >= MIN_PIXELS, no_red
+        assert not page.get_by_role("checkbox", name="Pathological").is_checked()
+        page.keyboard.press("p")
+        # "6": the 3D render alone; the view changes and the canvas with it.
+        page.keyboard.press("6")
+        page.wait_for_function(
+            "() => document.querySelector('[data-viewer-view]').dataset.viewerView === 'render'"
+        )
+        rendered = count_colours(screenshot_canvas(page, "viewer-key-render.png", settle_ms=2000))
+        assert rendered != counts and rendered.gray > 0, (rendered, counts)
+        # "?": the help overlay lists the shortcuts; Escape closes it.
+        page.keyboard.press("?")
+        help_box = page.get_by_role("dialog", name="Keyboard shortcuts")
+        assert "3D render" in help_box.inner_text()
+        page.keyboard.press("Escape")
+        help_box.wait_for(state="detached", timeout=5_000)

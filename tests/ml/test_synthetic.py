@@ -255,6 +255,10 @@ def test_target_follows_lesion_load(dataset):
     assert (targets >= 0).all()
     assert np.corrcoef(loads, targets)[0, 1] > 0.8
     np.testing.assert_allclose(targets, loads, atol=5 * SMALL.target_noise)
+    # No lesion, no disability: healthy subjects' target is exactly 0 (regression's zero_target).
+    healthy = [r.target for r in records if r.label == 0]
+    assert healthy and all(t == 0.0 for t in healthy)
+    assert any(r.target > 0 for r in records if r.label == 1)
 
 
 def test_ensure_dataset_reuses_a_complete_dataset(tmp_path):

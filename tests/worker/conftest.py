@@ -56,9 +56,16 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch) -> Iterat
             next(databases, None)
 
 
-def make_dataset(tmp_path: Path, splits: Sequence[str] = SPLITS) -> tuple[int, int]:
+def make_dataset(
+    tmp_path: Path,
+    splits: Sequence[str] = SPLITS,
+    *,
+    targets: Sequence[float | None] | None = None,
+    target_name: str = "",
+) -> tuple[int, int]:
     """A researcher ``r`` in a project, and a dataset with one subject per split entry
-    (every second one with a lesion and its mask); returns (user id, dataset id)."""
+    (every second one with a lesion and its mask), with ``targets[i]`` as subject i's
+    continuous target when given; returns (user id, dataset id)."""
     from backend.core.db import session_scope
     from backend.services.datasets import create_dataset, import_subject
     from backend.services.projects import create_project
@@ -69,7 +76,12 @@ def make_dataset(tmp_path: Path, splits: Sequence[str] = SPLITS) -> tuple[int, i
         user = create_user(session, username="r", password=PASSWORD, role="researcher")
         project = create_project(session, name="p", description="", user=user)
         dataset = create_dataset(
-            session, project_id=project.id, name="d", description="", user=user
+            session,
+            project_id=project.id,
+            name="d",
+            description="",
+            user=user,
+            target_name=target_name,
         )
         for i, split in enumerate(splits):
             lesion = i % 2 == 1
@@ -86,6 +98,7 @@ def make_dataset(tmp_path: Path, splits: Sequence[str] = SPLITS) -> tuple[int, i
                     subject_key=f"sub-{i}",
                     label=int(lesion),
                     split=split,
+                    target=targets[i] if targets is not None else None,
                     image=(files["image"].name, handles["image"]),
                     mask=(files["mask"].name, handles["mask"]) if lesion else None,
                     max_bytes=10**8,

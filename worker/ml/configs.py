@@ -21,8 +21,11 @@ __all__ = [
     "LambdaSchedule",
     "LossSetting",
     "NetworkName",
+    "RegressionConstraint",
+    "RegressionSettings",
     "RiemannMethod",
     "RunConfig",
+    "TaskName",
     "TrainAttributionName",
 ]
 
@@ -35,8 +38,17 @@ TrainAttributionName = Literal[
     "gradient", "gradient_x_input", "integrated_gradients", "expected_gradients"
 ]
 EarlyStoppingMetric = Literal[
-    "val_auroc", "val_loss", "val_accuracy", "val_attr_auroc", "val_lesion_mass", "val_attr_dice"
+    "val_auroc",
+    "val_loss",
+    "val_accuracy",
+    "val_attr_auroc",
+    "val_lesion_mass",
+    "val_attr_dice",
+    "val_mae",
 ]
+TaskName = Literal["classification", "regression"]
+# The regression constraint's options (worker.ml.regression, docs/experiments.md).
+RegressionConstraint = Literal["outside_lesions", "zero_target", "mass_scaling"]
 BaselineName = Literal["zero", "blur"]
 RiemannMethod = Literal[
     "gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right"
@@ -82,6 +94,35 @@ class LambdaSchedule(BaseModel):
         if self.kind == "constant" or self.warmup_epochs == 0.0:
             return self.value
         return self.value * min(max(epoch / self.warmup_epochs, 0.0), 1.0)
+
+
+class RegressionSettings(BaseModel):
+    """What a regression run (``RunConfig.task == "regression"``) adds; see worker.ml.regression.
+
+    Attributes:
+        loss: Prediction loss L_R on standardised targets: ``l1`` (mean absolute error) or
+            ``mse`` (mean squared error).
+        constraints: Parts of the regression constraint L_A (positive relevance raises the
+            prediction): ``outside_lesions``, no positive relevance outside the lesion mask;
+            ``zero_target``, no positive relevance anywhere on a subject whose target is zero;
+            ``mass_scaling``, each subject's positive relevance mass proportional to its
+            target. ``None``: the loss setting's default, ``outside_lesions`` and
+            ``zero_target`` for ``lc_la_supervised``, ``zero_target`` for
+            ``lc_la_unsupervised`` (targets only; ``outside_lesions`` is refused there).
+        penalty: Per-voxel penalty on relevance that must not be positive: ``softplus``
+            (BCE against 0, the classification constraint's form) or ``relu_squared``
+            (only the positive part is penalised).
+        zero_tolerance: Targets at or below this value count as zero.
+        mass_weight: Weight of the ``mass_scaling`` term inside L_A.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    loss: Literal["l1", "mse"] = "l1"
+    constraints: list[RegressionConstraint] | None = None
+    penalty: Literal["softplus", "relu_squared"] = "softplus"
+    zero_tolerance: float = Field(default=0.0, ge=0.0)
+    mass_weight: float = Field(default=1.0, ge=0.0)
 
 
 class RunConfig(BaseModel):
@@ -145,6 +186,9 @@ class RunConfig(BaseModel):
         watch_subjects: Subject ids (at most 8) whose attribution map (the evaluation
             method of the run's validation: Integrated Gradients, 8 Gauss-Legendre points, on
             the working grid) is stored after every epoch (``worker.ml.epoch_maps``).
+        task: ``classification`` (the label) or ``regression`` (the subject's continuous
+            target, with the same networks' single output as the prediction).
+        regression: Settings of a regression run (ignored for classification).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -207,6 +251,14 @@ class RunConfig(BaseModel):
         max_length=8,
         description="Subject ids whose attribution map is stored after every epoch.",
     )
+    task: TaskName = "classification"
+    regression: RegressionSettings = Field(default_factory=RegressionSettings)
+
+    @model_validator(mode="after")
+    def _regression_fits(self) -> RunConfig:
+        if self.task == "regression":
+            _check_regression(self)
+        return self
 
     @model_validator(mode="after")
     def _distinct_train_attributions(self) -> RunConfig:
@@ -216,6 +268,33 @@ class RunConfig(BaseModel):
         if repeated:
             raise ValueError(f"train_attribution names {repeated} more than once")
         return self
+
+
+def _check_regression(config: RunConfig) -> None:
+    """Refuse regression settings that would silently do something else than asked."""
+    setting, chosen = config.loss_setting, config.regression.constraints
+    if setting == "la_only":
+        raise ValueError(
+            "loss_setting 'la_only' is not defined for regression (nothing would fit the "
+            "targets); use 'lc_la_supervised' or 'lc_la_unsupervised'"
+        )
+    if config.attribution_loss != "bce":
+        raise ValueError(
+            "attribution_loss applies to classification; regression uses regression.penalty"
+        )
+    if chosen is None:
+        return
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"regression.constraints repeats a name: {chosen}")
+    if setting == "lc_only" and chosen:
+        raise ValueError("regression.constraints given, but loss_setting 'lc_only' trains no L_A")
+    if setting != "lc_only" and not chosen:
+        raise ValueError(f"loss_setting {setting!r} needs at least one regression constraint")
+    if setting == "lc_la_unsupervised" and "outside_lesions" in chosen:
+        raise ValueError(
+            "'outside_lesions' needs lesion masks; 'lc_la_unsupervised' uses the targets only "
+            "(use 'lc_la_supervised')"
+        )
 
 
 _BASELINE_FIELDS = frozenset({"baseline", "blur_sigma"})

@@ -111,7 +111,9 @@ class SyntheticConfig:
         bias_field: Range (-b, b) of the coefficients of MONAI's polynomial bias field.
         deformation: Strength of the random affine and elastic deformation (0 disables it).
         target_noise: Standard deviation (ml) of the noise on the continuous target, which is
-            the lesion load in ml plus that noise, clipped at 0.
+            the lesion load in ml plus that noise, clipped at 0, for pathological subjects, and
+            exactly 0 for healthy ones (no lesion, no disability: the subjects the regression
+            constraint's ``zero_target`` option applies to).
         site_shortcut: Add the site shortcut: site A's pathological subjects carry a bright
             stripe near the edge of the field of view, and site B (no stripe) is the test split.
         artefact_intensity: Brightness of that stripe, in white-matter units.
@@ -181,7 +183,8 @@ class SubjectRecord:
         image: Path of the float32 image.
         mask: Path of the uint8 lesion mask; ``None`` for healthy subjects.
         label: 0 healthy, 1 pathological.
-        target: Continuous target (lesion load in ml plus noise), rounded to 3 decimals.
+        target: Continuous target (lesion load in ml plus noise, clipped at 0; 0 for healthy
+            subjects), rounded to 3 decimals.
         split: ``"train"``, ``"val"`` or ``"test"``.
         site: ``"A"`` or ``"B"`` (all ``"A"`` without the site shortcut).
     """
@@ -732,7 +735,8 @@ def _write_subject(
     else:
         # A subject that was pathological in an earlier run must not keep its old mask.
         mask.unlink(missing_ok=True)
-    noisy = synthetic.lesion_load_ml + rng.normal(0.0, config.target_noise)
+    noise = rng.normal(0.0, config.target_noise)
+    noisy = synthetic.lesion_load_ml + noise if pathological else 0.0
     return SubjectRecord(
         subject=item.subject,
         image=image,

@@ -8,6 +8,11 @@ back-propagation"). Each step reports L_C, L_A, the gradient norm of L_C and of 
 (from one ``torch.autograd.grad`` per term, whose sum becomes ``p.grad``), the attribution
 scale and the time spent in the attribution.
 
+A regression run (``RunConfig.task == "regression"``, ``worker.ml.regression``) trains the same
+way with the prediction loss L_R in place of L_C (reported under the same names) and the
+regression constraint in place of the target map; its validation and test metrics are MAE,
+RMSE and correlations instead of AUROC and accuracy.
+
 Every run, whatever its setting, ends with attribution metrics on the test split (Integrated
 Gradients of the best weights against the lesion masks, ``worker.ml.evaluation``); with
 ``val_attribution`` the validation split gets them after every epoch too.
@@ -51,7 +56,17 @@ from worker.ml.configs import RunConfig
 from worker.ml.evaluation import AttributionEvaluation, evaluate_attributions, json_safe
 from worker.ml.losses import attribution_loss, target_map, target_mode_for, total_loss
 from worker.ml.metrics import classification_metrics as _classification_metrics
-from worker.ml.nets import build_network, pathological_logit
+from worker.ml.nets import pathological_logit
+from worker.ml.regression import (
+    TARGET_KEY,
+    build_model,
+    constraints_for,
+    missing_targets,
+    prediction_loss,
+    regression_attribution_loss,
+    regression_metrics,
+    target_scale,
+)
 from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess
 
 __all__ = [
@@ -74,7 +89,7 @@ BEST_CHECKPOINT = "best.pt"
 CHECKPOINT_FORMAT = 1
 LABEL_KEY = "label"
 MASK_AVAILABLE_KEY = "mask_available"
-# 1 where the mask slot of a training item holds a given target map (SubjectSample.target)
+# 1 where the mask slot of a training item holds a given target map (SubjectSample.target_map)
 # instead of the lesion mask: it then rides through the same nearest-neighbour resampling and
 # augmentation as a mask would.
 TARGET_GIVEN_KEY = "target_given"
@@ -99,6 +114,7 @@ _HIGHER_IS_BETTER = {
     "val_attr_auroc": True,
     "val_lesion_mass": True,
     "val_attr_dice": True,
+    "val_mae": False,
 }
 
 
@@ -112,7 +128,9 @@ class SubjectSample:
         mask: Lesion mask path, or ``None``.
         label: 1 for pathological, 0 for healthy.
         split: Partition the subject belongs to.
-        target: Optional target map of L_A on the subject's grid (uint8 0/1, 255 =
+        target: Continuous target of regression runs (``None``: none; such subjects are
+            left out of a regression run's validation and test splits).
+        target_map: Optional target map of L_A on the subject's grid (uint8 0/1, 255 =
             unconstrained; ``worker.ml.corrections``), e.g. the lesion mask merged with
             clinicians' corrections. In the ``train`` split it replaces the target built from
             label and mask (the brain restriction still applies); evaluation keeps the mask.
@@ -123,7 +141,8 @@ class SubjectSample:
     mask: Path | None
     label: int
     split: Split
-    target: Path | None = None
+    target: float | None = None
+    target_map: Path | None = None
 
 
 @dataclass
@@ -136,7 +155,8 @@ class ProgressEvent:
         epochs: Total epochs of the run.
         step: Step within the epoch, 1-based (``epoch``: equal to ``steps``; ``done``: 0).
         steps: Steps per epoch (``done``: 0).
-        loss_c: Classification loss: of the step, or the epoch mean; ``None`` for ``done``.
+        loss_c: Classification loss (regression: L_R): of the step, or the epoch mean;
+            ``None`` for ``done``.
         grad_norm_c: L2 norm of the gradient of L_C w.r.t. the weights (step value or epoch
             mean); ``None`` for ``done`` and for ``la_only`` (L_C is not trained there).
         metrics: Validation metrics for ``epoch``, test metrics for ``done``, else empty.
@@ -211,7 +231,8 @@ class TrainResult:
             metrics, duration), including epochs done before a resumption.
         test_metrics: Metrics of the best checkpoint on the test split (empty without one):
             classification (``auroc``, ``accuracy``, ``balanced_accuracy``, ``sensitivity``,
-            ``specificity``, ``n``, ``loss``) and attribution against the lesion masks
+            ``specificity``, ``n``, ``loss``; regression: ``mae``, ``rmse``, ``pearson``,
+            ``spearman``, ``n``, ``loss``) and attribution against the lesion masks
             (``attr_dice`` at the threshold chosen on validation, ``attr_dice_top5``,
             ``attr_voxel_auroc``, ``attr_voxel_auprc``, ``attr_lesion_mass``,
             ``attr_pointing_game``, ``attr_healthy_share``, ``attr_threshold``,
@@ -342,7 +363,7 @@ def train(
     use_amp = config.amp and device.type == "cuda"
     set_determinism(seed=config.seed)
 
-    model = build_network(config.network).to(device)
+    model = build_model(config, subjects).to(device)
     loop = _Loop(
         config=config,
         model=model,
@@ -351,7 +372,7 @@ def train(
         device=device,
         use_amp=use_amp,
         checkpoint_dir=checkpoint_dir,
-        fingerprint=_fingerprint(subjects),
+        fingerprint=_fingerprint(subjects, with_targets=config.task == "regression"),
         progress=progress,
         should_stop=should_stop,
     )
@@ -406,7 +427,7 @@ def load_model(
     """
     payload = _load_payload(Path(checkpoint_path), device)
     config = RunConfig.model_validate(payload["config"])
-    model = build_network(config.network)
+    model = build_model(config)
     model.load_state_dict(payload["model"])
     return model.to(device).eval(), config
 
@@ -441,12 +462,19 @@ def _validate_subjects(subjects: Sequence[SubjectSample], config: RunConfig) -> 
     """Reject datasets training cannot use, before any work is done."""
     if not any(s.split == "train" for s in subjects):
         raise ValueError("no subject in split 'train'")
+    missing = missing_targets(subjects) if config.task == "regression" else []
+    if missing:
+        raise ValueError(f"regression needs a target on every training subject; missing: {missing}")
     bad = [s.subject_id for s in subjects if s.label not in (0, 1)]
     if bad:
         raise ValueError(f"labels must be 0 or 1; offending subjects: {bad[:10]}")
-    if target_mode_for(config.loss_setting) == "supervised" and not any(
-        s.split == "train" and s.label == 1 and (s.mask is not None or s.target is not None)
-        for s in subjects
+    if (
+        config.task == "classification"
+        and target_mode_for(config.loss_setting) == "supervised"
+        and not any(
+            s.split == "train" and s.label == 1 and (s.mask is not None or s.target_map is not None)
+            for s in subjects
+        )
     ):
         raise ValueError(
             f"loss setting {config.loss_setting!r} takes its targets from lesion masks, but no "
@@ -455,15 +483,21 @@ def _validate_subjects(subjects: Sequence[SubjectSample], config: RunConfig) -> 
         )
 
 
-def _fingerprint(subjects: Sequence[SubjectSample]) -> str:
-    """Digest of who is in which split with which label (paths may move between attempts)."""
-    rows = sorted((str(s.subject_id), s.split, int(s.label)) for s in subjects)
+def _fingerprint(subjects: Sequence[SubjectSample], *, with_targets: bool = False) -> str:
+    """Digest of who is in which split with which label (and target, for regression runs;
+    paths may move between attempts)."""
+    rows = sorted(
+        (str(s.subject_id), s.split, int(s.label), *([s.target] if with_targets else []))
+        for s in subjects
+    )
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
 def _needs_masks(config: RunConfig, split: Split) -> bool:
     """Whether a split's lesion masks are read: always for evaluation (validation, test), and
     for training where the targets of L_A come from them."""
+    if config.task == "regression":
+        return split != "train" or "outside_lesions" in constraints_for(config)
     return split != "train" or target_mode_for(config.loss_setting) == "supervised"
 
 
@@ -515,7 +549,12 @@ def _build_datasets(
     splits: tuple[Split, ...] = ("train", "val", "test")
     for split in splits:
         with_masks = _needs_masks(config, split)
-        items = [_as_item(s, with_masks, split) for s in subjects if s.split == split]
+        regression = config.task == "regression"
+        items = [
+            _as_item(s, with_masks, split, with_target=regression)
+            for s in subjects
+            if s.split == split and not (regression and s.target is None)
+        ]
         if not items:
             continue
         transform = preprocess(
@@ -528,11 +567,15 @@ def _build_datasets(
     return datasets
 
 
-def _as_item(subject: SubjectSample, with_masks: bool, split: Split) -> dict[str, Any]:
+def _as_item(
+    subject: SubjectSample, with_masks: bool, split: Split, with_target: bool = False
+) -> dict[str, Any]:
     """Turn a subject into the dict the MONAI transforms read."""
     item: dict[str, Any] = {IMAGE_KEY: str(subject.image), LABEL_KEY: np.float32(subject.label)}
-    if split == "train" and subject.target is not None:
-        item[MASK_KEY] = str(subject.target)
+    if with_target:
+        item[TARGET_KEY] = np.float32(subject.target)
+    if split == "train" and subject.target_map is not None:
+        item[MASK_KEY] = str(subject.target_map)
         item[TARGET_GIVEN_KEY] = np.float32(1.0)
     elif with_masks and subject.mask is not None:
         item[MASK_KEY] = str(subject.mask)
@@ -682,7 +725,7 @@ def _train_step(loop: _Loop, batch: dict[str, Any]) -> _StepStats:
     with torch.autocast(device_type=loop.device.type, dtype=torch.float16, enabled=loop.use_amp):
         logits = pathological_logit(loop.model(images))  # (B,)
     # The loss is computed in float32 even under autocast, for a stable BCE.
-    loss_c = F.binary_cross_entropy_with_logits(logits.float(), labels)
+    loss_c = _head_loss(loop, logits, labels, batch)
     loop.scaler.scale(loss_c).backward()
     # Unscale first so the reported norm is that of the true gradient of L_C.
     loop.scaler.unscale_(loop.optimizer)
@@ -756,19 +799,22 @@ def _constrained_step(
             )
         attribution_seconds = _since(attribution_started, loop.device)
     attributions = out.attributions.float()  # (B, C, D, H, W), gain * A
-    loss_c = F.binary_cross_entropy_with_logits(logits.float(), labels)
+    loss_c = _head_loss(loop, logits, labels, batch)
     brain = (images != 0).any(dim=1, keepdim=True) if config.restrict_to_brain else None
-    mode = target_mode_for(setting)
-    assert mode is not None  # every setting but lc_only has a target mode
-    targets = target_map(
-        labels, masks, mode=mode, brain_mask=brain, mask_available=available
-    )  # (B, 1, D, H, W)
-    if TARGET_GIVEN_KEY in batch:
-        targets = with_given_targets(targets, masks, batch[TARGET_GIVEN_KEY], brain)
     temperature = config.attribution_scale * float(np.prod(images.shape[2:]))
-    loss_a = attribution_loss(
-        attributions, targets, kind=config.attribution_loss, scale=temperature / gain
-    )
+    if config.task == "regression":
+        loss_a = _regression_constraint(loop, batch, attributions, masks, available, brain)
+    else:
+        mode = target_mode_for(setting)
+        assert mode is not None  # every setting but lc_only has a target mode
+        targets = target_map(
+            labels, masks, mode=mode, brain_mask=brain, mask_available=available
+        )  # (B, 1, D, H, W)
+        if TARGET_GIVEN_KEY in batch:
+            targets = with_given_targets(targets, masks, batch[TARGET_GIVEN_KEY], brain)
+        loss_a = attribution_loss(
+            attributions, targets, kind=config.attribution_loss, scale=temperature / gain
+        )
     lam = None if setting == "la_only" else config.lambda_a.at(position)
     loss = total_loss(loss_c, loss_a, lam or 0.0, setting)  # reported; its gradient follows
 
@@ -802,6 +848,50 @@ def _constrained_step(
         lambda_a=lam,
         attribution_abs_mean=float(attributions.detach().abs().mean()) / gain,
         attribution_seconds=attribution_seconds,
+    )
+
+
+def _batch_targets(batch: dict[str, Any], device: torch.device) -> torch.Tensor:
+    """Regression targets ``(B,)`` of a batch, float32 on ``device``."""
+    return torch.as_tensor(batch[TARGET_KEY], dtype=torch.float32).to(device)
+
+
+def _head_loss(
+    loop: _Loop, outputs: torch.Tensor, labels: torch.Tensor, batch: dict[str, Any]
+) -> torch.Tensor:
+    """L_C: BCE of the pathological logit, or L_R of the predicted target (float32)."""
+    if loop.config.task == "regression":
+        return prediction_loss(
+            outputs.float(),
+            _batch_targets(batch, loop.device),
+            kind=loop.config.regression.loss,
+            scale=target_scale(loop.model),
+        )
+    return F.binary_cross_entropy_with_logits(outputs.float(), labels)
+
+
+def _regression_constraint(
+    loop: _Loop,
+    batch: dict[str, Any],
+    attributions: torch.Tensor,
+    masks: torch.Tensor,
+    available: torch.Tensor,
+    brain: torch.Tensor | None,
+) -> torch.Tensor:
+    """L_A of a regression run (``worker.ml.regression``), on relevance in standardised units."""
+    config = loop.config
+    temperature = config.attribution_scale * float(np.prod(attributions.shape[2:]))
+    return regression_attribution_loss(
+        attributions,
+        _batch_targets(batch, loop.device),
+        masks,
+        constraints=constraints_for(config),
+        scale=temperature / (_attribution_gain(loop) * target_scale(loop.model)),
+        penalty=config.regression.penalty,
+        zero_tolerance=config.regression.zero_tolerance,
+        mass_weight=config.regression.mass_weight,
+        brain_mask=brain,
+        mask_available=available,
     )
 
 
@@ -905,6 +995,35 @@ def _predict(loop: _Loop, dataset: CacheDataset) -> tuple[np.ndarray, np.ndarray
     return y.cpu().numpy().astype(int), torch.sigmoid(z).cpu().numpy(), loss
 
 
+@torch.no_grad()
+def _predict_regression(loop: _Loop, dataset: CacheDataset) -> tuple[np.ndarray, np.ndarray, float]:
+    """Targets, predicted targets and mean L_R over a dataset (eval mode)."""
+    loop.model.eval()
+    targets, outputs = [], []
+    for batch in _loader(dataset, loop.config.batch_size, shuffle=False, seed=0):
+        images, _ = _batch_tensors(batch, loop.device)
+        with torch.autocast(
+            device_type=loop.device.type, dtype=torch.float16, enabled=loop.use_amp
+        ):
+            predicted = pathological_logit(loop.model(images))
+        targets.append(_batch_targets(batch, loop.device))
+        outputs.append(predicted.float())
+    loop.model.train()
+    y, p = torch.cat(targets), torch.cat(outputs)
+    loss = prediction_loss(p, y, kind=loop.config.regression.loss, scale=target_scale(loop.model))
+    return y.cpu().numpy(), p.cpu().numpy(), float(loss)
+
+
+def _head_metrics(loop: _Loop, dataset: CacheDataset) -> Metrics:
+    """Metrics of the prediction on a split, and its loss: classification (``auroc``,
+    ``accuracy``...) or regression (``mae``, ``rmse``, ``pearson``, ``spearman``)."""
+    if loop.config.task == "regression":
+        y, p, loss = _predict_regression(loop, dataset)
+        return json_safe({**regression_metrics(y, p), "loss": loss})
+    labels, probabilities, loss = _predict(loop, dataset)
+    return {**classification_metrics(labels, probabilities), "loss": loss}
+
+
 def decode_given_target(stored: torch.Tensor) -> torch.Tensor:
     """A stored target map (0, 1, 255 = unconstrained) as float 0/1/NaN."""
     return torch.where(stored > 127.5, torch.nan, (stored > 0.5).to(torch.float32))
@@ -954,15 +1073,21 @@ def _attribution_eval(
 def _evaluate_val(loop: _Loop, dataset: CacheDataset | None) -> Metrics:
     """Validation loss, AUROC (None with one class) and accuracy; with ``val_attribution``,
     attribution metrics of IG maps (``VAL_IG_STEPS`` points) against the lesion masks."""
+    regression = loop.config.task == "regression"
     if dataset is None:
-        return {"val_loss": None, "val_auroc": None, "val_accuracy": None}
-    y, p, loss = _predict(loop, dataset)
-    metrics = classification_metrics(y, p)
-    values: Metrics = {
-        "val_loss": loss,
-        "val_auroc": metrics["auroc"],
-        "val_accuracy": metrics["accuracy"],
-    }
+        names = ("mae", "rmse", "pearson") if regression else ("auroc", "accuracy")
+        return {"val_loss": None, **{f"val_{name}": None for name in names}}
+    metrics = _head_metrics(loop, dataset)
+    if regression:
+        values: Metrics = {
+            f"val_{name}": metrics.get(name) for name in ("loss", "mae", "rmse", "pearson")
+        }
+    else:
+        values = {
+            "val_loss": metrics["loss"],
+            "val_auroc": metrics["auroc"],
+            "val_accuracy": metrics["accuracy"],
+        }
     if loop.config.val_attribution:
         evaluation = _attribution_eval(loop, dataset, steps=VAL_IG_STEPS)
         found = evaluation.metrics
@@ -990,8 +1115,7 @@ def _evaluate_test(loop: _Loop, datasets: dict[str, CacheDataset]) -> Metrics:
     loop.check_cancel(loop.config.epochs)
     payload = _load_payload(loop.checkpoint_dir / BEST_CHECKPOINT, loop.device)
     loop.model.load_state_dict(payload["model"])
-    y, p, loss = _predict(loop, dataset)
-    metrics: Metrics = {**classification_metrics(y, p), "loss": loss}
+    metrics: Metrics = _head_metrics(loop, dataset)
 
     threshold = None
     if "val" in datasets:

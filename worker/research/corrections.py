@@ -126,7 +126,8 @@ def _with_targets(samples: list[SubjectSample], targets: dict[str, Path]) -> lis
             mask=s.mask,
             label=s.label,
             split=s.split,
-            target=targets.get(str(s.subject_id)),
+            target=s.target,
+            target_map=targets.get(str(s.subject_id)),
         )
         for s in samples
     ]

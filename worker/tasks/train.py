@@ -33,7 +33,8 @@ def _samples(run_id: int) -> tuple[dict, list]:
                 mask=storage.absolute(s.mask_path) if s.mask_path else None,
                 label=s.label,
                 split=s.split,
-                target=targets.get(s.id),
+                target=s.target,
+                target_map=targets.get(s.id),
             )
             for s in subjects
         ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from sqlalchemy import select
 
 from backend.api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep, authorize
@@ -13,6 +13,7 @@ from backend.schemas.dataset import (
     DatasetCreate,
     DatasetPublic,
     DatasetsPublic,
+    DatasetUpdate,
     SubjectPublic,
     SubjectsPublic,
 )
@@ -56,10 +57,31 @@ def create_dataset(body: DatasetCreate, user: CurrentUser, session: SessionDep) 
     project_id = body.project_id or _default_project(session, user)
     projects.require(session, user, project_id, projects.WRITE)
     dataset = svc.create_dataset(
-        session, project_id=project_id, name=body.name, description=body.description, user=user
+        session,
+        project_id=project_id,
+        name=body.name,
+        description=body.description,
+        target_name=body.target_name,
+        user=user,
     )
     session.commit()
     return svc.dataset_public(dataset, 0)
+
+
+@router.patch("/{dataset_id}", operation_id="updateDataset")
+def update_dataset(
+    dataset_id: int, body: DatasetUpdate, user: CurrentUser, session: SessionDep
+) -> DatasetPublic:
+    """Change a dataset's name, description or target name (admins and researchers)."""
+    dataset = svc.get_dataset(session, dataset_id)
+    authorize(session, user, dataset, projects.WRITE)
+    for name, value in body.model_dump(exclude_unset=True).items():
+        if value is None:
+            raise HTTPException(422, detail=f"{name} may not be null")
+        setattr(dataset, name, value)
+    session.commit()
+    session.refresh(dataset)
+    return svc.dataset_public(dataset, len(dataset.subjects))
 
 
 @router.get("/{dataset_id}", operation_id="getDataset")

@@ -31,11 +31,12 @@ def get_subject(subject_id: int, user: CurrentUser, session: SessionDep) -> Subj
 def update_subject(
     subject_id: int, body: SubjectUpdate, user: CurrentUser, session: SessionDep
 ) -> SubjectPublic:
-    """Change a subject's label, split or site (admins and researchers of its project)."""
+    """Change a subject's label, split, site or target (admins and researchers of its
+    project); a null target removes it."""
     subject = svc.get_subject(session, subject_id)
     authorize(session, user, subject, WRITE)
     for name, value in body.model_dump(exclude_unset=True).items():
-        if value is None:
+        if value is None and name != "target":
             raise HTTPException(422, detail=f"{name} may not be null")
         setattr(subject, name, value)
     session.commit()

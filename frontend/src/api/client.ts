@@ -55,6 +55,11 @@ export function createApi(http: Http) {
       /** Open a chunked upload; its bytes go with PUT /uploads/{id} (upload/transfer.ts, for progress). */
       create: (body: BodyOf<Operation<"/uploads", "post">>) => client.POST("/uploads", { body }),
       get: (upload_id: string) => client.GET("/uploads/{upload_id}", { path: { upload_id } }),
+      /** The user's unfinished or unused uploads (to resume or discard them). */
+      list: (projectId?: number | null) =>
+        client.GET("/uploads", { query: { project_id: projectId ?? undefined } }),
+      /** Abandon an upload: the server deletes its bytes. */
+      remove: (upload_id: string) => client.DELETE("/uploads/{upload_id}", { path: { upload_id } }),
     },
     imports: {
       /** Import the subjects of completed uploads (files, a manifest or participants.tsv, or a zip). */

@@ -9,7 +9,16 @@ import { TypedClient, apiUrl, fillPath, toFormData } from "./openapi";
 import type { components, paths } from "./schema";
 import type { Attribution, Dataset, DatasetCreate, Job, Project, Run, RunCreate, Subject, User } from "./types";
 import { readStats } from "./types";
-import { attributionMapUrl, epochMapUrl, parseId, parseIdList, runEventsUrl, subjectImageUrl, subjectMaskDrawingUrl } from "./urls";
+import {
+  attributionDisplayUrl,
+  attributionMapUrl,
+  epochMapUrl,
+  parseId,
+  parseIdList,
+  runEventsUrl,
+  subjectImageUrl,
+  subjectMaskDrawingUrl,
+} from "./urls";
 import { chunkUrl } from "../upload/transfer";
 
 type Schemas = components["schemas"];
@@ -103,6 +112,8 @@ describe("every client call is an operation of openapi.json", () => {
       ["updateSubject", () => api.subjects.update(1, { split: "val", label: 1 })],
       ["createUpload", () => api.uploads.create({ project_id: 1, filename: "a/b.nii.gz", size: 3 })],
       ["getUpload", () => api.uploads.get("u1")],
+      ["listUploads", () => api.uploads.list(3)],
+      ["deleteUpload", () => api.uploads.remove("u1")],
       ["importSubjects", () => api.imports.fromUploads(1, ["u1", "u2"])],
       ["listRuns", () => api.runs.list({ dataset_id: 1 })],
       ["getRun", () => api.runs.get(1)],
@@ -148,17 +159,25 @@ describe("every client call is an operation of openapi.json", () => {
   });
 
   it("builds the viewer's file URLs from documented paths", () => {
-    const urls = [subjectImageUrl(4), subjectMaskDrawingUrl(4), attributionMapUrl(9), runEventsUrl(2)];
+    const urls = [
+      subjectImageUrl(4),
+      subjectMaskDrawingUrl(4),
+      attributionMapUrl(9),
+      attributionDisplayUrl(9),
+      runEventsUrl(2),
+    ];
     expect(urls).toEqual([
       "/api/v1/subjects/4/image.nii.gz",
       "/api/v1/subjects/4/mask.nii.gz?drawing=true",
       "/api/v1/attributions/9/map.nii.gz",
+      "/api/v1/attributions/9/display.nii.gz",
       "/api/v1/runs/2/events",
     ]);
     expect(urls.map((u) => operationFor("GET", u))).toEqual([
       "downloadSubjectImage",
       "downloadSubjectMask",
       "downloadAttributionMap",
+      "downloadAttributionDisplayMap",
       "streamRunEvents",
     ]);
   });

@@ -275,7 +275,11 @@ export interface paths {
         delete?: never;
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Update Dataset
+         * @description Change a dataset's name, description or target name (admins and researchers).
+         */
+        patch: operations["updateDataset"];
         trace?: never;
     };
     "/api/v1/datasets/{dataset_id}/imports": {
@@ -929,7 +933,8 @@ export interface paths {
         head?: never;
         /**
          * Update Subject
-         * @description Change a subject's label, split or site (admins and researchers of its project).
+         * @description Change a subject's label, split, site or target (admins and researchers of its
+         *     project); a null target removes it.
          */
         patch: operations["updateSubject"];
         trace?: never;
@@ -1302,6 +1307,12 @@ export interface components {
             name: string;
             /** Project Id */
             project_id?: number | null;
+            /**
+             * Target Name
+             * @description What the subjects' continuous target is (e.g. EDSS), for regression runs.
+             * @default
+             */
+            target_name?: string;
         };
         /** DatasetPublic */
         DatasetPublic: {
@@ -1325,6 +1336,23 @@ export interface components {
              * @default 0
              */
             subject_count?: number;
+            /**
+             * Target Name
+             * @default
+             */
+            target_name?: string;
+        };
+        /**
+         * DatasetUpdate
+         * @description Fields of a dataset that may change; the ones left out stay as they are.
+         */
+        DatasetUpdate: {
+            /** Description */
+            description?: string | null;
+            /** Name */
+            name?: string | null;
+            /** Target Name */
+            target_name?: string | null;
         };
         /** DatasetsPublic */
         DatasetsPublic: {
@@ -1875,10 +1903,18 @@ export interface components {
              * @description 0 healthy, 1 pathological
              */
             label?: (0 | 1) | null;
-            /** Site */
+            /**
+             * Site
+             * @description acquisition site or scanner; surrounding spaces are dropped, '' clears it
+             */
             site?: string | null;
             /** Split */
             split?: ("train" | "val" | "test") | null;
+            /**
+             * Target
+             * @description Continuous target of regression runs; null removes it.
+             */
+            target?: number | null;
         };
         /** SubjectsPublic */
         SubjectsPublic: {
@@ -2515,6 +2551,41 @@ export interface operations {
             cookie?: never;
         };
         requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatasetPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    updateDataset: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                dataset_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DatasetUpdate"];
+            };
+        };
         responses: {
             /** @description Successful Response */
             200: {

@@ -27,6 +27,14 @@ export function attributionMapUrl(attributionId: number): string {
   return apiUrl("/attributions/{attribution_id}/map.nii.gz", { path: { attribution_id: attributionId } });
 }
 
+/**
+ * The map the viewers load: int16 with scl_slope = max|A| / 32767 (about half the bytes of the
+ * float32 map; the largest error is half a step, max|A| / 65534). NiiVue applies the slope.
+ */
+export function attributionDisplayUrl(attributionId: number): string {
+  return apiUrl("/attributions/{attribution_id}/display.nii.gz", { path: { attribution_id: attributionId } });
+}
+
 /** In-app route of the viewer, optionally pinned to one attribution. */
 export function viewerPath(subjectId: Id, attributionId?: Id | null): string {
   const base = `/viewer/${encodeURIComponent(String(subjectId))}`;

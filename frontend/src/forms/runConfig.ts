@@ -3,6 +3,7 @@
 // of a server 422 back onto the form's fields.
 import type { ValidationIssue } from "../api/http";
 import type { RunCreate } from "../api/types";
+import { regressionConfig } from "./regressionConfig";
 import type { FieldErrors, Validation } from "./validation";
 
 export const NETWORKS = ["small_cnn", "patchgan", "densenet121", "resnet18", "resnet10"] as const;
@@ -38,6 +39,7 @@ export const EARLY_STOPPING_METRICS = [
   "val_attr_auroc",
   "val_lesion_mass",
   "val_attr_dice",
+  "val_mae",
 ] as const;
 
 export const LAMBDA_KINDS = ["constant", "linear_warmup"] as const;
@@ -72,6 +74,11 @@ export interface LaunchFormValues {
   seed: string;
   augment: boolean;
   earlyStoppingMetric: string;
+  // Regression (forms/regressionConfig.ts).
+  task: string;
+  regressionLoss: string;
+  regressionConstraints: string[];
+  regressionPenalty: string;
 }
 
 export type LaunchField = keyof LaunchFormValues;
@@ -95,6 +102,10 @@ export const LAUNCH_DEFAULTS: LaunchFormValues = {
   seed: "0",
   augment: false,
   earlyStoppingMetric: "val_auroc",
+  task: "classification",
+  regressionLoss: "l1",
+  regressionConstraints: ["outside_lesions", "zero_target"],
+  regressionPenalty: "softplus",
 };
 
 /** The bounds RunConfig declares (worker/ml/configs.py). */
@@ -171,9 +182,13 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
       "attributionScale",
       parseReal(values.attributionScale, "Attribution scale", true),
     );
-    pick("attributionLoss", ATTRIBUTION_LOSSES, "Choose BCE or RRR.");
-    attribution.attribution_loss = values.attributionLoss;
+    if (values.task !== "regression") {
+      // Regression runs use regression.penalty instead.
+      pick("attributionLoss", ATTRIBUTION_LOSSES, "Choose BCE or RRR.");
+      attribution.attribution_loss = values.attributionLoss;
+    }
   }
+  const task = regressionConfig(values, errors);
   if (usesLambda(values.lossSetting)) {
     pick("lambdaKind", LAMBDA_KINDS, "Choose a lambda schedule.");
     const value = take("lambdaValue", parseReal(values.lambdaValue, "Lambda", false));
@@ -203,6 +218,7 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
             seed,
             augment: values.augment,
             early_stopping_metric: values.earlyStoppingMetric,
+            ...task,
           },
         },
       };
@@ -227,6 +243,11 @@ const CONFIG_FIELDS: Record<string, LaunchField> = {
   seed: "seed",
   augment: "augment",
   early_stopping_metric: "earlyStoppingMetric",
+  task: "task",
+  "regression.loss": "regressionLoss",
+  "regression.constraints": "regressionConstraints",
+  "regression.penalty": "regressionPenalty",
+  regression: "task",
 };
 
 /**

@@ -5,7 +5,7 @@ import { errorMessage } from "../api/http";
 import type { Attribution, Run, Subject } from "../api/types";
 import { readStats } from "../api/types";
 import {
-  attributionMapUrl,
+  attributionDisplayUrl,
   parseId,
   parseIdList,
   runPath,
@@ -206,7 +206,7 @@ function ComparePanel({
     if (!controller) return;
     void controller.load({
       imageUrl: subjectImageUrl(subject.id),
-      relevance: stats && attribution.status === "succeeded" ? { url: attributionMapUrl(attribution.id), stats } : null,
+      relevance: stats && attribution.status === "succeeded" ? { url: attributionDisplayUrl(attribution.id), stats } : null,
       lesionUrl: subject.has_mask ? subjectMaskDrawingUrl(subject.id) : null,
     });
     // stats is derived from attribution; reloading on the attribution is enough.

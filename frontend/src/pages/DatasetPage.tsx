@@ -14,7 +14,9 @@ import {
   validateUploadForm,
 } from "../forms/validation";
 import { useAsync, useJobPolling } from "../hooks";
+import { validateSite } from "../components/subjectFields";
 import { BulkUpload } from "../upload/BulkUpload";
+import { SubjectPreview } from "../viewer/SubjectPreview";
 
 export function DatasetPage() {
   const { datasetId = "" } = useParams();
@@ -137,6 +139,8 @@ function SubjectTable({
     [run?.id],
   );
   const [stepsError, setStepsError] = useState<string>();
+  // One preview at a time: one WebGL context, released when the preview closes.
+  const [previewId, setPreviewId] = useState<number | null>(null);
   const [rowErrors, setRowErrors] = useState<Record<number, unknown>>({});
   const [created, setCreated] = useState<Record<number, Attribution>>({});
   const [edited, setEdited] = useState<Record<number, Subject>>({});
@@ -179,7 +183,7 @@ function SubjectTable({
     }
   };
 
-  const edit = async (subject: Subject, change: { label?: Label; split?: Split }) => {
+  const edit = async (subject: Subject, change: { label?: Label; split?: Split; site?: string }) => {
     setRowErrors((e) => ({ ...e, [subject.id]: null }));
     setSaving((b) => ({ ...b, [subject.id]: true }));
     try {
@@ -193,16 +197,24 @@ function SubjectTable({
     }
   };
 
+  const previewListed = subjects.find((s) => s.id === previewId);
+  const previewSubject = previewListed ? (edited[previewListed.id] ?? previewListed) : null;
+  const closePreview = () => setPreviewId(null);
+
   return (
     <>
       {stepsError ? <p className="error">{stepsError}</p> : null}
       <ErrorMessage error={attributions.error} />
+      {previewSubject ? (
+        <SubjectPreview key={previewSubject.id} subject={previewSubject} onClose={closePreview} />
+      ) : null}
       <table className="table">
         <thead>
           <tr>
             <th>Subject</th>
             <th>Label</th>
             <th>Split</th>
+            <th>Site</th>
             <th>Mask</th>
             <th>Shape</th>
             <th>Attribution{run ? ` (${run.name})` : ""}</th>
@@ -259,6 +271,13 @@ function SubjectTable({
                     s.split
                   )}
                 </td>
+                <td>
+                  {canCompute ? (
+                    <SiteCell subject={s} saving={saving[s.id] ?? false} onSave={(site) => edit(s, { site })} />
+                  ) : (
+                    s.site || <span className="muted">–</span>
+                  )}
+                </td>
                 <td>{s.has_mask ? "yes" : "–"}</td>
                 <td className="muted">{s.shape.join(" × ")}</td>
                 <td>
@@ -267,6 +286,15 @@ function SubjectTable({
                     {attribution?.status === "succeeded" || job?.status === "succeeded" ? (
                       <Link to={viewerPath(s.id, attribution?.id)}>View</Link>
                     ) : null}
+                    <button
+                      type="button"
+                      className="small-button"
+                      aria-pressed={previewId === s.id}
+                      aria-label={`Preview ${s.subject_key}`}
+                      onClick={() => setPreviewId(previewId === s.id ? null : s.id)}
+                    >
+                      {previewId === s.id ? "Hide preview" : "Preview"}
+                    </button>
                     <Link to={compareViewerPath(s.id)} title="Choose maps of this subject to compare side by side">
                       Compare maps
                     </Link>
@@ -291,6 +319,61 @@ function SubjectTable({
         </tbody>
       </table>
     </>
+  );
+}
+
+/** The site as a text field: saved on Enter or when the field loses focus, checked first. */
+function SiteCell({
+  subject,
+  saving,
+  onSave,
+}: {
+  subject: Subject;
+  saving: boolean;
+  onSave: (site: string) => Promise<void>;
+}) {
+  const [text, setText] = useState(subject.site);
+  const [error, setError] = useState<string | null>(null);
+  const [shown, setShown] = useState(subject.site);
+  // A new value from the server (after a save or a reload) replaces the field's text.
+  if (shown !== subject.site) {
+    setShown(subject.site);
+    setText(subject.site);
+  }
+  const save = () => {
+    const result = validateSite(text);
+    if (!result.ok) {
+      setError(result.error);
+      return;
+    }
+    setError(null);
+    if (result.value !== subject.site) void onSave(result.value);
+    else setText(subject.site);
+  };
+  return (
+    <div className="site-cell">
+      <input
+        className="site-input"
+        name={`site-${subject.id}`}
+        aria-label={`Site of ${subject.subject_key}`}
+        aria-invalid={error ? true : undefined}
+        value={text}
+        placeholder="–"
+        disabled={saving}
+        onChange={(e) => setText(e.target.value)}
+        onBlur={save}
+        onKeyDown={(e) => {
+          if (e.key === "Enter") {
+            e.preventDefault();
+            save();
+          } else if (e.key === "Escape") {
+            setText(subject.site);
+            setError(null);
+          }
+        }}
+      />
+      {error ? <div className="error small site-error">{error}</div> : null}
+    </div>
   );
 }
 

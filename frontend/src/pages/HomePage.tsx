@@ -1,7 +1,7 @@
 import { type FormEvent, useState } from "react";
 import { Link, useNavigate, useSearchParams } from "react-router";
 import { api } from "../api/client";
-import type { Dataset, Job, Project, ProjectRole, Run } from "../api/types";
+import type { Dataset, Job, Project, Run } from "../api/types";
 import { canWrite, isActive } from "../api/types";
 import { runComparePath, runPath } from "../api/urls";
 import { ErrorMessage, Field, ProgressBar, RoleBadge, StatusBadge } from "../components/common";
@@ -9,11 +9,7 @@ import { formatDate, summariseConfig, summariseMetrics } from "../format";
 import {
   type DatasetFormValues,
   type FieldErrors,
-  RUN_FORM_DEFAULTS,
-  type RunField,
-  type RunFormValues,
   validateDatasetForm,
-  validateRunForm,
 } from "../forms/validation";
 import { useAsync, useJobPolling } from "../hooks";
 
@@ -31,7 +27,6 @@ export function HomePage() {
 
   const projectList = projects.data?.data ?? [];
   const selected = projectId == null ? null : (projectList.find((p) => p.id === projectId) ?? null);
-  const roleOf = (id: number): ProjectRole | null => projectList.find((p) => p.id === id)?.role ?? null;
   // Filter here too: the previous answer stays on screen while the next one loads.
   const datasetList = (datasets.data?.data ?? []).filter(
     (d) => projectId == null || d.project_id === projectId,
@@ -42,7 +37,6 @@ export function HomePage() {
   const writable = (selected ? [selected] : projectId == null ? projectList : []).filter((p) =>
     canWrite(p.role),
   );
-  const writableDatasets = datasetList.filter((d) => canWrite(roleOf(d.project_id)));
 
   const choose = (id: number | null) => {
     const next = new URLSearchParams(search);
@@ -107,10 +101,12 @@ export function HomePage() {
         />
         {writable.length > 0 ? (
           <>
-            <p>
-              <Link to="/runs/new">Launch a run with every setting…</Link>
+            <p className="launch-link">
+              <Link className="button-link" to="/runs/new">
+                Launch a run…
+              </Link>{" "}
+              <span className="muted small">network, loss settings, attribution constraint, schedule and more</span>
             </p>
-            <LaunchRunForm datasets={writableDatasets} onLaunched={runs.reload} />
           </>
         ) : null}
       </section>
@@ -374,79 +370,5 @@ function RunTable({
       </tbody>
     </table>
     </>
-  );
-}
-
-function LaunchRunForm({ datasets, onLaunched }: { datasets: Dataset[]; onLaunched: () => void }) {
-  const [values, setValues] = useState<RunFormValues>(RUN_FORM_DEFAULTS);
-  const [errors, setErrors] = useState<FieldErrors<RunField>>({});
-  const [error, setError] = useState<unknown>(null);
-  const [busy, setBusy] = useState(false);
-  const set = (field: RunField) => (e: { target: { value: string } }) =>
-    setValues({ ...values, [field]: e.target.value });
-
-  const onSubmit = async (event: FormEvent) => {
-    event.preventDefault();
-    const result = validateRunForm(values);
-    setErrors(result.ok ? {} : result.errors);
-    setError(null);
-    if (!result.ok) return;
-    setBusy(true);
-    try {
-      await api.runs.create(result.value);
-      setValues({ ...values, name: "" });
-      onLaunched();
-    } catch (reason) {
-      setError(reason);
-    } finally {
-      setBusy(false);
-    }
-  };
-
-  return (
-    <form className="inline-form" onSubmit={onSubmit} noValidate aria-label="Launch run">
-      <h2>Launch a run</h2>
-      <div className="form-grid">
-        <Field label="Dataset" error={errors.datasetId}>
-          <select name="dataset" value={values.datasetId} onChange={set("datasetId")}>
-            <option value="">Choose…</option>
-            {datasets.map((d) => (
-              <option key={d.id} value={d.id}>
-                {d.name}
-              </option>
-            ))}
-          </select>
-        </Field>
-        <Field label="Name" error={errors.name}>
-          <input name="name" value={values.name} onChange={set("name")} />
-        </Field>
-        <Field label="Epochs" error={errors.epochs}>
-          <input name="epochs" inputMode="numeric" value={values.epochs} onChange={set("epochs")} />
-        </Field>
-        <Field label="Batch size" error={errors.batchSize}>
-          <input
-            name="batch_size"
-            inputMode="numeric"
-            value={values.batchSize}
-            onChange={set("batchSize")}
-          />
-        </Field>
-        <Field label="Learning rate" error={errors.learningRate}>
-          <input
-            name="learning_rate"
-            inputMode="decimal"
-            value={values.learningRate}
-            onChange={set("learningRate")}
-          />
-        </Field>
-        <Field label="Seed" error={errors.seed}>
-          <input name="seed" inputMode="numeric" value={values.seed} onChange={set("seed")} />
-        </Field>
-      </div>
-      <ErrorMessage error={error} />
-      <button type="submit" disabled={busy}>
-        {busy ? "Launching…" : "Launch run"}
-      </button>
-    </form>
   );
 }

@@ -5,6 +5,8 @@ import { ApiError } from "../api/http";
 import { canWrite } from "../api/types";
 import { runPath } from "../api/urls";
 import { ErrorMessage, Field } from "../components/common";
+import { RegressionFields } from "../forms/RegressionFields";
+import { defaultConstraints } from "../forms/regressionConfig";
 import {
   ATTRIBUTION_LOSSES,
   EARLY_STOPPING_METRICS,
@@ -115,7 +117,14 @@ export function LaunchRunPage() {
                 name="loss_setting"
                 value={l.value}
                 checked={values.lossSetting === l.value}
-                onChange={set("lossSetting")}
+                onChange={(e) =>
+                  // Each setting has its own default regression constraints.
+                  setValues((v) => ({
+                    ...v,
+                    lossSetting: e.target.value,
+                    regressionConstraints: defaultConstraints(e.target.value),
+                  }))
+                }
               />
               <span>
                 <strong>{l.label}</strong> <span className="muted small">{l.help}</span>
@@ -124,6 +133,8 @@ export function LaunchRunPage() {
           ))}
           {errors.lossSetting ? <span className="field-error">{errors.lossSetting}</span> : null}
         </fieldset>
+
+        <RegressionFields values={values} errors={errors} onChange={(update) => setValues((v) => ({ ...v, ...update }))} />
 
         {attribution ? (
           <fieldset className="form-group">
@@ -165,6 +176,7 @@ export function LaunchRunPage() {
                   onChange={set("attributionScale")}
                 />
               </Field>
+              {values.task === "regression" ? null : (
               <Field label="Attribution loss" error={errors.attributionLoss}>
                 <select name="attribution_loss" value={values.attributionLoss} onChange={set("attributionLoss")}>
                   {ATTRIBUTION_LOSSES.map((l) => (
@@ -174,6 +186,7 @@ export function LaunchRunPage() {
                   ))}
                 </select>
               </Field>
+              )}
             </div>
           </fieldset>
         ) : null}

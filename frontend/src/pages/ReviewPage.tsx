@@ -5,7 +5,7 @@ import { Link, useSearchParams } from "react-router";
 import { api } from "../api/client";
 import { errorMessage } from "../api/http";
 import { readStats } from "../api/types";
-import { attributionMapUrl, reviewsCsvUrl, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
+import { attributionDisplayUrl, reviewsCsvUrl, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
 import { useAsync } from "../hooks";
 import {
   CORRECTION_COLORMAP,
@@ -217,7 +217,7 @@ function ReviewItem({
     const stats = readStats(loaded.attribution.stats);
     void controller.load({
       imageUrl: subjectImageUrl(loaded.subject.id),
-      relevance: stats ? { url: attributionMapUrl(loaded.attribution.id), stats } : null,
+      relevance: stats ? { url: attributionDisplayUrl(loaded.attribution.id), stats } : null,
       lesionUrl: loaded.subject.has_mask ? subjectMaskDrawingUrl(loaded.subject.id) : null,
     });
   }, [controller, loaded]);

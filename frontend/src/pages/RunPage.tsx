@@ -106,7 +106,7 @@ function RunView({ runId }: { runId: number }) {
             <tbody>
               {(
                 [
-                  ["Classification", finals.classification],
+                  [run?.config?.task === "regression" ? "Regression" : "Classification", finals.classification],
                   ["Attribution", finals.attribution],
                 ] as const
               ).map(([kind, rows]) =>

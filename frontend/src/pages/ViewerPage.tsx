@@ -4,12 +4,14 @@ import { api } from "../api/client";
 import { errorMessage } from "../api/http";
 import type { Attribution, Run, Subject } from "../api/types";
 import { readStats } from "../api/types";
-import { attributionMapUrl, parseId, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
+import { attributionDisplayUrl, parseId, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
 import { useEpochView } from "../corrections/EpochView";
 import { labelName } from "../format";
 import { useAsync } from "../hooks";
 import { Colorbar } from "../viewer/Colorbar";
+import { type RelevanceLegend, relevanceLegend } from "../viewer/legend";
 import { ProvenancePanel } from "../viewer/ProvenancePanel";
+import { ShortcutHelp, useViewerShortcuts } from "../viewer/ShortcutHelp";
 import { ViewerControls } from "../viewer/ViewerControls";
 import { newestSucceeded } from "../viewer/select";
 import { useViewerController } from "../viewer/useViewerController";
@@ -18,6 +20,8 @@ interface ViewerData {
   subject: Subject;
   attribution: Attribution | null;
   run: Run | null;
+  /** What red and blue mean for the run's maps (classification or regression). */
+  legend: RelevanceLegend;
   /** Why no relevance is shown, when it is not. */
   note: string | null;
 }
@@ -36,6 +40,15 @@ async function loadViewerData(subjectId: string, attributionId: string | null): 
     attribution = newestSucceeded((await api.attributions.list({ subject_id: subject.id })).data);
   }
   const run = attribution ? await api.runs.get(attribution.run_id).catch(() => null) : null;
+  // A regression run's legend names its target, which its dataset records.
+  const targetName =
+    run?.config?.task === "regression"
+      ? await api.datasets
+          .get(run.dataset_id)
+          .then((d) => d.target_name)
+          .catch(() => null)
+      : null;
+  const legend = relevanceLegend(run?.config, targetName);
   let note: string | null = null;
   if (!attribution) note = "No attribution has been computed for this subject yet: showing the MR volume only.";
   else if (attribution.status !== "succeeded") {
@@ -43,7 +56,7 @@ async function loadViewerData(subjectId: string, attributionId: string | null): 
   } else if (!readStats(attribution.stats)) {
     note = "This attribution has no statistics: showing the MR volume only.";
   }
-  return { subject, attribution, run, note };
+  return { subject, attribution, run, legend, note };
 }
 
 export default function ViewerPage() {
@@ -53,6 +66,7 @@ export default function ViewerPage() {
   const data = useAsync(() => loadViewerData(subjectId, attributionId), [subjectId, attributionId]);
   const { hostRef, controller, snapshot } = useViewerController();
   const loaded = data.data;
+  useViewerShortcuts(controller);
   // ?run=<id>: an epoch slider over that run's stored maps of this subject drives the overlay.
   const epochView = useEpochView(loaded?.subject.id ?? null, search.get("run"));
   const epochRelevance = epochView.relevance;
@@ -64,7 +78,7 @@ export default function ViewerPage() {
     void controller.load({
       imageUrl: subjectImageUrl(subject.id),
       relevance:
-        epochRelevance ?? (attribution && stats ? { url: attributionMapUrl(attribution.id), stats } : null),
+        epochRelevance ?? (attribution && stats ? { url: attributionDisplayUrl(attribution.id), stats } : null),
       lesionUrl: subject.has_mask ? subjectMaskDrawingUrl(subject.id) : null,
     });
     // Reload when the chosen epoch's map changes (its url names run, subject and epoch).
@@ -90,9 +104,15 @@ export default function ViewerPage() {
           {subject ? <span className="muted small"> {subject.split} split</span> : null}
         </h1>
       </header>
-      <section className="viewer" data-viewer-state={state} aria-busy={state === "loading"}>
+      <section
+        className="viewer"
+        data-viewer-state={state}
+        data-viewer-view={snapshot.view}
+        aria-busy={state === "loading"}
+      >
         <div className="viewer-main">
           <div className="viewer-canvas-host" ref={hostRef} />
+          {snapshot.helpOpen ? <ShortcutHelp onClose={() => controller?.setHelpOpen(false)} /> : null}
           {error ? (
             <p className="error viewer-error" role="alert">
               {error}
@@ -109,7 +129,7 @@ export default function ViewerPage() {
         <aside className="viewer-side">
           {epochView.panel}
           <ViewerControls controller={controller} snapshot={snapshot} />
-          <Colorbar thresholds={snapshot.thresholds} />
+          <Colorbar thresholds={snapshot.thresholds} legend={loaded?.legend} />
           {loaded?.attribution ? <ProvenancePanel attribution={loaded.attribution} run={loaded.run} /> : null}
         </aside>
       </section>

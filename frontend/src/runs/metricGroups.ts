@@ -5,6 +5,7 @@ import type { Metrics } from "../api/types";
 export const CURVE_GROUPS: { title: string; names: string[] }[] = [
   { title: "Losses (L_C, L_A)", names: ["loss_c", "loss_a", "val_loss"] },
   { title: "Validation AUROC", names: ["val_auroc", "val_attr_auroc"] },
+  { title: "Validation error (regression)", names: ["val_mae", "val_rmse"] },
   { title: "Validation attribution", names: ["val_lesion_mass", "val_attr_dice"] },
   { title: "Gradient norms", names: ["grad_norm_c", "grad_norm_a"] },
 ];

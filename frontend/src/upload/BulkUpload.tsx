@@ -1,6 +1,6 @@
 // Drag-and-drop (files, folders, zips) or picked files -> chunked uploads with a progress bar
 // each -> one import per group (upload/plan.ts) -> per-file problems and a summary.
-import { type DragEvent, useRef, useState } from "react";
+import { type DragEvent, useCallback, useEffect, useRef, useState } from "react";
 import { api } from "../api/client";
 import { ApiError, errorMessage } from "../api/http";
 import {
@@ -12,9 +12,10 @@ import {
   mapProblems,
   progressOf,
 } from "./plan";
-import { type PickedFile, filesFromDrop, fromFile, uploadFile } from "./transfer";
+import { ResumeStore, type ServerUpload, findResumable, unfinished } from "./resume";
+import { type PickedFile, filesFromDrop, fromFile, isAbort, uploadFile } from "./transfer";
 
-type ItemState = "queued" | "uploading" | "uploaded" | "failed" | "imported" | "rejected";
+type ItemState = "queued" | "uploading" | "uploaded" | "failed" | "cancelled" | "imported" | "rejected";
 
 interface Item extends PickedFile {
   key: string;
@@ -22,6 +23,17 @@ interface Item extends PickedFile {
   sent: number;
   uploadId: string | null;
   errors: string[];
+  /** Bytes the server already held when this file continued an unfinished upload. */
+  resumedFrom: number | null;
+  resumeId: string | null;
+}
+
+function browserStore(): ResumeStore {
+  try {
+    return new ResumeStore(window.localStorage);
+  } catch {
+    return new ResumeStore(null);
+  }
 }
 
 const PARALLEL = 3;
@@ -43,6 +55,29 @@ export function BulkUpload({
   const [over, setOver] = useState(false);
   const fileInput = useRef<HTMLInputElement>(null);
   const folderInput = useRef<HTMLInputElement>(null);
+  const aborts = useRef(new Map<string, AbortController>());
+  const cancelled = useRef(new Set<string>());
+  const store = useRef<ResumeStore>(browserStore());
+  const [pending, setPending] = useState<ServerUpload[]>([]);
+  const [pendingError, setPendingError] = useState<string | null>(null);
+
+  /** The user's unfinished uploads in this project (sessions a closed page left behind). */
+  const loadPending = useCallback(async (): Promise<ServerUpload[]> => {
+    try {
+      const listed = (await api.uploads.list(projectId)).data as ServerUpload[];
+      store.current.prune(projectId, listed);
+      setPending(unfinished(listed));
+      setPendingError(null);
+      return listed;
+    } catch (reason) {
+      setPendingError(errorMessage(reason));
+      return [];
+    }
+  }, [projectId]);
+
+  useEffect(() => {
+    void loadPending();
+  }, [loadPending]);
 
   const patch = (key: string, change: Partial<Item>) =>
     setItems((all) => all.map((i) => (i.key === key ? { ...i, ...change } : i)));
@@ -52,11 +87,33 @@ export function BulkUpload({
     const { groups, skipped: left } = groupDropped(picked);
     const stamp = Date.now();
     const keyed = new Map<PickedFile, Item>();
+    // The same file chosen again continues its unfinished upload.
+    const server = groups.length > 0 ? await loadPending() : [];
+    const records = store.current.all();
+    const taken = new Set<string>();
     groups.forEach((g, gi) =>
-      g.files.forEach((f, fi) =>
-        keyed.set(f, { ...f, key: `${stamp}-${gi}-${fi}`, state: "queued", sent: 0, uploadId: null, errors: [] }),
-      ),
+      g.files.forEach((f, fi) => {
+        const match = findResumable(
+          { path: f.path, size: f.size, lastModified: f.file.lastModified },
+          projectId,
+          server,
+          records,
+          taken,
+        );
+        if (match) taken.add(match.id);
+        keyed.set(f, {
+          ...f,
+          key: `${stamp}-${gi}-${fi}`,
+          state: "queued",
+          sent: match?.received ?? 0,
+          uploadId: null,
+          errors: [],
+          resumedFrom: match ? match.received : null,
+          resumeId: match?.id ?? null,
+        });
+      }),
     );
+    cancelled.current.clear();
     setItems([...keyed.values()]);
     setSkipped(left.map((s) => `${s.file.path} (${s.reason})`));
     setGeneral([]);
@@ -67,7 +124,9 @@ export function BulkUpload({
       for (const group of groups) await runGroup(group, keyed);
       onImported();
     } finally {
+      aborts.current.clear();
       setBusy(false);
+      void loadPending();
     }
   };
 
@@ -79,14 +138,37 @@ export function BulkUpload({
     const worker = async () => {
       for (let item = queue.shift(); item; item = queue.shift()) {
         const key = item.key;
+        if (cancelled.current.has(key)) continue; // cancelled while queued
+        const abort = new AbortController();
+        aborts.current.set(key, abort);
         patch(key, { state: "uploading" });
+        const picked = item;
         try {
-          const id = await uploadFile(projectId, item, (sent) => patch(key, { sent }));
+          const id = await uploadFile(projectId, picked, (sent) => patch(key, { sent }), {
+            signal: abort.signal,
+            resumeId: picked.resumeId,
+            onSession: (uploadId) => {
+              patch(key, { uploadId });
+              store.current.remember({
+                id: uploadId,
+                projectId,
+                path: picked.path,
+                size: picked.size,
+                lastModified: picked.file.lastModified,
+              });
+            },
+          });
           ids.set(key, id);
           patch(key, { state: "uploaded", sent: item.size, uploadId: id });
         } catch (reason) {
-          failed = true;
-          patch(key, { state: "failed", errors: [errorMessage(reason)] });
+          if (isAbort(reason)) {
+            patch(key, { state: "cancelled", errors: [] });
+          } else {
+            failed = true;
+            patch(key, { state: "failed", errors: [errorMessage(reason)] });
+          }
+        } finally {
+          aborts.current.delete(key);
         }
       }
     };
@@ -96,27 +178,36 @@ export function BulkUpload({
       setGeneral((g) => [...g, `${label}: not imported, some files did not upload.`]);
       return;
     }
+    // Cancelled files are left out of the import; the rest goes on.
+    const sent = members.filter((m) => ids.has(m.key));
+    if (sent.length === 0) {
+      setGeneral((g) => [...g, `${label}: cancelled, nothing imported.`]);
+      return;
+    }
     try {
       const result = await api.imports.fromUploads(
         datasetId,
-        members.map((m) => ids.get(m.key) as string),
+        sent.map((m) => ids.get(m.key) as string),
       );
-      for (const m of members) patch(m.key, { state: "imported" });
+      for (const m of sent) {
+        patch(m.key, { state: "imported" });
+        store.current.forget(ids.get(m.key) as string);
+      }
       setSummary((s) => [...s, importSummary(result.count, result.layout) + ` ${result.data.map((x) => x.subject_key).join(", ")}`]);
     } catch (reason) {
       const problems = reason instanceof ApiError ? importProblems(reason.body) : null;
       if (!problems) {
-        for (const m of members) patch(m.key, { state: "rejected" });
+        for (const m of sent) patch(m.key, { state: "rejected" });
         setGeneral((g) => [...g, `${label}: ${errorMessage(reason)}`]);
         return;
       }
       const tableKey = group.table ? keyed.get(group.table)?.key : null;
       const mapped = mapProblems(
         problems,
-        members.map((m) => ({ key: m.key, path: m.path, uploadId: ids.get(m.key) })),
+        sent.map((m) => ({ key: m.key, path: m.path, uploadId: ids.get(m.key) })),
         { kind: group.kind, tableKey },
       );
-      for (const m of members) patch(m.key, { state: "rejected", errors: mapped.byFile[m.key] ?? [] });
+      for (const m of sent) patch(m.key, { state: "rejected", errors: mapped.byFile[m.key] ?? [] });
       setGeneral((g) => [
         ...g,
         `${label}: ${errorMessage(reason)} Nothing was imported.`,
@@ -124,6 +215,29 @@ export function BulkUpload({
       ]);
     }
   };
+
+  /** Stops one file: a queued one is skipped, a running one aborted and its session deleted. */
+  const cancel = (key: string) => {
+    cancelled.current.add(key);
+    const abort = aborts.current.get(key);
+    if (abort) abort.abort();
+    else patch(key, { state: "cancelled" });
+  };
+
+  /** Deletes an unfinished session left by an earlier page. */
+  const discard = async (upload: ServerUpload) => {
+    try {
+      await api.uploads.remove(upload.id);
+      store.current.forget(upload.id);
+    } catch (reason) {
+      setPendingError(`${upload.filename}: ${errorMessage(reason)}`);
+    }
+    await loadPending();
+  };
+
+  const inProgress = new Set(items.map((i) => i.uploadId).filter(Boolean));
+  const leftBehind = pending.filter((u) => !inProgress.has(u.id));
+  const resumableHere = new Set(store.current.all().map((r) => r.id));
 
   const onDrop = async (event: DragEvent<HTMLDivElement>) => {
     event.preventDefault();
@@ -210,6 +324,21 @@ export function BulkUpload({
                 aria-label={`Upload of ${item.path}`}
               />
               <span className="small upload-state">{item.state}</span>
+              {item.resumedFrom !== null ? (
+                <span className="small muted upload-resumed">
+                  resumed at {formatBytes(item.resumedFrom)}
+                </span>
+              ) : null}
+              {item.state === "queued" || item.state === "uploading" ? (
+                <button
+                  type="button"
+                  className="small-button upload-cancel"
+                  aria-label={`Cancel ${item.path}`}
+                  onClick={() => cancel(item.key)}
+                >
+                  Cancel
+                </button>
+              ) : null}
               {item.errors.map((e) => (
                 <div key={e} className="error small upload-error">
                   {e}
@@ -219,6 +348,37 @@ export function BulkUpload({
           ))}
         </ul>
       ) : null}
+      {leftBehind.length > 0 ? (
+        <div className="unfinished-uploads">
+          <h3>Unfinished uploads</h3>
+          <p className="muted small">
+            Uploads a closed page left behind. Choose the same file again to resume it from where it stopped
+            (in the browser that started it), or discard it.
+          </p>
+          <ul className="upload-list unfinished-list">
+            {leftBehind.map((u) => (
+              <li key={u.id} className="unfinished-upload" data-path={u.filename} data-upload-id={u.id}>
+                <span className="upload-name">{u.filename}</span>
+                <span className="muted small">
+                  {formatBytes(u.received)} of {formatBytes(u.size)}
+                </span>
+                <progress className="upload-progress" max={1} value={progressOf(u.received, u.size)} />
+                <span className="small muted">{resumableHere.has(u.id) ? "resumable here" : "started elsewhere"}</span>
+                <button
+                  type="button"
+                  className="small-button"
+                  disabled={busy}
+                  aria-label={`Discard ${u.filename}`}
+                  onClick={() => void discard(u)}
+                >
+                  Discard
+                </button>
+              </li>
+            ))}
+          </ul>
+        </div>
+      ) : null}
+      {pendingError ? <p className="error small">{pendingError}</p> : null}
       {skipped.length > 0 ? <p className="muted small">Skipped: {skipped.join(", ")}</p> : null}
     </div>
   );

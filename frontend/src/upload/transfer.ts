@@ -68,7 +68,7 @@ export function chunkUrl(uploadId: string): string {
 }
 
 /** PUT one chunk with XMLHttpRequest; `onProgress` gets the bytes of this chunk sent so far. */
-function putChunk(
+export function putChunk(
   uploadId: string,
   blob: Blob,
   range: string,
@@ -99,42 +99,116 @@ function putChunk(
   });
 }
 
+/** How uploadFile talks to the server; the app uses the API client and XMLHttpRequest. */
+export interface UploadTransport {
+  create(body: { project_id: number; filename: string; size: number }): Promise<{ id: string; received: number }>;
+  get(uploadId: string): Promise<{ received: number; size: number; status: string }>;
+  remove(uploadId: string): Promise<unknown>;
+  put: typeof putChunk;
+}
+
+export const xhrTransport: UploadTransport = {
+  create: (body) => api.uploads.create(body),
+  get: (uploadId) => api.uploads.get(uploadId),
+  remove: (uploadId) => api.uploads.remove(uploadId),
+  put: putChunk,
+};
+
+export function isAbort(error: unknown): boolean {
+  return error instanceof DOMException && error.name === "AbortError";
+}
+
+export interface UploadOptions {
+  chunkSize?: number;
+  retries?: number;
+  /** Aborting it stops the transfer and deletes the server's upload session (cancel). */
+  signal?: AbortSignal;
+  /** An unfinished session of this same file (upload/resume.ts): continue where it stopped. */
+  resumeId?: string | null;
+  /** Called with the session id as soon as it exists (to remember it for a later resume). */
+  onSession?: (uploadId: string) => void;
+  transport?: UploadTransport;
+}
+
 /**
  * Sends a file as a chunked upload and returns its id. A failed chunk is retried from what the
- * server says it holds (GET /uploads/{id}: `received`), a few times before giving up.
+ * server says it holds (GET /uploads/{id}: `received`), a few times before giving up. Aborted,
+ * it deletes the session on the server (its bytes go too) and rejects with an AbortError.
  */
 export async function uploadFile(
   projectId: number,
   picked: PickedFile,
   onProgress: (sent: number) => void,
-  options: { chunkSize?: number; retries?: number; signal?: AbortSignal } = {},
+  options: UploadOptions = {},
 ): Promise<string> {
-  const upload = await api.uploads.create({ project_id: projectId, filename: picked.path, size: picked.size });
-  let received = upload.received;
-  let failures = 0;
-  while (received < picked.size) {
-    const [chunk] = planChunks(picked.size, options.chunkSize ?? CHUNK_SIZE, received);
-    if (!chunk) break;
+  const transport = options.transport ?? xhrTransport;
+  const { signal } = options;
+  const aborted = () => new DOMException("aborted", "AbortError");
+  if (signal?.aborted) throw aborted();
+  let uploadId: string | null = null;
+  let received = 0;
+  if (options.resumeId) {
     try {
-      await putChunk(
-        upload.id,
-        picked.file.slice(chunk.start, chunk.end + 1),
-        contentRange(chunk, picked.size),
-        (loaded) => onProgress(chunk.start + loaded),
-        options.signal,
-      );
-      received = chunk.end + 1;
-      onProgress(received);
+      const resumed = await transport.get(options.resumeId);
+      if (resumed.size === picked.size) {
+        uploadId = options.resumeId;
+        received = resumed.received;
+      }
     } catch (error) {
-      if (options.signal?.aborted) throw error;
-      // Client errors other than a range mismatch will not get better with a retry.
-      if (error instanceof ApiError && error.status >= 400 && error.status < 500 && error.status !== 409 && error.status !== 422)
-        throw error;
-      failures += 1;
-      if (failures > (options.retries ?? 3)) throw error;
-      received = (await api.uploads.get(upload.id)).received;
-      onProgress(received);
+      if (!(error instanceof ApiError && error.status === 404)) throw error;
+      // Gone meanwhile (imported, discarded or swept): start afresh.
     }
   }
-  return upload.id;
+  if (uploadId === null) {
+    const created = await transport.create({ project_id: projectId, filename: picked.path, size: picked.size });
+    uploadId = created.id;
+    received = created.received;
+  }
+  const id = uploadId;
+  options.onSession?.(id);
+  onProgress(received);
+  try {
+    let failures = 0;
+    while (received < picked.size) {
+      if (signal?.aborted) throw aborted();
+      const [chunk] = planChunks(picked.size, options.chunkSize ?? CHUNK_SIZE, received);
+      if (!chunk) break;
+      try {
+        await transport.put(
+          id,
+          picked.file.slice(chunk.start, chunk.end + 1),
+          contentRange(chunk, picked.size),
+          (loaded) => onProgress(chunk.start + loaded),
+          signal,
+        );
+        received = chunk.end + 1;
+        onProgress(received);
+      } catch (error) {
+        if (signal?.aborted || isAbort(error)) throw error;
+        // Client errors other than a range mismatch will not get better with a retry.
+        if (
+          error instanceof ApiError &&
+          error.status >= 400 &&
+          error.status < 500 &&
+          error.status !== 409 &&
+          error.status !== 422
+        )
+          throw error;
+        failures += 1;
+        if (failures > (options.retries ?? 3)) throw error;
+        received = (await transport.get(id)).received;
+        onProgress(received);
+      }
+    }
+    if (signal?.aborted) throw aborted();
+  } catch (error) {
+    if (signal?.aborted || isAbort(error)) {
+      // Cancelled: the server forgets the session and its bytes (best effort; a session left
+      // behind is swept after a day).
+      await transport.remove(id).catch(() => undefined);
+      throw aborted();
+    }
+    throw error;
+  }
+  return id;
 }

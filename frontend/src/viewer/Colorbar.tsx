@@ -1,12 +1,19 @@
 // The relevance colour scale in HTML, labelled with the current thresholds.
 import { formatNumber } from "../format";
+import { type RelevanceLegend, relevanceLegend } from "./legend";
 import type { RelevanceThresholds } from "./overlay";
 
 // NiiVue's "blue" and "red" colormaps run from black to the full colour.
 const NEGATIVE_GRADIENT = "linear-gradient(to right, rgb(0,0,255), rgb(0,0,10))";
 const POSITIVE_GRADIENT = "linear-gradient(to right, rgb(10,0,0), rgb(255,0,0))";
 
-export function Colorbar({ thresholds }: { thresholds: RelevanceThresholds }) {
+export function Colorbar({
+  thresholds,
+  legend = relevanceLegend(null),
+}: {
+  thresholds: RelevanceThresholds;
+  legend?: RelevanceLegend;
+}) {
   const { positive, negative } = thresholds;
   if (!positive && !negative) return null;
   return (
@@ -34,9 +41,9 @@ export function Colorbar({ thresholds }: { thresholds: RelevanceThresholds }) {
           </div>
         ) : null}
       </div>
-      <figcaption className="colorbar-caption">
-        <span className="healthy">healthy (−)</span>
-        <span className="pathological">pathological (+)</span>
+      <figcaption className="colorbar-caption" title={legend.description} data-testid="relevance-legend">
+        <span className="healthy">{legend.negative}</span>
+        <span className="pathological">{legend.positive}</span>
       </figcaption>
     </figure>
   );

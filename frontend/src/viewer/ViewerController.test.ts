@@ -1,7 +1,7 @@
 // @vitest-environment jsdom
-import { SLICE_TYPE } from "@niivue/niivue";
+import { SHOW_RENDER, SLICE_TYPE } from "@niivue/niivue";
 import { describe, expect, it, vi } from "vitest";
-import { type NiivueLike, type VolumeLike, ViewerController } from "./ViewerController";
+import { type NiivueLike, type VolumeLike, ViewerController, loadWithoutUploads } from "./ViewerController";
 
 // 4×4×4 volumes whose file order is already RAS, as NiiVue reports for an identity affine.
 const DIMS = [3, 4, 4, 4];
@@ -41,6 +41,7 @@ function fakeNiivue(options: { emptyMask?: boolean; failLoad?: boolean } = {}) {
   const nv = {
     volumes: [] as VolumeLike[],
     scene: { crosshairPos: [0.5, 0.5, 0.5] as ArrayLike<number> },
+    opts: { multiplanarShowRender: SHOW_RENDER.NEVER as SHOW_RENDER },
     gl: { getExtension: vi.fn(() => ({ loseContext })) } as unknown as WebGL2RenderingContext,
     onLocationChange: (() => undefined) as (location: unknown) => void,
     attachToCanvas: vi.fn(async () => undefined),
@@ -103,7 +104,8 @@ describe("ViewerController", () => {
     expect(overlay.cal_minNeg).toBeCloseTo(-0.3);
     expect(overlay.cal_maxNeg).toBe(-2);
     expect(overlay.opacity).toBeGreaterThan(0);
-    expect(nv.updateGLVolume).toHaveBeenCalled();
+    // One upload of all layers, after the calibration and the outline were set.
+    expect(nv.updateGLVolume).toHaveBeenCalledTimes(1);
 
     // The lesion volume now holds the ring around the lesion voxel, in full green.
     const lesion = nv.volumes[2];
@@ -204,6 +206,34 @@ describe("ViewerController", () => {
   });
 });
 
+describe("loadWithoutUploads", () => {
+  it("holds back NiiVue's per-volume uploads during loading and restores the method", async () => {
+    class Fake {
+      uploads = 0;
+      updateGLVolume() {
+        this.uploads += 1;
+      }
+      async loadVolumes(list: object[]) {
+        for (const _ of list) this.updateGLVolume(); // NiiVue uploads once per added volume
+      }
+    }
+    const nv = new Fake();
+    await loadWithoutUploads(nv as unknown as NiivueLike, [{}, {}, {}]);
+    expect(nv.uploads).toBe(0);
+    expect(Object.prototype.hasOwnProperty.call(nv, "updateGLVolume")).toBe(false);
+    nv.updateGLVolume();
+    expect(nv.uploads).toBe(1);
+
+    const failing = new Fake();
+    failing.loadVolumes = async () => {
+      throw new Error("Not Found");
+    };
+    await expect(loadWithoutUploads(failing as unknown as NiivueLike, [{}])).rejects.toThrow("Not Found");
+    failing.updateGLVolume();
+    expect(failing.uploads).toBe(1);
+  });
+});
+
 describe("linked views", () => {
   it("broadcasts to the other controllers' Niivue instances and reports the crosshair in mm", async () => {
     const first = fakeNiivue().nv;
@@ -223,5 +253,126 @@ describe("linked views", () => {
     expect(b.getSnapshot().crosshairMM).toEqual([1, -2.5, 3]);
     second.onLocationChange({ values: [] });
     expect(b.getSnapshot().crosshairMM).toBeNull();
+  });
+});
+
+describe("keyboard shortcuts", () => {
+  const key = (k: string, extra: object = {}) => ({ key: k, ...extra });
+
+  it("switch the view: slices, multiplanar with and without the 3D tile, and the render", async () => {
+    const { nv } = fakeNiivue();
+    const { controller } = mounted(nv);
+    await controller.load(SOURCE);
+    expect(controller.getSnapshot().view).toBe("multiplanar");
+
+    expect(controller.handleKey(key("1"))).toBe(true);
+    expect(nv.setSliceType).toHaveBeenLastCalledWith(SLICE_TYPE.AXIAL);
+    controller.handleKey(key("c"));
+    expect(nv.setSliceType).toHaveBeenLastCalledWith(SLICE_TYPE.CORONAL);
+    controller.handleKey(key("S")); // caps lock or shift: same letter
+    expect(nv.setSliceType).toHaveBeenLastCalledWith(SLICE_TYPE.SAGITTAL);
+    controller.handleKey(key("6"));
+    expect(nv.setSliceType).toHaveBeenLastCalledWith(SLICE_TYPE.RENDER);
+    expect(controller.getSnapshot().view).toBe("render");
+
+    controller.handleKey(key("5"));
+    expect(nv.setSliceType).toHaveBeenLastCalledWith(SLICE_TYPE.MULTIPLANAR);
+    expect(nv.opts.multiplanarShowRender).toBe(SHOW_RENDER.ALWAYS);
+    controller.handleKey(key("m"));
+    expect(nv.opts.multiplanarShowRender).toBe(SHOW_RENDER.NEVER);
+    expect(controller.getSnapshot().view).toBe("multiplanar");
+    expect(nv.drawScene).toHaveBeenCalled();
+  });
+
+  it("toggle the pathological and healthy signs, all relevance and the lesion", async () => {
+    const { nv } = fakeNiivue();
+    const { controller } = mounted(nv);
+    await controller.load(SOURCE);
+    const [, overlay, lesion] = nv.volumes;
+
+    controller.handleKey(key("p")); // red off: its threshold moves past twice the peak (4)
+    expect(controller.getSnapshot().showPositive).toBe(false);
+    expect(overlay.cal_min).toBeGreaterThanOrEqual(8);
+    expect(overlay.cal_minNeg).toBeCloseTo(-0.3); // blue untouched
+    controller.handleKey(key("h")); // blue off too
+    expect(overlay.cal_minNeg).toBeLessThanOrEqual(-4);
+    controller.handleKey(key("p")); // red back at its own window
+    expect(overlay.cal_min).toBeCloseTo(0.6);
+    expect(overlay.cal_max).toBe(4);
+    controller.handleKey(key("h"));
+    expect(overlay.cal_minNeg).toBeCloseTo(-0.3);
+    expect(controller.getSnapshot()).toMatchObject({ showPositive: true, showNegative: true });
+
+    controller.handleKey(key("o"));
+    expect(overlay.opacity).toBe(0);
+    controller.handleKey(key("o"));
+    expect(overlay.opacity).toBeGreaterThan(0);
+    controller.handleKey(key("l"));
+    expect(lesion.opacity).toBe(0);
+    controller.handleKey(key("l"));
+    expect(lesion.opacity).toBe(1);
+  });
+
+  it("raise and lower each threshold by a twentieth of its peak, never past the saturation", async () => {
+    const { nv } = fakeNiivue();
+    const { controller } = mounted(nv);
+    await controller.load(SOURCE);
+    const overlay = nv.volumes[1];
+    // Peaks: +4 and -2; defaults 0.6 and 0.3 (15 %).
+    controller.handleKey(key("]"));
+    expect(overlay.cal_min).toBeCloseTo(0.8);
+    expect(overlay.cal_minNeg).toBeCloseTo(-0.3);
+    controller.handleKey(key("}"));
+    expect(overlay.cal_minNeg).toBeCloseTo(-0.4);
+    controller.handleKey(key("-")); // both down
+    expect(overlay.cal_min).toBeCloseTo(0.6);
+    expect(overlay.cal_minNeg).toBeCloseTo(-0.3);
+    controller.handleKey(key("["));
+    controller.handleKey(key("{"));
+    expect(controller.getSnapshot().thresholds.positive?.min).toBeCloseTo(0.4);
+    expect(controller.getSnapshot().thresholds.negative?.min).toBeCloseTo(0.2);
+    for (let i = 0; i < 40; i++) controller.handleKey(key("+"));
+    const { positive, negative } = controller.getSnapshot().thresholds;
+    expect(positive?.min).toBeLessThan(4);
+    expect(positive?.max).toBe(4);
+    expect(negative?.min).toBeLessThan(2);
+    for (let i = 0; i < 40; i++) controller.handleKey(key("["));
+    expect(controller.getSnapshot().thresholds.positive?.min).toBe(0);
+  });
+
+  it("open and close the help with ? and Escape, even before loading", () => {
+    const { nv } = fakeNiivue();
+    const { controller } = mounted(nv);
+    expect(controller.handleKey(key("Escape"))).toBe(false); // nothing to close: not ours
+    expect(controller.handleKey(key("?"))).toBe(true);
+    expect(controller.getSnapshot().helpOpen).toBe(true);
+    expect(controller.handleKey(key("Escape"))).toBe(true);
+    expect(controller.getSnapshot().helpOpen).toBe(false);
+    controller.handleKey(key("?"));
+    controller.handleKey(key("?"));
+    expect(controller.getSnapshot().helpOpen).toBe(false);
+    // Layer keys wait for the volumes.
+    expect(controller.handleKey(key("p"))).toBe(false);
+    expect(controller.getSnapshot().showPositive).toBe(true);
+  });
+
+  it("leave typing, modifier chords and other keys alone", async () => {
+    const { nv } = fakeNiivue();
+    const { controller } = mounted(nv);
+    await controller.load(SOURCE);
+    const field = document.createElement("input");
+    expect(controller.handleKey(key("p", { target: field }))).toBe(false);
+    expect(controller.handleKey(key("p", { target: document.createElement("textarea") }))).toBe(false);
+    expect(controller.handleKey(key("1", { target: document.createElement("select") }))).toBe(false);
+    expect(controller.handleKey(key("c", { ctrlKey: true }))).toBe(false);
+    expect(controller.handleKey(key("r", { metaKey: true }))).toBe(false);
+    expect(controller.handleKey(key("z"))).toBe(false);
+    expect(controller.handleKey(key("ArrowLeft"))).toBe(false);
+    expect(controller.getSnapshot()).toMatchObject({ showPositive: true, view: "multiplanar" });
+    // A checkbox takes no text: after clicking a layer toggle the keys still work.
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    expect(controller.handleKey(key("p", { target: box }))).toBe(true);
+    expect(controller.getSnapshot().showPositive).toBe(false);
   });
 });

@@ -14,8 +14,11 @@ import {
   lesionVolumeOptions,
   peaksFromStats,
   relevanceVolumeOptions,
+  stepWindow,
   toCalibration,
+  withHiddenSigns,
 } from "./overlay";
+import { type KeyLike, THRESHOLD_STEP_FRACTION, type ViewMode, type ViewerAction, shortcutFor } from "./shortcuts";
 import { formatLocation } from "./location";
 import {
   type Dims3,
@@ -44,6 +47,8 @@ export interface VolumeLike {
 export interface NiivueLike {
   volumes: VolumeLike[];
   scene: { crosshairPos: ArrayLike<number> };
+  /** Niivue's options; the controller sets whether the multiplanar layout adds a 3D tile. */
+  opts?: { multiplanarShowRender?: SHOW_RENDER };
   gl: WebGL2RenderingContext;
   onLocationChange: (location: unknown) => void;
   attachToCanvas(canvas: HTMLCanvasElement): Promise<unknown>;
@@ -82,7 +87,12 @@ export const NIIVUE_OPTIONS = {
   show3Dcrosshair: false,
   // The colorbar is drawn in HTML beside the canvas with the thresholds as labels.
   isColorbar: false,
-  multiplanarShowRender: SHOW_RENDER.NEVER, // a 3D render adds little to slice review
+  // The plain multiplanar view shows three slices; "Multiplanar + 3D" turns the render tile on.
+  multiplanarShowRender: SHOW_RENDER.NEVER,
+  // The viewer's own shortcuts (shortcuts.ts) replace NiiVue's canvas hot keys (v, c, p).
+  viewModeHotKey: "",
+  clipPlaneHotKey: "",
+  cycleClipPlaneHotKey: "",
   isResizeCanvas: true,
   dragAndDropEnabled: false,
   logLevel: "error" as const,
@@ -109,7 +119,13 @@ export interface ViewerSnapshot {
   hasRelevance: boolean;
   hasLesion: boolean;
   showRelevance: boolean;
+  /** Each sign on its own (keys p and h); both also need showRelevance. */
+  showPositive: boolean;
+  showNegative: boolean;
   showLesion: boolean;
+  view: ViewMode;
+  /** The keyboard help overlay ("?"). */
+  helpOpen: boolean;
   opacity: number;
   thresholds: RelevanceThresholds;
   peaks: { positive: number; negative: number };
@@ -126,7 +142,11 @@ export const INITIAL_SNAPSHOT: ViewerSnapshot = {
   hasRelevance: false,
   hasLesion: false,
   showRelevance: true,
+  showPositive: true,
+  showNegative: true,
   showLesion: true,
+  view: "multiplanar",
+  helpOpen: false,
   opacity: DEFAULT_OVERLAY_OPACITY,
   thresholds: { positive: null, negative: null },
   peaks: { positive: 0, negative: 0 },
@@ -135,6 +155,16 @@ export const INITIAL_SNAPSHOT: ViewerSnapshot = {
 };
 
 const BASE_INDEX = 0;
+
+/** NiiVue's slice type of each view; "multiplanar3d" is multiplanar with the render tile on. */
+export const SLICE_TYPES: Record<ViewMode, SLICE_TYPE> = {
+  axial: SLICE_TYPE.AXIAL,
+  coronal: SLICE_TYPE.CORONAL,
+  sagittal: SLICE_TYPE.SAGITTAL,
+  multiplanar: SLICE_TYPE.MULTIPLANAR,
+  multiplanar3d: SLICE_TYPE.MULTIPLANAR,
+  render: SLICE_TYPE.RENDER,
+};
 
 export class ViewerController {
   private readonly createNiivue: NiivueFactory;
@@ -211,9 +241,9 @@ export class ViewerController {
         this.lesionIndex = volumes.length;
         volumes.push(lesionVolumeOptions(source.lesionUrl));
       }
-      await nv.loadVolumes(volumes);
+      await loadWithoutUploads(nv, volumes);
       if (stale()) return;
-      nv.setSliceType(SLICE_TYPE.MULTIPLANAR);
+      this.applyView();
       const warnings: string[] = [];
       const hasLesion = this.lesionIndex >= 0 && this.prepareLesionOutline();
       if (this.lesionIndex >= 0 && !hasLesion) warnings.push("The lesion mask is empty.");
@@ -267,6 +297,75 @@ export class ViewerController {
     this.update({ opacity: Math.min(Math.max(opacity, 0), 1) });
     this.applyRelevanceDisplay();
     this.refresh();
+  }
+
+  /** Shows one sign of the relevance or hides it (the other sign stays as it is). */
+  setSignVisible(sign: "positive" | "negative", visible: boolean): void {
+    this.update(sign === "positive" ? { showPositive: visible } : { showNegative: visible });
+    this.applyRelevanceDisplay();
+    this.refresh();
+  }
+
+  /** Axial, coronal, sagittal, multiplanar (with or without a 3D tile) or the 3D render alone. */
+  setView(view: ViewMode): void {
+    this.update({ view });
+    this.applyView();
+    this.nv?.drawScene();
+  }
+
+  /** Moves a sign's threshold up (1) or down (-1) by a twentieth of its peak. */
+  stepThreshold(sign: "positive" | "negative", direction: 1 | -1): void {
+    const window = this.snapshot.thresholds[sign];
+    if (!window) return;
+    this.setWindow(sign, stepWindow(window, this.snapshot.peaks[sign], direction, THRESHOLD_STEP_FRACTION));
+  }
+
+  setHelpOpen(open: boolean): void {
+    if (open !== this.snapshot.helpOpen) this.update({ helpOpen: open });
+  }
+
+  /**
+   * Applies the keyboard shortcut of a key press (shortcuts.ts); true when the key was one.
+   * Layer and threshold keys do nothing before the volumes are loaded, help works always.
+   */
+  handleKey(event: KeyLike): boolean {
+    const action = shortcutFor(event);
+    if (!action) return false;
+    if (action.kind === "help") {
+      if (action.open === false && !this.snapshot.helpOpen) return false; // Escape, nothing open
+      this.setHelpOpen(action.open === "toggle" ? !this.snapshot.helpOpen : action.open);
+      return true;
+    }
+    if (this.snapshot.phase !== "ready") return false;
+    this.apply(action);
+    return true;
+  }
+
+  /** Performs one shortcut action. */
+  apply(action: ViewerAction): void {
+    const s = this.snapshot;
+    switch (action.kind) {
+      case "view":
+        this.setView(action.view);
+        break;
+      case "toggle":
+        if (action.layer === "lesion") this.setLesionVisible(!s.showLesion);
+        else if (action.layer === "relevance") this.setRelevanceVisible(!s.showRelevance);
+        else if (action.layer === "positive") this.setSignVisible("positive", !s.showPositive);
+        else this.setSignVisible("negative", !s.showNegative);
+        break;
+      case "threshold":
+        if (action.sign !== "negative") this.stepThreshold("positive", action.direction);
+        if (action.sign !== "positive") this.stepThreshold("negative", action.direction);
+        break;
+      case "focus":
+        if (action.target === "lesion") this.focusLesion();
+        else this.focusPeak();
+        break;
+      case "help":
+        this.setHelpOpen(action.open === "toggle" ? !s.helpOpen : action.open);
+        break;
+    }
   }
 
   /** Sets the display window of one sign (magnitudes; the negative side is mirrored). */
@@ -374,7 +473,11 @@ export class ViewerController {
     const overlay = this.volume(this.relevanceIndex);
     if (!overlay) return;
     // loadVolumes() ignores cal_minNeg/cal_maxNeg: set all four on the volume, then upload.
-    Object.assign(overlay, toCalibration(this.snapshot.thresholds));
+    const { thresholds, showPositive, showNegative, peaks } = this.snapshot;
+    Object.assign(
+      overlay,
+      withHiddenSigns(toCalibration(thresholds), { positive: showPositive, negative: showNegative }, peaks),
+    );
     overlay.opacity = this.snapshot.showRelevance ? this.snapshot.opacity : 0;
   }
 
@@ -382,6 +485,15 @@ export class ViewerController {
     const lesion = this.volume(this.lesionIndex);
     if (!lesion) return;
     lesion.opacity = this.snapshot.hasLesion && this.snapshot.showLesion ? 1 : 0;
+  }
+
+  private applyView(): void {
+    const nv = this.nv;
+    if (!nv) return;
+    if (nv.opts) {
+      nv.opts.multiplanarShowRender = this.snapshot.view === "multiplanar3d" ? SHOW_RENDER.ALWAYS : SHOW_RENDER.NEVER;
+    }
+    nv.setSliceType(SLICE_TYPES[this.snapshot.view]);
   }
 
   /** Uploads changed volume settings to the GPU and redraws. */
@@ -421,6 +533,25 @@ export class ViewerController {
     nv.createOnLocationChange();
     nv.drawScene();
     return true;
+  }
+}
+
+/**
+ * Loads the volumes with NiiVue's GPU upload held back. NiiVue 0.69 re-uploads every layer
+ * each time it adds a volume (updateGLVolume in setVolume): three volumes cost six layer
+ * uploads, then the display settings a seventh to ninth. Held back, the controller sets the
+ * calibration and the lesion outline first and uploads all layers once (refresh()). On a 1 mm
+ * MNI-sized volume in software WebGL each layer upload takes seconds (docs/benchmarks.md).
+ */
+export async function loadWithoutUploads(nv: NiivueLike, volumes: object[]): Promise<void> {
+  const own = Object.prototype.hasOwnProperty.call(nv, "updateGLVolume");
+  const update = nv.updateGLVolume;
+  nv.updateGLVolume = () => undefined;
+  try {
+    await nv.loadVolumes(volumes);
+  } finally {
+    if (own) nv.updateGLVolume = update;
+    else delete (nv as { updateGLVolume?: unknown }).updateGLVolume;
   }
 }
 

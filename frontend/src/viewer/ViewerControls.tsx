@@ -1,6 +1,7 @@
 // Layer toggles, overlay opacity and one threshold per sign.
 import { formatNumber } from "../format";
 import type { ViewerController, ViewerSnapshot } from "./ViewerController";
+import { VIEW_MODES, type ViewMode } from "./shortcuts";
 
 const SLIDER_STEPS = 200;
 
@@ -15,6 +16,21 @@ export function ViewerControls({
   const { positive, negative } = snapshot.thresholds;
   return (
     <section className="viewer-controls" aria-label="Display">
+      <label className="slider">
+        <span>View</span>
+        <select
+          name="view"
+          value={snapshot.view}
+          disabled={!ready}
+          onChange={(e) => controller?.setView(e.target.value as ViewMode)}
+        >
+          {VIEW_MODES.map((m) => (
+            <option key={m.value} value={m.value}>
+              {m.label}
+            </option>
+          ))}
+        </select>
+      </label>
       <h2>Layers</h2>
       <label className="check">
         <input
@@ -26,6 +42,28 @@ export function ViewerControls({
         />
         Relevance <span className="swatch swatch-red" /> <span className="swatch swatch-blue" />
       </label>
+      <div className="sub-checks">
+        <label className="check">
+          <input
+            type="checkbox"
+            name="positive"
+            checked={snapshot.showPositive}
+            disabled={!ready || !snapshot.hasRelevance || !snapshot.showRelevance || !positive}
+            onChange={(e) => controller?.setSignVisible("positive", e.target.checked)}
+          />
+          Pathological <span className="swatch swatch-red" /> <kbd>p</kbd>
+        </label>
+        <label className="check">
+          <input
+            type="checkbox"
+            name="negative"
+            checked={snapshot.showNegative}
+            disabled={!ready || !snapshot.hasRelevance || !snapshot.showRelevance || !negative}
+            onChange={(e) => controller?.setSignVisible("negative", e.target.checked)}
+          />
+          Healthy <span className="swatch swatch-blue" /> <kbd>h</kbd>
+        </label>
+      </div>
       <label className="check">
         <input
           type="checkbox"
@@ -34,7 +72,7 @@ export function ViewerControls({
           disabled={!ready || !snapshot.hasLesion}
           onChange={(e) => controller?.setLesionVisible(e.target.checked)}
         />
-        Lesion outline <span className="swatch swatch-green" />
+        Lesion outline <span className="swatch swatch-green" /> <kbd>l</kbd>
       </label>
 
       <label className="slider">
@@ -106,6 +144,15 @@ export function ViewerControls({
           onClick={() => controller?.focusPeak()}
         >
           Go to peak
+        </button>
+        <button
+          type="button"
+          className="small-button"
+          aria-pressed={snapshot.helpOpen}
+          onClick={() => controller?.setHelpOpen(!snapshot.helpOpen)}
+          title="Keyboard shortcuts (?)"
+        >
+          Shortcuts <kbd>?</kbd>
         </button>
       </div>
     </section>

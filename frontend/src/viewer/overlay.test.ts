@@ -9,7 +9,9 @@ import {
   lesionVolumeOptions,
   peaksFromStats,
   relevanceVolumeOptions,
+  stepWindow,
   toCalibration,
+  withHiddenSigns,
 } from "./overlay";
 
 describe("defaultThresholds", () => {
@@ -144,5 +146,30 @@ describe("volume options", () => {
       cal_min: 1,
       cal_max: 2,
     });
+  });
+});
+
+describe("hiding a sign and stepping a threshold", () => {
+  it("moves a hidden sign's threshold past twice its peak and leaves the other alone", () => {
+    const cal = { cal_min: 0.6, cal_max: 4, cal_minNeg: -0.3, cal_maxNeg: -2 };
+    const peaks = { positive: 4, negative: 2 };
+    expect(withHiddenSigns(cal, { positive: true, negative: true }, peaks)).toEqual(cal);
+    const noRed = withHiddenSigns(cal, { positive: false, negative: true }, peaks);
+    expect(noRed.cal_min).toBeGreaterThan(2 * peaks.positive - 1e-9);
+    expect(noRed.cal_max).toBeGreaterThan(noRed.cal_min);
+    expect([noRed.cal_minNeg, noRed.cal_maxNeg]).toEqual([-0.3, -2]);
+    const noBlue = withHiddenSigns(cal, { positive: true, negative: false }, peaks);
+    expect(noBlue.cal_minNeg).toBeLessThanOrEqual(-2 * peaks.negative);
+    expect(noBlue.cal_maxNeg).toBeLessThan(noBlue.cal_minNeg);
+    expect([noBlue.cal_min, noBlue.cal_max]).toEqual([0.6, 4]);
+  });
+
+  it("steps the threshold by a fraction of the peak within [0, max)", () => {
+    expect(stepWindow({ min: 1, max: 4 }, 4, 1, 0.05).min).toBeCloseTo(1.2);
+    expect(stepWindow({ min: 1, max: 4 }, 4, -1, 0.05).min).toBeCloseTo(0.8);
+    expect(stepWindow({ min: 0.1, max: 4 }, 4, -1, 0.05).min).toBe(0);
+    const top = stepWindow({ min: 3.9, max: 4 }, 4, 1, 0.05);
+    expect(top.min).toBeLessThan(4);
+    expect(top.max).toBe(4);
   });
 });

@@ -158,3 +158,32 @@ export function lesionVolumeOptions(url: string): LesionVolumeOptions {
     cal_max: LESION_VALUE,
   };
 }
+
+/**
+ * The calibration with one or both signs hidden: a hidden sign's threshold moves past twice
+ * its peak, so that no voxel of that sign reaches it and NiiVue leaves them all transparent.
+ */
+export function withHiddenSigns(
+  calibration: NiivueCalibration,
+  visible: { positive: boolean; negative: boolean },
+  peaks: { positive: number; negative: number },
+): NiivueCalibration {
+  const out = { ...calibration };
+  if (!visible.positive) {
+    const beyond = 2 * Math.max(peaks.positive, calibration.cal_max, Number.EPSILON);
+    out.cal_min = beyond;
+    out.cal_max = 2 * beyond;
+  }
+  if (!visible.negative) {
+    const beyond = 2 * Math.max(peaks.negative, -calibration.cal_maxNeg, Number.EPSILON);
+    out.cal_minNeg = -beyond;
+    out.cal_maxNeg = -2 * beyond;
+  }
+  return out;
+}
+
+/** A sign's window moved by `steps` × `fraction` of its peak; the saturation stays put. */
+export function stepWindow(window: SignWindow, peak: number, steps: number, fraction: number): SignWindow {
+  const step = Math.max(peak, window.max) * fraction;
+  return clampWindow({ min: window.min + steps * step, max: window.max });
+}

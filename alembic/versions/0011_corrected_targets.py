@@ -1,7 +1,7 @@
 """corrected targets from reviews, runs.from_reviews_of, epoch maps of watch subjects
 
 Revision ID: 0011_corrected_targets
-Revises: 0009_regression_target
+Revises: 0006_audit_log
 Create Date: 2026-11-25 23:00:00.000000
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011_corrected_targets"
-down_revision = "0009_regression_target"
+down_revision = "0006_audit_log"
 branch_labels = None
 depends_on = None
 

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from backend.api.routes import (
     attributions,
+    audit,
     auth,
     corrections,
     datasets,
@@ -31,5 +32,6 @@ for module in (
     reviews,
     health,
     uploads,
+    audit,
 ):
     api_router.include_router(module.router)

@@ -1,6 +1,7 @@
 """SQLAlchemy ORM models, one module per aggregate."""
 
 from backend.models.attribution import AttributionMap
+from backend.models.audit import AuditEvent
 from backend.models.base import Base
 from backend.models.corrections import CorrectedTarget, EpochMap
 from backend.models.dataset import Dataset, Subject
@@ -14,6 +15,7 @@ from backend.models.user import ApiToken, Role, User
 __all__ = [
     "ApiToken",
     "AttributionMap",
+    "AuditEvent",
     "Base",
     "CorrectedTarget",
     "Dataset",

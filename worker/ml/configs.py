@@ -17,6 +17,7 @@ __all__ = [
     "METHOD_FIELDS",
     "BaselineName",
     "EarlyStoppingMetric",
+    "GradBalance",
     "GridSize",
     "LambdaSchedule",
     "LossSetting",
@@ -66,6 +67,9 @@ AttributionMethod = Literal[
     "smoothgrad",
     "grad_cam",
 ]
+
+# Balancing of the gradients of L_C and lambda * L_A (worker.ml.gradients.GradientBalancer).
+GradBalance = Literal["none", "fixed_ratio", "gradnorm"]
 
 GridSize = Annotated[int, Field(ge=8, le=512)]
 WindowSize = Annotated[int, Field(ge=1, le=512)]
@@ -182,7 +186,29 @@ class RunConfig(BaseModel):
             before training stops; ``None`` trains for all epochs.
         early_stopping_metric: Validation metric that selects ``best.pt``.
         device: ``auto`` picks CUDA when available.
-        amp: Mixed precision; only ever used on CUDA.
+        amp: Mixed precision (``torch.autocast`` float16 with a ``GradScaler``); only ever
+            used on CUDA. Where the run lands on a CPU (``device`` ``cpu``, or ``auto`` without
+            CUDA) it is a no-op: the history records ``amp_active = 0`` and, if ``amp`` was set
+            explicitly, training warns (``RuntimeWarning``, in the worker's log).
+        grad_probe_batches: Instrumentation of ``lc_only`` runs: on the first this many
+            batches of every epoch, the weakly supervised L_A (image labels only) is computed
+            and back-propagated without being applied, so the gradient norm of L_A, its ratio
+            to that of L_C and their cosine are known for the baseline too (an extra
+            attribution and double backward on those batches only). 0 turns it off.
+            Constrained settings take both gradients on every step they train L_A anyway.
+        grad_clip_norm: Remedy: clip the L2 norm of the total gradient (all weights together)
+            to this value before the optimiser step (``torch.nn.utils.clip_grad_norm_``);
+            ``None``: no clipping.
+        grad_balance: Remedy (``lc_la_*`` settings): ``none``; ``fixed_ratio`` rescales the
+            gradient of L_A on every step so that its norm is ``grad_balance_ratio`` times the
+            norm of the gradient of L_C (times lambda(t) / lambda.value, so a warm-up still
+            ramps it); ``gradnorm`` adapts two weights GradNorm-style (Chen et al., ICML 2018)
+            so that the weighted gradient norms follow the relative training rates of L_C and
+            L_A (exponent ``gradnorm_alpha``; see ``worker.ml.gradients``).
+        grad_balance_ratio: Target ||grad of L_A|| / ||grad of L_C|| of ``fixed_ratio``.
+        gradnorm_alpha: Asymmetry exponent of ``gradnorm`` (0: equal norms).
+        la_every_n_steps: Remedy (``lc_la_*`` settings): compute L_A (the attribution and the
+            double backward) on one step in ``n`` only; the other steps train L_C alone.
         watch_subjects: Subject ids (at most 8) whose attribution map (the evaluation
             method of the run's validation: Integrated Gradients, 8 Gauss-Legendre points, on
             the working grid) is stored after every epoch (``worker.ml.epoch_maps``).
@@ -253,6 +279,42 @@ class RunConfig(BaseModel):
     )
     task: TaskName = "classification"
     regression: RegressionSettings = Field(default_factory=RegressionSettings)
+    # Instrumentation and remedies of method.md section 6.1 (worker.ml.gradients).
+    grad_probe_batches: int = Field(
+        default=1, ge=0, le=1024, description="lc_only: batches per epoch probing L_A's gradient."
+    )
+    grad_clip_norm: float | None = Field(
+        default=None, gt=0.0, description="Clip the total gradient norm to this value."
+    )
+    grad_balance: GradBalance = Field(
+        default="none", description="Balancing of the gradients of L_C and lambda * L_A."
+    )
+    grad_balance_ratio: float = Field(
+        default=1.0, gt=0.0, le=1000.0, description="fixed_ratio: ||g_A|| / ||g_C|| target."
+    )
+    gradnorm_alpha: float = Field(
+        default=1.5, ge=0.0, le=10.0, description="gradnorm: asymmetry exponent alpha."
+    )
+    la_every_n_steps: int = Field(
+        default=1, ge=1, le=1000, description="Compute L_A on one step in n only."
+    )
+
+    @model_validator(mode="after")
+    def _remedies_apply_to_setting(self) -> RunConfig:
+        weighted = self.loss_setting in ("lc_la_supervised", "lc_la_unsupervised")
+        if self.grad_balance != "none" and not weighted:
+            raise ValueError(
+                f"grad_balance {self.grad_balance!r} balances L_C against L_A and needs "
+                f"lc_la_supervised or lc_la_unsupervised, not {self.loss_setting!r}"
+            )
+        if self.la_every_n_steps > 1 and not weighted:
+            raise ValueError(
+                f"la_every_n_steps > 1 skips L_A on some steps and needs lc_la_supervised or "
+                f"lc_la_unsupervised, not {self.loss_setting!r}"
+            )
+        if self.grad_balance == "fixed_ratio" and self.lambda_a.value == 0.0:
+            raise ValueError("grad_balance 'fixed_ratio' needs lambda_a.value > 0")
+        return self
 
     @model_validator(mode="after")
     def _regression_fits(self) -> RunConfig:

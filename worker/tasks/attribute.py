@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 
 from celery import shared_task
 
@@ -12,20 +14,26 @@ from backend.core.config import get_settings
 from backend.core.db import session_scope
 from backend.models import AttributionMap, Job, JobStatus, Run, Subject
 from backend.storage import get_storage
-from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns
+from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns, retrying
 
 log = logging.getLogger(__name__)
+# A full disk, a quota, or a file size limit: the write failed for want of room.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def _set(attribution_id: int, claim: Claim | None = None, **fields: object) -> None:
     """Write the map's row, unless ``claim`` is given and no longer holds the job."""
-    with session_scope() as session:
-        if claim is not None and not owns(session, claim):
-            return
-        row = session.get(AttributionMap, attribution_id)
-        if row is not None:
-            for key, value in fields.items():
-                setattr(row, key, value)
+
+    def write() -> None:
+        with session_scope() as session:
+            if claim is not None and not owns(session, claim):
+                return
+            row = session.get(AttributionMap, attribution_id)
+            if row is not None:
+                for key, value in fields.items():
+                    setattr(row, key, value)
+
+    retrying(write, what=f"writing attribution {attribution_id}")
 
 
 def _finite(value: float | None) -> float | None:
@@ -87,10 +95,15 @@ def run_attribution(job_id: int) -> None:
             )
             out = storage.map_path(run_id, attribution_id)
             out.parent.mkdir(parents=True, exist_ok=True)
-            save_nifti(out, result.map, result.affine)
+            save_nifti(out, result.map, result.affine)  # atomic: whole or not at all
         except Exception as exc:
             log.exception("attribution job %s failed", job_id)
             error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+                error = (
+                    f"no space to write the map ({os.strerror(exc.errno)}); nothing was stored: "
+                    "free disk space in the data directory and compute it again"
+                )
             if finish_job(claim, JobStatus.failed, message="failed", error=error):
                 _set(attribution_id, status="failed")
             return

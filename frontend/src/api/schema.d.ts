@@ -128,6 +128,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Audit Events
+         * @description Audit events, newest first, filtered by user, action, object, project and time.
+         */
+        get: operations["listAuditEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/auth/login": {
         parameters: {
             query?: never;
@@ -1197,6 +1217,39 @@ export interface components {
             count: number;
             /** Data */
             data: components["schemas"]["AttributionPublic"][];
+        };
+        /** AuditEventPublic */
+        AuditEventPublic: {
+            /** Action */
+            action: string;
+            /** Client Ip */
+            client_ip: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Detail */
+            detail: string;
+            /** Id */
+            id: number;
+            /** Object Id */
+            object_id: number | null;
+            /** Object Type */
+            object_type: string;
+            /** Project Id */
+            project_id: number | null;
+            /** User Id */
+            user_id: number | null;
+            /** Username */
+            username: string;
+        };
+        /** AuditEventsPublic */
+        AuditEventsPublic: {
+            /** Count */
+            count: number;
+            /** Data */
+            data: components["schemas"]["AuditEventPublic"][];
         };
         /** Body_uploadSubject */
         Body_uploadSubject: {
@@ -2311,6 +2364,48 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AttributionStats"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    listAuditEvents: {
+        parameters: {
+            query?: {
+                user_id?: number | null;
+                username?: string | null;
+                action?: ("view" | "download" | "rate" | "export") | null;
+                object_type?: string | null;
+                object_id?: number | null;
+                project_id?: number | null;
+                /** @description events at or after this time */
+                since?: string | null;
+                /** @description events before this time */
+                until?: string | null;
+                limit?: number;
+                offset?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditEventsPublic"];
                 };
             };
             /** @description Validation Error */

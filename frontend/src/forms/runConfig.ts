@@ -3,6 +3,7 @@
 // of a server 422 back onto the form's fields.
 import type { ValidationIssue } from "../api/http";
 import type { RunCreate } from "../api/types";
+import { REMEDY_CONFIG_FIELDS, REMEDY_DEFAULTS, type RemedyFormValues, validateRemedies } from "./remedies";
 import { regressionConfig } from "./regressionConfig";
 import type { FieldErrors, Validation } from "./validation";
 
@@ -55,7 +56,7 @@ export function usesLambda(loss: string): boolean {
   return loss === "lc_la_supervised" || loss === "lc_la_unsupervised";
 }
 
-export interface LaunchFormValues {
+export interface LaunchFormValues extends RemedyFormValues {
   datasetId: string;
   name: string;
   network: string;
@@ -102,6 +103,7 @@ export const LAUNCH_DEFAULTS: LaunchFormValues = {
   seed: "0",
   augment: false,
   earlyStoppingMetric: "val_auroc",
+  ...REMEDY_DEFAULTS,
   task: "classification",
   regressionLoss: "l1",
   regressionConstraints: ["outside_lesions", "zero_target"],
@@ -201,6 +203,12 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
     }
     attribution.lambda_a = { kind: values.lambdaKind, value, warmup_epochs: warmup };
   }
+  const lambdaValue = attribution.lambda_a as { value: unknown } | undefined;
+  const remedies = validateRemedies(
+    values,
+    errors,
+    typeof lambdaValue?.value === "number" ? lambdaValue.value : null,
+  );
   return Object.keys(errors).length > 0
     ? { ok: false, errors }
     : {
@@ -218,6 +226,7 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
             seed,
             augment: values.augment,
             early_stopping_metric: values.earlyStoppingMetric,
+            ...remedies,
             ...task,
           },
         },
@@ -243,6 +252,7 @@ const CONFIG_FIELDS: Record<string, LaunchField> = {
   seed: "seed",
   augment: "augment",
   early_stopping_metric: "earlyStoppingMetric",
+  ...REMEDY_CONFIG_FIELDS,
   task: "task",
   "regression.loss": "regressionLoss",
   "regression.constraints": "regressionConstraints",

@@ -22,6 +22,7 @@ import {
   usesLambda,
   validateLaunchForm,
 } from "../forms/runConfig";
+import { RemedyFields } from "../forms/RemedyFields";
 import type { FieldErrors } from "../forms/validation";
 import { useAsync } from "../hooks";
 
@@ -252,6 +253,8 @@ export function LaunchRunPage() {
             Augmentation (flips, affine jitter)
           </label>
         </Group>
+
+        <RemedyFields values={values} errors={errors} setValues={setValues} />
 
         {formErrors.map((m) => (
           <p className="error" role="alert" key={m}>

@@ -12,7 +12,7 @@ import { useAsync } from "../hooks";
 import { CorrectedSubjects } from "../corrections/CorrectedSubjects";
 import { FromReviewsPanel } from "../corrections/FromReviewsPanel";
 import { WatchPlot } from "../corrections/WatchPlot";
-import { CURVE_GROUPS, testMetrics } from "../runs/metricGroups";
+import { INSTRUMENTATION_METRICS, INSTRUMENTATION_NOTE, groupsWithData, testMetrics } from "../runs/metricGroups";
 import { useLiveRun } from "../runs/useLiveRun";
 
 /** /runs/:id: status, progress, live curves, cancel/retry and the final test metrics. */
@@ -90,12 +90,16 @@ function RunView({ runId }: { runId: number }) {
       <section className="panel">
         <h2>Training curves</h2>
         <div className="charts">
-          {CURVE_GROUPS.map((g) => {
-            const series = seriesFromPoints(epochPoints, g.names);
-            return series.length > 0 ? <CurveChart key={g.title} title={g.title} series={series} /> : null;
-          })}
+          {groupsWithData(epochPoints.map((p) => p.name)).map((g) => (
+            <CurveChart key={g.title} title={g.title} series={seriesFromPoints(epochPoints, g.names)} />
+          ))}
           {epochPoints.length === 0 ? <p className="muted">No metrics yet.</p> : null}
         </div>
+        {epochPoints.some((p) => INSTRUMENTATION_METRICS.includes(p.name)) ? (
+          <p className="muted small" data-testid="instrumentation-note">
+            {INSTRUMENTATION_NOTE}
+          </p>
+        ) : null}
       </section>
       <section className="panel">
         <h2>Test metrics</h2>

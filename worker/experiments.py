@@ -4,6 +4,7 @@
         [--epochs E] [--seed S] [--grid X Y Z] [--quick] [...]
     python -m worker.experiments shortcut [same options]
     python -m worker.experiments remedies [same options]   (worker/research/remedies.py)
+    python -m worker.experiments corrections [same options]  (worker/research/corrections.py)
     python -m worker.experiments regression [same options]  (worker/research/regression.py)
     python -m worker.experiments segmentation [--quick] [...]  (worker.research.segmentation)
 
@@ -64,6 +65,7 @@ from worker.ml.training import (
     train,
 )
 from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess
+from worker.research.corrections import run_corrections
 from worker.research.regression import EXPERIMENT_DEFAULTS as REGRESSION_DEFAULTS
 from worker.research.regression import run_regression
 
@@ -74,7 +76,7 @@ __all__ = [
     "replace_section",
 ]
 
-EXPERIMENTS = ("four-settings", "shortcut", "remedies", "regression")
+EXPERIMENTS = ("four-settings", "shortcut", "remedies", "regression", "corrections")
 FOUR_SETTINGS = ("lc_only", "la_only", "lc_la_supervised", "lc_la_unsupervised")
 SHORTCUT_SETTINGS = ("lc_only", "lc_la_supervised")
 SETTING_LABELS = {
@@ -1241,6 +1243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "shortcut": run_shortcut,
         "remedies": _run_remedies,
         "regression": run_regression,
+        "corrections": run_corrections,
     }
     runner = runners[options.experiment]
     body = runner(options)

@@ -1,7 +1,7 @@
 """attribution_maps.region: the explained region of a segmentation map
 
 Revision ID: 0010_segmentation_region
-Revises: 0006_audit_log
+Revises: 0011_corrected_targets
 Create Date: 2026-11-25 23:00:00
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_segmentation_region"
-down_revision = "0006_audit_log"
+down_revision = "0011_corrected_targets"
 branch_labels = None
 depends_on = None
 

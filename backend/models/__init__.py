@@ -3,6 +3,7 @@
 from backend.models.attribution import AttributionMap
 from backend.models.audit import AuditEvent
 from backend.models.base import Base
+from backend.models.corrections import CorrectedTarget, EpochMap
 from backend.models.dataset import Dataset, Subject
 from backend.models.job import Job, JobStatus
 from backend.models.ops import LoginAttempt, UploadSession, Worker
@@ -16,7 +17,9 @@ __all__ = [
     "AttributionMap",
     "AuditEvent",
     "Base",
+    "CorrectedTarget",
     "Dataset",
+    "EpochMap",
     "Job",
     "JobStatus",
     "LoginAttempt",

@@ -50,6 +50,12 @@ def create_run(session: Session, *, dataset_id: int, name: str, config: dict, us
     if not dataset.subjects:
         raise InvalidInput(f"dataset {dataset_id} has no subjects to train on")
     clean = validate_config(config)
+    known = {s.id for s in dataset.subjects}
+    strangers = [s for s in clean.get("watch_subjects", []) if s not in known]
+    if strangers:
+        raise InvalidInput(
+            f"config.watch_subjects: not subjects of dataset {dataset_id}: {strangers}"
+        )
     _check_segmentation_masks(dataset, clean)
     if clean["task"] == "regression":
         _check_targets(dataset)

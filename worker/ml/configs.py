@@ -215,6 +215,9 @@ class RunConfig(BaseModel):
         gradnorm_alpha: Asymmetry exponent of ``gradnorm`` (0: equal norms).
         la_every_n_steps: Remedy (``lc_la_*`` settings): compute L_A (the attribution and the
             double backward) on one step in ``n`` only; the other steps train L_C alone.
+        watch_subjects: Subject ids (at most 8) whose attribution map (the evaluation
+            method of the run's validation: Integrated Gradients, 8 Gauss-Legendre points, on
+            the working grid) is stored after every epoch (``worker.ml.epoch_maps``).
         task: ``classification`` (the label), ``regression`` (the subject's continuous
             target, with the same networks' single output as the prediction) or
             ``segmentation`` (lesion masks; MONAI's 3D UNet ``network="unet"``, Dice +
@@ -287,6 +290,11 @@ class RunConfig(BaseModel):
     early_stopping_metric: EarlyStoppingMetric = "val_auroc"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
+    watch_subjects: list[int] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Subject ids whose attribution map is stored after every epoch.",
+    )
     task: TaskName = "classification"
     regression: RegressionSettings = Field(default_factory=RegressionSettings)
     # Instrumentation and remedies of method.md section 6.1 (worker.ml.gradients).

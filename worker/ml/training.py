@@ -91,6 +91,10 @@ BEST_CHECKPOINT = "best.pt"
 CHECKPOINT_FORMAT = 1
 LABEL_KEY = "label"
 MASK_AVAILABLE_KEY = "mask_available"
+# 1 where the mask slot of a training item holds a given target map (SubjectSample.target_map)
+# instead of the lesion mask: it then rides through the same nearest-neighbour resampling and
+# augmentation as a mask would.
+TARGET_GIVEN_KEY = "target_given"
 # Integrated Gradients of the evaluation maps: 8 points after every epoch (cheap monitoring),
 # 16 at the end, where the validation threshold is chosen on maps of the test's own method.
 VAL_IG_STEPS = 8
@@ -129,6 +133,10 @@ class SubjectSample:
         split: Partition the subject belongs to.
         target: Continuous target of regression runs (``None``: none; such subjects are
             left out of a regression run's validation and test splits).
+        target_map: Optional target map of L_A on the subject's grid (uint8 0/1, 255 =
+            unconstrained; ``worker.ml.corrections``), e.g. the lesion mask merged with
+            clinicians' corrections. In the ``train`` split it replaces the target built from
+            label and mask (the brain restriction still applies); evaluation keeps the mask.
     """
 
     subject_id: str | int
@@ -137,6 +145,7 @@ class SubjectSample:
     label: int
     split: Split
     target: float | None = None
+    target_map: Path | None = None
 
 
 @dataclass
@@ -514,7 +523,10 @@ def _validate_subjects(subjects: Sequence[SubjectSample], config: RunConfig) -> 
     if (
         config.task == "classification"
         and target_mode_for(config.loss_setting) == "supervised"
-        and not any(s.split == "train" and s.label == 1 and s.mask is not None for s in subjects)
+        and not any(
+            s.split == "train" and s.label == 1 and (s.mask is not None or s.target_map is not None)
+            for s in subjects
+        )
     ):
         raise ValueError(
             f"loss setting {config.loss_setting!r} takes its targets from lesion masks, but no "
@@ -569,6 +581,10 @@ class _CompleteItem(Transform):
         item[MASK_KEY] = (
             torch.zeros_like(image[:1]) if mask is None else _plain(mask).to(torch.float32)
         )  # (1, D, H, W)
+        given = float(item.get(TARGET_GIVEN_KEY, 0.0))
+        item[TARGET_GIVEN_KEY] = np.float32(given)
+        if given > 0.5:  # a stored target map: 255 (unconstrained) becomes NaN
+            item[MASK_KEY] = decode_given_target(item[MASK_KEY])
         return item
 
 
@@ -587,7 +603,7 @@ def _build_datasets(
         with_masks = _needs_masks(config, split)
         regression = config.task == "regression"
         items = [
-            _as_item(s, with_masks, with_target=regression)
+            _as_item(s, with_masks, split, with_target=regression)
             for s in subjects
             if s.split == split and not (regression and s.target is None)
         ]
@@ -603,12 +619,17 @@ def _build_datasets(
     return datasets
 
 
-def _as_item(subject: SubjectSample, with_masks: bool, with_target: bool = False) -> dict[str, Any]:
+def _as_item(
+    subject: SubjectSample, with_masks: bool, split: Split, with_target: bool = False
+) -> dict[str, Any]:
     """Turn a subject into the dict the MONAI transforms read."""
     item: dict[str, Any] = {IMAGE_KEY: str(subject.image), LABEL_KEY: np.float32(subject.label)}
     if with_target:
         item[TARGET_KEY] = np.float32(subject.target)
-    if with_masks and subject.mask is not None:
+    if split == "train" and subject.target_map is not None:
+        item[MASK_KEY] = str(subject.target_map)
+        item[TARGET_GIVEN_KEY] = np.float32(1.0)
+    elif with_masks and subject.mask is not None:
         item[MASK_KEY] = str(subject.mask)
     return item
 
@@ -881,6 +902,8 @@ def _constrained_step(
         targets = target_map(
             labels, masks, mode=mode, brain_mask=brain, mask_available=available
         )  # (B, 1, D, H, W)
+        if TARGET_GIVEN_KEY in batch:
+            targets = with_given_targets(targets, masks, batch[TARGET_GIVEN_KEY], brain)
         loss_a = attribution_loss(
             attributions, targets, kind=config.attribution_loss, scale=temperature / gain
         )
@@ -1093,6 +1116,28 @@ def _head_metrics(loop: _Loop, dataset: CacheDataset) -> Metrics:
         return json_safe({**regression_metrics(y, p), "loss": loss})
     labels, probabilities, loss = _predict(loop, dataset)
     return {**classification_metrics(labels, probabilities), "loss": loss}
+
+
+def decode_given_target(stored: torch.Tensor) -> torch.Tensor:
+    """A stored target map (0, 1, 255 = unconstrained) as float 0/1/NaN."""
+    return torch.where(stored > 127.5, torch.nan, (stored > 0.5).to(torch.float32))
+
+
+def with_given_targets(
+    targets: torch.Tensor,
+    given_maps: torch.Tensor,
+    given: Any,
+    brain: torch.Tensor | None,
+) -> torch.Tensor:
+    """Replace the targets of the subjects that came with a target map (``given`` > 0.5) by
+    that map, unconstrained outside the brain when the run restricts L_A to it."""
+    rows = torch.as_tensor(given).to(targets.device) > 0.5  # (B,)
+    if not bool(rows.any()):
+        return targets
+    own = given_maps.to(targets.device, torch.float32)
+    if brain is not None:
+        own = torch.where(brain.to(targets.device), own, torch.nan)
+    return torch.where(rows.view(-1, 1, 1, 1, 1), own, targets)
 
 
 def _eval_samples(dataset: CacheDataset) -> list[tuple[torch.Tensor, torch.Tensor | None, int]]:

@@ -22,8 +22,10 @@ log = logging.getLogger(__name__)
 
 def _samples(run_id: int) -> tuple[dict, list]:
     from worker.ml.training import SubjectSample
+    from worker.tasks.corrections import corrected_targets
 
     storage = get_storage()
+    targets = corrected_targets(run_id)
     with session_scope() as session:
         run = session.get(Run, run_id)
         assert run is not None
@@ -36,6 +38,7 @@ def _samples(run_id: int) -> tuple[dict, list]:
                 label=s.label,
                 split=s.split,
                 target=s.target,
+                target_map=targets.get(s.id),
             )
             for s in subjects
         ]
@@ -118,7 +121,8 @@ def run_training(job_id: int) -> None:
 
 def _train(claim: Claim, run_id: int) -> None:
     from worker.ml.configs import RunConfig
-    from worker.ml.training import TrainingCancelled, train
+    from worker.ml.training import LAST_CHECKPOINT, TrainingCancelled, select_device, train
+    from worker.tasks.corrections import EpochMapStore, store_corrected_metrics
 
     _set_run_status(run_id, "running", claim)
     settings = get_settings()
@@ -128,6 +132,9 @@ def _train(claim: Claim, run_id: int) -> None:
     if config.device == "auto" and settings.device != "auto":
         config = config.model_copy(update={"device": settings.device})
     where = {"epoch": 0, "step": 0, "steps": 0}
+    checkpoint_dir = get_storage().checkpoint_dir(run_id)
+    device = str(select_device(config.device))
+    epoch_maps = EpochMapStore(claim, run_id, config, samples, device)
 
     def on_progress(event: ProgressEvent) -> None:
         message = f"epoch {event.epoch}/{event.epochs}"
@@ -150,12 +157,13 @@ def _train(claim: Claim, run_id: int) -> None:
             }
             values.update({k: v for k, v in event.metrics.items() if isinstance(v, int | float)})
             _store_epoch(claim, run_id, event.epoch, values)
+            epoch_maps.on_epoch(event.epoch, checkpoint_dir / LAST_CHECKPOINT)
 
     try:
         result = train(
             config,
             samples,
-            checkpoint_dir=get_storage().checkpoint_dir(run_id),
+            checkpoint_dir=checkpoint_dir,
             progress=on_progress,
             should_stop=reporter.cancel_requested,
         )
@@ -168,6 +176,7 @@ def _train(claim: Claim, run_id: int) -> None:
         if finish_job(claim, JobStatus.cancelled, message=message):
             _set_run_status(run_id, JobStatus.cancelled.value)
         return
+    store_corrected_metrics(claim, run_id, device)
     metrics = {f"test_{k}": v for k, v in result.test_metrics.items()}
     metrics["epochs_completed"] = result.epochs_completed
     metrics["resumed_from_epoch"] = result.resumed_from_epoch

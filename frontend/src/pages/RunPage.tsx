@@ -9,6 +9,9 @@ import { seriesFromPoints } from "../charts/curves";
 import { ErrorMessage, ProgressBar, StatusBadge } from "../components/common";
 import { fieldLabel, formatDate, formatNumber, formatValue } from "../format";
 import { useAsync } from "../hooks";
+import { CorrectedSubjects } from "../corrections/CorrectedSubjects";
+import { FromReviewsPanel } from "../corrections/FromReviewsPanel";
+import { WatchPlot } from "../corrections/WatchPlot";
 import { INSTRUMENTATION_METRICS, INSTRUMENTATION_NOTE, groupsWithData, testMetrics } from "../runs/metricGroups";
 import { useLiveRun } from "../runs/useLiveRun";
 
@@ -129,6 +132,15 @@ function RunView({ runId }: { runId: number }) {
           </table>
         )}
       </section>
+      {run?.from_reviews_of != null ? <CorrectedSubjects runId={runId} refresh={run.status} /> : null}
+      {run ? (
+        <WatchPlot
+          runId={runId}
+          watch={Array.isArray(run.config.watch_subjects) ? (run.config.watch_subjects as number[]) : []}
+          refresh={epochPoints.length}
+        />
+      ) : null}
+      {run ? <FromReviewsPanel run={run} writable={writable} /> : null}
       {run ? (
         <section className="panel">
           <h2>Configuration</h2>

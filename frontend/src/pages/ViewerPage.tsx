@@ -5,6 +5,7 @@ import { errorMessage } from "../api/http";
 import type { Attribution, Run, Subject } from "../api/types";
 import { readStats } from "../api/types";
 import { attributionDisplayUrl, parseId, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
+import { useEpochView } from "../corrections/EpochView";
 import { labelName } from "../format";
 import { useAsync } from "../hooks";
 import { Colorbar } from "../viewer/Colorbar";
@@ -75,6 +76,9 @@ export default function ViewerPage() {
   const { hostRef, controller, snapshot } = useViewerController();
   const loaded = data.data;
   useViewerShortcuts(controller);
+  // ?run=<id>: an epoch slider over that run's stored maps of this subject drives the overlay.
+  const epochView = useEpochView(loaded?.subject.id ?? null, search.get("run"));
+  const epochRelevance = epochView.relevance;
 
   useEffect(() => {
     if (!controller || !loaded) return;
@@ -82,10 +86,12 @@ export default function ViewerPage() {
     const stats = attribution?.status === "succeeded" ? readStats(attribution.stats) : null;
     void controller.load({
       imageUrl: subjectImageUrl(subject.id),
-      relevance: attribution && stats ? { url: attributionDisplayUrl(attribution.id), stats } : null,
+      relevance:
+        epochRelevance ?? (attribution && stats ? { url: attributionDisplayUrl(attribution.id), stats } : null),
       lesionUrl: subject.has_mask ? subjectMaskDrawingUrl(subject.id) : null,
     });
-  }, [controller, loaded]);
+    // Reload when the chosen epoch's map changes (its url names run, subject and epoch).
+  }, [controller, loaded, epochRelevance?.url]);
 
   const pageError = data.error ? errorMessage(data.error) : null;
   const state = pageError ? "error" : loaded ? snapshot.phase : "loading";
@@ -130,6 +136,7 @@ export default function ViewerPage() {
           <p className="location muted small">{snapshot.location || "\u00a0"}</p>
         </div>
         <aside className="viewer-side">
+          {epochView.panel}
           <ViewerControls controller={controller} snapshot={snapshot} />
           <Colorbar thresholds={snapshot.thresholds} legend={loaded?.legend} />
           {loaded?.attribution ? <ProvenancePanel attribution={loaded.attribution} run={loaded.run} /> : null}

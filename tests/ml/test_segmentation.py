@@ -195,6 +195,8 @@ def test_config_and_region_validation() -> None:
         RunConfig(task="segmentation", grid=(18, 20, 16))
     with pytest.raises(ValidationError, match="needs a network"):
         RunConfig(network="unet")
+    with pytest.raises(ValidationError, match="watch_subjects"):
+        RunConfig(task="segmentation", grid=GRID, watch_subjects=[1])
     with pytest.raises(ValidationError, match="segmentation only"):
         RunConfig(seg_constraint=True)
     assert RegionSpec().kind == "whole"

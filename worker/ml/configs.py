@@ -370,6 +370,8 @@ class RunConfig(BaseModel):
                 f"task {self.task!r} needs a network that {wanted} one of "
                 f"{sorted(SEGMENTATION_NETWORKS)}, got {self.network!r}"
             )
+        if segmenting and self.watch_subjects:
+            raise ValueError("watch_subjects (maps per epoch) is not implemented for segmentation")
         if segmenting:
             # The UNet halves the grid twice: every side must be a multiple of 4.
             odd = [n for n in self.grid if n % 4]

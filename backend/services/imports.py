@@ -231,10 +231,16 @@ def new_staging(storage: Storage) -> Path:
     kernel drops the lock when the process dies however it dies, so the next start of the API
     knows which folders a crash left behind (``sweep_orphaned_staging``).
     """
-    path = storage.tmp_dir() / f"import-{uuid.uuid4().hex}"
-    path.mkdir()
-    fd = os.open(path / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+    name = uuid.uuid4().hex
+    # Made under a name the sweep ignores, locked, then renamed: an ``import-*`` folder is
+    # never seen without its lock held by a live owner (the lock follows the open file, not
+    # the path), so the sweep needs no grace period after a restart.
+    building = storage.tmp_dir() / f".building-{name}"
+    building.mkdir()
+    fd = os.open(building / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    path = storage.tmp_dir() / f"import-{name}"
+    building.rename(path)
     _STAGING_LOCKS[path] = fd
     return path
 
@@ -254,13 +260,16 @@ def sweep_orphaned_staging(storage: Storage) -> list[Path]:
     files are not part of any dataset. Folders of imports running in other processes stay.
     """
     removed = []
+    for folder in storage.tmp_dir().glob(".building-*"):
+        # A process died between mkdir and the rename (a live one takes microseconds).
+        if folder.stat().st_mtime < utcnow().timestamp() - 60:
+            storage.remove_tree(folder)
+            removed.append(folder)
     for folder in storage.tmp_dir().glob("import-*"):
-        if folder.stat().st_mtime > utcnow().timestamp() - 2:
-            continue  # just made: its owner may be between mkdir and taking the lock
         try:
             fd = os.open(folder / ".lock", os.O_RDWR)
         except FileNotFoundError:
-            # Made by an older version, or its process died between mkdir and the lock.
+            # Made by an older version, which locked after mkdir: leave it a minute.
             if folder.stat().st_mtime < utcnow().timestamp() - 60:
                 storage.remove_tree(folder)
                 removed.append(folder)

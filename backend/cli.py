@@ -13,6 +13,7 @@ import sys
 from backend.core.config import SettingsError, get_settings
 
 DEMO_NAME = "Demo: synthetic MNI152 (MS-like lesions)"
+KEEP_ALIVE_SECONDS = 75  # above the 60 s idle timeout common to reverse proxies
 
 
 def _fail(message: str) -> int:
@@ -165,7 +166,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = args.port or settings.port
     print(f"Attrivue is starting at http://{host}:{port}  (Ctrl-C stops it)", flush=True)
     try:
-        uvicorn.run("backend.main:create_app", factory=True, host=host, port=port, log_level="info")
+        # Keep idle connections longer than the 5 s default: a client (or a reverse proxy) that
+        # reuses a connection the server has just closed gets a reset, not an answer.
+        uvicorn.run(
+            "backend.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            log_level="info",
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        )
     finally:
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)

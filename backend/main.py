@@ -2,27 +2,67 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from backend.api.deps import Public
 from backend.api.main import api_router
+from backend.api.middleware import SecurityHeaders
 from backend.core.config import get_settings
 from backend.services.errors import ServiceError
 
 API_PREFIX = "/api/v1"
+DATABASE_DOWN = "the database is unreachable; try again in a moment"
+
+log = logging.getLogger(__name__)
 
 
 def create_app() -> FastAPI:
     settings = get_settings()
-    app = FastAPI(title="Attrivue", version="0.1.0", openapi_url=f"{API_PREFIX}/openapi.json")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Imports cut short by a crash or restart of an earlier API process leave staging
+        # folders (never subjects: those are committed all at once); remove them.
+        from backend.services.imports import sweep_orphaned_staging
+        from backend.storage import get_storage
+
+        removed = sweep_orphaned_staging(get_storage(settings))
+        if removed:
+            log.warning("removed %d staging folders of interrupted imports", len(removed))
+        yield
+
+    app = FastAPI(
+        title="Attrivue",
+        version="0.1.0",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        lifespan=lifespan,
+    )
     app.include_router(api_router, prefix=API_PREFIX)
+    app.add_middleware(SecurityHeaders, api_prefix=API_PREFIX)
+    if settings.cors_origin_list:
+        # Closed by default: only origins named in ATTRIVUE_CORS_ORIGINS may call the API from
+        # a browser page they serve (with cookies, so never "*").
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_credentials=True,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Content-Range", "X-CSRF-Token"],
+            expose_headers=["Upload-Offset", "Upload-Length", "Content-Disposition"],
+        )
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -38,6 +78,21 @@ def create_app() -> FastAPI:
             status_code=422,
         )
 
+    # The database went away (restart, network cut, pool exhausted): a clear 503 the client may
+    # retry, not a 500. The pool pre-pings connections, so requests recover once it is back.
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(PoolTimeout)
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning(
+            "database unavailable during %s %s: %s",
+            request.method,
+            request.url.path,
+            type(getattr(exc, "orig", exc)).__name__,
+        )
+        return JSONResponse(
+            {"detail": DATABASE_DOWN}, status_code=503, headers={"Retry-After": "5"}
+        )
+
     # FastAPI's own 422 echoes the input, and JSON has no NaN or Infinity: a non-finite number
     # sent where a finite one is required would turn the 422 into a 500. Echo it as text.
     @app.exception_handler(RequestValidationError)
@@ -48,7 +103,7 @@ def create_app() -> FastAPI:
     if (dist / "assets").is_dir():
         app.mount("/assets", StaticFiles(directory=dist / "assets"), name="assets")
 
-    @app.get("/{path:path}", include_in_schema=False, response_model=None)
+    @app.get("/{path:path}", include_in_schema=False, response_model=None, dependencies=[Public])
     def spa(path: str) -> FileResponse | HTMLResponse | JSONResponse:
         if path.startswith("api/"):
             return JSONResponse({"detail": f"no such API route: /{path}"}, status_code=404)

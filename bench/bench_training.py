@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -50,7 +51,7 @@ class NetworkSpec:
     """A network of the registry, with the keyword options it is built with.
 
     ``RunConfig`` names a network only; ``train`` builds it with its defaults. A width other
-    than the default is obtained by wrapping ``worker.ml.training.build_network`` while the
+    than the default is obtained by wrapping ``build_network`` where ``training.build_model`` finds it while the
     benchmark trains (``options``).
     """
 
@@ -81,7 +82,10 @@ class NetworkSpec:
             yield
             return
         builder = functools.partial(build_network, **self.kwargs)
-        with mock.patch.object(training, "build_network", builder):
+        # ``train`` builds through ``training.build_model``; patch the name where that
+        # function looks it up, wherever the model builder lives.
+        home = importlib.import_module(training.build_model.__module__)
+        with mock.patch.object(home, "build_network", builder):
             yield
 
 
@@ -167,6 +171,8 @@ def _config(settings: TrainingSettings, network: NetworkSpec, variant: Variant, 
         seed=settings.seed,
         grid=settings.grid,
         val_attribution=False,
+        # The L_C-only baseline without the probe of L_A's gradient (an extra attribution).
+        grad_probe_batches=0,
         device=settings.device,  # type: ignore[arg-type]
     )
 

@@ -102,3 +102,35 @@ def test_replace_section_appends_then_replaces() -> None:
     again = replace_section(text + "tail\n", "ig", "two")
     assert "one" not in again and "two" in again and again.endswith("tail\n")
     assert again.count("<!-- ig:begin -->") == 1
+
+
+def test_gpu_benchmark_refuses_a_machine_without_cuda(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The CUDA benchmark names why it stops, and writes nothing, where no GPU is present."""
+    from bench import bench_gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "benchmarks.md"
+    with pytest.raises(SystemExit) as stopped:
+        bench_gpu.main(["--out", str(out)])
+    assert stopped.value.code == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_gpu_benchmark_step_check_runs_a_constrained_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full-resolution step check trains L_C + L_A (here on a small CPU volume)."""
+    from bench import bench_gpu
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 2**30)
+    monkeypatch.setattr(
+        bench_gpu, "_full_resolution_image", lambda device: torch.randn(1, 1, 16, 20, 16)
+    )
+    rows = bench_gpu.step_rows(torch.device("cpu"), 2)
+    assert len(rows) == 2
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == "2" and float(cells[2]) > 0 and cells[3] == "1.00" and cells[4] == "yes"

@@ -3,7 +3,10 @@
     python -m worker.experiments four-settings [--out docs/experiments.md] [--subjects N]
         [--epochs E] [--seed S] [--grid X Y Z] [--quick] [...]
     python -m worker.experiments shortcut [same options]
+    python -m worker.experiments remedies [same options]   (worker/research/remedies.py)
+    python -m worker.experiments corrections [same options]  (worker/research/corrections.py)
     python -m worker.experiments regression [same options]  (worker/research/regression.py)
+    python -m worker.experiments segmentation [--quick] [...]  (worker.research.segmentation)
 
 ``four-settings`` trains the four loss settings of the seed's figure (method.md section 3:
 L_C only, L_A only, L_C + L_A supervised, L_C + L_A unsupervised) on one synthetic MS-like
@@ -62,6 +65,7 @@ from worker.ml.training import (
     train,
 )
 from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess
+from worker.research.corrections import run_corrections
 from worker.research.regression import EXPERIMENT_DEFAULTS as REGRESSION_DEFAULTS
 from worker.research.regression import run_regression
 
@@ -72,7 +76,7 @@ __all__ = [
     "replace_section",
 ]
 
-EXPERIMENTS = ("four-settings", "shortcut", "regression")
+EXPERIMENTS = ("four-settings", "shortcut", "remedies", "regression", "corrections")
 FOUR_SETTINGS = ("lc_only", "la_only", "lc_la_supervised", "lc_la_unsupervised")
 SHORTCUT_SETTINGS = ("lc_only", "lc_la_supervised")
 SETTING_LABELS = {
@@ -238,6 +242,9 @@ DEFAULTS: dict[str, Any] = {
 # Site B takes a quarter of the subjects and site A is cut in three: a few more subjects.
 EXPERIMENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "shortcut": {"subjects": 80},
+    # 19 runs (worker/research/remedies.py): a smaller grid, fewer subjects and a shorter
+    # budget keep it near 15 min on 2 cores shared with other work.
+    "remedies": {"epochs": 12, "subjects": 48, "grid": (32, 38, 32)},
     "regression": REGRESSION_DEFAULTS,  # worker/research/regression.py
 }
 QUICK: dict[str, Any] = {
@@ -1216,14 +1223,27 @@ def write_section(path: Path, name: str, body: str) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
+def _run_remedies(options: Options) -> str:
+    from worker.research.remedies import run_remedies  # imports this module
+
+    return run_remedies(options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    options = parse_options(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["segmentation"]:  # its own options (worker/research/segmentation.py)
+        from worker.research.segmentation import main as segmentation_main
+
+        return segmentation_main(argv[1:])
+    options = parse_options(argv)
     torch.set_num_threads(max(1, options.threads))
     started = time.perf_counter()
     runners = {
         "four-settings": run_four_settings,
         "shortcut": run_shortcut,
+        "remedies": _run_remedies,
         "regression": run_regression,
+        "corrections": run_corrections,
     }
     runner = runners[options.experiment]
     body = runner(options)

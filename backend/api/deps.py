@@ -13,6 +13,7 @@ from backend.core.config import Settings, get_settings
 from backend.core.db import get_db
 from backend.core.security import csrf_token_for
 from backend.models import Role, User
+from backend.services import audit
 from backend.services.projects import READ, project_of, require
 from backend.services.users import resolve_token
 from backend.storage import Storage, get_storage
@@ -25,8 +26,12 @@ __all__ = [
     "SettingsDep",
     "StorageDep",
     "Admin",
+    "AuditDep",
+    "Auditor",
+    "Public",
     "Writer",
     "authorize",
+    "public_route",
     "require_roles",
 ]
 
@@ -100,3 +105,68 @@ def authorize(session: Session, user: User, obj: object, roles: Iterable[str] = 
 
 Writer = Annotated[User, Depends(require_roles(Role.admin, Role.researcher))]
 Admin = Annotated[User, Depends(require_roles(Role.admin))]
+
+
+def public_route() -> None:
+    """The marker of a route that needs no login (health, login, the browser app).
+
+    Every other route depends on ``current_user``; tests/backend/test_route_access.py walks
+    the app's routes and fails on one that has neither.
+    """
+
+
+Public = Depends(public_route)
+
+
+class Auditor:
+    """Writes the audit events of one request: who did what to which object."""
+
+    def __init__(self, request: Request, session: Session, user: User) -> None:
+        self.session = session
+        self.user = user
+        self.client_ip = request.client.host if request.client else ""
+
+    def __call__(self, action: str, obj: object, *, detail: str = "", commit: bool = True) -> None:
+        """Record ``action`` on a subject, attribution map or review (and commit)."""
+        obj_id = getattr(obj, "id", None)
+        self.event(
+            action,
+            _OBJECT_TYPES.get(type(obj).__name__, type(obj).__name__.lower()),
+            object_id=obj_id if isinstance(obj_id, int) else None,
+            project_id=project_of(self.session, obj),
+            detail=detail,
+            commit=commit,
+        )
+
+    def event(
+        self,
+        action: str,
+        object_type: str,
+        *,
+        object_id: int | None = None,
+        project_id: int | None = None,
+        detail: str = "",
+        commit: bool = True,
+    ) -> None:
+        audit.record(
+            self.session,
+            user=self.user,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            project_id=project_id,
+            detail=detail,
+            client_ip=self.client_ip,
+        )
+        if commit:
+            self.session.commit()
+
+
+_OBJECT_TYPES = {"AttributionMap": "attribution", "Subject": "subject", "Review": "review"}
+
+
+def _auditor(request: Request, session: SessionDep, user: CurrentUser) -> Auditor:
+    return Auditor(request, session, user)
+
+
+AuditDep = Annotated[Auditor, Depends(_auditor)]

@@ -4,7 +4,9 @@ from fastapi import APIRouter
 
 from backend.api.routes import (
     attributions,
+    audit,
     auth,
+    corrections,
     datasets,
     health,
     jobs,
@@ -24,10 +26,12 @@ for module in (
     datasets,
     subjects,
     runs,
+    corrections,
     jobs,
     attributions,
     reviews,
     health,
     uploads,
+    audit,
 ):
     api_router.include_router(module.router)

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="a running job silent this long is re-queued"
     )
     job_max_attempts: int = Field(default=3, ge=1, description="runs of a job before it fails")
+    cors_origins: str = Field(
+        default="", description="comma-separated origins allowed to call the API; none by default"
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -72,6 +75,16 @@ class Settings(BaseSettings):
             raise ValueError(f"must start with one of {', '.join(_BROKER_SCHEMES)}")
         return value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _explicit_origins(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",")):
+            if origin == "*":
+                raise ValueError("name the allowed origins; '*' is not allowed with cookies")
+            if origin and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"an origin looks like https://host[:port]; got {origin!r}")
+        return value
+
     @model_validator(mode="after")
     def _defaults_and_secrets(self) -> Settings:
         if not self.database_url:
@@ -87,6 +100,10 @@ class Settings(BaseSettings):
         if self.environment == "production" and len(key) < 32:
             raise ValueError("ATTRIVUE_SECRET_KEY must be at least 32 characters in production")
         return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def broker_dir(self) -> Path:

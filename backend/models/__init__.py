@@ -1,7 +1,9 @@
 """SQLAlchemy ORM models, one module per aggregate."""
 
 from backend.models.attribution import AttributionMap
+from backend.models.audit import AuditEvent
 from backend.models.base import Base
+from backend.models.corrections import CorrectedTarget, EpochMap
 from backend.models.dataset import Dataset, Subject
 from backend.models.job import Job, JobStatus
 from backend.models.ops import LoginAttempt, UploadSession, Worker
@@ -13,8 +15,11 @@ from backend.models.user import ApiToken, Role, User
 __all__ = [
     "ApiToken",
     "AttributionMap",
+    "AuditEvent",
     "Base",
+    "CorrectedTarget",
     "Dataset",
+    "EpochMap",
     "Job",
     "JobStatus",
     "LoginAttempt",

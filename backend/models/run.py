@@ -24,8 +24,13 @@ class Run(CreatedAt, Base):
         ForeignKey("jobs.id", ondelete="SET NULL"), index=True
     )
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Launched "from reviews": trained on this earlier run's targets merged with the
+    # clinicians' corrections (backend.models.corrections.CorrectedTarget).
+    from_reviews_of: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL"), default=None
+    )
 
-    job: Mapped[Job | None] = relationship()
+    job: Mapped[Job | None] = relationship(foreign_keys=[job_id])
 
 
 class RunMetric(Base):

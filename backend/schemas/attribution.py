@@ -6,7 +6,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from backend.schemas.common import ORMModel
-from worker.ml.configs import AttributionMethod
+from worker.ml.configs import AttributionMethod, RegionSpec
 
 Split = Literal["train", "val", "test"]
 
@@ -17,6 +17,9 @@ class AttributionCreate(BaseModel):
     method: AttributionMethod = "integrated_gradients"
     # Validated against worker.ml.configs.AttributionConfig (each method's own parameters).
     params: dict[str, Any] = Field(default_factory=dict)
+    # Segmentation runs only: the region to explain ("why is this segmented?"); default: the
+    # whole predicted mask. Refused for classification runs.
+    region: RegionSpec | None = None
 
 
 class AttributionBatchCreate(BaseModel):
@@ -45,6 +48,7 @@ class AttributionPublic(ORMModel):
     convergence_delta: float | None
     logit: float | None
     stats: dict[str, Any]
+    region: dict[str, Any] | None = None
     job_id: int | None
     created_at: datetime
 

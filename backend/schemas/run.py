@@ -24,6 +24,7 @@ class RunPublic(ORMModel):
     metrics: dict[str, Any]
     job_id: int | None
     created_at: datetime
+    from_reviews_of: int | None = None
 
 
 class RunsPublic(BaseModel):

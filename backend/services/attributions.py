@@ -20,7 +20,7 @@ from backend.services.errors import Conflict, InvalidInput, NotFound, Unavailabl
 from backend.services.jobs import dispatch, get_job, new_job
 from backend.services.runs import get_run
 from backend.storage import Storage
-from worker.ml.configs import AttributionConfig
+from worker.ml.configs import AttributionConfig, RegionSpec
 
 __all__ = [
     "attribution_stats",
@@ -31,6 +31,9 @@ __all__ = [
     "full_map",
     "get_attribution",
     "list_attributions",
+    "prediction_map",
+    "prediction_path",
+    "region_for",
 ]
 
 
@@ -51,8 +54,43 @@ def _require_trained(run: Run) -> None:
         raise Conflict(f"run {run.id} has not finished training (status {run.status})")
 
 
+# Quadratures of the project's own Integrated Gradients, which computes region maps.
+_REGION_QUADRATURES = ("gausslegendre", "riemann_middle")
+
+
+def region_for(
+    run: Run, method: str, params: dict[str, Any], region: RegionSpec | None
+) -> dict[str, Any] | None:
+    """The region a map of ``run`` explains: segmentation runs explain a region of their
+    output (default: the whole predicted mask) with Integrated Gradients from the zero image;
+    classification runs explain their logit and take no region."""
+    if run.config.get("task", "classification") != "segmentation":
+        if region is not None:
+            raise InvalidInput(f"region applies to segmentation runs; run {run.id} classifies")
+        return None
+    if method != "integrated_gradients":
+        raise InvalidInput(
+            f"segmentation run {run.id} is explained with integrated_gradients (region "
+            f"attribution), not {method}"
+        )
+    if params.get("baseline") != "zero":
+        raise InvalidInput("region attribution uses the zero baseline: params.baseline 'zero'")
+    if params.get("riemann_method") not in _REGION_QUADRATURES:
+        raise InvalidInput(
+            f"region attribution supports params.riemann_method in {list(_REGION_QUADRATURES)}"
+        )
+    return (region or RegionSpec()).model_dump(mode="json", exclude_none=True)
+
+
 def _new_map(
-    session: Session, *, run: Run, subject_id: int, method: str, params: dict, user: User
+    session: Session,
+    *,
+    run: Run,
+    subject_id: int,
+    method: str,
+    params: dict,
+    user: User,
+    region: dict[str, Any] | None = None,
 ) -> AttributionMap:
     job = new_job(session, kind="attribute", user=user)
     row = AttributionMap(
@@ -60,6 +98,7 @@ def _new_map(
         subject_id=subject_id,
         method=method,
         params=params,
+        region=region,
         job_id=job.id,
         created_by_id=user.id,
     )
@@ -75,9 +114,16 @@ def create_attribution(session: Session, *, body: AttributionCreate, user: User)
         raise Conflict(
             f"subject {subject.id} is not in dataset {run.dataset_id} that run {run.id} used"
         )
+    region = region_for(run, body.method, params, body.region)
     _require_trained(run)
     row = _new_map(
-        session, run=run, subject_id=subject.id, method=body.method, params=params, user=user
+        session,
+        run=run,
+        subject_id=subject.id,
+        method=body.method,
+        params=params,
+        user=user,
+        region=region,
     )
     session.flush()
     return row
@@ -113,9 +159,18 @@ def create_attributions(
     params = validate_params(body.method, body.params)
     run = get_run(session, body.run_id)
     subject_ids = _batch_subjects(session, run, body)
+    region = region_for(run, body.method, params, None)
     _require_trained(run)
     rows = [
-        _new_map(session, run=run, subject_id=s, method=body.method, params=params, user=user)
+        _new_map(
+            session,
+            run=run,
+            subject_id=s,
+            method=body.method,
+            params=params,
+            user=user,
+            region=region,
+        )
         for s in subject_ids
     ]
     session.flush()
@@ -190,6 +245,22 @@ def full_map(storage: Storage, row: AttributionMap) -> Path:
     path = storage.absolute(row.path)
     if not path.is_file():
         raise Conflict(f"the map file of attribution {row.id} is missing")
+    return path
+
+
+def prediction_path(map_path: Path) -> Path:
+    """Where a segmentation map's predicted components are stored, beside the map."""
+    return map_path.with_name(map_path.name.replace(".nii.gz", "-prediction.nii.gz"))
+
+
+def prediction_map(storage: Storage, row: AttributionMap) -> Path:
+    """The predicted connected components (int16, 0 background) of a segmentation map."""
+    full = full_map(storage, row)
+    if row.region is None:
+        raise Conflict(f"attribution {row.id} explains a classifier: it has no prediction")
+    path = prediction_path(full)
+    if not path.is_file():
+        raise Conflict(f"the prediction file of attribution {row.id} is missing")
     return path
 
 

@@ -50,6 +50,13 @@ def create_run(session: Session, *, dataset_id: int, name: str, config: dict, us
     if not dataset.subjects:
         raise InvalidInput(f"dataset {dataset_id} has no subjects to train on")
     clean = validate_config(config)
+    known = {s.id for s in dataset.subjects}
+    strangers = [s for s in clean.get("watch_subjects", []) if s not in known]
+    if strangers:
+        raise InvalidInput(
+            f"config.watch_subjects: not subjects of dataset {dataset_id}: {strangers}"
+        )
+    _check_segmentation_masks(dataset, clean)
     if clean["task"] == "regression":
         _check_targets(dataset)
     job = new_job(session, kind="train", user=user)
@@ -57,6 +64,28 @@ def create_run(session: Session, *, dataset_id: int, name: str, config: dict, us
     session.add(run)
     session.flush()
     return run
+
+
+def _check_segmentation_masks(dataset: Dataset, config: dict[str, Any]) -> None:
+    """A segmentation run learns from lesion masks: every pathological training subject
+    needs one, unless the run uses mixed supervision (some subjects by image label only)."""
+    if config.get("task") != "segmentation":
+        return
+    train = [s for s in dataset.subjects if s.split == "train"]
+    if not any(s.label == 1 and s.mask_path for s in train):
+        raise InvalidInput(
+            f"segmentation needs pathological training subjects with lesion masks; dataset "
+            f"{dataset.id} has none"
+        )
+    mixed = config.get("seg_annotated_fraction", 1.0) < 1.0 or config.get("seg_constraint")
+    missing = [s.subject_key for s in train if s.label == 1 and not s.mask_path]
+    if missing and not mixed:
+        listed = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise InvalidInput(
+            f"segmentation needs a lesion mask for every pathological training subject (or "
+            f"mixed supervision: seg_annotated_fraction < 1 or seg_constraint); without a "
+            f"mask: {listed}"
+        )
 
 
 def _check_targets(dataset: Dataset) -> None:

@@ -118,10 +118,19 @@ def test_each_setting_trains_an_epoch_and_reports_its_terms(
     steps = [e for e in events if e.kind == "step"]
     epoch = next(e for e in events if e.kind == "epoch")
     assert len(steps) == SPLITS["train"] // 4
-    for event in [*steps, epoch]:
+    for index, event in enumerate([*steps, epoch]):
         assert _finite(event.loss_c)
         assert _finite(event.step_seconds)
-        if setting == "lc_only":
+        if setting == "lc_only" and index in (0, len(steps)):
+            # The probe of the first batch (and so the epoch means): L_A measured, not trained.
+            assert _finite(event.loss_a) and _finite(event.grad_norm_a) and event.grad_norm_a > 0
+            assert _finite(event.grad_cosine) and -1.0 <= event.grad_cosine <= 1.0
+            # Epoch: the mean over the probe steps (here the first step alone).
+            probe = steps[0]
+            assert event.grad_ratio == pytest.approx(probe.grad_norm_a / probe.grad_norm_c)
+            assert event.lambda_a is None and event.grad_weight_a is None
+            assert _finite(event.attribution_seconds) and _finite(event.attribution_abs_mean)
+        elif setting == "lc_only":
             assert event.loss_a is None and event.grad_norm_a is None
             assert event.lambda_a is None and event.attribution_seconds is None
             assert event.attribution_abs_mean is None
@@ -216,11 +225,13 @@ def test_supervised_constraint_moves_relevance_into_the_lesions(
 def test_resume_of_a_constrained_run_matches_an_uninterrupted_one(
     toy_subjects: list[SubjectSample], tmp_path: Path
 ) -> None:
-    # EG draws random references: the per-epoch generator must be restored as well.
+    # EG draws random references: the per-epoch generator must be restored as well; so must
+    # the GradNorm weights of the gradient balancing.
     overrides = {
         "loss_setting": "lc_la_supervised",
         "train_attribution": ["gradient", "expected_gradients"],
         "lambda_a": {"kind": "linear_warmup", "value": 1.0, "warmup_epochs": 1.5},
+        "grad_balance": "gradnorm",
     }
     straight = train(_config(epochs=2, **overrides), toy_subjects, checkpoint_dir=tmp_path / "a")
     first = train(_config(epochs=1, **overrides), toy_subjects, checkpoint_dir=tmp_path / "b")
@@ -229,11 +240,53 @@ def test_resume_of_a_constrained_run_matches_an_uninterrupted_one(
     assert first.resumed_from_epoch is None and second.resumed_from_epoch == 1
     assert [h["epoch"] for h in second.history] == [1, 2]
     for resumed, uninterrupted in zip(second.history, straight.history, strict=True):
-        for key in ("train_loss_c", "train_loss_a", "train_grad_norm_a", "lambda_a", "val_loss"):
+        for key in (
+            "train_loss_c",
+            "train_loss_a",
+            "train_grad_norm_a",
+            "lambda_a",
+            "val_loss",
+            "train_grad_weight_a",
+        ):
             assert resumed[key] == pytest.approx(uninterrupted[key], rel=1e-5), key
+    # The weights did move away from 1 (the test would not notice a reset otherwise).
+    assert straight.history[1]["train_grad_weight_a"] != pytest.approx(1.0)
     assert second.test_metrics["attr_lesion_mass"] == pytest.approx(
         straight.test_metrics["attr_lesion_mass"], rel=1e-5
     )
+
+
+def test_remedies_in_a_run_la_every_n_steps_fixed_ratio_and_clipping(
+    toy_subjects: list[SubjectSample], tmp_path: Path
+) -> None:
+    events: list[ProgressEvent] = []
+    config = _config(
+        loss_setting="lc_la_supervised",
+        la_every_n_steps=2,
+        grad_balance="fixed_ratio",
+        grad_balance_ratio=0.5,
+        grad_clip_norm=1e-3,
+        val_attribution=False,
+        amp=True,  # asked for explicitly on a CPU: a no-op with a warning
+    )
+    with pytest.warns(RuntimeWarning, match="mixed precision runs on CUDA only"):
+        result = train(config, toy_subjects, checkpoint_dir=tmp_path, progress=events.append)
+    steps = [e for e in events if e.kind == "step"]
+    # L_A on steps 1 and 3 of the run (0-based 0 and 2), L_C alone on 2 and 4.
+    assert [e.loss_a is not None for e in steps] == [True, False, True, False]
+    for event in steps[::2]:
+        assert _finite(event.attribution_seconds) and _finite(event.grad_cosine)
+        # The applied L_A gradient has half the norm of the L_C gradient.
+        applied = event.grad_weight_a * event.grad_norm_a / event.grad_norm_c
+        assert applied == pytest.approx(0.5, rel=1e-4)
+    for event in steps[1::2]:
+        assert event.attribution_seconds is None and event.grad_ratio is None
+        assert event.grad_weight_a is None
+    # Every gradient is far above 1e-3: every step was clipped.
+    assert all(e.clip_fraction == 1.0 and e.grad_norm_total > 1e-3 for e in steps)
+    record = result.history[0]
+    assert record["train_clip_fraction"] == 1.0 and record["amp_active"] == 0.0
+    assert 0.0 < record["train_attribution_share"] < 1.0
 
 
 def test_amp_attribution_gain_leaves_the_losses_unchanged(

@@ -17,6 +17,7 @@ __all__ = [
     "METHOD_FIELDS",
     "BaselineName",
     "EarlyStoppingMetric",
+    "GradBalance",
     "GridSize",
     "LambdaSchedule",
     "LossSetting",
@@ -24,13 +25,17 @@ __all__ = [
     "RegressionConstraint",
     "RegressionSettings",
     "RiemannMethod",
+    "RegionSpec",
+    "SEGMENTATION_NETWORKS",
     "RunConfig",
     "TaskName",
     "TrainAttributionName",
 ]
 
 # Registry keys of worker.ml.nets; extend the Literal when a network is registered.
-NetworkName = Literal["small_cnn", "patchgan", "densenet121", "resnet18", "resnet10"]
+NetworkName = Literal["small_cnn", "patchgan", "densenet121", "resnet18", "resnet10", "unet"]
+# Networks whose output is an image (a logit per voxel): the segmentation task's only choices.
+SEGMENTATION_NETWORKS = frozenset({"unet"})
 # The four settings of method.md section 3 (worker.ml.losses.LossSettingName).
 LossSetting = Literal["lc_only", "la_only", "lc_la_supervised", "lc_la_unsupervised"]
 # Keys of worker.ml.attribution.differentiable.ATTRIBUTION_METHODS (kept in sync by a test).
@@ -44,9 +49,11 @@ EarlyStoppingMetric = Literal[
     "val_attr_auroc",
     "val_lesion_mass",
     "val_attr_dice",
+    "val_dice",
     "val_mae",
 ]
-TaskName = Literal["classification", "regression"]
+# What a run learns: the image label, a continuous target, or lesion masks.
+TaskName = Literal["classification", "regression", "segmentation"]
 # The regression constraint's options (worker.ml.regression, docs/experiments.md).
 RegressionConstraint = Literal["outside_lesions", "zero_target", "mass_scaling"]
 BaselineName = Literal["zero", "blur"]
@@ -66,6 +73,9 @@ AttributionMethod = Literal[
     "smoothgrad",
     "grad_cam",
 ]
+
+# Balancing of the gradients of L_C and lambda * L_A (worker.ml.gradients.GradientBalancer).
+GradBalance = Literal["none", "fixed_ratio", "gradnorm"]
 
 GridSize = Annotated[int, Field(ge=8, le=512)]
 WindowSize = Annotated[int, Field(ge=1, le=512)]
@@ -182,10 +192,47 @@ class RunConfig(BaseModel):
             before training stops; ``None`` trains for all epochs.
         early_stopping_metric: Validation metric that selects ``best.pt``.
         device: ``auto`` picks CUDA when available.
-        amp: Mixed precision; only ever used on CUDA.
-        task: ``classification`` (the label) or ``regression`` (the subject's continuous
-            target, with the same networks' single output as the prediction).
+        amp: Mixed precision (``torch.autocast`` float16 with a ``GradScaler``); only ever
+            used on CUDA. Where the run lands on a CPU (``device`` ``cpu``, or ``auto`` without
+            CUDA) it is a no-op: the history records ``amp_active = 0`` and, if ``amp`` was set
+            explicitly, training warns (``RuntimeWarning``, in the worker's log).
+        grad_probe_batches: Instrumentation of ``lc_only`` runs: on the first this many
+            batches of every epoch, the weakly supervised L_A (image labels only) is computed
+            and back-propagated without being applied, so the gradient norm of L_A, its ratio
+            to that of L_C and their cosine are known for the baseline too (an extra
+            attribution and double backward on those batches only). 0 turns it off.
+            Constrained settings take both gradients on every step they train L_A anyway.
+        grad_clip_norm: Remedy: clip the L2 norm of the total gradient (all weights together)
+            to this value before the optimiser step (``torch.nn.utils.clip_grad_norm_``);
+            ``None``: no clipping.
+        grad_balance: Remedy (``lc_la_*`` settings): ``none``; ``fixed_ratio`` rescales the
+            gradient of L_A on every step so that its norm is ``grad_balance_ratio`` times the
+            norm of the gradient of L_C (times lambda(t) / lambda.value, so a warm-up still
+            ramps it); ``gradnorm`` adapts two weights GradNorm-style (Chen et al., ICML 2018)
+            so that the weighted gradient norms follow the relative training rates of L_C and
+            L_A (exponent ``gradnorm_alpha``; see ``worker.ml.gradients``).
+        grad_balance_ratio: Target ||grad of L_A|| / ||grad of L_C|| of ``fixed_ratio``.
+        gradnorm_alpha: Asymmetry exponent of ``gradnorm`` (0: equal norms).
+        la_every_n_steps: Remedy (``lc_la_*`` settings): compute L_A (the attribution and the
+            double backward) on one step in ``n`` only; the other steps train L_C alone.
+        watch_subjects: Subject ids (at most 8) whose attribution map (the evaluation
+            method of the run's validation: Integrated Gradients, 8 Gauss-Legendre points, on
+            the working grid) is stored after every epoch (``worker.ml.epoch_maps``).
+        task: ``classification`` (the label), ``regression`` (the subject's continuous
+            target, with the same networks' single output as the prediction) or
+            ``segmentation`` (lesion masks; MONAI's 3D UNet ``network="unet"``, Dice +
+            cross-entropy; ``worker.ml.segmentation``). With ``task="segmentation"`` and no
+            network given, the network is ``unet`` and the early-stopping metric
+            ``val_dice``; ``loss_setting`` does not apply.
         regression: Settings of a regression run (ignored for classification).
+        seg_annotated_fraction: Segmentation only: the fraction of training subjects whose
+            annotation (the lesion mask; an empty mask for a healthy subject) is used; the
+            others keep only their image label (mixed supervision, method.md section 6.3).
+            The subset is drawn per label with ``seed``.
+        seg_constraint: Segmentation only: label-only healthy subjects get the attribution
+            constraint (no positive relevance anywhere for the mean foreground logit, target
+            0 on every brain voxel), weighted by ``lambda_a`` and computed with
+            ``train_attribution``, ``attribution_scale`` and ``attribution_loss``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -243,14 +290,103 @@ class RunConfig(BaseModel):
     early_stopping_metric: EarlyStoppingMetric = "val_auroc"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
+    watch_subjects: list[int] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Subject ids whose attribution map is stored after every epoch.",
+    )
     task: TaskName = "classification"
     regression: RegressionSettings = Field(default_factory=RegressionSettings)
+    # Instrumentation and remedies of method.md section 6.1 (worker.ml.gradients).
+    grad_probe_batches: int = Field(
+        default=1, ge=0, le=1024, description="lc_only: batches per epoch probing L_A's gradient."
+    )
+    grad_clip_norm: float | None = Field(
+        default=None, gt=0.0, description="Clip the total gradient norm to this value."
+    )
+    grad_balance: GradBalance = Field(
+        default="none", description="Balancing of the gradients of L_C and lambda * L_A."
+    )
+    grad_balance_ratio: float = Field(
+        default=1.0, gt=0.0, le=1000.0, description="fixed_ratio: ||g_A|| / ||g_C|| target."
+    )
+    gradnorm_alpha: float = Field(
+        default=1.5, ge=0.0, le=10.0, description="gradnorm: asymmetry exponent alpha."
+    )
+    la_every_n_steps: int = Field(
+        default=1, ge=1, le=1000, description="Compute L_A on one step in n only."
+    )
+
+    @model_validator(mode="after")
+    def _remedies_apply_to_setting(self) -> RunConfig:
+        weighted = self.loss_setting in ("lc_la_supervised", "lc_la_unsupervised")
+        if self.grad_balance != "none" and not weighted:
+            raise ValueError(
+                f"grad_balance {self.grad_balance!r} balances L_C against L_A and needs "
+                f"lc_la_supervised or lc_la_unsupervised, not {self.loss_setting!r}"
+            )
+        if self.la_every_n_steps > 1 and not weighted:
+            raise ValueError(
+                f"la_every_n_steps > 1 skips L_A on some steps and needs lc_la_supervised or "
+                f"lc_la_unsupervised, not {self.loss_setting!r}"
+            )
+        if self.grad_balance == "fixed_ratio" and self.lambda_a.value == 0.0:
+            raise ValueError("grad_balance 'fixed_ratio' needs lambda_a.value > 0")
+        return self
 
     @model_validator(mode="after")
     def _regression_fits(self) -> RunConfig:
         if self.task == "regression":
             _check_regression(self)
         return self
+
+    seg_annotated_fraction: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="Segmentation: fraction of training subjects whose annotation is used.",
+    )
+    seg_constraint: bool = Field(
+        default=False,
+        description="Segmentation: label-only healthy subjects get the attribution constraint.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _segmentation_defaults(cls, data: object) -> object:
+        """A segmentation run names no network: it is the UNet, selected on validation Dice."""
+        if isinstance(data, dict) and data.get("task") == "segmentation":
+            data = dict(data)
+            data.setdefault("network", "unet")
+            data.setdefault("early_stopping_metric", "val_dice")
+        return data
+
+    @model_validator(mode="after")
+    def _task_fits_network(self) -> RunConfig:
+        segmenting = self.task == "segmentation"
+        if segmenting != (self.network in SEGMENTATION_NETWORKS):
+            wanted = "is" if segmenting else "is not"
+            raise ValueError(
+                f"task {self.task!r} needs a network that {wanted} one of "
+                f"{sorted(SEGMENTATION_NETWORKS)}, got {self.network!r}"
+            )
+        if segmenting and self.watch_subjects:
+            raise ValueError("watch_subjects (maps per epoch) is not implemented for segmentation")
+        if segmenting:
+            # The UNet halves the grid twice: every side must be a multiple of 4.
+            odd = [n for n in self.grid if n % 4]
+            if odd:
+                raise ValueError(f"segmentation needs grid sides divisible by 4, got {self.grid}")
+        elif self.seg_annotated_fraction != 1.0 or self.seg_constraint:
+            raise ValueError("seg_annotated_fraction and seg_constraint apply to segmentation only")
+        return self
+
+    @property
+    def mixed_supervision(self) -> bool:
+        """Whether some training subjects are used with their image label only."""
+        return self.task == "segmentation" and (
+            self.seg_annotated_fraction < 1.0 or self.seg_constraint
+        )
 
     @model_validator(mode="after")
     def _distinct_train_attributions(self) -> RunConfig:
@@ -366,4 +502,54 @@ class AttributionConfig(BaseModel):
             s > w for s, w in zip(self.stride, self.window, strict=True)
         ):
             raise ValueError(f"stride {self.stride} exceeds window {self.window}")
+        return self
+
+
+class RegionSpec(BaseModel):
+    """Which region of a segmentation output to explain (method.md section 1).
+
+    The attribution explains the sum of the foreground logits over the region. Every kind is
+    resolved by the attribution job on the subject's native grid, where the viewer shows it:
+
+    - ``whole``: the whole predicted mask (foreground logit > 0).
+    - ``component``: one connected component of the predicted mask, numbered as in the
+      prediction volume that a ``whole`` map stores (``/attributions/{id}/prediction.nii.gz``).
+    - ``point``: the predicted component containing a point given in scanner millimetres
+      (what a click in the viewer gives).
+    - ``box``: every voxel whose centre lies in an axis-aligned box of scanner millimetres.
+
+    Attributes:
+        kind: One of the four kinds.
+        component: Component number (1-based), for ``component``.
+        mm: The point, for ``point``.
+        mm_min: Lower corner of the box, for ``box``.
+        mm_max: Upper corner of the box, for ``box``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["whole", "component", "point", "box"] = "whole"
+    component: int | None = Field(default=None, ge=1)
+    mm: tuple[float, float, float] | None = None
+    mm_min: tuple[float, float, float] | None = None
+    mm_max: tuple[float, float, float] | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> RegionSpec:
+        needed = {
+            "whole": set(),
+            "component": {"component"},
+            "point": {"mm"},
+            "box": {"mm_min", "mm_max"},
+        }[self.kind]
+        given = {n for n in ("component", "mm", "mm_min", "mm_max") if getattr(self, n) is not None}
+        if given != needed:
+            raise ValueError(
+                f"region kind {self.kind!r} takes {sorted(needed) or 'no other field'}, "
+                f"got {sorted(given) or 'none'}"
+            )
+        if self.kind == "box":
+            assert self.mm_min is not None and self.mm_max is not None
+            if any(lo > hi for lo, hi in zip(self.mm_min, self.mm_max, strict=True)):
+                raise ValueError(f"box mm_min {self.mm_min} exceeds mm_max {self.mm_max}")
         return self

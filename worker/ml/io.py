@@ -276,6 +276,10 @@ def _checked_affine(img: nib.Nifti1Image) -> np.ndarray:
 
 def _check_voxels(img: nib.Nifti1Image, shape: tuple[int, int, int]) -> None:
     """Read every voxel, slab by slab along the last axis, and check that all are finite."""
+    dtype = img.header.get_data_dtype()
+    if dtype.kind not in "biuf" or dtype.fields is not None:
+        # Complex or RGB voxels would silently lose a part when read as intensities.
+        raise NiftiError(f"voxel type {dtype} is not supported: use an integer or float type")
     per_slice = shape[0] * shape[1]
     step = max(1, _SLAB_VOXELS // per_slice)
     for start in range(0, shape[2], step):

@@ -354,3 +354,12 @@ def _build_resnet10(*, in_channels: int = 1, **kwargs) -> nn.Module:
         **kwargs,
     )
     return LogitColumn(net, "layer4")
+
+
+@register_network("unet")
+def _build_unet(*, in_channels: int = 1, **kwargs) -> nn.Module:
+    # A segmentation network (logits per voxel): worker.ml.segmentation, which imports this
+    # module, builds it.
+    from worker.ml.segmentation import build_unet
+
+    return build_unet(in_channels=in_channels, **kwargs)

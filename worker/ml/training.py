@@ -36,7 +36,8 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -54,6 +55,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from worker.ml.attribution.differentiable import attribute
 from worker.ml.configs import RunConfig
 from worker.ml.evaluation import AttributionEvaluation, evaluate_attributions, json_safe
+from worker.ml.gradients import GradientBalancer, GradientStats, clip, combine, la_due, measure
 from worker.ml.losses import attribution_loss, target_map, target_mode_for, total_loss
 from worker.ml.metrics import classification_metrics as _classification_metrics
 from worker.ml.nets import pathological_logit
@@ -89,6 +91,10 @@ BEST_CHECKPOINT = "best.pt"
 CHECKPOINT_FORMAT = 1
 LABEL_KEY = "label"
 MASK_AVAILABLE_KEY = "mask_available"
+# 1 where the mask slot of a training item holds a given target map (SubjectSample.target_map)
+# instead of the lesion mask: it then rides through the same nearest-neighbour resampling and
+# augmentation as a mask would.
+TARGET_GIVEN_KEY = "target_given"
 # Integrated Gradients of the evaluation maps: 8 points after every epoch (cheap monitoring),
 # 16 at the end, where the validation threshold is chosen on maps of the test's own method.
 VAL_IG_STEPS = 8
@@ -101,7 +107,7 @@ Metrics = dict[str, float | None]
 # Fields that may differ between the run that wrote last.pt and the run that resumes it:
 # they change how long or where training goes on, not what has been learned so far.
 _RESUMABLE_CHANGES = frozenset(
-    {"epochs", "early_stopping_patience", "device", "amp", "val_attribution"}
+    {"epochs", "early_stopping_patience", "device", "amp", "val_attribution", "grad_probe_batches"}
 )
 _HIGHER_IS_BETTER = {
     "val_auroc": True,
@@ -110,6 +116,7 @@ _HIGHER_IS_BETTER = {
     "val_attr_auroc": True,
     "val_lesion_mass": True,
     "val_attr_dice": True,
+    "val_dice": True,
     "val_mae": False,
 }
 
@@ -126,6 +133,10 @@ class SubjectSample:
         split: Partition the subject belongs to.
         target: Continuous target of regression runs (``None``: none; such subjects are
             left out of a regression run's validation and test splits).
+        target_map: Optional target map of L_A on the subject's grid (uint8 0/1, 255 =
+            unconstrained; ``worker.ml.corrections``), e.g. the lesion mask merged with
+            clinicians' corrections. In the ``train`` split it replaces the target built from
+            label and mask (the brain restriction still applies); evaluation keeps the mask.
     """
 
     subject_id: str | int
@@ -134,6 +145,7 @@ class SubjectSample:
     label: int
     split: Split
     target: float | None = None
+    target_map: Path | None = None
 
 
 @dataclass
@@ -166,6 +178,20 @@ class ProgressEvent:
             counted in ``step_seconds`` only.
         step_seconds: Seconds of the whole optimisation step (the step's, or the epoch's
             total); ``None`` for ``done``.
+        grad_ratio: ``grad_norm_a / grad_norm_c`` (step value or epoch mean over the steps
+            that took both gradients).
+        grad_cosine: Cosine between the gradients of L_C and of lambda * L_A w.r.t. the
+            weights (step value or epoch mean): below 0 when the constraint pulls against the
+            classifier.
+        grad_weight_a: Factor that gradient balancing put on the L_A gradient (1 without).
+        grad_norm_total: Norm of the applied gradient before clipping (step or epoch mean).
+        clip_fraction: Share of the steps whose gradient was clipped (0 or 1 for a step);
+            ``None`` without clipping.
+
+    ``lc_only`` runs probe L_A on the first ``grad_probe_batches`` batches of each epoch: on
+    those steps ``loss_a``, ``grad_norm_a`` (of the unweighted, weakly supervised L_A, not
+    applied), ``grad_ratio``, ``grad_cosine``, ``attribution_abs_mean`` and
+    ``attribution_seconds`` are reported too, and the epoch means are those of the probes.
     """
 
     kind: Literal["step", "epoch", "done"]
@@ -184,6 +210,11 @@ class ProgressEvent:
     attribution_abs_mean: float | None = None
     attribution_seconds: float | None = None
     step_seconds: float | None = None
+    grad_ratio: float | None = None
+    grad_cosine: float | None = None
+    grad_weight_a: float | None = None
+    grad_norm_total: float | None = None
+    clip_fraction: float | None = None
 
 
 @dataclass
@@ -199,9 +230,19 @@ class _StepStats:
     lambda_a: float | None = None
     attribution_abs_mean: float | None = None
     attribution_seconds: float | None = None
+    grad_ratio: float | None = None
+    grad_cosine: float | None = None
+    grad_weight_a: float | None = None
+    grad_norm_total: float | None = None
+    clip_fraction: float | None = None
 
     def event_fields(self) -> dict[str, float | None]:
         return {
+            "grad_ratio": self.grad_ratio,
+            "grad_cosine": self.grad_cosine,
+            "grad_weight_a": self.grad_weight_a,
+            "grad_norm_total": self.grad_norm_total,
+            "clip_fraction": self.clip_fraction,
             "loss_c": self.loss_c,
             "grad_norm_c": self.grad_norm_c,
             "loss_a": self.loss_a,
@@ -281,6 +322,7 @@ class _Loop:
     fingerprint: str
     progress: Callable[[ProgressEvent], None] | None
     should_stop: Callable[[], bool] | None
+    balancer: GradientBalancer
     started: float = field(default_factory=time.monotonic)
 
     def emit(self, event: ProgressEvent) -> None:
@@ -347,11 +389,29 @@ def train(
         ValueError: If the subjects are unusable (no training subject, labels not 0/1, or a
             setting with lesion-mask targets and no pathological training subject with a mask).
     """
+    if config.task == "segmentation":
+        from worker.ml.segmentation import train_segmentation
+
+        return train_segmentation(
+            config,
+            subjects,
+            checkpoint_dir=checkpoint_dir,
+            progress=progress,
+            should_stop=should_stop,
+        )
     _validate_subjects(subjects, config)
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     device = select_device(config.device)
     use_amp = config.amp and device.type == "cuda"
+    if config.amp and not use_amp and "amp" in config.model_fields_set:
+        # The default (amp unset) means "where available"; an explicit request is warned about.
+        warnings.warn(
+            f"amp=True has no effect on device {device.type!r}: mixed precision runs on CUDA "
+            "only; training in float32",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     set_determinism(seed=config.seed)
 
     model = build_model(config, subjects).to(device)
@@ -366,6 +426,7 @@ def train(
         fingerprint=_fingerprint(subjects, with_targets=config.task == "regression"),
         progress=progress,
         should_stop=should_stop,
+        balancer=GradientBalancer(config),
     )
     state, rng_state = _resume(loop)
     resumed_from = state.epoch if rng_state is not None else None
@@ -462,7 +523,10 @@ def _validate_subjects(subjects: Sequence[SubjectSample], config: RunConfig) -> 
     if (
         config.task == "classification"
         and target_mode_for(config.loss_setting) == "supervised"
-        and not any(s.split == "train" and s.label == 1 and s.mask is not None for s in subjects)
+        and not any(
+            s.split == "train" and s.label == 1 and (s.mask is not None or s.target_map is not None)
+            for s in subjects
+        )
     ):
         raise ValueError(
             f"loss setting {config.loss_setting!r} takes its targets from lesion masks, but no "
@@ -517,6 +581,10 @@ class _CompleteItem(Transform):
         item[MASK_KEY] = (
             torch.zeros_like(image[:1]) if mask is None else _plain(mask).to(torch.float32)
         )  # (1, D, H, W)
+        given = float(item.get(TARGET_GIVEN_KEY, 0.0))
+        item[TARGET_GIVEN_KEY] = np.float32(given)
+        if given > 0.5:  # a stored target map: 255 (unconstrained) becomes NaN
+            item[MASK_KEY] = decode_given_target(item[MASK_KEY])
         return item
 
 
@@ -535,7 +603,7 @@ def _build_datasets(
         with_masks = _needs_masks(config, split)
         regression = config.task == "regression"
         items = [
-            _as_item(s, with_masks, with_target=regression)
+            _as_item(s, with_masks, split, with_target=regression)
             for s in subjects
             if s.split == split and not (regression and s.target is None)
         ]
@@ -551,12 +619,17 @@ def _build_datasets(
     return datasets
 
 
-def _as_item(subject: SubjectSample, with_masks: bool, with_target: bool = False) -> dict[str, Any]:
+def _as_item(
+    subject: SubjectSample, with_masks: bool, split: Split, with_target: bool = False
+) -> dict[str, Any]:
     """Turn a subject into the dict the MONAI transforms read."""
     item: dict[str, Any] = {IMAGE_KEY: str(subject.image), LABEL_KEY: np.float32(subject.label)}
     if with_target:
         item[TARGET_KEY] = np.float32(subject.target)
-    if with_masks and subject.mask is not None:
+    if split == "train" and subject.target_map is not None:
+        item[MASK_KEY] = str(subject.target_map)
+        item[TARGET_GIVEN_KEY] = np.float32(1.0)
+    elif with_masks and subject.mask is not None:
         item[MASK_KEY] = str(subject.mask)
     return item
 
@@ -609,6 +682,8 @@ def _run_epochs(loop: _Loop, state: _State, datasets: dict[str, CacheDataset]) -
                 "train_attribution_abs_mean": summary.attribution_abs_mean,
                 "train_attribution_seconds": summary.attribution_seconds,
                 "train_step_seconds": summary.step_seconds,
+                **_instrumentation_record(summary),
+                "amp_active": float(loop.use_amp),
                 **val_metrics,
                 "learning_rate": float(loop.optimizer.param_groups[0]["lr"]),
                 "seconds": time.monotonic() - epoch_start,
@@ -665,9 +740,14 @@ def _train_epoch(loop: _Loop, loader: DataLoader, epoch: int) -> _StepStats:
         loop.check_cancel(epoch)
         position = (epoch - 1) + (step - 1) / steps  # fractional 0-based epoch, for lambda
         if config.loss_setting == "lc_only":
-            stats = _train_step(loop, batch)
-        else:
+            if step <= config.grad_probe_batches:
+                stats = _constrained_step(loop, batch, position, generator, probe=True)
+            else:
+                stats = _train_step(loop, batch)
+        elif la_due((epoch - 1) * steps + step - 1, config.la_every_n_steps):
             stats = _constrained_step(loop, batch, position, generator)
+        else:
+            stats = _train_step(loop, batch)
         records.append(stats)
         done = (epoch - 1) * steps + step
         loop.emit(
@@ -693,7 +773,27 @@ def _train_epoch(loop: _Loop, loader: DataLoader, epoch: int) -> _StepStats:
         lambda_a=records[-1].lambda_a if records else None,
         attribution_abs_mean=_mean_or_none([r.attribution_abs_mean for r in records]),
         attribution_seconds=_sum_or_none([r.attribution_seconds for r in records]),
+        grad_ratio=_mean_or_none([r.grad_ratio for r in records]),
+        grad_cosine=_mean_or_none([r.grad_cosine for r in records]),
+        grad_weight_a=_mean_or_none([r.grad_weight_a for r in records]),
+        grad_norm_total=_mean_or_none([r.grad_norm_total for r in records]),
+        clip_fraction=_mean_or_none([r.clip_fraction for r in records]),
     )
+
+
+def _instrumentation_record(summary: _StepStats) -> dict[str, float | None]:
+    """History keys of the gradient instrumentation (worker.ml.gradients) of one epoch."""
+    share = None
+    if summary.attribution_seconds is not None and summary.step_seconds:
+        share = summary.attribution_seconds / summary.step_seconds
+    return {
+        "train_grad_ratio": summary.grad_ratio,
+        "train_grad_cosine": summary.grad_cosine,
+        "train_grad_weight_a": summary.grad_weight_a,
+        "train_grad_norm_total": summary.grad_norm_total,
+        "train_clip_fraction": summary.clip_fraction,
+        "train_attribution_share": share,
+    }
 
 
 def _train_step(loop: _Loop, batch: dict[str, Any]) -> _StepStats:
@@ -708,7 +808,8 @@ def _train_step(loop: _Loop, batch: dict[str, Any]) -> _StepStats:
     loop.scaler.scale(loss_c).backward()
     # Unscale first so the reported norm is that of the true gradient of L_C.
     loop.scaler.unscale_(loop.optimizer)
-    grad_norm_c = _grad_norm(loop.model.parameters())
+    params = [p for p in loop.model.parameters() if p.requires_grad]
+    grad_norm_c, clipped = clip(params, loop.config.grad_clip_norm)
     loop.scaler.step(loop.optimizer)
     loop.scaler.update()
     loss_value = float(loss_c.detach())
@@ -717,6 +818,8 @@ def _train_step(loop: _Loop, batch: dict[str, Any]) -> _StepStats:
         grad_norm_c=grad_norm_c,
         step_seconds=_since(started, loop.device),
         loss=loss_value,
+        grad_norm_total=grad_norm_c,
+        clip_fraction=None if clipped is None else float(clipped),
     )
 
 
@@ -735,16 +838,26 @@ def _attribution_params(config: RunConfig, generator: torch.Generator) -> dict[s
 
 
 def _constrained_step(
-    loop: _Loop, batch: dict[str, Any], position: float, generator: torch.Generator
+    loop: _Loop,
+    batch: dict[str, Any],
+    position: float,
+    generator: torch.Generator,
+    *,
+    probe: bool = False,
 ) -> _StepStats:
     """One optimisation step of a setting with L_A (double back-propagation).
 
     The gradients of L_C and of lambda * L_A are taken separately (``torch.autograd.grad``,
-    the first keeping the shared graph) and their sum becomes ``p.grad``: the two backward
-    passes that the total loss needs anyway, with each term's norm as a by-product.
+    the first keeping the shared graph) and combined into ``p.grad`` by
+    ``worker.ml.gradients`` (a plain sum, or balanced; then clipped if configured): the two
+    backward passes that the total loss needs anyway, with each term's norm and their cosine
+    as by-products.
+
+    With ``probe`` (the instrumentation of ``lc_only``), L_A is the weakly supervised one,
+    its gradient is measured but not applied, and the step trains L_C alone.
     """
     config = loop.config
-    setting = config.loss_setting
+    setting = "lc_la_unsupervised" if probe else config.loss_setting
     model = loop.model
     started = time.perf_counter()
     images, labels = _batch_tensors(batch, loop.device)
@@ -789,11 +902,13 @@ def _constrained_step(
         targets = target_map(
             labels, masks, mode=mode, brain_mask=brain, mask_available=available
         )  # (B, 1, D, H, W)
+        if TARGET_GIVEN_KEY in batch:
+            targets = with_given_targets(targets, masks, batch[TARGET_GIVEN_KEY], brain)
         loss_a = attribution_loss(
             attributions, targets, kind=config.attribution_loss, scale=temperature / gain
         )
-    lam = None if setting == "la_only" else config.lambda_a.at(position)
-    loss = total_loss(loss_c, loss_a, lam or 0.0, setting)  # reported; its gradient follows
+    lam = None if setting == "la_only" or probe else config.lambda_a.at(position)
+    loss = loss_c if probe else total_loss(loss_c, loss_a, lam or 0.0, setting)  # reported
 
     # grad(loss) = grad(L_C) + grad(lambda * L_A) (la_only: grad(L_A) alone), term by term.
     params = [p for p in model.parameters() if p.requires_grad]
@@ -809,23 +924,38 @@ def _constrained_step(
     if train_a:
         # allow_unused: e.g. the head's bias moves the logit but not its input gradient.
         grads_a = torch.autograd.grad(loop.scaler.scale(weighted_a), params, allow_unused=True)
-    for index, param in enumerate(params):
-        parts = [g[index] for g in (grads_c, grads_a) if g is not None and g[index] is not None]
-        param.grad = sum(parts[1:], parts[0]) if parts else None
+    gradients = measure(grads_c, grads_a, scale)
+    w_c, w_a = loop.balancer.weights(
+        gradients, lam=lam, loss_c=float(loss_c.detach()), loss_a=float(loss_a.detach())
+    )
+    combine(params, grads_c, None if probe else grads_a, w_c=w_c, w_a=w_a)
     loop.scaler.unscale_(loop.optimizer)
+    gradients.norm_total, gradients.clipped = clip(params, config.grad_clip_norm)
     loop.scaler.step(loop.optimizer)
     loop.scaler.update()
     return _StepStats(
         loss_c=float(loss_c.detach()),
-        grad_norm_c=None if grads_c is None else _norm(grads_c) / scale,
+        grad_norm_c=gradients.norm_c,
         step_seconds=_since(started, loop.device),
         loss=float(loss.detach()),
         loss_a=float(loss_a.detach()),
-        grad_norm_a=0.0 if grads_a is None else _norm(grads_a) / scale,
+        grad_norm_a=0.0 if grads_a is None else gradients.norm_a,
         lambda_a=lam,
         attribution_abs_mean=float(attributions.detach().abs().mean()) / gain,
         attribution_seconds=attribution_seconds,
+        **_gradient_fields(gradients, w_a=w_a, applied=grads_a is not None and not probe),
     )
+
+
+def _gradient_fields(stats: GradientStats, *, w_a: float, applied: bool) -> dict[str, Any]:
+    """``_StepStats`` fields of the instrumentation of one step."""
+    return {
+        "grad_ratio": stats.ratio,
+        "grad_cosine": stats.cosine,
+        "grad_weight_a": w_a if applied else None,
+        "grad_norm_total": stats.norm_total,
+        "clip_fraction": None if stats.clipped is None else float(stats.clipped),
+    }
 
 
 def _batch_targets(batch: dict[str, Any], device: torch.device) -> torch.Tensor:
@@ -939,19 +1069,6 @@ def _batch_tensors(
     return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
 
-def _norm(grads: Sequence[torch.Tensor | None]) -> float:
-    """L2 norm of a list of gradients taken together (``None`` entries count as 0)."""
-    norms = [g.detach().float().norm(2) for g in grads if g is not None]
-    if not norms:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack(norms)))
-
-
-def _grad_norm(parameters: Iterable[nn.Parameter]) -> float:
-    """L2 norm of all parameter gradients taken together."""
-    return _norm([p.grad for p in parameters])
-
-
 @torch.no_grad()
 def _predict(loop: _Loop, dataset: CacheDataset) -> tuple[np.ndarray, np.ndarray, float]:
     """Labels, pathological probabilities and mean L_C over a dataset (eval mode)."""
@@ -999,6 +1116,28 @@ def _head_metrics(loop: _Loop, dataset: CacheDataset) -> Metrics:
         return json_safe({**regression_metrics(y, p), "loss": loss})
     labels, probabilities, loss = _predict(loop, dataset)
     return {**classification_metrics(labels, probabilities), "loss": loss}
+
+
+def decode_given_target(stored: torch.Tensor) -> torch.Tensor:
+    """A stored target map (0, 1, 255 = unconstrained) as float 0/1/NaN."""
+    return torch.where(stored > 127.5, torch.nan, (stored > 0.5).to(torch.float32))
+
+
+def with_given_targets(
+    targets: torch.Tensor,
+    given_maps: torch.Tensor,
+    given: Any,
+    brain: torch.Tensor | None,
+) -> torch.Tensor:
+    """Replace the targets of the subjects that came with a target map (``given`` > 0.5) by
+    that map, unconstrained outside the brain when the run restricts L_A to it."""
+    rows = torch.as_tensor(given).to(targets.device) > 0.5  # (B,)
+    if not bool(rows.any()):
+        return targets
+    own = given_maps.to(targets.device, torch.float32)
+    if brain is not None:
+        own = torch.where(brain.to(targets.device), own, torch.nan)
+    return torch.where(rows.view(-1, 1, 1, 1, 1), own, targets)
 
 
 def _eval_samples(dataset: CacheDataset) -> list[tuple[torch.Tensor, torch.Tensor | None, int]]:
@@ -1140,6 +1279,7 @@ def _last_payload(loop: _Loop, state: _State) -> dict[str, Any]:
         "model": loop.model.state_dict(),
         "optimizer": loop.optimizer.state_dict(),
         "scaler": loop.scaler.state_dict(),
+        "balancer": loop.balancer.state_dict(),
         "history": state.history,
         "best_score": state.best_score,
         "best_epoch": state.best_epoch,
@@ -1199,6 +1339,7 @@ def _resume(loop: _Loop) -> tuple[_State, dict[str, Any] | None]:
     loop.optimizer.load_state_dict(payload["optimizer"])
     if loop.use_amp and payload["scaler"]:
         loop.scaler.load_state_dict(payload["scaler"])
+    loop.balancer.load_state_dict(payload.get("balancer"))
     state = _State(
         epoch=int(payload["epoch"]),
         history=list(payload["history"]),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 
 from celery import shared_task
 
@@ -12,20 +14,26 @@ from backend.core.config import get_settings
 from backend.core.db import session_scope
 from backend.models import AttributionMap, Job, JobStatus, Run, Subject
 from backend.storage import get_storage
-from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns
+from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns, retrying
 
 log = logging.getLogger(__name__)
+# A full disk, a quota, or a file size limit: the write failed for want of room.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def _set(attribution_id: int, claim: Claim | None = None, **fields: object) -> None:
     """Write the map's row, unless ``claim`` is given and no longer holds the job."""
-    with session_scope() as session:
-        if claim is not None and not owns(session, claim):
-            return
-        row = session.get(AttributionMap, attribution_id)
-        if row is not None:
-            for key, value in fields.items():
-                setattr(row, key, value)
+
+    def write() -> None:
+        with session_scope() as session:
+            if claim is not None and not owns(session, claim):
+                return
+            row = session.get(AttributionMap, attribution_id)
+            if row is not None:
+                for key, value in fields.items():
+                    setattr(row, key, value)
+
+    retrying(write, what=f"writing attribution {attribution_id}")
 
 
 def _finite(value: float | None) -> float | None:
@@ -41,6 +49,30 @@ def _device(requested: str) -> str:
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         return "cuda"
     return "cpu"
+
+
+def _region_map(model, config, image_path, region: dict, params: dict, device: str, out):
+    """A segmentation map: region IG, with the predicted components saved beside the map."""
+    import numpy as np
+
+    from backend.services.attributions import prediction_path
+    from worker.ml.configs import AttributionConfig, RegionSpec
+    from worker.ml.io import save_nifti
+    from worker.ml.segmentation import attribute_region_subject
+
+    settings = AttributionConfig(method="integrated_gradients", **params)
+    result = attribute_region_subject(
+        model,
+        config,
+        image_path,
+        RegionSpec.model_validate(region),
+        steps=settings.steps,
+        method=settings.riemann_method,  # checked by the API: gausslegendre or riemann_middle
+        internal_batch_size=settings.internal_batch_size,
+        device=device,
+    )
+    save_nifti(prediction_path(out), result.prediction.astype(np.int16), result.affine)
+    return result
 
 
 def run_attribution(job_id: int) -> None:
@@ -62,6 +94,7 @@ def run_attribution(job_id: int) -> None:
         image_path = storage.absolute(subject.image_path)
         params = dict(row.params)
         method = row.method
+        region = dict(row.region) if row.region is not None else None
     attribution_id, run_id = ids
     with claimed(job_id) as claim:
         if claim is None:
@@ -81,16 +114,29 @@ def run_attribution(job_id: int) -> None:
                 checkpoint = checkpoints / "last.pt"
             device = _device(get_settings().device)
             model, config = load_model(checkpoint, device=device)
-            reporter.report(0.3, f"computing {method}", force=True)
-            result = attribute_subject(
-                model, config, image_path, AttributionConfig(method=method, **params), device=device
-            )
             out = storage.map_path(run_id, attribution_id)
             out.parent.mkdir(parents=True, exist_ok=True)
-            save_nifti(out, result.map, result.affine)
+            if region is not None:
+                reporter.report(0.3, f"explaining the {region['kind']} region", force=True)
+                result = _region_map(model, config, image_path, region, params, device, out)
+            else:
+                reporter.report(0.3, f"computing {method}", force=True)
+                result = attribute_subject(
+                    model,
+                    config,
+                    image_path,
+                    AttributionConfig(method=method, **params),
+                    device=device,
+                )
+            save_nifti(out, result.map, result.affine)  # atomic: whole or not at all
         except Exception as exc:
             log.exception("attribution job %s failed", job_id)
             error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+                error = (
+                    f"no space to write the map ({os.strerror(exc.errno)}); nothing was stored: "
+                    "free disk space in the data directory and compute it again"
+                )
             if finish_job(claim, JobStatus.failed, message="failed", error=error):
                 _set(attribution_id, status="failed")
             return

@@ -19,13 +19,15 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from backend.core.config import get_settings
@@ -41,16 +43,44 @@ __all__ = [
     "claimed",
     "finish_job",
     "owns",
+    "retrying",
     "start_presence",
     "stop_presence",
     "worker_name",
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def retrying(write: Callable[[], T], *, what: str) -> T:
+    """Run one short database transaction, retried while the database is unreachable.
+
+    A worker's status writes (progress, epochs, the end of a job) must survive a database
+    restart or a network cut: they are retried with backoff for up to twice
+    ``job_stale_seconds``. Each write is its own transaction, fenced by the claim, so running
+    it again after a failure is safe; a write that still fails after that raises.
+    """
+    deadline = time.monotonic() + 2 * get_settings().job_stale_seconds
+    delay = 0.25
+    while True:
+        try:
+            return write()
+        except (OperationalError, PoolTimeout) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning(
+                "database unavailable while %s (%s); retrying in %.1f s",
+                what,
+                type(getattr(exc, "orig", exc)).__name__,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 @dataclass(frozen=True)
@@ -148,9 +178,13 @@ def finish_job(claim: Claim, status: JobStatus, *, message: str, error: str | No
     }
     if status is JobStatus.succeeded:
         values["progress"] = 1.0
-    with session_scope() as session:
-        result = session.execute(update(Job).where(*_owned(claim)).values(**values))
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def write() -> bool:
+        with session_scope() as session:
+            result = session.execute(update(Job).where(*_owned(claim)).values(**values))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    return retrying(write, what=f"finishing job {claim.job_id}")
 
 
 class JobReporter:
@@ -173,26 +207,34 @@ class JobReporter:
         if not force and now - self._last < self.interval:
             return
         self._last = now
-        with session_scope() as session:
-            session.execute(
-                update(Job)
-                .where(*_owned(self.claim))
-                .values(
-                    progress=max(0.0, min(1.0, float(fraction))),
-                    message=message,
-                    heartbeat_at=_now(),
+
+        def write() -> None:
+            with session_scope() as session:
+                session.execute(
+                    update(Job)
+                    .where(*_owned(self.claim))
+                    .values(
+                        progress=max(0.0, min(1.0, float(fraction))),
+                        message=message,
+                        heartbeat_at=_now(),
+                    )
                 )
-            )
+
+        retrying(write, what=f"reporting progress of job {self.claim.job_id}")
 
     def cancel_requested(self) -> bool:
         if self._stop:
             return True
-        with session_scope() as session:
-            row = session.execute(
-                select(Job.cancel_requested, Job.status, Job.attempts, Job.worker).where(
-                    Job.id == self.claim.job_id
-                )
-            ).one_or_none()
+
+        def read() -> Any:
+            with session_scope() as session:
+                return session.execute(
+                    select(Job.cancel_requested, Job.status, Job.attempts, Job.worker).where(
+                        Job.id == self.claim.job_id
+                    )
+                ).one_or_none()
+
+        row = retrying(read, what=f"reading the state of job {self.claim.job_id}")
         mine = (
             row is not None
             and row.status == JobStatus.running.value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING
 
 from celery import shared_task
 
@@ -11,15 +12,20 @@ from backend.core.config import get_settings
 from backend.core.db import session_scope
 from backend.models import Job, JobStatus, Run, RunMetric, Subject
 from backend.storage import get_storage
-from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns
+from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns, retrying
+
+if TYPE_CHECKING:
+    from worker.ml.training import ProgressEvent
 
 log = logging.getLogger(__name__)
 
 
 def _samples(run_id: int) -> tuple[dict, list]:
     from worker.ml.training import SubjectSample
+    from worker.tasks.corrections import corrected_targets
 
     storage = get_storage()
+    targets = corrected_targets(run_id)
     with session_scope() as session:
         run = session.get(Run, run_id)
         assert run is not None
@@ -32,6 +38,7 @@ def _samples(run_id: int) -> tuple[dict, list]:
                 label=s.label,
                 split=s.split,
                 target=s.target,
+                target_map=targets.get(s.id),
             )
             for s in subjects
         ]
@@ -40,28 +47,52 @@ def _samples(run_id: int) -> tuple[dict, list]:
 
 def _set_run_status(run_id: int, status: str, claim: Claim | None = None, **fields: object) -> None:
     """Write the run, unless ``claim`` is given and no longer holds the job."""
-    with session_scope() as session:
-        if claim is not None and not owns(session, claim):
-            return
-        run = session.get(Run, run_id)
-        if run is not None:
-            run.status = status
-            for key, value in fields.items():
-                setattr(run, key, value)
+
+    def write() -> None:
+        with session_scope() as session:
+            if claim is not None and not owns(session, claim):
+                return
+            run = session.get(Run, run_id)
+            if run is not None:
+                run.status = status
+                for key, value in fields.items():
+                    setattr(run, key, value)
+
+    retrying(write, what=f"writing run {run_id}")
 
 
 def _store_epoch(claim: Claim, run_id: int, epoch: int, values: dict[str, float | None]) -> None:
-    with session_scope() as session:
-        if not owns(session, claim):
-            return
-        # Re-delivered after a crash, an epoch may be stored again: replace, never duplicate.
-        session.query(RunMetric).filter(
-            RunMetric.run_id == run_id, RunMetric.epoch == epoch, RunMetric.step.is_(None)
-        ).delete()
-        for name, value in values.items():
-            if value is None or not math.isfinite(value):
-                continue
-            session.add(RunMetric(run_id=run_id, epoch=epoch, step=None, name=name, value=value))
+    def write() -> None:
+        with session_scope() as session:
+            if not owns(session, claim):
+                return
+            # Re-delivered after a crash, an epoch may be stored again: replace, never duplicate.
+            session.query(RunMetric).filter(
+                RunMetric.run_id == run_id, RunMetric.epoch == epoch, RunMetric.step.is_(None)
+            ).delete()
+            for name, value in values.items():
+                if value is None or not math.isfinite(value):
+                    continue
+                session.add(
+                    RunMetric(run_id=run_id, epoch=epoch, step=None, name=name, value=value)
+                )
+
+    retrying(write, what=f"storing epoch {epoch} of run {run_id}")
+
+
+def _instrumentation(event: ProgressEvent) -> dict[str, float | None]:
+    """Per-epoch gradient instrumentation (worker.ml.gradients), stored as run metrics."""
+    share = None
+    if event.attribution_seconds is not None and event.step_seconds:
+        share = event.attribution_seconds / event.step_seconds
+    return {
+        "grad_ratio": event.grad_ratio,
+        "grad_cosine": event.grad_cosine,
+        "grad_weight_a": event.grad_weight_a,
+        "grad_norm_total": event.grad_norm_total,
+        "clip_fraction": event.clip_fraction,
+        "attribution_share": share,
+    }
 
 
 def run_training(job_id: int) -> None:
@@ -90,7 +121,8 @@ def run_training(job_id: int) -> None:
 
 def _train(claim: Claim, run_id: int) -> None:
     from worker.ml.configs import RunConfig
-    from worker.ml.training import ProgressEvent, TrainingCancelled, train
+    from worker.ml.training import LAST_CHECKPOINT, TrainingCancelled, select_device, train
+    from worker.tasks.corrections import EpochMapStore, store_corrected_metrics
 
     _set_run_status(run_id, "running", claim)
     settings = get_settings()
@@ -100,6 +132,9 @@ def _train(claim: Claim, run_id: int) -> None:
     if config.device == "auto" and settings.device != "auto":
         config = config.model_copy(update={"device": settings.device})
     where = {"epoch": 0, "step": 0, "steps": 0}
+    checkpoint_dir = get_storage().checkpoint_dir(run_id)
+    device = str(select_device(config.device))
+    epoch_maps = EpochMapStore(claim, run_id, config, samples, device)
 
     def on_progress(event: ProgressEvent) -> None:
         message = f"epoch {event.epoch}/{event.epochs}"
@@ -118,15 +153,17 @@ def _train(claim: Claim, run_id: int) -> None:
                 "attribution_abs_mean": event.attribution_abs_mean,
                 "attribution_seconds": event.attribution_seconds,
                 "step_seconds": event.step_seconds,
+                **_instrumentation(event),
             }
             values.update({k: v for k, v in event.metrics.items() if isinstance(v, int | float)})
             _store_epoch(claim, run_id, event.epoch, values)
+            epoch_maps.on_epoch(event.epoch, checkpoint_dir / LAST_CHECKPOINT)
 
     try:
         result = train(
             config,
             samples,
-            checkpoint_dir=get_storage().checkpoint_dir(run_id),
+            checkpoint_dir=checkpoint_dir,
             progress=on_progress,
             should_stop=reporter.cancel_requested,
         )
@@ -139,6 +176,7 @@ def _train(claim: Claim, run_id: int) -> None:
         if finish_job(claim, JobStatus.cancelled, message=message):
             _set_run_status(run_id, JobStatus.cancelled.value)
         return
+    store_corrected_metrics(claim, run_id, device)
     metrics = {f"test_{k}": v for k, v in result.test_metrics.items()}
     metrics["epochs_completed"] = result.epochs_completed
     metrics["resumed_from_epoch"] = result.resumed_from_epoch

@@ -5,7 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from backend.api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep, authorize
+from backend.api.deps import (
+    AuditDep,
+    CurrentUser,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    authorize,
+)
 from backend.schemas.attribution import (
     AttributionBatchCreate,
     AttributionCreate,
@@ -91,13 +98,19 @@ def get_attribution(
     responses={200: {"content": {NIFTI_GZ: {}}}},
 )
 def download_map(
-    attribution_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep
+    attribution_id: int,
+    user: CurrentUser,
+    session: SessionDep,
+    storage: StorageDep,
+    audit: AuditDep,
 ) -> FileResponse:
     """The signed float32 map (positive: pathological), on the subject's grid and affine."""
     row = svc.get_attribution(session, attribution_id)
     authorize(session, user, row)
+    path = svc.full_map(storage, row)
+    audit("download", row, detail="map")
     return FileResponse(
-        svc.full_map(storage, row),
+        path,
         media_type=NIFTI_GZ,
         filename=f"attribution-{row.id}.nii.gz",
     )
@@ -110,15 +123,41 @@ def download_map(
     responses={200: {"content": {NIFTI_GZ: {}}}},
 )
 def download_display_map(
-    attribution_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep
+    attribution_id: int,
+    user: CurrentUser,
+    session: SessionDep,
+    storage: StorageDep,
+    audit: AuditDep,
 ) -> FileResponse:
     """The map for the viewer: int16 with scl_slope = max|A| / 32767, same grid and affine."""
     row = svc.get_attribution(session, attribution_id)
     authorize(session, user, row)
+    path = svc.display_map(storage, row)
+    audit("view", row, detail="display map")
     return FileResponse(
-        svc.display_map(storage, row),
+        path,
         media_type=NIFTI_GZ,
         filename=f"attribution-{row.id}-display.nii.gz",
+    )
+
+
+@router.get(
+    "/{attribution_id}/prediction.nii.gz",
+    operation_id="downloadAttributionPrediction",
+    response_class=FileResponse,
+    responses={200: {"content": {NIFTI_GZ: {}}}},
+)
+def download_prediction(
+    attribution_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep
+) -> FileResponse:
+    """Segmentation maps: the predicted lesions as connected components (int16, 0 background,
+    1..n as the region's ``component`` numbers), on the subject's grid and affine."""
+    row = svc.get_attribution(session, attribution_id)
+    authorize(session, user, row)
+    return FileResponse(
+        svc.prediction_map(storage, row),
+        media_type=NIFTI_GZ,
+        filename=f"attribution-{row.id}-prediction.nii.gz",
     )
 
 

@@ -7,7 +7,14 @@ from datetime import timedelta
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from sqlalchemy import select
 
-from backend.api.deps import CSRF_COOKIE, SESSION_COOKIE, CurrentUser, SessionDep, SettingsDep
+from backend.api.deps import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    CurrentUser,
+    Public,
+    SessionDep,
+    SettingsDep,
+)
 from backend.core.security import csrf_token_for
 from backend.models import ApiToken
 from backend.schemas.user import (
@@ -30,7 +37,7 @@ from backend.services.users import (
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-@router.post("/login", operation_id="login")
+@router.post("/login", operation_id="login", dependencies=[Public])
 def login(
     body: LoginRequest,
     request: Request,

@@ -7,7 +7,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from backend.api.deps import SessionDep, SettingsDep
+from backend.api.deps import Public, SessionDep, SettingsDep
 from backend.core.config import Settings
 from backend.core.queue import client
 from backend.schemas.job import WorkerPublic
@@ -46,7 +46,7 @@ def _workers(session: Session, settings: Settings) -> list[WorkerPublic]:
     ]
 
 
-@router.get("/health", operation_id="health")
+@router.get("/health", operation_id="health", dependencies=[Public])
 def health(session: SessionDep, settings: SettingsDep, response: Response) -> Health:
     """Whether the database and the broker answer, and which workers are alive.
 

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.deps import CurrentUser, SessionDep, StorageDep, authorize
+from backend.api.deps import AuditDep, CurrentUser, SessionDep, StorageDep, authorize
 from backend.models import AttributionMap, Dataset, Review, Run, User
 from backend.schemas.review import (
     Agreement,
@@ -42,7 +42,9 @@ CSV_COLUMNS = (
 
 
 @router.post("", operation_id="createReview", status_code=201)
-def create_review(body: ReviewCreate, user: CurrentUser, session: SessionDep) -> ReviewPublic:
+def create_review(
+    body: ReviewCreate, user: CurrentUser, session: SessionDep, audit: AuditDep
+) -> ReviewPublic:
     """Rate one attribution map: relevance on the lesions (1-5), trust, a comment."""
     attribution = get_attribution(session, body.attribution_id)
     authorize(session, user, attribution, projects.REVIEW)
@@ -54,6 +56,8 @@ def create_review(body: ReviewCreate, user: CurrentUser, session: SessionDep) ->
         comment=body.comment,
     )
     session.add(review)
+    session.flush()
+    audit("rate", attribution, detail=f"review {review.id}: rating {body.rating}", commit=False)
     session.commit()
     return ReviewPublic.model_validate(review)
 
@@ -97,6 +101,7 @@ def list_reviews(
 def export_reviews(
     user: CurrentUser,
     session: SessionDep,
+    audit: AuditDep,
     attribution_id: int | None = None,
     run_id: int | None = None,
 ) -> Response:
@@ -104,7 +109,13 @@ def export_reviews(
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
-    for review, attribution, username in _reviews(session, user, attribution_id, run_id):
+    rows = _reviews(session, user, attribution_id, run_id)
+    audit.event(
+        "export",
+        "reviews",
+        detail=f"{len(rows)} reviews (attribution_id={attribution_id}, run_id={run_id})",
+    )
+    for review, attribution, username in rows:
         writer.writerow(
             [
                 review.id,
@@ -185,6 +196,7 @@ async def put_correction(
     user: CurrentUser,
     session: SessionDep,
     storage: StorageDep,
+    audit: AuditDep,
 ) -> ReviewPublic:
     """Attach the reviewer's drawn correction to their review (replaces an earlier one)."""
 
@@ -198,6 +210,7 @@ async def put_correction(
     def save() -> ReviewPublic:
         review = service.get_review(session, review_id)
         service.save_correction(session, storage, review=review, user=user, body=body)
+        audit("rate", review, detail="correction drawn", commit=False)
         session.commit()
         return ReviewPublic.model_validate(review)
 
@@ -211,13 +224,15 @@ async def put_correction(
     responses={200: {"content": {"application/gzip": {}}}},
 )
 def get_correction(
-    review_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep
+    review_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep, audit: AuditDep
 ) -> FileResponse:
     """The review's drawn correction as NIfTI (404 when none was saved)."""
     review = service.get_review(session, review_id)
     authorize(session, user, review, projects.REVIEW)
+    path = service.correction_file(storage, review)
+    audit("download", review, detail="correction")
     return FileResponse(
-        service.correction_file(storage, review),
+        path,
         media_type="application/gzip",
         filename=f"review-{review.id}-correction.nii.gz",
     )

@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import FileResponse
 
-from backend.api.deps import CurrentUser, SessionDep, StorageDep, authorize
+from backend.api.deps import AuditDep, CurrentUser, SessionDep, StorageDep, authorize
 from backend.schemas.dataset import SubjectPublic, SubjectUpdate
 from backend.services import datasets as svc
 from backend.services.projects import WRITE
@@ -51,12 +51,13 @@ def update_subject(
     responses={200: {"content": {NIFTI_GZ: {}}}},
 )
 def download_image(
-    subject_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep
+    subject_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep, audit: AuditDep
 ) -> FileResponse:
     """The subject's MR volume as NIfTI (de-identified)."""
     subject = svc.get_subject(session, subject_id)
     authorize(session, user, subject)
     path = storage.absolute(subject.image_path)
+    audit("download", subject, detail="image")
     return FileResponse(path, media_type=NIFTI_GZ, filename=f"{subject.subject_key}.nii.gz")
 
 
@@ -71,6 +72,7 @@ def download_mask(
     user: CurrentUser,
     session: SessionDep,
     storage: StorageDep,
+    audit: AuditDep,
     drawing: bool = False,
 ) -> Response:
     """The lesion mask; with drawing=true its lesion value is 2, green in NiiVue's drawing."""
@@ -79,6 +81,7 @@ def download_mask(
     if not subject.mask_path:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"subject {subject_id} has no mask")
     path = storage.absolute(subject.mask_path)
+    audit("download", subject, detail="mask (drawing)" if drawing else "mask")
     if not drawing:
         return FileResponse(
             path, media_type=NIFTI_GZ, filename=f"{subject.subject_key}_mask.nii.gz"

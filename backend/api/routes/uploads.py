@@ -258,7 +258,7 @@ async def _receive(request: Request, staging: Path, limits: svc.Limits) -> _Rece
                 )
         try:
             body = ImportFromUploads.model_validate(json.loads(raw or b"null"))
-        except (ValueError, ValidationError) as exc:
+        except (ValueError, ValidationError, RecursionError) as exc:
             raise svc.ImportFailed([svc.Problem(f"invalid JSON body: {exc}")]) from None
         return _Received(upload_ids=body.upload_ids, modality=body.modality)
     if not content_type.startswith("multipart/form-data"):
@@ -378,4 +378,4 @@ async def import_subjects(
     except ClientDisconnect:
         return Response(status_code=400)
     finally:
-        await run_in_threadpool(storage.remove_tree, staging)
+        await run_in_threadpool(svc.drop_staging, storage, staging)

@@ -75,6 +75,15 @@ export function createApi(http: Http) {
       cancel: (run_id: number) => client.POST("/runs/{run_id}/cancel", { path: { run_id } }),
       retry: (run_id: number) => client.POST("/runs/{run_id}/retry", { path: { run_id } }),
       compare: (ids: number[]) => client.GET("/runs/compare", { query: { ids } }),
+      /** Reviews with a drawn correction on the run's maps, by subject. */
+      corrections: (run_id: number) => client.GET("/runs/{run_id}/corrections", { path: { run_id } }),
+      /** A new run trained on the targets merged with the corrections of this run's reviews. */
+      fromReviews: (run_id: number, body: BodyOf<Operation<"/runs/{run_id}/from-reviews", "post">>) =>
+        client.POST("/runs/{run_id}/from-reviews", { path: { run_id }, body }),
+      correctedTargets: (run_id: number) =>
+        client.GET("/runs/{run_id}/corrected-targets", { path: { run_id } }),
+      epochMaps: (run_id: number, subject_id?: number) =>
+        client.GET("/runs/{run_id}/epoch-maps", { path: { run_id }, query: { subject_id } }),
     },
     jobs: {
       get: (job_id: number) => client.GET("/jobs/{job_id}", { path: { job_id } }),

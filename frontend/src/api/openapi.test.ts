@@ -12,6 +12,7 @@ import { readStats } from "./types";
 import {
   attributionDisplayUrl,
   attributionMapUrl,
+  epochMapUrl,
   parseId,
   parseIdList,
   runEventsUrl,
@@ -121,6 +122,10 @@ describe("every client call is an operation of openapi.json", () => {
       ["cancelRun", () => api.runs.cancel(1)],
       ["retryRun", () => api.runs.retry(1)],
       ["compareRuns", () => api.runs.compare([1, 2])],
+      ["getRunCorrections", () => api.runs.corrections(1)],
+      ["createRunFromReviews", () => api.runs.fromReviews(1, { name: "r" })],
+      ["listCorrectedTargets", () => api.runs.correctedTargets(1)],
+      ["listEpochMaps", () => api.runs.epochMaps(1, 2)],
       ["getJob", () => api.jobs.get(1)],
       ["listAttributions", () => api.attributions.list({ subject_id: 1 })],
       ["getAttribution", () => api.attributions.get(1)],
@@ -143,6 +148,10 @@ describe("every client call is an operation of openapi.json", () => {
       const [url, init] = fetch.mock.calls[0] as [string, RequestInit];
       expect(operationFor(init.method ?? "GET", url), `${init.method} ${url}`).toBe(operationId);
     }
+  });
+
+  it("builds the epoch map URL from its documented path", () => {
+    expect(operationFor("GET", epochMapUrl(2, 3, 4))).toBe("getEpochMap");
   });
 
   it("sends upload chunks to appendUpload", () => {

@@ -108,6 +108,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/attributions/{attribution_id}/prediction.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Prediction
+         * @description Segmentation maps: the predicted lesions as connected components (int16, 0 background,
+         *     1..n as the region's ``component`` numbers), on the subject's grid and affine.
+         */
+        get: operations["downloadAttributionPrediction"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/attributions/{attribution_id}/stats": {
         parameters: {
             query?: never;
@@ -120,6 +141,26 @@ export interface paths {
          * @description Signed summary of the map; lesion metrics with a mask; healthy subjects' positive share.
          */
         get: operations["getAttributionStats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Audit Events
+         * @description Audit events, newest first, filtered by user, action, object, project and time.
+         */
+        get: operations["listAuditEvents"];
         put?: never;
         post?: never;
         delete?: never;
@@ -730,6 +771,107 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/runs/{run_id}/corrected-targets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Corrected Targets
+         * @description The merged target maps of a run from reviews: provenance, counts, and the lesion
+         *     metrics of the earlier and this run on each corrected subject (once trained).
+         */
+        get: operations["listCorrectedTargets"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/corrected-targets/{subject_id}/target.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Corrected Target
+         * @description A merged target map: uint8 on the subject's grid, 0, 1, 255 = unconstrained.
+         */
+        get: operations["getCorrectedTarget"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/corrections": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Run Corrections
+         * @description The reviews with a drawn correction on this run's maps, by subject.
+         */
+        get: operations["getRunCorrections"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/epoch-maps": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Epoch Maps
+         * @description The watch subjects' attribution maps stored after each epoch, with lesion metrics.
+         */
+        get: operations["listEpochMaps"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/epoch-maps/{subject_id}/{epoch}.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Epoch Map
+         * @description One epoch map: int16 NIfTI on the working grid (scl_slope = attribution per unit).
+         */
+        get: operations["getEpochMap"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/runs/{run_id}/events": {
         parameters: {
             query?: never;
@@ -745,6 +887,28 @@ export interface paths {
         get: operations["streamRunEvents"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/from-reviews": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Run From Reviews
+         * @description A new run on this run's dataset and config (with ``config`` overrides) whose corrected
+         *     subjects train on their target maps merged with the clinicians' corrections: missed
+         *     lesion -> 1, spurious pathological relevance -> 0, the rest the run's own targets.
+         */
+        post: operations["createRunFromReviews"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1002,6 +1166,7 @@ export interface components {
             params?: {
                 [key: string]: unknown;
             };
+            region?: components["schemas"]["RegionSpec"] | null;
             /** Run Id */
             run_id: number;
             /** Subject Id */
@@ -1028,6 +1193,10 @@ export interface components {
             params: {
                 [key: string]: unknown;
             };
+            /** Region */
+            region?: {
+                [key: string]: unknown;
+            } | null;
             /** Run Id */
             run_id: number;
             /** Stats */
@@ -1075,6 +1244,39 @@ export interface components {
             /** Data */
             data: components["schemas"]["AttributionPublic"][];
         };
+        /** AuditEventPublic */
+        AuditEventPublic: {
+            /** Action */
+            action: string;
+            /** Client Ip */
+            client_ip: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Detail */
+            detail: string;
+            /** Id */
+            id: number;
+            /** Object Id */
+            object_id: number | null;
+            /** Object Type */
+            object_type: string;
+            /** Project Id */
+            project_id: number | null;
+            /** User Id */
+            user_id: number | null;
+            /** Username */
+            username: string;
+        };
+        /** AuditEventsPublic */
+        AuditEventsPublic: {
+            /** Count */
+            count: number;
+            /** Data */
+            data: components["schemas"]["AuditEventPublic"][];
+        };
         /** Body_uploadSubject */
         Body_uploadSubject: {
             /**
@@ -1117,6 +1319,61 @@ export interface components {
             key: string;
             /** Values */
             values: unknown[];
+        };
+        /** CorrectedTargetPublic */
+        CorrectedTargetPublic: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: number;
+            /**
+             * Metrics
+             * @description 'before' (earlier run) and 'after' (this run): lesion_mass, dice_top5, pointing_game of IG maps (8 points, working grid) of the best weights
+             */
+            metrics: {
+                [key: string]: unknown;
+            };
+            /** Policy */
+            policy: string;
+            /**
+             * Provenance
+             * @description One entry per merged review: review_id, reviewer_id, reviewer, attribution_id, method, created_at, missed_voxels, spurious_voxels, decided_voxels
+             */
+            provenance: {
+                [key: string]: unknown;
+            }[];
+            /** Run Id */
+            run_id: number;
+            /** Source Run Id */
+            source_run_id: number | null;
+            /**
+             * Split
+             * @default
+             */
+            split?: string;
+            /** Stats */
+            stats: {
+                [key: string]: unknown;
+            };
+            /** Subject Id */
+            subject_id: number;
+            /**
+             * Subject Key
+             * @default
+             */
+            subject_key?: string;
+        };
+        /** CorrectedTargetsPublic */
+        CorrectedTargetsPublic: {
+            /** Data */
+            data: components["schemas"]["CorrectedTargetPublic"][];
+            /** From Reviews Of */
+            from_reviews_of: number | null;
+            /** Run Id */
+            run_id: number;
         };
         /** DatasetCreate */
         DatasetCreate: {
@@ -1182,6 +1439,53 @@ export interface components {
             count: number;
             /** Data */
             data: components["schemas"]["DatasetPublic"][];
+        };
+        /** EpochMapPublic */
+        EpochMapPublic: {
+            /** Epoch */
+            epoch: number;
+            /** Id */
+            id: number;
+            /** Method */
+            method: string;
+            /** Scale */
+            scale: number;
+            /** Shape */
+            shape: number[];
+            /** Stats */
+            stats: {
+                [key: string]: unknown;
+            };
+            /** Subject Id */
+            subject_id: number;
+        };
+        /** EpochMapsPublic */
+        EpochMapsPublic: {
+            /** Data */
+            data: components["schemas"]["EpochMapPublic"][];
+            /** Run Id */
+            run_id: number;
+            /** Watch Subjects */
+            watch_subjects: number[];
+        };
+        /** FromReviewsCreate */
+        FromReviewsCreate: {
+            /**
+             * Config
+             * @description Overrides of the earlier run's config (validated as RunConfig). watch_subjects defaults to the corrected subjects.
+             */
+            config?: {
+                [key: string]: unknown;
+            };
+            /** Name */
+            name: string;
+            /**
+             * Policy
+             * @description Precedence between reviewers who disagree on a voxel: 'abstain' leaves it unconstrained, 'missed_wins' sets it to lesion, 'latest' takes the latest review. Within one reviewer the later review always replaces the earlier one.
+             * @default abstain
+             * @enum {string}
+             */
+            policy?: "abstain" | "missed_wins" | "latest";
         };
         /** HTTPValidationError */
         HTTPValidationError: {
@@ -1437,6 +1741,77 @@ export interface components {
              */
             trust_agreement: number | null;
         };
+        /**
+         * RegionSpec
+         * @description Which region of a segmentation output to explain (method.md section 1).
+         *
+         *     The attribution explains the sum of the foreground logits over the region. Every kind is
+         *     resolved by the attribution job on the subject's native grid, where the viewer shows it:
+         *
+         *     - ``whole``: the whole predicted mask (foreground logit > 0).
+         *     - ``component``: one connected component of the predicted mask, numbered as in the
+         *       prediction volume that a ``whole`` map stores (``/attributions/{id}/prediction.nii.gz``).
+         *     - ``point``: the predicted component containing a point given in scanner millimetres
+         *       (what a click in the viewer gives).
+         *     - ``box``: every voxel whose centre lies in an axis-aligned box of scanner millimetres.
+         *
+         *     Attributes:
+         *         kind: One of the four kinds.
+         *         component: Component number (1-based), for ``component``.
+         *         mm: The point, for ``point``.
+         *         mm_min: Lower corner of the box, for ``box``.
+         *         mm_max: Upper corner of the box, for ``box``.
+         */
+        RegionSpec: {
+            /** Component */
+            component?: number | null;
+            /**
+             * Kind
+             * @default whole
+             * @enum {string}
+             */
+            kind?: "whole" | "component" | "point" | "box";
+            /** Mm */
+            mm?: [
+                number,
+                number,
+                number
+            ] | null;
+            /** Mm Max */
+            mm_max?: [
+                number,
+                number,
+                number
+            ] | null;
+            /** Mm Min */
+            mm_min?: [
+                number,
+                number,
+                number
+            ] | null;
+        };
+        /** ReviewCorrection */
+        ReviewCorrection: {
+            /** Attribution Id */
+            attribution_id: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Method */
+            method: string;
+            /** Missed Voxels */
+            missed_voxels: number;
+            /** Review Id */
+            review_id: number;
+            /** Reviewer */
+            reviewer: string;
+            /** Reviewer Id */
+            reviewer_id: number;
+            /** Spurious Voxels */
+            spurious_voxels: number;
+        };
         /** ReviewCreate */
         ReviewCreate: {
             /** Attribution Id */
@@ -1539,6 +1914,18 @@ export interface components {
             /** Series */
             series: components["schemas"]["MetricSeries"][];
         };
+        /**
+         * RunCorrections
+         * @description The drawn corrections on maps of one run, by subject.
+         */
+        RunCorrections: {
+            /** N Reviews */
+            n_reviews: number;
+            /** Run Id */
+            run_id: number;
+            /** Subjects */
+            subjects: components["schemas"]["SubjectCorrections"][];
+        };
         /** RunCreate */
         RunCreate: {
             /** Config */
@@ -1570,6 +1957,8 @@ export interface components {
             created_at: string;
             /** Dataset Id */
             dataset_id: number;
+            /** From Reviews Of */
+            from_reviews_of?: number | null;
             /** Id */
             id: number;
             /** Job Id */
@@ -1589,6 +1978,19 @@ export interface components {
             count: number;
             /** Data */
             data: components["schemas"]["RunPublic"][];
+        };
+        /** SubjectCorrections */
+        SubjectCorrections: {
+            /** Label */
+            label: number;
+            /** Reviews */
+            reviews: components["schemas"]["ReviewCorrection"][];
+            /** Split */
+            split: string;
+            /** Subject Id */
+            subject_id: number;
+            /** Subject Key */
+            subject_key: string;
         };
         /** SubjectPublic */
         SubjectPublic: {
@@ -2019,6 +2421,37 @@ export interface operations {
             };
         };
     };
+    downloadAttributionPrediction: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                attribution_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     getAttributionStats: {
         parameters: {
             query?: never;
@@ -2037,6 +2470,48 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AttributionStats"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    listAuditEvents: {
+        parameters: {
+            query?: {
+                user_id?: number | null;
+                username?: string | null;
+                action?: ("view" | "download" | "rate" | "export") | null;
+                object_type?: string | null;
+                object_id?: number | null;
+                project_id?: number | null;
+                /** @description events at or after this time */
+                since?: string | null;
+                /** @description events before this time */
+                until?: string | null;
+                limit?: number;
+                offset?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditEventsPublic"];
                 };
             };
             /** @description Validation Error */
@@ -3186,6 +3661,166 @@ export interface operations {
             };
         };
     };
+    listCorrectedTargets: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CorrectedTargetsPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    getCorrectedTarget: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+                subject_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    getRunCorrections: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunCorrections"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    listEpochMaps: {
+        parameters: {
+            query?: {
+                subject_id?: number | null;
+            };
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EpochMapsPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    getEpochMap: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+                subject_id: number;
+                epoch: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     streamRunEvents: {
         parameters: {
             query?: never;
@@ -3204,6 +3839,41 @@ export interface operations {
                 };
                 content: {
                     "text/event-stream": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    createRunFromReviews: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FromReviewsCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunPublic"];
                 };
             };
             /** @description Validation Error */

@@ -25,6 +25,10 @@ export type RunCreate = Schemas["RunCreate"];
 export type RunConfig = Run["config"];
 export type Metrics = Run["metrics"];
 
+export type RunCorrections = Schemas["RunCorrections"];
+export type CorrectedTarget = Schemas["CorrectedTargetPublic"];
+export type EpochMap = Schemas["EpochMapPublic"];
+
 export type Attribution = Schemas["AttributionPublic"];
 export type AttributionCreate = Schemas["AttributionCreate"];
 export type AttributionMethod = NonNullable<AttributionCreate["method"]>;

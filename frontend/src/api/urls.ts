@@ -78,3 +78,15 @@ export function reviewsCsvUrl(): string {
 export function reviewCorrectionUrl(reviewId: number): string {
   return apiUrl("/reviews/{review_id}/correction.nii.gz", { path: { review_id: reviewId } });
 }
+
+/** A watch subject's attribution map after one epoch (int16 on the working grid). */
+export function epochMapUrl(runId: number, subjectId: number, epoch: number): string {
+  return apiUrl("/runs/{run_id}/epoch-maps/{subject_id}/{epoch}.nii.gz", {
+    path: { run_id: runId, subject_id: subjectId, epoch },
+  });
+}
+
+/** The viewer stepping through a run's epoch maps of one subject. */
+export function epochViewerPath(subjectId: Id, runId: Id): string {
+  return `/viewer/${encodeURIComponent(String(subjectId))}?run=${encodeURIComponent(String(runId))}`;
+}

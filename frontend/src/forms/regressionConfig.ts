@@ -9,6 +9,11 @@ export const TASKS = [
     label: "Regression",
     help: "Predict each subject's continuous target (e.g. a disability score); every training subject needs one.",
   },
+  {
+    value: "segmentation",
+    label: "Segmentation",
+    help: "Learn the lesion masks with MONAI's 3D UNet (Dice + cross-entropy); the options below set up mixed supervision.",
+  },
 ] as const;
 
 export const REGRESSION_LOSSES = [
@@ -64,9 +69,10 @@ export function regressionConfig(
   values: RegressionFormValues,
   errors: FieldErrors<RegressionField>,
 ): Record<string, unknown> {
-  if (values.task === "classification") return {};
+  // Segmentation's own fields are built by runConfig.ts.
+  if (values.task === "classification" || values.task === "segmentation") return {};
   if (values.task !== "regression") {
-    errors.task = "Choose classification or regression.";
+    errors.task = "Choose classification, regression or segmentation.";
     return {};
   }
   if (values.lossSetting === "la_only") {

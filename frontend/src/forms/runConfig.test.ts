@@ -25,6 +25,32 @@ describe("validateLaunchForm", () => {
     });
   });
 
+  it("builds a segmentation body: no network or loss setting, the mixed-supervision options, lambda", () => {
+    const result = validateLaunchForm({
+      ...base,
+      task: "segmentation",
+      earlyStoppingMetric: "val_dice",
+      segAnnotatedFraction: "0.25",
+      segConstraint: true,
+    });
+    expect(result.ok).toBe(true);
+    if (!result.ok) return;
+    const config = result.value.config as Record<string, unknown>;
+    expect(config.task).toBe("segmentation");
+    expect(config.seg_annotated_fraction).toBe(0.25);
+    expect(config.seg_constraint).toBe(true);
+    expect(config.network).toBeUndefined();
+    expect(config.loss_setting).toBeUndefined();
+    expect(config.train_attribution).toEqual(["gradient"]);
+    expect(config.lambda_a).toEqual({ kind: "constant", value: 1, warmup_epochs: 0 });
+    expect(config.early_stopping_metric).toBe("val_dice");
+    const bad = validateLaunchForm({ ...base, task: "segmentation", earlyStoppingMetric: "val_auroc", segAnnotatedFraction: "1.5" });
+    expect(bad.ok).toBe(false);
+    if (bad.ok) return;
+    expect(bad.errors.segAnnotatedFraction).toMatch(/at most 1/);
+    expect(bad.errors.earlyStoppingMetric).toBeDefined();
+  });
+
   it("sends the attribution methods, IG steps, EG k and a warm-up schedule where they are used", () => {
     const result = validateLaunchForm({
       ...base,

@@ -3,10 +3,14 @@
 // of a server 422 back onto the form's fields.
 import type { ValidationIssue } from "../api/http";
 import type { RunCreate } from "../api/types";
+import { REMEDY_CONFIG_FIELDS, REMEDY_DEFAULTS, type RemedyFormValues, validateRemedies } from "./remedies";
 import { regressionConfig } from "./regressionConfig";
 import type { FieldErrors, Validation } from "./validation";
 
 export const NETWORKS = ["small_cnn", "patchgan", "densenet121", "resnet18", "resnet10"] as const;
+
+/** Early-stopping metrics of a segmentation run. */
+export const SEGMENTATION_EARLY_STOPPING = ["val_dice", "val_loss"] as const;
 
 export const LOSS_SETTINGS = [
   { value: "lc_only", label: "L_C only", help: "Classification loss only: the unconstrained baseline." },
@@ -42,6 +46,20 @@ export const EARLY_STOPPING_METRICS = [
   "val_mae",
 ] as const;
 
+export function isSegmentation(values: Pick<LaunchFormValues, "task">): boolean {
+  return values.task === "segmentation";
+}
+
+/** Whether the form trains an attribution loss: L_A of a classifier, or the segmentation constraint. */
+export function trainsAttribution(values: Pick<LaunchFormValues, "task" | "lossSetting" | "segConstraint">): boolean {
+  return isSegmentation(values) ? values.segConstraint : usesAttributionLoss(values.lossSetting);
+}
+
+/** Whether lambda weighs the attribution loss. */
+export function weighsLambda(values: Pick<LaunchFormValues, "task" | "lossSetting" | "segConstraint">): boolean {
+  return isSegmentation(values) ? values.segConstraint : usesLambda(values.lossSetting);
+}
+
 export const LAMBDA_KINDS = ["constant", "linear_warmup"] as const;
 export const ATTRIBUTION_LOSSES = ["bce", "rrr"] as const;
 
@@ -55,7 +73,7 @@ export function usesLambda(loss: string): boolean {
   return loss === "lc_la_supervised" || loss === "lc_la_unsupervised";
 }
 
-export interface LaunchFormValues {
+export interface LaunchFormValues extends RemedyFormValues {
   datasetId: string;
   name: string;
   network: string;
@@ -79,6 +97,10 @@ export interface LaunchFormValues {
   regressionLoss: string;
   regressionConstraints: string[];
   regressionPenalty: string;
+  /** Segmentation: fraction of training subjects whose mask is used, in (0, 1]. */
+  segAnnotatedFraction: string;
+  /** Segmentation: label-only healthy subjects get the attribution constraint. */
+  segConstraint: boolean;
 }
 
 export type LaunchField = keyof LaunchFormValues;
@@ -102,7 +124,10 @@ export const LAUNCH_DEFAULTS: LaunchFormValues = {
   seed: "0",
   augment: false,
   earlyStoppingMetric: "val_auroc",
+  ...REMEDY_DEFAULTS,
   task: "classification",
+  segAnnotatedFraction: "1",
+  segConstraint: false,
   regressionLoss: "l1",
   regressionConstraints: ["outside_lesions", "zero_target"],
   regressionPenalty: "softplus",
@@ -159,16 +184,30 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
     const problem = oneOf(String(values[field]), allowed, message);
     if (problem) errors[field] = problem;
   };
-  pick("network", NETWORKS, "Choose a network.");
-  pick("lossSetting", LOSS_SETTINGS.map((l) => l.value), "Choose a loss setting.");
-  pick("earlyStoppingMetric", EARLY_STOPPING_METRICS, "Choose an early-stopping metric.");
+  const segmentation = isSegmentation(values);
+  const taskFields: Record<string, unknown> = {};
+  if (segmentation) {
+    pick("earlyStoppingMetric", SEGMENTATION_EARLY_STOPPING, "Choose an early-stopping metric.");
+    const fraction = take("segAnnotatedFraction", parseReal(values.segAnnotatedFraction, "Annotated fraction", true));
+    if (typeof fraction === "number" && fraction > 1) errors.segAnnotatedFraction = "Annotated fraction must be at most 1.";
+    Object.assign(taskFields, {
+      task: "segmentation",
+      seg_annotated_fraction: fraction,
+      seg_constraint: values.segConstraint,
+    });
+  } else {
+    pick("network", NETWORKS, "Choose a network.");
+    pick("lossSetting", LOSS_SETTINGS.map((l) => l.value), "Choose a loss setting.");
+    pick("earlyStoppingMetric", EARLY_STOPPING_METRICS, "Choose an early-stopping metric.");
+    Object.assign(taskFields, { network: values.network, loss_setting: values.lossSetting });
+  }
   const epochs = take("epochs", parseWhole(values.epochs, "Epochs", LAUNCH_LIMITS.epochs));
   const batchSize = take("batchSize", parseWhole(values.batchSize, "Batch size", LAUNCH_LIMITS.batchSize));
   const seed = take("seed", parseWhole(values.seed, "Seed", LAUNCH_LIMITS.seed));
   const learningRate = take("learningRate", parseReal(values.learningRate, "Learning rate", true));
 
   const attribution: Record<string, unknown> = {};
-  if (usesAttributionLoss(values.lossSetting)) {
+  if (trainsAttribution(values)) {
     const methods = TRAIN_ATTRIBUTIONS.map((m) => m.value).filter((m) => values.trainAttribution.includes(m));
     if (methods.length === 0) errors.trainAttribution = "Choose at least one attribution method.";
     attribution.train_attribution = methods;
@@ -189,7 +228,7 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
     }
   }
   const task = regressionConfig(values, errors);
-  if (usesLambda(values.lossSetting)) {
+  if (weighsLambda(values)) {
     pick("lambdaKind", LAMBDA_KINDS, "Choose a lambda schedule.");
     const value = take("lambdaValue", parseReal(values.lambdaValue, "Lambda", false));
     let warmup = 0;
@@ -201,6 +240,12 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
     }
     attribution.lambda_a = { kind: values.lambdaKind, value, warmup_epochs: warmup };
   }
+  const lambdaValue = attribution.lambda_a as { value: unknown } | undefined;
+  const remedies = validateRemedies(
+    values,
+    errors,
+    typeof lambdaValue?.value === "number" ? lambdaValue.value : null,
+  );
   return Object.keys(errors).length > 0
     ? { ok: false, errors }
     : {
@@ -209,8 +254,7 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
           dataset_id: datasetId,
           name,
           config: {
-            network: values.network,
-            loss_setting: values.lossSetting,
+            ...taskFields,
             ...attribution,
             epochs,
             learning_rate: learningRate,
@@ -218,6 +262,7 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
             seed,
             augment: values.augment,
             early_stopping_metric: values.earlyStoppingMetric,
+            ...remedies,
             ...task,
           },
         },
@@ -243,7 +288,10 @@ const CONFIG_FIELDS: Record<string, LaunchField> = {
   seed: "seed",
   augment: "augment",
   early_stopping_metric: "earlyStoppingMetric",
+  ...REMEDY_CONFIG_FIELDS,
   task: "task",
+  seg_annotated_fraction: "segAnnotatedFraction",
+  seg_constraint: "segConstraint",
   "regression.loss": "regressionLoss",
   "regression.constraints": "regressionConstraints",
   "regression.penalty": "regressionPenalty",

@@ -16,12 +16,15 @@ import {
   type LaunchField,
   type LaunchFormValues,
   NETWORKS,
+  SEGMENTATION_EARLY_STOPPING,
   TRAIN_ATTRIBUTIONS,
+  isSegmentation,
   serverFieldErrors,
-  usesAttributionLoss,
-  usesLambda,
+  trainsAttribution,
   validateLaunchForm,
+  weighsLambda,
 } from "../forms/runConfig";
+import { RemedyFields } from "../forms/RemedyFields";
 import type { FieldErrors } from "../forms/validation";
 import { useAsync } from "../hooks";
 
@@ -73,9 +76,22 @@ export function LaunchRunPage() {
     }
   };
 
-  const attribution = usesAttributionLoss(values.lossSetting);
-  const lambda = usesLambda(values.lossSetting);
-  const loss = LOSS_SETTINGS.find((l) => l.value === values.lossSetting);
+  const segmentation = isSegmentation(values);
+  const attribution = trainsAttribution(values);
+  const lambda = weighsLambda(values);
+  const loss = segmentation
+    ? { label: "Segmentation constraint" }
+    : LOSS_SETTINGS.find((l) => l.value === values.lossSetting);
+  // Switching to or from segmentation also switches the early-stopping metric's choices.
+  const setTaskFields = (update: Partial<LaunchFormValues>) =>
+    setValues((v) => {
+      const next = { ...v, ...update };
+      if (update.task === "segmentation" && v.task !== "segmentation") next.earlyStoppingMetric = "val_dice";
+      if (update.task && update.task !== "segmentation" && v.task === "segmentation") {
+        next.earlyStoppingMetric = LAUNCH_DEFAULTS.earlyStoppingMetric;
+      }
+      return next;
+    });
 
   return (
     <section className="panel">
@@ -99,16 +115,18 @@ export function LaunchRunPage() {
           <Field label="Name" error={errors.name}>
             <input name="name" value={values.name} onChange={set("name")} />
           </Field>
-          <Field label="Network" error={errors.network}>
-            <select name="network" value={values.network} onChange={set("network")}>
-              {NETWORKS.map((n) => (
-                <option key={n}>{n}</option>
-              ))}
-            </select>
-          </Field>
+          {segmentation ? null : (
+            <Field label="Network" error={errors.network}>
+              <select name="network" value={values.network} onChange={set("network")}>
+                {NETWORKS.map((n) => (
+                  <option key={n}>{n}</option>
+                ))}
+              </select>
+            </Field>
+          )}
         </Group>
 
-        <fieldset className="form-group">
+        <fieldset className="form-group" hidden={segmentation}>
           <legend>Loss setting</legend>
           {LOSS_SETTINGS.map((l) => (
             <label key={l.value} className="choice">
@@ -134,7 +152,29 @@ export function LaunchRunPage() {
           {errors.lossSetting ? <span className="field-error">{errors.lossSetting}</span> : null}
         </fieldset>
 
-        <RegressionFields values={values} errors={errors} onChange={(update) => setValues((v) => ({ ...v, ...update }))} />
+        <RegressionFields values={values} errors={errors} onChange={setTaskFields} />
+
+        {segmentation ? (
+          <Group title="Segmentation (mixed supervision)">
+            <Field label="Annotated fraction" error={errors.segAnnotatedFraction}>
+              <input
+                name="seg_annotated_fraction"
+                inputMode="decimal"
+                value={values.segAnnotatedFraction}
+                onChange={set("segAnnotatedFraction")}
+              />
+            </Field>
+            <label className="check">
+              <input
+                type="checkbox"
+                name="seg_constraint"
+                checked={values.segConstraint}
+                onChange={(e) => setValues((v) => ({ ...v, segConstraint: e.target.checked }))}
+              />
+              Constraint on label-only healthy subjects (no pathological relevance anywhere)
+            </label>
+          </Group>
+        ) : null}
 
         {attribution ? (
           <fieldset className="form-group">
@@ -237,7 +277,7 @@ export function LaunchRunPage() {
               value={values.earlyStoppingMetric}
               onChange={set("earlyStoppingMetric")}
             >
-              {EARLY_STOPPING_METRICS.map((m) => (
+              {(segmentation ? SEGMENTATION_EARLY_STOPPING : EARLY_STOPPING_METRICS).map((m) => (
                 <option key={m}>{m}</option>
               ))}
             </select>
@@ -252,6 +292,8 @@ export function LaunchRunPage() {
             Augmentation (flips, affine jitter)
           </label>
         </Group>
+
+        <RemedyFields values={values} errors={errors} setValues={setValues} />
 
         {formErrors.map((m) => (
           <p className="error" role="alert" key={m}>

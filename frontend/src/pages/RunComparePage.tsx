@@ -2,6 +2,7 @@ import { Link, useSearchParams } from "react-router";
 import { api } from "../api/client";
 import { parseIdList, runPath } from "../api/urls";
 import { ErrorMessage, StatusBadge } from "../components/common";
+import { CorrectedSubjects } from "../corrections/CorrectedSubjects";
 import { formatValue } from "../format";
 import { useAsync } from "../hooks";
 
@@ -64,6 +65,9 @@ export function RunComparePage() {
           </tbody>
         </table>
       )}
+      {data?.runs
+        .filter((r) => r.from_reviews_of != null)
+        .map((r) => <CorrectedSubjects key={r.id} runId={r.id} />)}
     </section>
   );
 }

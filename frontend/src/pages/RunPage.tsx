@@ -9,7 +9,10 @@ import { seriesFromPoints } from "../charts/curves";
 import { ErrorMessage, ProgressBar, StatusBadge } from "../components/common";
 import { fieldLabel, formatDate, formatNumber, formatValue } from "../format";
 import { useAsync } from "../hooks";
-import { CURVE_GROUPS, testMetrics } from "../runs/metricGroups";
+import { CorrectedSubjects } from "../corrections/CorrectedSubjects";
+import { FromReviewsPanel } from "../corrections/FromReviewsPanel";
+import { WatchPlot } from "../corrections/WatchPlot";
+import { INSTRUMENTATION_METRICS, INSTRUMENTATION_NOTE, groupsWithData, testMetrics } from "../runs/metricGroups";
 import { useLiveRun } from "../runs/useLiveRun";
 
 /** /runs/:id: status, progress, live curves, cancel/retry and the final test metrics. */
@@ -87,12 +90,16 @@ function RunView({ runId }: { runId: number }) {
       <section className="panel">
         <h2>Training curves</h2>
         <div className="charts">
-          {CURVE_GROUPS.map((g) => {
-            const series = seriesFromPoints(epochPoints, g.names);
-            return series.length > 0 ? <CurveChart key={g.title} title={g.title} series={series} /> : null;
-          })}
+          {groupsWithData(epochPoints.map((p) => p.name)).map((g) => (
+            <CurveChart key={g.title} title={g.title} series={seriesFromPoints(epochPoints, g.names)} />
+          ))}
           {epochPoints.length === 0 ? <p className="muted">No metrics yet.</p> : null}
         </div>
+        {epochPoints.some((p) => INSTRUMENTATION_METRICS.includes(p.name)) ? (
+          <p className="muted small" data-testid="instrumentation-note">
+            {INSTRUMENTATION_NOTE}
+          </p>
+        ) : null}
       </section>
       <section className="panel">
         <h2>Test metrics</h2>
@@ -125,6 +132,15 @@ function RunView({ runId }: { runId: number }) {
           </table>
         )}
       </section>
+      {run?.from_reviews_of != null ? <CorrectedSubjects runId={runId} refresh={run.status} /> : null}
+      {run ? (
+        <WatchPlot
+          runId={runId}
+          watch={Array.isArray(run.config.watch_subjects) ? (run.config.watch_subjects as number[]) : []}
+          refresh={epochPoints.length}
+        />
+      ) : null}
+      {run ? <FromReviewsPanel run={run} writable={writable} /> : null}
       {run ? (
         <section className="panel">
           <h2>Configuration</h2>

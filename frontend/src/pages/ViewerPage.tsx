@@ -5,11 +5,14 @@ import { errorMessage } from "../api/http";
 import type { Attribution, Run, Subject } from "../api/types";
 import { readStats } from "../api/types";
 import { attributionDisplayUrl, parseId, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
+import { useEpochView } from "../corrections/EpochView";
 import { labelName } from "../format";
 import { useAsync } from "../hooks";
 import { Colorbar } from "../viewer/Colorbar";
 import { type RelevanceLegend, relevanceLegend } from "../viewer/legend";
 import { ProvenancePanel } from "../viewer/ProvenancePanel";
+import { RegionPanel } from "../viewer/RegionPanel";
+import { isSegmentationRun } from "../viewer/region";
 import { ShortcutHelp, useViewerShortcuts } from "../viewer/ShortcutHelp";
 import { ViewerControls } from "../viewer/ViewerControls";
 import { newestSucceeded } from "../viewer/select";
@@ -25,7 +28,11 @@ interface ViewerData {
   note: string | null;
 }
 
-async function loadViewerData(subjectId: string, attributionId: string | null): Promise<ViewerData> {
+async function loadViewerData(
+  subjectId: string,
+  attributionId: string | null,
+  runId: string | null = null,
+): Promise<ViewerData> {
   const subject = await api.subjects.get(parseId(subjectId, "subject id"));
   let attribution: Attribution | null;
   if (attributionId) {
@@ -38,7 +45,9 @@ async function loadViewerData(subjectId: string, attributionId: string | null): 
   } else {
     attribution = newestSucceeded((await api.attributions.list({ subject_id: subject.id })).data);
   }
-  const run = attribution ? await api.runs.get(attribution.run_id).catch(() => null) : null;
+  // ?run=<id> names the run without a map yet (a segmentation run's "why is this segmented?").
+  const runOf = attribution ? attribution.run_id : runId ? parseId(runId, "run id") : null;
+  const run = runOf != null ? await api.runs.get(runOf).catch(() => null) : null;
   // A regression run's legend names its target, which its dataset records.
   const targetName =
     run?.config?.task === "regression"
@@ -62,10 +71,14 @@ export default function ViewerPage() {
   const { subjectId = "" } = useParams();
   const [search] = useSearchParams();
   const attributionId = search.get("attribution");
-  const data = useAsync(() => loadViewerData(subjectId, attributionId), [subjectId, attributionId]);
+  const runId = search.get("run");
+  const data = useAsync(() => loadViewerData(subjectId, attributionId, runId), [subjectId, attributionId, runId]);
   const { hostRef, controller, snapshot } = useViewerController();
   const loaded = data.data;
   useViewerShortcuts(controller);
+  // ?run=<id>: an epoch slider over that run's stored maps of this subject drives the overlay.
+  const epochView = useEpochView(loaded?.subject.id ?? null, search.get("run"));
+  const epochRelevance = epochView.relevance;
 
   useEffect(() => {
     if (!controller || !loaded) return;
@@ -73,10 +86,12 @@ export default function ViewerPage() {
     const stats = attribution?.status === "succeeded" ? readStats(attribution.stats) : null;
     void controller.load({
       imageUrl: subjectImageUrl(subject.id),
-      relevance: attribution && stats ? { url: attributionDisplayUrl(attribution.id), stats } : null,
+      relevance:
+        epochRelevance ?? (attribution && stats ? { url: attributionDisplayUrl(attribution.id), stats } : null),
       lesionUrl: subject.has_mask ? subjectMaskDrawingUrl(subject.id) : null,
     });
-  }, [controller, loaded]);
+    // Reload when the chosen epoch's map changes (its url names run, subject and epoch).
+  }, [controller, loaded, epochRelevance?.url]);
 
   const pageError = data.error ? errorMessage(data.error) : null;
   const state = pageError ? "error" : loaded ? snapshot.phase : "loading";
@@ -121,9 +136,18 @@ export default function ViewerPage() {
           <p className="location muted small">{snapshot.location || "\u00a0"}</p>
         </div>
         <aside className="viewer-side">
+          {epochView.panel}
           <ViewerControls controller={controller} snapshot={snapshot} />
           <Colorbar thresholds={snapshot.thresholds} legend={loaded?.legend} />
           {loaded?.attribution ? <ProvenancePanel attribution={loaded.attribution} run={loaded.run} /> : null}
+          {loaded?.run && isSegmentationRun(loaded.run) ? (
+            <RegionPanel
+              run={loaded.run}
+              subjectId={loaded.subject.id}
+              crosshairMM={snapshot.crosshairMM}
+              attribution={loaded.attribution}
+            />
+          ) : null}
         </aside>
       </section>
     </div>

@@ -10,6 +10,12 @@ describe("relevanceLegend", () => {
     }
   });
 
+  it("speaks of the explained region's logits for segmentation runs", () => {
+    const legend = relevanceLegend({ task: "segmentation" });
+    expect(legend.positive).toMatch(/raises the region/);
+    expect(legend.description).toMatch(/^Segmentation run/);
+  });
+
   it("names the predicted target for regression runs", () => {
     const legend = relevanceLegend({ task: "regression" }, " EDSS ");
     expect(legend.positive).toBe("raises predicted EDSS (+)");

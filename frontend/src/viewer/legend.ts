@@ -16,11 +16,19 @@ const CLASSIFICATION: RelevanceLegend = {
   description: "Red pushes the decision towards pathological, blue towards healthy.",
 };
 
+// A segmentation map explains the summed foreground logits of a region (worker/ml/segmentation.py).
+const SEGMENTATION: RelevanceLegend = {
+  positive: "raises the region's lesion logits (+)",
+  negative: "lowers them (−)",
+  description: "Segmentation run: red raises the foreground logits of the explained region, blue lowers them.",
+};
+
 /** The legend of a run's maps, from its stored config and its dataset's target name. */
 export function relevanceLegend(
   config: Record<string, unknown> | null | undefined,
   targetName?: string | null,
 ): RelevanceLegend {
+  if (config?.task === "segmentation") return SEGMENTATION;
   if (config?.task !== "regression") return CLASSIFICATION;
   const target = targetName?.trim() ? targetName.trim() : "target";
   return {

@@ -1,0 +1,117 @@
+// Run page: the corrections clinicians drew on this run's maps, and the form that launches a
+// new run trained on the targets merged with them.
+import { type FormEvent, useState } from "react";
+import { useNavigate } from "react-router";
+import { api } from "../api/client";
+import type { Run } from "../api/types";
+import { runPath } from "../api/urls";
+import { ErrorMessage } from "../components/common";
+import { useAsync } from "../hooks";
+
+const SETTINGS = ["lc_la_supervised", "la_only", "lc_la_unsupervised"] as const;
+const POLICIES = [
+  ["abstain", "disagreement → unconstrained"],
+  ["missed_wins", "disagreement → lesion"],
+  ["latest", "latest review wins"],
+] as const;
+
+export function FromReviewsPanel({ run, writable }: { run: Run; writable: boolean }) {
+  const corrections = useAsync(() => api.runs.corrections(run.id), [run.id]);
+  const navigate = useNavigate();
+  const own = String(run.config.loss_setting ?? "lc_only");
+  const [setting, setSetting] = useState<string>(SETTINGS.includes(own as never) ? own : "lc_la_supervised");
+  const [policy, setPolicy] = useState<string>("abstain");
+  const [name, setName] = useState(`${run.name} · from reviews`);
+  const [epochs, setEpochs] = useState(String(run.config.epochs ?? 3));
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  const data = corrections.data;
+  if (!data || data.n_reviews === 0) return <ErrorMessage error={corrections.error} />;
+
+  const submit = async (event: FormEvent) => {
+    event.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      const created = await api.runs.fromReviews(run.id, {
+        name,
+        policy: policy as "abstain",
+        config: { loss_setting: setting, epochs: Number(epochs) },
+      });
+      navigate(runPath(created.id));
+    } catch (reason) {
+      setError(reason);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <section className="panel from-reviews" data-testid="from-reviews" data-corrections={data.n_reviews}>
+      <h2>Corrections from reviews</h2>
+      <table className="table narrow-table">
+        <thead>
+          <tr>
+            <th>Subject</th>
+            <th>Split</th>
+            <th>Reviews</th>
+          </tr>
+        </thead>
+        <tbody>
+          {data.subjects.map((s) => (
+            <tr key={s.subject_id} data-subject-id={s.subject_id}>
+              <td>{s.subject_key}</td>
+              <td>{s.split}</td>
+              <td className="small">
+                {s.reviews
+                  .map((r) => `${r.reviewer}: ${r.missed_voxels} missed, ${r.spurious_voxels} spurious (${r.method})`)
+                  .join("; ")}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {writable ? (
+        <form className="form-grid" onSubmit={(e) => void submit(e)} aria-label="Launch from reviews">
+          <label>
+            Name <input name="from-reviews-name" value={name} onChange={(e) => setName(e.target.value)} required />
+          </label>
+          <label>
+            Loss setting
+            <select name="from-reviews-setting" value={setting} onChange={(e) => setSetting(e.target.value)}>
+              {SETTINGS.map((s) => (
+                <option key={s} value={s}>
+                  {s}
+                </option>
+              ))}
+            </select>
+          </label>
+          <label>
+            Epochs{" "}
+            <input
+              name="from-reviews-epochs"
+              type="number"
+              min={1}
+              value={epochs}
+              onChange={(e) => setEpochs(e.target.value)}
+            />
+          </label>
+          <label>
+            When reviewers disagree
+            <select name="from-reviews-policy" value={policy} onChange={(e) => setPolicy(e.target.value)}>
+              {POLICIES.map(([value, text]) => (
+                <option key={value} value={value}>
+                  {text}
+                </option>
+              ))}
+            </select>
+          </label>
+          <button type="submit" disabled={busy}>
+            Launch run from reviews
+          </button>
+        </form>
+      ) : null}
+      <ErrorMessage error={error} />
+    </section>
+  );
+}

@@ -102,9 +102,11 @@ def test_gpu_workers_share_jobs_and_take_over_a_killed_workers_job(
         for name in (*GPU_WORKERS, "worker-cpu"):
             assert stack.alive(name), stack.log(name)
         listed = http.get("/api/v1/health").json()["workers"]
-        return listed if len(listed) == 3 else None
+        # One row per worker process: worker-cpu (prefork, concurrency 2) has two.
+        nodes = {_node(w["name"]).partition("@")[0] for w in listed}
+        return listed if nodes == {"gpu0", "gpu1", "cpu"} else None
 
-    # Three processes import torch and MONAI at once on a 2-core CI machine: generous waits
+    # Three workers import torch and MONAI at once on a 2-core CI machine: generous waits
     # (they return as soon as the condition holds; no timing is asserted).
     listed = wait_for(workers, timeout=180, interval=0.3, what="three workers in /health")
     queues = {_node(w["name"]).partition("@")[0]: w["queues"] for w in listed}

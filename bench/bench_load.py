@@ -35,8 +35,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.bench_status import DEFAULT_OUT, INTRO, _nifti, machine_line, start_server, stop_server
+from bench.bench_status import DEFAULT_OUT, INTRO, _nifti, machine_line
 from bench.bench_status import queue_a_run as _queue_a_run
+from bench.bench_upload import start_server, stop_server
 from bench.docs import replace_section, write_atomically
 
 SECTION = "load"
@@ -210,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_line()
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     with tempfile.TemporaryDirectory(prefix="attrivue-load-") as tmp:
-        process, base = start_server(Path(tmp) / "data", Path(tmp) / "server.log")
+        server = start_server(Path(tmp) / "data", None, Path(tmp) / "server.log")
+        base = server.base_url
         try:
             token, job_id = _queue_a_run(base)
             ids = _ids(base, token, job_id)
@@ -226,9 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     warmup=args.warmup,
                 )
             )
-            alive = process.poll() is None
+            alive = server.process.poll() is None
         finally:
-            stop_server(process)
+            stop_server(server)
         server_log = (Path(tmp) / "server.log").read_text(errors="replace")
     tracebacks = server_log.count("Traceback")
     if result.errors or tracebacks:

@@ -25,9 +25,6 @@ import io
 import os
 import platform
 import shlex
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +36,7 @@ import httpx
 import nibabel as nib
 import numpy as np
 
+from bench.bench_upload import PASSWORD, start_server, stop_server
 from bench.docs import cpu_model, replace_section, write_atomically
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +48,6 @@ INTRO = """# Benchmarks
 Every timing claim of the project lives on this page. The sections between the markers are
 written by the commands in `bench/`; re-running one replaces its section.
 """
-PASSWORD = "bench-password-123"
 
 
 def _log(message: str) -> None:
@@ -58,56 +55,6 @@ def _log(message: str) -> None:
 
 
 # --------------------------------------------------------------------------- the server
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(data_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    env = {**os.environ, "ATTRIVUE_DATA_DIR": str(data_dir), "ATTRIVUE_ENVIRONMENT": "test"}
-    for name in ("ATTRIVUE_DATABASE_URL", "ATTRIVUE_BROKER_URL"):
-        env.pop(name, None)
-    cli = [sys.executable, "-m", "backend.cli"]
-    subprocess.run(
-        [*cli, "create-user", "bench", "--role", "admin", "--password", PASSWORD],
-        env=env,
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-    )
-    port = _free_port()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*cli, "serve", "--no-worker", "--port", str(port)],
-            env=env,
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited:\n{log.read_text()[-2000:]}")
-        try:
-            httpx.get(f"{base}/api/v1/health", timeout=2)
-            return process, base
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    stop_server(process)
-    raise TimeoutError("the server did not answer within 120 s")
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def _nifti() -> bytes:
@@ -237,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_line()
     date = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     with tempfile.TemporaryDirectory(prefix="attrivue-status-") as tmp:
-        process, base = start_server(Path(tmp) / "data", Path(tmp) / "server.log")
+        server = start_server(Path(tmp) / "data", None, Path(tmp) / "server.log")
+        base = server.base_url
         try:
             token, job_id = queue_a_run(base)
             _log(f"{args.clients} clients poll job {job_id} for {args.seconds:.0f} s")
@@ -252,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         finally:
-            stop_server(process)
+            stop_server(server)
     body = "\n".join(
         [f"- Command: `{command}`", f"- Date: {date}", f"- Machine: {machine}", "", render(result)]
     )

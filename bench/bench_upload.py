@@ -173,15 +173,16 @@ class Server:
 
 
 def start_server(
-    data_dir: Path, max_upload_bytes: int, log: Path, *, worker: bool = False
+    data_dir: Path, max_upload_bytes: int | None, log: Path, *, worker: bool = False
 ) -> Server:
-    """``attrivue serve`` on ``data_dir`` with a user "bench"; with ``worker``, its Celery worker."""
-    env = {
-        **os.environ,
-        "ATTRIVUE_DATA_DIR": str(data_dir),
-        "ATTRIVUE_ENVIRONMENT": "test",
-        "ATTRIVUE_MAX_UPLOAD_BYTES": str(max_upload_bytes),
-    }
+    """``attrivue serve`` on ``data_dir`` with a user "bench"; with ``worker``, its Celery worker.
+
+    ``max_upload_bytes`` ``None`` keeps the setting's default. Every benchmark that needs a live
+    server starts it here.
+    """
+    env = {**os.environ, "ATTRIVUE_DATA_DIR": str(data_dir), "ATTRIVUE_ENVIRONMENT": "test"}
+    if max_upload_bytes is not None:
+        env["ATTRIVUE_MAX_UPLOAD_BYTES"] = str(max_upload_bytes)
     for name in ("ATTRIVUE_DATABASE_URL", "ATTRIVUE_BROKER_URL"):
         env.pop(name, None)
     cli = [sys.executable, "-m", "backend.cli"]

@@ -527,30 +527,7 @@ def train_segmentation(
         payload = t._load_payload(checkpoint_dir / t.BEST_CHECKPOINT, device)
         loop.model.load_state_dict(payload["model"])
         test_metrics = _evaluate(loop, datasets["test"], prefix="")
-    loop.emit(
-        t.ProgressEvent(
-            kind="done",
-            epoch=state.epoch,
-            epochs=config.epochs,
-            step=0,
-            steps=0,
-            loss_c=None,
-            grad_norm_c=None,
-            metrics=test_metrics,
-            seconds=loop.elapsed(),
-            fraction=1.0,
-        )
-    )
-    return t.TrainResult(
-        history=state.history,
-        test_metrics=test_metrics,
-        best_checkpoint=checkpoint_dir / t.BEST_CHECKPOINT,
-        last_checkpoint=checkpoint_dir / t.LAST_CHECKPOINT,
-        epochs_completed=state.epoch,
-        resumed_from_epoch=resumed_from,
-        best_epoch=state.best_epoch,
-        stopped_early=t._patience_exhausted(config, state) and state.epoch < config.epochs,
-    )
+    return t.finish(loop, state, test_metrics, checkpoint_dir, resumed_from)
 
 
 def _train_epoch(loop: Any, loader: Any, epoch: int) -> Any:

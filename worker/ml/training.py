@@ -439,6 +439,18 @@ def train(
     _run_epochs(loop, state, datasets)
 
     test_metrics = _evaluate_test(loop, datasets)
+    return finish(loop, state, test_metrics, checkpoint_dir, resumed_from)
+
+
+def finish(
+    loop: Any,
+    state: Any,
+    test_metrics: Metrics,
+    checkpoint_dir: Path,
+    resumed_from: int | None,
+) -> TrainResult:
+    """Send the ``done`` event and describe the finished run (every task's loop ends here)."""
+    config = loop.config
     loop.emit(
         ProgressEvent(
             kind="done",

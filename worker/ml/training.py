@@ -137,6 +137,10 @@ class SubjectSample:
             unconstrained; ``worker.ml.corrections``), e.g. the lesion mask merged with
             clinicians' corrections. In the ``train`` split it replaces the target built from
             label and mask (the brain restriction still applies); evaluation keeps the mask.
+        brain_mask: Optional brain mask path on the image's grid (non-zero = brain): the
+            user's, or one computed at import (``worker.ml.brainmask``). ``None``: computed
+            from the image when the run needs one.
+        site: Acquisition site, for per-site metrics (``None``: unknown).
     """
 
     subject_id: str | int
@@ -146,6 +150,8 @@ class SubjectSample:
     split: Split
     target: float | None = None
     target_map: Path | None = None
+    brain_mask: Path | None = None
+    site: str | None = None
 
 
 @dataclass

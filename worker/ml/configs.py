@@ -161,6 +161,19 @@ class RunConfig(BaseModel):
             to a few units as the constraint is learnt: the useful range of the BCE.
         attribution_loss: ``bce`` (BCE-with-logits against the target map) or ``rrr``
             (squared attribution outside the target, Ross et al. 2017).
+        attribution_balance: ``bce`` only: within each subject, the voxels with target 1
+            (lesion) and those with target 0 weigh equally in L_A (each class's mean BCE,
+            averaged), instead of every constrained voxel weighing the same: with a lesion
+            load of 0.5 %, the plain mean gives the lesions 0.5 % of the loss, and the cheapest
+            way down is to make every voxel negative.
+        attribution_baseline: Reference of the path attributions, in training (IG, EG) and in
+            the run's evaluation maps (IG): ``zero`` (the zero image, i.e. the mean intensity
+            after z-scoring) or ``healthy``: IG starts from the mean healthy training image
+            and EG draws its references among the healthy training images, so that
+            "pathological relevance" means "differs from healthy subjects in the direction
+            that raises the logit", whatever the lesions' contrast; sum(A) = F(x) - F(healthy)
+            is then near 0 for a healthy subject and cannot be made negative for every one.
+            The mean image is stored in the checkpoint and used by the run's attribution jobs.
         lambda_a: Weight of L_A over training (constant, or a linear warm-up from 0);
             unused by ``lc_only`` and ``la_only``.
         attribution_mode: Mode of the network while the training attribution is computed.
@@ -187,6 +200,12 @@ class RunConfig(BaseModel):
         grid: Working grid (voxels) that every subject is resized to.
         intensity: Intensity normalisation: z-score over non-zero voxels, or 0.5-99.5
             percentiles mapped to [0, 1].
+        brain: ``mask`` (default): each subject's brain mask (the user's, or one computed
+            from the image, ``worker.ml.brainmask``) crops the volume to the brain before the
+            resize and zeroes everything outside it, so the constraint, the metrics and the
+            network see the brain and not a noisy background. ``nonzero``: the former
+            behaviour (no crop; "brain" = non-zero voxels, right only for data whose
+            background is exactly 0).
         augment: Light random flips and affine jitter on the training split.
         early_stopping_patience: Epochs without improvement of ``early_stopping_metric``
             before training stops; ``None`` trains for all epochs.
@@ -264,6 +283,15 @@ class RunConfig(BaseModel):
     attribution_loss: Literal["bce", "rrr"] = Field(
         default="bce", description="Form of L_A: BCE against the target map, or RRR."
     )
+    attribution_balance: bool = Field(
+        default=False,
+        description="L_A: lesion and non-lesion voxels weigh equally within each subject.",
+    )
+    attribution_baseline: Literal["zero", "healthy"] = Field(
+        default="zero",
+        description="Reference of IG/EG in training and evaluation: the zero image, or "
+        "healthy training subjects (their mean for IG, the subjects themselves for EG).",
+    )
     lambda_a: LambdaSchedule = Field(
         default_factory=LambdaSchedule, description="Weight of L_A over training."
     )
@@ -285,6 +313,11 @@ class RunConfig(BaseModel):
     seed: int = Field(default=0, ge=0)
     grid: tuple[GridSize, GridSize, GridSize] = (48, 56, 48)
     intensity: Literal["zscore", "percentile"] = "zscore"
+    brain: Literal["mask", "nonzero"] = Field(
+        default="mask",
+        description="Brain of each subject: its brain mask (crop, background set to 0), or "
+        "the non-zero voxels.",
+    )
     augment: bool = False
     early_stopping_patience: int | None = Field(default=None, ge=1)
     early_stopping_metric: EarlyStoppingMetric = "val_auroc"

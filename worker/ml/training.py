@@ -69,7 +69,7 @@ from worker.ml.regression import (
     regression_metrics,
     target_scale,
 )
-from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess
+from worker.ml.transforms import BRAIN_KEY, IMAGE_KEY, MASK_KEY, preprocess_for
 
 __all__ = [
     "BEST_CHECKPOINT",
@@ -81,6 +81,7 @@ __all__ = [
     "TrainResult",
     "TrainingCancelled",
     "classification_metrics",
+    "load_baseline",
     "load_model",
     "select_device",
     "train",
@@ -330,6 +331,10 @@ class _Loop:
     should_stop: Callable[[], bool] | None
     balancer: GradientBalancer
     started: float = field(default_factory=time.monotonic)
+    # attribution_baseline "healthy": the healthy training images (R, C, D, H, W) and their
+    # mean (1, C, D, H, W), on the device; None with the zero baseline.
+    references: torch.Tensor | None = None
+    baseline: torch.Tensor | None = None
 
     def emit(self, event: ProgressEvent) -> None:
         if self.progress is not None:
@@ -438,6 +443,7 @@ def train(
     resumed_from = state.epoch if rng_state is not None else None
 
     datasets = _build_datasets(config, subjects)
+    loop.references, loop.baseline = _healthy_references(config, subjects, datasets, device)
     if rng_state is not None:
         # Restored after the datasets are built so the RNG continues exactly where the
         # interrupted run left it at the end of its last completed epoch.
@@ -500,6 +506,14 @@ def load_model(
     model = build_model(config)
     model.load_state_dict(payload["model"])
     return model.to(device).eval(), config
+
+
+def load_baseline(checkpoint_path: Path) -> torch.Tensor | None:
+    """The IG reference ``(C, D, H, W)`` a run's maps use (``attribution_baseline="healthy"``),
+    or ``None`` for the zero image, from its ``best.pt``."""
+    payload = _load_payload(Path(checkpoint_path), "cpu")
+    baseline = payload.get("baseline")
+    return None if baseline is None else torch.as_tensor(baseline, dtype=torch.float32)
 
 
 def classification_metrics(
@@ -627,14 +641,39 @@ def _build_datasets(
         ]
         if not items:
             continue
-        transform = preprocess(
-            config.grid,
-            augment=config.augment and split == "train",
-            intensity=config.intensity,
-        )
+        transform = preprocess_for(config, augment=config.augment and split == "train")
         transform = Compose([*transform.transforms, _CompleteItem()])
         datasets[split] = CacheDataset(items, transform, cache_rate=1.0, progress=False)
     return datasets
+
+
+def _healthy_references(
+    config: RunConfig,
+    subjects: Sequence[SubjectSample],
+    datasets: dict[str, CacheDataset],
+    device: torch.device,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The healthy training images and their mean, for ``attribution_baseline="healthy"``.
+
+    Preprocessed without augmentation (the references of a path attribution are fixed data,
+    not random views). ``(None, None)`` with the zero baseline.
+    """
+    if config.attribution_baseline != "healthy":
+        return None, None
+    healthy = [s for s in subjects if s.split == "train" and s.label == 0]
+    if not healthy:
+        raise ValueError("attribution_baseline 'healthy' needs healthy subjects in the train split")
+    if config.augment:
+        transform = preprocess_for(config)
+        images = [_plain(transform(_as_item(s, False, "val"))[IMAGE_KEY]) for s in healthy]
+    else:
+        train = datasets["train"]
+        images = [
+            train[i][IMAGE_KEY] for i in range(len(train)) if float(train[i][LABEL_KEY]) < 0.5
+        ]
+    bank = torch.stack([torch.as_tensor(image, dtype=torch.float32) for image in images])
+    bank = bank.to(device)  # (R, C, D, H, W)
+    return bank, bank.mean(dim=0, keepdim=True)
 
 
 def _as_item(
@@ -642,6 +681,8 @@ def _as_item(
 ) -> dict[str, Any]:
     """Turn a subject into the dict the MONAI transforms read."""
     item: dict[str, Any] = {IMAGE_KEY: str(subject.image), LABEL_KEY: np.float32(subject.label)}
+    if subject.brain_mask is not None:
+        item[BRAIN_KEY] = str(subject.brain_mask)
     if with_target:
         item[TARGET_KEY] = np.float32(subject.target)
     if split == "train" and subject.target_map is not None:
@@ -841,17 +882,31 @@ def _train_step(loop: _Loop, batch: dict[str, Any]) -> _StepStats:
     )
 
 
-def _attribution_params(config: RunConfig, generator: torch.Generator) -> dict[str, Any]:
-    """Keyword parameters of ``attribute`` for the configured training attributions."""
+def _attribution_params(
+    config: RunConfig,
+    generator: torch.Generator,
+    *,
+    baseline: torch.Tensor | None = None,
+    references: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """Keyword parameters of ``attribute`` for the configured training attributions.
+
+    ``baseline`` (IG) and ``references`` (EG) are those of ``attribution_baseline="healthy"``;
+    ``None`` keeps each method's default (the zero image; the other images of the batch).
+    """
     params: dict[str, Any] = {"create_graph": True}
     if "integrated_gradients" in config.train_attribution:
         params.update(steps=config.ig_steps, method=config.ig_method)
+        if baseline is not None:
+            params["baseline"] = baseline
     if "expected_gradients" in config.train_attribution:
         params.update(
             k=config.eg_k,
             zero_reference_prob=config.eg_zero_reference_prob,
             generator=generator,
         )
+        if references is not None:
+            params["references"] = references
     return params
 
 
@@ -884,7 +939,9 @@ def _constrained_step(
     available = torch.as_tensor(batch[MASK_AVAILABLE_KEY]).to(loop.device) > 0.5  # (B,)
     loop.optimizer.zero_grad(set_to_none=True)
 
-    kwargs = _attribution_params(config, generator)
+    kwargs = _attribution_params(
+        config, generator, baseline=loop.baseline, references=loop.references
+    )
     gain = _attribution_gain(loop)
     explained = model if gain == 1.0 else _ScaledLogit(model, gain)
     # In eval mode the attribution's own F(x) is not the train-mode logit L_C needs, unless
@@ -923,7 +980,11 @@ def _constrained_step(
         if TARGET_GIVEN_KEY in batch:
             targets = with_given_targets(targets, masks, batch[TARGET_GIVEN_KEY], brain)
         loss_a = attribution_loss(
-            attributions, targets, kind=config.attribution_loss, scale=temperature / gain
+            attributions,
+            targets,
+            kind=config.attribution_loss,
+            scale=temperature / gain,
+            balance=config.attribution_balance,
         )
     lam = None if setting == "la_only" or probe else config.lambda_a.at(position)
     loss = loss_c if probe else total_loss(loss_c, loss_a, lam or 0.0, setting)  # reported
@@ -1179,6 +1240,7 @@ def _attribution_eval(
         top_k_percent=TOP_K_PERCENT,
         batch_size=loop.config.batch_size,
         device=loop.device,
+        baseline=None if loop.baseline is None else loop.baseline[0],
     )
 
 
@@ -1315,6 +1377,8 @@ def _best_payload(loop: _Loop, state: _State) -> dict[str, Any]:
         "epoch": state.epoch,
         "model": loop.model.state_dict(),
         "metrics": state.history[-1],
+        # The IG reference of the run's maps (attribution_baseline "healthy"), or None.
+        "baseline": None if loop.baseline is None else loop.baseline[0].detach().cpu(),
     }
 
 

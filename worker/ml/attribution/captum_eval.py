@@ -63,7 +63,7 @@ from torch import nn
 
 from worker.ml.configs import AttributionConfig, RunConfig
 from worker.ml.nets import gradcam_layer, pathological_logit
-from worker.ml.transforms import IMAGE_KEY, preprocess, to_native
+from worker.ml.transforms import IMAGE_KEY, preprocess_for, to_native
 
 __all__ = [
     "AttributionResult",
@@ -221,7 +221,7 @@ def attribute_subject(
     Returns:
         The signed native-space map with its affine, logits and diagnostics.
     """
-    transform = preprocess(config.grid, augment=False, intensity=config.intensity)
+    transform = preprocess_for(config)
     image = transform({IMAGE_KEY: str(image_path)})[IMAGE_KEY]  # MetaTensor (1, *grid)
     x = image.as_tensor()[None]  # (1, 1, *grid)
     maps, logits = _attribute(model, x, attribution, references, torch.device(device))
@@ -264,7 +264,7 @@ def load_on_grid(config: RunConfig, image_paths: Sequence[Path]) -> torch.Tensor
     Returns:
         ``(N, 1, *grid)`` float32 images, e.g. gradient_shap's references.
     """
-    transform = preprocess(config.grid, augment=False, intensity=config.intensity)
+    transform = preprocess_for(config)
     images = [transform({IMAGE_KEY: str(path)})[IMAGE_KEY].as_tensor() for path in image_paths]
     return torch.stack(images)
 

@@ -50,36 +50,62 @@ _SHARED: dict[str, Any] = {
     "val_attribution": True,
     "grad_probe_batches": 0,
 }
+_IG4 = {"train_attribution": ["integrated_gradients"], "ig_steps": 4}
+_EG1 = {"train_attribution": ["expected_gradients"], "eg_k": 1}
+_WARM = {"lambda_a": {"kind": "linear_warmup", "value": 1.0, "warmup_epochs": 3}}
+_SUP = {**_SHARED, "loss_setting": "lc_la_supervised", "early_stopping_metric": "val_auroc"}
+_WEAK = {**_SHARED, "loss_setting": "lc_la_unsupervised", "early_stopping_metric": "val_auroc"}
 VARIANTS: dict[str, dict[str, Any]] = {
+    # The presets.
     "classification": {**_SHARED, "loss_setting": "lc_only", "early_stopping_metric": "val_auroc"},
     "supervised": {
-        **_SHARED,
-        "loss_setting": "lc_la_supervised",
-        "train_attribution": ["integrated_gradients"],
-        "ig_steps": 4,
+        **_SUP,
+        **_IG4,
+        **_WARM,
         "attribution_baseline": "healthy",
         "attribution_balance": True,
-        "lambda_a": {"kind": "linear_warmup", "value": 1.0, "warmup_epochs": 3},
-        "early_stopping_metric": "val_auroc",
     },
-    "weakly": {
-        **_SHARED,
-        "loss_setting": "lc_la_unsupervised",
-        "train_attribution": ["integrated_gradients"],
-        "ig_steps": 4,
-        "attribution_baseline": "healthy",
-        "lambda_a": {"kind": "linear_warmup", "value": 1.0, "warmup_epochs": 3},
-        "early_stopping_metric": "val_auroc",
-    },
+    "weakly": {**_WEAK, **_IG4, **_WARM, "attribution_baseline": "healthy"},
+    # The former recipe of docs/experiments.md (what the outside trial used).
     "old_supervised": {
         **_SHARED,
         "brain": "nonzero",
         "loss_setting": "lc_la_supervised",
-        "train_attribution": ["integrated_gradients"],
-        "ig_steps": 4,
+        **_IG4,
         "lambda_a": {"value": 5.0},
         "early_stopping_metric": "val_lesion_mass",
     },
+    # Candidates of issue 15 item 4, each one change away from the presets.
+    "classification_augment": {
+        **_SHARED,
+        "loss_setting": "lc_only",
+        "early_stopping_metric": "val_auroc",
+        "augment": True,
+    },
+    "sup_zero_baseline": {
+        **_SUP,
+        **_IG4,
+        **_WARM,
+        "attribution_baseline": "zero",
+        "attribution_balance": True,
+    },
+    "sup_unbalanced": {**_SUP, **_IG4, **_WARM, "attribution_baseline": "healthy"},
+    "sup_eg_healthy": {
+        **_SUP,
+        **_EG1,
+        **_WARM,
+        "attribution_baseline": "healthy",
+        "attribution_balance": True,
+    },
+    "sup_lambda5": {
+        **_SUP,
+        **_IG4,
+        "lambda_a": {"kind": "linear_warmup", "value": 5.0, "warmup_epochs": 3},
+        "attribution_baseline": "healthy",
+        "attribution_balance": True,
+    },
+    "weak_zero_baseline": {**_WEAK, **_IG4, **_WARM, "attribution_baseline": "zero"},
+    "weak_eg_healthy": {**_WEAK, **_EG1, **_WARM, "attribution_baseline": "healthy"},
 }
 TEST_STEPS = 16
 
@@ -395,9 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             held_out=not options.dev,
             tag=options.tag,
         )
-        for regime in options.regimes
+        for variant in options.presets  # the first presets named finish first
         for seed in options.seeds
-        for variant in options.presets
+        for regime in options.regimes
     ]
     # Data first, once per regime (in parallel subject by subject), so runs never race on it.
     from worker.ml.regimes import generate_regime
@@ -419,10 +445,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ProcessPoolExecutor(max_workers=options.workers, mp_context=context) as pool:
             futures = {pool.submit(run_one, job): job for job in todo}
             for future in as_completed(futures):
+                job = futures[future]
                 try:
                     future.result()
+                    print(f"done {job.regime}/{job.variant}/seed{job.seed}", flush=True)
                 except Exception as exc:  # report every failure, keep the others running
-                    failures.append((futures[future], exc))
+                    failures.append((job, exc))
                 bar.update(1)
     else:
         for job in todo:

@@ -187,6 +187,11 @@ class RunConfig(BaseModel):
             networks without batch norm or dropout.
         restrict_to_brain: Constrain only voxels inside the brain, i.e. the non-zero voxels
             of the normalised image (the synthetic background is exactly 0).
+        calibrate_logit: Classification: after training, the constant that minimises the
+            validation BCE when added to every logit (``training.calibration_offset``) is
+            added to the output bias of ``best.pt``. A constant on the logit changes no
+            attribution map, but the constraint tends to push every logit down (accuracy 0.5
+            at AUROC 1.0); this gives the decision its threshold back. Off: no change.
         val_attribution: After every epoch, attribution metrics on the validation split
             (Integrated Gradients, 8 Gauss-Legendre steps, eval mode): ``val_attr_auroc``,
             ``val_lesion_mass``, the Dice threshold chosen there, and more. Test metrics
@@ -301,6 +306,11 @@ class RunConfig(BaseModel):
     )
     restrict_to_brain: bool = Field(
         default=True, description="Constrain only non-zero voxels of the normalised image."
+    )
+    calibrate_logit: bool = Field(
+        default=True,
+        description="Classification: fold the validation-chosen logit offset into the "
+        "output bias of best.pt (maps unchanged).",
     )
     val_attribution: bool = Field(
         default=True, description="Attribution metrics on the validation split every epoch."

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from monai.data import CacheDataset, DataLoader
 from monai.transforms import Compose, Transform
 from monai.utils import set_determinism
+from scipy.optimize import minimize_scalar
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
@@ -80,6 +81,7 @@ __all__ = [
     "SubjectSample",
     "TrainResult",
     "TrainingCancelled",
+    "calibration_offset",
     "classification_metrics",
     "load_baseline",
     "load_model",
@@ -110,6 +112,11 @@ Metrics = dict[str, float | None]
 _RESUMABLE_CHANGES = frozenset(
     {"epochs", "early_stopping_patience", "device", "amp", "val_attribution", "grad_probe_batches"}
 )
+# Metrics with few distinct values on a small validation split, and the weight of the
+# calibrated validation loss that breaks their ties (small enough never to outweigh one
+# subject pair of AUROC on 100 subjects).
+_TIED_OFTEN = frozenset({"val_auroc", "val_accuracy"})
+_TIE_BREAK = 1e-5
 _HIGHER_IS_BETTER = {
     "val_auroc": True,
     "val_accuracy": True,
@@ -450,7 +457,10 @@ def train(
         _set_rng_state(rng_state)
     _run_epochs(loop, state, datasets)
 
+    offset = _calibrate(loop, datasets)
     test_metrics = _evaluate_test(loop, datasets)
+    if offset is not None:
+        test_metrics["calibration_offset"] = offset
     return finish(loop, state, test_metrics, checkpoint_dir, resumed_from)
 
 
@@ -1194,7 +1204,80 @@ def _head_metrics(loop: _Loop, dataset: CacheDataset) -> Metrics:
         y, p, loss = _predict_regression(loop, dataset)
         return json_safe({**regression_metrics(y, p), "loss": loss})
     labels, probabilities, loss = _predict(loop, dataset)
-    return {**classification_metrics(labels, probabilities), "loss": loss}
+    metrics: Metrics = {**classification_metrics(labels, probabilities), "loss": loss}
+    logits = _logits_of(probabilities)
+    offset = calibration_offset(labels, logits)
+    metrics["loss_calibrated"] = _bce(labels, logits + offset)
+    metrics["calibration_offset"] = offset
+    return metrics
+
+
+def _logits_of(probabilities: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def _bce(labels: np.ndarray, logits: np.ndarray) -> float:
+    y = np.asarray(labels, dtype=np.float64)
+    z = np.asarray(logits, dtype=np.float64)
+    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
+def calibration_offset(
+    labels: Sequence[int] | np.ndarray, logits: Sequence[float] | np.ndarray
+) -> float:
+    """The constant that, added to every logit, minimises the mean BCE on these subjects.
+
+    A constant added to the pathological logit changes no gradient, hence no attribution map
+    (G, IG, EG: their completeness gap is unchanged too), but it moves every subject across
+    the 0.5 threshold together. The attribution constraint tends to push all logits down
+    (healthy maps must be negative, and by completeness sum(A) = F(x) - F(x')); the offset,
+    chosen on the validation split, gives the decision back its threshold without touching
+    the maps. 0 when the subjects hold one class only.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    z = np.asarray(logits, dtype=np.float64)
+    if y.size == 0 or y.min() == y.max():
+        return 0.0
+    result = minimize_scalar(lambda c: _bce(y, z + c), bounds=(-100.0, 100.0), method="bounded")
+    return float(result.x)
+
+
+def _output_bias(model: nn.Module) -> torch.Tensor | None:
+    """The bias of the network's last layer (a constant added to the logit), if it has one."""
+    last = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear | nn.Conv3d | nn.Conv2d) and module.bias is not None:
+            last = module
+    return None if last is None else last.bias
+
+
+def _calibrate(loop: _Loop, datasets: dict[str, CacheDataset]) -> float | None:
+    """Fold the validation-chosen logit offset into best.pt's output bias; return it.
+
+    ``None`` when calibration is off, the task is not classification, the validation split
+    is missing or has one class, or the network has no output bias.
+    """
+    config = loop.config
+    dataset = datasets.get("val")
+    if not config.calibrate_logit or config.task != "classification" or dataset is None:
+        return None
+    path = loop.checkpoint_dir / BEST_CHECKPOINT
+    payload = _load_payload(path, loop.device)
+    loop.model.load_state_dict(payload["model"])
+    labels, probabilities, _ = _predict(loop, dataset)
+    if labels.min() == labels.max():
+        return None
+    bias = _output_bias(loop.model)
+    if bias is None:
+        return None
+    offset = calibration_offset(labels, _logits_of(probabilities))
+    with torch.no_grad():
+        bias.add_(offset)
+    payload["model"] = loop.model.state_dict()
+    payload["logit_offset"] = offset + float(payload.get("logit_offset") or 0.0)
+    _atomic_save(payload, path)
+    return offset
 
 
 def decode_given_target(stored: torch.Tensor) -> torch.Tensor:
@@ -1261,6 +1344,8 @@ def _evaluate_val(loop: _Loop, dataset: CacheDataset | None) -> Metrics:
             "val_loss": metrics["loss"],
             "val_auroc": metrics["auroc"],
             "val_accuracy": metrics["accuracy"],
+            # The BCE after the best constant shift of the logits (see calibration_offset).
+            "val_loss_calibrated": metrics.get("loss_calibrated"),
         }
     if loop.config.val_attribution:
         evaluation = _attribution_eval(loop, dataset, steps=VAL_IG_STEPS)
@@ -1322,7 +1407,13 @@ def _monitor_score(name: str, metrics: Metrics) -> float | None:
     for key in (name, "val_loss"):
         value = metrics.get(key)
         if value is not None:
-            return value if _HIGHER_IS_BETTER[key] else -value
+            score = value if _HIGHER_IS_BETTER[key] else -value
+            calibrated = metrics.get("val_loss_calibrated")
+            if key in _TIED_OFTEN and calibrated is not None:
+                # AUROC and accuracy on a few dozen subjects tie often (many epochs at 1.0):
+                # the ties go to the epoch whose calibrated validation loss is lowest.
+                score -= _TIE_BREAK * float(calibrated)
+            return score
     return None
 
 

@@ -101,6 +101,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "grad_balance": "fixed_ratio",
         "grad_balance_ratio": 0.5,
     },
+    "weak_fixed_ratio": {
+        **_WEAK,
+        **_IG4,
+        **_L5,
+        "grad_balance": "fixed_ratio",
+        "grad_balance_ratio": 0.5,
+    },
     "sup_eg_healthy": {
         **_SUP,
         **_EG1,

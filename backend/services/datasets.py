@@ -196,13 +196,21 @@ def _slabs(img: nib.Nifti1Image, shape: tuple[int, int, int]) -> Iterator[np.nda
         yield slab.reshape(shape[0], shape[1], -1)
 
 
-def _deidentified_header(header: nib.Nifti1Header, shape: tuple[int, int, int]) -> nib.Nifti1Header:
-    """A copy of the header as 3D, free-text fields cleared and extensions dropped.
+def _deidentified_header(img: nib.Nifti1Image, shape: tuple[int, int, int]) -> nib.Nifti1Header:
+    """A copy of the image's header as 3D, free-text fields cleared and extensions dropped.
 
-    Extensions (DICOM, AFNI, comments) may carry names and dates, so none is kept.
+    Extensions (DICOM, AFNI, comments) may carry names and dates, so none is kept. The
+    scaling (``scl_slope``, ``scl_inter``) is taken from the image's data proxy: nibabel moves
+    it there on loading and leaves NaN in ``img.header``, so a copy of the header alone would
+    store the raw integers unscaled (an int16 volume with slope 0.001 read back 1000 times
+    too large).
     """
+    header = img.header
     clean = type(header)(header.binaryblock, header.endianness, check=False)
     clean.set_data_shape(shape)
+    proxy: Any = img.dataobj
+    slope, inter = float(proxy.slope), float(proxy.inter)
+    clean["scl_slope"], clean["scl_inter"] = slope, inter  # read from this header: exact
     for field in DEIDENTIFIED_FIELDS:
         if field in clean:
             clean[field] = b""
@@ -236,7 +244,7 @@ def _write_deidentified(src: Path, dest: Path, *, as_mask: bool) -> None:
     assert isinstance(img, nib.Nifti1Image)  # Nifti2Image is a subclass
     x, y, z = (int(n) for n in img.shape[:3])
     shape = (x, y, z)
-    header = _deidentified_header(img.header, shape)
+    header = _deidentified_header(img, shape)
     if as_mask:
         header.set_data_dtype(np.uint8)
         header.set_slope_inter(1.0, 0.0)

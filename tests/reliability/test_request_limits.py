@@ -113,9 +113,9 @@ def dataset_id(api: TestClient) -> int:
 def _multipart_head(field: str = "image", name: str = "big.nii") -> tuple[bytes, bytes, str]:
     boundary = "attrivue-test-boundary"
     head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"subject_key\"\r\n\r\ns1\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"label\"\r\n\r\n0\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; "
+        f'--{boundary}\r\nContent-Disposition: form-data; name="subject_key"\r\n\r\ns1\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="label"\r\n\r\n0\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
         f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
     ).encode()
     tail = f"\r\n--{boundary}--\r\n".encode()
@@ -171,7 +171,11 @@ def test_item3_anonymous_writes_are_refused_before_their_body_is_read(
         ("PUT", "/api/v1/reviews/1/correction", "application/octet-stream"),
         ("POST", "/api/v1/datasets", "application/json"),
     ]
-    for credentials in ({}, {"authorization": "Bearer not-a-token"}, {"cookie": "attrivue_session=x"}):
+    for credentials in (
+        {},
+        {"authorization": "Bearer not-a-token"},
+        {"cookie": "attrivue_session=x"},
+    ):
         for method, path, kind in routes:
             answer = drive(
                 api.app,

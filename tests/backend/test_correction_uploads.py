@@ -15,8 +15,6 @@ from tests.backend.test_reviews import World, _put, _review, world  # noqa: F401
 from tests.helpers import AFFINE
 from tests.reliability.test_request_limits import PIECE, drive
 
-pytestmark = pytest.mark.parametrize("app_env", ["sqlite"], indirect=True)
-
 
 @pytest.fixture
 def reviewed(request: pytest.FixtureRequest) -> World:

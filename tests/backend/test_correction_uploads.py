@@ -16,26 +16,21 @@ from tests.helpers import AFFINE
 from tests.reliability.test_request_limits import PIECE, drive
 
 
-@pytest.fixture
-def reviewed(request: pytest.FixtureRequest) -> World:
-    """test_reviews' world: a project, three clinicians, a subject and its maps."""
-    return request.getfixturevalue("world")
-
-
 def _files_under(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
 
 
 def test_item4_correction_body_streams_to_disk_under_a_cap(
-    reviewed: World, app_env: Path, monkeypatch: pytest.MonkeyPatch
+    world: World,  # noqa: F811 (the fixture imported above)
+    app_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """While a correction arrives, what arrived is on disk (not gathered in memory); a body
     over ATTRIVUE_MAX_CORRECTION_BYTES is stopped at the cap; nothing stays in tmp/."""
     from backend.core.config import get_settings
 
-    w = reviewed
-    client = w.clients["clin1"]
-    review = _review(client, w.maps[0], 3, True)
+    client = world.clients["clin1"]
+    review = _review(client, world.maps[0], 3, True)
     path = f"/api/v1/reviews/{review['id']}/correction"
     headers = {
         "authorization": client.headers["Authorization"],
@@ -67,13 +62,14 @@ def test_item4_correction_body_streams_to_disk_under_a_cap(
     assert client.get(f"{path}.nii.gz").status_code == 404
 
 
-def test_item7_correction_is_deidentified_like_subject_images(reviewed: World) -> None:
+def test_item7_correction_is_deidentified_like_subject_images(
+    world: World,  # noqa: F811 (the fixture imported above)
+) -> None:
     """descrip, aux_file, intent_name and a comment extension carrying a name are not stored
     or served; the labels and the grid are."""
-    w = reviewed
-    client = w.clients["clin1"]
-    review = _review(client, w.maps[1], 2, False)
-    labels = np.zeros(w.shape, np.uint8)
+    client = world.clients["clin1"]
+    review = _review(client, world.maps[1], 2, False)
+    labels = np.zeros(world.shape, np.uint8)
     labels[3:5, 4:6, 5] = 1
     labels[6, 6, 6] = 2
     img = nib.Nifti1Image(labels, AFFINE)

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="a running job silent this long is re-queued"
     )
     job_max_attempts: int = Field(default=3, ge=1, description="runs of a job before it fails")
+    worker_memory_gb: float = Field(
+        default=16.0,
+        gt=0,
+        description="memory one job may use on a worker; larger runs and maps are refused",
+    )
     cors_origins: str = Field(
         default="", description="comma-separated origins allowed to call the API; none by default"
     )

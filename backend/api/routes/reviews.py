@@ -20,6 +20,7 @@ from backend.api.deps import (
     authorize,
 )
 from backend.models import AttributionMap, Dataset, Review, Run, User
+from backend.schemas.common import iso_utc
 from backend.schemas.review import (
     Agreement,
     ReviewCreate,
@@ -136,7 +137,7 @@ def export_reviews(
                 "yes" if review.trust else "no",
                 review.comment,
                 "yes" if review.has_correction else "no",
-                review.created_at.isoformat(),
+                iso_utc(review.created_at),
             ]
         )
     return Response(

@@ -138,7 +138,13 @@ PATHS: dict[str, Callable[[TestClient, int, str, bytes], int]] = {
 
 def test_item1_scaled_volumes_keep_their_values_on_every_path(api: TestClient) -> None:
     """Float, scaled int16 (slope 0.001; slope 2, intercept -1024) and uint8 volumes read back
-    with the values nibabel sees in the original, through every way a subject is stored."""
+    with the values nibabel sees in the original, through every way a subject is stored, both
+    as downloaded and as the worker reads them to train and compute maps."""
+    from backend.core.db import session_scope
+    from backend.models import Subject
+    from backend.storage import get_storage
+    from worker.ml.io import load_nifti
+
     failures = []
     for n, (kind, data) in enumerate(_volumes().items()):
         expected = _fdata(data)
@@ -152,6 +158,12 @@ def test_item1_scaled_volumes_keep_their_values_on_every_path(api: TestClient) -
                 failures.append(
                     f"{kind} via {path}: max {got.max():g} stored, {expected.max():g} sent"
                 )
+            # What the worker trains on and explains (maps are computed from this read).
+            with session_scope() as session:
+                image_path = get_storage().absolute(session.get(Subject, subject).image_path)
+            worker_sees, _ = load_nifti(image_path)
+            if not np.allclose(worker_sees, expected, rtol=1e-6, atol=1e-6):
+                failures.append(f"{kind} via {path}: the worker reads other values")
     assert not failures, "\n".join(failures)
 
 

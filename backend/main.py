@@ -23,10 +23,10 @@ from backend.api.limits import RequestGate
 from backend.api.main import api_router
 from backend.api.middleware import SecurityHeaders
 from backend.core.config import get_settings
+from backend.core.db import DATABASE_DOWN
 from backend.services.errors import ServiceError
 
 API_PREFIX = "/api/v1"
-DATABASE_DOWN = "the database is unreachable; try again in a moment"
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ alone, what a body may cost:
 - a path under the API prefix that names no route answers 404 at once (whatever the method);
 - a request with a body (any method but GET, HEAD, OPTIONS) to a protected route answers 401
   unless its bearer token or session cookie resolves to an active user, so an anonymous
-  client cannot make the server spool or parse anything;
+  client cannot make the server spool or parse anything (503, as elsewhere, while the
+  database that holds the tokens is unreachable);
 - every body has a cap, by route class (``body_limit``): small for JSON routes, the
   configured limits for upload routes. A declared ``Content-Length`` over the cap answers
   413 before a byte is read; a body that streams past it is stopped at the piece that
@@ -24,6 +25,8 @@ from typing import Any
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -33,6 +36,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.core.config import Settings, get_settings
+from backend.core.db import DATABASE_DOWN
 
 __all__ = ["BodyTooLarge", "RequestGate", "body_limit", "UPLOAD_ROUTES"]
 
@@ -163,7 +167,12 @@ class RequestGate:
             await _answer(scope, receive, send, 404, f"no such API route: {path}")
             return
         if api_route is not None and not api_route.public and scope["method"] not in _BODILESS:
-            problem = await run_in_threadpool(self.authenticate, HTTPConnection(scope))
+            try:
+                problem = await run_in_threadpool(self.authenticate, HTTPConnection(scope))
+            except (OperationalError, PoolTimeout):  # as the app answers it (backend.main)
+                headers = {"Retry-After": "5"}
+                await _answer(scope, receive, send, 503, DATABASE_DOWN, headers)
+                return
             if problem is not None:
                 headers = {"WWW-Authenticate": "Bearer"}
                 await _answer(scope, receive, send, 401, problem, headers)

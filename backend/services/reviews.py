@@ -165,7 +165,9 @@ def _label_values(path: Path) -> set[float]:
     """The distinct voxel values of a volume as a reader sees them (scaling applied), those
     within 1e-4 of an integer taken as that integer (a scaled integer volume: 1000 * 0.001
     reads 1.00000005)."""
-    values = np.unique(np.asarray(nib.load(path).dataobj, dtype=np.float64))
+    img = nib.load(path)
+    assert isinstance(img, nib.Nifti1Image)  # validated: NIfTI-1 or its subclass NIfTI-2
+    values = np.unique(np.asarray(img.dataobj, dtype=np.float64))
     rounded = np.rint(values)
     return {
         float(r) if abs(v - r) < 1e-4 else float(v) for v, r in zip(values, rounded, strict=True)

@@ -227,9 +227,10 @@ async def _answer(
     detail: str,
     headers: dict[str, Any] | None = None,
 ) -> None:
-    """A JSON error sent without reading the body; the connection is closed after it, so
-    the client's unread body is never waited for."""
-    response = JSONResponse(
-        {"detail": detail}, status_code=status, headers={**(headers or {}), "Connection": "close"}
-    )
+    """A JSON error sent without reading the body. When a body may follow (a method with
+    one, or a 413) the connection is closed after it, so its unread rest is never waited for."""
+    extra = dict(headers or {})
+    if status == 413 or scope["method"] not in _BODILESS:
+        extra["Connection"] = "close"
+    response = JSONResponse({"detail": detail}, status_code=status, headers=extra)
     await response(scope, receive, send)

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     frontend_dir: Path = REPO_ROOT / "frontend" / "dist"
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    max_json_bytes: int = Field(
+        default=1024**2, gt=0, description="largest body of a JSON route, refused while it streams"
+    )
+    max_correction_bytes: int = Field(
+        default=256 * 1024**2, gt=0, description="largest drawn correction of a review"
+    )
     session_hours: int = Field(default=12, gt=0)
     cookie_secure: bool = False
     login_max_failures: int = Field(default=5, ge=1, description="per username and window")
@@ -52,6 +58,11 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="a running job silent this long is re-queued"
     )
     job_max_attempts: int = Field(default=3, ge=1, description="runs of a job before it fails")
+    worker_memory_gb: float = Field(
+        default=16.0,
+        gt=0,
+        description="memory one job may use on a worker; larger runs and maps are refused",
+    )
     cors_origins: str = Field(
         default="", description="comma-separated origins allowed to call the API; none by default"
     )

@@ -11,7 +11,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.core.config import REPO_ROOT, Settings, get_settings
 
-__all__ = ["get_engine", "session_scope", "get_db", "upgrade_database"]
+__all__ = ["DATABASE_DOWN", "get_engine", "session_scope", "get_db", "upgrade_database"]
+
+# What a request answers (503, with Retry-After) while the database cannot be reached.
+DATABASE_DOWN = "the database is unreachable; try again in a moment"
 
 
 @lru_cache

@@ -18,9 +18,10 @@ from backend.services import maps
 from backend.services.datasets import get_subject
 from backend.services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from backend.services.jobs import dispatch, get_job, new_job
-from backend.services.runs import get_run
+from backend.services.runs import check_worker_memory, get_run
 from backend.storage import Storage
-from worker.ml.configs import AttributionConfig, RegionSpec
+from worker.ml.configs import AttributionConfig, RegionSpec, RunConfig
+from worker.ml.memory import attribution_memory
 
 __all__ = [
     "attribution_stats",
@@ -47,6 +48,18 @@ def validate_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
         )
         raise InvalidInput(f"invalid parameters for {method}: {problems}") from None
     return config.model_dump(mode="json", exclude={"method"})
+
+
+def _check_memory(run: Run, method: str, params: dict[str, Any]) -> None:
+    """Refuse a map whose estimated memory exceeds the worker budget (before queueing)."""
+    try:
+        config = RunConfig.model_validate(run.config)
+    except ValidationError:  # a config stored by an older version: nothing to estimate from
+        return
+    estimate = attribution_memory(
+        config, AttributionConfig.model_validate({**params, "method": method})
+    )
+    check_worker_memory(estimate, f"this {method} map")
 
 
 def _require_trained(run: Run) -> None:
@@ -116,6 +129,7 @@ def create_attribution(session: Session, *, body: AttributionCreate, user: User)
         )
     region = region_for(run, body.method, params, body.region)
     _require_trained(run)
+    _check_memory(run, body.method, params)
     row = _new_map(
         session,
         run=run,
@@ -161,6 +175,7 @@ def create_attributions(
     subject_ids = _batch_subjects(session, run, body)
     region = region_for(run, body.method, params, None)
     _require_trained(run)
+    _check_memory(run, body.method, params)
     rows = [
         _new_map(
             session,

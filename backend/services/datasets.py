@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import nibabel as nib
 import numpy as np
@@ -37,6 +37,7 @@ __all__ = [
     "remove_subject_files",
     "store_subject",
     "subject_public",
+    "write_deidentified",
 ]
 
 # Free-text header fields that may carry names, dates or scanner notes.
@@ -196,13 +197,21 @@ def _slabs(img: nib.Nifti1Image, shape: tuple[int, int, int]) -> Iterator[np.nda
         yield slab.reshape(shape[0], shape[1], -1)
 
 
-def _deidentified_header(header: nib.Nifti1Header, shape: tuple[int, int, int]) -> nib.Nifti1Header:
-    """A copy of the header as 3D, free-text fields cleared and extensions dropped.
+def _deidentified_header(img: nib.Nifti1Image, shape: tuple[int, int, int]) -> nib.Nifti1Header:
+    """A copy of the image's header as 3D, free-text fields cleared and extensions dropped.
 
-    Extensions (DICOM, AFNI, comments) may carry names and dates, so none is kept.
+    Extensions (DICOM, AFNI, comments) may carry names and dates, so none is kept. The
+    scaling (``scl_slope``, ``scl_inter``) is taken from the image's data proxy: nibabel moves
+    it there on loading and leaves NaN in ``img.header``, so a copy of the header alone would
+    store the raw integers unscaled (an int16 volume with slope 0.001 read back 1000 times
+    too large).
     """
+    header = img.header
     clean = type(header)(header.binaryblock, header.endianness, check=False)
     clean.set_data_shape(shape)
+    proxy: Any = img.dataobj
+    slope, inter = float(proxy.slope), float(proxy.inter)
+    clean["scl_slope"], clean["scl_inter"] = slope, inter  # read from this header: exact
     for field in DEIDENTIFIED_FIELDS:
         if field in clean:
             clean[field] = b""
@@ -226,18 +235,23 @@ def _copy_voxel_bytes(src: Path, img: nib.Nifti1Image, out: gzip.GzipFile) -> No
             remaining -= len(chunk)
 
 
-def _write_deidentified(src: Path, dest: Path, *, as_mask: bool) -> None:
+VolumeKind = Literal["image", "mask", "labels"]
+
+
+def write_deidentified(src: Path, dest: Path, *, kind: VolumeKind) -> None:
     """Re-write a validated volume as 3D .nii.gz with its identifying header content cleared.
 
-    The voxels stream through: an image is copied byte for byte, a mask binarised slab by
-    slab, so that a large volume never has to fit in memory.
+    The voxels stream through, so that a large volume never has to fit in memory. ``image``:
+    copied byte for byte, with its scaling; ``mask``: binarised (uint8 0/1) slab by slab;
+    ``labels`` (a review's drawn correction, already checked to hold small non-negative
+    integers): stored as uint8 slab by slab.
     """
     img = nib.load(src)
     assert isinstance(img, nib.Nifti1Image)  # Nifti2Image is a subclass
     x, y, z = (int(n) for n in img.shape[:3])
     shape = (x, y, z)
-    header = _deidentified_header(img.header, shape)
-    if as_mask:
+    header = _deidentified_header(img, shape)
+    if kind != "image":
         header.set_data_dtype(np.uint8)
         header.set_slope_inter(1.0, 0.0)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -246,11 +260,12 @@ def _write_deidentified(src: Path, dest: Path, *, as_mask: bool) -> None:
         with gzip.open(part, "wb", compresslevel=1) as out:
             header.write_to(out)
             out.write(bytes(int(header["vox_offset"]) - out.tell()))
-            if as_mask:
-                for slab in _slabs(img, shape):
-                    out.write((slab > 0).astype(np.uint8).tobytes(order="F"))
-            else:
+            if kind == "image":
                 _copy_voxel_bytes(src, img, out)
+            else:
+                for slab in _slabs(img, shape):
+                    voxels = slab > 0 if kind == "mask" else np.rint(slab)
+                    out.write(voxels.astype(np.uint8).tobytes(order="F"))
         os.replace(part, dest)
     except BaseException:
         part.unlink(missing_ok=True)
@@ -301,10 +316,10 @@ def store_subject(
     session.flush()
     folder = storage.subject_dir(dataset.id, subject.id)
     try:
-        _write_deidentified(files.image, folder / "image.nii.gz", as_mask=False)
+        write_deidentified(files.image, folder / "image.nii.gz", kind="image")
         subject.image_path = storage.relative(folder / "image.nii.gz")
         if files.mask is not None:
-            _write_deidentified(files.mask, folder / "mask.nii.gz", as_mask=True)
+            write_deidentified(files.mask, folder / "mask.nii.gz", kind="mask")
             subject.mask_path = storage.relative(folder / "mask.nii.gz")
         session.flush()
     except BaseException:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import math
+import os
 from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from backend.models import AttributionMap, Dataset, Review, Run, Subject, User
 from backend.schemas.review import Agreement, RaterPair, ReviewQueue, ReviewQueueItem
 from backend.services import projects
-from backend.services.errors import Forbidden, InvalidInput, NotFound, TooLarge
+from backend.services.datasets import write_deidentified
+from backend.services.errors import Forbidden, InvalidInput, NotFound
 from backend.storage import Storage
 from worker.ml.io import NiftiError, NiftiInfo, check_same_grid, validate_nifti
 
@@ -25,13 +26,13 @@ __all__ = [
     "CORRECTION_LABELS",
     "agreement",
     "blinded_label",
+    "check_may_correct",
     "correction_file",
     "queue",
     "save_correction",
 ]
 
 CORRECTION_LABELS = {0: "none", 1: "missed lesion", 2: "spurious pathological relevance"}
-MAX_CORRECTION_BYTES = 256 * 1024 * 1024
 RATINGS = [1, 2, 3, 4, 5]
 
 
@@ -111,32 +112,42 @@ def _subject_grid(subject: Subject) -> NiftiInfo:
     )
 
 
-def save_correction(
-    session: Session, storage: Storage, *, review: Review, user: User, body: bytes
-) -> Review:
-    """Validate a drawn correction against the subject's grid and store it atomically."""
+def check_may_correct(review: Review, user: User) -> None:
+    """Only the author of a review attaches its correction (checked before the body is read)."""
     if review.reviewer_id != user.id:
         raise Forbidden("only the author of a review may attach its correction")
-    if not body:
+
+
+def save_correction(
+    session: Session, storage: Storage, *, review: Review, user: User, upload: Path
+) -> Review:
+    """Validate a drawn correction against the subject's grid and store it de-identified.
+
+    Args:
+        upload: The received body on disk (NIfTI, gzip-compressed or not), in the data
+            directory's tmp/; the caller removes it.
+
+    The stored file is written like a subject's mask (``write_deidentified``): free-text
+    header fields cleared, extensions dropped, the labels as uint8; atomically.
+    """
+    check_may_correct(review, user)
+    if not upload.is_file() or upload.stat().st_size == 0:
         raise InvalidInput("correction: the body is empty; send a NIfTI volume")
-    if len(body) > MAX_CORRECTION_BYTES:
-        raise TooLarge(f"correction: larger than the limit of {MAX_CORRECTION_BYTES} bytes")
     attribution = session.get(AttributionMap, review.attribution_id)
     assert attribution is not None
     subject = session.get(Subject, attribution.subject_id)
     assert subject is not None
-    if body[:2] != b"\x1f\x8b":
-        body = gzip.compress(body, compresslevel=6)
-    with storage.temp_file(suffix=".nii.gz") as tmp:
-        tmp.write_bytes(body)
+    with upload.open("rb") as head:
+        compressed = head.read(2) == b"\x1f\x8b"
+    with storage.temp_file(suffix=".nii.gz" if compressed else ".nii") as named:
+        os.replace(upload, named)  # validation reads the compression from the name too
         try:
-            info = validate_nifti(tmp)
+            info = validate_nifti(named)
             check_same_grid(_subject_grid(subject), info)
         except NiftiError as exc:
             msg = str(exc).replace("mask ", "correction ", 1)
             raise InvalidInput(f"correction: {msg} (subject {subject.id})") from None
-        data = np.asarray(nib.load(tmp).dataobj)
-        values = set(np.unique(data).tolist())
+        values = _label_values(named)
         if not values <= set(CORRECTION_LABELS):
             shown = ", ".join(f"{v:g}" for v in sorted(values)[:6])
             raise InvalidInput(
@@ -144,10 +155,23 @@ def save_correction(
                 f"pathological relevance); found {shown}"
             )
         dest = correction_path(storage, attribution, review)
-        storage.move_into_place(tmp, dest)
+        write_deidentified(named, dest, kind="labels")
     review.correction_path = storage.relative(dest)
     session.flush()
     return review
+
+
+def _label_values(path: Path) -> set[float]:
+    """The distinct voxel values of a volume as a reader sees them (scaling applied), those
+    within 1e-4 of an integer taken as that integer (a scaled integer volume: 1000 * 0.001
+    reads 1.00000005)."""
+    img = nib.load(path)
+    assert isinstance(img, nib.Nifti1Image)  # validated: NIfTI-1 or its subclass NIfTI-2
+    values = np.unique(np.asarray(img.dataobj, dtype=np.float64))
+    rounded = np.rint(values)
+    return {
+        float(r) if abs(v - r) < 1e-4 else float(v) for v, r in zip(values, rounded, strict=True)
+    }
 
 
 def correction_file(storage: Storage, review: Review) -> Path:

@@ -65,7 +65,9 @@ def test_run_from_reviews_trains_on_merged_targets_and_stores_epoch_maps(
         review = Review(attribution_id=attribution.id, reviewer_id=user.id, rating=2, trust=False)
         session.add(review)
         session.flush()
-        save_correction(session, storage, review=review, user=user, body=_correction_bytes(labels))
+        with storage.temp_file() as upload:
+            upload.write_bytes(_correction_bytes(labels))
+            save_correction(session, storage, review=review, user=user, upload=upload)
         corrected = launch_from_reviews(
             session,
             storage,

@@ -484,9 +484,10 @@ def train_segmentation(
             seed=t._epoch_seed(config.seed, epoch),
         )
         started = time.monotonic()
-        summary = _train_epoch(loop, loader, epoch)
-        loop.check_cancel(epoch)
-        val = _evaluate(loop, datasets.get("val"), prefix="val_")
+        with t.cancel_checks(model, should_stop, what="a training step"):
+            summary = _train_epoch(loop, loader, epoch)
+            loop.check_cancel(epoch)
+            val = _evaluate(loop, datasets.get("val"), prefix="val_")
         record = json_safe(
             {
                 "epoch": epoch,

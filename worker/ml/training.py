@@ -82,6 +82,7 @@ __all__ = [
     "TrainResult",
     "TrainingCancelled",
     "calibration_offset",
+    "cancel_checks",
     "classification_metrics",
     "load_baseline",
     "load_model",
@@ -307,6 +308,41 @@ class TrainingCancelled(Exception):
     """Raised when ``should_stop`` asked training to stop; last.pt is left untouched."""
 
 
+CANCEL_POLL_SECONDS = 1.0  # at most one ``should_stop`` call per this many seconds in a step
+
+
+@contextlib.contextmanager
+def cancel_checks(
+    model: nn.Module, should_stop: Callable[[], bool] | None, *, what: str = "a step"
+) -> Iterator[None]:
+    """Poll ``should_stop`` before each forward pass of ``model`` while the context is open.
+
+    Between steps is not often enough: one step of a large volume with a differentiable
+    attribution loss runs many forward passes (every chunk of IG's path points), and a
+    Captum map or an evaluation pass likewise. The check runs at most every
+    ``CANCEL_POLL_SECONDS`` (``should_stop`` may read a database) and raises
+    ``TrainingCancelled`` from inside the pass; no weight or checkpoint is written after it.
+    """
+    if should_stop is None:
+        yield
+        return
+    last = [time.monotonic()]
+
+    def check(_module: nn.Module, _args: Any) -> None:
+        now = time.monotonic()
+        if now - last[0] < CANCEL_POLL_SECONDS:
+            return
+        last[0] = now
+        if should_stop():
+            raise TrainingCancelled(f"cancelled during {what}")
+
+    handle = model.register_forward_pre_hook(check)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
 class CheckpointMismatchError(ValueError):
     """Raised when last.pt was written by a run with an incompatible configuration."""
 
@@ -455,10 +491,10 @@ def train(
         # Restored after the datasets are built so the RNG continues exactly where the
         # interrupted run left it at the end of its last completed epoch.
         _set_rng_state(rng_state)
-    _run_epochs(loop, state, datasets)
-
-    offset = _calibrate(loop, datasets)
-    test_metrics = _evaluate_test(loop, datasets)
+    with cancel_checks(model, should_stop, what="a training step"):
+        _run_epochs(loop, state, datasets)
+        offset = _calibrate(loop, datasets)
+        test_metrics = _evaluate_test(loop, datasets)
     if offset is not None:
         test_metrics["calibration_offset"] = offset
     return finish(loop, state, test_metrics, checkpoint_dir, resumed_from)

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.deps import AuditDep, CurrentUser, SessionDep, StorageDep, authorize
+from backend.api.deps import (
+    AuditDep,
+    CurrentUser,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    authorize,
+)
 from backend.models import AttributionMap, Dataset, Review, Run, User
+from backend.schemas.common import iso_utc
 from backend.schemas.review import (
     Agreement,
     ReviewCreate,
@@ -128,7 +137,7 @@ def export_reviews(
                 "yes" if review.trust else "no",
                 review.comment,
                 "yes" if review.has_correction else "no",
-                review.created_at.isoformat(),
+                iso_utc(review.created_at),
             ]
         )
     return Response(
@@ -165,15 +174,26 @@ def review_agreement(
     return service.agreement(session, user, project_id=project_id, run_id=run_id)
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(f"correction: larger than the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+_BUFFER = 1024 * 1024  # network pieces are gathered to this size before a disk write
+
+
+async def _receive_to_file(request: Request, dest: Path, limit: int) -> None:
+    """Stream the request body to ``dest``, refusing it (413) once it passes ``limit``."""
+    out = await run_in_threadpool(dest.open, "wb")
+    try:
+        size = 0
+        buffer = bytearray()
+        async for piece in request.stream():
+            size += len(piece)
+            if size > limit:
+                raise TooLarge(f"correction: larger than the limit of {limit} bytes")
+            buffer += piece
+            if len(buffer) >= _BUFFER:
+                await run_in_threadpool(out.write, bytes(buffer))
+                buffer.clear()
+        await run_in_threadpool(out.write, bytes(buffer))
+    finally:
+        await run_in_threadpool(out.close)
 
 
 @router.put(
@@ -196,25 +216,34 @@ async def put_correction(
     user: CurrentUser,
     session: SessionDep,
     storage: StorageDep,
+    settings: SettingsDep,
     audit: AuditDep,
 ) -> ReviewPublic:
-    """Attach the reviewer's drawn correction to their review (replaces an earlier one)."""
+    """Attach the reviewer's drawn correction to their review (replaces an earlier one).
+
+    The body streams to a file under the data directory's tmp/ (never held in memory) and
+    is refused with 413 once it passes ATTRIVUE_MAX_CORRECTION_BYTES; the stored copy is
+    de-identified like a subject's mask.
+    """
 
     def check() -> None:
         review = service.get_review(session, review_id)
         authorize(session, user, review, projects.REVIEW)
+        service.check_may_correct(review, user)
+        session.commit()  # no transaction stays open while the body streams
 
     await run_in_threadpool(check)
-    body = await _read_limited(request, service.MAX_CORRECTION_BYTES)
+    with storage.temp_file(suffix=".part") as upload:
+        await _receive_to_file(request, upload, settings.max_correction_bytes)
 
-    def save() -> ReviewPublic:
-        review = service.get_review(session, review_id)
-        service.save_correction(session, storage, review=review, user=user, body=body)
-        audit("rate", review, detail="correction drawn", commit=False)
-        session.commit()
-        return ReviewPublic.model_validate(review)
+        def save() -> ReviewPublic:
+            review = service.get_review(session, review_id)
+            service.save_correction(session, storage, review=review, user=user, upload=upload)
+            audit("rate", review, detail="correction drawn", commit=False)
+            session.commit()
+            return ReviewPublic.model_validate(review)
 
-    return await run_in_threadpool(save)
+        return await run_in_threadpool(save)
 
 
 @router.get(

@@ -440,7 +440,8 @@ export interface paths {
         put?: never;
         /**
          * Cancel Job
-         * @description Ask a job to stop: a queued job ends at once, a running one before its next step.
+         * @description Ask a job to stop: a queued job ends at once, a running one within about a second
+         *     (inside the step or map computation it is running).
          */
         post: operations["cancelJob"];
         delete?: never;
@@ -658,6 +659,10 @@ export interface paths {
         /**
          * Put Correction
          * @description Attach the reviewer's drawn correction to their review (replaces an earlier one).
+         *
+         *     The body streams to a file under the data directory's tmp/ (never held in memory) and
+         *     is refused with 413 once it passes ATTRIVUE_MAX_CORRECTION_BYTES; the stored copy is
+         *     de-identified like a subject's mask.
          */
         put: operations["putReviewCorrection"];
         post?: never;

@@ -160,3 +160,26 @@ def test_a_run_records_its_best_metric_and_predicts_every_subject(
     assert {w["subject_id"]: float(w["logit"]) for w in written} == pytest.approx(
         {str(r.subject_id): r.logit for r in rows}
     )
+
+
+def test_a_resumed_run_keeps_the_metric_that_chose_its_best_epoch(
+    subjects: list[SubjectSample], tmp_path: Path
+) -> None:
+    config = RunConfig(
+        grid=GRID,
+        epochs=1,
+        batch_size=4,
+        device="cpu",
+        val_attribution=False,
+        early_stopping_metric="val_attr_auroc",
+    )
+    first = train(config, subjects, checkpoint_dir=tmp_path)
+    assert first.best_epoch == 1 and first.best_metric in ("val_auroc", "val_loss")
+    # A crash after epoch 1 of a longer run: the next call resumes from last.pt.
+    longer = config.model_copy(update={"epochs": 2})
+    resumed = train(longer, subjects, checkpoint_dir=tmp_path)
+    assert resumed.resumed_from_epoch == 1 and resumed.epochs_completed == 2
+    assert resumed.best_metric in ("val_auroc", "val_loss", "val_attr_auroc")
+    assert resumed.best_epoch in (1, 2) and len(resumed.predictions) == len(subjects)
+    stored = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert stored["best_metric"] == resumed.best_metric and stored["best_tier"] in (0, 1)

@@ -15,6 +15,7 @@ from backend.core.config import Settings
 from backend.models import AttributionMap, Dataset, JobStatus, Run, Subject, User
 from backend.schemas.attribution import AttributionBatchCreate, AttributionCreate
 from backend.services import maps
+from backend.services.brainmasks import ensure_brain_mask
 from backend.services.datasets import get_subject
 from backend.services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from backend.services.jobs import dispatch, get_job, new_job
@@ -289,8 +290,9 @@ def attribution_stats(session: Session, storage: Storage, row: AttributionMap) -
     full = full_map(storage, row)
     subject = get_subject(session, row.subject_id)
     mask = storage.absolute(subject.mask_path) if subject.mask_path else None
+    brain = ensure_brain_mask(session, storage, subject)
     try:
-        stats = maps.cached_stats(full, mask=mask, label=subject.label)
+        stats = maps.cached_stats(full, mask=mask, label=subject.label, brain=brain)
     except ValueError as exc:  # a mask off the map's grid
         raise Conflict(f"attribution {row.id}: {exc}") from None
     return {**stats, "attribution_id": row.id, "subject_id": subject.id, "label": subject.label}

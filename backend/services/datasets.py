@@ -1,4 +1,9 @@
-"""Datasets and subject import: validation, de-identification, atomic storage."""
+"""Datasets and subject import: validation, de-identification, atomic storage.
+
+Every stored subject has an image, optionally a lesion mask, and a brain mask: the user's own
+when given (validated like the lesion mask: the image's grid, values 0 and 1, at least one
+brain voxel), otherwise computed from the image at import (``backend.services.brainmasks``).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from backend.models import Dataset, Subject, User
 from backend.schemas.dataset import DatasetPublic, SubjectPublic
+from backend.services.brainmasks import BRAIN_FILE, COMPUTED, GIVEN, write_computed_brain_mask
 from backend.services.errors import Conflict, InvalidInput, NotFound, TooLarge
 from backend.storage import Storage
 from worker.ml.io import NiftiError, NiftiInfo, check_same_grid, validate_nifti
@@ -104,7 +110,11 @@ def dataset_public(dataset: Dataset, subject_count: int) -> DatasetPublic:
 
 def subject_public(subject: Subject) -> SubjectPublic:
     return SubjectPublic.model_validate(
-        {**{c: getattr(subject, c) for c in _SUBJECT_FIELDS}, "has_mask": bool(subject.mask_path)}
+        {
+            **{c: getattr(subject, c) for c in _SUBJECT_FIELDS},
+            "has_mask": bool(subject.mask_path),
+            "brain_mask": subject.brain_source if subject.brain_path else None,
+        }
     )
 
 
@@ -133,12 +143,15 @@ class FileInvalid(InvalidInput):
 
 @dataclass(frozen=True)
 class CheckedFiles:
-    """A subject's image (and mask) on disk, validated and ready to be stored."""
+    """A subject's image (and lesion mask, and brain mask) on disk, validated and ready to be
+    stored; without ``brain`` a brain mask is computed from the image when it is stored."""
 
     image: Path
     image_info: NiftiInfo
     mask: Path | None = None
     mask_info: NiftiInfo | None = None
+    brain: Path | None = None
+    brain_info: NiftiInfo | None = None
 
 
 def nifti_suffix(filename: str, role: str) -> str:
@@ -173,12 +186,18 @@ def check_nifti(path: Path, *, role: str, filename: str) -> NiftiInfo:
         raise FileInvalid(role, filename, str(exc)) from None
 
 
-def check_mask(path: Path, info: NiftiInfo, image_info: NiftiInfo, *, filename: str) -> None:
-    """A mask must lie on its image's grid and hold only the values 0 and 1."""
+def check_mask(
+    path: Path, info: NiftiInfo, image_info: NiftiInfo, *, filename: str, role: str = "mask"
+) -> None:
+    """A mask must lie on its image's grid and hold only the values 0 and 1.
+
+    ``role`` names the mask in the messages: ``mask`` (the lesion mask, which may be empty: a
+    healthy subject) or ``brain_mask``, which must hold at least one brain voxel.
+    """
     try:
         check_same_grid(image_info, info)
     except NiftiError as exc:
-        raise FileInvalid("mask", filename, str(exc)) from None
+        raise FileInvalid(role, filename, str(exc)) from None
     img = nib.load(path)
     assert isinstance(img, nib.Nifti1Image)  # validated: NIfTI-1 or its subclass NIfTI-2
     values: set[float] = set()
@@ -186,7 +205,9 @@ def check_mask(path: Path, info: NiftiInfo, image_info: NiftiInfo, *, filename: 
         values.update(np.unique(slab).tolist())
         if not values <= {0, 1}:
             shown = ", ".join(f"{v:g}" for v in sorted(values)[:6])
-            raise FileInvalid("mask", filename, f"expected only the values 0 and 1; found {shown}")
+            raise FileInvalid(role, filename, f"expected only the values 0 and 1; found {shown}")
+    if role == "brain_mask" and 1 not in values:
+        raise FileInvalid(role, filename, "the brain mask is empty (no voxel is 1)")
 
 
 def _slabs(img: nib.Nifti1Image, shape: tuple[int, int, int]) -> Iterator[np.ndarray]:
@@ -296,7 +317,8 @@ def store_subject(
     target: float | None = None,
     files: CheckedFiles,
 ) -> Subject:
-    """Add the row and write the de-identified files; on error the subject's folder is removed.
+    """Add the row and write the de-identified files and the brain mask (the given one, or one
+    computed from the stored image); on error the subject's folder is removed.
 
     The caller commits (or rolls back and calls ``remove_subject_files``).
     """
@@ -321,6 +343,13 @@ def store_subject(
         if files.mask is not None:
             write_deidentified(files.mask, folder / "mask.nii.gz", kind="mask")
             subject.mask_path = storage.relative(folder / "mask.nii.gz")
+        if files.brain is not None:
+            _write_deidentified(files.brain, folder / BRAIN_FILE, as_mask=True)
+            subject.brain_source = GIVEN
+        else:
+            write_computed_brain_mask(folder / "image.nii.gz", folder / BRAIN_FILE)
+            subject.brain_source = COMPUTED
+        subject.brain_path = storage.relative(folder / BRAIN_FILE)
         session.flush()
     except BaseException:
         storage.remove_tree(folder)
@@ -341,10 +370,17 @@ def import_subject(
     image: tuple[str, BinaryIO],
     mask: tuple[str, BinaryIO] | None,
     max_bytes: int,
+    brain: tuple[str, BinaryIO] | None = None,
 ) -> Subject:
-    """Validate and store one subject. On any error, nothing is stored: no row, no file."""
+    """Validate and store one subject. On any error, nothing is stored: no row, no file.
+
+    ``brain`` is the user's brain mask (on the image's grid, 0 and 1); without it one is
+    computed from the image.
+    """
     check_new_subject(session, dataset=dataset, subject_key=subject_key, label=label)
-    files = [("image", image)] + ([("mask", mask)] if mask is not None else [])
+    files = [("image", image)]
+    files += [("mask", mask)] if mask is not None else []
+    files += [("brain_mask", brain)] if brain is not None else []
     temps: dict[str, Path] = {}
     try:
         infos = {}
@@ -354,11 +390,21 @@ def import_subject(
             infos[role] = check_nifti(temps[role], role=role, filename=filename)
         if mask is not None:
             check_mask(temps["mask"], infos["mask"], infos["image"], filename=mask[0])
+        if brain is not None:
+            check_mask(
+                temps["brain_mask"],
+                infos["brain_mask"],
+                infos["image"],
+                filename=brain[0],
+                role="brain_mask",
+            )
         checked = CheckedFiles(
             image=temps["image"],
             image_info=infos["image"],
             mask=temps.get("mask"),
             mask_info=infos.get("mask"),
+            brain=temps.get("brain_mask"),
+            brain_info=infos.get("brain_mask"),
         )
         return store_subject(
             session,

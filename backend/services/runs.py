@@ -20,6 +20,7 @@ from backend.services.errors import Conflict, InvalidInput, NotFound
 from backend.services.jobs import POLL_SECONDS, TERMINAL, Change, follow, new_job
 from worker.ml.configs import RunConfig
 from worker.ml.memory import MemoryEstimate, training_memory
+from worker.ml.presets import UnknownPreset, apply_preset
 
 __all__ = [
     "RETRYABLE",
@@ -60,7 +61,28 @@ def check_worker_memory(estimate: MemoryEstimate, what: str) -> None:
         )
 
 
-def create_run(session: Session, *, dataset_id: int, name: str, config: dict, user: User) -> Run:
+def create_run(
+    session: Session,
+    *,
+    dataset_id: int,
+    name: str,
+    config: dict,
+    user: User,
+    preset: str | None = None,
+) -> Run:
+    """Validate a run and store it with its queued job (the caller commits and dispatches).
+
+    With ``preset`` (``worker.ml.presets``) the preset's values are applied first and the
+    fields of ``config`` override them; the run records the preset's name.
+
+    Raises:
+        InvalidInput: An unknown preset, an invalid config, or a dataset it cannot train on.
+    """
+    if preset is not None:
+        try:
+            config = apply_preset(preset, config)
+        except UnknownPreset as exc:
+            raise InvalidInput(str(exc)) from None
     dataset = get_dataset(session, dataset_id)
     if not dataset.subjects:
         raise InvalidInput(f"dataset {dataset_id} has no subjects to train on")
@@ -76,7 +98,14 @@ def create_run(session: Session, *, dataset_id: int, name: str, config: dict, us
     if clean["task"] == "regression":
         _check_targets(dataset)
     job = new_job(session, kind="train", user=user)
-    run = Run(name=name, dataset_id=dataset.id, config=clean, job_id=job.id, created_by_id=user.id)
+    run = Run(
+        name=name,
+        dataset_id=dataset.id,
+        config=clean,
+        job_id=job.id,
+        created_by_id=user.id,
+        preset=preset,
+    )
     session.add(run)
     session.flush()
     return run

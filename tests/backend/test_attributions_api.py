@@ -53,6 +53,10 @@ def _login(api: TestClient, username: str, password: str) -> TestClient:
 def _upload(api: TestClient, dataset: int, key: str, label: int, split: str, mask: bool, tmp: Path):
     image, _ = brain_volume(SHAPE, seed=len(key))
     files = {"image": ("i.nii.gz", write_nifti(tmp / f"{key}-i.nii.gz", image).read_bytes())}
+    # The whole grid as the brain: the statistics below count every voxel (the brain mask's
+    # own effect is tested in test_brain_masks.py).
+    whole = np.ones(SHAPE, np.uint8)
+    files["brain_mask"] = ("b.nii.gz", write_nifti(tmp / f"{key}-b.nii.gz", whole).read_bytes())
     if mask:
         lesion = np.zeros(SHAPE, np.uint8)
         lesion[LESION] = 1

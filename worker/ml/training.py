@@ -76,8 +76,10 @@ __all__ = [
     "BEST_CHECKPOINT",
     "CHECKPOINT_FORMAT",
     "LAST_CHECKPOINT",
+    "PREDICTIONS_FILE",
     "CheckpointMismatchError",
     "ProgressEvent",
+    "SubjectPrediction",
     "SubjectSample",
     "TrainResult",
     "TrainingCancelled",
@@ -86,6 +88,7 @@ __all__ = [
     "classification_metrics",
     "load_baseline",
     "load_model",
+    "predict_subjects",
     "select_device",
     "train",
 ]
@@ -128,6 +131,12 @@ _HIGHER_IS_BETTER = {
     "val_dice": True,
     "val_mae": False,
 }
+# Early stopping on an attribution metric falls back to a classification metric while the
+# classifier has not learned: an epoch whose val_auroc is below this floor is scored by its
+# val_auroc (then val_loss), and never beats an epoch at or above it (see ``_selection``).
+CLASSIFICATION_FLOOR = 0.6
+_ATTRIBUTION_MONITORS = frozenset({"val_attr_auroc", "val_lesion_mass", "val_attr_dice"})
+PREDICTIONS_FILE = "predictions.csv"
 
 
 @dataclass
@@ -292,6 +301,13 @@ class TrainResult:
             when it started from scratch.
         best_epoch: Epoch whose weights are in ``best.pt``.
         stopped_early: Whether early stopping ended the run.
+        best_metric: The validation metric that chose ``best_epoch``: the early-stopping
+            metric, or the classification metric it fell back to (``val_auroc`` while the
+            classifier was below ``CLASSIFICATION_FLOOR``, ``val_loss`` where a metric was
+            undefined); ``None`` without a validation split.
+        predictions: The best weights' prediction for every subject of every split
+            (classification runs; ``predict_subjects``), also written to
+            ``checkpoint_dir/predictions.csv``.
     """
 
     history: list[dict[str, Any]]
@@ -302,6 +318,29 @@ class TrainResult:
     resumed_from_epoch: int | None
     best_epoch: int = 0
     stopped_early: bool = False
+    best_metric: str | None = None
+    predictions: list[SubjectPrediction] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SubjectPrediction:
+    """The best weights' output for one subject (``TrainResult.predictions``).
+
+    Attributes:
+        subject_id: ``SubjectSample.subject_id``.
+        split: The subject's split.
+        label: Its label (0 healthy, 1 pathological).
+        logit: The pathological logit.
+        probability: ``sigmoid(logit)``.
+        site: ``SubjectSample.site`` (``None``: unknown).
+    """
+
+    subject_id: str | int
+    split: Split
+    label: int
+    logit: float
+    probability: float
+    site: str | None = None
 
 
 class TrainingCancelled(Exception):
@@ -356,6 +395,10 @@ class _State:
     best_score: float | None = None
     best_epoch: int = 0
     bad_epochs: int = 0
+    # 1 where the best epoch was scored by the early-stopping metric itself, 0 where it fell
+    # back to val_auroc because the classifier was below CLASSIFICATION_FLOOR.
+    best_tier: int = 1
+    best_metric: str | None = None
 
 
 @dataclass
@@ -495,9 +538,12 @@ def train(
         _run_epochs(loop, state, datasets)
         offset = _calibrate(loop, datasets)
         test_metrics = _evaluate_test(loop, datasets)
+        predictions = predict_subjects(loop, datasets, subjects)
     if offset is not None:
         test_metrics["calibration_offset"] = offset
-    return finish(loop, state, test_metrics, checkpoint_dir, resumed_from)
+    result = finish(loop, state, test_metrics, checkpoint_dir, resumed_from)
+    result.predictions = predictions
+    return result
 
 
 def finish(
@@ -532,6 +578,7 @@ def finish(
         resumed_from_epoch=resumed_from,
         best_epoch=state.best_epoch,
         stopped_early=_patience_exhausted(config, state) and state.epoch < config.epochs,
+        best_metric=state.best_metric,
     )
 
 
@@ -1440,6 +1487,12 @@ def _monitor_score(name: str, metrics: Metrics) -> float | None:
     Falls back to the validation loss when the metric is undefined (a validation set with
     one class has no AUROC), and to None without a validation set.
     """
+    found = _monitor(name, metrics)
+    return None if found is None else found[0]
+
+
+def _monitor(name: str, metrics: Metrics) -> tuple[float, str] | None:
+    """``(higher-is-better score, the metric it is of)``: ``name``, else ``val_loss``."""
     for key in (name, "val_loss"):
         value = metrics.get(key)
         if value is not None:
@@ -1449,17 +1502,44 @@ def _monitor_score(name: str, metrics: Metrics) -> float | None:
                 # AUROC and accuracy on a few dozen subjects tie often (many epochs at 1.0):
                 # the ties go to the epoch whose calibrated validation loss is lowest.
                 score -= _TIE_BREAK * float(calibrated)
-            return score
+            return score, key
     return None
 
 
+def _selection(name: str, metrics: Metrics) -> tuple[int, float, str] | None:
+    """How an epoch ranks for ``best.pt``: ``(tier, score, metric)``, compared by tier first.
+
+    An attribution metric (``val_attr_auroc``, ``val_lesion_mass``, ``val_attr_dice``) says
+    nothing while the classifier has not learned: its maps are then noise, and the metric's
+    best epoch is arbitrary. So an epoch whose ``val_auroc`` is below ``CLASSIFICATION_FLOOR``
+    is ranked in tier 0 by its ``val_auroc``, below every epoch of tier 1 (classification
+    works) ranked by the attribution metric. Where ``val_auroc`` is undefined (one class in
+    the validation split) the classifier cannot be judged and the epoch stays in tier 1. Other
+    early-stopping metrics are always tier 1. ``None`` without a validation split.
+    """
+    if name in _ATTRIBUTION_MONITORS:
+        auroc = metrics.get("val_auroc")
+        if auroc is not None and auroc < CLASSIFICATION_FLOOR:
+            return 0, auroc, "val_auroc"
+    found = _monitor(name, metrics)
+    return None if found is None else (1, *found)
+
+
 def _update_best(config: RunConfig, state: _State, metrics: Metrics) -> bool:
-    """Update best score and patience counter; return whether this epoch is the new best."""
-    score = _monitor_score(config.early_stopping_metric, metrics)
+    """Update best score and patience counter; return whether this epoch is the new best.
+
+    Epochs are ranked by ``_selection``; the metric that ranked the best one is kept in
+    ``state.best_metric``.
+    """
+    found = _selection(config.early_stopping_metric, metrics)
     # Without a score (no validation split) the latest weights are the best we know.
-    improved = score is None or state.best_score is None or score > state.best_score
+    improved = (
+        found is None
+        or state.best_score is None
+        or (found[0], found[1]) > (state.best_tier, state.best_score)
+    )
     if improved:
-        state.best_score = score
+        state.best_tier, state.best_score, state.best_metric = found or (1, None, None)
         state.best_epoch = state.epoch
         state.bad_epochs = 0
     else:
@@ -1470,6 +1550,110 @@ def _update_best(config: RunConfig, state: _State, metrics: Metrics) -> bool:
 def _patience_exhausted(config: RunConfig, state: _State) -> bool:
     patience = config.early_stopping_patience
     return patience is not None and state.bad_epochs >= patience
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+@torch.no_grad()
+def predict_subjects(
+    loop: _Loop, datasets: dict[str, CacheDataset], subjects: Sequence[SubjectSample]
+) -> list[SubjectPrediction]:
+    """Predict every subject of every split with the weights of ``best.pt``.
+
+    Classification runs only (a regression or segmentation run returns ``[]``). The training
+    split is predicted without augmentation (its datasets are rebuilt without it when the run
+    augments). The items of the cached datasets are matched to their subjects by image path.
+    The rows are also written to ``checkpoint_dir/predictions.csv`` (subject_id, split, site,
+    label, logit, probability), so an experiment without the platform's database has them.
+
+    Args:
+        loop: The run's loop; its model gets the weights of ``best.pt``.
+        datasets: The splits' cached datasets, as ``_build_datasets`` made them.
+        subjects: The run's subjects.
+
+    Returns:
+        One ``SubjectPrediction`` per subject of ``datasets``, split by split.
+    """
+    best = loop.checkpoint_dir / BEST_CHECKPOINT
+    if loop.config.task != "classification" or not best.exists():
+        return []
+    loop.check_cancel(loop.config.epochs)
+    loop.model.load_state_dict(_load_payload(best, loop.device)["model"])
+    if loop.config.augment and "train" in datasets:
+        plain = loop.config.model_copy(update={"augment": False})
+        train = [s for s in subjects if s.split == "train"]
+        datasets = {**datasets, "train": _build_datasets(plain, train)["train"]}
+    by_image = {str(s.image): s for s in subjects}
+    rows: list[SubjectPrediction] = []
+    splits: tuple[Split, ...] = ("train", "val", "test")
+    for split in splits:
+        dataset = datasets.get(split)
+        if dataset is None:
+            continue
+        in_split = [s for s in subjects if s.split == split]
+        logits = _predict_logits(loop, dataset)
+        for index, logit in enumerate(logits):
+            item = dataset.data[index]
+            found = by_image.get(str(item.get(IMAGE_KEY))) if isinstance(item, dict) else None
+            subject = found if found is not None else in_split[index]
+            rows.append(
+                SubjectPrediction(
+                    subject_id=subject.subject_id,
+                    split=split,
+                    label=int(subject.label),
+                    logit=float(logit),
+                    probability=float(torch.sigmoid(torch.tensor(float(logit)))),
+                    site=subject.site,
+                )
+            )
+    _write_predictions(rows, loop.checkpoint_dir / PREDICTIONS_FILE)
+    return rows
+
+
+def _predict_logits(loop: _Loop, dataset: CacheDataset) -> list[float]:
+    """Pathological logits of a dataset's items in order (eval mode, batches of the run's
+    batch size)."""
+    loop.model.eval()
+    logits: list[float] = []
+    try:
+        for batch in _loader(dataset, loop.config.batch_size, shuffle=False, seed=0):
+            images, _ = _batch_tensors(batch, loop.device)
+            with torch.autocast(
+                device_type=loop.device.type, dtype=torch.float16, enabled=loop.use_amp
+            ):
+                batch_logits = pathological_logit(loop.model(images))
+            logits.extend(float(v) for v in batch_logits.float().cpu())
+    finally:
+        loop.model.train()
+    return logits
+
+
+def _write_predictions(rows: Sequence[SubjectPrediction], path: Path) -> None:
+    """``predictions.csv`` of ``rows``, written under a temporary name and renamed."""
+    import csv
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["subject_id", "split", "site", "label", "logit", "probability"])
+            for r in rows:
+                writer.writerow(
+                    [
+                        r.subject_id,
+                        r.split,
+                        r.site or "",
+                        r.label,
+                        repr(r.logit),
+                        repr(r.probability),
+                    ]
+                )
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -1491,6 +1675,8 @@ def _last_payload(loop: _Loop, state: _State) -> dict[str, Any]:
         "best_score": state.best_score,
         "best_epoch": state.best_epoch,
         "bad_epochs": state.bad_epochs,
+        "best_tier": state.best_tier,
+        "best_metric": state.best_metric,
         "rng": _get_rng_state(),
     }
 
@@ -1555,6 +1741,9 @@ def _resume(loop: _Loop) -> tuple[_State, dict[str, Any] | None]:
         best_score=payload["best_score"],
         best_epoch=int(payload["best_epoch"]),
         bad_epochs=int(payload["bad_epochs"]),
+        # A last.pt from before the classification fallback: every epoch was tier 1.
+        best_tier=int(payload.get("best_tier", 1)),
+        best_metric=payload.get("best_metric"),
     )
     return state, payload["rng"]
 

@@ -6,9 +6,11 @@ import { type BodyOf, type FormFieldsOf, type Operation, type QueryOf, TypedClie
 type UploadOperation = Operation<"/datasets/{dataset_id}/subjects", "post">;
 
 /** The upload form's fields as the schema declares them, with real files for the file fields. */
-export type SubjectUpload = Omit<FormFieldsOf<UploadOperation>, "image" | "mask"> & {
+export type SubjectUpload = Omit<FormFieldsOf<UploadOperation>, "image" | "mask" | "brain_mask"> & {
   image: File;
   mask?: File | null;
+  /** Without it, the server computes a brain mask from the image. */
+  brain_mask?: File | null;
 };
 
 export type AttributionFilter = QueryOf<Operation<"/attributions", "get">>;
@@ -84,6 +86,14 @@ export function createApi(http: Http) {
         client.GET("/runs/{run_id}/corrected-targets", { path: { run_id } }),
       epochMaps: (run_id: number, subject_id?: number) =>
         client.GET("/runs/{run_id}/epoch-maps", { path: { run_id }, query: { subject_id } }),
+      /** The best weights' prediction per subject (classification runs, once succeeded). */
+      predictions: (run_id: number) => client.GET("/runs/{run_id}/predictions", { path: { run_id } }),
+      /** AUROC, accuracy and counts per split and site, from the predictions. */
+      siteMetrics: (run_id: number) => client.GET("/runs/{run_id}/site-metrics", { path: { run_id } }),
+    },
+    presets: {
+      /** The named starting configurations of the launch form, with every value they set. */
+      list: () => client.GET("/presets"),
     },
     jobs: {
       get: (job_id: number) => client.GET("/jobs/{job_id}", { path: { job_id } }),

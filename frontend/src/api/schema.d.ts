@@ -138,7 +138,8 @@ export interface paths {
         };
         /**
          * Get Attribution Stats
-         * @description Signed summary of the map; lesion metrics with a mask; healthy subjects' positive share.
+         * @description Signed summary of the map; lesion metrics with a mask; healthy subjects' positive share;
+         *     all computed inside the subject's brain mask (``brain_voxels`` of them).
          */
         get: operations["getAttributionStats"];
         put?: never;
@@ -358,7 +359,8 @@ export interface paths {
         put?: never;
         /**
          * Upload Subject
-         * @description Upload one subject: an image, an optional lesion mask, its label and split.
+         * @description Upload one subject: an image, an optional lesion mask, an optional brain mask (else one
+         *     is computed from the image), its label and split.
          */
         post: operations["uploadSubject"];
         delete?: never;
@@ -462,6 +464,47 @@ export interface paths {
          * @description The job's state as `job` events (JobPublic): now, then at every change, until it ends.
          */
         get: operations["streamJobEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/presets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Presets
+         * @description Every preset with its title, description and each RunConfig value it sets (the other
+         *     fields keep RunConfig's defaults). POST /runs with ``preset`` applies one.
+         */
+        get: operations["listPresets"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/presets/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Preset Route
+         * @description One preset.
+         */
+        get: operations["getPreset"];
         put?: never;
         post?: never;
         delete?: never;
@@ -707,7 +750,8 @@ export interface paths {
         put?: never;
         /**
          * Create Run
-         * @description Create a training run and queue its job.
+         * @description Create a training run and queue its job. With ``preset`` (GET /presets) the preset's
+         *     values are applied first and the fields given in ``config`` override them.
          */
         post: operations["createRun"];
         delete?: never;
@@ -940,6 +984,48 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/runs/{run_id}/predictions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Run Predictions
+         * @description The best weights' prediction for every subject (of one split with ``split``): logit,
+         *     probability, label, split and site. Written when a classification run succeeds.
+         */
+        get: operations["getRunPredictions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/predictions.csv": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Run Predictions
+         * @description The predictions as CSV: subject_id, subject_key, split, site, label, logit,
+         *     probability.
+         */
+        get: operations["downloadRunPredictions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/runs/{run_id}/retry": {
         parameters: {
             query?: never;
@@ -954,6 +1040,27 @@ export interface paths {
          * @description Queue a failed or cancelled run again; it resumes from its last checkpoint (409 else).
          */
         post: operations["retryRun"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/site-metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Run Site Metrics
+         * @description AUROC, accuracy (at probability 0.5) and counts per split and site, from the run's
+         *     per-subject predictions; ``site`` null: the split's sites together.
+         */
+        get: operations["getRunSiteMetrics"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -983,6 +1090,28 @@ export interface paths {
          *     project); a null target removes it.
          */
         patch: operations["updateSubject"];
+        trace?: never;
+    };
+    "/api/v1/subjects/{subject_id}/brain.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Brain Mask
+         * @description The brain mask (uint8, 1 = brain, on the image grid): the user's own, or the one
+         *     computed from the image (``brain_mask`` of the subject says which). A subject imported
+         *     before brain masks existed gets one computed now, and kept.
+         */
+        get: operations["downloadSubjectBrainMask"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/v1/subjects/{subject_id}/image.nii.gz": {
@@ -1217,6 +1346,8 @@ export interface components {
         AttributionStats: {
             /** Attribution Id */
             attribution_id: number;
+            /** Brain Voxels */
+            brain_voxels?: number | null;
             /** Label */
             label: number;
             lesion: components["schemas"]["LesionStats"] | null;
@@ -1284,6 +1415,11 @@ export interface components {
         };
         /** Body_uploadSubject */
         Body_uploadSubject: {
+            /**
+             * Brain Mask
+             * @description brain mask on the image grid (0/1); without it, one is computed
+             */
+            brain_mask?: string | null;
             /**
              * Image
              * @description the MR volume, .nii or .nii.gz
@@ -1691,6 +1827,29 @@ export interface components {
             /** P99 9 */
             p99_9: number;
         };
+        /**
+         * Preset
+         * @description A named starting configuration of the launch form (worker.ml.presets).
+         */
+        Preset: {
+            /** Config */
+            config: {
+                [key: string]: unknown;
+            };
+            /** Description */
+            description: string;
+            /** Name */
+            name: string;
+            /** Title */
+            title: string;
+        };
+        /** PresetsPublic */
+        PresetsPublic: {
+            /** Count */
+            count: number;
+            /** Data */
+            data: components["schemas"]["Preset"][];
+        };
         /** ProjectCreate */
         ProjectCreate: {
             /**
@@ -1941,6 +2100,11 @@ export interface components {
             dataset_id: number;
             /** Name */
             name: string;
+            /**
+             * Preset
+             * @description A named preset (GET /presets): its values are applied first, then the fields given in config override them.
+             */
+            preset?: string | null;
         };
         /** RunMetricsPublic */
         RunMetricsPublic: {
@@ -1949,8 +2113,25 @@ export interface components {
             /** Run Id */
             run_id: number;
         };
+        /** RunPredictionsPublic */
+        RunPredictionsPublic: {
+            /** Best Epoch */
+            best_epoch: number | null;
+            /** Best Metric */
+            best_metric: string | null;
+            /** Count */
+            count: number;
+            /** Data */
+            data: components["schemas"]["SubjectPrediction"][];
+            /** Run Id */
+            run_id: number;
+        };
         /** RunPublic */
         RunPublic: {
+            /** Best Epoch */
+            best_epoch?: number | null;
+            /** Best Metric */
+            best_metric?: string | null;
             /** Config */
             config: {
                 [key: string]: unknown;
@@ -1974,8 +2155,19 @@ export interface components {
             };
             /** Name */
             name: string;
+            /** Preset */
+            preset?: string | null;
             /** Status */
             status: string;
+        };
+        /** RunSiteMetricsPublic */
+        RunSiteMetricsPublic: {
+            /** Data */
+            data: components["schemas"]["SiteMetrics"][];
+            /** Run Id */
+            run_id: number;
+            /** Threshold */
+            threshold: number;
         };
         /** RunsPublic */
         RunsPublic: {
@@ -1983,6 +2175,29 @@ export interface components {
             count: number;
             /** Data */
             data: components["schemas"]["RunPublic"][];
+        };
+        /**
+         * SiteMetrics
+         * @description Classification metrics of one split at one site (``site`` null: all sites together;
+         *     '' for subjects without a site).
+         */
+        SiteMetrics: {
+            /** Accuracy */
+            accuracy: number;
+            /** Auroc */
+            auroc: number | null;
+            /** Mean Probability */
+            mean_probability: number;
+            /** N */
+            n: number;
+            /** N Healthy */
+            n_healthy: number;
+            /** N Pathological */
+            n_pathological: number;
+            /** Site */
+            site: string | null;
+            /** Split */
+            split: string;
         };
         /** SubjectCorrections */
         SubjectCorrections: {
@@ -1997,8 +2212,30 @@ export interface components {
             /** Subject Key */
             subject_key: string;
         };
+        /**
+         * SubjectPrediction
+         * @description The best weights' prediction for one subject of a run.
+         */
+        SubjectPrediction: {
+            /** Label */
+            label: number;
+            /** Logit */
+            logit: number;
+            /** Probability */
+            probability: number;
+            /** Site */
+            site: string;
+            /** Split */
+            split: string;
+            /** Subject Id */
+            subject_id: number;
+            /** Subject Key */
+            subject_key: string;
+        };
         /** SubjectPublic */
         SubjectPublic: {
+            /** Brain Mask */
+            brain_mask?: ("given" | "computed") | null;
             /**
              * Created At
              * Format: date-time
@@ -3095,6 +3332,57 @@ export interface operations {
             };
         };
     };
+    listPresets: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PresetsPublic"];
+                };
+            };
+        };
+    };
+    getPreset: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Preset"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     listProjects: {
         parameters: {
             query?: never;
@@ -3923,6 +4211,100 @@ export interface operations {
             };
         };
     };
+    getRunPredictions: {
+        parameters: {
+            query?: {
+                split?: ("train" | "val" | "test") | null;
+            };
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunPredictionsPublic"];
+                };
+            };
+            /** @description no such run, or a finished run without per-subject predictions */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the run has not succeeded (yet) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    downloadRunPredictions: {
+        parameters: {
+            query?: {
+                split?: ("train" | "val" | "test") | null;
+            };
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": unknown;
+                };
+            };
+            /** @description no such run, or a finished run without per-subject predictions */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the run has not succeeded (yet) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     retryRun: {
         parameters: {
             query?: never;
@@ -3942,6 +4324,51 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["RunPublic"];
                 };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    getRunSiteMetrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunSiteMetricsPublic"];
+                };
+            };
+            /** @description no such run, or a finished run without per-subject predictions */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the run has not succeeded (yet) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Validation Error */
             422: {
@@ -4007,6 +4434,37 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SubjectPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    downloadSubjectBrainMask: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                subject_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
                 };
             };
             /** @description Validation Error */

@@ -23,6 +23,11 @@ export function subjectMaskDrawingUrl(subjectId: number): string {
   });
 }
 
+/** The run's per-subject predictions as CSV (subject, split, site, label, logit, probability). */
+export function runPredictionsCsvUrl(runId: number): string {
+  return apiUrl("/runs/{run_id}/predictions.csv", { path: { run_id: runId } });
+}
+
 export function attributionMapUrl(attributionId: number): string {
   return apiUrl("/attributions/{attribution_id}/map.nii.gz", { path: { attribution_id: attributionId } });
 }

@@ -112,7 +112,25 @@ describe("validateUploadForm", () => {
     expect(Object.keys(result.errors).sort()).toEqual(["image", "label", "mask", "split", "subjectKey"]);
   });
 
-  it("requires an image", () => {
+  it("sends a brain mask when one is chosen, and checks its name", () => {
+    const brainMask = new File(["x"], "sub-01_desc-brain_mask.nii.gz");
+    const result = validateUploadForm({ subjectKey: "s1", label: "0", split: "train", image, mask: null, brainMask });
+    expect(result).toEqual({
+      ok: true,
+      value: { subject_key: "s1", label: 0, split: "train", image, mask: null, brain_mask: brainMask },
+    });
+    const bad = validateUploadForm({
+      subjectKey: "s1",
+      label: "0",
+      split: "train",
+      image,
+      mask: null,
+      brainMask: new File(["x"], "brain.png"),
+    });
+    expect(bad).toEqual({ ok: false, errors: { brainMask: "The brain mask must be a .nii or .nii.gz file." } });
+  });
+
+    it("requires an image", () => {
     const result = validateUploadForm({ subjectKey: "s1", label: "0", split: "train", image: null, mask: null });
     expect(result).toEqual({ ok: false, errors: { image: "Choose an image file (.nii or .nii.gz)." } });
   });

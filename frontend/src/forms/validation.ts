@@ -131,6 +131,8 @@ export interface UploadFormValues {
   split: string;
   image: File | null;
   mask: File | null;
+  /** The user's brain mask; without it the server computes one from the image. */
+  brainMask?: File | null;
 }
 
 export interface UploadRequest {
@@ -139,6 +141,7 @@ export interface UploadRequest {
   split: Split;
   image: File;
   mask: File | null;
+  brain_mask?: File;
 }
 
 export function isNiftiName(name: string): boolean {
@@ -161,12 +164,16 @@ export function validateUploadForm(
   if (values.mask && !isNiftiName(values.mask.name)) {
     errors.mask = "The mask must be a .nii or .nii.gz file.";
   }
+  if (values.brainMask && !isNiftiName(values.brainMask.name)) {
+    errors.brainMask = "The brain mask must be a .nii or .nii.gz file.";
+  }
   return finish(errors, () => ({
     subject_key: subjectKey,
     label: Number(values.label) as Label,
     split: values.split as Split,
     image: values.image as File,
     mask: values.mask,
+    ...(values.brainMask ? { brain_mask: values.brainMask } : {}),
   }));
 }
 

@@ -216,6 +216,7 @@ function SubjectTable({
             <th>Split</th>
             <th>Site</th>
             <th>Mask</th>
+            <th title="given: the uploaded brain mask; computed: from the image at import">Brain mask</th>
             <th>Shape</th>
             <th>Attribution{run ? ` (${run.name})` : ""}</th>
           </tr>
@@ -279,6 +280,7 @@ function SubjectTable({
                   )}
                 </td>
                 <td>{s.has_mask ? "yes" : "–"}</td>
+                <td className="muted">{s.brain_mask ?? "–"}</td>
                 <td className="muted">{s.shape.join(" × ")}</td>
                 <td>
                   <div className="row-actions">
@@ -383,6 +385,7 @@ const EMPTY_UPLOAD: UploadFormValues = {
   split: "train",
   image: null,
   mask: null,
+  brainMask: null,
 };
 
 function UploadSubjectForm({ datasetId, onUploaded }: { datasetId: string; onUploaded: () => void }) {
@@ -462,6 +465,14 @@ function UploadSubjectForm({ datasetId, onUploaded }: { datasetId: string; onUpl
             type="file"
             accept=".nii,.gz"
             onChange={(e) => setValues({ ...values, mask: e.target.files?.[0] ?? null })}
+          />
+        </Field>
+        <Field label="Brain mask (optional; else computed)" error={errors.brainMask}>
+          <input
+            name="brain_mask"
+            type="file"
+            accept=".nii,.gz"
+            onChange={(e) => setValues({ ...values, brainMask: e.target.files?.[0] ?? null })}
           />
         </Field>
       </div>

@@ -104,6 +104,7 @@ describe("every client call is an operation of openapi.json", () => {
       ["readMe", () => api.auth.me()],
       ["listProjects", () => api.projects.list()],
       ["getProject", () => api.projects.get(1)],
+      ["updateProject", () => api.projects.update(1, { review_blinded: false })],
       ["listDatasets", () => api.datasets.list(2)],
       ["getDataset", () => api.datasets.get(1)],
       ["createDataset", () => api.datasets.create({ name: "d", project_id: 1 })],

@@ -41,6 +41,8 @@ export default function ReviewPage() {
   const projectList = projects.data?.data ?? [];
   const projectId = projectParam && /^\d+$/.test(projectParam) ? Number(projectParam) : (projectList[0]?.id ?? null);
   const [blinded, setBlinded] = useState(true);
+  const project = projectList.find((p) => p.id === projectId) ?? null;
+  const [roundError, setRoundError] = useState<string | null>(null);
   const queue = useAsync(
     () => (projectId === null ? Promise.resolve(null) : api.reviews.queue(projectId, blinded)),
     [projectId, blinded],
@@ -102,6 +104,25 @@ export default function ReviewPage() {
             Blinded (hide run names, shuffled order)
             {enforced ? <span className="muted small"> — this project's review round is blinded</span> : null}
           </label>
+          {project?.role === "admin" ? (
+            <button
+              type="button"
+              data-review-round={project.review_blinded ? "blinded" : "open"}
+              title="Blinded: the project's clinicians see no run, method or map id (enforced by the server)"
+              onClick={async () => {
+                setRoundError(null);
+                try {
+                  await api.projects.update(project.id, { review_blinded: !project.review_blinded });
+                  projects.reload();
+                  queue.reload();
+                } catch (error) {
+                  setRoundError(errorMessage(error));
+                }
+              }}
+            >
+              {project.review_blinded ? "Open the review round" : "Blind the review round"}
+            </button>
+          ) : null}
           <a href={reviewsCsvUrl()} download className="button-link">
             Export reviews (CSV)
           </a>
@@ -114,6 +135,7 @@ export default function ReviewPage() {
         ) : null}
       </header>
       {queue.error ? <p className="error">{errorMessage(queue.error)}</p> : null}
+      {roundError ? <p className="error">{roundError}</p> : null}
       <div className="review-layout">
         <nav className="review-queue" aria-label="Review queue">
           <p className="muted small">{queue.data ? queueSummary(items.length, queue.data.reviewed) : "Loading…"}</p>

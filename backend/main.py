@@ -23,6 +23,7 @@ from backend.api.deps import Public
 from backend.api.main import api_router
 from backend.api.middleware import SecurityHeaders, TrustedProxies
 from backend.core.config import get_settings
+from backend.core.security import dummy_password_hash
 from backend.services.errors import ServiceError
 
 API_PREFIX = "/api/v1"
@@ -44,6 +45,8 @@ def create_app() -> FastAPI:
         removed = sweep_orphaned_staging(get_storage(settings))
         if removed:
             log.warning("removed %d staging folders of interrupted imports", len(removed))
+        # Made now, so that even the first login of an unknown user takes a normal login's time.
+        dummy_password_hash()
         yield
 
     app = FastAPI(

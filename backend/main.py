@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -21,9 +23,10 @@ from starlette.types import ASGIApp
 from backend.api.deps import Public, credentials_problem
 from backend.api.limits import RequestGate
 from backend.api.main import api_router
-from backend.api.middleware import SecurityHeaders
+from backend.api.middleware import SecurityHeaders, TrustedProxies
 from backend.core.config import get_settings
 from backend.core.db import DATABASE_DOWN
+from backend.core.security import dummy_password_hash
 from backend.services.errors import ServiceError
 
 API_PREFIX = "/api/v1"
@@ -44,12 +47,18 @@ def create_app() -> FastAPI:
         removed = sweep_orphaned_staging(get_storage(settings))
         if removed:
             log.warning("removed %d staging folders of interrupted imports", len(removed))
+        # Made now, so that even the first login of an unknown user takes a normal login's time.
+        dummy_password_hash()
         yield
 
     app = _Attrivue(
         title="Attrivue",
         version="0.1.0",
         openapi_url=f"{API_PREFIX}/openapi.json",
+        # FastAPI's own /docs and /redoc load scripts from a CDN and run an inline script,
+        # both refused by the CSP; _api_docs serves Swagger UI from this server instead.
+        docs_url=None,
+        redoc_url=None,
         lifespan=lifespan,
     )
     app.include_router(api_router, prefix=API_PREFIX)
@@ -70,6 +79,8 @@ def create_app() -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "Content-Range", "X-CSRF-Token"],
             expose_headers=["Upload-Offset", "Upload-Length", "Content-Disposition"],
         )
+    # Outermost: everything inside sees the client address a configured proxy forwarded.
+    app.add_middleware(TrustedProxies, networks=settings.trusted_proxy_networks)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -127,6 +138,8 @@ def create_app() -> FastAPI:
         log.error("unhandled %s during %s %s", type(exc).__name__, request.method, request.url.path)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
+    _api_docs(app)
+
     dist = settings.frontend_dir
     if (dist / "assets").is_dir():
         app.mount("/assets", StaticFiles(directory=dist / "assets"), name="assets")
@@ -147,6 +160,66 @@ def create_app() -> FastAPI:
         )
 
     return app
+
+
+DOCS_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Attrivue API</title>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script src="/docs/init.js"></script>
+</body>
+</html>
+"""
+
+DOCS_INIT = f"""window.ui = SwaggerUIBundle({{
+  url: "{API_PREFIX}/openapi.json",
+  dom_id: "#swagger-ui",
+  deepLinking: true,
+  presets: [SwaggerUIBundle.presets.apis],
+  layout: "BaseLayout",
+}});
+"""
+
+
+def swagger_ui_dir() -> Path | None:
+    """Swagger UI's files as the ``swagger-ui-py`` package ships them, if it is installed."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    static = Path(next(iter(spec.submodule_search_locations))) / "static"
+    return static if (static / "swagger-ui-bundle.js").is_file() else None
+
+
+def _api_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from this server's own files, under the app's CSP unchanged.
+
+    The API documentation is public, like the schema at /api/v1/openapi.json: it describes the
+    routes (as the source does) and holds no data; every route it lists still needs a login.
+    """
+    static = swagger_ui_dir()
+    if static is not None:
+        app.mount("/docs/assets", StaticFiles(directory=static), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Public])
+    def docs() -> HTMLResponse:
+        if static is None:
+            return HTMLResponse(
+                "<h1>Attrivue API</h1><p>Swagger UI is not installed (pip install swagger-ui-py)."
+                f' The schema is at <a href="{API_PREFIX}/openapi.json">{API_PREFIX}/openapi.json'
+                "</a>.</p>",
+                status_code=503,
+            )
+        return HTMLResponse(DOCS_PAGE)
+
+    @app.get("/docs/init.js", include_in_schema=False, dependencies=[Public])
+    def docs_init() -> Response:
+        return Response(DOCS_INIT, media_type="text/javascript")
 
 
 class _Attrivue(FastAPI):

@@ -15,7 +15,7 @@ from backend.core.db import get_db, session_scope
 from backend.core.security import csrf_token_for
 from backend.models import Role, User
 from backend.services import audit
-from backend.services.projects import READ, project_of, require
+from backend.services.projects import READ, project_of, require_object
 from backend.services.users import resolve_token
 from backend.storage import Storage, get_storage
 
@@ -122,8 +122,11 @@ def require_roles(*roles: Role) -> Callable[[User], User]:
 
 
 def authorize(session: Session, user: User, obj: object, roles: Iterable[str] = READ) -> None:
-    """Check the user's role in the project that ``obj`` belongs to (404 for outsiders)."""
-    require(session, user, project_of(session, obj), roles)
+    """Check the user's role in the project that ``obj`` belongs to.
+
+    Outsiders get 404 with the same message as for an id that does not exist.
+    """
+    require_object(session, user, obj, roles)
 
 
 Writer = Annotated[User, Depends(require_roles(Role.admin, Role.researcher))]

@@ -19,6 +19,7 @@ from backend.services.brainmasks import ensure_brain_mask
 from backend.services.datasets import get_subject
 from backend.services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from backend.services.jobs import dispatch, get_job, new_job
+from backend.services.projects import require_object
 from backend.services.runs import check_worker_memory, get_run
 from backend.storage import Storage
 from worker.ml.configs import AttributionConfig, RegionSpec, RunConfig
@@ -125,6 +126,8 @@ def create_attribution(session: Session, *, body: AttributionCreate, user: User)
     run = get_run(session, body.run_id)
     subject = get_subject(session, body.subject_id)
     if subject.dataset_id != run.dataset_id:
+        # A subject of a project the user is not in answers as one that does not exist.
+        require_object(session, user, subject)
         raise Conflict(
             f"subject {subject.id} is not in dataset {run.dataset_id} that run {run.id} used"
         )

@@ -344,7 +344,7 @@ def store_subject(
             write_deidentified(files.mask, folder / "mask.nii.gz", kind="mask")
             subject.mask_path = storage.relative(folder / "mask.nii.gz")
         if files.brain is not None:
-            _write_deidentified(files.brain, folder / BRAIN_FILE, as_mask=True)
+            write_deidentified(files.brain, folder / BRAIN_FILE, kind="mask")
             subject.brain_source = GIVEN
         else:
             write_computed_brain_mask(folder / "image.nii.gz", folder / BRAIN_FILE)

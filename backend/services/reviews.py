@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 import os
 from collections import defaultdict
@@ -15,7 +16,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.models import AttributionMap, Dataset, Review, Run, Subject, User
-from backend.schemas.review import Agreement, RaterPair, ReviewQueue, ReviewQueueItem
+from backend.schemas.review import (
+    Agreement,
+    MapDisplayStats,
+    RaterPair,
+    ReviewPublic,
+    ReviewQueue,
+    ReviewQueueItem,
+)
 from backend.services import projects
 from backend.services.datasets import write_deidentified
 from backend.services.errors import Forbidden, InvalidInput, NotFound
@@ -28,7 +36,10 @@ __all__ = [
     "blinded_label",
     "check_may_correct",
     "correction_file",
+    "item_token",
     "queue",
+    "resolve_item",
+    "review_public",
     "save_correction",
 ]
 
@@ -39,38 +50,72 @@ RATINGS = [1, 2, 3, 4, 5]
 # --- the queue ---------------------------------------------------------------------------------
 
 
-def _order_key(user_id: int, attribution_id: int) -> str:
+def _keyed(secret: bytes, purpose: str, user_id: int, attribution_id: int) -> str:
+    """HMAC-SHA256 with the server's secret: without it, nobody can recompute the value."""
+    message = f"attrivue-{purpose}:{user_id}:{attribution_id}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def _order_key(secret: bytes, user_id: int, attribution_id: int) -> str:
     """A per-user pseudo-random key: the shuffle is stable across reloads and new maps."""
-    return hashlib.sha256(f"attrivue-queue:{user_id}:{attribution_id}".encode()).hexdigest()
+    return _keyed(secret, "queue", user_id, attribution_id)
 
 
-def blinded_label(user_id: int, attribution_id: int) -> str:
+def blinded_label(secret: bytes, user_id: int, attribution_id: int) -> str:
     """An opaque name for a map, the same for one user every time."""
-    digest = hashlib.sha256(f"attrivue-label:{user_id}:{attribution_id}".encode()).hexdigest()
-    return f"Map {digest[:6].upper()}"
+    return f"Map {_keyed(secret, 'label', user_id, attribution_id)[:6].upper()}"
 
 
-def queue(session: Session, user: User, project_id: int, *, blinded: bool) -> ReviewQueue:
-    """The project's succeeded maps that ``user`` has not reviewed yet."""
-    projects.require(session, user, project_id, projects.REVIEW)
-    rows = session.execute(
-        select(AttributionMap, Run.name)
+def item_token(secret: bytes, user_id: int, attribution_id: int) -> str:
+    """The user's opaque token of a map: names it in review routes without giving its id."""
+    return _keyed(secret, "item", user_id, attribution_id)[:32]
+
+
+def _display_stats(stats: dict | None) -> MapDisplayStats:
+    """Only the numbers the viewer scales colours with (never the method's own keys)."""
+    keys = MapDisplayStats.model_fields
+    return MapDisplayStats.model_validate(
+        {k: v for k, v in (stats or {}).items() if k in keys and isinstance(v, int | float)}
+    )
+
+
+def _succeeded_maps(session: Session, project_ids: list[int]):  # type: ignore[no-untyped-def]
+    return session.execute(
+        select(AttributionMap, Run.name, Dataset.project_id)
         .join(Run, Run.id == AttributionMap.run_id)
         .join(Dataset, Dataset.id == Run.dataset_id)
-        .where(Dataset.project_id == project_id, AttributionMap.status == "succeeded")
+        .where(Dataset.project_id.in_(project_ids), AttributionMap.status == "succeeded")
         .order_by(AttributionMap.id)
     ).all()
+
+
+def queue(
+    session: Session, user: User, project_id: int, *, blinded: bool, secret: bytes
+) -> ReviewQueue:
+    """The project's succeeded maps that ``user`` has not reviewed yet.
+
+    A blinded reviewer of the project (see ``projects.blinded_project_ids``) always gets the
+    blinded queue, whatever ``blinded`` asks for.
+    """
+    projects.require(session, user, project_id, projects.REVIEW)
+    enforced = projects.is_blinded(session, user, project_id)
+    blinded = blinded or enforced
+    rows = _succeeded_maps(session, [project_id])
     reviewed = set(
         session.scalars(select(Review.attribution_id).where(Review.reviewer_id == user.id))
     )
-    pending = [(m, name) for m, name in rows if m.id not in reviewed]
+    pending = [(m, name) for m, name, _ in rows if m.id not in reviewed]
     if blinded:
-        pending.sort(key=lambda row: _order_key(user.id, row[0].id))
+        pending.sort(key=lambda row: _order_key(secret, user.id, row[0].id))
     items = [
         ReviewQueueItem(
-            attribution_id=m.id,
+            item=item_token(secret, user.id, m.id),
+            attribution_id=None if blinded else m.id,
             subject_id=m.subject_id,
-            label=blinded_label(user.id, m.id) if blinded else f"{name} · {m.method} #{m.id}",
+            label=(
+                blinded_label(secret, user.id, m.id) if blinded else f"{name} · {m.method} #{m.id}"
+            ),
+            stats=_display_stats(m.stats),
             run_id=None if blinded else m.run_id,
             run_name=None if blinded else name,
             method=None if blinded else m.method,
@@ -80,10 +125,42 @@ def queue(session: Session, user: User, project_id: int, *, blinded: bool) -> Re
     return ReviewQueue(
         project_id=project_id,
         blinded=blinded,
+        enforced=enforced,
         data=items,
         count=len(items),
         reviewed=len(rows) - len(pending),
     )
+
+
+def resolve_item(session: Session, user: User, item: str, *, secret: bytes) -> AttributionMap:
+    """The succeeded map that ``item`` names for ``user``, in a project they are a member of.
+
+    404 for a token that is not theirs (another user's tokens name nothing for them).
+    """
+    if len(item) == 32:
+        for m, _, _ in _succeeded_maps(session, projects.member_project_ids(session, user)):
+            if hmac.compare_digest(item_token(secret, user.id, m.id), item):
+                return m
+    raise NotFound("review item not found")
+
+
+def review_public(
+    session: Session, user: User, review: Review, *, secret: bytes, blinded: set[int] | None = None
+) -> ReviewPublic:
+    """A review as ``user`` may see it: blinded in their blinded projects (no attribution id;
+    their token and label of the map instead)."""
+    if blinded is None:
+        blinded = projects.blinded_project_ids(session, user)
+    public = ReviewPublic.model_validate(review)
+    if blinded and projects.project_of(session, review) in blinded:
+        return public.model_copy(
+            update={
+                "attribution_id": None,
+                "item": item_token(secret, user.id, review.attribution_id),
+                "label": blinded_label(secret, user.id, review.attribution_id),
+            }
+        )
+    return public
 
 
 # --- corrections -------------------------------------------------------------------------------
@@ -217,7 +294,7 @@ def agreement(
         run = session.get(Run, run_id)
         if run is None:
             raise NotFound(f"run {run_id} not found")
-        projects.require(session, user, projects.project_of(session, run), projects.REVIEW)
+        projects.require_object(session, user, run, projects.REVIEW)
         query = query.where(AttributionMap.run_id == run_id)
     # A rater's latest review of a map counts.
     latest: dict[int, dict[str, Review]] = defaultdict(dict)

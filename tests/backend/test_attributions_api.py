@@ -87,6 +87,8 @@ def lab(api: TestClient, tmp_path: Path) -> Lab:
     for role in ("researcher", "clinician"):
         resp = api.put(f"/api/v1/projects/{project}/members", json={"username": role, "role": role})
         assert resp.status_code == 200, resp.text
+    # An open review round: its clinicians see maps by id (blinded: test_audit_part_b)
+    assert api.patch(f"/api/v1/projects/{project}", json={"review_blinded": False}).is_success
     dataset = api.post("/api/v1/datasets", json={"name": "d", "project_id": project}).json()["id"]
     subjects = {
         key: _upload(api, dataset, key, label, split, mask, tmp_path)

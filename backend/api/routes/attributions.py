@@ -69,7 +69,7 @@ def list_attributions(
     """Attribution maps, newest first, filtered by run, subject, status, method and split."""
     rows = svc.list_attributions(
         session,
-        project_ids=projects.member_project_ids(session, user),
+        project_ids=projects.open_project_ids(session, user),
         run_id=run_id,
         subject_id=subject_id,
         status=status,

@@ -61,7 +61,7 @@ def event_stream(
 def list_jobs(user: CurrentUser, session: SessionDep, status: str | None = None) -> JobsPublic:
     """Jobs, newest first."""
     jobs = svc.list_jobs(
-        session, project_ids=projects.member_project_ids(session, user), status=status
+        session, project_ids=projects.open_project_ids(session, user), status=status
     )
     return JobsPublic(data=[JobPublic.model_validate(j) for j in jobs], count=len(jobs))
 

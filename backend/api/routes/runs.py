@@ -49,7 +49,7 @@ def list_runs(
     """Runs, newest first; filters: dataset, status, loss setting, network, creation time."""
     runs = svc.list_runs(
         session,
-        project_ids=projects.member_project_ids(session, user),
+        project_ids=projects.open_project_ids(session, user),
         dataset_id=dataset_id,
         status=status,
         loss_setting=loss_setting,

@@ -31,6 +31,9 @@ export function createApi(http: Http) {
     projects: {
       list: () => client.GET("/projects"),
       get: (project_id: number) => client.GET("/projects/{project_id}", { path: { project_id } }),
+      /** Project admins: the description, or blind / open the review round. */
+      update: (project_id: number, body: BodyOf<Operation<"/projects/{project_id}", "patch">>) =>
+        client.PATCH("/projects/{project_id}", { path: { project_id }, body }),
     },
     datasets: {
       /** The datasets of the user's projects, or of one project. */

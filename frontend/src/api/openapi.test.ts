@@ -14,6 +14,7 @@ import {
   attributionMapUrl,
   epochMapUrl,
   parseId,
+  reviewItemDisplayUrl,
   parseIdList,
   runEventsUrl,
   subjectImageUrl,
@@ -103,6 +104,7 @@ describe("every client call is an operation of openapi.json", () => {
       ["readMe", () => api.auth.me()],
       ["listProjects", () => api.projects.list()],
       ["getProject", () => api.projects.get(1)],
+      ["updateProject", () => api.projects.update(1, { review_blinded: false })],
       ["listDatasets", () => api.datasets.list(2)],
       ["getDataset", () => api.datasets.get(1)],
       ["createDataset", () => api.datasets.create({ name: "d", project_id: 1 })],
@@ -134,7 +136,7 @@ describe("every client call is an operation of openapi.json", () => {
       ["getAttribution", () => api.attributions.get(1)],
       ["createAttribution", () => api.attributions.create({ run_id: 1, subject_id: 1 })],
       ["listReviews", () => api.reviews.list({ run_id: 1 })],
-      ["createReview", () => api.reviews.create({ attribution_id: 1, rating: 3, trust: true })],
+      ["createReview", () => api.reviews.create({ item: "a1b2", rating: 3, trust: true })],
       ["reviewQueue", () => api.reviews.queue(1, true)],
       ["reviewAgreement", () => api.reviews.agreement(1)],
       ["putReviewCorrection", () => api.reviews.putCorrection(1, new Blob([new Uint8Array([1])]))],
@@ -151,6 +153,10 @@ describe("every client call is an operation of openapi.json", () => {
       const [url, init] = fetch.mock.calls[0] as [string, RequestInit];
       expect(operationFor(init.method ?? "GET", url), `${init.method} ${url}`).toBe(operationId);
     }
+  });
+
+  it("builds the review item's map URL from its documented path", () => {
+    expect(operationFor("GET", reviewItemDisplayUrl("a1b2"))).toBe("downloadReviewItemDisplayMap");
   });
 
   it("builds the epoch map URL from its documented path", () => {

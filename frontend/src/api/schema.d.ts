@@ -183,7 +183,8 @@ export interface paths {
          * Login
          * @description Log in; returns a bearer token and sets the session and CSRF cookies for the browser.
          *
-         *     Too many failed attempts for a username (or from one address) within the window give 429.
+         *     Too many failed attempts for a username from one address within the window give 429; an
+         *     address with many failures (any usernames) backs off exponentially (429 with Retry-After).
          */
         post: operations["login"];
         delete?: never;
@@ -226,6 +227,29 @@ export interface paths {
         get: operations["readMe"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Change Password
+         * @description Change the current user's password.
+         *
+         *     Every session and personal token of the user is revoked, the one this request used too;
+         *     the answer carries a new session (token and cookies) so that this browser stays logged in.
+         */
+        post: operations["changePassword"];
         delete?: never;
         options?: never;
         head?: never;
@@ -554,7 +578,11 @@ export interface paths {
         delete?: never;
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Update Project
+         * @description Change the description, or blind / open the review round (project admins; audited).
+         */
+        patch: operations["updateProject"];
         trace?: never;
     };
     "/api/v1/projects/{project_id}/members": {
@@ -571,7 +599,9 @@ export interface paths {
         get: operations["listMembers"];
         /**
          * Set Member
-         * @description Add a user to the project or change their role (project admins).
+         * @description Add a user to the project or change their role (project admins, site admins; audited).
+         *
+         *     The project's last admin cannot be demoted.
          */
         put: operations["setMember"];
         post?: never;
@@ -593,7 +623,7 @@ export interface paths {
         post?: never;
         /**
          * Remove Member
-         * @description Remove a member (project admins); a project keeps at least one admin.
+         * @description Remove a member (project admins, site admins; audited); a project keeps one admin.
          */
         delete: operations["removeMember"];
         options?: never;
@@ -610,13 +640,15 @@ export interface paths {
         };
         /**
          * List Reviews
-         * @description Reviews in the user's projects, filtered by attribution or run.
+         * @description Reviews in the user's projects, filtered by attribution or run (blinded reviewers:
+         *     their own reviews of blinded projects, without map ids).
          */
         get: operations["listReviews"];
         put?: never;
         /**
          * Create Review
-         * @description Rate one attribution map: relevance on the lesions (1-5), trust, a comment.
+         * @description Rate one map, named by its queue ``item`` (or, unblinded, its id): relevance on the
+         *     lesions (1-5), trust, a comment.
          */
         post: operations["createReview"];
         delete?: never;
@@ -657,9 +689,51 @@ export interface paths {
         };
         /**
          * Export Reviews
-         * @description The same reviews as CSV, one row per review.
+         * @description The same reviews as CSV, one row per review; cells that a spreadsheet would run as a
+         *     formula start with ``'``. Blinded rows leave map, run and method empty and give the map's
+         *     blind label instead.
          */
         get: operations["exportReviews"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reviews/items/{item}/display.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Item Display Map
+         * @description A queue item's map for the viewer (int16, scl_slope set), named by its token only.
+         */
+        get: operations["downloadReviewItemDisplayMap"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reviews/items/{item}/map.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Item Map
+         * @description A queue item's signed float32 map, named by its token only.
+         */
+        get: operations["downloadReviewItemMap"];
         put?: never;
         post?: never;
         delete?: never;
@@ -679,8 +753,9 @@ export interface paths {
          * Review Queue
          * @description The project's succeeded maps the current user has not reviewed yet.
          *
-         *     Blinded (the default): run names and methods are hidden behind an opaque label and the
-         *     order is shuffled with a per-user seed, stable across reloads.
+         *     Blinded (the default, and always for a blinded reviewer of the project, whatever
+         *     ``blinded`` says): no run, method or map id, an opaque label keyed with the server's
+         *     secret, and an order shuffled per user, stable across reloads.
          */
         get: operations["reviewQueue"];
         put?: never;
@@ -1234,6 +1309,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/users/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Update User
+         * @description Deactivate or reactivate a user, or set a new password (both revoke their tokens).
+         */
+        patch: operations["updateUser"];
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1757,6 +1852,22 @@ export interface components {
             token_type?: "bearer";
             user: components["schemas"]["UserPublic"];
         };
+        /**
+         * MapDisplayStats
+         * @description What the viewer needs to scale a map's colours (nothing about how it was made).
+         */
+        MapDisplayStats: {
+            /** Max */
+            max?: number | null;
+            /** Mean Abs */
+            mean_abs?: number | null;
+            /** Min */
+            min?: number | null;
+            /** Negative Mass */
+            negative_mass?: number | null;
+            /** Positive Mass */
+            positive_mass?: number | null;
+        };
         /** MemberPublic */
         MemberPublic: {
             /**
@@ -1810,6 +1921,13 @@ export interface components {
             run_id: number;
             /** Values */
             values: number[];
+        };
+        /** PasswordChange */
+        PasswordChange: {
+            /** Current Password */
+            current_password: string;
+            /** New Password */
+            new_password: string;
         };
         /**
          * PositivePercentiles
@@ -1873,8 +1991,27 @@ export interface components {
             id: number;
             /** Name */
             name: string;
+            /**
+             * Review Blinded
+             * @description the review round is blinded: clinicians see no run, method or map id
+             * @default true
+             */
+            review_blinded?: boolean;
             /** Role */
             role?: ("admin" | "researcher" | "clinician") | null;
+        };
+        /**
+         * ProjectUpdate
+         * @description A project admin's change to the project; omitted fields stay as they are.
+         */
+        ProjectUpdate: {
+            /** Description */
+            description?: string | null;
+            /**
+             * Review Blinded
+             * @description blind the project's review round (its clinicians see no run, method or map id) or open it
+             */
+            review_blinded?: boolean | null;
         };
         /** ProjectsPublic */
         ProjectsPublic: {
@@ -1976,15 +2113,26 @@ export interface components {
             /** Spurious Voxels */
             spurious_voxels: number;
         };
-        /** ReviewCreate */
+        /**
+         * ReviewCreate
+         * @description A rating of one map, named by its queue ``item`` token or (unblinded) its id.
+         */
         ReviewCreate: {
-            /** Attribution Id */
-            attribution_id: number;
+            /**
+             * Attribution Id
+             * @description the map's id; refused (404) to blinded reviewers
+             */
+            attribution_id?: number | null;
             /**
              * Comment
              * @default
              */
             comment?: string;
+            /**
+             * Item
+             * @description the map's opaque token from the review queue (works blinded or not)
+             */
+            item?: string | null;
             /**
              * Rating
              * @description does the pathological relevance lie on lesions
@@ -1996,10 +2144,14 @@ export interface components {
              */
             trust: boolean;
         };
-        /** ReviewPublic */
+        /**
+         * ReviewPublic
+         * @description A review. For a blinded reviewer ``attribution_id`` is null and ``item`` is their
+         *     opaque token of the map (with the map's blind ``label``).
+         */
         ReviewPublic: {
             /** Attribution Id */
-            attribution_id: number;
+            attribution_id: number | null;
             /** Comment */
             comment: string;
             /**
@@ -2014,6 +2166,10 @@ export interface components {
             has_correction?: boolean;
             /** Id */
             id: number;
+            /** Item */
+            item?: string | null;
+            /** Label */
+            label?: string | null;
             /** Rating */
             rating: number;
             /** Reviewer Id */
@@ -2029,6 +2185,12 @@ export interface components {
             count: number;
             /** Data */
             data: components["schemas"]["ReviewQueueItem"][];
+            /**
+             * Enforced
+             * @description the project's review round is blinded for this user: the server blinds every answer and ignores blinded=false
+             * @default false
+             */
+            enforced?: boolean;
             /** Project Id */
             project_id: number;
             /**
@@ -2041,12 +2203,16 @@ export interface components {
          * ReviewQueueItem
          * @description One map the current user has not reviewed yet.
          *
-         *     In blinded mode ``run_id``, ``run_name`` and ``method`` are null and ``label`` is an opaque
-         *     name that stays the same for this user across reloads.
+         *     ``item`` is an opaque token of the map for this user: fetch the map through
+         *     ``/reviews/items/{item}/...`` and rate it with ``item``. Blinded, ``attribution_id``,
+         *     ``run_id``, ``run_name`` and ``method`` are null and ``label`` is an opaque name that stays
+         *     the same for this user across reloads.
          */
         ReviewQueueItem: {
             /** Attribution Id */
-            attribution_id: number;
+            attribution_id: number | null;
+            /** Item */
+            item: string;
             /** Label */
             label: string;
             /** Method */
@@ -2055,6 +2221,7 @@ export interface components {
             run_id: number | null;
             /** Run Name */
             run_name: string | null;
+            stats: components["schemas"]["MapDisplayStats"];
             /** Subject Id */
             subject_id: number;
         };
@@ -2409,12 +2576,33 @@ export interface components {
             /** Id */
             id: number;
             /**
+             * Is Active
+             * @default true
+             */
+            is_active?: boolean;
+            /**
              * Role
              * @enum {string}
              */
             role: "admin" | "researcher" | "clinician";
             /** Username */
             username: string;
+        };
+        /**
+         * UserUpdate
+         * @description A site admin's change to a user; omitted fields stay as they are.
+         */
+        UserUpdate: {
+            /**
+             * Is Active
+             * @description false: the user cannot log in and all their tokens fail
+             */
+            is_active?: boolean | null;
+            /**
+             * Password
+             * @description a new password; revokes all the user's sessions and tokens
+             */
+            password?: string | null;
         };
         /** UsersPublic */
         UsersPublic: {
@@ -2730,7 +2918,7 @@ export interface operations {
             query?: {
                 user_id?: number | null;
                 username?: string | null;
-                action?: ("view" | "download" | "rate" | "export") | null;
+                action?: ("view" | "download" | "rate" | "export" | "member_add" | "member_role" | "member_remove" | "review_blinding" | "user_create" | "user_activate" | "user_deactivate" | "password_change" | "password_reset") | null;
                 object_type?: string | null;
                 object_id?: number | null;
                 project_id?: number | null;
@@ -2834,6 +3022,39 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["UserPublic"];
+                };
+            };
+        };
+    };
+    changePassword: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasswordChange"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LoginResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };
@@ -3467,6 +3688,41 @@ export interface operations {
             };
         };
     };
+    updateProject: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ProjectUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProjectPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     listMembers: {
         parameters: {
             query?: never;
@@ -3679,6 +3935,68 @@ export interface operations {
                 };
                 content: {
                     "text/csv": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    downloadReviewItemDisplayMap: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                item: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    downloadReviewItemMap: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                item: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
                 };
             };
             /** @description Validation Error */
@@ -4772,6 +5090,41 @@ export interface operations {
         responses: {
             /** @description Successful Response */
             201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    updateUser: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };

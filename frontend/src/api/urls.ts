@@ -40,6 +40,11 @@ export function attributionDisplayUrl(attributionId: number): string {
   return apiUrl("/attributions/{attribution_id}/display.nii.gz", { path: { attribution_id: attributionId } });
 }
 
+/** A review queue item's display map, named by the item's opaque token (works blinded). */
+export function reviewItemDisplayUrl(item: string): string {
+  return apiUrl("/reviews/items/{item}/display.nii.gz", { path: { item } });
+}
+
 /** In-app route of the viewer, optionally pinned to one attribution. */
 export function viewerPath(subjectId: Id, attributionId?: Id | null): string {
   const base = `/viewer/${encodeURIComponent(String(subjectId))}`;

@@ -1,11 +1,13 @@
 // /review?project=ID: a clinician's queue of maps to review (blinded by default), the viewer with
 // drawing tools for corrections, the rating form, the CSV export and the agreement panel.
+// Maps are named by their queue item tokens only: in a blinded round the server sends no run,
+// method or map id, and the page needs none (map, rating and correction go by token or review).
 import { useCallback, useEffect, useState } from "react";
 import { Link, useSearchParams } from "react-router";
 import { api } from "../api/client";
 import { errorMessage } from "../api/http";
 import { readStats } from "../api/types";
-import { attributionDisplayUrl, reviewsCsvUrl, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
+import { reviewItemDisplayUrl, reviewsCsvUrl, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
 import { useAsync } from "../hooks";
 import {
   CORRECTION_COLORMAP,
@@ -16,6 +18,7 @@ import {
   RATING_LABELS,
   type ReviewFormErrors,
   type ReviewFormValues,
+  type ReviewQueueItem,
   agreementSummary,
   countLabels,
   formatKappa,
@@ -38,11 +41,13 @@ export default function ReviewPage() {
   const projectList = projects.data?.data ?? [];
   const projectId = projectParam && /^\d+$/.test(projectParam) ? Number(projectParam) : (projectList[0]?.id ?? null);
   const [blinded, setBlinded] = useState(true);
+  const project = projectList.find((p) => p.id === projectId) ?? null;
+  const [roundError, setRoundError] = useState<string | null>(null);
   const queue = useAsync(
     () => (projectId === null ? Promise.resolve(null) : api.reviews.queue(projectId, blinded)),
     [projectId, blinded],
   );
-  const [wanted, setWanted] = useState<number | null>(null);
+  const [wanted, setWanted] = useState<string | null>(null);
   const [saved, setSaved] = useState<{ id: number; correction: boolean } | null>(null);
   const agreement = useAsync(
     () => (projectId === null ? Promise.resolve(null) : api.reviews.agreement(projectId)),
@@ -50,7 +55,10 @@ export default function ReviewPage() {
   );
   const items = queue.data?.data ?? [];
   const current = pickCurrent(items, wanted);
-  const rows = queueRows(items, blinded);
+  // The server decides: a blinded round stays blinded whatever this page asks for.
+  const shownBlinded = queue.data?.blinded ?? blinded;
+  const enforced = queue.data?.enforced ?? false;
+  const rows = queueRows(items, shownBlinded);
 
   const onSaved = useCallback(
     (id: number, correction: boolean) => {
@@ -86,14 +94,35 @@ export default function ReviewPage() {
             <input
               type="checkbox"
               name="blinded"
-              checked={blinded}
+              checked={shownBlinded}
+              disabled={enforced}
               onChange={(e) => {
                 setWanted(null);
                 setBlinded(e.target.checked);
               }}
             />{" "}
             Blinded (hide run names, shuffled order)
+            {enforced ? <span className="muted small"> — this project's review round is blinded</span> : null}
           </label>
+          {project?.role === "admin" ? (
+            <button
+              type="button"
+              data-review-round={project.review_blinded ? "blinded" : "open"}
+              title="Blinded: the project's clinicians see no run, method or map id (enforced by the server)"
+              onClick={async () => {
+                setRoundError(null);
+                try {
+                  await api.projects.update(project.id, { review_blinded: !project.review_blinded });
+                  projects.reload();
+                  queue.reload();
+                } catch (error) {
+                  setRoundError(errorMessage(error));
+                }
+              }}
+            >
+              {project.review_blinded ? "Open the review round" : "Blind the review round"}
+            </button>
+          ) : null}
           <a href={reviewsCsvUrl()} download className="button-link">
             Export reviews (CSV)
           </a>
@@ -106,17 +135,18 @@ export default function ReviewPage() {
         ) : null}
       </header>
       {queue.error ? <p className="error">{errorMessage(queue.error)}</p> : null}
+      {roundError ? <p className="error">{roundError}</p> : null}
       <div className="review-layout">
         <nav className="review-queue" aria-label="Review queue">
           <p className="muted small">{queue.data ? queueSummary(items.length, queue.data.reviewed) : "Loading…"}</p>
           <ol>
             {rows.map((row) => (
-              <li key={row.attributionId}>
+              <li key={row.item}>
                 <button
                   type="button"
-                  className={current?.attribution_id === row.attributionId ? "queue-item current" : "queue-item"}
-                  data-attribution-id={row.attributionId}
-                  onClick={() => setWanted(row.attributionId)}
+                  className={current?.item === row.item ? "queue-item current" : "queue-item"}
+                  data-item={row.item}
+                  onClick={() => setWanted(row.item)}
                 >
                   <span className="muted small">{row.position}</span> {row.title}
                   {row.detail ? <span className="muted small"> {row.detail}</span> : null}
@@ -128,9 +158,10 @@ export default function ReviewPage() {
         <section className="review-main">
           {current ? (
             <ReviewItem
-              key={current.attribution_id}
-              attributionId={current.attribution_id}
+              key={current.item}
+              item={current.item}
               subjectId={current.subject_id}
+              stats={current.stats}
               title={current.label}
               onSaved={onSaved}
             />
@@ -186,23 +217,19 @@ export default function ReviewPage() {
 }
 
 function ReviewItem({
-  attributionId,
+  item,
   subjectId,
+  stats: mapStats,
   title,
   onSaved,
 }: {
-  attributionId: number;
+  item: string;
   subjectId: number;
+  stats: ReviewQueueItem["stats"];
   title: string;
   onSaved: (reviewId: number, correction: boolean) => void;
 }) {
-  const data = useAsync(
-    async () => ({
-      subject: await api.subjects.get(subjectId),
-      attribution: await api.attributions.get(attributionId),
-    }),
-    [subjectId, attributionId],
-  );
+  const data = useAsync(async () => ({ subject: await api.subjects.get(subjectId) }), [subjectId]);
   const { hostRef, controller, snapshot } = useViewerController();
   const [tool, setToolState] = useState<DrawTool>("off");
   const [drawn, setDrawn] = useState({ missed: 0, spurious: 0 });
@@ -214,13 +241,13 @@ function ReviewItem({
 
   useEffect(() => {
     if (!controller || !loaded) return;
-    const stats = readStats(loaded.attribution.stats);
+    const stats = readStats(mapStats);
     void controller.load({
       imageUrl: subjectImageUrl(loaded.subject.id),
-      relevance: stats ? { url: attributionDisplayUrl(loaded.attribution.id), stats } : null,
+      relevance: stats ? { url: reviewItemDisplayUrl(item), stats } : null,
       lesionUrl: loaded.subject.has_mask ? subjectMaskDrawingUrl(loaded.subject.id) : null,
     });
-  }, [controller, loaded]);
+  }, [controller, loaded, item, mapStats]);
 
   const setTool = useCallback(
     (next: DrawTool) => {
@@ -249,7 +276,7 @@ function ReviewItem({
 
   const submit = async (e: React.FormEvent) => {
     e.preventDefault();
-    const result = validateReviewForm(form, attributionId);
+    const result = validateReviewForm(form, item);
     if (!result.ok) {
       setErrors(result.errors);
       return;
@@ -274,7 +301,7 @@ function ReviewItem({
 
   const state = data.error ? "error" : loaded ? snapshot.phase : "loading";
   return (
-    <div className="review-item" data-attribution-id={attributionId}>
+    <div className="review-item" data-item={item}>
       <h2>{title}</h2>
       <section className="viewer" data-viewer-state={state} aria-busy={state === "loading"}>
         <div className="viewer-main" onPointerUp={recount}>

@@ -254,6 +254,14 @@ def evaluate_attributions(
         report["dice_at_threshold"] = float("nan")
         report["threshold"] = float("nan")
     report["ig_delta_abs_mean"] = float(np.mean(np.abs(deltas)))
+    # The share of each lesion's voxels that carry pathological relevance (A > 0), averaged
+    # over pathological subjects: a constraint that "succeeds" by making every map negative
+    # scores 0 here, whatever its healthy share.
+    report["lesion_positive"] = (
+        float(np.mean([float((maps[i][masks[i]] > 0).mean()) for i in with_lesion]))
+        if with_lesion
+        else float("nan")
+    )
     return AttributionEvaluation(
         metrics=json_safe(report),
         chosen_threshold=chosen,

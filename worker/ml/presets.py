@@ -5,9 +5,10 @@ title and a description. The API lists them (``GET /presets``) and applies one w
 created with ``preset``: the preset's values first, then the fields the user gave explicitly.
 The launch form fills its fields from them.
 
-torch-free (the backend imports this module). The values below are PLACEHOLDERS for issue 15's
-recipe: the data-regime suite decides the final network, grid, epochs and selection metric,
-and they are edited here, in one dict per preset.
+torch-free (the backend imports this module). The values are those the data-regime suite
+(``python -m worker.experiments regimes``, docs/experiments.md "Data regimes") evaluates on
+held-out generator seeds; the suite reads them from here, so what is measured is what a user
+gets.
 """
 
 from __future__ import annotations
@@ -36,13 +37,18 @@ class UnknownPreset(ValueError):
         self.name = name
 
 
-# Shared by the three presets (placeholder recipe, docs/experiments.md).
+# Shared by the three presets (docs/experiments.md, "Data regimes"): each subject's brain mask
+# crops the volume and zeroes the background; model selection on validation AUROC (ties to
+# the lowest calibrated validation loss); the logit offset calibrated on validation.
 _COMMON: dict[str, Any] = {
     "network": "small_cnn",
-    "epochs": 30,
+    "grid": [48, 56, 48],
+    "brain": "mask",
+    "epochs": 12,
     "learning_rate": 3e-3,
     "batch_size": 4,
     "early_stopping_metric": "val_auroc",
+    "calibrate_logit": True,
 }
 # The attribution constraint's settings of the two constrained presets.
 _CONSTRAINT: dict[str, Any] = {

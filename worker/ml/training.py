@@ -1472,6 +1472,7 @@ def _evaluate_test(loop: _Loop, datasets: dict[str, CacheDataset]) -> Metrics:
             "attr_lesion_mass": found["lesion_mass"],
             "attr_pointing_game": found["pointing_game"],
             "attr_healthy_share": found["healthy_share"],
+            "attr_lesion_positive": found["lesion_positive"],
             "attr_threshold": threshold,
             "attr_ig_delta": found["ig_delta_abs_mean"],
             "attr_n_pathological": found["n_pathological"],

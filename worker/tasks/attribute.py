@@ -92,6 +92,7 @@ def run_attribution(job_id: int) -> None:
         assert run is not None and subject is not None
         ids = (row.id, run.id)
         image_path = storage.absolute(subject.image_path)
+        brain_path = storage.absolute(subject.brain_path) if subject.brain_path else None
         params = dict(row.params)
         method = row.method
         region = dict(row.region) if row.region is not None else None
@@ -128,6 +129,7 @@ def run_attribution(job_id: int) -> None:
                         image_path,
                         AttributionConfig(method=method, **params),
                         device=device,
+                        brain_path=brain_path,
                     )
             save_nifti(out, result.map, result.affine)  # atomic: whole or not at all
         except TrainingCancelled:

@@ -63,7 +63,7 @@ from torch import nn
 
 from worker.ml.configs import AttributionConfig, RunConfig
 from worker.ml.nets import gradcam_layer, pathological_logit
-from worker.ml.transforms import IMAGE_KEY, preprocess_for, to_native
+from worker.ml.transforms import BRAIN_KEY, IMAGE_KEY, preprocess_for, to_native
 
 __all__ = [
     "AttributionResult",
@@ -202,6 +202,7 @@ def attribute_subject(
     *,
     device: str | torch.device = "cpu",
     references: torch.Tensor | None = None,
+    brain_path: Path | None = None,
 ) -> AttributionResult:
     """Compute the signed attribution map of one subject and bring it to native space.
 
@@ -217,12 +218,17 @@ def attribute_subject(
         device: Device to compute on.
         references: gradient_shap's reference images on the working grid (see
             ``attribute_batch``).
+        brain_path: The subject's stored brain mask, which the preprocessing crops to (as in
+            training); ``None``: computed from the image.
 
     Returns:
         The signed native-space map with its affine, logits and diagnostics.
     """
     transform = preprocess_for(config)
-    image = transform({IMAGE_KEY: str(image_path)})[IMAGE_KEY]  # MetaTensor (1, *grid)
+    item = {IMAGE_KEY: str(image_path)}
+    if brain_path is not None:
+        item[BRAIN_KEY] = str(brain_path)
+    image = transform(item)[IMAGE_KEY]  # MetaTensor (1, *grid)
     x = image.as_tensor()[None]  # (1, 1, *grid)
     maps, logits = _attribute(model, x, attribution, references, torch.device(device))
     attr_grid = maps.attributions.detach()[0].float().cpu()  # (1, *grid)

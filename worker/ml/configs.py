@@ -142,6 +142,11 @@ class RunConfig(BaseModel):
         network: Registry key of the classifier (see ``worker.ml.nets.build_network``):
             ``small_cnn``; ``patchgan``, the published classifier of method.md section 3
             (base width 64); MONAI's ``densenet121``, ``resnet18`` and ``resnet10``.
+        pooling: ``small_cnn`` only: the global pooling of its last feature map (``max``, the
+            network's default; ``avg``; ``avgmax``, both concatenated). Max pooling finds "the
+            brightest thing in the brain", which suits hyperintense lesions; a hypointense
+            lesion reads like grey matter inside white matter and is seen by the average of
+            local-contrast features rather than their maximum.
         loss_setting: Which losses are trained (method.md section 3): ``lc_only`` (L_C),
             ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
             lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels
@@ -262,6 +267,10 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     network: NetworkName = "small_cnn"
+    pooling: Literal["max", "avg", "avgmax"] | None = Field(
+        default=None,
+        description="small_cnn only: global pooling of the last feature map (None: max).",
+    )
     loss_setting: LossSetting = "lc_only"
     train_attribution: list[TrainAttributionName] = Field(
         default_factory=lambda: ["gradient"],
@@ -430,6 +439,12 @@ class RunConfig(BaseModel):
         return self.task == "segmentation" and (
             self.seg_annotated_fraction < 1.0 or self.seg_constraint
         )
+
+    @model_validator(mode="after")
+    def _pooling_is_small_cnn(self) -> RunConfig:
+        if self.pooling is not None and self.network != "small_cnn":
+            raise ValueError(f"pooling applies to small_cnn only, not {self.network!r}")
+        return self
 
     @model_validator(mode="after")
     def _distinct_train_attributions(self) -> RunConfig:

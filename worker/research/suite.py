@@ -82,6 +82,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "early_stopping_metric": "val_auroc",
         "augment": True,
     },
+    "classification_avgmax": {**PRESETS["classification"]["config"], **_SUITE, "pooling": "avgmax"},
+    "classification_avg": {**PRESETS["classification"]["config"], **_SUITE, "pooling": "avg"},
     "sup_healthy_balanced": {
         **_SUP,
         **_IG4,
@@ -198,6 +200,7 @@ def run_one(job: Job) -> dict[str, Any]:
         "variant": job.variant,
         "seed": job.seed,
         "subjects": job.subjects,
+        "held_out": job.held_out,
         "config": config.model_dump(mode="json"),
         "best_epoch": result.best_epoch,
         "epochs_completed": result.epochs_completed,
@@ -348,8 +351,9 @@ def summarise(results: Sequence[dict[str, Any]]) -> str:
     for regime, subjects in keys:
         group = [r for r in results if r["regime"] == regime and r["subjects"] == subjects]
         chance = _mean_sd([r["best"].get("chance_mass") for r in group])
+        seed = "held-out" if group[0].get("held_out", True) else "development"
         lines.append(
-            f"**{regime}** ({REGIMES[regime].description}; {subjects} subjects, held-out "
+            f"**{regime}** ({REGIMES[regime].description}; {subjects} subjects, {seed} "
             f"generator seed; lesion-mass chance level {chance})\n"
         )
         header = ["Preset", "Seeds", "Best epoch"] + [

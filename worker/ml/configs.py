@@ -411,6 +411,9 @@ class RunConfig(BaseModel):
             data = dict(data)
             data.setdefault("network", "unet")
             data.setdefault("early_stopping_metric", "val_dice")
+            # A segmentation's predicted masks and region maps are inverted to the native
+            # grid voxel for voxel; it keeps the whole field of view (no brain crop).
+            data.setdefault("brain", "nonzero")
         return data
 
     @model_validator(mode="after")

@@ -429,3 +429,92 @@ def test_json_safe_replaces_non_finite_values() -> None:
     clean = json_safe({"a": float("nan"), "b": np.float64(0.5), "c": float("inf"), "d": 3})
     assert clean == {"a": None, "b": 0.5, "c": None, "d": 3}
     assert isinstance(clean["b"], float)
+
+
+def test_healthy_baseline_is_the_mean_healthy_training_image_and_the_maps_start_there(
+    toy_subjects: list[SubjectSample], tmp_path: Path
+) -> None:
+    from worker.ml.transforms import IMAGE_KEY, preprocess_for
+
+    config = _config(
+        loss_setting="lc_la_supervised",
+        train_attribution=["integrated_gradients"],
+        ig_steps=2,
+        attribution_baseline="healthy",
+        attribution_balance=True,
+    )
+    result = train(config, toy_subjects, checkpoint_dir=tmp_path)
+    baseline = training.load_baseline(result.best_checkpoint)
+    assert baseline is not None and tuple(baseline.shape) == (1, *GRID)
+    transform = preprocess_for(config)
+    healthy = [
+        transform({IMAGE_KEY: str(s.image)})[IMAGE_KEY].as_tensor()
+        for s in toy_subjects
+        if s.split == "train" and s.label == 0
+    ]
+    torch.testing.assert_close(baseline, torch.stack(healthy).mean(0), atol=1e-5, rtol=1e-5)
+    # The evaluation maps integrate from that image: their completeness gap is measured
+    # against F(baseline), and stays small (16 Gauss-Legendre points).
+    assert result.test_metrics["attr_ig_delta"] is not None
+    model, _ = training.load_model(result.best_checkpoint)
+    x = transform({IMAGE_KEY: str(toy_subjects[-1].image)})[IMAGE_KEY].as_tensor()
+    evaluation = evaluate_attributions(
+        model, [(x, None, 0)], steps=16, baseline=baseline, keep_maps=True
+    )
+    with torch.no_grad():
+        gap = float(model(x[None]).flatten()[0] - model(baseline[None]).flatten()[0])
+    assert evaluation.maps is not None
+    assert float(evaluation.maps[0].sum()) == pytest.approx(gap, abs=0.05 * abs(gap) + 1e-4)
+    # The zero baseline stores none.
+    plain = train(_config(), toy_subjects, checkpoint_dir=tmp_path / "zero")
+    assert training.load_baseline(plain.best_checkpoint) is None
+
+
+def test_calibration_offset_restores_the_threshold_without_touching_the_maps(
+    toy_subjects: list[SubjectSample],
+) -> None:
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    logits = np.array([-6.0, -5.5, -5.0, -2.0, -1.5, -1.0])  # ranked right, all below 0
+    offset = training.calibration_offset(labels, logits)
+    assert 2.0 < offset < 5.0
+    assert ((logits + offset > 0) == (labels == 1)).all()
+    assert training.calibration_offset([1, 1], [0.3, 0.5]) == 0.0  # one class: nothing to fit
+
+    # Folded into the output bias, the offset moves every logit and no attribution.
+    torch.manual_seed(0)
+    model = build_network("small_cnn").eval()
+    x = torch.randn(2, 1, *GRID)
+    before = ATTRIBUTION_METHODS["gradient"](model, x, create_graph=False).attributions
+    with torch.no_grad():
+        logit_before = model(x).flatten()
+        bias = training._output_bias(model)
+        assert bias is not None
+        bias.add_(2.5)
+        logit_after = model(x).flatten()
+    after = ATTRIBUTION_METHODS["gradient"](model, x, create_graph=False).attributions
+    torch.testing.assert_close(logit_after - logit_before, torch.full((2,), 2.5))
+    torch.testing.assert_close(after, before)
+
+
+def test_balanced_attribution_loss_weighs_lesion_and_background_equally() -> None:
+    from worker.ml.losses import attribution_loss
+
+    targets = torch.zeros(1, 1, 1, 1, 10)
+    targets[..., 0] = 1.0  # one lesion voxel, nine background voxels
+    attributions = torch.zeros(1, 1, 1, 1, 10)
+    attributions[..., 0] = -2.0  # the lesion voxel has the wrong sign
+    plain = attribution_loss(attributions, targets)
+    balanced = attribution_loss(attributions, targets, balance=True)
+    wrong = float(torch.nn.functional.softplus(torch.tensor(2.0)))  # BCE(-2, 1)
+    right = math.log(2.0)  # BCE(0, 0)
+    assert float(plain) == pytest.approx((wrong + 9 * right) / 10)
+    assert float(balanced) == pytest.approx((wrong + right) / 2)
+
+
+def test_pooling_option_is_small_cnn_only() -> None:
+    from worker.ml.regression import build_model
+
+    assert build_model(_config(pooling="avgmax")).pooling == "avgmax"
+    assert build_model(_config()).pooling == "max"
+    with pytest.raises(ValueError, match="small_cnn only"):
+        _config(network="patchgan", pooling="avg")

@@ -760,10 +760,8 @@ def _healthy_references(
         transform = preprocess_for(config)
         images = [_plain(transform(_as_item(s, False, "val"))[IMAGE_KEY]) for s in healthy]
     else:
-        train = datasets["train"]
-        images = [
-            train[i][IMAGE_KEY] for i in range(len(train)) if float(train[i][LABEL_KEY]) < 0.5
-        ]
+        items = (datasets["train"][i] for i in range(len(datasets["train"])))
+        images = [item[IMAGE_KEY] for item in items if float(item[LABEL_KEY]) < 0.5]
     bank = torch.stack([torch.as_tensor(image, dtype=torch.float32) for image in images])
     bank = bank.to(device)  # (R, C, D, H, W)
     return bank, bank.mean(dim=0, keepdim=True)

@@ -288,7 +288,7 @@ function ReviewItem({
         </div>
         <aside className="viewer-side">
           <ViewerControls controller={controller} snapshot={snapshot} />
-          <Colorbar thresholds={snapshot.thresholds} />
+          <Colorbar thresholds={snapshot.thresholds} scale={snapshot.colourScale} />
         </aside>
       </section>
       <fieldset className="draw-tools" data-draw-tool={tool}>

@@ -138,7 +138,7 @@ export default function ViewerPage() {
         <aside className="viewer-side">
           {epochView.panel}
           <ViewerControls controller={controller} snapshot={snapshot} />
-          <Colorbar thresholds={snapshot.thresholds} legend={loaded?.legend} />
+          <Colorbar thresholds={snapshot.thresholds} legend={loaded?.legend} scale={snapshot.colourScale} />
           {loaded?.attribution ? <ProvenancePanel attribution={loaded.attribution} run={loaded.run} /> : null}
           {loaded?.run && isSegmentationRun(loaded.run) ? (
             <RegionPanel

@@ -13,11 +13,13 @@ import {
   defaultThresholds,
   lesionVolumeOptions,
   peaksFromStats,
+  relevanceColormaps,
   relevanceVolumeOptions,
   stepWindow,
   toCalibration,
   withHiddenSigns,
 } from "./overlay";
+import { type ColourScaleId, allColormaps, storeColourScale, storedColourScale } from "./colourScales";
 import { type KeyLike, THRESHOLD_STEP_FRACTION, type ViewMode, type ViewerAction, shortcutFor } from "./shortcuts";
 import { formatLocation } from "./location";
 import {
@@ -32,6 +34,8 @@ import {
 /** What the controller needs from a loaded NiiVue volume (NVImage). */
 export interface VolumeLike {
   opacity: number;
+  colormap?: string;
+  colormapNegative?: string;
   cal_min?: number;
   cal_max?: number;
   cal_minNeg: number;
@@ -52,9 +56,13 @@ export interface NiivueLike {
   gl: WebGL2RenderingContext;
   onLocationChange: (location: unknown) => void;
   attachToCanvas(canvas: HTMLCanvasElement): Promise<unknown>;
+  /** Registers a colormap by name (NiiVue keeps one table for all instances). */
+  addColormap?(key: string, cmap: { R: number[]; G: number[]; B: number[]; A: number[]; I: number[] }): void;
   loadVolumes(list: object[]): Promise<unknown>;
   setSliceType(sliceType: SLICE_TYPE): unknown;
   updateGLVolume(): void;
+  /** Sets a layer's texture filter; NiiVue calls it for layer 0 (the MR) and 1 (all overlays). */
+  updateInterpolation?(layer: number, isForceLinear?: boolean): void;
   vox2frac(voxel: Voxel): ArrayLike<number>;
   createOnLocationChange(): void;
   drawScene(): unknown;
@@ -127,6 +135,8 @@ export interface ViewerSnapshot {
   /** The keyboard help overlay ("?"). */
   helpOpen: boolean;
   opacity: number;
+  /** The relevance colour scale (colourScales.ts). */
+  colourScale: ColourScaleId;
   thresholds: RelevanceThresholds;
   peaks: { positive: number; negative: number };
   /** The crosshair position (mm) and the values under it. */
@@ -148,6 +158,7 @@ export const INITIAL_SNAPSHOT: ViewerSnapshot = {
   view: "multiplanar",
   helpOpen: false,
   opacity: DEFAULT_OVERLAY_OPACITY,
+  colourScale: "statmap",
   thresholds: { positive: null, negative: null },
   peaks: { positive: 0, negative: 0 },
   location: "",
@@ -179,8 +190,9 @@ export class ViewerController {
   /** The lesion mask in RAS voxel order, kept for "go to lesion". */
   private lesionRAS: ArrayLike<number> | null = null;
 
-  constructor(createNiivue: NiivueFactory = defaultFactory) {
+  constructor(createNiivue: NiivueFactory = defaultFactory, colourScale: ColourScaleId = storedColourScale()) {
     this.createNiivue = createNiivue;
+    this.snapshot = { ...INITIAL_SNAPSHOT, colourScale };
   }
 
   // --- store interface for useSyncExternalStore -------------------------------------------
@@ -235,7 +247,9 @@ export class ViewerController {
       this.lesionRAS = null;
       if (source.relevance) {
         this.relevanceIndex = volumes.length;
-        volumes.push(relevanceVolumeOptions(source.relevance.url, thresholds, this.snapshot.opacity));
+        volumes.push(
+          relevanceVolumeOptions(source.relevance.url, thresholds, this.snapshot.opacity, this.snapshot.colourScale),
+        );
       }
       if (source.lesionUrl) {
         this.lesionIndex = volumes.length;
@@ -295,6 +309,15 @@ export class ViewerController {
 
   setOpacity(opacity: number): void {
     this.update({ opacity: Math.min(Math.max(opacity, 0), 1) });
+    this.applyRelevanceDisplay();
+    this.refresh();
+  }
+
+  /** Switches the relevance colour scale (remembered in this browser). */
+  setColourScale(scale: ColourScaleId): void {
+    if (scale === this.snapshot.colourScale) return;
+    this.update({ colourScale: scale });
+    storeColourScale(scale);
     this.applyRelevanceDisplay();
     this.refresh();
   }
@@ -458,6 +481,8 @@ export class ViewerController {
   private async niivue(): Promise<NiivueLike> {
     if (this.nv) return this.nv;
     const nv = this.createNiivue();
+    for (const [name, cmap] of allColormaps()) nv.addColormap?.(name, cmap);
+    nearestOverlays(nv);
     nv.onLocationChange = (location) =>
       this.update({ location: formatLocation(location), crosshairMM: locationMM(location) });
     this.nv = nv;
@@ -479,6 +504,9 @@ export class ViewerController {
       withHiddenSigns(toCalibration(thresholds), { positive: showPositive, negative: showNegative }, peaks),
     );
     overlay.opacity = this.snapshot.showRelevance ? this.snapshot.opacity : 0;
+    const { colormap, colormapNegative } = relevanceColormaps(this.snapshot.colourScale);
+    if (overlay.colormap !== colormap) overlay.colormap = colormap;
+    if (overlay.colormapNegative !== colormapNegative) overlay.colormapNegative = colormapNegative;
   }
 
   private applyLesionDisplay(): void {
@@ -553,6 +581,26 @@ export async function loadWithoutUploads(nv: NiivueLike, volumes: object[]): Pro
     if (own) nv.updateGLVolume = update;
     else delete (nv as { updateGLVolume?: unknown }).updateGLVolume;
   }
+}
+
+/**
+ * Draws the overlays (relevance, lesion outline) voxel by voxel in the 2D slices while the MR
+ * stays smoothly interpolated, as FSLeyes and nilearn's plot_stat_map show a stat map. NiiVue
+ * interpolates its composited overlay texture without premultiplied alpha, so where a red voxel
+ * meets a blue one or a transparent one it invents purple or dark rims that are in no map.
+ * The 3D render asks for linear filtering explicitly (isForceLinear) and keeps it.
+ */
+export function nearestOverlays(nv: NiivueLike): void {
+  const original = nv.updateInterpolation?.bind(nv);
+  if (!original) return;
+  nv.updateInterpolation = (layer: number, isForceLinear = false) => {
+    original(layer, isForceLinear);
+    const gl = nv.gl;
+    if (layer === 0 || isForceLinear || !gl) return;
+    gl.activeTexture(gl.TEXTURE2); // NiiVue's overlay unit (TEXTURE2_OVERLAY_VOL)
+    gl.texParameteri(gl.TEXTURE_3D, gl.TEXTURE_MIN_FILTER, gl.NEAREST);
+    gl.texParameteri(gl.TEXTURE_3D, gl.TEXTURE_MAG_FILTER, gl.NEAREST);
+  };
 }
 
 /** The mm triple of a NiiVue location event, or null. */

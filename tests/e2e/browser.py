@@ -164,6 +164,8 @@ DOMINANCE_MARGIN = 24
 CHANGE_TOLERANCE = 12
 # A composite pixel is darker than the MR when its brightest channel is this much below the MR's.
 DARKER_TOLERANCE = 6
+# The MR (and the black around it) is drawn in gray: channels within this of each other.
+GRAY_SPREAD = 12
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,10 @@ def overlay_colours(with_overlay: Path, without_overlay: Path) -> OverlayColours
     red = changed & (r >= g + DOMINANCE_MARGIN) & (r >= b + DOMINANCE_MARGIN)
     blue = changed & (b >= r + DOMINANCE_MARGIN) & (b >= g + DOMINANCE_MARGIN)
     drop = off.max(axis=-1) - on.max(axis=-1)
-    darker = changed & (drop > DARKER_TOLERANCE)
+    # "The MR beneath" is where the screenshot without the overlay shows gray: the crosshair and
+    # labels drawn over the overlay are not the overlay's doing.
+    mr = (off.max(axis=-1) - off.min(axis=-1)) <= GRAY_SPREAD
+    darker = changed & mr & (drop > DARKER_TOLERANCE)
     return OverlayColours(
         changed=int(changed.sum()),
         red=int(red.sum()),

@@ -138,8 +138,18 @@ class StubApi:
             "job_id": 12,
             "created_at": self.created,
         }
+        # Extra JSON routes, errors ({path: (status, detail)}), POST handlers and a count of the
+        # GET requests per path, for pages beyond the viewer (tests add what they need).
+        self.extra_json: dict[str, object] = {}
+        self.errors: dict[str, tuple[int, str]] = {}
+        self.post_routes: dict[str, object] = {}
+        self.extra_files: dict[str, Path] = {}
+        # Server-Sent Events: path -> [(event, data)], sent at once and followed by "end".
+        self.sse_routes: dict[str, list[tuple[str, object]]] = {}
+        self.hits: dict[str, int] = {}
         self.dataset = {
             "id": 1,
+            "project_id": 1,
             "name": "stub dataset",
             "description": "synthetic",
             "created_at": self.created,
@@ -158,6 +168,7 @@ class StubApi:
             f"/api/v1/subjects/{SUBJECT_ID}": self.subject,
             "/api/v1/attributions": listing([self.attribution]),
             f"/api/v1/attributions/{ATTRIBUTION_ID}": self.attribution,
+            **self.extra_json,
         }
 
     def file_routes(self) -> dict[str, Path]:
@@ -166,6 +177,7 @@ class StubApi:
             f"/api/v1/subjects/{SUBJECT_ID}/mask.nii.gz": self.case.mask,
             f"/api/v1/attributions/{ATTRIBUTION_ID}/map.nii.gz": self.case.relevance,
             f"/api/v1/attributions/{ATTRIBUTION_ID}/display.nii.gz": self.case.display,
+            **self.extra_files,
         }
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
@@ -198,6 +210,16 @@ class StubApi:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def send_events(self, events: list[tuple[str, object]]) -> None:
+                self.send_response(HTTPStatus.OK)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()
+                for name, data in [*events, ("end", {})]:
+                    self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+                self.wfile.flush()
+                self.close_connection = True
+
             def do_GET(self) -> None:  # noqa: N802
                 url = urlsplit(self.path)
                 if not url.path.startswith("/api/"):
@@ -208,6 +230,12 @@ class StubApi:
                     return self.send_file(stub.dist / "index.html", "text/html")
                 if self.cookies().get("attrivue_session") != SESSION:
                     return self.send_json(401, {"detail": "Not authenticated"})
+                stub.hits[url.path] = stub.hits.get(url.path, 0) + 1
+                if url.path in stub.errors:
+                    status, detail = stub.errors[url.path]
+                    return self.send_json(status, {"detail": detail})
+                if url.path in stub.sse_routes:
+                    return self.send_events(stub.sse_routes[url.path])
                 if url.path in stub.file_routes():
                     if url.path.endswith("mask.nii.gz") and parse_qs(url.query).get("drawing") != [
                         "true"
@@ -240,6 +268,10 @@ class StubApi:
                     return self.send_json(403, {"detail": "CSRF token missing or wrong"})
                 if url.path == "/api/v1/auth/logout":
                     return self.send_json(200, {"detail": "logged out"})
+                if url.path in stub.post_routes:
+                    handler = stub.post_routes[url.path]
+                    status, reply = handler(json.loads(body or b"{}"))  # type: ignore[operator]
+                    return self.send_json(status, reply)
                 return self.send_json(404, {"detail": f"no such API route: {url.path}"})
 
         return Handler

@@ -115,7 +115,9 @@ def add_runs(api: StubApi) -> dict[int, dict]:
             ("metrics", {"run_id": run_id, "data": points}),
         ]
     for run_id in (MISSING_RUN, FORBIDDEN_RUN):
-        status, detail = (404, "Run not found") if run_id == MISSING_RUN else (403, FORBIDDEN_DETAIL)
+        status, detail = (
+            (404, "Run not found") if run_id == MISSING_RUN else (403, FORBIDDEN_DETAIL)
+        )
         for tail in ("", "/events", "/metrics"):
             api.errors[f"{base}/runs/{run_id}{tail}"] = (status, detail)
     return runs

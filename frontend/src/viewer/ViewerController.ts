@@ -111,6 +111,18 @@ const defaultFactory: NiivueFactory = () => new Niivue(NIIVUE_OPTIONS);
 
 export type ViewerPhase = "idle" | "loading" | "ready" | "error";
 
+/** The settings configure() applies together; absent ones stay as they are. */
+export interface DisplaySettings {
+  showRelevance?: boolean;
+  showPositive?: boolean;
+  showNegative?: boolean;
+  showLesion?: boolean;
+  opacity?: number;
+  colourScale?: ColourScaleId;
+  view?: ViewMode;
+  thresholds?: { positive?: SignWindow | null; negative?: SignWindow | null };
+}
+
 export interface ViewerSource {
   imageUrl: string;
   /** The signed attribution map on the image grid, with its stats for default thresholds. */
@@ -389,6 +401,27 @@ export class ViewerController {
         this.setHelpOpen(action.open === "toggle" ? !s.helpOpen : action.open);
         break;
     }
+  }
+
+  /**
+   * Several display settings at once, with one upload to the GPU (the compare page drives all
+   * its panels from one set of controls). A window is set only for a sign the map has.
+   */
+  configure(settings: DisplaySettings): void {
+    const { thresholds: windows, ...flags } = settings;
+    const current = this.snapshot.thresholds;
+    const thresholds: RelevanceThresholds = {
+      positive: current.positive && windows?.positive ? clampWindow(windows.positive) : current.positive,
+      negative: current.negative && windows?.negative ? clampWindow(windows.negative) : current.negative,
+    };
+    const opacity = flags.opacity === undefined ? this.snapshot.opacity : Math.min(Math.max(flags.opacity, 0), 1);
+    const view = flags.view ?? this.snapshot.view;
+    const viewChanged = view !== this.snapshot.view;
+    this.update({ ...flags, opacity, thresholds });
+    this.applyRelevanceDisplay();
+    this.applyLesionDisplay();
+    if (viewChanged) this.applyView();
+    this.refresh();
   }
 
   /** Sets the display window of one sign (magnitudes; the negative side is mirrored). */

@@ -296,3 +296,26 @@ def start_stub(dist: Path, case: SyntheticCase) -> RunningStub:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host, port = server.server_address[:2]
     return RunningStub(base_url=f"http://{host}:{port}", api=api, server=server)
+
+
+def add_scaled_map(
+    running: RunningStub,
+    folder: Path,
+    attribution_id: int,
+    factor: float,
+    **fields: object,
+) -> dict:
+    """A second map of the stub's subject: the first one times `factor`, with its own fields
+    (method, params, convergence_delta...); listed with the first one."""
+    api = running.api
+    image = nib.load(api.case.relevance)
+    data = (np.asarray(image.dataobj) * factor).astype(np.float32)
+    display = _save_display(folder / f"map-{attribution_id}.display.nii.gz", data, image.affine)
+    stats = {k: v * factor for k, v in api.case.stats.items()}
+    attribution = {**api.attribution, "id": attribution_id, "stats": stats, **fields}
+    listed = api.extra_json.get("/api/v1/attributions", {"data": [api.attribution]})
+    both = [*listed["data"], attribution]  # type: ignore[index]
+    api.extra_json["/api/v1/attributions"] = {"data": both, "count": len(both)}
+    api.extra_json[f"/api/v1/attributions/{attribution_id}"] = attribution
+    api.extra_files[f"/api/v1/attributions/{attribution_id}/display.nii.gz"] = display
+    return attribution

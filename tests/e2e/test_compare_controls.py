@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
@@ -45,17 +44,9 @@ def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stub_api.RunningS
     folder = tmp_path_factory.mktemp("stub-volumes")
     case = stub_api.write_synthetic_case(folder)
     running = stub_api.start_stub(DIST_INDEX.parent, case)
-    api = running.api
-    image = nib.load(case.relevance)
-    weak = (np.asarray(image.dataobj) * WEAK_FACTOR).astype(np.float32)
-    display = stub_api._save_display(folder / "weak.display.nii.gz", weak, image.affine)
-    stats = {k: v * WEAK_FACTOR for k, v in case.stats.items()}
-    weak_attr = {**api.attribution, "id": WEAK_ID, "method": "saliency", "params": {}}
-    weak_attr.update(stats=stats, convergence_delta=None)
-    both = [api.attribution, weak_attr]
-    api.extra_json["/api/v1/attributions"] = {"data": both, "count": 2}
-    api.extra_json[f"/api/v1/attributions/{WEAK_ID}"] = weak_attr
-    api.extra_files[f"/api/v1/attributions/{WEAK_ID}/display.nii.gz"] = display
+    stub_api.add_scaled_map(
+        running, folder, WEAK_ID, WEAK_FACTOR, method="saliency", params={}, convergence_delta=None
+    )
     yield running
     running.close()
 

@@ -32,6 +32,7 @@ import {
   sharedPeaks,
 } from "../viewer/compareScale";
 import { type RelevanceLegend, relevanceLegend } from "../viewer/legend";
+import { baselineText, uncertaintyOf, uncertaintyText } from "../viewer/methodParams";
 import { useViewerController } from "../viewer/useViewerController";
 
 /** At most four Niivue instances (WebGL contexts) on the page. */
@@ -454,6 +455,8 @@ function ComparePanel({
 }) {
   const { hostRef, controller, snapshot } = useViewerController(COMPARE_NIIVUE_OPTIONS);
   const stats = readStats(attribution.stats);
+  const baseline = baselineText(attribution.method, attribution.params);
+  const uncertainty = uncertaintyOf(attribution);
 
   useEffect(() => {
     if (!controller) return;
@@ -485,6 +488,14 @@ function ComparePanel({
           <Link to={`/viewer/${subject.id}?attribution=${attribution.id}`}>open</Link>
         </span>
       </figcaption>
+      <p className="muted small compare-meta" data-testid="map-meta">
+        {[
+          baseline ? `baseline ${baseline}` : null,
+          uncertainty ? uncertaintyText(uncertainty) : "no completeness check",
+        ]
+          .filter(Boolean)
+          .join(" · ")}
+      </p>
       <div className="viewer-canvas-host compare-canvas-host" ref={hostRef} />
       {snapshot.error ? (
         <p className="error" role="alert">

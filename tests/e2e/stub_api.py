@@ -138,7 +138,7 @@ class StubApi:
             "job_id": 12,
             "created_at": self.created,
         }
-        # Extra JSON routes, errors ({path: (status, detail)}), POST handlers and a count of the
+        # Extra JSON routes (a callable is called with the parsed query), errors ({path: (status, detail)}), POST handlers and a count of the
         # GET requests per path, for pages beyond the viewer (tests add what they need).
         self.extra_json: dict[str, object] = {}
         self.errors: dict[str, tuple[int, str]] = {}
@@ -244,7 +244,10 @@ class StubApi:
                     return self.send_file(stub.file_routes()[url.path], "application/gzip")
                 routes = stub.json_routes()
                 if url.path in routes:
-                    return self.send_json(200, routes[url.path])
+                    body = routes[url.path]
+                    if callable(body):  # a dynamic route: called with the query
+                        body = body(parse_qs(url.query))
+                    return self.send_json(200, body)
                 return self.send_json(404, {"detail": f"no such API route: {url.path}"})
 
             def do_POST(self) -> None:  # noqa: N802

@@ -94,6 +94,9 @@ export function createApi(http: Http) {
         client.GET("/attributions/{attribution_id}", { path: { attribution_id } }),
       create: (body: BodyOf<Operation<"/attributions", "post">>) =>
         client.POST("/attributions", { body }),
+      /** Maps for chosen subjects or a whole split of the run's dataset, one job each. */
+      createBatch: (body: BodyOf<Operation<"/attributions/batch", "post">>) =>
+        client.POST("/attributions/batch", { body }),
     },
     reviews: {
       list: (query: ReviewFilter = {}) => client.GET("/reviews", { query }),

@@ -13,6 +13,7 @@ import { CorrectedSubjects } from "../corrections/CorrectedSubjects";
 import { FromReviewsPanel } from "../corrections/FromReviewsPanel";
 import { WatchPlot } from "../corrections/WatchPlot";
 import { INSTRUMENTATION_METRICS, INSTRUMENTATION_NOTE, groupsWithData, testMetrics } from "../runs/metricGroups";
+import { NextSteps } from "../runs/NextSteps";
 import { useLiveRun } from "../runs/useLiveRun";
 
 /** /runs/:id: status, progress, live curves, cancel/retry and the final test metrics. */
@@ -163,6 +164,7 @@ function RunView({ runId }: { runId: number }) {
           </table>
         )}
       </section>
+      {run?.status === "succeeded" ? <NextSteps run={run} writable={writable} /> : null}
       {run?.from_reviews_of != null ? <CorrectedSubjects runId={runId} refresh={run.status} /> : null}
       {run ? (
         <WatchPlot

@@ -114,6 +114,31 @@ def add_runs(api: StubApi) -> dict[int, dict]:
             ("job", job),
             ("metrics", {"run_id": run_id, "data": points}),
         ]
+    compared = [runs[PARENT_RUN], runs[CHILD_RUN]]
+    api.extra_json[f"{base}/runs/compare"] = {
+        "runs": compared,
+        "config": [
+            {"key": "epochs", "values": [r["config"]["epochs"] for r in compared], "differs": True}
+        ],
+        "differing": ["epochs"],
+        "metrics": [
+            {
+                "key": "test_auroc",
+                "values": [r["metrics"]["test_auroc"] for r in compared],
+                "differs": True,
+            }
+        ],
+        "series": [
+            {
+                "run_id": run["id"],
+                "name": name,
+                "epochs": list(range(1, len(getattr(CURVES[run["id"]], name)) + 1)),
+                "values": getattr(CURVES[run["id"]], name),
+            }
+            for name in ("loss_a", "loss_c", "val_auroc")
+            for run in compared
+        ],
+    }
     for run_id in (MISSING_RUN, FORBIDDEN_RUN):
         status, detail = (
             (404, "Run not found") if run_id == MISSING_RUN else (403, FORBIDDEN_DETAIL)

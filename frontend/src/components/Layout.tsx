@@ -1,4 +1,4 @@
-import { Link, Outlet, useNavigate } from "react-router";
+import { Link, NavLink, Outlet, useNavigate } from "react-router";
 import { useAuth } from "../auth/AuthContext";
 
 export function Layout() {
@@ -15,8 +15,10 @@ export function Layout() {
           Attrivue
         </Link>
         <nav className="topnav">
-          <Link to="/">Datasets &amp; runs</Link>
-          <Link to="/review">Review</Link>
+          <NavLink to="/" end>
+            Datasets &amp; runs
+          </NavLink>
+          <NavLink to="/review">Review</NavLink>
         </nav>
         <div className="topbar-user">
           {user ? (

@@ -46,6 +46,7 @@ interface CompareData {
   /** The maps shown, in the order asked for. */
   shown: Attribution[];
   runs: Map<number, Run>;
+  datasetName: string | null;
 }
 
 async function loadCompare(subjectId: number, ids: number[]): Promise<CompareData> {
@@ -62,7 +63,17 @@ async function loadCompare(subjectId: number, ids: number[]): Promise<CompareDat
   }
   const runIds = [...new Set([...available, ...shown].map((a) => a.run_id))];
   const runs = await Promise.all(runIds.map((id) => api.runs.get(id).catch(() => null)));
-  return { subject, available, shown, runs: new Map(runs.filter((r): r is Run => r !== null).map((r) => [r.id, r])) };
+  const datasetName = await api.datasets
+    .get(subject.dataset_id)
+    .then((d) => d.name)
+    .catch(() => null);
+  return {
+    subject,
+    available,
+    shown,
+    runs: new Map(runs.filter((r): r is Run => r !== null).map((r) => [r.id, r])),
+    datasetName,
+  };
 }
 
 export function panelLabel(attribution: Attribution, run: Run | undefined): string {
@@ -96,7 +107,11 @@ export default function ComparePage() {
       <header className="viewer-header">
         <p className="crumbs">
           <Link to="/">Datasets</Link> /{" "}
-          {loaded ? <Link to={`/datasets/${loaded.subject.dataset_id}`}>Dataset {loaded.subject.dataset_id}</Link> : null}
+          {loaded ? (
+            <Link to={`/datasets/${loaded.subject.dataset_id}`} data-testid="dataset-crumb">
+              {loaded.datasetName ?? `Dataset ${loaded.subject.dataset_id}`}
+            </Link>
+          ) : null}
         </p>
         <h1>
           Compare maps: {loaded ? loaded.subject.subject_key : `subject ${subjectRaw}`}

@@ -78,6 +78,7 @@ export interface NiivueLike {
   setDrawOpacity?(opacity: number): void;
   setDrawColormap?(name: string): void;
   createEmptyDrawing?(): void;
+  loadDrawingFromUrl?(url: string, isBinarize?: boolean): Promise<boolean>;
   drawUndo?(): void;
   saveImage?(options: { filename: string; isSaveDrawing: boolean; volumeByIndex: number }): Promise<boolean | Uint8Array>;
 }
@@ -485,6 +486,26 @@ export class ViewerController {
     }
     nv.setDrawOpacity?.(0.8);
     nv.setPenValue?.(penValue, false);
+  }
+
+  /**
+   * Loads a stored drawing (a review's correction) into the drawing layer, in `colormap`;
+   * false when it could not be read.
+   */
+  async loadDrawing(url: string, colormap?: object): Promise<boolean> {
+    const nv = this.nv;
+    if (!nv?.loadDrawingFromUrl) return false;
+    const ok = await nv.loadDrawingFromUrl(url);
+    if (ok && colormap) {
+      try {
+        nv.setDrawColormap?.(colormap as unknown as string);
+      } catch {
+        // keep NiiVue's default drawing colours
+      }
+    }
+    nv.setDrawingEnabled?.(false);
+    nv.drawScene();
+    return ok;
   }
 
   undoDrawing(): void {

@@ -130,6 +130,7 @@ describe("every client call is an operation of openapi.json", () => {
       ["listAttributions", () => api.attributions.list({ subject_id: 1 })],
       ["getAttribution", () => api.attributions.get(1)],
       ["createAttribution", () => api.attributions.create({ run_id: 1, subject_id: 1 })],
+      ["createAttributionBatch", () => api.attributions.createBatch({ run_id: 1, split: "test" })],
       ["listReviews", () => api.reviews.list({ run_id: 1 })],
       ["createReview", () => api.reviews.create({ attribution_id: 1, rating: 3, trust: true })],
       ["reviewQueue", () => api.reviews.queue(1, true)],

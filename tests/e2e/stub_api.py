@@ -144,6 +144,7 @@ class StubApi:
         self.errors: dict[str, tuple[int, str]] = {}
         self.post_routes: dict[str, object] = {}
         self.put_routes: dict[str, object] = {}
+        self.patch_routes: dict[str, object] = {}
         self.extra_files: dict[str, Path] = {}
         # Server-Sent Events: path -> [(event, data)], sent at once and followed by "end".
         self.sse_routes: dict[str, list[tuple[str, object]]] = {}
@@ -251,6 +252,21 @@ class StubApi:
                     return self.send_json(200, body)
                 return self.send_json(404, {"detail": f"no such API route: {url.path}"})
 
+            def do_PATCH(self) -> None:  # noqa: N802
+                url = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length", "0") or 0)
+                body = self.rfile.read(length) if length else b""
+                if self.cookies().get("attrivue_session") != SESSION:
+                    return self.send_json(401, {"detail": "Not authenticated"})
+                if self.headers.get("X-CSRF-Token") != self.cookies().get("attrivue_csrf"):
+                    stub.csrf_failures += 1
+                    return self.send_json(403, {"detail": "CSRF token missing or wrong"})
+                if url.path in stub.patch_routes:
+                    handler = stub.patch_routes[url.path]
+                    status, reply = handler(json.loads(body or b"{}"))  # type: ignore[operator]
+                    return self.send_json(status, reply)
+                return self.send_json(404, {"detail": f"no such API route: {url.path}"})
+
             def do_PUT(self) -> None:  # noqa: N802
                 url = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length", "0") or 0)
@@ -288,7 +304,10 @@ class StubApi:
                     return self.send_json(200, {"detail": "logged out"})
                 if url.path in stub.post_routes:
                     handler = stub.post_routes[url.path]
-                    status, reply = handler(json.loads(body or b"{}"))  # type: ignore[operator]
+                    # A multipart form (an upload) goes to its handler as the raw bytes.
+                    multipart = self.headers.get("Content-Type", "").startswith("multipart/")
+                    payload = body if multipart else json.loads(body or b"{}")
+                    status, reply = handler(payload)  # type: ignore[operator]
                     return self.send_json(status, reply)
                 return self.send_json(404, {"detail": f"no such API route: {url.path}"})
 

@@ -1,4 +1,5 @@
 // Form validation: pure functions that return either field errors or the request body.
+import { parseTarget } from "../components/subjectFields";
 import type { DatasetCreate, Label, RunCreate, Split } from "../api/types";
 import { SPLITS } from "../api/types";
 
@@ -131,6 +132,8 @@ export interface UploadFormValues {
   split: string;
   image: File | null;
   mask: File | null;
+  /** The continuous target of regression runs; empty for none. */
+  target: string;
 }
 
 export interface UploadRequest {
@@ -139,6 +142,7 @@ export interface UploadRequest {
   split: Split;
   image: File;
   mask: File | null;
+  target: number | null;
 }
 
 export function isNiftiName(name: string): boolean {
@@ -161,12 +165,15 @@ export function validateUploadForm(
   if (values.mask && !isNiftiName(values.mask.name)) {
     errors.mask = "The mask must be a .nii or .nii.gz file.";
   }
+  const target = parseTarget(values.target ?? "");
+  if (!target.ok) errors.target = target.error;
   return finish(errors, () => ({
     subject_key: subjectKey,
     label: Number(values.label) as Label,
     split: values.split as Split,
     image: values.image as File,
     mask: values.mask,
+    target: target.ok ? target.value : null,
   }));
 }
 

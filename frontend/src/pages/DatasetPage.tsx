@@ -5,7 +5,7 @@ import type { Attribution, Label, Run, Split, Subject } from "../api/types";
 import { SPLITS, canWrite, isActive } from "../api/types";
 import { compareViewerPath, parseId, viewerPath } from "../api/urls";
 import { ErrorMessage, Field, ProgressBar, StatusBadge } from "../components/common";
-import { labelName } from "../format";
+import { formatNumber, labelName } from "../format";
 import {
   type FieldErrors,
   IG_STEPS,
@@ -14,7 +14,7 @@ import {
   validateUploadForm,
 } from "../forms/validation";
 import { useAsync, useJobPolling } from "../hooks";
-import { validateSite } from "../components/subjectFields";
+import { parseTarget, validateSite } from "../components/subjectFields";
 import { BulkUpload } from "../upload/BulkUpload";
 import { SubjectPreview } from "../viewer/SubjectPreview";
 
@@ -101,6 +101,7 @@ export function DatasetPage() {
           steps={steps}
           canCompute={writable}
           onEdited={subjects.reload}
+          targetName={dataset.data?.target_name ?? ""}
         />
       </section>
       {writable && projectId != null ? (
@@ -110,7 +111,11 @@ export function DatasetPage() {
       ) : null}
       {writable ? (
         <section className="panel">
-          <UploadSubjectForm datasetId={datasetId} onUploaded={subjects.reload} />
+          <UploadSubjectForm
+            datasetId={datasetId}
+            onUploaded={subjects.reload}
+            targetName={dataset.data?.target_name ?? ""}
+          />
         </section>
       ) : null}
     </div>
@@ -124,7 +129,10 @@ function SubjectTable({
   steps,
   canCompute,
   onEdited,
+  targetName,
 }: {
+  /** The dataset's name for the continuous target (regression runs), "" when unnamed. */
+  targetName: string;
   subjects: Subject[];
   loading: boolean;
   run: Run | undefined;
@@ -183,7 +191,10 @@ function SubjectTable({
     }
   };
 
-  const edit = async (subject: Subject, change: { label?: Label; split?: Split; site?: string }) => {
+  const edit = async (
+    subject: Subject,
+    change: { label?: Label; split?: Split; site?: string; target?: number | null },
+  ) => {
     setRowErrors((e) => ({ ...e, [subject.id]: null }));
     setSaving((b) => ({ ...b, [subject.id]: true }));
     try {
@@ -215,6 +226,7 @@ function SubjectTable({
             <th>Label</th>
             <th>Split</th>
             <th>Site</th>
+            <th title="The continuous target of regression runs">{targetName ? `Target (${targetName})` : "Target"}</th>
             <th>Mask</th>
             <th>Shape</th>
             <th>Attribution{run ? ` (${run.name})` : ""}</th>
@@ -276,6 +288,15 @@ function SubjectTable({
                     <SiteCell subject={s} saving={saving[s.id] ?? false} onSave={(site) => edit(s, { site })} />
                   ) : (
                     s.site || <span className="muted">–</span>
+                  )}
+                </td>
+                <td>
+                  {canCompute ? (
+                    <TargetCell subject={s} saving={saving[s.id] ?? false} onSave={(target) => edit(s, { target })} />
+                  ) : s.target == null ? (
+                    <span className="muted">–</span>
+                  ) : (
+                    formatNumber(s.target)
                   )}
                 </td>
                 <td>{s.has_mask ? "yes" : "–"}</td>
@@ -383,9 +404,82 @@ const EMPTY_UPLOAD: UploadFormValues = {
   split: "train",
   image: null,
   mask: null,
+  target: "",
 };
 
-function UploadSubjectForm({ datasetId, onUploaded }: { datasetId: string; onUploaded: () => void }) {
+/** The continuous target in the subject table: a number, or empty for none; saved on Enter or blur. */
+function TargetCell({
+  subject,
+  saving,
+  onSave,
+}: {
+  subject: Subject;
+  saving: boolean;
+  onSave: (target: number | null) => Promise<void>;
+}) {
+  const asText = (v: number | null | undefined) => (v == null ? "" : String(v));
+  const [text, setText] = useState(asText(subject.target));
+  const [error, setError] = useState<string | null>(null);
+  const [shown, setShown] = useState(subject.target);
+  const pending = useRef<number | null | undefined>(undefined);
+  if (shown !== subject.target) {
+    setShown(subject.target);
+    setText(asText(subject.target));
+  }
+  const save = () => {
+    const result = parseTarget(text);
+    if (!result.ok) {
+      setError(result.error);
+      return;
+    }
+    setError(null);
+    // Enter saves, and the blur that follows (the field is disabled while saving) must not
+    // send the same value again.
+    if (pending.current !== undefined && pending.current === result.value) return;
+    if (result.value !== (subject.target ?? null)) {
+      pending.current = result.value;
+      void onSave(result.value).finally(() => {
+        pending.current = undefined;
+      });
+    } else setText(asText(subject.target));
+  };
+  return (
+    <div className="site-cell">
+      <input
+        className="site-input target-input"
+        name={`target-${subject.id}`}
+        inputMode="decimal"
+        aria-label={`Target of ${subject.subject_key}`}
+        aria-invalid={error ? true : undefined}
+        value={text}
+        placeholder="–"
+        disabled={saving}
+        onChange={(e) => setText(e.target.value)}
+        onBlur={save}
+        onKeyDown={(e) => {
+          if (e.key === "Enter") {
+            e.preventDefault();
+            save();
+          } else if (e.key === "Escape") {
+            setText(asText(subject.target));
+            setError(null);
+          }
+        }}
+      />
+      {error ? <div className="error small site-error">{error}</div> : null}
+    </div>
+  );
+}
+
+function UploadSubjectForm({
+  datasetId,
+  onUploaded,
+  targetName,
+}: {
+  datasetId: string;
+  onUploaded: () => void;
+  targetName: string;
+}) {
   const [values, setValues] = useState<UploadFormValues>(EMPTY_UPLOAD);
   const [errors, setErrors] = useState<FieldErrors<keyof UploadFormValues>>({});
   const [error, setError] = useState<unknown>(null);
@@ -454,6 +548,18 @@ function UploadSubjectForm({ datasetId, onUploaded }: { datasetId: string; onUpl
             type="file"
             accept=".nii,.gz"
             onChange={(e) => setValues({ ...values, image: e.target.files?.[0] ?? null })}
+          />
+        </Field>
+        <Field
+          label={targetName ? `Target: ${targetName} (optional, regression)` : "Target (optional, for regression runs)"}
+          error={errors.target}
+        >
+          <input
+            name="target"
+            inputMode="decimal"
+            value={values.target}
+            placeholder="e.g. 3.5"
+            onChange={(e) => setValues({ ...values, target: e.target.value })}
           />
         </Field>
         <Field label="Lesion mask (optional)" error={errors.mask}>

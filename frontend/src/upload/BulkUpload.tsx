@@ -270,7 +270,8 @@ export function BulkUpload({
         onDrop={(e) => void onDrop(e)}
       >
         <p>
-          Drop NIfTI files with a <code>manifest.csv</code> (subject, image, label[, mask, split, site]), a BIDS
+          Drop NIfTI files with a <code>manifest.csv</code> (subject, image, label[, mask, split, site, target]: target is the
+          continuous value of regression runs), a BIDS
           folder with its <code>participants.tsv</code>, or a zip here.
         </p>
         <div className="form-row">

@@ -153,6 +153,12 @@ function SubjectTable({
   const [created, setCreated] = useState<Record<number, Attribution>>({});
   const [edited, setEdited] = useState<Record<number, Subject>>({});
   const [saving, setSaving] = useState<Record<number, boolean>>({});
+  // Several maps at once (POST /attributions/batch): the ticked subjects, or a whole split.
+  const [selected, setSelected] = useState<ReadonlySet<number>>(new Set());
+  const [batchSplit, setBatchSplit] = useState<Split>("test");
+  const [batchBusy, setBatchBusy] = useState(false);
+  const [batchError, setBatchError] = useState<unknown>(null);
+  const [batchDone, setBatchDone] = useState<string | null>(null);
   const activeJobs = Object.values(created)
     .filter((a) => isActive(a.status) && a.job_id != null)
     .map((a) => a.job_id as number);
@@ -191,6 +197,42 @@ function SubjectTable({
     }
   };
 
+  const computeBatch = async (target: { subject_ids: number[] } | { split: Split }) => {
+    if (!run) return;
+    const parsed = validateSteps(steps);
+    setStepsError(typeof parsed === "string" ? parsed : undefined);
+    if (typeof parsed === "string") return;
+    setBatchBusy(true);
+    setBatchError(null);
+    setBatchDone(null);
+    try {
+      const made = await api.attributions.createBatch({
+        run_id: run.id,
+        method: "integrated_gradients",
+        params: { steps: parsed, baseline: "zero" },
+        ...target,
+      });
+      setCreated((c) => ({ ...c, ...Object.fromEntries(made.data.map((a) => [a.id, a])) }));
+      setSelected(new Set());
+      setBatchDone(
+        `Queued ${made.count} map${made.count === 1 ? "" : "s"}` +
+          ("split" in target ? ` for the ${target.split} split.` : " for the selected subjects."),
+      );
+    } catch (reason) {
+      setBatchError(reason);
+    } finally {
+      setBatchBusy(false);
+    }
+  };
+  const toggle = (id: number, on: boolean) =>
+    setSelected((old) => {
+      const next = new Set(old);
+      if (on) next.add(id);
+      else next.delete(id);
+      return next;
+    });
+  const splitCount = subjects.filter((x) => x.split === batchSplit).length;
+
   const edit = async (
     subject: Subject,
     change: { label?: Label; split?: Split; site?: string; target?: number | null },
@@ -219,9 +261,57 @@ function SubjectTable({
       {previewSubject ? (
         <SubjectPreview key={previewSubject.id} subject={previewSubject} onClose={closePreview} />
       ) : null}
+      {canCompute ? (
+        <div className="batch-bar" data-testid="batch-bar">
+          <button
+            type="button"
+            disabled={!run || batchBusy || selected.size === 0}
+            onClick={() => void computeBatch({ subject_ids: [...selected] })}
+          >
+            Compute IG for {selected.size} selected
+          </button>
+          <span className="muted">or for a split:</span>
+          <select
+            name="batch-split"
+            aria-label="Split to compute"
+            value={batchSplit}
+            onChange={(e) => setBatchSplit(e.target.value as Split)}
+          >
+            {SPLITS.map((split) => (
+              <option key={split} value={split}>
+                {split}
+              </option>
+            ))}
+          </select>
+          <button
+            type="button"
+            disabled={!run || batchBusy || splitCount === 0}
+            onClick={() => void computeBatch({ split: batchSplit })}
+          >
+            Compute IG for the {batchSplit} split ({splitCount})
+          </button>
+          {batchDone ? (
+            <span className="ok" role="status">
+              {batchDone}
+            </span>
+          ) : null}
+          {!run ? <span className="muted small">Choose a finished run first.</span> : null}
+        </div>
+      ) : null}
+      <ErrorMessage error={batchError} />
       <table className="table">
         <thead>
           <tr>
+            {canCompute ? (
+              <th>
+                <input
+                  type="checkbox"
+                  aria-label="Select all subjects"
+                  checked={selected.size === subjects.length}
+                  onChange={(e) => setSelected(new Set(e.target.checked ? subjects.map((x) => x.id) : []))}
+                />
+              </th>
+            ) : null}
             <th>Subject</th>
             <th>Label</th>
             <th>Split</th>
@@ -241,6 +331,16 @@ function SubjectTable({
             const status = job ?? attribution;
             return (
               <tr key={s.id} data-subject-id={s.id}>
+                {canCompute ? (
+                  <td>
+                    <input
+                      type="checkbox"
+                      aria-label={`Select ${s.subject_key}`}
+                      checked={selected.has(s.id)}
+                      onChange={(e) => toggle(s.id, e.target.checked)}
+                    />
+                  </td>
+                ) : null}
                 <td>
                   <Link to={viewerPath(s.id, attribution?.status === "succeeded" ? attribution.id : null)}>
                     {s.subject_key}

@@ -13,6 +13,8 @@ import { RunPage } from "./pages/RunPage";
 const ViewerPage = lazy(() => import("./pages/ViewerPage"));
 const ComparePage = lazy(() => import("./pages/ComparePage"));
 const ReviewPage = lazy(() => import("./pages/ReviewPage"));
+const GuidePage = lazy(() => import("./pages/GuidePage"));
+const ApiReferencePage = lazy(() => import("./pages/ApiReferencePage"));
 
 export function App() {
   return (
@@ -52,6 +54,22 @@ export function App() {
             element={
               <Suspense fallback={<p className="muted">Loading review…</p>}>
                 <ReviewPage />
+              </Suspense>
+            }
+          />
+          <Route
+            path="guide"
+            element={
+              <Suspense fallback={<p className="muted">Loading the guide…</p>}>
+                <GuidePage />
+              </Suspense>
+            }
+          />
+          <Route
+            path="api"
+            element={
+              <Suspense fallback={<p className="muted">Loading the API reference…</p>}>
+                <ApiReferencePage />
               </Suspense>
             }
           />

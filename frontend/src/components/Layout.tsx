@@ -19,6 +19,8 @@ export function Layout() {
             Datasets &amp; runs
           </NavLink>
           <NavLink to="/review">Review</NavLink>
+          <NavLink to="/guide">User guide</NavLink>
+          <NavLink to="/api">API</NavLink>
         </nav>
         <div className="topbar-user">
           {user ? (

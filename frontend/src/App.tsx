@@ -2,6 +2,7 @@ import { Suspense, lazy } from "react";
 import { Link, Route, Routes } from "react-router";
 import { AuthProvider, RequireAuth } from "./auth/AuthContext";
 import { Layout } from "./components/Layout";
+import { AccountPage, ProjectMembersPage, ProjectsPage, UsersPage } from "./pages/AdminPages";
 import { DatasetPage } from "./pages/DatasetPage";
 import { HomePage } from "./pages/HomePage";
 import { LaunchRunPage } from "./pages/LaunchRunPage";
@@ -73,6 +74,10 @@ export function App() {
               </Suspense>
             }
           />
+          <Route path="account" element={<AccountPage />} />
+          <Route path="projects" element={<ProjectsPage />} />
+          <Route path="projects/:projectId" element={<ProjectMembersPage />} />
+          <Route path="users" element={<UsersPage />} />
           <Route path="*" element={<NotFound />} />
         </Route>
       </Routes>

@@ -145,6 +145,7 @@ class StubApi:
         self.post_routes: dict[str, object] = {}
         self.put_routes: dict[str, object] = {}
         self.patch_routes: dict[str, object] = {}
+        self.delete_routes: dict[str, object] = {}
         self.extra_files: dict[str, Path] = {}
         # Server-Sent Events: path -> [(event, data)], sent at once and followed by "end".
         self.sse_routes: dict[str, list[tuple[str, object]]] = {}
@@ -250,6 +251,18 @@ class StubApi:
                     if callable(body):  # a dynamic route: called with the query
                         body = body(parse_qs(url.query))
                     return self.send_json(200, body)
+                return self.send_json(404, {"detail": f"no such API route: {url.path}"})
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                url = urlsplit(self.path)
+                if self.cookies().get("attrivue_session") != SESSION:
+                    return self.send_json(401, {"detail": "Not authenticated"})
+                if self.headers.get("X-CSRF-Token") != self.cookies().get("attrivue_csrf"):
+                    stub.csrf_failures += 1
+                    return self.send_json(403, {"detail": "CSRF token missing or wrong"})
+                if url.path in stub.delete_routes:
+                    status, reply = stub.delete_routes[url.path]()  # type: ignore[operator]
+                    return self.send_json(status, reply)
                 return self.send_json(404, {"detail": f"no such API route: {url.path}"})
 
             def do_PATCH(self) -> None:  # noqa: N802

@@ -25,10 +25,27 @@ export function createApi(http: Http) {
         client.POST("/auth/login", { body: { username, password } }),
       logout: () => client.POST("/auth/logout"),
       me: () => client.GET("/auth/me"),
+      /** The user's personal access tokens (for scripts); the secret is shown once, on creation. */
+      tokens: () => client.GET("/auth/tokens"),
+      createToken: (body: BodyOf<Operation<"/auth/tokens", "post">>) => client.POST("/auth/tokens", { body }),
+      revokeToken: (token_id: number) => client.DELETE("/auth/tokens/{token_id}", { path: { token_id } }),
     },
     projects: {
       list: () => client.GET("/projects"),
       get: (project_id: number) => client.GET("/projects/{project_id}", { path: { project_id } }),
+      create: (body: BodyOf<Operation<"/projects", "post">>) => client.POST("/projects", { body }),
+      members: (project_id: number) =>
+        client.GET("/projects/{project_id}/members", { path: { project_id } }),
+      /** Add a member or change their role (project admins). */
+      setMember: (project_id: number, body: BodyOf<Operation<"/projects/{project_id}/members", "put">>) =>
+        client.PUT("/projects/{project_id}/members", { path: { project_id }, body }),
+      removeMember: (project_id: number, user_id: number) =>
+        client.DELETE("/projects/{project_id}/members/{user_id}", { path: { project_id, user_id } }),
+    },
+    users: {
+      /** Site admins only. */
+      list: () => client.GET("/users"),
+      create: (body: BodyOf<Operation<"/users", "post">>) => client.POST("/users", { body }),
     },
     datasets: {
       /** The datasets of the user's projects, or of one project. */

@@ -19,14 +19,16 @@ export function Layout() {
             Datasets &amp; runs
           </NavLink>
           <NavLink to="/review">Review</NavLink>
+          <NavLink to="/projects">Projects</NavLink>
+          {user?.role === "admin" ? <NavLink to="/users">Users</NavLink> : null}
           <NavLink to="/guide">User guide</NavLink>
           <NavLink to="/api">API</NavLink>
         </nav>
         <div className="topbar-user">
           {user ? (
-            <span className="muted">
+            <Link to="/account" className="muted" title="Your account and tokens">
               {user.username} · {user.role}
-            </span>
+            </Link>
           ) : null}
           <button type="button" className="link-button" onClick={onLogout}>
             Log out

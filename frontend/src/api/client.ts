@@ -80,8 +80,12 @@ export function createApi(http: Http) {
     },
     imports: {
       /** Import the subjects of completed uploads (files, a manifest or participants.tsv, or a zip). */
-      fromUploads: (dataset_id: number, upload_ids: string[]) =>
-        client.POST("/datasets/{dataset_id}/imports", { path: { dataset_id }, body: { upload_ids } }),
+      /** skipInvalid: store the rows that pass and report the others (a second, partial try). */
+      fromUploads: (dataset_id: number, upload_ids: string[], skipInvalid = false) =>
+        client.POST("/datasets/{dataset_id}/imports", {
+          path: { dataset_id },
+          body: skipInvalid ? { upload_ids, skip_invalid: true } : { upload_ids },
+        }),
     },
     runs: {
       list: (query: RunFilter = {}) => client.GET("/runs", { query }),

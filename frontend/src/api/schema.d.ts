@@ -1539,6 +1539,8 @@ export interface components {
              * @enum {string}
              */
             layout: "manifest" | "bids";
+            /** Rejected */
+            rejected?: components["schemas"]["ImportProblem"][];
         };
         /** JobPublic */
         JobPublic: {
@@ -2825,6 +2827,11 @@ export interface operations {
                 "application/json": {
                     /** Modality */
                     modality?: ("T1w" | "FLAIR") | null;
+                    /**
+                     * Skip Invalid
+                     * @default false
+                     */
+                    skip_invalid?: boolean;
                     /** Upload Ids */
                     upload_ids: string[];
                 };

@@ -84,11 +84,13 @@ def page(stub: stub_api.RunningStub, tmp_path: Path) -> Iterator[Page]:
 
 def test_menu_links_stand_apart(stub: stub_api.RunningStub, page: Page) -> None:
     links = page.locator(".topnav a")
-    assert links.all_inner_texts() == ["Datasets & runs", "Review"]
-    first, second = (links.nth(i).bounding_box() for i in range(2))
-    assert first is not None and second is not None
-    gap = second["x"] - (first["x"] + first["width"])
-    assert gap >= 12, f"the menu links are {gap:.1f} px apart"
+    texts = links.all_inner_texts()
+    assert texts[:2] == ["Datasets & runs", "Review"], texts
+    boxes = [links.nth(i).bounding_box() for i in range(links.count())]
+    assert all(b is not None for b in boxes)
+    for left, right in zip(boxes, boxes[1:], strict=False):
+        gap = right["x"] - (left["x"] + left["width"])
+        assert gap >= 12, f"menu links {gap:.1f} px apart: {texts}"
 
 
 def test_launch_form_cpu_and_focus(stub: stub_api.RunningStub, page: Page) -> None:

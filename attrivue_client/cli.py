@@ -18,7 +18,15 @@ from typing import Any
 
 import yaml
 
-from attrivue_client.client import ApiError, Client, Record, load_config, save_token, token_path
+from attrivue_client.client import (
+    ApiError,
+    Client,
+    Record,
+    load_config,
+    read_manifest,
+    save_token,
+    token_path,
+)
 
 __all__ = ["main"]
 
@@ -102,6 +110,7 @@ def cmd_project(api: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_upload(api: Client, args: argparse.Namespace) -> int:
+    read_manifest(args.folder)  # a bad manifest stops here, before a dataset is created
     if args.dataset is None:
         dataset = api.create_dataset(args.name, project_id=args.project)
         _say(f"created dataset {dataset['id']} ({dataset['name']})")

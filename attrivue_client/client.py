@@ -101,11 +101,17 @@ def load_config(source: Mapping[str, Any] | str | os.PathLike[str] | None) -> di
     return loaded
 
 
+# The labels the server accepts (in any case), as in its manifest import.
+LABELS = {"0": 0, "1": 1, "healthy": 0, "control": 0, "pathological": 1, "patient": 1}
+
+
 def read_manifest(folder: str | os.PathLike[str]) -> list[dict[str, str]]:
     """The rows of ``folder/manifest.csv``, checked before anything is uploaded.
 
     Columns: ``subject`` (or ``subject_key``), ``image`` and ``label`` are required; ``mask``,
     ``split``, ``site`` and ``target`` may be empty or absent. Paths are relative to the folder.
+    Labels are 0 or 1, or in any case healthy/control (0) and pathological/patient (1); the
+    rows come back with ``label`` as "0" or "1". Every problem is named, by line.
     """
     folder = Path(folder)
     manifest = folder / "manifest.csv"
@@ -116,14 +122,24 @@ def read_manifest(folder: str | os.PathLike[str]) -> list[dict[str, str]]:
     problems = []
     for number, row in enumerate(rows, start=2):
         row.setdefault("subject", row.get("subject_key", ""))
-        if not row["subject"] or not row.get("image") or row.get("label") not in ("0", "1"):
-            problems.append(f"line {number}: needs subject, image and label (0 or 1)")
-            continue
+        if not row["subject"]:
+            problems.append(f"line {number}: no subject (column subject or subject_key)")
+        if not row.get("image"):
+            problems.append(f"line {number}: no image")
+        label = LABELS.get(row.get("label", "").lower())
+        if label is None:
+            problems.append(
+                f"line {number}: label {row.get('label', '')!r}: expected 0, 1, healthy, "
+                "control, pathological or patient"
+            )
+        else:
+            row["label"] = str(label)
         for column in ("image", "mask"):
             if row.get(column) and not (folder / row[column]).is_file():
                 problems.append(f"line {number}: no such file {row[column]}")
     if problems:
-        raise ValueError(f"{manifest}: " + "; ".join(problems[:10]))
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise ValueError(f"{manifest}: " + "; ".join(problems[:10]) + more)
     return rows
 
 

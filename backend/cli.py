@@ -71,8 +71,8 @@ def cmd_set_password(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from backend.core.db import session_scope, upgrade_database
-    from backend.core.security import hash_password
     from backend.models import User
+    from backend.services.users import set_password
 
     upgrade_database()
     password = os.environ.get("ATTRIVUE_NEW_PASSWORD") or getpass.getpass("new password: ")
@@ -82,8 +82,8 @@ def cmd_set_password(args: argparse.Namespace) -> int:
         user = session.scalar(select(User).where(User.username == args.username))
         if user is None:
             return _fail(f"no user {args.username!r}")
-        user.password_hash = hash_password(password)
-    print(f"password of {args.username!r} changed")
+        revoked = set_password(session, user, password)
+    print(f"password of {args.username!r} changed; {revoked} sessions and tokens revoked")
     return 0
 
 
@@ -175,6 +175,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=port,
             log_level="info",
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            # X-Forwarded-* are read by backend.api.middleware.TrustedProxies, from the proxies
+            # named in ATTRIVUE_TRUSTED_PROXIES only (uvicorn would trust 127.0.0.1).
+            proxy_headers=False,
         )
     finally:
         if worker is not None and worker.poll() is None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from backend.core.config import Settings, get_settings
+from backend.core.config import Settings, get_settings, private_dir
 
 __all__ = ["Storage", "get_storage"]
 
@@ -70,4 +70,5 @@ class Storage:
 
 
 def get_storage(settings: Settings | None = None) -> Storage:
-    return Storage((settings or get_settings()).data_dir)
+    """The storage of the configured data directory, created owner-only if it is new."""
+    return Storage(private_dir((settings or get_settings()).data_dir))

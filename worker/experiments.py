@@ -64,7 +64,7 @@ from worker.ml.training import (
     load_model,
     train,
 )
-from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess
+from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess_for
 from worker.research.corrections import run_corrections
 from worker.research.regression import EXPERIMENT_DEFAULTS as REGRESSION_DEFAULTS
 from worker.research.regression import run_regression
@@ -396,7 +396,7 @@ class LoadedSubject:
 
 def load_subjects(config: RunConfig, records: Sequence[SubjectRecord]) -> list[LoadedSubject]:
     """Preprocess images and masks onto the working grid."""
-    transform = preprocess(config.grid, augment=False, intensity=config.intensity)
+    transform = preprocess_for(config)
     loaded = []
     for record in records:
         item: dict[str, Any] = {IMAGE_KEY: str(record.image)}
@@ -1235,6 +1235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from worker.research.segmentation import main as segmentation_main
 
         return segmentation_main(argv[1:])
+    if argv[:1] == ["regimes"]:  # its own options (worker/research/suite.py)
+        from worker.research.suite import main as suite_main
+
+        return suite_main(argv[1:])
     options = parse_options(argv)
     torch.set_num_threads(max(1, options.threads))
     started = time.perf_counter()

@@ -8,13 +8,14 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.orm import Session
+from starlette.requests import HTTPConnection
 
 from backend.core.config import Settings, get_settings
-from backend.core.db import get_db
+from backend.core.db import get_db, session_scope
 from backend.core.security import csrf_token_for
 from backend.models import Role, User
 from backend.services import audit
-from backend.services.projects import READ, project_of, require
+from backend.services.projects import READ, project_of, require_object
 from backend.services.users import resolve_token
 from backend.storage import Storage, get_storage
 
@@ -31,6 +32,7 @@ __all__ = [
     "Public",
     "Writer",
     "authorize",
+    "credentials_problem",
     "public_route",
     "require_roles",
 ]
@@ -56,22 +58,43 @@ def _unauthorised(detail: str) -> HTTPException:
     )
 
 
-def current_user(request: Request, session: SessionDep, settings: SettingsDep) -> User:
-    """The user behind a bearer token (scripts) or the session cookie (the browser)."""
-    header = request.headers.get("authorization", "")
+_BAD_TOKEN = "the token is invalid, expired or revoked"
+
+
+def _credentials(connection: HTTPConnection) -> tuple[str, bool]:
+    """The request's token and whether it came from the session cookie; 401 if none."""
+    header = connection.headers.get("authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise _unauthorised("the Authorization header must be 'Bearer <token>'")
-        from_cookie = False
-    else:
-        token = request.cookies.get(SESSION_COOKIE, "")
-        from_cookie = True
-        if not token:
-            raise _unauthorised("not logged in")
+        return token, False
+    token = connection.cookies.get(SESSION_COOKIE, "")
+    if not token:
+        raise _unauthorised("not logged in")
+    return token, True
+
+
+def credentials_problem(connection: HTTPConnection) -> str | None:
+    """None when the request's token resolves to a user, else why not (the 401 message).
+
+    The check ``RequestGate`` makes before a protected route's body is read; the route's
+    ``current_user`` makes it again, with the CSRF check, once the request is admitted.
+    """
+    try:
+        token, _ = _credentials(connection)
+    except HTTPException as exc:
+        return str(exc.detail)
+    with session_scope() as session:
+        return None if resolve_token(session, token) is not None else _BAD_TOKEN
+
+
+def current_user(request: Request, session: SessionDep, settings: SettingsDep) -> User:
+    """The user behind a bearer token (scripts) or the session cookie (the browser)."""
+    token, from_cookie = _credentials(request)
     resolved = resolve_token(session, token)
     if resolved is None:
-        raise _unauthorised("the token is invalid, expired or revoked")
+        raise _unauthorised(_BAD_TOKEN)
     if from_cookie and request.method not in _SAFE_METHODS:
         # A cookie is sent by the browser on cross-site requests too: demand the CSRF header.
         sent = request.headers.get("x-csrf-token", "")
@@ -99,8 +122,11 @@ def require_roles(*roles: Role) -> Callable[[User], User]:
 
 
 def authorize(session: Session, user: User, obj: object, roles: Iterable[str] = READ) -> None:
-    """Check the user's role in the project that ``obj`` belongs to (404 for outsiders)."""
-    require(session, user, project_of(session, obj), roles)
+    """Check the user's role in the project that ``obj`` belongs to.
+
+    Outsiders get 404 with the same message as for an id that does not exist.
+    """
+    require_object(session, user, obj, roles)
 
 
 Writer = Annotated[User, Depends(require_roles(Role.admin, Role.researcher))]

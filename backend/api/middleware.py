@@ -1,4 +1,5 @@
-"""Response headers every answer carries: browser hardening, and no caching of API data.
+"""Response headers every answer carries: browser hardening, and no caching of API data;
+and the client address behind configured reverse proxies.
 
 A plain ASGI middleware (not BaseHTTPMiddleware) so that streamed responses (file downloads,
 server-sent events) pass through untouched apart from their headers.
@@ -6,10 +7,15 @@ server-sent events) pass through untouched apart from their headers.
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
+import ipaddress
+from collections.abc import Sequence
+
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CONTENT_SECURITY_POLICY", "SecurityHeaders"]
+__all__ = ["CONTENT_SECURITY_POLICY", "SecurityHeaders", "TrustedProxies"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # The SPA is one origin: its scripts, styles and the API. NiiVue draws with WebGL (no CSP
 # source needed), reads volumes through blob: URLs and may start blob: workers; React and
@@ -65,3 +71,52 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class TrustedProxies:
+    """Takes the client address (and scheme) from ``X-Forwarded-For`` / ``X-Forwarded-Proto``,
+    but only on requests whose peer is one of the configured reverse proxies.
+
+    Uvicorn's own handling is switched off (``proxy_headers=False`` in ``attrivue serve``): it
+    trusts 127.0.0.1 by default, which let anything on the host pick its own address for the
+    login limit and the audit log. With no proxies configured the headers are ignored.
+    """
+
+    def __init__(self, app: ASGIApp, *, networks: Sequence[IPNetwork]) -> None:
+        self.app = app
+        self.networks = list(networks)
+
+    def _trusted(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        if scope["type"] in ("http", "websocket") and client and self._trusted(client[0]):
+            headers = Headers(scope=scope)
+            hops = [
+                h.strip()
+                for value in headers.getlist("x-forwarded-for")
+                for h in value.split(",")
+                if h.strip()
+            ]
+            # The nearest hops are appended last: walk back over our own proxies; the first
+            # address that is not one of them is the client (a client may forge the rest).
+            for hop in reversed(hops):
+                if not self._trusted(hop):
+                    scope = {**scope, "client": (hop, 0)}
+                    break
+            else:
+                if hops:
+                    scope = {**scope, "client": (hops[0], 0)}
+            protos = [p.strip().lower() for p in headers.get("x-forwarded-proto", "").split(",")]
+            if protos[-1] in ("http", "https"):
+                secure = protos[-1] == "https"
+                if scope["type"] == "websocket":
+                    scope = {**scope, "scheme": "wss" if secure else "ws"}
+                else:
+                    scope = {**scope, "scheme": protos[-1]}
+        await self.app(scope, receive, send)

@@ -5,6 +5,8 @@ A bad value stops start-up with a message naming the setting (see ``load_setting
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -13,7 +15,14 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "SettingsError", "get_settings", "load_settings", "REPO_ROOT"]
+__all__ = [
+    "Settings",
+    "SettingsError",
+    "get_settings",
+    "load_settings",
+    "private_dir",
+    "REPO_ROOT",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,9 +51,27 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     frontend_dir: Path = REPO_ROOT / "frontend" / "dist"
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    max_json_bytes: int = Field(
+        default=1024**2, gt=0, description="largest body of a JSON route, refused while it streams"
+    )
+    max_correction_bytes: int = Field(
+        default=256 * 1024**2, gt=0, description="largest drawn correction of a review"
+    )
     session_hours: int = Field(default=12, gt=0)
     cookie_secure: bool = False
-    login_max_failures: int = Field(default=5, ge=1, description="per username and window")
+    trusted_proxies: str = Field(
+        default="",
+        description="comma-separated addresses or networks of reverse proxies whose "
+        "X-Forwarded-For / X-Forwarded-Proto are believed; none by default",
+    )
+    login_max_failures: int = Field(
+        default=5, ge=1, description="failed logins per (address, username) and window"
+    )
+    login_address_max_failures: int = Field(
+        default=50,
+        ge=1,
+        description="failed logins per address and window before that address backs off",
+    )
     login_window_seconds: int = Field(default=300, ge=1)
     worker_queues: str = "gpu,cpu"
     heartbeat_seconds: float = Field(default=10.0, gt=0, description="worker heartbeat period")
@@ -52,6 +79,11 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="a running job silent this long is re-queued"
     )
     job_max_attempts: int = Field(default=3, ge=1, description="runs of a job before it fails")
+    worker_memory_gb: float = Field(
+        default=16.0,
+        gt=0,
+        description="memory one job may use on a worker; larger runs and maps are refused",
+    )
     cors_origins: str = Field(
         default="", description="comma-separated origins allowed to call the API; none by default"
     )
@@ -85,6 +117,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"an origin looks like https://host[:port]; got {origin!r}")
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        for entry in (e.strip() for e in value.split(",")):
+            if not entry:
+                continue
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"name proxies by IP address or network (10.0.0.5, 10.0.0.0/8); got {entry!r}"
+                ) from None
+        return value
+
     @model_validator(mode="after")
     def _defaults_and_secrets(self) -> Settings:
         if not self.database_url:
@@ -99,7 +145,27 @@ class Settings(BaseSettings):
             )
         if self.environment == "production" and len(key) < 32:
             raise ValueError("ATTRIVUE_SECRET_KEY must be at least 32 characters in production")
+        if self.environment == "production" and not (self.cookie_secure or self.trusted_proxies):
+            # Session cookies sent over plain HTTP can be read on the wire.
+            raise ValueError(
+                "production needs HTTPS: set ATTRIVUE_COOKIE_SECURE=true (TLS here or at a "
+                "proxy), or name the TLS-terminating proxy in ATTRIVUE_TRUSTED_PROXIES"
+            )
         return self
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Whether cookies carry ``Secure``: always in production (HTTPS is required there)."""
+        return self.cookie_secure or self.environment == "production"
+
+    @property
+    def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """The networks of ``trusted_proxies``."""
+        return [
+            ipaddress.ip_network(e.strip(), strict=False)
+            for e in self.trusted_proxies.split(",")
+            if e.strip()
+        ]
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -116,10 +182,23 @@ class Settings(BaseSettings):
             return key.encode()
         path = self.data_dir / ".secret_key"
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(48))
+            private_dir(self.data_dir)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
             path.chmod(0o600)
         return path.read_text().strip().encode()
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and missing parents) readable by its owner only (mode 0700).
+
+    Only a directory made here is changed: an existing one keeps the mode its operator chose.
+    """
+    if not path.exists():
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.chmod(0o700)
+    return path
 
 
 def load_settings() -> Settings:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.core.config import REPO_ROOT, Settings, get_settings
+from backend.core.config import REPO_ROOT, Settings, get_settings, private_dir
 
-__all__ = ["get_engine", "session_scope", "get_db", "upgrade_database"]
+__all__ = ["DATABASE_DOWN", "get_engine", "session_scope", "get_db", "upgrade_database"]
+
+# What a request answers (503, with Retry-After) while the database cannot be reached.
+DATABASE_DOWN = "the database is unreachable; try again in a moment"
 
 
 @lru_cache
@@ -32,10 +37,26 @@ def _engine_for(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def _private_sqlite_file(url: str) -> None:
+    """Create the SQLite file (and its folder) readable by its owner only, before SQLite does.
+
+    SQLite gives its -wal and -shm files the mode of the database file.
+    """
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    private_dir(path.parent)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        path.chmod(0o600)
+
+
 def get_engine(settings: Settings | None = None) -> Engine:
     settings = settings or get_settings()
+    private_dir(settings.data_dir)
     if settings.database_url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_file(settings.database_url)
     return _engine_for(settings.database_url)
 
 

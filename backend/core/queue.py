@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery
 
-from backend.core.config import Settings, get_settings
+from backend.core.config import Settings, get_settings, private_dir
 
 __all__ = ["QUEUES", "TASK_QUEUES", "celery_config", "client", "make_celery", "send", "send_job"]
 
@@ -41,6 +41,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     if settings.broker_url.startswith("filesystem://"):
         folder = settings.broker_dir
+        private_dir(settings.data_dir)
         (folder / "queue").mkdir(parents=True, exist_ok=True)
         (folder / "processed").mkdir(parents=True, exist_ok=True)
         conf["broker_transport_options"] = {

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 __all__ = [
     "hash_password",
+    "dummy_password_hash",
     "verify_password",
     "new_token",
     "hash_token",
@@ -24,6 +26,15 @@ _hasher = PasswordHasher()
 
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
+
+
+@lru_cache(maxsize=1)
+def dummy_password_hash() -> str:
+    """An argon2 hash of a random password, made once per process.
+
+    Logins of unknown users verify against it, so they take as long as real ones.
+    """
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 def verify_password(password: str, password_hash: str) -> bool:

@@ -9,7 +9,7 @@ from backend.models.job import Job, JobStatus
 from backend.models.ops import LoginAttempt, UploadSession, Worker
 from backend.models.project import Project, ProjectMember
 from backend.models.review import Review
-from backend.models.run import Run, RunMetric
+from backend.models.run import Run, RunMetric, RunPrediction
 from backend.models.user import ApiToken, Role, User
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "Role",
     "Run",
     "RunMetric",
+    "RunPrediction",
     "Subject",
     "UploadSession",
     "User",

@@ -17,7 +17,7 @@ class AuditEvent(CreatedAt, Base):
         ForeignKey("users.id", ondelete="SET NULL"), index=True, default=None
     )
     username: Mapped[str] = mapped_column(String(64))
-    action: Mapped[str] = mapped_column(String(32), index=True)  # view | download | rate | export
+    action: Mapped[str] = mapped_column(String(32), index=True)  # backend.schemas.audit.AuditAction
     object_type: Mapped[str] = mapped_column(String(32))  # subject | attribution | review | ...
     object_id: Mapped[int | None] = mapped_column(Integer, default=None)
     project_id: Mapped[int | None] = mapped_column(Integer, index=True, default=None)

@@ -1,4 +1,4 @@
-"""Datasets and their subjects (one MR image, an optional lesion mask, a label)."""
+"""Datasets and their subjects (one MR image, an optional lesion mask, a brain mask, a label)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,11 @@ class Subject(CreatedAt, Base):
     target: Mapped[float | None] = mapped_column(Float)
     image_path: Mapped[str] = mapped_column(String(512))
     mask_path: Mapped[str | None] = mapped_column(String(512))
+    # The brain mask (uint8 0/1 on the image grid): the user's own, or computed at import
+    # (worker.ml.brainmask); NULL for subjects imported before it existed, until first used.
+    brain_path: Mapped[str | None] = mapped_column(String(512), default=None)
+    # Whether ``brain_path`` holds the user's mask ("given") or a computed one ("computed").
+    brain_source: Mapped[str | None] = mapped_column(String(16), default=None)
     shape: Mapped[list[int]] = mapped_column(JSON)
     affine: Mapped[list[list[float]]] = mapped_column(JSON)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.models.base import Base, CreatedAt
@@ -30,6 +30,13 @@ class Run(CreatedAt, Base):
         ForeignKey("runs.id", ondelete="SET NULL"), default=None
     )
 
+    # The named preset (worker.ml.presets) whose values the config started from, if any.
+    preset: Mapped[str | None] = mapped_column(String(64), default=None)
+    # The epoch whose weights are in best.pt and the validation metric that chose it (the
+    # early-stopping metric, or the classification metric it fell back to); set at the end.
+    best_epoch: Mapped[int | None] = mapped_column(Integer, default=None)
+    best_metric: Mapped[str | None] = mapped_column(String(64), default=None)
+
     job: Mapped[Job | None] = relationship(foreign_keys=[job_id])
 
 
@@ -42,3 +49,22 @@ class RunMetric(Base):
     step: Mapped[int | None] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(64))
     value: Mapped[float] = mapped_column(Float)
+
+
+class RunPrediction(Base):
+    """The best weights' prediction for one subject of a finished run (every split)."""
+
+    __tablename__ = "run_predictions"
+    __table_args__ = (UniqueConstraint("run_id", "subject_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id", ondelete="CASCADE"))
+    # Copied from the subject when the run ended: what the run was trained and scored with.
+    subject_key: Mapped[str] = mapped_column(String(128))
+    split: Mapped[str] = mapped_column(String(8))
+    site: Mapped[str] = mapped_column(String(64), default="")
+    label: Mapped[int] = mapped_column(Integer)
+    # Pathological logit and sigmoid(logit).
+    logit: Mapped[float] = mapped_column(Float)
+    probability: Mapped[float] = mapped_column(Float)

@@ -88,6 +88,8 @@ class AttributionStats(BaseModel):
     subject_id: int
     label: int
     shape: list[int]
+    # Voxels of the subject's brain mask: every value below is computed over them only.
+    brain_voxels: int | None = None
     min: float
     max: float
     positive_mass: float

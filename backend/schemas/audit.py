@@ -9,7 +9,22 @@ from pydantic import BaseModel
 
 from backend.schemas.common import ORMModel
 
-AuditAction = Literal["view", "download", "rate", "export"]
+# Patient data and judgements (view ... export); accounts, memberships and blinding (the rest).
+AuditAction = Literal[
+    "view",
+    "download",
+    "rate",
+    "export",
+    "member_add",
+    "member_role",
+    "member_remove",
+    "review_blinding",
+    "user_create",
+    "user_activate",
+    "user_deactivate",
+    "password_change",
+    "password_reset",
+]
 
 
 class AuditEventPublic(ORMModel):

@@ -57,6 +57,10 @@ class SubjectPublic(ORMModel):
     site: str
     target: float | None
     has_mask: bool
+    # The subject's brain mask (GET /subjects/{id}/brain.nii.gz): "given" (the user's own),
+    # "computed" (from the image, at import), or null (imported before brain masks existed:
+    # computed the first time it is needed).
+    brain_mask: Literal["given", "computed"] | None = None
     shape: list[int]
     created_at: datetime
 

@@ -20,7 +20,22 @@ class ProjectPublic(ORMModel):
     name: str
     description: str
     created_at: datetime
+    review_blinded: bool = Field(
+        default=True,
+        description="the review round is blinded: clinicians see no run, method or map id",
+    )
     role: ProjectRole | None = None  # the caller's role in it
+
+
+class ProjectUpdate(BaseModel):
+    """A project admin's change to the project; omitted fields stay as they are."""
+
+    description: str | None = Field(default=None, max_length=5000)
+    review_blinded: bool | None = Field(
+        default=None,
+        description="blind the project's review round (its clinicians see no run, method or "
+        "map id) or open it",
+    )
 
 
 class ProjectsPublic(BaseModel):

@@ -2,21 +2,43 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from backend.schemas.common import ORMModel
 
 
 class ReviewCreate(BaseModel):
-    attribution_id: int
+    """A rating of one map, named by its queue ``item`` token or (unblinded) its id."""
+
+    item: str | None = Field(
+        default=None,
+        max_length=128,
+        description="the map's opaque token from the review queue (works blinded or not)",
+    )
+    attribution_id: int | None = Field(
+        default=None, description="the map's id; refused (404) to blinded reviewers"
+    )
     rating: int = Field(ge=1, le=5, description="does the pathological relevance lie on lesions")
     trust: bool = Field(description="would you trust the decision")
     comment: str = Field(default="", max_length=5000)
 
+    @model_validator(mode="after")
+    def _one_map(self) -> ReviewCreate:
+        if (self.item is None) == (self.attribution_id is None):
+            raise ValueError("name the map by exactly one of item and attribution_id")
+        return self
+
 
 class ReviewPublic(ORMModel):
+    """A review. For a blinded reviewer ``attribution_id`` is null and ``item`` is their
+    opaque token of the map (with the map's blind ``label``). The current user's own reviews
+    always carry ``item`` (``GET /reviews/items/{item}`` describes the map, to reopen the
+    review); other users' reviews do not."""
+
     id: int
-    attribution_id: int
+    attribution_id: int | None
+    item: str | None = None
+    label: str | None = None
     reviewer_id: int
     rating: int
     trust: bool
@@ -30,16 +52,30 @@ class ReviewsPublic(BaseModel):
     count: int
 
 
+class MapDisplayStats(BaseModel):
+    """What the viewer needs to scale a map's colours (nothing about how it was made)."""
+
+    min: float | None = None
+    max: float | None = None
+    positive_mass: float | None = None
+    negative_mass: float | None = None
+    mean_abs: float | None = None
+
+
 class ReviewQueueItem(BaseModel):
     """One map the current user has not reviewed yet.
 
-    In blinded mode ``run_id``, ``run_name`` and ``method`` are null and ``label`` is an opaque
-    name that stays the same for this user across reloads.
+    ``item`` is an opaque token of the map for this user: fetch the map through
+    ``/reviews/items/{item}/...`` and rate it with ``item``. Blinded, ``attribution_id``,
+    ``run_id``, ``run_name`` and ``method`` are null and ``label`` is an opaque name that stays
+    the same for this user across reloads.
     """
 
-    attribution_id: int
+    item: str
+    attribution_id: int | None
     subject_id: int
     label: str
+    stats: MapDisplayStats
     run_id: int | None
     run_name: str | None
     method: str | None
@@ -48,6 +84,11 @@ class ReviewQueueItem(BaseModel):
 class ReviewQueue(BaseModel):
     project_id: int
     blinded: bool
+    enforced: bool = Field(
+        default=False,
+        description="the project's review round is blinded for this user: the server blinds "
+        "every answer and ignores blinded=false",
+    )
     data: list[ReviewQueueItem]
     count: int
     reviewed: int = Field(description="maps of the project this user has already reviewed")

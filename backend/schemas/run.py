@@ -13,6 +13,12 @@ class RunCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     # Validated against worker.ml.configs.RunConfig by the service.
     config: dict[str, Any] = Field(default_factory=dict)
+    preset: str | None = Field(
+        default=None,
+        max_length=64,
+        description="A named preset (GET /presets): its values are applied first, then the "
+        "fields given in config override them.",
+    )
 
 
 class RunPublic(ORMModel):
@@ -25,6 +31,13 @@ class RunPublic(ORMModel):
     job_id: int | None
     created_at: datetime
     from_reviews_of: int | None = None
+    # The preset the config started from (GET /presets), if any.
+    preset: str | None = None
+    # The epoch whose weights are the run's model (best.pt), and the validation metric that
+    # chose it: the early-stopping metric, or val_auroc / val_loss where it fell back (an
+    # attribution metric while the classifier was at chance, or an undefined metric).
+    best_epoch: int | None = None
+    best_metric: str | None = None
 
 
 class RunsPublic(BaseModel):
@@ -68,3 +81,61 @@ class RunComparison(BaseModel):
     differing: list[str]  # the config keys whose values differ
     metrics: list[ComparedField]  # final metrics (RunPublic.metrics)
     series: list[MetricSeries]
+
+
+class Preset(BaseModel):
+    """A named starting configuration of the launch form (worker.ml.presets)."""
+
+    name: str
+    title: str
+    description: str
+    # RunConfig fields and their values (the rest keep RunConfig's defaults).
+    config: dict[str, Any]
+
+
+class PresetsPublic(BaseModel):
+    data: list[Preset]
+    count: int
+
+
+class SubjectPrediction(ORMModel):
+    """The best weights' prediction for one subject of a run."""
+
+    subject_id: int
+    subject_key: str
+    split: str
+    site: str
+    label: int
+    logit: float
+    # sigmoid(logit): called pathological at 0.5 or above.
+    probability: float
+
+
+class RunPredictionsPublic(BaseModel):
+    run_id: int
+    best_epoch: int | None
+    best_metric: str | None
+    data: list[SubjectPrediction]
+    count: int
+
+
+class SiteMetrics(BaseModel):
+    """Classification metrics of one split at one site (``site`` null: all sites together;
+    '' for subjects without a site)."""
+
+    split: str
+    site: str | None
+    n: int
+    n_pathological: int
+    n_healthy: int
+    # Null where the group holds one class only.
+    auroc: float | None
+    # At probability 0.5.
+    accuracy: float
+    mean_probability: float
+
+
+class RunSiteMetricsPublic(BaseModel):
+    run_id: int
+    threshold: float
+    data: list[SiteMetrics]

@@ -19,6 +19,26 @@ class UserPublic(ORMModel):
     id: int
     username: str
     role: RoleName
+    is_active: bool = True
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(min_length=1, max_length=256)
+    new_password: str = Field(min_length=10, max_length=256)
+
+
+class UserUpdate(BaseModel):
+    """A site admin's change to a user; omitted fields stay as they are."""
+
+    is_active: bool | None = Field(
+        default=None, description="false: the user cannot log in and all their tokens fail"
+    )
+    password: str | None = Field(
+        default=None,
+        min_length=10,
+        max_length=256,
+        description="a new password; revokes all the user's sessions and tokens",
+    )
 
 
 class UserCreate(BaseModel):

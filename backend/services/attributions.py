@@ -15,12 +15,15 @@ from backend.core.config import Settings
 from backend.models import AttributionMap, Dataset, JobStatus, Run, Subject, User
 from backend.schemas.attribution import AttributionBatchCreate, AttributionCreate
 from backend.services import maps
+from backend.services.brainmasks import ensure_brain_mask
 from backend.services.datasets import get_subject
 from backend.services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from backend.services.jobs import dispatch, get_job, new_job
-from backend.services.runs import get_run
+from backend.services.projects import require_object
+from backend.services.runs import check_worker_memory, get_run
 from backend.storage import Storage
-from worker.ml.configs import AttributionConfig, RegionSpec
+from worker.ml.configs import AttributionConfig, RegionSpec, RunConfig
+from worker.ml.memory import attribution_memory
 
 __all__ = [
     "attribution_stats",
@@ -47,6 +50,18 @@ def validate_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
         )
         raise InvalidInput(f"invalid parameters for {method}: {problems}") from None
     return config.model_dump(mode="json", exclude={"method"})
+
+
+def _check_memory(run: Run, method: str, params: dict[str, Any]) -> None:
+    """Refuse a map whose estimated memory exceeds the worker budget (before queueing)."""
+    try:
+        config = RunConfig.model_validate(run.config)
+    except ValidationError:  # a config stored by an older version: nothing to estimate from
+        return
+    estimate = attribution_memory(
+        config, AttributionConfig.model_validate({**params, "method": method})
+    )
+    check_worker_memory(estimate, f"this {method} map")
 
 
 def _require_trained(run: Run) -> None:
@@ -111,11 +126,14 @@ def create_attribution(session: Session, *, body: AttributionCreate, user: User)
     run = get_run(session, body.run_id)
     subject = get_subject(session, body.subject_id)
     if subject.dataset_id != run.dataset_id:
+        # A subject of a project the user is not in answers as one that does not exist.
+        require_object(session, user, subject)
         raise Conflict(
             f"subject {subject.id} is not in dataset {run.dataset_id} that run {run.id} used"
         )
     region = region_for(run, body.method, params, body.region)
     _require_trained(run)
+    _check_memory(run, body.method, params)
     row = _new_map(
         session,
         run=run,
@@ -161,6 +179,7 @@ def create_attributions(
     subject_ids = _batch_subjects(session, run, body)
     region = region_for(run, body.method, params, None)
     _require_trained(run)
+    _check_memory(run, body.method, params)
     rows = [
         _new_map(
             session,
@@ -274,8 +293,9 @@ def attribution_stats(session: Session, storage: Storage, row: AttributionMap) -
     full = full_map(storage, row)
     subject = get_subject(session, row.subject_id)
     mask = storage.absolute(subject.mask_path) if subject.mask_path else None
+    brain = ensure_brain_mask(session, storage, subject)
     try:
-        stats = maps.cached_stats(full, mask=mask, label=subject.label)
+        stats = maps.cached_stats(full, mask=mask, label=subject.label, brain=brain)
     except ValueError as exc:  # a mask off the map's grid
         raise Conflict(f"attribution {row.id}: {exc}") from None
     return {**stats, "attribution_id": row.id, "subject_id": subject.id, "label": subject.label}

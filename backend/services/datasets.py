@@ -1,4 +1,9 @@
-"""Datasets and subject import: validation, de-identification, atomic storage."""
+"""Datasets and subject import: validation, de-identification, atomic storage.
+
+Every stored subject has an image, optionally a lesion mask, and a brain mask: the user's own
+when given (validated like the lesion mask: the image's grid, values 0 and 1, at least one
+brain voxel), otherwise computed from the image at import (``backend.services.brainmasks``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 import nibabel as nib
 import numpy as np
@@ -17,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from backend.models import Dataset, Subject, User
 from backend.schemas.dataset import DatasetPublic, SubjectPublic
+from backend.services.brainmasks import BRAIN_FILE, COMPUTED, GIVEN, write_computed_brain_mask
 from backend.services.errors import Conflict, InvalidInput, NotFound, TooLarge
 from backend.storage import Storage
 from worker.ml.io import NiftiError, NiftiInfo, check_same_grid, validate_nifti
@@ -37,6 +43,7 @@ __all__ = [
     "remove_subject_files",
     "store_subject",
     "subject_public",
+    "write_deidentified",
 ]
 
 # Free-text header fields that may carry names, dates or scanner notes.
@@ -103,7 +110,11 @@ def dataset_public(dataset: Dataset, subject_count: int) -> DatasetPublic:
 
 def subject_public(subject: Subject) -> SubjectPublic:
     return SubjectPublic.model_validate(
-        {**{c: getattr(subject, c) for c in _SUBJECT_FIELDS}, "has_mask": bool(subject.mask_path)}
+        {
+            **{c: getattr(subject, c) for c in _SUBJECT_FIELDS},
+            "has_mask": bool(subject.mask_path),
+            "brain_mask": subject.brain_source if subject.brain_path else None,
+        }
     )
 
 
@@ -132,12 +143,15 @@ class FileInvalid(InvalidInput):
 
 @dataclass(frozen=True)
 class CheckedFiles:
-    """A subject's image (and mask) on disk, validated and ready to be stored."""
+    """A subject's image (and lesion mask, and brain mask) on disk, validated and ready to be
+    stored; without ``brain`` a brain mask is computed from the image when it is stored."""
 
     image: Path
     image_info: NiftiInfo
     mask: Path | None = None
     mask_info: NiftiInfo | None = None
+    brain: Path | None = None
+    brain_info: NiftiInfo | None = None
 
 
 def nifti_suffix(filename: str, role: str) -> str:
@@ -172,12 +186,18 @@ def check_nifti(path: Path, *, role: str, filename: str) -> NiftiInfo:
         raise FileInvalid(role, filename, str(exc)) from None
 
 
-def check_mask(path: Path, info: NiftiInfo, image_info: NiftiInfo, *, filename: str) -> None:
-    """A mask must lie on its image's grid and hold only the values 0 and 1."""
+def check_mask(
+    path: Path, info: NiftiInfo, image_info: NiftiInfo, *, filename: str, role: str = "mask"
+) -> None:
+    """A mask must lie on its image's grid and hold only the values 0 and 1.
+
+    ``role`` names the mask in the messages: ``mask`` (the lesion mask, which may be empty: a
+    healthy subject) or ``brain_mask``, which must hold at least one brain voxel.
+    """
     try:
         check_same_grid(image_info, info)
     except NiftiError as exc:
-        raise FileInvalid("mask", filename, str(exc)) from None
+        raise FileInvalid(role, filename, str(exc)) from None
     img = nib.load(path)
     assert isinstance(img, nib.Nifti1Image)  # validated: NIfTI-1 or its subclass NIfTI-2
     values: set[float] = set()
@@ -185,7 +205,9 @@ def check_mask(path: Path, info: NiftiInfo, image_info: NiftiInfo, *, filename: 
         values.update(np.unique(slab).tolist())
         if not values <= {0, 1}:
             shown = ", ".join(f"{v:g}" for v in sorted(values)[:6])
-            raise FileInvalid("mask", filename, f"expected only the values 0 and 1; found {shown}")
+            raise FileInvalid(role, filename, f"expected only the values 0 and 1; found {shown}")
+    if role == "brain_mask" and 1 not in values:
+        raise FileInvalid(role, filename, "the brain mask is empty (no voxel is 1)")
 
 
 def _slabs(img: nib.Nifti1Image, shape: tuple[int, int, int]) -> Iterator[np.ndarray]:
@@ -196,13 +218,21 @@ def _slabs(img: nib.Nifti1Image, shape: tuple[int, int, int]) -> Iterator[np.nda
         yield slab.reshape(shape[0], shape[1], -1)
 
 
-def _deidentified_header(header: nib.Nifti1Header, shape: tuple[int, int, int]) -> nib.Nifti1Header:
-    """A copy of the header as 3D, free-text fields cleared and extensions dropped.
+def _deidentified_header(img: nib.Nifti1Image, shape: tuple[int, int, int]) -> nib.Nifti1Header:
+    """A copy of the image's header as 3D, free-text fields cleared and extensions dropped.
 
-    Extensions (DICOM, AFNI, comments) may carry names and dates, so none is kept.
+    Extensions (DICOM, AFNI, comments) may carry names and dates, so none is kept. The
+    scaling (``scl_slope``, ``scl_inter``) is taken from the image's data proxy: nibabel moves
+    it there on loading and leaves NaN in ``img.header``, so a copy of the header alone would
+    store the raw integers unscaled (an int16 volume with slope 0.001 read back 1000 times
+    too large).
     """
+    header = img.header
     clean = type(header)(header.binaryblock, header.endianness, check=False)
     clean.set_data_shape(shape)
+    proxy: Any = img.dataobj
+    slope, inter = float(proxy.slope), float(proxy.inter)
+    clean["scl_slope"], clean["scl_inter"] = slope, inter  # read from this header: exact
     for field in DEIDENTIFIED_FIELDS:
         if field in clean:
             clean[field] = b""
@@ -226,18 +256,23 @@ def _copy_voxel_bytes(src: Path, img: nib.Nifti1Image, out: gzip.GzipFile) -> No
             remaining -= len(chunk)
 
 
-def _write_deidentified(src: Path, dest: Path, *, as_mask: bool) -> None:
+VolumeKind = Literal["image", "mask", "labels"]
+
+
+def write_deidentified(src: Path, dest: Path, *, kind: VolumeKind) -> None:
     """Re-write a validated volume as 3D .nii.gz with its identifying header content cleared.
 
-    The voxels stream through: an image is copied byte for byte, a mask binarised slab by
-    slab, so that a large volume never has to fit in memory.
+    The voxels stream through, so that a large volume never has to fit in memory. ``image``:
+    copied byte for byte, with its scaling; ``mask``: binarised (uint8 0/1) slab by slab;
+    ``labels`` (a review's drawn correction, already checked to hold small non-negative
+    integers): stored as uint8 slab by slab.
     """
     img = nib.load(src)
     assert isinstance(img, nib.Nifti1Image)  # Nifti2Image is a subclass
     x, y, z = (int(n) for n in img.shape[:3])
     shape = (x, y, z)
-    header = _deidentified_header(img.header, shape)
-    if as_mask:
+    header = _deidentified_header(img, shape)
+    if kind != "image":
         header.set_data_dtype(np.uint8)
         header.set_slope_inter(1.0, 0.0)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -246,11 +281,12 @@ def _write_deidentified(src: Path, dest: Path, *, as_mask: bool) -> None:
         with gzip.open(part, "wb", compresslevel=1) as out:
             header.write_to(out)
             out.write(bytes(int(header["vox_offset"]) - out.tell()))
-            if as_mask:
-                for slab in _slabs(img, shape):
-                    out.write((slab > 0).astype(np.uint8).tobytes(order="F"))
-            else:
+            if kind == "image":
                 _copy_voxel_bytes(src, img, out)
+            else:
+                for slab in _slabs(img, shape):
+                    voxels = slab > 0 if kind == "mask" else np.rint(slab)
+                    out.write(voxels.astype(np.uint8).tobytes(order="F"))
         os.replace(part, dest)
     except BaseException:
         part.unlink(missing_ok=True)
@@ -281,7 +317,8 @@ def store_subject(
     target: float | None = None,
     files: CheckedFiles,
 ) -> Subject:
-    """Add the row and write the de-identified files; on error the subject's folder is removed.
+    """Add the row and write the de-identified files and the brain mask (the given one, or one
+    computed from the stored image); on error the subject's folder is removed.
 
     The caller commits (or rolls back and calls ``remove_subject_files``).
     """
@@ -301,11 +338,18 @@ def store_subject(
     session.flush()
     folder = storage.subject_dir(dataset.id, subject.id)
     try:
-        _write_deidentified(files.image, folder / "image.nii.gz", as_mask=False)
+        write_deidentified(files.image, folder / "image.nii.gz", kind="image")
         subject.image_path = storage.relative(folder / "image.nii.gz")
         if files.mask is not None:
-            _write_deidentified(files.mask, folder / "mask.nii.gz", as_mask=True)
+            write_deidentified(files.mask, folder / "mask.nii.gz", kind="mask")
             subject.mask_path = storage.relative(folder / "mask.nii.gz")
+        if files.brain is not None:
+            write_deidentified(files.brain, folder / BRAIN_FILE, kind="mask")
+            subject.brain_source = GIVEN
+        else:
+            write_computed_brain_mask(folder / "image.nii.gz", folder / BRAIN_FILE)
+            subject.brain_source = COMPUTED
+        subject.brain_path = storage.relative(folder / BRAIN_FILE)
         session.flush()
     except BaseException:
         storage.remove_tree(folder)
@@ -326,10 +370,17 @@ def import_subject(
     image: tuple[str, BinaryIO],
     mask: tuple[str, BinaryIO] | None,
     max_bytes: int,
+    brain: tuple[str, BinaryIO] | None = None,
 ) -> Subject:
-    """Validate and store one subject. On any error, nothing is stored: no row, no file."""
+    """Validate and store one subject. On any error, nothing is stored: no row, no file.
+
+    ``brain`` is the user's brain mask (on the image's grid, 0 and 1); without it one is
+    computed from the image.
+    """
     check_new_subject(session, dataset=dataset, subject_key=subject_key, label=label)
-    files = [("image", image)] + ([("mask", mask)] if mask is not None else [])
+    files = [("image", image)]
+    files += [("mask", mask)] if mask is not None else []
+    files += [("brain_mask", brain)] if brain is not None else []
     temps: dict[str, Path] = {}
     try:
         infos = {}
@@ -339,11 +390,21 @@ def import_subject(
             infos[role] = check_nifti(temps[role], role=role, filename=filename)
         if mask is not None:
             check_mask(temps["mask"], infos["mask"], infos["image"], filename=mask[0])
+        if brain is not None:
+            check_mask(
+                temps["brain_mask"],
+                infos["brain_mask"],
+                infos["image"],
+                filename=brain[0],
+                role="brain_mask",
+            )
         checked = CheckedFiles(
             image=temps["image"],
             image_info=infos["image"],
             mask=temps.get("mask"),
             mask_info=infos.get("mask"),
+            brain=temps.get("brain_mask"),
+            brain_info=infos.get("brain_mask"),
         )
         return store_subject(
             session,

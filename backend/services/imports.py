@@ -8,13 +8,15 @@ file stays. Files wait in a staging folder under the data directory's ``tmp/`` t
 caller removes (``new_staging``); a zip's entries are never used as paths: the few files an
 import needs are extracted under generated names.
 
-Tables: a manifest (CSV or TSV; columns subject, image, label and optionally mask, target,
-split, site; image and mask name uploaded files) or a BIDS participants.tsv (participant_id,
-label or group, and optionally split, site, target). The layout follows the table's columns.
-Labels: 0 or 1, or in any case healthy/control (0) and pathological/patient (1). Splits:
-train, val, test (empty: train). BIDS images are ``sub-*/[ses-*/]anat/*_T1w|_FLAIR.nii[.gz]``;
-a lesion mask there (or under ``derivatives/*/``) is named ``*_mask``, ``*desc-lesion*`` or
-``*label-lesion*``.
+Tables: a manifest (CSV or TSV; columns subject, image, label and optionally mask, brain_mask,
+target, split, site; image, mask and brain_mask name uploaded files) or a BIDS participants.tsv
+(participant_id, label or group, and optionally split, site, target). The layout follows the
+table's columns. Labels: 0 or 1, or in any case healthy/control (0) and pathological/patient
+(1). Splits: train, val, test (empty: train). BIDS images are
+``sub-*/[ses-*/]anat/*_T1w|_FLAIR.nii[.gz]``; a brain mask there (or under ``derivatives/*/``)
+is named ``*desc-brain*_mask`` or ``*label-brain*_mask``, a lesion mask ``*_mask``,
+``*desc-lesion*`` or ``*label-lesion*``. A subject without a brain mask gets one computed from
+its image (``backend.services.brainmasks``).
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ _CHUNK = 1024 * 1024
 
 LABELS = {"0": 0, "1": 1, "healthy": 0, "control": 0, "pathological": 1, "patient": 1}
 SPLITS = ("train", "val", "test")
-MANIFEST_COLUMNS = ("subject", "image", "mask", "label", "target", "split", "site")
+MANIFEST_COLUMNS = ("subject", "image", "mask", "brain_mask", "label", "target", "split", "site")
+_FILE_ROLES = ("image", "mask", "brain_mask")
 _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _IGNORED_NAMES = {".ds_store", "thumbs.db", "desktop.ini"}
 _ARCHIVE_SUFFIXES = (".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar", ".zst", ".tbz2")
@@ -833,6 +836,11 @@ class Planned:
     fields: Fields
     image: str
     mask: str | None
+    brain: str | None = None
+
+    def files(self) -> list[str]:
+        """The names of the subject's files in the file set."""
+        return [n for n in (self.image, self.mask, self.brain) if n]
 
 
 def _value(row: dict[str, str], column: str) -> str:
@@ -900,8 +908,8 @@ def _plan_manifest(table: Table, files: FileSet, problems: Problems) -> list[Pla
         except ValueError as exc:
             problems.add(str(exc), table.name, line)
             continue
-        names: dict[str, str | None] = {"image": None, "mask": None}
-        for role in ("image", "mask"):
+        names: dict[str, str | None] = dict.fromkeys(_FILE_ROLES)
+        for role in _FILE_ROLES:
             value = row.get(role, "")
             if not value:
                 if role == "image":
@@ -910,10 +918,14 @@ def _plan_manifest(table: Table, files: FileSet, problems: Problems) -> list[Pla
             try:
                 names[role] = _resolve(files, root, value)
             except ValueError as exc:
-                problems.add(str(exc), value, line)
-        if names["image"] is None or (row.get("mask") and names["mask"] is None):
+                problems.add(f"{role}: {exc}", value, line)
+        if any(row.get(role) and names[role] is None for role in _FILE_ROLES):
             continue
-        planned.append(Planned(line, row["subject"], fields, names["image"], names["mask"]))
+        image = names["image"]
+        assert image is not None
+        planned.append(
+            Planned(line, row["subject"], fields, image, names["mask"], names["brain_mask"])
+        )
     return planned
 
 
@@ -921,15 +933,20 @@ def _plan_manifest(table: Table, files: FileSet, problems: Problems) -> list[Pla
 class _BidsFiles:
     images: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     masks: list[str] = field(default_factory=list)
+    brains: list[str] = field(default_factory=list)
 
 
 def _bids_role(filename: str) -> str | None:
-    """'mask', an image suffix (T1w, FLAIR) or None, from a BIDS file name's entities."""
+    """'brain', 'mask', an image suffix (T1w, FLAIR) or None, from a BIDS file name's
+    entities (a brain mask: ``desc-brain`` or ``label-brain`` with the suffix ``mask``)."""
     stem = filename.split(".", 1)[0]
     parts = stem.split("_")
     entities = dict(p.split("-", 1) for p in parts[:-1] if "-" in p)
     suffix = parts[-1]
-    if suffix.lower() == "mask" or "lesion" in (entities.get("desc"), entities.get("label")):
+    described = (entities.get("desc"), entities.get("label"))
+    if suffix.lower() == "mask" and "brain" in described:
+        return "brain"
+    if suffix.lower() == "mask" or "lesion" in described:
         return "mask"
     for name in _BIDS_IMAGES:
         if suffix.lower() == name.lower():
@@ -955,6 +972,8 @@ def _index_bids(files: FileSet, root: str) -> dict[str, _BidsFiles]:
         entry = subjects[parts[subject_at]]
         if role == "mask":
             entry.masks.append(name)
+        elif role == "brain":
+            entry.brains.append(name)
         elif role is not None and not derived:
             entry.images[role].append(name)
     return subjects
@@ -1003,8 +1022,12 @@ def _plan_bids(
         if len(entry.masks) > 1:
             problems.add(f"several lesion masks ({', '.join(entry.masks)}); keep one", where, line)
             continue
+        if len(entry.brains) > 1:
+            problems.add(f"several brain masks ({', '.join(entry.brains)}); keep one", where, line)
+            continue
         mask = entry.masks[0] if entry.masks else None
-        planned.append(Planned(line, key, fields, images[0], mask))
+        brain = entry.brains[0] if entry.brains else None
+        planned.append(Planned(line, key, fields, images[0], mask, brain))
     for key, entry in sorted(found.items()):
         if key not in listed and entry.images:
             first = next(iter(entry.images.values()))[0]
@@ -1021,7 +1044,7 @@ def _check_plan(
         if p.key in first_row:
             problems.add(f"subject {p.key!r} also on row {first_row[p.key]}", table, p.row)
         first_row.setdefault(p.key, p.row)
-    uses = Counter(n for p in planned for n in (p.image, p.mask) if n)
+    uses = Counter(n for p in planned for n in p.files())
     for name, count in uses.items():
         if count > 1:
             problems.add(f"the file is named by {count} rows or roles", name)
@@ -1045,28 +1068,42 @@ def _check_plan(
 
 
 def _validate(files: FileSet, p: Planned, problems: Problems) -> CheckedFiles | None:
-    """Check a subject's image and mask, adding every problem found; None if any."""
+    """Check a subject's image, lesion mask and brain mask, adding every problem found (a
+    mask's problems name the mask: ``brain_mask: ...``); None if any."""
     infos: dict[str, tuple[Path, NiftiInfo]] = {}
-    for role, name in (("image", p.image), ("mask", p.mask)):
+    roles = (("image", p.image), ("mask", p.mask), ("brain_mask", p.brain))
+    for role, name in roles:
         if name is None:
             continue
         try:
             path = files.path(name)
             infos[role] = (path, check_nifti(path, role=role, filename=name))
         except FileInvalid as exc:
-            problems.add(exc.problem, name, p.row)
-    if "image" not in infos or (p.mask is not None and "mask" not in infos):
+            problems.add(exc.problem if role == "image" else f"{role}: {exc.problem}", name, p.row)
+    if any(name is not None and role not in infos for role, name in roles):
         return None
     image_path, image_info = infos["image"]
-    if p.mask is None:
-        return CheckedFiles(image_path, image_info)
-    mask_path, mask_info = infos["mask"]
-    try:
-        check_mask(mask_path, mask_info, image_info, filename=p.mask)
-    except FileInvalid as exc:
-        problems.add(exc.problem, p.mask, p.row)
+    ok = True
+    for role, name in roles[1:]:
+        if name is None:
+            continue
+        try:
+            check_mask(*infos[role], image_info, filename=name, role=role)
+        except FileInvalid as exc:
+            problems.add(f"{role}: {exc.problem}", name, p.row)
+            ok = False
+    if not ok:
         return None
-    return CheckedFiles(image_path, image_info, mask_path, mask_info)
+    mask = infos.get("mask")
+    brain = infos.get("brain_mask")
+    return CheckedFiles(
+        image_path,
+        image_info,
+        mask[0] if mask else None,
+        mask[1] if mask else None,
+        brain[0] if brain else None,
+        brain[1] if brain else None,
+    )
 
 
 # --------------------------------------------------------------------------- the import

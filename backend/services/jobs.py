@@ -112,7 +112,8 @@ def list_jobs(
 
 
 def cancel_job(session: Session, job: Job) -> Job:
-    """Flag the job; a queued job ends at once, a running one before its next training step."""
+    """Flag the job; a queued job ends at once, a running one at its network's next forward
+    pass (the worker polls the flag from inside training steps and map computations)."""
     if JobStatus(job.status).terminal:
         return job
     job.cancel_requested = True

@@ -4,7 +4,10 @@ numpy and nibabel only: the backend never imports torch, and ``worker.ml.metrics
 MONAI's Dice). The lesion metrics here follow its definitions exactly (sign-aware: only the
 positive part A+ = max(A, 0) counts as pathological relevance); tests compare the two.
 
-Both products are cached next to the full map and rebuilt when the map is newer than them.
+The statistics are computed inside the subject's brain mask (``worker.ml.metrics``'s
+``brain_mask`` semantics): on a scan whose background is not zero, "all voxels" would count
+the background as brain. Both products are cached next to the full map and rebuilt when the
+map (or a mask the statistics read) is newer than them.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ DISPLAY_MAX = 32767  # int16 code of the map's largest |A|; -32767 keeps the sca
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99_9": 99.9}
 TOP_K_PERCENT = 5.0
 # Bump when the statistics change, so that cached files are recomputed.
-STATS_VERSION = 1
+STATS_VERSION = 2
 
 
 # --------------------------------------------------------------------------- display map
@@ -167,19 +170,41 @@ def _finite(value: float) -> float | None:
 
 
 def map_statistics(
-    attribution: np.ndarray, *, lesion: np.ndarray | None, label: int
+    attribution: np.ndarray,
+    *,
+    lesion: np.ndarray | None,
+    label: int,
+    brain: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Summary of a signed map, its lesion metrics when ``lesion`` has a voxel, and for a
-    healthy subject (``label`` 0) its pathological share. Keys: ``AttributionStats``'s."""
-    a = np.asarray(attribution, dtype=np.float64)
+    healthy subject (``label`` 0) its pathological share. Keys: ``AttributionStats``'s.
+
+    With ``brain`` (a mask of the map's shape, non-zero = brain) every value is computed over
+    the brain's voxels only, as ``worker.ml.metrics`` does with ``brain_mask``: the top k %
+    are k % of the brain voxels, the pointing game's maximum is the brain's, and lesion
+    voxels outside the brain do not count. ``shape`` stays the map's.
+
+    Raises:
+        ValueError: If ``lesion`` or ``brain`` does not have the map's shape.
+    """
+    full = np.asarray(attribution, dtype=np.float64)
+    for name, other in (("the mask", lesion), ("the brain mask", brain)):
+        if other is not None and other.shape != full.shape:
+            raise ValueError(f"{name} has shape {other.shape}, the map {full.shape}")
+    inside = None if brain is None else np.asarray(brain) != 0
+    a = full.ravel() if inside is None else full[inside]
+    if lesion is not None:
+        lesion = np.asarray(lesion, dtype=bool)
+        lesion = lesion.ravel() if inside is None else lesion[inside]
     positive = a[a > 0]
     stats: dict[str, Any] = {
-        "shape": list(a.shape),
-        "min": float(a.min()),
-        "max": float(a.max()),
+        "shape": list(full.shape),
+        "brain_voxels": None if inside is None else int(inside.sum()),
+        "min": float(a.min()) if a.size else 0.0,
+        "max": float(a.max()) if a.size else 0.0,
         "positive_mass": float(positive.sum()),
         "negative_mass": float(a[a < 0].sum()),
-        "mean_abs": float(np.abs(a).mean()),
+        "mean_abs": float(np.abs(a).mean()) if a.size else 0.0,
         "positive_voxels": int(positive.size),
         "negative_voxels": int((a < 0).sum()),
         "positive_percentiles": None,
@@ -190,8 +215,6 @@ def map_statistics(
         values = np.percentile(positive, list(PERCENTILES.values()))
         stats["positive_percentiles"] = dict(zip(PERCENTILES, map(float, values), strict=True))
     if lesion is not None and lesion.any():
-        if lesion.shape != a.shape:
-            raise ValueError(f"the mask has shape {lesion.shape}, the map {a.shape}")
         stats["lesion"] = {
             "lesion_voxels": int(lesion.sum()),
             "lesion_mass": lesion_mass(a, lesion),
@@ -203,10 +226,14 @@ def map_statistics(
     return stats
 
 
-def cached_stats(full: Path, *, mask: Path | None, label: int) -> dict[str, Any]:
-    """``map_statistics`` of the map at ``full``, cached in a JSON file beside it."""
+def cached_stats(
+    full: Path, *, mask: Path | None, label: int, brain: Path | None = None
+) -> dict[str, Any]:
+    """``map_statistics`` of the map at ``full`` (inside the brain mask at ``brain``, when
+    given), cached in a JSON file beside it and recomputed when a file it read is newer."""
     path = full.with_name(full.name.removesuffix(".nii.gz") + ".stats.json")
-    if _fresh(path, full):
+    sources = [p for p in (full, mask, brain) if p is not None]
+    if all(_fresh(path, source) for source in sources):
         try:
             cached = json.loads(path.read_text())
             if cached.get("version") == STATS_VERSION:
@@ -215,7 +242,8 @@ def cached_stats(full: Path, *, mask: Path | None, label: int) -> dict[str, Any]
             pass  # unreadable cache: recompute it
     data, _ = load_nifti(full)
     lesion = load_nifti(mask)[0] != 0 if mask is not None else None
-    stats = map_statistics(data, lesion=lesion, label=label)
+    inside = load_nifti(brain)[0] != 0 if brain is not None else None
+    stats = map_statistics(data, lesion=lesion, label=label, brain=inside)
     payload = json.dumps({"version": STATS_VERSION, "stats": stats})
     _write_atomically(path, payload.encode())
     return stats

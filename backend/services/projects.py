@@ -31,11 +31,16 @@ __all__ = [
     "REVIEW",
     "ADMIN",
     "add_member",
+    "blinded_project_ids",
     "create_project",
+    "is_blinded",
     "member_project_ids",
+    "open_project_ids",
     "project_of",
+    "not_found",
     "remove_member",
     "require",
+    "require_object",
 ]
 
 PROJECT_ROLES = ("admin", "researcher", "clinician")
@@ -71,17 +76,83 @@ def member_project_ids(session: Session, user: User) -> list[int]:
     return list(rows)
 
 
+def blinded_project_ids(session: Session, user: User) -> set[int]:
+    """The projects where ``user`` is a blinded reviewer: a clinician, and the project's review
+    round is blinded. There they see no run, no method and no id that leads to one."""
+    rows = session.scalars(
+        select(ProjectMember.project_id)
+        .join(Project, Project.id == ProjectMember.project_id)
+        .where(
+            ProjectMember.user_id == user.id,
+            ProjectMember.role == "clinician",
+            Project.review_blinded.is_(True),
+        )
+    )
+    return set(rows)
+
+
+def is_blinded(session: Session, user: User, project_id: int) -> bool:
+    """Whether ``user`` reviews blinded in the project."""
+    return project_id in blinded_project_ids(session, user)
+
+
+def open_project_ids(session: Session, user: User) -> list[int]:
+    """The user's projects whose runs, maps and jobs they may see (not blinded there)."""
+    blinded = blinded_project_ids(session, user)
+    return [p for p in member_project_ids(session, user) if p not in blinded]
+
+
+# What a blinded reviewer may not see: each of these names the run, or leads to it.
+_BLINDED_KINDS = (Run, AttributionMap, Job)
+
+
 def require(session: Session, user: User, project_id: int, roles: Iterable[str] = READ) -> str:
     """The user's role in the project, or an error: 404 for outsiders, 403 for a weak role."""
     role = member_role(session, user, project_id)
-    if role is None:
-        if user.role == Role.admin.value and frozenset(roles) == ADMIN:
-            return "site-admin"  # site admins manage every project's members
-        raise NotFound(f"project {project_id} not found")
     allowed = frozenset(roles)
+    if (role is None or role not in allowed) and user.role == Role.admin.value:
+        if allowed == ADMIN:
+            return "site-admin"  # site admins manage every project's members (audited)
+    if role is None:
+        raise NotFound(f"project {project_id} not found")
     if role not in allowed:
         action = _ACTIONS.get(allowed, "do this")
         raise Forbidden(f"your role in this project ({role}) may not {action}")
+    return role
+
+
+_NOUNS = {
+    "Dataset": "dataset",
+    "Subject": "subject",
+    "Run": "run",
+    "AttributionMap": "attribution",
+    "Review": "review",
+    "Job": "job",
+}
+
+
+def not_found(obj: object) -> NotFound:
+    """The error a request gets for an id that does not exist, for this object's kind.
+
+    Objects of projects the user is not in answer exactly this, so that a 404 does not tell
+    "exists elsewhere" from "does not exist".
+    """
+    noun = _NOUNS.get(type(obj).__name__, type(obj).__name__.lower())
+    return NotFound(f"{noun} {getattr(obj, 'id', '?')} not found")
+
+
+def require_object(session: Session, user: User, obj: object, roles: Iterable[str] = READ) -> str:
+    """``require`` on the project of ``obj``; outsiders get the object's own not-found error.
+
+    So do blinded reviewers asking for a run, a map or a job of their blinded project.
+    """
+    project_id = project_of(session, obj)
+    try:
+        role = require(session, user, project_id, roles)
+    except NotFound:
+        raise not_found(obj) from None
+    if isinstance(obj, _BLINDED_KINDS) and is_blinded(session, user, project_id):
+        raise not_found(obj)
     return role
 
 
@@ -119,7 +190,23 @@ def get_project(session: Session, project_id: int) -> Project:
     return project
 
 
-def add_member(session: Session, *, project: Project, username: str, role: str) -> ProjectMember:
+def _admin_count(session: Session, project_id: int) -> int:
+    return len(
+        session.scalars(
+            select(ProjectMember.id).where(
+                ProjectMember.project_id == project_id, ProjectMember.role == "admin"
+            )
+        ).all()
+    )
+
+
+def add_member(
+    session: Session, *, project: Project, username: str, role: str
+) -> tuple[ProjectMember, str | None]:
+    """Add ``username`` to the project or change their role; returns it and the old role.
+
+    The project's last admin cannot be demoted (a project keeps at least one admin).
+    """
     if role not in PROJECT_ROLES:
         raise InvalidInput(f"role must be one of {', '.join(PROJECT_ROLES)}")
     user = session.scalar(select(User).where(User.username == username))
@@ -130,16 +217,20 @@ def add_member(session: Session, *, project: Project, username: str, role: str) 
             ProjectMember.project_id == project.id, ProjectMember.user_id == user.id
         )
     )
+    old_role = member.role if member is not None else None
     if member is None:
         member = ProjectMember(project_id=project.id, user_id=user.id, role=role)
         session.add(member)
     else:
+        if old_role == "admin" and role != "admin" and _admin_count(session, project.id) == 1:
+            raise Conflict("a project keeps at least one admin: make another member admin first")
         member.role = role
     session.flush()
-    return member
+    return member, old_role
 
 
-def remove_member(session: Session, *, project: Project, user_id: int) -> None:
+def remove_member(session: Session, *, project: Project, user_id: int) -> ProjectMember:
+    """Remove a member (not the last admin); returns the removed membership."""
     member = session.scalar(
         select(ProjectMember).where(
             ProjectMember.project_id == project.id, ProjectMember.user_id == user_id
@@ -147,12 +238,8 @@ def remove_member(session: Session, *, project: Project, user_id: int) -> None:
     )
     if member is None:
         raise NotFound(f"user {user_id} is not a member of project {project.id}")
-    admins = session.scalars(
-        select(ProjectMember).where(
-            ProjectMember.project_id == project.id, ProjectMember.role == "admin"
-        )
-    ).all()
-    if member.role == "admin" and len(admins) == 1:
+    if member.role == "admin" and _admin_count(session, project.id) == 1:
         raise Conflict("a project keeps at least one admin")
     session.delete(member)
     session.flush()
+    return member

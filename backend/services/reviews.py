@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
+import hmac
 import math
+import os
 from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
@@ -15,9 +16,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.models import AttributionMap, Dataset, Review, Run, Subject, User
-from backend.schemas.review import Agreement, RaterPair, ReviewQueue, ReviewQueueItem
+from backend.schemas.review import (
+    Agreement,
+    MapDisplayStats,
+    RaterPair,
+    ReviewPublic,
+    ReviewQueue,
+    ReviewQueueItem,
+)
 from backend.services import projects
-from backend.services.errors import Forbidden, InvalidInput, NotFound, TooLarge
+from backend.services.datasets import write_deidentified
+from backend.services.errors import Forbidden, InvalidInput, NotFound
 from backend.storage import Storage
 from worker.ml.io import NiftiError, NiftiInfo, check_same_grid, validate_nifti
 
@@ -25,64 +34,156 @@ __all__ = [
     "CORRECTION_LABELS",
     "agreement",
     "blinded_label",
+    "check_may_correct",
     "correction_file",
+    "describe_item",
+    "item_token",
     "queue",
+    "resolve_item",
+    "review_public",
     "save_correction",
 ]
 
 CORRECTION_LABELS = {0: "none", 1: "missed lesion", 2: "spurious pathological relevance"}
-MAX_CORRECTION_BYTES = 256 * 1024 * 1024
 RATINGS = [1, 2, 3, 4, 5]
 
 
 # --- the queue ---------------------------------------------------------------------------------
 
 
-def _order_key(user_id: int, attribution_id: int) -> str:
+def _keyed(secret: bytes, purpose: str, user_id: int, attribution_id: int) -> str:
+    """HMAC-SHA256 with the server's secret: without it, nobody can recompute the value."""
+    message = f"attrivue-{purpose}:{user_id}:{attribution_id}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def _order_key(secret: bytes, user_id: int, attribution_id: int) -> str:
     """A per-user pseudo-random key: the shuffle is stable across reloads and new maps."""
-    return hashlib.sha256(f"attrivue-queue:{user_id}:{attribution_id}".encode()).hexdigest()
+    return _keyed(secret, "queue", user_id, attribution_id)
 
 
-def blinded_label(user_id: int, attribution_id: int) -> str:
+def blinded_label(secret: bytes, user_id: int, attribution_id: int) -> str:
     """An opaque name for a map, the same for one user every time."""
-    digest = hashlib.sha256(f"attrivue-label:{user_id}:{attribution_id}".encode()).hexdigest()
-    return f"Map {digest[:6].upper()}"
+    return f"Map {_keyed(secret, 'label', user_id, attribution_id)[:6].upper()}"
 
 
-def queue(session: Session, user: User, project_id: int, *, blinded: bool) -> ReviewQueue:
-    """The project's succeeded maps that ``user`` has not reviewed yet."""
-    projects.require(session, user, project_id, projects.REVIEW)
-    rows = session.execute(
-        select(AttributionMap, Run.name)
+def item_token(secret: bytes, user_id: int, attribution_id: int) -> str:
+    """The user's opaque token of a map: names it in review routes without giving its id."""
+    return _keyed(secret, "item", user_id, attribution_id)[:32]
+
+
+def _display_stats(stats: dict | None) -> MapDisplayStats:
+    """Only the numbers the viewer scales colours with (never the method's own keys)."""
+    keys = MapDisplayStats.model_fields
+    return MapDisplayStats.model_validate(
+        {k: v for k, v in (stats or {}).items() if k in keys and isinstance(v, int | float)}
+    )
+
+
+def _succeeded_maps(session: Session, project_ids: list[int]):  # type: ignore[no-untyped-def]
+    return session.execute(
+        select(AttributionMap, Run.name, Dataset.project_id)
         .join(Run, Run.id == AttributionMap.run_id)
         .join(Dataset, Dataset.id == Run.dataset_id)
-        .where(Dataset.project_id == project_id, AttributionMap.status == "succeeded")
+        .where(Dataset.project_id.in_(project_ids), AttributionMap.status == "succeeded")
         .order_by(AttributionMap.id)
     ).all()
+
+
+def _queue_item(
+    secret: bytes, user: User, m: AttributionMap, run_name: str, *, blinded: bool
+) -> ReviewQueueItem:
+    return ReviewQueueItem(
+        item=item_token(secret, user.id, m.id),
+        attribution_id=None if blinded else m.id,
+        subject_id=m.subject_id,
+        label=(
+            blinded_label(secret, user.id, m.id) if blinded else f"{run_name} · {m.method} #{m.id}"
+        ),
+        stats=_display_stats(m.stats),
+        run_id=None if blinded else m.run_id,
+        run_name=None if blinded else run_name,
+        method=None if blinded else m.method,
+    )
+
+
+def queue(
+    session: Session, user: User, project_id: int, *, blinded: bool, secret: bytes
+) -> ReviewQueue:
+    """The project's succeeded maps that ``user`` has not reviewed yet.
+
+    A blinded reviewer of the project (see ``projects.blinded_project_ids``) always gets the
+    blinded queue, whatever ``blinded`` asks for.
+    """
+    projects.require(session, user, project_id, projects.REVIEW)
+    enforced = projects.is_blinded(session, user, project_id)
+    blinded = blinded or enforced
+    rows = _succeeded_maps(session, [project_id])
     reviewed = set(
         session.scalars(select(Review.attribution_id).where(Review.reviewer_id == user.id))
     )
-    pending = [(m, name) for m, name in rows if m.id not in reviewed]
+    pending = [(m, name) for m, name, _ in rows if m.id not in reviewed]
     if blinded:
-        pending.sort(key=lambda row: _order_key(user.id, row[0].id))
-    items = [
-        ReviewQueueItem(
-            attribution_id=m.id,
-            subject_id=m.subject_id,
-            label=blinded_label(user.id, m.id) if blinded else f"{name} · {m.method} #{m.id}",
-            run_id=None if blinded else m.run_id,
-            run_name=None if blinded else name,
-            method=None if blinded else m.method,
-        )
-        for m, name in pending
-    ]
+        pending.sort(key=lambda row: _order_key(secret, user.id, row[0].id))
+    items = [_queue_item(secret, user, m, name, blinded=blinded) for m, name in pending]
     return ReviewQueue(
         project_id=project_id,
         blinded=blinded,
+        enforced=enforced,
         data=items,
         count=len(items),
         reviewed=len(rows) - len(pending),
     )
+
+
+def resolve_item(session: Session, user: User, item: str, *, secret: bytes) -> AttributionMap:
+    """The succeeded map that ``item`` names for ``user``, in a project they are a member of.
+
+    404 for a token that is not theirs (another user's tokens name nothing for them).
+    """
+    if len(item) == 32:
+        for m, _, _ in _succeeded_maps(session, projects.member_project_ids(session, user)):
+            if hmac.compare_digest(item_token(secret, user.id, m.id), item):
+                return m
+    raise NotFound("review item not found")
+
+
+def describe_item(
+    session: Session, user: User, item: str, *, blinded: bool, secret: bytes
+) -> ReviewQueueItem:
+    """The map ``item`` names for ``user``, as the queue shows it (reviewed or not), so that a
+    reviewer can reopen their review of it. Blinded as the queue is: always for a blinded
+    reviewer of the project, whatever ``blinded`` asks for."""
+    m = resolve_item(session, user, item, secret=secret)
+    project_id = projects.project_of(session, m)
+    projects.require(session, user, project_id, projects.REVIEW)
+    blinded = blinded or projects.is_blinded(session, user, project_id)
+    run = session.get(Run, m.run_id)
+    return _queue_item(secret, user, m, run.name if run else "", blinded=blinded)
+
+
+def review_public(
+    session: Session, user: User, review: Review, *, secret: bytes, blinded: set[int] | None = None
+) -> ReviewPublic:
+    """A review as ``user`` may see it: blinded in their blinded projects (no attribution id;
+    their token and label of the map instead); their own reviews carry their token of the map."""
+    if blinded is None:
+        blinded = projects.blinded_project_ids(session, user)
+    public = ReviewPublic.model_validate(review)
+    if blinded and projects.project_of(session, review) in blinded:
+        return public.model_copy(
+            update={
+                "attribution_id": None,
+                "item": item_token(secret, user.id, review.attribution_id),
+                "label": blinded_label(secret, user.id, review.attribution_id),
+            }
+        )
+    if review.reviewer_id == user.id:
+        # The user's own review carries their token of the map, to reopen it by token.
+        return public.model_copy(
+            update={"item": item_token(secret, user.id, review.attribution_id)}
+        )
+    return public
 
 
 # --- corrections -------------------------------------------------------------------------------
@@ -111,32 +212,42 @@ def _subject_grid(subject: Subject) -> NiftiInfo:
     )
 
 
-def save_correction(
-    session: Session, storage: Storage, *, review: Review, user: User, body: bytes
-) -> Review:
-    """Validate a drawn correction against the subject's grid and store it atomically."""
+def check_may_correct(review: Review, user: User) -> None:
+    """Only the author of a review attaches its correction (checked before the body is read)."""
     if review.reviewer_id != user.id:
         raise Forbidden("only the author of a review may attach its correction")
-    if not body:
+
+
+def save_correction(
+    session: Session, storage: Storage, *, review: Review, user: User, upload: Path
+) -> Review:
+    """Validate a drawn correction against the subject's grid and store it de-identified.
+
+    Args:
+        upload: The received body on disk (NIfTI, gzip-compressed or not), in the data
+            directory's tmp/; the caller removes it.
+
+    The stored file is written like a subject's mask (``write_deidentified``): free-text
+    header fields cleared, extensions dropped, the labels as uint8; atomically.
+    """
+    check_may_correct(review, user)
+    if not upload.is_file() or upload.stat().st_size == 0:
         raise InvalidInput("correction: the body is empty; send a NIfTI volume")
-    if len(body) > MAX_CORRECTION_BYTES:
-        raise TooLarge(f"correction: larger than the limit of {MAX_CORRECTION_BYTES} bytes")
     attribution = session.get(AttributionMap, review.attribution_id)
     assert attribution is not None
     subject = session.get(Subject, attribution.subject_id)
     assert subject is not None
-    if body[:2] != b"\x1f\x8b":
-        body = gzip.compress(body, compresslevel=6)
-    with storage.temp_file(suffix=".nii.gz") as tmp:
-        tmp.write_bytes(body)
+    with upload.open("rb") as head:
+        compressed = head.read(2) == b"\x1f\x8b"
+    with storage.temp_file(suffix=".nii.gz" if compressed else ".nii") as named:
+        os.replace(upload, named)  # validation reads the compression from the name too
         try:
-            info = validate_nifti(tmp)
+            info = validate_nifti(named)
             check_same_grid(_subject_grid(subject), info)
         except NiftiError as exc:
             msg = str(exc).replace("mask ", "correction ", 1)
             raise InvalidInput(f"correction: {msg} (subject {subject.id})") from None
-        data = np.asarray(nib.load(tmp).dataobj)
-        values = set(np.unique(data).tolist())
+        values = _label_values(named)
         if not values <= set(CORRECTION_LABELS):
             shown = ", ".join(f"{v:g}" for v in sorted(values)[:6])
             raise InvalidInput(
@@ -144,10 +255,23 @@ def save_correction(
                 f"pathological relevance); found {shown}"
             )
         dest = correction_path(storage, attribution, review)
-        storage.move_into_place(tmp, dest)
+        write_deidentified(named, dest, kind="labels")
     review.correction_path = storage.relative(dest)
     session.flush()
     return review
+
+
+def _label_values(path: Path) -> set[float]:
+    """The distinct voxel values of a volume as a reader sees them (scaling applied), those
+    within 1e-4 of an integer taken as that integer (a scaled integer volume: 1000 * 0.001
+    reads 1.00000005)."""
+    img = nib.load(path)
+    assert isinstance(img, nib.Nifti1Image)  # validated: NIfTI-1 or its subclass NIfTI-2
+    values = np.unique(np.asarray(img.dataobj, dtype=np.float64))
+    rounded = np.rint(values)
+    return {
+        float(r) if abs(v - r) < 1e-4 else float(v) for v, r in zip(values, rounded, strict=True)
+    }
 
 
 def correction_file(storage: Storage, review: Review) -> Path:
@@ -193,7 +317,7 @@ def agreement(
         run = session.get(Run, run_id)
         if run is None:
             raise NotFound(f"run {run_id} not found")
-        projects.require(session, user, projects.project_of(session, run), projects.REVIEW)
+        projects.require_object(session, user, run, projects.REVIEW)
         query = query.where(AttributionMap.run_id == run_id)
     # A rater's latest review of a map counts.
     latest: dict[int, dict[str, Review]] = defaultdict(dict)

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backend.core.config import get_settings
 from backend.core.db import session_scope
 from backend.models import Dataset, Job, JobStatus, Run, RunMetric, User
 from backend.schemas.run import ComparedField, MetricSeries, RunComparison, RunPublic
@@ -18,9 +19,12 @@ from backend.services.datasets import get_dataset
 from backend.services.errors import Conflict, InvalidInput, NotFound
 from backend.services.jobs import POLL_SECONDS, TERMINAL, Change, follow, new_job
 from worker.ml.configs import RunConfig
+from worker.ml.memory import MemoryEstimate, training_memory
+from worker.ml.presets import UnknownPreset, apply_preset
 
 __all__ = [
     "RETRYABLE",
+    "check_worker_memory",
     "compare_runs",
     "create_run",
     "get_run",
@@ -45,11 +49,45 @@ def validate_config(raw: dict) -> dict:
         raise InvalidInput(f"invalid run config: {problems}") from None
 
 
-def create_run(session: Session, *, dataset_id: int, name: str, config: dict, user: User) -> Run:
+def check_worker_memory(estimate: MemoryEstimate, what: str) -> None:
+    """Refuse (422) a job whose estimated memory exceeds ATTRIVUE_WORKER_MEMORY_GB."""
+    budget = get_settings().worker_memory_gb
+    if estimate.gib > budget:
+        raise InvalidInput(
+            f"{what} would need about {estimate.gib:,.1f} GiB of worker memory "
+            f"({estimate.describe()}), more than the worker budget of {budget:g} GiB "
+            "(ATTRIVUE_WORKER_MEMORY_GB): use a smaller grid, batch size or network, or fewer "
+            "attribution steps"
+        )
+
+
+def create_run(
+    session: Session,
+    *,
+    dataset_id: int,
+    name: str,
+    config: dict,
+    user: User,
+    preset: str | None = None,
+) -> Run:
+    """Validate a run and store it with its queued job (the caller commits and dispatches).
+
+    With ``preset`` (``worker.ml.presets``) the preset's values are applied first and the
+    fields of ``config`` override them; the run records the preset's name.
+
+    Raises:
+        InvalidInput: An unknown preset, an invalid config, or a dataset it cannot train on.
+    """
+    if preset is not None:
+        try:
+            config = apply_preset(preset, config)
+        except UnknownPreset as exc:
+            raise InvalidInput(str(exc)) from None
     dataset = get_dataset(session, dataset_id)
     if not dataset.subjects:
         raise InvalidInput(f"dataset {dataset_id} has no subjects to train on")
     clean = validate_config(config)
+    check_worker_memory(training_memory(RunConfig.model_validate(clean)), "this run")
     known = {s.id for s in dataset.subjects}
     strangers = [s for s in clean.get("watch_subjects", []) if s not in known]
     if strangers:
@@ -60,7 +98,14 @@ def create_run(session: Session, *, dataset_id: int, name: str, config: dict, us
     if clean["task"] == "regression":
         _check_targets(dataset)
     job = new_job(session, kind="train", user=user)
-    run = Run(name=name, dataset_id=dataset.id, config=clean, job_id=job.id, created_by_id=user.id)
+    run = Run(
+        name=name,
+        dataset_id=dataset.id,
+        config=clean,
+        job_id=job.id,
+        created_by_id=user.id,
+        preset=preset,
+    )
     session.add(run)
     session.flush()
     return run

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from backend.core.security import hash_password, hash_token, new_token, verify_password
+from backend.core.security import (
+    dummy_password_hash,
+    hash_password,
+    hash_token,
+    new_token,
+    verify_password,
+)
 from backend.models import ApiToken, LoginAttempt, Project, ProjectMember, Role, User
 from backend.services.errors import Conflict
 
@@ -17,10 +24,13 @@ __all__ = [
     "create_user",
     "ensure_admin",
     "issue_token",
-    "login_blocked",
+    "login_delay",
     "record_login",
     "resolve_token",
+    "revoke_all_tokens",
     "revoke_token",
+    "set_active",
+    "set_password",
 ]
 
 
@@ -47,28 +57,64 @@ def ensure_admin(session: Session) -> tuple[User, str] | None:
 
 
 def authenticate(session: Session, *, username: str, password: str) -> User | None:
+    """The active user with this username and password, or None.
+
+    Every attempt verifies exactly one argon2 hash, the user's or a fixed dummy one, so that
+    the time taken does not tell unknown, inactive and known usernames apart.
+    """
     user = session.scalar(select(User).where(User.username == username))
-    if user is None:
-        # Spend the same time as a real check so usernames cannot be probed by timing.
-        verify_password(password, hash_password("not-a-user"))
-        return None
-    if not user.is_active or not verify_password(password, user.password_hash):
+    stored = user.password_hash if user is not None else dummy_password_hash()
+    matches = verify_password(password, stored)
+    if user is None or not matches or not user.is_active:
         return None
     return user
 
 
-def login_blocked(
-    session: Session, *, username: str, client_ip: str, max_failures: int, window_seconds: int
-) -> bool:
-    """Too many failed logins for this username, or from this address, within the window."""
-    since = datetime.now(UTC) - timedelta(seconds=window_seconds)
+def login_delay(
+    session: Session,
+    *,
+    username: str,
+    client_ip: str,
+    max_failures: int,
+    address_max_failures: int,
+    window_seconds: int,
+) -> int:
+    """Seconds the login attempt must wait (0: go ahead).
+
+    Failures count per (address, username): guessing one account from one address stops after
+    ``max_failures`` in the window, without locking that user out elsewhere. An address with
+    more than ``address_max_failures`` failures in the window (whatever the usernames) backs
+    off exponentially from its latest failure (1, 2, 4 ... seconds, at most the window): that
+    slows a guesser behind a shared address to a trickle, while the other users behind it
+    still get in between its attempts instead of being locked out.
+    """
+    now = datetime.now(UTC)
+    since = now - timedelta(seconds=window_seconds)
     failures = select(func.count(LoginAttempt.id)).where(
-        LoginAttempt.succeeded.is_(False), LoginAttempt.created_at >= since
+        LoginAttempt.succeeded.is_(False),
+        LoginAttempt.created_at >= since,
+        LoginAttempt.client_ip == client_ip,
     )
-    by_user = session.scalar(failures.where(LoginAttempt.username == username)) or 0
-    by_ip = session.scalar(failures.where(LoginAttempt.client_ip == client_ip)) or 0
-    # An address may try several usernames; allow it a few times the per-user budget.
-    return by_user >= max_failures or by_ip >= 4 * max_failures
+    by_pair = session.scalar(failures.where(LoginAttempt.username == username)) or 0
+    if by_pair >= max_failures:
+        return window_seconds
+    by_address = session.scalar(failures) or 0
+    if by_address < address_max_failures:
+        return 0
+    latest = session.scalar(
+        select(func.max(LoginAttempt.created_at)).where(
+            LoginAttempt.succeeded.is_(False),
+            LoginAttempt.created_at >= since,
+            LoginAttempt.client_ip == client_ip,
+        )
+    )
+    if latest is None:
+        return 0
+    if latest.tzinfo is None:  # SQLite hands back naive datetimes
+        latest = latest.replace(tzinfo=UTC)
+    backoff = min(window_seconds, 2 ** min(by_address - address_max_failures, 30))
+    remaining = (latest + timedelta(seconds=backoff) - now).total_seconds()
+    return max(0, math.ceil(remaining))
 
 
 def record_login(session: Session, *, username: str, client_ip: str, succeeded: bool) -> None:
@@ -108,3 +154,35 @@ def resolve_token(session: Session, plain: str) -> tuple[User, ApiToken] | None:
 
 def revoke_token(session: Session, token: ApiToken) -> None:
     token.revoked_at = datetime.now(UTC)
+
+
+def revoke_all_tokens(session: Session, user: User) -> int:
+    """Revoke every live session and personal token of ``user``; how many were revoked."""
+    result = session.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+        .execution_options(synchronize_session=False)
+    )
+    session.expire_all()
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def set_password(session: Session, user: User, password: str) -> int:
+    """Give ``user`` a new password and revoke all their sessions and tokens (returns how many).
+
+    The caller issues a fresh session for the request that changed it, if it should go on.
+    """
+    user.password_hash = hash_password(password)
+    session.flush()
+    return revoke_all_tokens(session, user)
+
+
+def set_active(session: Session, user: User, active: bool) -> int:
+    """Activate or deactivate ``user``; deactivating revokes all their sessions and tokens.
+
+    A deactivated user cannot log in, and ``resolve_token`` refuses their tokens anyway.
+    """
+    user.is_active = active
+    session.flush()
+    return 0 if active else revoke_all_tokens(session, user)

@@ -53,6 +53,10 @@ def _login(api: TestClient, username: str, password: str) -> TestClient:
 def _upload(api: TestClient, dataset: int, key: str, label: int, split: str, mask: bool, tmp: Path):
     image, _ = brain_volume(SHAPE, seed=len(key))
     files = {"image": ("i.nii.gz", write_nifti(tmp / f"{key}-i.nii.gz", image).read_bytes())}
+    # The whole grid as the brain: the statistics below count every voxel (the brain mask's
+    # own effect is tested in test_brain_masks.py).
+    whole = np.ones(SHAPE, np.uint8)
+    files["brain_mask"] = ("b.nii.gz", write_nifti(tmp / f"{key}-b.nii.gz", whole).read_bytes())
     if mask:
         lesion = np.zeros(SHAPE, np.uint8)
         lesion[LESION] = 1
@@ -83,6 +87,8 @@ def lab(api: TestClient, tmp_path: Path) -> Lab:
     for role in ("researcher", "clinician"):
         resp = api.put(f"/api/v1/projects/{project}/members", json={"username": role, "role": role})
         assert resp.status_code == 200, resp.text
+    # An open review round: its clinicians see maps by id (blinded: test_audit_part_b)
+    assert api.patch(f"/api/v1/projects/{project}", json={"review_blinded": False}).is_success
     dataset = api.post("/api/v1/datasets", json={"name": "d", "project_id": project}).json()["id"]
     subjects = {
         key: _upload(api, dataset, key, label, split, mask, tmp_path)

@@ -36,6 +36,8 @@ def setup(api: TestClient, tmp_path: Path) -> dict:
     for name in ("clin1", "clin2"):
         clinicians[name] = _login(api, name)
         api.put(f"/api/v1/projects/{project}/members", json={"username": name, "role": "clinician"})
+    # An open review round: the clinicians rate by map id here (blinding: test_audit_part_b).
+    api.patch(f"/api/v1/projects/{project}", json={"review_blinded": False})
     dataset = api.post("/api/v1/datasets", json={"name": "d", "project_id": project}).json()
     subjects = []
     for i in range(3):

@@ -41,6 +41,9 @@ def _login(api: TestClient, username: str, role: str) -> TestClient:
         project = api.get("/api/v1/projects").json()["data"][0]["id"]
         member = {"username": username, "role": role}
         assert api.put(f"/api/v1/projects/{project}/members", json=member).status_code == 200
+        # An open review round: clinicians see the runs (blinded rounds: test_audit_part_b)
+        opened = api.patch(f"/api/v1/projects/{project}", json={"review_blinded": False})
+        assert opened.status_code == 200
     return client
 
 

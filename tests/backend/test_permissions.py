@@ -55,6 +55,10 @@ def world(api: TestClient, app_env: Path, tmp_path: Path) -> World:
     for role in ("researcher", "clinician"):
         resp = api.put(f"/api/v1/projects/{project}/members", json={"username": role, "role": role})
         assert resp.status_code == 200, resp.text
+    # The matrix of an open review round; in a blinded one (the default) clinicians see no
+    # run, map or job: tests/backend/test_audit_part_b.py::test_item8_*.
+    opened = api.patch(f"/api/v1/projects/{project}", json={"review_blinded": False})
+    assert opened.status_code == 200, opened.text
     dataset = api.post("/api/v1/datasets", json={"name": "d", "project_id": project}).json()
     image, mask = brain_volume(lesion=True)
     files = {

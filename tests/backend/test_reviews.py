@@ -97,10 +97,19 @@ def world(api: TestClient, app_env: Path, tmp_path: Path) -> World:
     )
 
 
+def _item(client: TestClient, attribution: int) -> str:
+    """The client's queue token of a map (what the blinded queue names it by)."""
+    from backend.core.config import get_settings
+    from backend.services.reviews import item_token
+
+    user_id = client.get("/api/v1/auth/me").json()["id"]
+    return item_token(get_settings().secret(), user_id, attribution)
+
+
 def _review(client: TestClient, attribution: int, rating: int, trust: bool) -> dict:
-    resp = client.post(
-        "/api/v1/reviews", json={"attribution_id": attribution, "rating": rating, "trust": trust}
-    )
+    """Rate a map by its item token: the clinicians here review in a blinded round."""
+    body = {"item": _item(client, attribution), "rating": rating, "trust": trust}
+    resp = client.post("/api/v1/reviews", json=body)
     assert resp.status_code == 201, resp.text
     return resp.json()
 
@@ -119,6 +128,9 @@ def _queue(client: TestClient, project: int, blinded: bool = True) -> dict:
 
 def test_queue_excludes_reviewed_maps(world: World) -> None:
     c1 = world.clients["clin1"]
+    # Clinicians see an unblinded queue only once a project admin opens the review round.
+    opened = world.admin.patch(f"/api/v1/projects/{world.project}", json={"review_blinded": False})
+    assert opened.status_code == 200, opened.text
     first = _queue(c1, world.project, blinded=False)
     assert [m["attribution_id"] for m in first["data"]] == world.maps  # unblinded: by id
     assert first["reviewed"] == 0 and first["count"] == 7
@@ -142,17 +154,22 @@ def test_blinded_queue_hides_runs_and_shuffles_stably_per_user(world: World) -> 
     assert "secret-run" not in text and "saliency" not in text
     assert all(m["run_id"] is None and m["run_name"] is None and m["method"] is None for m in raw)
     assert all(m["label"].startswith("Map ") for m in raw)
+    assert all(m["attribution_id"] is None for m in raw)
     assert len({m["label"] for m in raw}) == len(raw)
-    order1 = [m["attribution_id"] for m in raw]
+    # The tokens are per user; the test (which knows the secret) maps them back to ids.
+    ids1 = {_item(c1, a): a for a in world.maps}
+    ids2 = {_item(c2, a): a for a in world.maps}
+    assert not set(ids1) & set(ids2)
+    order1 = [ids1[m["item"]] for m in raw]
     assert sorted(order1) == world.maps
     assert order1 != world.maps  # shuffled (fixed seeds: not the id order for this user)
-    assert [m["attribution_id"] for m in _queue(c1, world.project)["data"]] == order1  # reload
+    assert [ids1[m["item"]] for m in _queue(c1, world.project)["data"]] == order1  # reload
     assert [m["label"] for m in _queue(c1, world.project)["data"]] == [m["label"] for m in raw]
-    order2 = [m["attribution_id"] for m in _queue(c2, world.project)["data"]]
+    order2 = [ids2[m["item"]] for m in _queue(c2, world.project)["data"]]
     assert sorted(order2) == world.maps and order2 != order1  # per user
     # reviewing one keeps the others' relative order
     _review(c1, order1[0], 3, True)
-    assert [m["attribution_id"] for m in _queue(c1, world.project)["data"]] == order1[1:]
+    assert [ids1[m["item"]] for m in _queue(c1, world.project)["data"]] == order1[1:]
 
 
 def test_queue_and_agreement_hide_projects_from_outsiders(world: World) -> None:
@@ -226,8 +243,8 @@ def test_correction_is_stored_next_to_the_map(world: World, app_env: Path) -> No
     assert _put(outsider, review["id"], _correction(world.shape)).status_code == 404
     got = outsider.get(f"/api/v1/reviews/{review['id']}/correction.nii.gz")
     assert got.status_code == 404
-    listed = c1.get("/api/v1/reviews", params={"attribution_id": world.maps[1]}).json()
-    assert listed["data"][0]["has_correction"] is True
+    listed = c1.get("/api/v1/reviews").json()  # blinded: no filtering by map id
+    assert listed["count"] == 1 and listed["data"][0]["has_correction"] is True
     csv = c1.get("/api/v1/reviews/export.csv").text
     assert "has_correction" in csv.splitlines()[0] and csv.splitlines()[1].split(",")[9] == "yes"
 
@@ -290,7 +307,8 @@ def test_agreement_matches_hand_computed_kappa(world: World) -> None:
     mean = (expected_12 + expected_13 + expected_23) / 3
     assert got["mean_kappa"] == pytest.approx(mean)
     assert got["trust_agreement"] == pytest.approx((3 + 2 + 1) / (4 + 2 + 2))
-    by_run = world.clients["clin2"].get("/api/v1/reviews/agreement", params={"run_id": world.run})
+    # by run: for those who may see the run (not the blinded clinicians)
+    by_run = world.admin.get("/api/v1/reviews/agreement", params={"run_id": world.run})
     assert by_run.json()["mean_kappa"] == pytest.approx(mean)
 
 

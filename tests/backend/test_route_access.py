@@ -18,14 +18,15 @@ PUBLIC = {
     ("POST", f"{API_PREFIX}/auth/login"),
     ("GET", f"{API_PREFIX}/health"),
     ("GET", "/{path:path}"),  # the browser app's files; API paths under it answer 404
+    # The API documentation is public (docs/deployment.md): Swagger UI, served locally.
+    ("GET", "/docs"),
+    ("GET", "/docs/init.js"),
 }
-# Starlette's own routes: the OpenAPI document and its viewers (no data) and built assets.
+# Starlette's own routes: the OpenAPI document (no data) and built and Swagger UI assets.
 FRAMEWORK = {
     f"{API_PREFIX}/openapi.json",
-    "/docs",
-    "/docs/oauth2-redirect",
-    "/redoc",
     "/assets",
+    "/docs/assets",
 }
 
 

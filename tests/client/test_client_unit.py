@@ -98,7 +98,7 @@ def test_manifest_is_checked_before_upload(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as error:
         read_manifest(tmp_path)
     assert "line 3: no such file missing.nii.gz" in str(error.value)
-    assert "line 4: needs subject, image and label" in str(error.value)
+    assert "line 4: label '2': expected 0, 1, healthy" in str(error.value)
     with pytest.raises(ValueError, match="no manifest.csv"):
         read_manifest(tmp_path / "nowhere")
 
@@ -167,3 +167,52 @@ def test_client_imports_no_server_code() -> None:
     )
     loaded = set(out.stdout.split())
     assert not loaded & {"backend", "worker", "torch", "fastapi", "sqlalchemy", "numpy"}
+
+
+def test_also_client_manifest_accepts_the_servers_labels_and_names_the_problem(
+    tmp_path: Path,
+) -> None:
+    """Issue 16 "Also": healthy/pathological (any case) were refused, with a message saying the
+    subject and image were missing."""
+    (tmp_path / "a.nii.gz").write_bytes(b"x")
+    (tmp_path / "manifest.csv").write_text(
+        "subject,image,label\n"
+        "s1,a.nii.gz,healthy\n"
+        "s2,a.nii.gz,Pathological\n"
+        "s3,a.nii.gz,control\n"
+        "s4,a.nii.gz,patient\n"
+        "s5,a.nii.gz,0\n"
+    )
+    rows = read_manifest(tmp_path)
+    assert [r["label"] for r in rows] == ["0", "1", "0", "1", "0"]
+    (tmp_path / "manifest.csv").write_text(
+        "subject,image,label\ns1,a.nii.gz,sick\n,a.nii.gz,1\ns3,,1\n"
+    )
+    with pytest.raises(ValueError) as error:
+        read_manifest(tmp_path)
+    message = str(error.value)
+    assert (
+        "line 2: label 'sick': expected 0, 1, healthy, control, pathological or patient" in message
+    )
+    assert "line 2: no subject" not in message and "line 2: no image" not in message
+    assert "line 3: no subject" in message and "line 4: no image" in message
+
+
+def test_also_client_checks_the_manifest_before_creating_the_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    requests: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(f"{request.method} {request.url.path}")
+        return httpx.Response(201, json={"id": 5, "name": "d"})
+
+    monkeypatch.setattr(
+        cli,
+        "Client",
+        lambda url, token, progress: Client(url, token, transport=httpx.MockTransport(handler)),
+    )
+    (tmp_path / "manifest.csv").write_text("subject,image,label\ns1,missing.nii.gz,1\n")
+    code = cli.main(["--url", "http://server", "upload", str(tmp_path), "--name", "d"])
+    assert code == 2 and "no such file missing.nii.gz" in capsys.readouterr().err
+    assert requests == []  # no empty dataset left behind

@@ -216,3 +216,12 @@ def overlay_colours(with_overlay: Path, without_overlay: Path) -> OverlayColours
         darker=int(darker.sum()),
         mean_drop=float(drop[changed].mean()) if changed.any() else 0.0,
     )
+
+
+def review_item_of(data_dir: Path, user_id: int, attribution_id: int) -> str:
+    """The review queue token of a map for one user, on a live server of ``data_dir`` (the
+    tests know its generated secret; the page knows maps by these tokens only)."""
+    from backend.services.reviews import item_token
+
+    secret = (data_dir / ".secret_key").read_text().strip().encode()
+    return item_token(secret, user_id, attribution_id)

@@ -98,6 +98,14 @@ def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stub_api.RunningS
     api.post_routes["/api/v1/projects"] = create_project
     api.put_routes["/api/v1/projects/1/members"] = lambda raw: set_member(json.loads(raw))
     api.post_routes["/api/v1/users"] = create_user
+
+    def change_password(body: dict) -> tuple[int, dict]:
+        if body.get("current_password") != stub_api.PASSWORD:
+            return 403, {"detail": "the current password is wrong"}
+        api.state["password_changes"] = api.state.get("password_changes", 0) + 1  # type: ignore[attr-defined]
+        return 200, {"access_token": "t2", "token_type": "bearer", "user": api.user}
+
+    api.post_routes["/api/v1/auth/password"] = change_password
     yield running
     running.close()
 
@@ -114,7 +122,16 @@ def test_account_tokens_and_password(stub: stub_api.RunningStub, page: Page) -> 
     page.locator(".topbar-user").get_by_role("link", name=stub_api.USERNAME, exact=False).click()
     account = page.get_by_test_id("account-page")
     account.wait_for(timeout=30_000)
-    assert "attrivue set-password reviewer" in account.inner_text()
+    # The password changes here (POST /auth/password): a wrong current password is said so.
+    page.locator("input[name=current-password]").fill("not it")
+    page.locator("input[name=new-password]").fill("a new long password")
+    page.locator("input[name=new-password-again]").fill("a new long password")
+    page.get_by_role("button", name="Change password").click()
+    page.get_by_text("the current password is wrong").wait_for(timeout=10_000)
+    page.locator("input[name=current-password]").fill(stub_api.PASSWORD)
+    page.get_by_role("button", name="Change password").click()
+    page.get_by_test_id("password-changed").wait_for(timeout=10_000)
+    assert state.get("password_changes") == 1
     page.locator("input[name=token-name]").fill("ci script")
     page.get_by_role("button", name="Create token").click()
     secret = page.get_by_test_id("new-token")

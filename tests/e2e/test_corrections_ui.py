@@ -18,6 +18,7 @@ from tests.e2e.browser import (
     chromium_page,
     login,
     open_viewer,
+    review_item_of,
     screenshot_canvas,
 )
 
@@ -27,7 +28,7 @@ CLINICIAN = "clinician-loop"
 PASSWORD = "clinician-loop-password"
 
 
-def _add_clinician(pipeline) -> int:  # type: ignore[no-untyped-def]
+def _add_clinician(pipeline) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     admin = pipeline.client()
     created = admin.post(
         "/api/v1/users", json={"username": CLINICIAN, "password": PASSWORD, "role": "researcher"}
@@ -38,19 +39,22 @@ def _add_clinician(pipeline) -> int:  # type: ignore[no-untyped-def]
         f"/api/v1/projects/{project}/members", json={"username": CLINICIAN, "role": "clinician"}
     )
     assert member.status_code == 200, member.text
-    return project
+    users = admin.get("/api/v1/users").json()["data"]
+    return project, next(u["id"] for u in users if u["username"] == CLINICIAN)
 
 
-def _draw_and_submit(page, pipeline, project: int) -> None:  # type: ignore[no-untyped-def]
+def _draw_and_submit(page, pipeline, project: int, user_id: int) -> None:  # type: ignore[no-untyped-def]
     page.goto(f"{pipeline.base_url}/review?project={project}")
-    page.locator(f".queue-item[data-attribution-id='{pipeline.attribution_id}']").click()
+    # The blinded queue names maps by per-user tokens only.
+    token = review_item_of(pipeline.data_dir, user_id, pipeline.attribution_id)
+    page.locator(f".queue-item[data-item='{token}']").click()
     page.wait_for_function(
-        """(id) => {
-            const el = document.querySelector(`.review-item[data-attribution-id='${id}']`);
+        """(token) => {
+            const el = document.querySelector(`.review-item[data-item='${token}']`);
             const v = el && el.querySelector('[data-viewer-state]');
             return v && ['ready', 'error'].includes(v.dataset.viewerState);
         }""",
-        arg=pipeline.attribution_id,
+        arg=token,
         timeout=READY_TIMEOUT_MS,
     )
     page.locator(".review-item > h2").click()
@@ -78,12 +82,12 @@ def _canvas(path: Path) -> np.ndarray:
 def test_correction_to_corrected_run_to_compare_and_epoch_slider(pipeline, tmp_path: Path) -> None:
     if not DIST_INDEX.is_file():
         pytest.skip("frontend/dist is not built: run `cd frontend && npm ci && npm run build`")
-    project = _add_clinician(pipeline)
+    project, clinician_id = _add_clinician(pipeline)
     api = pipeline.client()
 
     with chromium_page(tmp_path / "clinician") as page:
         login(page, pipeline.base_url, CLINICIAN, PASSWORD)
-        _draw_and_submit(page, pipeline, project)
+        _draw_and_submit(page, pipeline, project, clinician_id)
     corrections = api.get(f"/api/v1/runs/{pipeline.run_id}/corrections").json()
     assert any(
         r["reviewer"] == CLINICIAN and r["missed_voxels"] > 0

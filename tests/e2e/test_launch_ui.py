@@ -149,3 +149,77 @@ def test_launch_a_run_and_watch_it_succeed(pipeline, tmp_path: Path) -> None:
     assert run["status"] == "succeeded"
     assert run["name"] == "launched from the browser"
     assert run["config"]["epochs"] == 1 and run["config"]["network"] == "small_cnn"
+
+
+def test_pick_a_preset_see_its_values_and_launch(pipeline, tmp_path: Path) -> None:
+    """The preset picker fills the form with the preset's values and shows them; the run
+    records the preset, takes its values, and the user's own edits win over them."""
+    if not DIST_INDEX.is_file():
+        pytest.skip("frontend/dist is not built: run `cd frontend && npm ci && npm run build`")
+    sent: list[dict] = []
+    with chromium_page(tmp_path / "profile") as page:
+        login(page, pipeline.base_url, pipeline.username, pipeline.password)
+        page.goto(f"{pipeline.base_url}/runs/new?dataset={pipeline.dataset_id}")
+        form = page.get_by_role("form", name="Launch run")
+        form.locator('select[name="preset"] option', has_text="Classification").wait_for(
+            state="attached", timeout=30_000
+        )
+        form.locator('select[name="dataset"] option', has_text="live test").wait_for(
+            state="attached", timeout=30_000
+        )
+        form.locator('select[name="dataset"]').select_option(str(pipeline.dataset_id))
+        form.locator('input[name="name"]').fill("from a preset")
+
+        # The supervised constraint: its attribution settings appear, filled in.
+        form.locator('select[name="preset"]').select_option("constrained_supervised")
+        values = page.get_by_test_id("preset-values")
+        values.wait_for(timeout=10_000)
+        text = values.inner_text()
+        for shown in ("lc_la_supervised", "integrated_gradients", "ig_steps", "lambda_a"):
+            assert shown in text, text
+        assert form.locator('input[name="loss_setting"][value="lc_la_supervised"]').is_checked()
+        assert form.locator('input[name="ig_steps"]').input_value() == "4"
+        assert form.locator('input[name="lambda_value"]').input_value() == "5"
+        assert form.locator('input[name="epochs"]').input_value() == "30"
+        assert form.locator('input[name="name"]').input_value() == "from a preset"
+        save_screenshot(page, "constrained-preset")
+
+        # Then the classification preset, with the epochs edited by the user.
+        form.locator('select[name="preset"]').select_option("classification")
+        assert form.locator('input[name="loss_setting"][value="lc_only"]').is_checked()
+        assert form.locator('input[name="learning_rate"]').input_value() == "0.003"
+        assert form.locator('input[name="ig_steps"]').count() == 0  # no constraint, no IG
+        form.locator('input[name="epochs"]').fill("1")
+
+        def small_grid(route) -> None:
+            # A CI-sized grid on the way out (the form has no grid field).
+            body = json.loads(route.request.post_data or "{}")
+            sent.append(body)
+            body["config"]["grid"] = [24, 28, 24]
+            route.continue_(post_data=json.dumps(body))
+
+        page.route("**/api/v1/runs", small_grid)
+        form.get_by_role("button", name="Launch run").click()
+        page.wait_for_url(re.compile(r"/runs/\d+$"), timeout=30_000)
+        run_id = int(page.url.rstrip("/").rsplit("/", 1)[-1])
+        page.get_by_test_id("run-preset").wait_for(timeout=30_000)
+        page.wait_for_function(
+            "() => document.querySelector('.run-page h1 .badge')?.textContent === 'succeeded'",
+            timeout=300_000,
+        )
+        # The evaluation of the finished run: best epoch and the metric, and sites.
+        page.get_by_test_id("best-epoch").wait_for(timeout=60_000)
+        assert "epoch 1" in page.get_by_test_id("best-epoch").inner_text()
+        page.get_by_test_id("site-metrics").wait_for(timeout=60_000)
+        save_screenshot(page, "launched-from-preset")
+
+    assert sent and sent[0]["preset"] == "classification"
+    with pipeline.client() as client:
+        run = client.get(f"/api/v1/runs/{run_id}").json()
+        predictions = client.get(f"/api/v1/runs/{run_id}/predictions").json()
+    assert run["preset"] == "classification" and run["status"] == "succeeded"
+    config = run["config"]
+    assert config["loss_setting"] == "lc_only" and config["learning_rate"] == 0.003
+    assert config["epochs"] == 1  # the user's edit over the preset's 30
+    assert run["best_epoch"] == 1 and run["best_metric"]
+    assert predictions["count"] > 0

@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.e2e.browser import DIST_INDEX, READY_TIMEOUT_MS, chromium_page, login
+from tests.e2e.browser import DIST_INDEX, READY_TIMEOUT_MS, chromium_page, login, review_item_of
 
 pytestmark = pytest.mark.e2e
 
@@ -52,21 +52,23 @@ def test_clinician_reviews_and_corrects_a_map(pipeline, tmp_path: Path) -> None:
     api = _clinician(pipeline)
     project = api.project_id  # type: ignore[attr-defined]
     queue = api.get("/api/v1/reviews/queue", params={"project_id": project}).json()
-    assert pipeline.attribution_id in [m["attribution_id"] for m in queue["data"]]
-    assert all(m["run_name"] is None for m in queue["data"])
+    me = api.get("/api/v1/auth/me").json()["id"]
+    token = review_item_of(pipeline.data_dir, me, pipeline.attribution_id)
+    assert token in [m["item"] for m in queue["data"]]  # blinded: no map ids, only tokens
+    assert all(m["run_name"] is None and m["attribution_id"] is None for m in queue["data"])
 
     with chromium_page(tmp_path / "profile") as page:
         login(page, pipeline.base_url, CLINICIAN, PASSWORD)
         page.goto(f"{pipeline.base_url}/review?project={project}")
-        item = page.locator(f".queue-item[data-attribution-id='{pipeline.attribution_id}']")
+        item = page.locator(f".queue-item[data-item='{token}']")
         item.click()
         page.wait_for_function(
-            """(id) => {
-                const el = document.querySelector(`.review-item[data-attribution-id='${id}']`);
+            """(token) => {
+                const el = document.querySelector(`.review-item[data-item='${token}']`);
                 const v = el && el.querySelector('[data-viewer-state]');
                 return v && ['ready', 'error'].includes(v.dataset.viewerState);
             }""",
-            arg=pipeline.attribution_id,
+            arg=token,
             timeout=READY_TIMEOUT_MS,
         )
         assert page.locator(".review-item [data-viewer-state]").get_attribute(
@@ -99,9 +101,10 @@ def test_clinician_reviews_and_corrects_a_map(pipeline, tmp_path: Path) -> None:
         saved.wait_for(timeout=30_000)
         review_id = int(saved.get_attribute("data-review-id") or 0)
 
-    reviews = api.get("/api/v1/reviews", params={"attribution_id": pipeline.attribution_id})
+    reviews = api.get("/api/v1/reviews")  # blinded: own reviews, named by token
     mine = [r for r in reviews.json()["data"] if r["id"] == review_id]
     assert len(mine) == 1, reviews.text
+    assert mine[0]["attribution_id"] is None and mine[0]["item"] == token
     assert mine[0]["rating"] == 4 and mine[0]["trust"] is True and mine[0]["has_correction"]
     assert mine[0]["comment"] == "e2e review"
 
@@ -119,4 +122,4 @@ def test_clinician_reviews_and_corrects_a_map(pipeline, tmp_path: Path) -> None:
 
     # The map left the clinician's queue.
     queue = api.get("/api/v1/reviews/queue", params={"project_id": project}).json()
-    assert pipeline.attribution_id not in [m["attribution_id"] for m in queue["data"]]
+    assert token not in [m["item"] for m in queue["data"]]

@@ -5,6 +5,9 @@ the submit button are on screen together beside the map; the Shortcuts button an
 the help, which lists the drawing keys; 1 is the axial view as in the viewer (not a pen) and
 the pens have their own letters; a submitted review can be reopened with its answers and its
 correction, amended, and both versions stay.
+
+The stub answers as a blinded round does: maps are named by an item token only, and the map's
+id answers 404 (reopening goes by the token the review carries).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 pytestmark = pytest.mark.e2e
+
+ITEM = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"  # the map's opaque token for the stub user
 
 
 @pytest.fixture(scope="module")
@@ -50,31 +55,38 @@ def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stub_api.RunningS
         "count": 1,
     }
 
+    item = {
+        "item": ITEM,
+        "attribution_id": None,
+        "subject_id": stub_api.SUBJECT_ID,
+        "label": "Map A",
+        "stats": case.stats,
+        "run_id": None,
+        "run_name": None,
+        "method": None,
+    }
+
     def queue(_query: dict) -> dict:
-        done = {r["attribution_id"] for r in reviews}
-        items = [
-            {
-                "attribution_id": stub_api.ATTRIBUTION_ID,
-                "subject_id": stub_api.SUBJECT_ID,
-                "label": "Map A",
-                "run_id": None,
-                "run_name": None,
-                "method": None,
-            }
-        ]
-        pending = [i for i in items if i["attribution_id"] not in done]
+        done = {r["item"] for r in reviews}
+        items = [item]
+        pending = [i for i in items if i["item"] not in done]
         return {
             "project_id": 1,
             "blinded": True,
+            "enforced": True,
             "data": pending,
             "count": len(pending),
             "reviewed": len(items) - len(pending),
         }
 
     def create(body: dict) -> tuple[int, dict]:
+        if "attribution_id" in body or body.get("item") != ITEM:
+            return 404, {"detail": "review item not found"}  # a blinded round: tokens only
         review = {
             "id": 100 + len(reviews),
-            "attribution_id": body["attribution_id"],
+            "attribution_id": None,
+            "item": body["item"],
+            "label": "Map A",
             "reviewer_id": api.user["id"],
             "rating": body["rating"],
             "trust": body["trust"],
@@ -97,6 +109,10 @@ def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stub_api.RunningS
         return handler
 
     api.extra_json["/api/v1/reviews/queue"] = queue
+    api.extra_json[f"/api/v1/reviews/items/{ITEM}"] = lambda _q: item
+    api.extra_files[f"/api/v1/reviews/items/{ITEM}/display.nii.gz"] = case.display
+    # A blinded reviewer gets 404 for the map by id: the page must not need it.
+    api.errors[f"/api/v1/attributions/{stub_api.ATTRIBUTION_ID}"] = (404, "attribution 7 not found")
     api.extra_json["/api/v1/reviews"] = lambda _q: {"data": reviews, "count": len(reviews)}
     api.extra_json["/api/v1/reviews/agreement"] = {
         "project_id": 1,
@@ -222,11 +238,11 @@ def test_review_page_keys_layout_and_amending(stub: stub_api.RunningStub, page: 
     saved = page.locator("[data-review-status=saved]")
     saved.wait_for(timeout=30_000)
     reviews = stub.api.reviews  # type: ignore[attr-defined]
-    assert len(reviews) == 1 and reviews[0]["rating"] == 4
+    assert len(reviews) == 1 and reviews[0]["rating"] == 4 and reviews[0]["item"] == ITEM
     assert reviews[0]["id"] in stub.api.corrections  # type: ignore[attr-defined]
 
     # Reopen: the answers and the correction come back; amend the rating.
-    reopen = page.locator(f"[data-reopen-attribution='{stub_api.ATTRIBUTION_ID}']")
+    reopen = page.locator(f"[data-reopen-item='{ITEM}']")
     reopen.click()
     _wait_ready(page)
     assert page.get_by_label("4 – mostly on the lesions").is_checked()

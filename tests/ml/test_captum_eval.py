@@ -456,3 +456,25 @@ def test_config_refuses_settings_the_method_ignores() -> None:
     for method in get_args(AttributionMethod):
         stored = AttributionConfig(method=method).model_dump(mode="json")
         assert AttributionConfig.model_validate(stored).method == method
+
+
+def test_a_given_brain_mask_is_the_brain_of_the_map(
+    subject_path: Path, random_model: torch.nn.Module, tmp_path: Path
+) -> None:
+    # The subject's stored brain mask (here: a slab of the volume) is what the preprocessing
+    # crops to and keeps, as in training: IG from the zero image is 0 wherever the network's
+    # input was set to 0, so the map is blank outside that brain. Without it, a brain is
+    # computed from the image (the whole uniform head here) and the map covers it.
+    brain = np.zeros(NATIVE_SHAPE, dtype=np.uint8)
+    brain[4:16, 3:15, 3:11] = 1
+    brain_path = tmp_path / "brain.nii.gz"
+    nib.save(nib.Nifti1Image(brain, NATIVE_AFFINE), brain_path)
+    config = RunConfig(grid=GRID)
+    settings = AttributionConfig(steps=16)
+    given = attribute_subject(random_model, config, subject_path, settings, brain_path=brain_path)
+    computed = attribute_subject(random_model, config, subject_path, settings)
+    far = np.ones(NATIVE_SHAPE, dtype=bool)
+    far[2:18, 1:17, 1:13] = False  # two voxels of margin for the trilinear inverse
+    assert given.map.shape == computed.map.shape == NATIVE_SHAPE
+    assert np.abs(given.map[far]).max() == 0.0
+    assert np.abs(computed.map[far]).max() > 0.0

@@ -357,9 +357,9 @@ def test_a_constrained_regression_run_reports_regression_and_attribution_metrics
     train_targets = [s.target for s in regression_subjects if s.split == "train"]
     assert float(model.offset) == pytest.approx(np.mean(train_targets), rel=1e-5)
     # The reloaded model reproduces the reported test MAE (its prediction is in target units).
-    from worker.ml.transforms import IMAGE_KEY, preprocess
+    from worker.ml.transforms import IMAGE_KEY, preprocess_for
 
-    transform = preprocess(config.grid, augment=False, intensity=config.intensity)
+    transform = preprocess_for(config)
     test = [s for s in regression_subjects if s.split == "test"]
     with torch.no_grad():
         predicted = [

@@ -181,6 +181,8 @@ def test_audit_log_records_views_downloads_ratings_and_exports(
     outsider = _client(api, "outsider")
     project = api.get("/api/v1/projects").json()["data"][0]["id"]
     api.put(f"/api/v1/projects/{project}/members", json={"username": "clin", "role": "clinician"})
+    # An open review round: the clinician fetches maps by id (blinded rounds: test_audit_part_b)
+    api.patch(f"/api/v1/projects/{project}", json={"review_blinded": False})
     dataset = api.post("/api/v1/datasets", json={"name": "d", "project_id": project}).json()["id"]
     image, mask = brain_volume(lesion=True)
     subject = api.post(
@@ -242,11 +244,14 @@ def test_audit_log_records_views_downloads_ratings_and_exports(
         "/api/v1/audit", params={"object_type": "attribution", "object_id": attribution}
     ).json()
     assert {e["action"] for e in by_object["data"]} == {"view", "download", "rate"}
-    assert api.get("/api/v1/audit", params={"project_id": project}).json()["count"] == 5
+    in_project = {"project_id": project, "username": "clin"}
+    assert api.get("/api/v1/audit", params=in_project).json()["count"] == 5
+    # the admin's membership change and opening of the round are logged too (issue 16, item 9)
+    assert api.get("/api/v1/audit", params={"project_id": project}).json()["count"] == 7
     newest = log.json()["data"][0]["created_at"]
     assert api.get("/api/v1/audit", params={"since": newest}).json()["count"] >= 1
     assert api.get("/api/v1/audit", params={"until": "2000-01-01T00:00:00Z"}).json()["count"] == 0
-    page = api.get("/api/v1/audit", params={"limit": 2, "offset": 1}).json()
+    page = api.get("/api/v1/audit", params={"username": "clin", "limit": 2, "offset": 1}).json()
     assert page["count"] == 6 and len(page["data"]) == 2
     assert api.get("/api/v1/audit", params={"action": "delete"}).status_code == 422
 

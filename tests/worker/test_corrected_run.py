@@ -39,7 +39,15 @@ def test_run_from_reviews_trains_on_merged_targets_and_stores_epoch_maps(
 
     user_id, dataset_id = make_dataset(tmp_path, SPLITS)
     storage = get_storage()
-    base = {"epochs": 1, "batch_size": 2, "grid": GRID, "device": "cpu", "seed": 0}
+    # brain "nonzero": no crop, so the target on the working grid can be built by hand below.
+    base = {
+        "epochs": 1,
+        "batch_size": 2,
+        "grid": GRID,
+        "device": "cpu",
+        "seed": 0,
+        "brain": "nonzero",
+    }
     with session_scope() as session:
         user = session.get(User, user_id)
         earlier = create_run(session, dataset_id=dataset_id, name="earlier", config=base, user=user)
@@ -65,7 +73,9 @@ def test_run_from_reviews_trains_on_merged_targets_and_stores_epoch_maps(
         review = Review(attribution_id=attribution.id, reviewer_id=user.id, rating=2, trust=False)
         session.add(review)
         session.flush()
-        save_correction(session, storage, review=review, user=user, body=_correction_bytes(labels))
+        with storage.temp_file() as upload:
+            upload.write_bytes(_correction_bytes(labels))
+            save_correction(session, storage, review=review, user=user, upload=upload)
         corrected = launch_from_reviews(
             session,
             storage,

@@ -142,6 +142,11 @@ class RunConfig(BaseModel):
         network: Registry key of the classifier (see ``worker.ml.nets.build_network``):
             ``small_cnn``; ``patchgan``, the published classifier of method.md section 3
             (base width 64); MONAI's ``densenet121``, ``resnet18`` and ``resnet10``.
+        pooling: ``small_cnn`` only: the global pooling of its last feature map (``max``, the
+            network's default; ``avg``; ``avgmax``, both concatenated). Max pooling finds "the
+            brightest thing in the brain", which suits hyperintense lesions; a hypointense
+            lesion reads like grey matter inside white matter and is seen by the average of
+            local-contrast features rather than their maximum.
         loss_setting: Which losses are trained (method.md section 3): ``lc_only`` (L_C),
             ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
             lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels
@@ -161,6 +166,19 @@ class RunConfig(BaseModel):
             to a few units as the constraint is learnt: the useful range of the BCE.
         attribution_loss: ``bce`` (BCE-with-logits against the target map) or ``rrr``
             (squared attribution outside the target, Ross et al. 2017).
+        attribution_balance: ``bce`` only: within each subject, the voxels with target 1
+            (lesion) and those with target 0 weigh equally in L_A (each class's mean BCE,
+            averaged), instead of every constrained voxel weighing the same: with a lesion
+            load of 0.5 %, the plain mean gives the lesions 0.5 % of the loss, and the cheapest
+            way down is to make every voxel negative.
+        attribution_baseline: Reference of the path attributions, in training (IG, EG) and in
+            the run's evaluation maps (IG): ``zero`` (the zero image, i.e. the mean intensity
+            after z-scoring) or ``healthy``: IG starts from the mean healthy training image
+            and EG draws its references among the healthy training images, so that
+            "pathological relevance" means "differs from healthy subjects in the direction
+            that raises the logit", whatever the lesions' contrast; sum(A) = F(x) - F(healthy)
+            is then near 0 for a healthy subject and cannot be made negative for every one.
+            The mean image is stored in the checkpoint and used by the run's attribution jobs.
         lambda_a: Weight of L_A over training (constant, or a linear warm-up from 0);
             unused by ``lc_only`` and ``la_only``.
         attribution_mode: Mode of the network while the training attribution is computed.
@@ -174,6 +192,11 @@ class RunConfig(BaseModel):
             networks without batch norm or dropout.
         restrict_to_brain: Constrain only voxels inside the brain, i.e. the non-zero voxels
             of the normalised image (the synthetic background is exactly 0).
+        calibrate_logit: Classification: after training, the constant that minimises the
+            validation BCE when added to every logit (``training.calibration_offset``) is
+            added to the output bias of ``best.pt``. A constant on the logit changes no
+            attribution map, but the constraint tends to push every logit down (accuracy 0.5
+            at AUROC 1.0); this gives the decision its threshold back. Off: no change.
         val_attribution: After every epoch, attribution metrics on the validation split
             (Integrated Gradients, 8 Gauss-Legendre steps, eval mode): ``val_attr_auroc``,
             ``val_lesion_mass``, the Dice threshold chosen there, and more. Test metrics
@@ -187,6 +210,12 @@ class RunConfig(BaseModel):
         grid: Working grid (voxels) that every subject is resized to.
         intensity: Intensity normalisation: z-score over non-zero voxels, or 0.5-99.5
             percentiles mapped to [0, 1].
+        brain: ``mask`` (default): each subject's brain mask (the user's, or one computed
+            from the image, ``worker.ml.brainmask``) crops the volume to the brain before the
+            resize and zeroes everything outside it, so the constraint, the metrics and the
+            network see the brain and not a noisy background. ``nonzero``: the former
+            behaviour (no crop; "brain" = non-zero voxels, right only for data whose
+            background is exactly 0).
         augment: Light random flips and affine jitter on the training split.
         early_stopping_patience: Epochs without improvement of ``early_stopping_metric``
             before training stops; ``None`` trains for all epochs.
@@ -238,6 +267,10 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     network: NetworkName = "small_cnn"
+    pooling: Literal["max", "avg", "avgmax"] | None = Field(
+        default=None,
+        description="small_cnn only: global pooling of the last feature map (None: max).",
+    )
     loss_setting: LossSetting = "lc_only"
     train_attribution: list[TrainAttributionName] = Field(
         default_factory=lambda: ["gradient"],
@@ -264,6 +297,15 @@ class RunConfig(BaseModel):
     attribution_loss: Literal["bce", "rrr"] = Field(
         default="bce", description="Form of L_A: BCE against the target map, or RRR."
     )
+    attribution_balance: bool = Field(
+        default=False,
+        description="L_A: lesion and non-lesion voxels weigh equally within each subject.",
+    )
+    attribution_baseline: Literal["zero", "healthy"] = Field(
+        default="zero",
+        description="Reference of IG/EG in training and evaluation: the zero image, or "
+        "healthy training subjects (their mean for IG, the subjects themselves for EG).",
+    )
     lambda_a: LambdaSchedule = Field(
         default_factory=LambdaSchedule, description="Weight of L_A over training."
     )
@@ -273,6 +315,11 @@ class RunConfig(BaseModel):
     )
     restrict_to_brain: bool = Field(
         default=True, description="Constrain only non-zero voxels of the normalised image."
+    )
+    calibrate_logit: bool = Field(
+        default=True,
+        description="Classification: fold the validation-chosen logit offset into the "
+        "output bias of best.pt (maps unchanged).",
     )
     val_attribution: bool = Field(
         default=True, description="Attribution metrics on the validation split every epoch."
@@ -285,6 +332,11 @@ class RunConfig(BaseModel):
     seed: int = Field(default=0, ge=0)
     grid: tuple[GridSize, GridSize, GridSize] = (48, 56, 48)
     intensity: Literal["zscore", "percentile"] = "zscore"
+    brain: Literal["mask", "nonzero"] = Field(
+        default="mask",
+        description="Brain of each subject: its brain mask (crop, background set to 0), or "
+        "the non-zero voxels.",
+    )
     augment: bool = False
     early_stopping_patience: int | None = Field(default=None, ge=1)
     early_stopping_metric: EarlyStoppingMetric = "val_auroc"
@@ -359,6 +411,9 @@ class RunConfig(BaseModel):
             data = dict(data)
             data.setdefault("network", "unet")
             data.setdefault("early_stopping_metric", "val_dice")
+            # A segmentation's predicted masks and region maps are inverted to the native
+            # grid voxel for voxel; it keeps the whole field of view (no brain crop).
+            data.setdefault("brain", "nonzero")
         return data
 
     @model_validator(mode="after")
@@ -387,6 +442,12 @@ class RunConfig(BaseModel):
         return self.task == "segmentation" and (
             self.seg_annotated_fraction < 1.0 or self.seg_constraint
         )
+
+    @model_validator(mode="after")
+    def _pooling_is_small_cnn(self) -> RunConfig:
+        if self.pooling is not None and self.network != "small_cnn":
+            raise ValueError(f"pooling applies to small_cnn only, not {self.network!r}")
+        return self
 
     @model_validator(mode="after")
     def _distinct_train_attributions(self) -> RunConfig:

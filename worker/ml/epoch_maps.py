@@ -24,7 +24,7 @@ from torch import nn
 from worker.ml.configs import RunConfig
 from worker.ml.evaluation import attribution_maps
 from worker.ml.metrics import dice_top_k, lesion_mass, pointing_game
-from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess
+from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess_for
 
 __all__ = [
     "EPOCH_MAP_METHOD",
@@ -78,7 +78,7 @@ def load_grid_subject(
     config: RunConfig, subject_id: int | str, image: Path, mask: Path | None
 ) -> GridSubject:
     """Preprocess one subject exactly as training does (no augmentation)."""
-    transform = preprocess(config.grid, augment=False, intensity=config.intensity)
+    transform = preprocess_for(config)
     item: dict[str, Any] = {IMAGE_KEY: str(image)}
     if mask is not None:
         item[MASK_KEY] = str(mask)

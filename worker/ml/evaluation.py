@@ -121,6 +121,7 @@ def attribution_maps(
     batch_size: int = 4,
     internal_batch_size: int | None = 32,
     device: torch.device | str | None = None,
+    baseline: torch.Tensor | None = None,
 ) -> tuple[list[np.ndarray], list[float]]:
     """Integrated Gradients maps of the pathological logit, in eval mode.
 
@@ -135,10 +136,12 @@ def attribution_maps(
         batch_size: Subjects attributed together.
         internal_batch_size: Path images per forward/backward pass (bounds memory).
         device: Where to compute; default the model's device.
+        baseline: IG reference ``(C, D, H, W)`` (e.g. a run's mean healthy image); ``None``
+            is the zero image.
 
     Returns:
         The signed maps ``(D, H, W)`` as float32 numpy arrays (channels summed), and the
-        completeness gap sum(A) - (F(x) - F(0)) of each.
+        completeness gap sum(A) - (F(x) - F(x')) of each.
     """
     if device is None:
         device = next(model.parameters()).device
@@ -154,6 +157,7 @@ def attribution_maps(
             out = integrated_gradients(
                 model,
                 x,
+                baseline=None if baseline is None else baseline.to(device)[None],
                 steps=steps,
                 method=method,
                 internal_batch_size=internal_batch_size,
@@ -180,6 +184,7 @@ def evaluate_attributions(
     internal_batch_size: int | None = 32,
     device: torch.device | str | None = None,
     keep_maps: bool = False,
+    baseline: torch.Tensor | None = None,
 ) -> AttributionEvaluation:
     """Compute IG maps of ``samples`` and score them against their lesion masks.
 
@@ -197,6 +202,7 @@ def evaluate_attributions(
         internal_batch_size: Path images per forward/backward pass.
         device: Where to compute; default the model's device.
         keep_maps: Return the maps as well.
+        baseline: IG reference ``(C, D, H, W)``; ``None`` is the zero image.
 
     Returns:
         An ``AttributionEvaluation``; with no samples, every metric is ``None``.
@@ -216,6 +222,7 @@ def evaluate_attributions(
         batch_size=batch_size,
         internal_batch_size=internal_batch_size,
         device=device,
+        baseline=baseline,
     )
     shape = tuple(maps[0].shape)
     masks = [_as_mask(mask, shape) for _, mask, _ in samples]
@@ -247,6 +254,14 @@ def evaluate_attributions(
         report["dice_at_threshold"] = float("nan")
         report["threshold"] = float("nan")
     report["ig_delta_abs_mean"] = float(np.mean(np.abs(deltas)))
+    # The share of each lesion's voxels that carry pathological relevance (A > 0), averaged
+    # over pathological subjects: a constraint that "succeeds" by making every map negative
+    # scores 0 here, whatever its healthy share.
+    report["lesion_positive"] = (
+        float(np.mean([float((maps[i][masks[i]] > 0).mean()) for i in with_lesion]))
+        if with_lesion
+        else float("nan")
+    )
     return AttributionEvaluation(
         metrics=json_safe(report),
         chosen_threshold=chosen,

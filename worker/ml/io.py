@@ -186,8 +186,9 @@ def _open_image(path: Path, *, require_matching_suffix: bool = False) -> Iterato
 
     Args:
         path: The file.
-        require_matching_suffix: Refuse a ``.nii``/``.nii.gz`` name whose compression
-            contradicts the content.
+        require_matching_suffix: The strict checks of uploads: refuse a ``.nii``/``.nii.gz``
+            name whose compression contradicts the content, and voxel sizes that nibabel
+            would silently replace (``_check_voxel_sizes``).
     """
     if not path.is_file():
         raise NiftiError(f"no such file: {path.name}")
@@ -195,6 +196,7 @@ def _open_image(path: Path, *, require_matching_suffix: bool = False) -> Iterato
     image_class = _image_class(header_bytes, compressed)
     if require_matching_suffix:
         _check_suffix(path, compressed)
+        _check_voxel_sizes(image_class, header_bytes)
     opener = gzip.open if compressed else open
     with opener(path, "rb") as fileobj:
         holder = FileHolder(filename=str(path), fileobj=fileobj)
@@ -241,6 +243,28 @@ def _image_class(header: bytes, compressed: bool) -> type[nib.Nifti1Image]:
         )
     hint = "gzip content without a NIfTI header" if compressed else "no NIfTI header found"
     raise NiftiError(f"not a NIfTI-1/NIfTI-2 file ({hint})")
+
+
+def _check_voxel_sizes(image_class: type[nib.Nifti1Image], header_bytes: bytes) -> None:
+    """Refuse voxel sizes (``pixdim[1:4]``) that are zero, negative or not finite.
+
+    nibabel "fixes" such a header on loading (zero becomes 1 mm, a negative size its
+    absolute value), and the affine built from it is an invented orientation and scale that
+    would be stored without a word. The raw header is read here, before that repair.
+    """
+    size = image_class.header_class.sizeof_hdr
+    endian = "<" if int.from_bytes(header_bytes[:4], "little") == size else ">"
+    try:
+        raw = image_class.header_class(header_bytes[:size], endianness=endian, check=False)
+        pixdim = [float(v) for v in raw["pixdim"][1:4]]
+    except (ValueError, TypeError):
+        return  # the loader names the damaged header
+    for axis, value in zip("xyz", pixdim, strict=True):
+        if not np.isfinite(value) or value <= 0:
+            raise NiftiError(
+                f"invalid voxel size: {value:g} mm along {axis} (pixdim); voxel sizes must be "
+                "positive: fix the header (pixdim) of the file"
+            )
 
 
 def _check_suffix(path: Path, compressed: bool) -> None:

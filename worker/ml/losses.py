@@ -115,6 +115,7 @@ def attribution_loss(
     *,
     kind: AttributionLossKind = "bce",
     scale: float = 1.0,
+    balance: bool = False,
 ) -> torch.Tensor:
     """L_A: the attribution constraint, averaged over constrained (non-NaN) voxels.
 
@@ -136,6 +137,11 @@ def attribution_loss(
         kind: ``"bce"`` or ``"rrr"``.
         scale: Temperature applied to A before the loss (raw attributions are small); record
             it with the run.
+        balance: ``bce`` only. Within each subject, average the BCE of the target-1 voxels
+            and that of the target-0 voxels separately and take their mean (a subject with
+            one class keeps its plain mean); subjects with constrained voxels then weigh
+            equally. Without it every constrained voxel of the batch weighs the same, so
+            lesions of 0.5 % of the brain carry 0.5 % of the loss.
 
     Returns:
         Scalar tensor.
@@ -150,12 +156,31 @@ def attribution_loss(
     clean = torch.nan_to_num(targets, nan=0.0).expand_as(relevance)
     if kind == "bce":
         per_voxel = F.binary_cross_entropy_with_logits(relevance, clean, reduction="none")
+        if balance:
+            return _balanced_mean(per_voxel, clean, constrained)
     elif kind == "rrr":
         per_voxel = (1.0 - clean) * relevance.square()
     else:
         raise ValueError(f"unknown attribution loss {kind!r}; use 'bce' or 'rrr'")
     # An empty selection gives 0 / 1: a zero still connected to the attributions.
     return (per_voxel * constrained).sum() / constrained.sum().clamp_min(1.0)
+
+
+def _balanced_mean(
+    per_voxel: torch.Tensor, targets: torch.Tensor, constrained: torch.Tensor
+) -> torch.Tensor:
+    """Per subject, the mean of the class means (target 1, target 0); then over subjects."""
+    dims = tuple(range(1, per_voxel.ndim))
+    positive = constrained * (targets > 0.5).to(per_voxel.dtype)
+    negative = constrained - positive
+    n_pos = positive.sum(dims)  # (B,)
+    n_neg = negative.sum(dims)
+    mean_pos = (per_voxel * positive).sum(dims) / n_pos.clamp_min(1.0)
+    mean_neg = (per_voxel * negative).sum(dims) / n_neg.clamp_min(1.0)
+    both = (n_pos > 0) & (n_neg > 0)
+    subject = torch.where(both, 0.5 * (mean_pos + mean_neg), mean_pos + mean_neg)
+    present = ((n_pos + n_neg) > 0).to(per_voxel.dtype)
+    return (subject * present).sum() / present.sum().clamp_min(1.0)
 
 
 def target_mode_for(setting: LossSettingName) -> TargetMode | None:

@@ -105,7 +105,8 @@ def build_model(config: RunConfig, subjects: Sequence[_HasTarget] = ()) -> nn.Mo
     """The network of a run: ``build_network`` for classification, wrapped in a
     ``RegressionHead`` for regression (standardised by the training subjects' targets when
     they are given; a checkpoint's state dict restores them otherwise)."""
-    net = build_network(config.network)
+    options = {"pooling": config.pooling} if config.pooling is not None else {}
+    net = build_network(config.network, **options)
     if config.task != "regression":
         return net
     train = [float(s.target) for s in subjects if s.split == "train" and s.target is not None]

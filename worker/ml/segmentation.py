@@ -67,7 +67,7 @@ from worker.ml.configs import RegionSpec, RunConfig
 from worker.ml.evaluation import json_safe
 from worker.ml.gradients import GradientBalancer
 from worker.ml.losses import attribution_loss, target_map
-from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess, to_native
+from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess_for, to_native
 
 __all__ = [
     "ANNOTATED_KEY",
@@ -426,9 +426,7 @@ def _build_datasets(config: RunConfig, subjects: Sequence[Any]) -> dict[str, Cac
             items.append(item)
         if not items:
             continue
-        transform = preprocess(
-            config.grid, augment=config.augment and split == "train", intensity=config.intensity
-        )
+        transform = preprocess_for(config, augment=config.augment and split == "train")
         transform = Compose([*transform.transforms, _CompleteItem()])
         datasets[split] = CacheDataset(items, transform, cache_rate=1.0, progress=False)
     return datasets
@@ -486,9 +484,10 @@ def train_segmentation(
             seed=t._epoch_seed(config.seed, epoch),
         )
         started = time.monotonic()
-        summary = _train_epoch(loop, loader, epoch)
-        loop.check_cancel(epoch)
-        val = _evaluate(loop, datasets.get("val"), prefix="val_")
+        with t.cancel_checks(model, should_stop, what="a training step"):
+            summary = _train_epoch(loop, loader, epoch)
+            loop.check_cancel(epoch)
+            val = _evaluate(loop, datasets.get("val"), prefix="val_")
         record = json_safe(
             {
                 "epoch": epoch,
@@ -745,7 +744,7 @@ def _region_on_grid(
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "region.nii.gz"
         nib.save(nib.Nifti1Image(region.astype(np.uint8), affine), str(path))
-        transform = preprocess(config.grid, augment=False, intensity=config.intensity)
+        transform = preprocess_for(config)
         item = transform({IMAGE_KEY: str(image_path), MASK_KEY: str(path)})
     return (item[MASK_KEY].as_tensor()[0] > 0.5).float()  # (D, H, W)
 
@@ -773,7 +772,7 @@ def attribute_region_subject(
         RegionError: If the region is empty or names a component that does not exist.
     """
     device = torch.device(device)
-    transform = preprocess(config.grid, augment=False, intensity=config.intensity)
+    transform = preprocess_for(config)
     image = transform({IMAGE_KEY: str(image_path)})[IMAGE_KEY]  # MetaTensor (1, *grid)
     x = image.as_tensor()[None].to(device)  # (1, 1, *grid)
     was_training = model.training

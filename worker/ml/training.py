@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from monai.data import CacheDataset, DataLoader
 from monai.transforms import Compose, Transform
 from monai.utils import set_determinism
+from scipy.optimize import minimize_scalar
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
@@ -69,19 +70,25 @@ from worker.ml.regression import (
     regression_metrics,
     target_scale,
 )
-from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess
+from worker.ml.transforms import BRAIN_KEY, IMAGE_KEY, MASK_KEY, preprocess_for
 
 __all__ = [
     "BEST_CHECKPOINT",
     "CHECKPOINT_FORMAT",
     "LAST_CHECKPOINT",
+    "PREDICTIONS_FILE",
     "CheckpointMismatchError",
     "ProgressEvent",
+    "SubjectPrediction",
     "SubjectSample",
     "TrainResult",
     "TrainingCancelled",
+    "calibration_offset",
+    "cancel_checks",
     "classification_metrics",
+    "load_baseline",
     "load_model",
+    "predict_subjects",
     "select_device",
     "train",
 ]
@@ -109,6 +116,11 @@ Metrics = dict[str, float | None]
 _RESUMABLE_CHANGES = frozenset(
     {"epochs", "early_stopping_patience", "device", "amp", "val_attribution", "grad_probe_batches"}
 )
+# Metrics with few distinct values on a small validation split, and the weight of the
+# calibrated validation loss that breaks their ties (small enough never to outweigh one
+# subject pair of AUROC on 100 subjects).
+_TIED_OFTEN = frozenset({"val_auroc", "val_accuracy"})
+_TIE_BREAK = 1e-5
 _HIGHER_IS_BETTER = {
     "val_auroc": True,
     "val_accuracy": True,
@@ -119,6 +131,12 @@ _HIGHER_IS_BETTER = {
     "val_dice": True,
     "val_mae": False,
 }
+# Early stopping on an attribution metric falls back to a classification metric while the
+# classifier has not learned: an epoch whose val_auroc is below this floor is scored by its
+# val_auroc (then val_loss), and never beats an epoch at or above it (see ``_selection``).
+CLASSIFICATION_FLOOR = 0.6
+_ATTRIBUTION_MONITORS = frozenset({"val_attr_auroc", "val_lesion_mass", "val_attr_dice"})
+PREDICTIONS_FILE = "predictions.csv"
 
 
 @dataclass
@@ -137,6 +155,10 @@ class SubjectSample:
             unconstrained; ``worker.ml.corrections``), e.g. the lesion mask merged with
             clinicians' corrections. In the ``train`` split it replaces the target built from
             label and mask (the brain restriction still applies); evaluation keeps the mask.
+        brain_mask: Optional brain mask path on the image's grid (non-zero = brain): the
+            user's, or one computed at import (``worker.ml.brainmask``). ``None``: computed
+            from the image when the run needs one.
+        site: Acquisition site, for per-site metrics (``None``: unknown).
     """
 
     subject_id: str | int
@@ -146,6 +168,8 @@ class SubjectSample:
     split: Split
     target: float | None = None
     target_map: Path | None = None
+    brain_mask: Path | None = None
+    site: str | None = None
 
 
 @dataclass
@@ -277,6 +301,13 @@ class TrainResult:
             when it started from scratch.
         best_epoch: Epoch whose weights are in ``best.pt``.
         stopped_early: Whether early stopping ended the run.
+        best_metric: The validation metric that chose ``best_epoch``: the early-stopping
+            metric, or the classification metric it fell back to (``val_auroc`` while the
+            classifier was below ``CLASSIFICATION_FLOOR``, ``val_loss`` where a metric was
+            undefined); ``None`` without a validation split.
+        predictions: The best weights' prediction for every subject of every split
+            (classification runs; ``predict_subjects``), also written to
+            ``checkpoint_dir/predictions.csv``.
     """
 
     history: list[dict[str, Any]]
@@ -287,10 +318,68 @@ class TrainResult:
     resumed_from_epoch: int | None
     best_epoch: int = 0
     stopped_early: bool = False
+    best_metric: str | None = None
+    predictions: list[SubjectPrediction] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SubjectPrediction:
+    """The best weights' output for one subject (``TrainResult.predictions``).
+
+    Attributes:
+        subject_id: ``SubjectSample.subject_id``.
+        split: The subject's split.
+        label: Its label (0 healthy, 1 pathological).
+        logit: The pathological logit.
+        probability: ``sigmoid(logit)``.
+        site: ``SubjectSample.site`` (``None``: unknown).
+    """
+
+    subject_id: str | int
+    split: Split
+    label: int
+    logit: float
+    probability: float
+    site: str | None = None
 
 
 class TrainingCancelled(Exception):
     """Raised when ``should_stop`` asked training to stop; last.pt is left untouched."""
+
+
+CANCEL_POLL_SECONDS = 1.0  # at most one ``should_stop`` call per this many seconds in a step
+
+
+@contextlib.contextmanager
+def cancel_checks(
+    model: nn.Module, should_stop: Callable[[], bool] | None, *, what: str = "a step"
+) -> Iterator[None]:
+    """Poll ``should_stop`` before each forward pass of ``model`` while the context is open.
+
+    Between steps is not often enough: one step of a large volume with a differentiable
+    attribution loss runs many forward passes (every chunk of IG's path points), and a
+    Captum map or an evaluation pass likewise. The check runs at most every
+    ``CANCEL_POLL_SECONDS`` (``should_stop`` may read a database) and raises
+    ``TrainingCancelled`` from inside the pass; no weight or checkpoint is written after it.
+    """
+    if should_stop is None:
+        yield
+        return
+    last = [time.monotonic()]
+
+    def check(_module: nn.Module, _args: Any) -> None:
+        now = time.monotonic()
+        if now - last[0] < CANCEL_POLL_SECONDS:
+            return
+        last[0] = now
+        if should_stop():
+            raise TrainingCancelled(f"cancelled during {what}")
+
+    handle = model.register_forward_pre_hook(check)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 class CheckpointMismatchError(ValueError):
@@ -306,6 +395,10 @@ class _State:
     best_score: float | None = None
     best_epoch: int = 0
     bad_epochs: int = 0
+    # 1 where the best epoch was scored by the early-stopping metric itself, 0 where it fell
+    # back to val_auroc because the classifier was below CLASSIFICATION_FLOOR.
+    best_tier: int = 1
+    best_metric: str | None = None
 
 
 @dataclass
@@ -324,6 +417,10 @@ class _Loop:
     should_stop: Callable[[], bool] | None
     balancer: GradientBalancer
     started: float = field(default_factory=time.monotonic)
+    # attribution_baseline "healthy": the healthy training images (R, C, D, H, W) and their
+    # mean (1, C, D, H, W), on the device; None with the zero baseline.
+    references: torch.Tensor | None = None
+    baseline: torch.Tensor | None = None
 
     def emit(self, event: ProgressEvent) -> None:
         if self.progress is not None:
@@ -432,14 +529,21 @@ def train(
     resumed_from = state.epoch if rng_state is not None else None
 
     datasets = _build_datasets(config, subjects)
+    loop.references, loop.baseline = _healthy_references(config, subjects, datasets, device)
     if rng_state is not None:
         # Restored after the datasets are built so the RNG continues exactly where the
         # interrupted run left it at the end of its last completed epoch.
         _set_rng_state(rng_state)
-    _run_epochs(loop, state, datasets)
-
-    test_metrics = _evaluate_test(loop, datasets)
-    return finish(loop, state, test_metrics, checkpoint_dir, resumed_from)
+    with cancel_checks(model, should_stop, what="a training step"):
+        _run_epochs(loop, state, datasets)
+        offset = _calibrate(loop, datasets)
+        test_metrics = _evaluate_test(loop, datasets)
+        predictions = predict_subjects(loop, datasets, subjects)
+    if offset is not None:
+        test_metrics["calibration_offset"] = offset
+    result = finish(loop, state, test_metrics, checkpoint_dir, resumed_from)
+    result.predictions = predictions
+    return result
 
 
 def finish(
@@ -474,6 +578,7 @@ def finish(
         resumed_from_epoch=resumed_from,
         best_epoch=state.best_epoch,
         stopped_early=_patience_exhausted(config, state) and state.epoch < config.epochs,
+        best_metric=state.best_metric,
     )
 
 
@@ -494,6 +599,14 @@ def load_model(
     model = build_model(config)
     model.load_state_dict(payload["model"])
     return model.to(device).eval(), config
+
+
+def load_baseline(checkpoint_path: Path) -> torch.Tensor | None:
+    """The IG reference ``(C, D, H, W)`` a run's maps use (``attribution_baseline="healthy"``),
+    or ``None`` for the zero image, from its ``best.pt``."""
+    payload = _load_payload(Path(checkpoint_path), "cpu")
+    baseline = payload.get("baseline")
+    return None if baseline is None else torch.as_tensor(baseline, dtype=torch.float32)
 
 
 def classification_metrics(
@@ -621,14 +734,39 @@ def _build_datasets(
         ]
         if not items:
             continue
-        transform = preprocess(
-            config.grid,
-            augment=config.augment and split == "train",
-            intensity=config.intensity,
-        )
+        transform = preprocess_for(config, augment=config.augment and split == "train")
         transform = Compose([*transform.transforms, _CompleteItem()])
         datasets[split] = CacheDataset(items, transform, cache_rate=1.0, progress=False)
     return datasets
+
+
+def _healthy_references(
+    config: RunConfig,
+    subjects: Sequence[SubjectSample],
+    datasets: dict[str, CacheDataset],
+    device: torch.device,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The healthy training images and their mean, for ``attribution_baseline="healthy"``.
+
+    Preprocessed without augmentation (the references of a path attribution are fixed data,
+    not random views). ``(None, None)`` with the zero baseline.
+    """
+    if config.attribution_baseline != "healthy":
+        return None, None
+    healthy = [s for s in subjects if s.split == "train" and s.label == 0]
+    if not healthy:
+        raise ValueError("attribution_baseline 'healthy' needs healthy subjects in the train split")
+    if config.augment:
+        transform = preprocess_for(config)
+        images = [_plain(transform(_as_item(s, False, "val"))[IMAGE_KEY]) for s in healthy]
+    else:
+        train = datasets["train"]
+        images = [
+            train[i][IMAGE_KEY] for i in range(len(train)) if float(train[i][LABEL_KEY]) < 0.5
+        ]
+    bank = torch.stack([torch.as_tensor(image, dtype=torch.float32) for image in images])
+    bank = bank.to(device)  # (R, C, D, H, W)
+    return bank, bank.mean(dim=0, keepdim=True)
 
 
 def _as_item(
@@ -636,6 +774,8 @@ def _as_item(
 ) -> dict[str, Any]:
     """Turn a subject into the dict the MONAI transforms read."""
     item: dict[str, Any] = {IMAGE_KEY: str(subject.image), LABEL_KEY: np.float32(subject.label)}
+    if subject.brain_mask is not None:
+        item[BRAIN_KEY] = str(subject.brain_mask)
     if with_target:
         item[TARGET_KEY] = np.float32(subject.target)
     if split == "train" and subject.target_map is not None:
@@ -835,17 +975,31 @@ def _train_step(loop: _Loop, batch: dict[str, Any]) -> _StepStats:
     )
 
 
-def _attribution_params(config: RunConfig, generator: torch.Generator) -> dict[str, Any]:
-    """Keyword parameters of ``attribute`` for the configured training attributions."""
+def _attribution_params(
+    config: RunConfig,
+    generator: torch.Generator,
+    *,
+    baseline: torch.Tensor | None = None,
+    references: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """Keyword parameters of ``attribute`` for the configured training attributions.
+
+    ``baseline`` (IG) and ``references`` (EG) are those of ``attribution_baseline="healthy"``;
+    ``None`` keeps each method's default (the zero image; the other images of the batch).
+    """
     params: dict[str, Any] = {"create_graph": True}
     if "integrated_gradients" in config.train_attribution:
         params.update(steps=config.ig_steps, method=config.ig_method)
+        if baseline is not None:
+            params["baseline"] = baseline
     if "expected_gradients" in config.train_attribution:
         params.update(
             k=config.eg_k,
             zero_reference_prob=config.eg_zero_reference_prob,
             generator=generator,
         )
+        if references is not None:
+            params["references"] = references
     return params
 
 
@@ -878,7 +1032,9 @@ def _constrained_step(
     available = torch.as_tensor(batch[MASK_AVAILABLE_KEY]).to(loop.device) > 0.5  # (B,)
     loop.optimizer.zero_grad(set_to_none=True)
 
-    kwargs = _attribution_params(config, generator)
+    kwargs = _attribution_params(
+        config, generator, baseline=loop.baseline, references=loop.references
+    )
     gain = _attribution_gain(loop)
     explained = model if gain == 1.0 else _ScaledLogit(model, gain)
     # In eval mode the attribution's own F(x) is not the train-mode logit L_C needs, unless
@@ -917,7 +1073,11 @@ def _constrained_step(
         if TARGET_GIVEN_KEY in batch:
             targets = with_given_targets(targets, masks, batch[TARGET_GIVEN_KEY], brain)
         loss_a = attribution_loss(
-            attributions, targets, kind=config.attribution_loss, scale=temperature / gain
+            attributions,
+            targets,
+            kind=config.attribution_loss,
+            scale=temperature / gain,
+            balance=config.attribution_balance,
         )
     lam = None if setting == "la_only" or probe else config.lambda_a.at(position)
     loss = loss_c if probe else total_loss(loss_c, loss_a, lam or 0.0, setting)  # reported
@@ -1127,7 +1287,80 @@ def _head_metrics(loop: _Loop, dataset: CacheDataset) -> Metrics:
         y, p, loss = _predict_regression(loop, dataset)
         return json_safe({**regression_metrics(y, p), "loss": loss})
     labels, probabilities, loss = _predict(loop, dataset)
-    return {**classification_metrics(labels, probabilities), "loss": loss}
+    metrics: Metrics = {**classification_metrics(labels, probabilities), "loss": loss}
+    logits = _logits_of(probabilities)
+    offset = calibration_offset(labels, logits)
+    metrics["loss_calibrated"] = _bce(labels, logits + offset)
+    metrics["calibration_offset"] = offset
+    return metrics
+
+
+def _logits_of(probabilities: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 1e-12, 1.0 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def _bce(labels: np.ndarray, logits: np.ndarray) -> float:
+    y = np.asarray(labels, dtype=np.float64)
+    z = np.asarray(logits, dtype=np.float64)
+    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
+def calibration_offset(
+    labels: Sequence[int] | np.ndarray, logits: Sequence[float] | np.ndarray
+) -> float:
+    """The constant that, added to every logit, minimises the mean BCE on these subjects.
+
+    A constant added to the pathological logit changes no gradient, hence no attribution map
+    (G, IG, EG: their completeness gap is unchanged too), but it moves every subject across
+    the 0.5 threshold together. The attribution constraint tends to push all logits down
+    (healthy maps must be negative, and by completeness sum(A) = F(x) - F(x')); the offset,
+    chosen on the validation split, gives the decision back its threshold without touching
+    the maps. 0 when the subjects hold one class only.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    z = np.asarray(logits, dtype=np.float64)
+    if y.size == 0 or y.min() == y.max():
+        return 0.0
+    result = minimize_scalar(lambda c: _bce(y, z + c), bounds=(-100.0, 100.0), method="bounded")
+    return float(result.x)
+
+
+def _output_bias(model: nn.Module) -> torch.Tensor | None:
+    """The bias of the network's last layer (a constant added to the logit), if it has one."""
+    last = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear | nn.Conv3d | nn.Conv2d) and module.bias is not None:
+            last = module
+    return None if last is None else last.bias
+
+
+def _calibrate(loop: _Loop, datasets: dict[str, CacheDataset]) -> float | None:
+    """Fold the validation-chosen logit offset into best.pt's output bias; return it.
+
+    ``None`` when calibration is off, the task is not classification, the validation split
+    is missing or has one class, or the network has no output bias.
+    """
+    config = loop.config
+    dataset = datasets.get("val")
+    if not config.calibrate_logit or config.task != "classification" or dataset is None:
+        return None
+    path = loop.checkpoint_dir / BEST_CHECKPOINT
+    payload = _load_payload(path, loop.device)
+    loop.model.load_state_dict(payload["model"])
+    labels, probabilities, _ = _predict(loop, dataset)
+    if labels.min() == labels.max():
+        return None
+    bias = _output_bias(loop.model)
+    if bias is None:
+        return None
+    offset = calibration_offset(labels, _logits_of(probabilities))
+    with torch.no_grad():
+        bias.add_(offset)
+    payload["model"] = loop.model.state_dict()
+    payload["logit_offset"] = offset + float(payload.get("logit_offset") or 0.0)
+    _atomic_save(payload, path)
+    return offset
 
 
 def decode_given_target(stored: torch.Tensor) -> torch.Tensor:
@@ -1173,6 +1406,7 @@ def _attribution_eval(
         top_k_percent=TOP_K_PERCENT,
         batch_size=loop.config.batch_size,
         device=loop.device,
+        baseline=None if loop.baseline is None else loop.baseline[0],
     )
 
 
@@ -1193,6 +1427,8 @@ def _evaluate_val(loop: _Loop, dataset: CacheDataset | None) -> Metrics:
             "val_loss": metrics["loss"],
             "val_auroc": metrics["auroc"],
             "val_accuracy": metrics["accuracy"],
+            # The BCE after the best constant shift of the logits (see calibration_offset).
+            "val_loss_calibrated": metrics.get("loss_calibrated"),
         }
     if loop.config.val_attribution:
         evaluation = _attribution_eval(loop, dataset, steps=VAL_IG_STEPS)
@@ -1236,6 +1472,7 @@ def _evaluate_test(loop: _Loop, datasets: dict[str, CacheDataset]) -> Metrics:
             "attr_lesion_mass": found["lesion_mass"],
             "attr_pointing_game": found["pointing_game"],
             "attr_healthy_share": found["healthy_share"],
+            "attr_lesion_positive": found["lesion_positive"],
             "attr_threshold": threshold,
             "attr_ig_delta": found["ig_delta_abs_mean"],
             "attr_n_pathological": found["n_pathological"],
@@ -1251,20 +1488,59 @@ def _monitor_score(name: str, metrics: Metrics) -> float | None:
     Falls back to the validation loss when the metric is undefined (a validation set with
     one class has no AUROC), and to None without a validation set.
     """
+    found = _monitor(name, metrics)
+    return None if found is None else found[0]
+
+
+def _monitor(name: str, metrics: Metrics) -> tuple[float, str] | None:
+    """``(higher-is-better score, the metric it is of)``: ``name``, else ``val_loss``."""
     for key in (name, "val_loss"):
         value = metrics.get(key)
         if value is not None:
-            return value if _HIGHER_IS_BETTER[key] else -value
+            score = value if _HIGHER_IS_BETTER[key] else -value
+            calibrated = metrics.get("val_loss_calibrated")
+            if key in _TIED_OFTEN and calibrated is not None:
+                # AUROC and accuracy on a few dozen subjects tie often (many epochs at 1.0):
+                # the ties go to the epoch whose calibrated validation loss is lowest.
+                score -= _TIE_BREAK * float(calibrated)
+            return score, key
     return None
 
 
+def _selection(name: str, metrics: Metrics) -> tuple[int, float, str] | None:
+    """How an epoch ranks for ``best.pt``: ``(tier, score, metric)``, compared by tier first.
+
+    An attribution metric (``val_attr_auroc``, ``val_lesion_mass``, ``val_attr_dice``) says
+    nothing while the classifier has not learned: its maps are then noise, and the metric's
+    best epoch is arbitrary. So an epoch whose ``val_auroc`` is below ``CLASSIFICATION_FLOOR``
+    is ranked in tier 0 by its ``val_auroc``, below every epoch of tier 1 (classification
+    works) ranked by the attribution metric. Where ``val_auroc`` is undefined (one class in
+    the validation split) the classifier cannot be judged and the epoch stays in tier 1. Other
+    early-stopping metrics are always tier 1. ``None`` without a validation split.
+    """
+    if name in _ATTRIBUTION_MONITORS:
+        auroc = metrics.get("val_auroc")
+        if auroc is not None and auroc < CLASSIFICATION_FLOOR:
+            return 0, auroc, "val_auroc"
+    found = _monitor(name, metrics)
+    return None if found is None else (1, *found)
+
+
 def _update_best(config: RunConfig, state: _State, metrics: Metrics) -> bool:
-    """Update best score and patience counter; return whether this epoch is the new best."""
-    score = _monitor_score(config.early_stopping_metric, metrics)
+    """Update best score and patience counter; return whether this epoch is the new best.
+
+    Epochs are ranked by ``_selection``; the metric that ranked the best one is kept in
+    ``state.best_metric``.
+    """
+    found = _selection(config.early_stopping_metric, metrics)
     # Without a score (no validation split) the latest weights are the best we know.
-    improved = score is None or state.best_score is None or score > state.best_score
+    improved = (
+        found is None
+        or state.best_score is None
+        or (found[0], found[1]) > (state.best_tier, state.best_score)
+    )
     if improved:
-        state.best_score = score
+        state.best_tier, state.best_score, state.best_metric = found or (1, None, None)
         state.best_epoch = state.epoch
         state.bad_epochs = 0
     else:
@@ -1275,6 +1551,110 @@ def _update_best(config: RunConfig, state: _State, metrics: Metrics) -> bool:
 def _patience_exhausted(config: RunConfig, state: _State) -> bool:
     patience = config.early_stopping_patience
     return patience is not None and state.bad_epochs >= patience
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+@torch.no_grad()
+def predict_subjects(
+    loop: _Loop, datasets: dict[str, CacheDataset], subjects: Sequence[SubjectSample]
+) -> list[SubjectPrediction]:
+    """Predict every subject of every split with the weights of ``best.pt``.
+
+    Classification runs only (a regression or segmentation run returns ``[]``). The training
+    split is predicted without augmentation (its datasets are rebuilt without it when the run
+    augments). The items of the cached datasets are matched to their subjects by image path.
+    The rows are also written to ``checkpoint_dir/predictions.csv`` (subject_id, split, site,
+    label, logit, probability), so an experiment without the platform's database has them.
+
+    Args:
+        loop: The run's loop; its model gets the weights of ``best.pt``.
+        datasets: The splits' cached datasets, as ``_build_datasets`` made them.
+        subjects: The run's subjects.
+
+    Returns:
+        One ``SubjectPrediction`` per subject of ``datasets``, split by split.
+    """
+    best = loop.checkpoint_dir / BEST_CHECKPOINT
+    if loop.config.task != "classification" or not best.exists():
+        return []
+    loop.check_cancel(loop.config.epochs)
+    loop.model.load_state_dict(_load_payload(best, loop.device)["model"])
+    if loop.config.augment and "train" in datasets:
+        plain = loop.config.model_copy(update={"augment": False})
+        train = [s for s in subjects if s.split == "train"]
+        datasets = {**datasets, "train": _build_datasets(plain, train)["train"]}
+    by_image = {str(s.image): s for s in subjects}
+    rows: list[SubjectPrediction] = []
+    splits: tuple[Split, ...] = ("train", "val", "test")
+    for split in splits:
+        dataset = datasets.get(split)
+        if dataset is None:
+            continue
+        in_split = [s for s in subjects if s.split == split]
+        logits = _predict_logits(loop, dataset)
+        for index, logit in enumerate(logits):
+            item = dataset.data[index]
+            found = by_image.get(str(item.get(IMAGE_KEY))) if isinstance(item, dict) else None
+            subject = found if found is not None else in_split[index]
+            rows.append(
+                SubjectPrediction(
+                    subject_id=subject.subject_id,
+                    split=split,
+                    label=int(subject.label),
+                    logit=float(logit),
+                    probability=float(torch.sigmoid(torch.tensor(float(logit)))),
+                    site=subject.site,
+                )
+            )
+    _write_predictions(rows, loop.checkpoint_dir / PREDICTIONS_FILE)
+    return rows
+
+
+def _predict_logits(loop: _Loop, dataset: CacheDataset) -> list[float]:
+    """Pathological logits of a dataset's items in order (eval mode, batches of the run's
+    batch size)."""
+    loop.model.eval()
+    logits: list[float] = []
+    try:
+        for batch in _loader(dataset, loop.config.batch_size, shuffle=False, seed=0):
+            images, _ = _batch_tensors(batch, loop.device)
+            with torch.autocast(
+                device_type=loop.device.type, dtype=torch.float16, enabled=loop.use_amp
+            ):
+                batch_logits = pathological_logit(loop.model(images))
+            logits.extend(float(v) for v in batch_logits.float().cpu())
+    finally:
+        loop.model.train()
+    return logits
+
+
+def _write_predictions(rows: Sequence[SubjectPrediction], path: Path) -> None:
+    """``predictions.csv`` of ``rows``, written under a temporary name and renamed."""
+    import csv
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["subject_id", "split", "site", "label", "logit", "probability"])
+            for r in rows:
+                writer.writerow(
+                    [
+                        r.subject_id,
+                        r.split,
+                        r.site or "",
+                        r.label,
+                        repr(r.logit),
+                        repr(r.probability),
+                    ]
+                )
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -1296,6 +1676,8 @@ def _last_payload(loop: _Loop, state: _State) -> dict[str, Any]:
         "best_score": state.best_score,
         "best_epoch": state.best_epoch,
         "bad_epochs": state.bad_epochs,
+        "best_tier": state.best_tier,
+        "best_metric": state.best_metric,
         "rng": _get_rng_state(),
     }
 
@@ -1309,6 +1691,8 @@ def _best_payload(loop: _Loop, state: _State) -> dict[str, Any]:
         "epoch": state.epoch,
         "model": loop.model.state_dict(),
         "metrics": state.history[-1],
+        # The IG reference of the run's maps (attribution_baseline "healthy"), or None.
+        "baseline": None if loop.baseline is None else loop.baseline[0].detach().cpu(),
     }
 
 
@@ -1358,6 +1742,9 @@ def _resume(loop: _Loop) -> tuple[_State, dict[str, Any] | None]:
         best_score=payload["best_score"],
         best_epoch=int(payload["best_epoch"]),
         bad_epochs=int(payload["bad_epochs"]),
+        # A last.pt from before the classification fallback: every epoch was tier 1.
+        best_tier=int(payload.get("best_tier", 1)),
+        best_metric=payload.get("best_metric"),
     )
     return state, payload["rng"]
 

@@ -9,16 +9,20 @@ their inverse on the map, which lands it on the subject's native voxel grid and 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
+    CropForegroundd,
+    DeleteItemsd,
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
+    MapTransform,
+    MaskIntensityd,
     NormalizeIntensityd,
     Orientationd,
     RandAffined,
@@ -27,25 +31,46 @@ from monai.transforms import (
     ScaleIntensityRangePercentilesd,
 )
 
-__all__ = ["IMAGE_KEY", "MASK_KEY", "IntensityName", "preprocess", "to_native"]
+from worker.ml.brainmask import compute_brain_mask
+
+__all__ = [
+    "BRAIN_KEY",
+    "IMAGE_KEY",
+    "MASK_KEY",
+    "BrainName",
+    "IntensityName",
+    "preprocess",
+    "preprocess_for",
+    "to_native",
+]
 
 IMAGE_KEY = "image"
 MASK_KEY = "mask"
+BRAIN_KEY = "brain"
 IntensityName = Literal["zscore", "percentile"]
+BrainName = Literal["mask", "nonzero"]
 
 _KEYS = (IMAGE_KEY, MASK_KEY)
+_ALL_KEYS = (IMAGE_KEY, MASK_KEY, BRAIN_KEY)
+# Voxels of margin around the brain's bounding box, on the native grid.
+_CROP_MARGIN = 2
 # Explicit labels: nibabel-loaded images are in RAS world space; passing them silences
 # MONAI's deprecation warning about the default changing.
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
 
 def preprocess(
-    grid: Sequence[int], *, augment: bool = False, intensity: IntensityName = "zscore"
+    grid: Sequence[int],
+    *,
+    augment: bool = False,
+    intensity: IntensityName = "zscore",
+    brain: BrainName = "nonzero",
 ) -> Compose:
     """Build the dictionary transform that brings a subject onto the working grid.
 
-    The input dict holds file paths under ``"image"`` and, optionally, ``"mask"``; the output
-    holds float32 ``MetaTensor`` of shape ``(1, *grid)`` that carry the applied operations
+    The input dict holds file paths under ``"image"`` and, optionally, ``"mask"`` (lesions)
+    and ``"brain"`` (the subject's brain mask); the output holds float32 ``MetaTensor`` of
+    shape ``(1, *grid)`` under ``"image"`` (and ``"mask"``) that carry the applied operations
     needed by ``to_native``.
 
     Args:
@@ -55,6 +80,13 @@ def preprocess(
         intensity: ``"zscore"`` normalises non-zero voxels to zero mean and unit variance
             (background stays 0, so the zero baseline of IG means "no tissue");
             ``"percentile"`` maps the 0.5-99.5 percentiles to [0, 1].
+        brain: ``"mask"``: the subject's brain mask (the ``"brain"`` file, or one computed
+            from the image by ``worker.ml.brainmask``) crops the volume to the brain's
+            bounding box (plus a margin) before the resize, so the working grid's voxels are
+            spent on the brain, and every voxel outside the brain is set to 0 before the
+            intensity normalisation (a noisy background then neither enters the statistics
+            nor reaches the network). ``"nonzero"``: no crop, no masking; the brain is
+            whatever is non-zero (right only for data whose background is exactly 0).
 
     Returns:
         The composed transform. Keep the instance: ``to_native`` needs the same object.
@@ -62,25 +94,89 @@ def preprocess(
     spatial_size = tuple(int(s) for s in grid)
     if len(spatial_size) != 3:
         raise ValueError(f"grid must have three sizes, got {grid!r}")
+    if brain not in ("mask", "nonzero"):
+        raise ValueError(f"brain must be 'mask' or 'nonzero', got {brain!r}")
+    keys = _ALL_KEYS if brain == "mask" else _KEYS
     steps = [
-        LoadImaged(_KEYS, image_only=True, allow_missing_keys=True),
-        EnsureChannelFirstd(_KEYS, allow_missing_keys=True),
-        Orientationd(_KEYS, axcodes="RAS", labels=_RAS_LABELS, allow_missing_keys=True),
-        # Anti-aliasing keeps small lesions from vanishing when the image is downsampled;
-        # masks stay binary through nearest-neighbour resampling.
-        Resized(
-            _KEYS,
-            spatial_size=spatial_size,
-            mode=("trilinear", "nearest"),
-            anti_aliasing=(True, False),
-            allow_missing_keys=True,
-        ),
-        _intensity_transform(intensity),
+        LoadImaged(keys, image_only=True, allow_missing_keys=True),
+        EnsureChannelFirstd(keys, allow_missing_keys=True),
+        Orientationd(keys, axcodes="RAS", labels=_RAS_LABELS, allow_missing_keys=True),
     ]
+    if brain == "mask":
+        steps += [
+            _EnsureBraind(),
+            CropForegroundd(
+                keys,
+                source_key=BRAIN_KEY,
+                select_fn=_inside,
+                margin=_CROP_MARGIN,
+                allow_smaller=True,
+                allow_missing_keys=True,
+            ),
+        ]
+    # Anti-aliasing keeps small lesions from vanishing when the image is downsampled;
+    # masks stay binary through nearest-neighbour resampling.
+    steps.append(
+        Resized(
+            keys,
+            spatial_size=spatial_size,
+            mode=("trilinear", "nearest", "nearest")[: len(keys)],
+            anti_aliasing=(True, False, False)[: len(keys)],
+            allow_missing_keys=True,
+        )
+    )
+    if brain == "mask":
+        steps += [
+            MaskIntensityd(IMAGE_KEY, mask_key=BRAIN_KEY),
+            DeleteItemsd(BRAIN_KEY),
+        ]
+    steps.append(_intensity_transform(intensity))
     if augment:
         steps.extend(_augmentations())
     steps.append(EnsureTyped(_KEYS, dtype=torch.float32, allow_missing_keys=True))
     return Compose(steps)
+
+
+def preprocess_for(config: Any, *, augment: bool = False) -> Compose:
+    """``preprocess`` with the grid, intensity and brain settings of a ``RunConfig``."""
+    return preprocess(
+        config.grid,
+        augment=augment,
+        intensity=config.intensity,
+        brain=getattr(config, "brain", "nonzero"),
+    )
+
+
+def _inside(mask: torch.Tensor) -> torch.Tensor:
+    return mask > 0.5
+
+
+class _EnsureBraind(MapTransform):
+    """Give the item a brain mask: the subject's own, or one computed from its image."""
+
+    def __init__(self) -> None:
+        super().__init__(BRAIN_KEY, allow_missing_keys=True)
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        item = dict(data)
+        image = item[IMAGE_KEY]
+        if item.get(BRAIN_KEY) is not None:
+            if tuple(item[BRAIN_KEY].shape) != tuple(image.shape):
+                raise ValueError(
+                    f"brain mask shape {tuple(item[BRAIN_KEY].shape)[1:]} differs from the "
+                    f"image's {tuple(image.shape)[1:]}"
+                )
+            item[BRAIN_KEY] = (item[BRAIN_KEY] > 0.5).to(torch.float32)
+            return item
+        array = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+        spacing = [float(v) for v in image.pixdim[:3]] if isinstance(image, MetaTensor) else None
+        brain = compute_brain_mask(array[0].float().numpy(), spacing)
+        mask = MetaTensor(
+            torch.as_tensor(brain[None], dtype=torch.float32),
+            meta=dict(image.meta) if isinstance(image, MetaTensor) else None,
+        )
+        item[BRAIN_KEY] = mask
+        return item
 
 
 def _intensity_transform(intensity: IntensityName):

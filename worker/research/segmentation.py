@@ -36,7 +36,7 @@ from worker.ml.configs import LambdaSchedule, RunConfig
 from worker.ml.segmentation import annotated_subjects
 from worker.ml.synthetic import SubjectRecord, SyntheticConfig, ensure_dataset
 from worker.ml.training import SubjectSample, load_model, train
-from worker.ml.transforms import IMAGE_KEY, preprocess
+from worker.ml.transforms import IMAGE_KEY, preprocess_for
 
 __all__ = ["main", "parse_options", "run"]
 
@@ -158,7 +158,7 @@ def _healthy_false_voxels(
 ) -> float:
     """Mean predicted lesion voxels (working grid) on the healthy test subjects."""
     model, _ = load_model(checkpoint)
-    transform = preprocess(config.grid, augment=False, intensity=config.intensity)
+    transform = preprocess_for(config)
     counts = []
     with torch.no_grad():
         for record in records:

@@ -79,7 +79,7 @@ def run_attribution(job_id: int) -> None:
     from worker.ml.attribution.captum_eval import attribute_subject
     from worker.ml.configs import AttributionConfig
     from worker.ml.io import save_nifti
-    from worker.ml.training import load_model
+    from worker.ml.training import TrainingCancelled, cancel_checks, load_model
 
     storage = get_storage()
     with session_scope() as session:
@@ -92,6 +92,7 @@ def run_attribution(job_id: int) -> None:
         assert run is not None and subject is not None
         ids = (row.id, run.id)
         image_path = storage.absolute(subject.image_path)
+        brain_path = storage.absolute(subject.brain_path) if subject.brain_path else None
         params = dict(row.params)
         method = row.method
         region = dict(row.region) if row.region is not None else None
@@ -121,14 +122,24 @@ def run_attribution(job_id: int) -> None:
                 result = _region_map(model, config, image_path, region, params, device, out)
             else:
                 reporter.report(0.3, f"computing {method}", force=True)
-                result = attribute_subject(
-                    model,
-                    config,
-                    image_path,
-                    AttributionConfig(method=method, **params),
-                    device=device,
-                )
+                with cancel_checks(model, reporter.cancel_requested, what=f"the {method} map"):
+                    result = attribute_subject(
+                        model,
+                        config,
+                        image_path,
+                        AttributionConfig(method=method, **params),
+                        device=device,
+                        brain_path=brain_path,
+                    )
             save_nifti(out, result.map, result.affine)  # atomic: whole or not at all
+        except TrainingCancelled:
+            if reporter.lost:
+                log.warning("job %s was taken over by another worker; stopped", job_id)
+            elif finish_job(
+                claim, JobStatus.cancelled, message=f"cancelled while computing {method}"
+            ):
+                _set(attribution_id, status="cancelled")
+            return
         except Exception as exc:
             log.exception("attribution job %s failed", job_id)
             error = f"{type(exc).__name__}: {exc}"

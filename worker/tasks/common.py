@@ -3,7 +3,8 @@
 A task claims its job with one conditional UPDATE (queued, or running with a stale heartbeat,
 becomes running with one more attempt), so a job never runs twice at once. The claim's
 attempt number then fences every later write: a worker that lost its job (re-queued because it
-looked dead) sees so before its next training step, stops, and writes nothing more.
+looked dead) sees so at its next cancel check (before each training step, and at most once a
+second inside steps and map computations), stops, and writes nothing more.
 
 Each worker process keeps a row in ``workers`` (``Presence``): registered at start, refreshed
 with the running job's heartbeat every ``heartbeat_seconds`` by a daemon thread that also

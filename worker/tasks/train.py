@@ -10,17 +10,21 @@ from celery import shared_task
 
 from backend.core.config import get_settings
 from backend.core.db import session_scope
-from backend.models import Job, JobStatus, Run, RunMetric, Subject
+from backend.models import Job, JobStatus, Run, RunMetric, RunPrediction, Subject
 from backend.storage import get_storage
 from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns, retrying
 
 if TYPE_CHECKING:
-    from worker.ml.training import ProgressEvent
+    from worker.ml.training import ProgressEvent, SubjectPrediction
 
 log = logging.getLogger(__name__)
 
 
 def _samples(run_id: int) -> tuple[dict, list]:
+    """The run's config and its dataset's subjects as training samples: image, lesion mask,
+    brain mask (a subject imported before brain masks existed gets one computed and stored
+    now), label, split, site, target and any corrected target map."""
+    from backend.services.brainmasks import ensure_brain_mask
     from worker.ml.training import SubjectSample
     from worker.tasks.corrections import corrected_targets
 
@@ -39,6 +43,8 @@ def _samples(run_id: int) -> tuple[dict, list]:
                 split=s.split,
                 target=s.target,
                 target_map=targets.get(s.id),
+                brain_mask=ensure_brain_mask(session, storage, s),
+                site=s.site or None,
             )
             for s in subjects
         ]
@@ -78,6 +84,39 @@ def _store_epoch(claim: Claim, run_id: int, epoch: int, values: dict[str, float 
                 )
 
     retrying(write, what=f"storing epoch {epoch} of run {run_id}")
+
+
+def _store_predictions(claim: Claim, run_id: int, rows: list[SubjectPrediction]) -> None:
+    """The best weights' prediction per subject, replacing any an earlier attempt stored;
+    the subject's key is copied so that the rows read on their own (CSV export)."""
+
+    def write() -> None:
+        with session_scope() as session:
+            if not owns(session, claim):
+                return
+            session.query(RunPrediction).filter(RunPrediction.run_id == run_id).delete()
+            ids = [int(r.subject_id) for r in rows]
+            keys = dict(
+                session.query(Subject.id, Subject.subject_key).filter(Subject.id.in_(ids)).all()
+            )
+            for row in rows:
+                subject_id = int(row.subject_id)
+                if subject_id not in keys:  # deleted while the run trained
+                    continue
+                session.add(
+                    RunPrediction(
+                        run_id=run_id,
+                        subject_id=subject_id,
+                        subject_key=keys[subject_id],
+                        split=row.split,
+                        site=row.site or "",
+                        label=row.label,
+                        logit=row.logit,
+                        probability=row.probability,
+                    )
+                )
+
+    retrying(write, what=f"storing the predictions of run {run_id}")
 
 
 def _instrumentation(event: ProgressEvent) -> dict[str, float | None]:
@@ -177,10 +216,18 @@ def _train(claim: Claim, run_id: int) -> None:
             _set_run_status(run_id, JobStatus.cancelled.value)
         return
     store_corrected_metrics(claim, run_id, device)
+    _store_predictions(claim, run_id, result.predictions)
     metrics = {f"test_{k}": v for k, v in result.test_metrics.items()}
     metrics["epochs_completed"] = result.epochs_completed
     metrics["resumed_from_epoch"] = result.resumed_from_epoch
-    _set_run_status(run_id, "succeeded", claim, metrics=metrics)
+    _set_run_status(
+        run_id,
+        "succeeded",
+        claim,
+        metrics=metrics,
+        best_epoch=result.best_epoch or None,
+        best_metric=result.best_metric,
+    )
     finish_job(claim, JobStatus.succeeded, message=f"trained {result.epochs_completed} epochs")
 
 

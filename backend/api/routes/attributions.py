@@ -69,7 +69,7 @@ def list_attributions(
     """Attribution maps, newest first, filtered by run, subject, status, method and split."""
     rows = svc.list_attributions(
         session,
-        project_ids=projects.member_project_ids(session, user),
+        project_ids=projects.open_project_ids(session, user),
         run_id=run_id,
         subject_id=subject_id,
         status=status,
@@ -165,7 +165,10 @@ def download_prediction(
 def get_attribution_stats(
     attribution_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep
 ) -> AttributionStats:
-    """Signed summary of the map; lesion metrics with a mask; healthy subjects' positive share."""
+    """Signed summary of the map; lesion metrics with a mask; healthy subjects' positive share;
+    all computed inside the subject's brain mask (``brain_voxels`` of them)."""
     row = svc.get_attribution(session, attribution_id)
     authorize(session, user, row)
-    return AttributionStats.model_validate(svc.attribution_stats(session, storage, row))
+    stats = svc.attribution_stats(session, storage, row)
+    session.commit()  # a brain mask computed for this request is kept
+    return AttributionStats.model_validate(stats)

@@ -10,16 +10,19 @@ from sqlalchemy import select
 from backend.api.deps import (
     CSRF_COOKIE,
     SESSION_COOKIE,
+    AuditDep,
     CurrentUser,
     Public,
     SessionDep,
     SettingsDep,
 )
+from backend.core.config import Settings
 from backend.core.security import csrf_token_for
-from backend.models import ApiToken
+from backend.models import ApiToken, User
 from backend.schemas.user import (
     LoginRequest,
     LoginResponse,
+    PasswordChange,
     TokenCreate,
     TokenCreated,
     TokenPublic,
@@ -28,10 +31,11 @@ from backend.schemas.user import (
 from backend.services.users import (
     authenticate,
     issue_token,
-    login_blocked,
+    login_delay,
     record_login,
     resolve_token,
     revoke_token,
+    set_password,
 )
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -47,26 +51,35 @@ def login(
 ) -> LoginResponse:
     """Log in; returns a bearer token and sets the session and CSRF cookies for the browser.
 
-    Too many failed attempts for a username (or from one address) within the window give 429.
+    Too many failed attempts for a username from one address within the window give 429; an
+    address with many failures (any usernames) backs off exponentially (429 with Retry-After).
     """
     client_ip = request.client.host if request.client else ""
-    if login_blocked(
+    wait = login_delay(
         session,
         username=body.username,
         client_ip=client_ip,
         max_failures=settings.login_max_failures,
+        address_max_failures=settings.login_address_max_failures,
         window_seconds=settings.login_window_seconds,
-    ):
+    )
+    if wait > 0:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             detail="too many failed logins; try again later",
-            headers={"Retry-After": str(settings.login_window_seconds)},
+            headers={"Retry-After": str(wait)},
         )
     user = authenticate(session, username=body.username, password=body.password)
     record_login(session, username=body.username, client_ip=client_ip, succeeded=user is not None)
     session.commit()
     if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="wrong username or password")
+    token = _new_session(session, settings, response, user)
+    return LoginResponse(access_token=token, user=UserPublic.model_validate(user))
+
+
+def _new_session(session: SessionDep, settings: Settings, response: Response, user: User) -> str:
+    """Issue a session token for ``user``, set its cookies on ``response``, return it."""
     lifetime = timedelta(hours=settings.session_hours)
     _, token = issue_token(session, user=user, kind="session", lifetime=lifetime)
     session.commit()
@@ -76,7 +89,7 @@ def login(
         token,
         max_age=max_age,
         httponly=True,
-        secure=settings.cookie_secure,
+        secure=settings.secure_cookies,
         samesite="strict",
     )
     response.set_cookie(
@@ -84,9 +97,36 @@ def login(
         csrf_token_for(token, settings.secret()),
         max_age=max_age,
         httponly=False,
-        secure=settings.cookie_secure,
+        secure=settings.secure_cookies,
         samesite="strict",
     )
+    return token
+
+
+@router.post("/password", operation_id="changePassword")
+def change_password(
+    body: PasswordChange,
+    response: Response,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    audit: AuditDep,
+) -> LoginResponse:
+    """Change the current user's password.
+
+    Every session and personal token of the user is revoked, the one this request used too;
+    the answer carries a new session (token and cookies) so that this browser stays logged in.
+    """
+    if authenticate(session, username=user.username, password=body.current_password) is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="the current password is wrong")
+    revoked = set_password(session, user, body.new_password)
+    audit.event(
+        "password_change",
+        "user",
+        object_id=user.id,
+        detail=f"{user.username}: password changed, {revoked} sessions/tokens revoked",
+    )
+    token = _new_session(session, settings, response, user)
     return LoginResponse(access_token=token, user=UserPublic.model_validate(user))
 
 

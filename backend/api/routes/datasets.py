@@ -115,8 +115,13 @@ def upload_subject(
     site: Annotated[str, Form(max_length=64)] = "",
     target: Annotated[float | None, Form()] = None,
     mask: Annotated[UploadFile | None, File(description="lesion mask on the image grid")] = None,
+    brain_mask: Annotated[
+        UploadFile | None,
+        File(description="brain mask on the image grid (0/1); without it, one is computed"),
+    ] = None,
 ) -> SubjectPublic:
-    """Upload one subject: an image, an optional lesion mask, its label and split."""
+    """Upload one subject: an image, an optional lesion mask, an optional brain mask (else one
+    is computed from the image), its label and split."""
     dataset = svc.get_dataset(session, dataset_id)
     authorize(session, user, dataset, projects.WRITE)
     subject = None
@@ -132,6 +137,11 @@ def upload_subject(
             target=target,
             image=(image.filename or "image", image.file),
             mask=(mask.filename or "mask", mask.file) if mask is not None else None,
+            brain=(
+                (brain_mask.filename or "brain_mask", brain_mask.file)
+                if brain_mask is not None
+                else None
+            ),
             max_bytes=settings.max_upload_bytes,
         )
         session.commit()

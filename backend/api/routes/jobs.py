@@ -61,7 +61,7 @@ def event_stream(
 def list_jobs(user: CurrentUser, session: SessionDep, status: str | None = None) -> JobsPublic:
     """Jobs, newest first."""
     jobs = svc.list_jobs(
-        session, project_ids=projects.member_project_ids(session, user), status=status
+        session, project_ids=projects.open_project_ids(session, user), status=status
     )
     return JobsPublic(data=[JobPublic.model_validate(j) for j in jobs], count=len(jobs))
 
@@ -97,7 +97,8 @@ def stream_job_events(
 def cancel_job(
     job_id: int, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> JobPublic:
-    """Ask a job to stop: a queued job ends at once, a running one before its next step."""
+    """Ask a job to stop: a queued job ends at once, a running one within about a second
+    (inside the step or map computation it is running)."""
     job = svc.get_job(session, job_id)
     authorize(session, user, job, projects.WRITE)
     job = svc.cancel_job(session, job)

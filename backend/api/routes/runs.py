@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from backend.api.deps import CurrentUser, SessionDep, SettingsDep, authorize
 from backend.api.routes.jobs import EVENT_STREAM, event_stream
@@ -16,10 +16,15 @@ from backend.schemas.run import (
     RunComparison,
     RunCreate,
     RunMetricsPublic,
+    RunPredictionsPublic,
     RunPublic,
+    RunSiteMetricsPublic,
     RunsPublic,
+    SiteMetrics,
+    SubjectPrediction,
 )
 from backend.services import jobs as job_svc
+from backend.services import predictions as predictions_svc
 from backend.services import projects
 from backend.services import runs as svc
 from backend.services.datasets import get_dataset
@@ -44,7 +49,7 @@ def list_runs(
     """Runs, newest first; filters: dataset, status, loss setting, network, creation time."""
     runs = svc.list_runs(
         session,
-        project_ids=projects.member_project_ids(session, user),
+        project_ids=projects.open_project_ids(session, user),
         dataset_id=dataset_id,
         status=status,
         loss_setting=loss_setting,
@@ -59,10 +64,16 @@ def list_runs(
 def create_run(
     body: RunCreate, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> RunPublic:
-    """Create a training run and queue its job."""
+    """Create a training run and queue its job. With ``preset`` (GET /presets) the preset's
+    values are applied first and the fields given in ``config`` override them."""
     authorize(session, user, get_dataset(session, body.dataset_id), projects.WRITE)
     run = svc.create_run(
-        session, dataset_id=body.dataset_id, name=body.name, config=body.config, user=user
+        session,
+        dataset_id=body.dataset_id,
+        name=body.name,
+        config=body.config,
+        user=user,
+        preset=body.preset,
     )
     session.commit()
     assert run.job is not None
@@ -99,6 +110,70 @@ def get_run_metrics(run_id: int, user: CurrentUser, session: SessionDep) -> RunM
     authorize(session, user, run)
     points = [MetricPoint.model_validate(m) for m in svc.run_metrics(session, run)]
     return RunMetricsPublic(run_id=run.id, data=points)
+
+
+Split = Literal["train", "val", "test"]
+_PREDICTION_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such run, or a finished run without per-subject predictions"},
+    409: {"description": "the run has not succeeded (yet)"},
+}
+
+
+@router.get("/{run_id}/predictions", operation_id="getRunPredictions", responses=_PREDICTION_ERRORS)
+def get_run_predictions(
+    run_id: int, user: CurrentUser, session: SessionDep, split: Split | None = None
+) -> RunPredictionsPublic:
+    """The best weights' prediction for every subject (of one split with ``split``): logit,
+    probability, label, split and site. Written when a classification run succeeds."""
+    run = svc.get_run(session, run_id)
+    authorize(session, user, run)
+    rows = predictions_svc.run_predictions(session, run, split=split)
+    return RunPredictionsPublic(
+        run_id=run.id,
+        best_epoch=run.best_epoch,
+        best_metric=run.best_metric,
+        data=[SubjectPrediction.model_validate(r) for r in rows],
+        count=len(rows),
+    )
+
+
+@router.get(
+    "/{run_id}/predictions.csv",
+    operation_id="downloadRunPredictions",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}}, **_PREDICTION_ERRORS},
+)
+def download_run_predictions(
+    run_id: int, user: CurrentUser, session: SessionDep, split: Split | None = None
+) -> Response:
+    """The predictions as CSV: subject_id, subject_key, split, site, label, logit,
+    probability."""
+    run = svc.get_run(session, run_id)
+    authorize(session, user, run)
+    rows = predictions_svc.run_predictions(session, run, split=split)
+    return Response(
+        predictions_svc.predictions_csv(rows),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="run-{run.id}-predictions.csv"'},
+    )
+
+
+@router.get(
+    "/{run_id}/site-metrics", operation_id="getRunSiteMetrics", responses=_PREDICTION_ERRORS
+)
+def get_run_site_metrics(
+    run_id: int, user: CurrentUser, session: SessionDep
+) -> RunSiteMetricsPublic:
+    """AUROC, accuracy (at probability 0.5) and counts per split and site, from the run's
+    per-subject predictions; ``site`` null: the split's sites together."""
+    run = svc.get_run(session, run_id)
+    authorize(session, user, run)
+    rows = predictions_svc.run_predictions(session, run)
+    return RunSiteMetricsPublic(
+        run_id=run.id,
+        threshold=predictions_svc.THRESHOLD,
+        data=[SiteMetrics.model_validate(m) for m in predictions_svc.site_metrics(rows)],
+    )
 
 
 def _render(event: str, payload: Any) -> str:

@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse
 from backend.api.deps import AuditDep, CurrentUser, SessionDep, StorageDep, authorize
 from backend.schemas.dataset import SubjectPublic, SubjectUpdate
 from backend.services import datasets as svc
+from backend.services.brainmasks import ensure_brain_mask
 from backend.services.projects import WRITE
 
 router = APIRouter(prefix="/subjects", tags=["subjects"])
@@ -91,3 +92,23 @@ def download_mask(
     out = nib.Nifti1Image(data, img.affine)
     out.set_data_dtype(np.uint8)
     return Response(gzip.compress(out.to_bytes(), compresslevel=4), media_type=NIFTI_GZ)
+
+
+@router.get(
+    "/{subject_id}/brain.nii.gz",
+    operation_id="downloadSubjectBrainMask",
+    response_class=FileResponse,
+    responses={200: {"content": {NIFTI_GZ: {}}}},
+)
+def download_brain_mask(
+    subject_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep, audit: AuditDep
+) -> FileResponse:
+    """The brain mask (uint8, 1 = brain, on the image grid): the user's own, or the one
+    computed from the image (``brain_mask`` of the subject says which). A subject imported
+    before brain masks existed gets one computed now, and kept."""
+    subject = svc.get_subject(session, subject_id)
+    authorize(session, user, subject)
+    path = ensure_brain_mask(session, storage, subject)
+    session.commit()
+    audit("download", subject, detail="brain mask")
+    return FileResponse(path, media_type=NIFTI_GZ, filename=f"{subject.subject_key}_brain.nii.gz")

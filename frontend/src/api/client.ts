@@ -6,9 +6,11 @@ import { type BodyOf, type FormFieldsOf, type Operation, type QueryOf, TypedClie
 type UploadOperation = Operation<"/datasets/{dataset_id}/subjects", "post">;
 
 /** The upload form's fields as the schema declares them, with real files for the file fields. */
-export type SubjectUpload = Omit<FormFieldsOf<UploadOperation>, "image" | "mask"> & {
+export type SubjectUpload = Omit<FormFieldsOf<UploadOperation>, "image" | "mask" | "brain_mask"> & {
   image: File;
   mask?: File | null;
+  /** Without it, the server computes a brain mask from the image. */
+  brain_mask?: File | null;
 };
 
 export type AttributionFilter = QueryOf<Operation<"/attributions", "get">>;
@@ -29,6 +31,8 @@ export function createApi(http: Http) {
       tokens: () => client.GET("/auth/tokens"),
       createToken: (body: BodyOf<Operation<"/auth/tokens", "post">>) => client.POST("/auth/tokens", { body }),
       revokeToken: (token_id: number) => client.DELETE("/auth/tokens/{token_id}", { path: { token_id } }),
+      /** Every session and token of the user is revoked; the answer's cookies keep this browser logged in. */
+      changePassword: (body: BodyOf<Operation<"/auth/password", "post">>) => client.POST("/auth/password", { body }),
     },
     projects: {
       list: () => client.GET("/projects"),
@@ -41,6 +45,9 @@ export function createApi(http: Http) {
         client.PUT("/projects/{project_id}/members", { path: { project_id }, body }),
       removeMember: (project_id: number, user_id: number) =>
         client.DELETE("/projects/{project_id}/members/{user_id}", { path: { project_id, user_id } }),
+      /** Project admins: the description, or blind / open the review round. */
+      update: (project_id: number, body: BodyOf<Operation<"/projects/{project_id}", "patch">>) =>
+        client.PATCH("/projects/{project_id}", { path: { project_id }, body }),
     },
     users: {
       /** Site admins only. */
@@ -105,6 +112,14 @@ export function createApi(http: Http) {
         client.GET("/runs/{run_id}/corrected-targets", { path: { run_id } }),
       epochMaps: (run_id: number, subject_id?: number) =>
         client.GET("/runs/{run_id}/epoch-maps", { path: { run_id }, query: { subject_id } }),
+      /** The best weights' prediction per subject (classification runs, once succeeded). */
+      predictions: (run_id: number) => client.GET("/runs/{run_id}/predictions", { path: { run_id } }),
+      /** AUROC, accuracy and counts per split and site, from the predictions. */
+      siteMetrics: (run_id: number) => client.GET("/runs/{run_id}/site-metrics", { path: { run_id } }),
+    },
+    presets: {
+      /** The named starting configurations of the launch form, with every value they set. */
+      list: () => client.GET("/presets"),
     },
     jobs: {
       get: (job_id: number) => client.GET("/jobs/{job_id}", { path: { job_id } }),
@@ -124,6 +139,9 @@ export function createApi(http: Http) {
       create: (body: BodyOf<Operation<"/reviews", "post">>) => client.POST("/reviews", { body }),
       queue: (project_id: number, blinded: boolean) =>
         client.GET("/reviews/queue", { query: { project_id, blinded } }),
+      /** The map a queue item token names (also one the user has reviewed), as the queue shows it. */
+      item: (item: string, blinded = true) =>
+        client.GET("/reviews/items/{item}", { path: { item }, query: { blinded } }),
       agreement: (project_id: number) => client.GET("/reviews/agreement", { query: { project_id } }),
       /** The drawn correction as NIfTI bytes (labels 1 missed lesion, 2 spurious relevance). */
       putCorrection: (review_id: number, nifti: Blob) =>

@@ -14,6 +14,7 @@ import {
   attributionMapUrl,
   epochMapUrl,
   parseId,
+  reviewItemDisplayUrl,
   parseIdList,
   runEventsUrl,
   subjectImageUrl,
@@ -104,6 +105,7 @@ describe("every client call is an operation of openapi.json", () => {
       ["listTokens", () => api.auth.tokens()],
       ["createToken", () => api.auth.createToken({ name: "ci" })],
       ["revokeToken", () => api.auth.revokeToken(3)],
+      ["changePassword", () => api.auth.changePassword({ current_password: "a", new_password: "long enough pw" })],
       ["createProject", () => api.projects.create({ name: "p" })],
       ["listMembers", () => api.projects.members(1)],
       ["setMember", () => api.projects.setMember(1, { username: "u", role: "clinician" })],
@@ -112,6 +114,7 @@ describe("every client call is an operation of openapi.json", () => {
       ["createUser", () => api.users.create({ username: "someone", password: "long enough pw", role: "researcher" })],
       ["listProjects", () => api.projects.list()],
       ["getProject", () => api.projects.get(1)],
+      ["updateProject", () => api.projects.update(1, { review_blinded: false })],
       ["listDatasets", () => api.datasets.list(2)],
       ["getDataset", () => api.datasets.get(1)],
       ["createDataset", () => api.datasets.create({ name: "d", project_id: 1 })],
@@ -135,14 +138,18 @@ describe("every client call is an operation of openapi.json", () => {
       ["createRunFromReviews", () => api.runs.fromReviews(1, { name: "r" })],
       ["listCorrectedTargets", () => api.runs.correctedTargets(1)],
       ["listEpochMaps", () => api.runs.epochMaps(1, 2)],
+      ["getRunPredictions", () => api.runs.predictions(1)],
+      ["getRunSiteMetrics", () => api.runs.siteMetrics(1)],
+      ["listPresets", () => api.presets.list()],
       ["getJob", () => api.jobs.get(1)],
       ["listAttributions", () => api.attributions.list({ subject_id: 1 })],
       ["getAttribution", () => api.attributions.get(1)],
       ["createAttribution", () => api.attributions.create({ run_id: 1, subject_id: 1 })],
       ["createAttributionBatch", () => api.attributions.createBatch({ run_id: 1, split: "test" })],
       ["listReviews", () => api.reviews.list({ run_id: 1 })],
-      ["createReview", () => api.reviews.create({ attribution_id: 1, rating: 3, trust: true })],
+      ["createReview", () => api.reviews.create({ item: "a1b2", rating: 3, trust: true })],
       ["reviewQueue", () => api.reviews.queue(1, true)],
+      ["getReviewItem", () => api.reviews.item("a1b2", true)],
       ["reviewAgreement", () => api.reviews.agreement(1)],
       ["putReviewCorrection", () => api.reviews.putCorrection(1, new Blob([new Uint8Array([1])]))],
     ];
@@ -158,6 +165,10 @@ describe("every client call is an operation of openapi.json", () => {
       const [url, init] = fetch.mock.calls[0] as [string, RequestInit];
       expect(operationFor(init.method ?? "GET", url), `${init.method} ${url}`).toBe(operationId);
     }
+  });
+
+  it("builds the review item's map URL from its documented path", () => {
+    expect(operationFor("GET", reviewItemDisplayUrl("a1b2"))).toBe("downloadReviewItemDisplayMap");
   });
 
   it("builds the epoch map URL from its documented path", () => {

@@ -138,7 +138,8 @@ export interface paths {
         };
         /**
          * Get Attribution Stats
-         * @description Signed summary of the map; lesion metrics with a mask; healthy subjects' positive share.
+         * @description Signed summary of the map; lesion metrics with a mask; healthy subjects' positive share;
+         *     all computed inside the subject's brain mask (``brain_voxels`` of them).
          */
         get: operations["getAttributionStats"];
         put?: never;
@@ -182,7 +183,8 @@ export interface paths {
          * Login
          * @description Log in; returns a bearer token and sets the session and CSRF cookies for the browser.
          *
-         *     Too many failed attempts for a username (or from one address) within the window give 429.
+         *     Too many failed attempts for a username from one address within the window give 429; an
+         *     address with many failures (any usernames) backs off exponentially (429 with Retry-After).
          */
         post: operations["login"];
         delete?: never;
@@ -225,6 +227,29 @@ export interface paths {
         get: operations["readMe"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/password": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Change Password
+         * @description Change the current user's password.
+         *
+         *     Every session and personal token of the user is revoked, the one this request used too;
+         *     the answer carries a new session (token and cookies) so that this browser stays logged in.
+         */
+        post: operations["changePassword"];
         delete?: never;
         options?: never;
         head?: never;
@@ -358,7 +383,8 @@ export interface paths {
         put?: never;
         /**
          * Upload Subject
-         * @description Upload one subject: an image, an optional lesion mask, its label and split.
+         * @description Upload one subject: an image, an optional lesion mask, an optional brain mask (else one
+         *     is computed from the image), its label and split.
          */
         post: operations["uploadSubject"];
         delete?: never;
@@ -440,7 +466,8 @@ export interface paths {
         put?: never;
         /**
          * Cancel Job
-         * @description Ask a job to stop: a queued job ends at once, a running one before its next step.
+         * @description Ask a job to stop: a queued job ends at once, a running one within about a second
+         *     (inside the step or map computation it is running).
          */
         post: operations["cancelJob"];
         delete?: never;
@@ -461,6 +488,47 @@ export interface paths {
          * @description The job's state as `job` events (JobPublic): now, then at every change, until it ends.
          */
         get: operations["streamJobEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/presets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Presets
+         * @description Every preset with its title, description and each RunConfig value it sets (the other
+         *     fields keep RunConfig's defaults). POST /runs with ``preset`` applies one.
+         */
+        get: operations["listPresets"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/presets/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Preset Route
+         * @description One preset.
+         */
+        get: operations["getPreset"];
         put?: never;
         post?: never;
         delete?: never;
@@ -510,7 +578,11 @@ export interface paths {
         delete?: never;
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Update Project
+         * @description Change the description, or blind / open the review round (project admins; audited).
+         */
+        patch: operations["updateProject"];
         trace?: never;
     };
     "/api/v1/projects/{project_id}/members": {
@@ -527,7 +599,9 @@ export interface paths {
         get: operations["listMembers"];
         /**
          * Set Member
-         * @description Add a user to the project or change their role (project admins).
+         * @description Add a user to the project or change their role (project admins, site admins; audited).
+         *
+         *     The project's last admin cannot be demoted.
          */
         put: operations["setMember"];
         post?: never;
@@ -549,7 +623,7 @@ export interface paths {
         post?: never;
         /**
          * Remove Member
-         * @description Remove a member (project admins); a project keeps at least one admin.
+         * @description Remove a member (project admins, site admins; audited); a project keeps one admin.
          */
         delete: operations["removeMember"];
         options?: never;
@@ -566,13 +640,15 @@ export interface paths {
         };
         /**
          * List Reviews
-         * @description Reviews in the user's projects, filtered by attribution or run.
+         * @description Reviews in the user's projects, filtered by attribution or run (blinded reviewers:
+         *     their own reviews of blinded projects, without map ids).
          */
         get: operations["listReviews"];
         put?: never;
         /**
          * Create Review
-         * @description Rate one attribution map: relevance on the lesions (1-5), trust, a comment.
+         * @description Rate one map, named by its queue ``item`` (or, unblinded, its id): relevance on the
+         *     lesions (1-5), trust, a comment.
          */
         post: operations["createReview"];
         delete?: never;
@@ -613,9 +689,73 @@ export interface paths {
         };
         /**
          * Export Reviews
-         * @description The same reviews as CSV, one row per review.
+         * @description The same reviews as CSV, one row per review; cells that a spreadsheet would run as a
+         *     formula start with ``'``. Blinded rows leave map, run and method empty and give the map's
+         *     blind label instead.
          */
         get: operations["exportReviews"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reviews/items/{item}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Review Item
+         * @description The map a queue ``item`` names, as the queue shows it, also after the user reviewed it
+         *     (the token of their own reviews): subject, display statistics and, unblinded, run and
+         *     method. Blinded as the queue is.
+         */
+        get: operations["getReviewItem"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reviews/items/{item}/display.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Item Display Map
+         * @description A queue item's map for the viewer (int16, scl_slope set), named by its token only.
+         */
+        get: operations["downloadReviewItemDisplayMap"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reviews/items/{item}/map.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Item Map
+         * @description A queue item's signed float32 map, named by its token only.
+         */
+        get: operations["downloadReviewItemMap"];
         put?: never;
         post?: never;
         delete?: never;
@@ -635,8 +775,9 @@ export interface paths {
          * Review Queue
          * @description The project's succeeded maps the current user has not reviewed yet.
          *
-         *     Blinded (the default): run names and methods are hidden behind an opaque label and the
-         *     order is shuffled with a per-user seed, stable across reloads.
+         *     Blinded (the default, and always for a blinded reviewer of the project, whatever
+         *     ``blinded`` says): no run, method or map id, an opaque label keyed with the server's
+         *     secret, and an order shuffled per user, stable across reloads.
          */
         get: operations["reviewQueue"];
         put?: never;
@@ -658,6 +799,10 @@ export interface paths {
         /**
          * Put Correction
          * @description Attach the reviewer's drawn correction to their review (replaces an earlier one).
+         *
+         *     The body streams to a file under the data directory's tmp/ (never held in memory) and
+         *     is refused with 413 once it passes ATTRIVUE_MAX_CORRECTION_BYTES; the stored copy is
+         *     de-identified like a subject's mask.
          */
         put: operations["putReviewCorrection"];
         post?: never;
@@ -702,7 +847,8 @@ export interface paths {
         put?: never;
         /**
          * Create Run
-         * @description Create a training run and queue its job.
+         * @description Create a training run and queue its job. With ``preset`` (GET /presets) the preset's
+         *     values are applied first and the fields given in ``config`` override them.
          */
         post: operations["createRun"];
         delete?: never;
@@ -935,6 +1081,48 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/runs/{run_id}/predictions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Run Predictions
+         * @description The best weights' prediction for every subject (of one split with ``split``): logit,
+         *     probability, label, split and site. Written when a classification run succeeds.
+         */
+        get: operations["getRunPredictions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/predictions.csv": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Run Predictions
+         * @description The predictions as CSV: subject_id, subject_key, split, site, label, logit,
+         *     probability.
+         */
+        get: operations["downloadRunPredictions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/runs/{run_id}/retry": {
         parameters: {
             query?: never;
@@ -949,6 +1137,27 @@ export interface paths {
          * @description Queue a failed or cancelled run again; it resumes from its last checkpoint (409 else).
          */
         post: operations["retryRun"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/site-metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Run Site Metrics
+         * @description AUROC, accuracy (at probability 0.5) and counts per split and site, from the run's
+         *     per-subject predictions; ``site`` null: the split's sites together.
+         */
+        get: operations["getRunSiteMetrics"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -978,6 +1187,28 @@ export interface paths {
          *     project); a null target removes it.
          */
         patch: operations["updateSubject"];
+        trace?: never;
+    };
+    "/api/v1/subjects/{subject_id}/brain.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Brain Mask
+         * @description The brain mask (uint8, 1 = brain, on the image grid): the user's own, or the one
+         *     computed from the image (``brain_mask`` of the subject says which). A subject imported
+         *     before brain masks existed gets one computed now, and kept.
+         */
+        get: operations["downloadSubjectBrainMask"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/v1/subjects/{subject_id}/image.nii.gz": {
@@ -1100,6 +1331,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/users/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /**
+         * Update User
+         * @description Deactivate or reactivate a user, or set a new password (both revoke their tokens).
+         */
+        patch: operations["updateUser"];
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1212,6 +1463,8 @@ export interface components {
         AttributionStats: {
             /** Attribution Id */
             attribution_id: number;
+            /** Brain Voxels */
+            brain_voxels?: number | null;
             /** Label */
             label: number;
             lesion: components["schemas"]["LesionStats"] | null;
@@ -1279,6 +1532,11 @@ export interface components {
         };
         /** Body_uploadSubject */
         Body_uploadSubject: {
+            /**
+             * Brain Mask
+             * @description brain mask on the image grid (0/1); without it, one is computed
+             */
+            brain_mask?: string | null;
             /**
              * Image
              * @description the MR volume, .nii or .nii.gz
@@ -1618,6 +1876,22 @@ export interface components {
             token_type?: "bearer";
             user: components["schemas"]["UserPublic"];
         };
+        /**
+         * MapDisplayStats
+         * @description What the viewer needs to scale a map's colours (nothing about how it was made).
+         */
+        MapDisplayStats: {
+            /** Max */
+            max?: number | null;
+            /** Mean Abs */
+            mean_abs?: number | null;
+            /** Min */
+            min?: number | null;
+            /** Negative Mass */
+            negative_mass?: number | null;
+            /** Positive Mass */
+            positive_mass?: number | null;
+        };
         /** MemberPublic */
         MemberPublic: {
             /**
@@ -1672,6 +1946,13 @@ export interface components {
             /** Values */
             values: number[];
         };
+        /** PasswordChange */
+        PasswordChange: {
+            /** Current Password */
+            current_password: string;
+            /** New Password */
+            new_password: string;
+        };
         /**
          * PositivePercentiles
          * @description Percentiles of the strictly positive voxels (pathological relevance), for thresholds.
@@ -1687,6 +1968,29 @@ export interface components {
             p99: number;
             /** P99 9 */
             p99_9: number;
+        };
+        /**
+         * Preset
+         * @description A named starting configuration of the launch form (worker.ml.presets).
+         */
+        Preset: {
+            /** Config */
+            config: {
+                [key: string]: unknown;
+            };
+            /** Description */
+            description: string;
+            /** Name */
+            name: string;
+            /** Title */
+            title: string;
+        };
+        /** PresetsPublic */
+        PresetsPublic: {
+            /** Count */
+            count: number;
+            /** Data */
+            data: components["schemas"]["Preset"][];
         };
         /** ProjectCreate */
         ProjectCreate: {
@@ -1711,8 +2015,27 @@ export interface components {
             id: number;
             /** Name */
             name: string;
+            /**
+             * Review Blinded
+             * @description the review round is blinded: clinicians see no run, method or map id
+             * @default true
+             */
+            review_blinded?: boolean;
             /** Role */
             role?: ("admin" | "researcher" | "clinician") | null;
+        };
+        /**
+         * ProjectUpdate
+         * @description A project admin's change to the project; omitted fields stay as they are.
+         */
+        ProjectUpdate: {
+            /** Description */
+            description?: string | null;
+            /**
+             * Review Blinded
+             * @description blind the project's review round (its clinicians see no run, method or map id) or open it
+             */
+            review_blinded?: boolean | null;
         };
         /** ProjectsPublic */
         ProjectsPublic: {
@@ -1814,15 +2137,26 @@ export interface components {
             /** Spurious Voxels */
             spurious_voxels: number;
         };
-        /** ReviewCreate */
+        /**
+         * ReviewCreate
+         * @description A rating of one map, named by its queue ``item`` token or (unblinded) its id.
+         */
         ReviewCreate: {
-            /** Attribution Id */
-            attribution_id: number;
+            /**
+             * Attribution Id
+             * @description the map's id; refused (404) to blinded reviewers
+             */
+            attribution_id?: number | null;
             /**
              * Comment
              * @default
              */
             comment?: string;
+            /**
+             * Item
+             * @description the map's opaque token from the review queue (works blinded or not)
+             */
+            item?: string | null;
             /**
              * Rating
              * @description does the pathological relevance lie on lesions
@@ -1834,10 +2168,16 @@ export interface components {
              */
             trust: boolean;
         };
-        /** ReviewPublic */
+        /**
+         * ReviewPublic
+         * @description A review. For a blinded reviewer ``attribution_id`` is null and ``item`` is their
+         *     opaque token of the map (with the map's blind ``label``). The current user's own reviews
+         *     always carry ``item`` (``GET /reviews/items/{item}`` describes the map, to reopen the
+         *     review); other users' reviews do not.
+         */
         ReviewPublic: {
             /** Attribution Id */
-            attribution_id: number;
+            attribution_id: number | null;
             /** Comment */
             comment: string;
             /**
@@ -1852,6 +2192,10 @@ export interface components {
             has_correction?: boolean;
             /** Id */
             id: number;
+            /** Item */
+            item?: string | null;
+            /** Label */
+            label?: string | null;
             /** Rating */
             rating: number;
             /** Reviewer Id */
@@ -1867,6 +2211,12 @@ export interface components {
             count: number;
             /** Data */
             data: components["schemas"]["ReviewQueueItem"][];
+            /**
+             * Enforced
+             * @description the project's review round is blinded for this user: the server blinds every answer and ignores blinded=false
+             * @default false
+             */
+            enforced?: boolean;
             /** Project Id */
             project_id: number;
             /**
@@ -1879,12 +2229,16 @@ export interface components {
          * ReviewQueueItem
          * @description One map the current user has not reviewed yet.
          *
-         *     In blinded mode ``run_id``, ``run_name`` and ``method`` are null and ``label`` is an opaque
-         *     name that stays the same for this user across reloads.
+         *     ``item`` is an opaque token of the map for this user: fetch the map through
+         *     ``/reviews/items/{item}/...`` and rate it with ``item``. Blinded, ``attribution_id``,
+         *     ``run_id``, ``run_name`` and ``method`` are null and ``label`` is an opaque name that stays
+         *     the same for this user across reloads.
          */
         ReviewQueueItem: {
             /** Attribution Id */
-            attribution_id: number;
+            attribution_id: number | null;
+            /** Item */
+            item: string;
             /** Label */
             label: string;
             /** Method */
@@ -1893,6 +2247,7 @@ export interface components {
             run_id: number | null;
             /** Run Name */
             run_name: string | null;
+            stats: components["schemas"]["MapDisplayStats"];
             /** Subject Id */
             subject_id: number;
         };
@@ -1938,6 +2293,11 @@ export interface components {
             dataset_id: number;
             /** Name */
             name: string;
+            /**
+             * Preset
+             * @description A named preset (GET /presets): its values are applied first, then the fields given in config override them.
+             */
+            preset?: string | null;
         };
         /** RunMetricsPublic */
         RunMetricsPublic: {
@@ -1946,8 +2306,25 @@ export interface components {
             /** Run Id */
             run_id: number;
         };
+        /** RunPredictionsPublic */
+        RunPredictionsPublic: {
+            /** Best Epoch */
+            best_epoch: number | null;
+            /** Best Metric */
+            best_metric: string | null;
+            /** Count */
+            count: number;
+            /** Data */
+            data: components["schemas"]["SubjectPrediction"][];
+            /** Run Id */
+            run_id: number;
+        };
         /** RunPublic */
         RunPublic: {
+            /** Best Epoch */
+            best_epoch?: number | null;
+            /** Best Metric */
+            best_metric?: string | null;
             /** Config */
             config: {
                 [key: string]: unknown;
@@ -1971,8 +2348,19 @@ export interface components {
             };
             /** Name */
             name: string;
+            /** Preset */
+            preset?: string | null;
             /** Status */
             status: string;
+        };
+        /** RunSiteMetricsPublic */
+        RunSiteMetricsPublic: {
+            /** Data */
+            data: components["schemas"]["SiteMetrics"][];
+            /** Run Id */
+            run_id: number;
+            /** Threshold */
+            threshold: number;
         };
         /** RunsPublic */
         RunsPublic: {
@@ -1980,6 +2368,29 @@ export interface components {
             count: number;
             /** Data */
             data: components["schemas"]["RunPublic"][];
+        };
+        /**
+         * SiteMetrics
+         * @description Classification metrics of one split at one site (``site`` null: all sites together;
+         *     '' for subjects without a site).
+         */
+        SiteMetrics: {
+            /** Accuracy */
+            accuracy: number;
+            /** Auroc */
+            auroc: number | null;
+            /** Mean Probability */
+            mean_probability: number;
+            /** N */
+            n: number;
+            /** N Healthy */
+            n_healthy: number;
+            /** N Pathological */
+            n_pathological: number;
+            /** Site */
+            site: string | null;
+            /** Split */
+            split: string;
         };
         /** SubjectCorrections */
         SubjectCorrections: {
@@ -1994,8 +2405,30 @@ export interface components {
             /** Subject Key */
             subject_key: string;
         };
+        /**
+         * SubjectPrediction
+         * @description The best weights' prediction for one subject of a run.
+         */
+        SubjectPrediction: {
+            /** Label */
+            label: number;
+            /** Logit */
+            logit: number;
+            /** Probability */
+            probability: number;
+            /** Site */
+            site: string;
+            /** Split */
+            split: string;
+            /** Subject Id */
+            subject_id: number;
+            /** Subject Key */
+            subject_key: string;
+        };
         /** SubjectPublic */
         SubjectPublic: {
+            /** Brain Mask */
+            brain_mask?: ("given" | "computed") | null;
             /**
              * Created At
              * Format: date-time
@@ -2169,12 +2602,33 @@ export interface components {
             /** Id */
             id: number;
             /**
+             * Is Active
+             * @default true
+             */
+            is_active?: boolean;
+            /**
              * Role
              * @enum {string}
              */
             role: "admin" | "researcher" | "clinician";
             /** Username */
             username: string;
+        };
+        /**
+         * UserUpdate
+         * @description A site admin's change to a user; omitted fields stay as they are.
+         */
+        UserUpdate: {
+            /**
+             * Is Active
+             * @description false: the user cannot log in and all their tokens fail
+             */
+            is_active?: boolean | null;
+            /**
+             * Password
+             * @description a new password; revokes all the user's sessions and tokens
+             */
+            password?: string | null;
         };
         /** UsersPublic */
         UsersPublic: {
@@ -2490,7 +2944,7 @@ export interface operations {
             query?: {
                 user_id?: number | null;
                 username?: string | null;
-                action?: ("view" | "download" | "rate" | "export") | null;
+                action?: ("view" | "download" | "rate" | "export" | "member_add" | "member_role" | "member_remove" | "review_blinding" | "user_create" | "user_activate" | "user_deactivate" | "password_change" | "password_reset") | null;
                 object_type?: string | null;
                 object_id?: number | null;
                 project_id?: number | null;
@@ -2594,6 +3048,39 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["UserPublic"];
+                };
+            };
+        };
+    };
+    changePassword: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PasswordChange"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LoginResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };
@@ -3097,6 +3584,57 @@ export interface operations {
             };
         };
     };
+    listPresets: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PresetsPublic"];
+                };
+            };
+        };
+    };
+    getPreset: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Preset"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     listProjects: {
         parameters: {
             query?: never;
@@ -3160,6 +3698,41 @@ export interface operations {
             cookie?: never;
         };
         requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProjectPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    updateProject: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                project_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ProjectUpdate"];
+            };
+        };
         responses: {
             /** @description Successful Response */
             200: {
@@ -3393,6 +3966,101 @@ export interface operations {
                 };
                 content: {
                     "text/csv": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    getReviewItem: {
+        parameters: {
+            query?: {
+                blinded?: boolean;
+            };
+            header?: never;
+            path: {
+                item: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReviewQueueItem"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    downloadReviewItemDisplayMap: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                item: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    downloadReviewItemMap: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                item: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
                 };
             };
             /** @description Validation Error */
@@ -3925,6 +4593,100 @@ export interface operations {
             };
         };
     };
+    getRunPredictions: {
+        parameters: {
+            query?: {
+                split?: ("train" | "val" | "test") | null;
+            };
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunPredictionsPublic"];
+                };
+            };
+            /** @description no such run, or a finished run without per-subject predictions */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the run has not succeeded (yet) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    downloadRunPredictions: {
+        parameters: {
+            query?: {
+                split?: ("train" | "val" | "test") | null;
+            };
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": unknown;
+                };
+            };
+            /** @description no such run, or a finished run without per-subject predictions */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the run has not succeeded (yet) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     retryRun: {
         parameters: {
             query?: never;
@@ -3944,6 +4706,51 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["RunPublic"];
                 };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    getRunSiteMetrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunSiteMetricsPublic"];
+                };
+            };
+            /** @description no such run, or a finished run without per-subject predictions */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the run has not succeeded (yet) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Validation Error */
             422: {
@@ -4009,6 +4816,37 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SubjectPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    downloadSubjectBrainMask: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                subject_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
                 };
             };
             /** @description Validation Error */
@@ -4316,6 +5154,41 @@ export interface operations {
         responses: {
             /** @description Successful Response */
             201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    updateUser: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };

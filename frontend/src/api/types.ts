@@ -22,6 +22,9 @@ export type Job = Schemas["JobPublic"];
 
 export type Run = Schemas["RunPublic"];
 export type RunCreate = Schemas["RunCreate"];
+export type Preset = Schemas["Preset"];
+export type SubjectPrediction = Schemas["SubjectPrediction"];
+export type SiteMetrics = Schemas["SiteMetrics"];
 export type RunConfig = Run["config"];
 export type Metrics = Run["metrics"];
 

@@ -23,6 +23,11 @@ export function subjectMaskDrawingUrl(subjectId: number): string {
   });
 }
 
+/** The run's per-subject predictions as CSV (subject, split, site, label, logit, probability). */
+export function runPredictionsCsvUrl(runId: number): string {
+  return apiUrl("/runs/{run_id}/predictions.csv", { path: { run_id: runId } });
+}
+
 export function attributionMapUrl(attributionId: number): string {
   return apiUrl("/attributions/{attribution_id}/map.nii.gz", { path: { attribution_id: attributionId } });
 }
@@ -33,6 +38,11 @@ export function attributionMapUrl(attributionId: number): string {
  */
 export function attributionDisplayUrl(attributionId: number): string {
   return apiUrl("/attributions/{attribution_id}/display.nii.gz", { path: { attribution_id: attributionId } });
+}
+
+/** A review queue item's display map, named by the item's opaque token (works blinded). */
+export function reviewItemDisplayUrl(item: string): string {
+  return apiUrl("/reviews/items/{item}/display.nii.gz", { path: { item } });
 }
 
 /** In-app route of the viewer, optionally pinned to one attribution. */

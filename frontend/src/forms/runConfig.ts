@@ -76,6 +76,8 @@ export function usesLambda(loss: string): boolean {
 export interface LaunchFormValues extends RemedyFormValues {
   datasetId: string;
   name: string;
+  /** The chosen preset's name (GET /presets), "" for none; sent as RunCreate.preset. */
+  preset: string;
   network: string;
   lossSetting: string;
   trainAttribution: string[];
@@ -108,6 +110,7 @@ export type LaunchField = keyof LaunchFormValues;
 export const LAUNCH_DEFAULTS: LaunchFormValues = {
   datasetId: "",
   name: "",
+  preset: "",
   network: "small_cnn",
   lossSetting: "lc_only",
   trainAttribution: ["gradient"],
@@ -253,6 +256,7 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
         value: {
           dataset_id: datasetId,
           name,
+          ...(values.preset ? { preset: values.preset } : {}),
           config: {
             ...taskFields,
             ...attribution,
@@ -296,6 +300,7 @@ const CONFIG_FIELDS: Record<string, LaunchField> = {
   "regression.constraints": "regressionConstraints",
   "regression.penalty": "regressionPenalty",
   regression: "task",
+  preset: "preset",
 };
 
 /**

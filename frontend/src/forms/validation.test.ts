@@ -123,6 +123,25 @@ describe("validateUploadForm", () => {
     expect(Object.keys(result.errors).sort()).toEqual(["image", "label", "mask", "split", "subjectKey"]);
   });
 
+  it("sends a brain mask when one is chosen, and checks its name", () => {
+    const brainMask = new File(["x"], "sub-01_desc-brain_mask.nii.gz");
+    const result = validateUploadForm({ subjectKey: "s1", label: "0", split: "train", image, mask: null, target: "", brainMask });
+    expect(result).toEqual({
+      ok: true,
+      value: { subject_key: "s1", label: 0, split: "train", image, mask: null, target: null, brain_mask: brainMask },
+    });
+    const bad = validateUploadForm({
+      subjectKey: "s1",
+      label: "0",
+      split: "train",
+      image,
+      mask: null,
+      target: "",
+      brainMask: new File(["x"], "brain.png"),
+    });
+    expect(bad).toEqual({ ok: false, errors: { brainMask: "The brain mask must be a .nii or .nii.gz file." } });
+  });
+
   it("requires an image", () => {
     const result = validateUploadForm({ subjectKey: "s1", label: "0", split: "train", image: null, mask: null, target: "" });
     expect(result).toEqual({ ok: false, errors: { image: "Choose an image file (.nii or .nii.gz)." } });

@@ -134,6 +134,8 @@ export interface UploadFormValues {
   mask: File | null;
   /** The continuous target of regression runs; empty for none. */
   target: string;
+  /** The user's brain mask; without it the server computes one from the image. */
+  brainMask?: File | null;
 }
 
 export interface UploadRequest {
@@ -143,6 +145,7 @@ export interface UploadRequest {
   image: File;
   mask: File | null;
   target: number | null;
+  brain_mask?: File;
 }
 
 export function isNiftiName(name: string): boolean {
@@ -167,6 +170,9 @@ export function validateUploadForm(
   }
   const target = parseTarget(values.target ?? "");
   if (!target.ok) errors.target = target.error;
+  if (values.brainMask && !isNiftiName(values.brainMask.name)) {
+    errors.brainMask = "The brain mask must be a .nii or .nii.gz file.";
+  }
   return finish(errors, () => ({
     subject_key: subjectKey,
     label: Number(values.label) as Label,
@@ -174,6 +180,7 @@ export function validateUploadForm(
     image: values.image as File,
     mask: values.mask,
     target: target.ok ? target.value : null,
+    ...(values.brainMask ? { brain_mask: values.brainMask } : {}),
   }));
 }
 

@@ -31,7 +31,7 @@ function useAction() {
   return { busy, error, run };
 }
 
-/** /account: who I am, my personal access tokens, and how my password changes. */
+/** /account: who I am, my password, my personal access tokens. */
 export function AccountPage() {
   const { user } = useAuth();
   const tokens = useAsync(() => api.auth.tokens(), []);
@@ -65,11 +65,7 @@ export function AccountPage() {
             Signed in as <strong>{user.username}</strong> (site role <RoleBadge role={user.role} />).
           </p>
         ) : null}
-        <h2>Password</h2>
-        <p className="muted">
-          The API has no password change yet: a site admin sets a new one on the server with{" "}
-          <code>attrivue set-password {user?.username ?? "<name>"}</code>.
-        </p>
+        <PasswordForm onChanged={() => tokens.reload()} />
       </section>
       <section className="panel">
         <h2>Personal access tokens</h2>
@@ -124,6 +120,75 @@ export function AccountPage() {
         </table>
       </section>
     </div>
+  );
+}
+
+/**
+ * The user's own password (POST /auth/password): every session and token of theirs is revoked,
+ * and the answer's cookies keep this browser logged in.
+ */
+function PasswordForm({ onChanged }: { onChanged: () => void }) {
+  const [values, setValues] = useState({ current: "", next: "", again: "" });
+  const [problem, setProblem] = useState<string | null>(null);
+  const [done, setDone] = useState(false);
+  const action = useAction();
+  const submit = (e: FormEvent) => {
+    e.preventDefault();
+    setDone(false);
+    if (values.next.length < 10) return setProblem("The new password needs at least 10 characters.");
+    if (values.next !== values.again) return setProblem("The two new passwords differ.");
+    setProblem(null);
+    void action.run(async () => {
+      await api.auth.changePassword({ current_password: values.current, new_password: values.next });
+      setValues({ current: "", next: "", again: "" });
+      setDone(true);
+      onChanged();
+    });
+  };
+  return (
+    <>
+      <h2>Password</h2>
+      <form className="form-row" onSubmit={submit} aria-label="Change password" noValidate>
+        <Field label="Current password">
+          <input
+            name="current-password"
+            type="password"
+            autoComplete="current-password"
+            value={values.current}
+            onChange={(e) => setValues({ ...values, current: e.target.value })}
+          />
+        </Field>
+        <Field label="New password (10 characters or more)">
+          <input
+            name="new-password"
+            type="password"
+            autoComplete="new-password"
+            value={values.next}
+            onChange={(e) => setValues({ ...values, next: e.target.value })}
+          />
+        </Field>
+        <Field label="New password again">
+          <input
+            name="new-password-again"
+            type="password"
+            autoComplete="new-password"
+            value={values.again}
+            onChange={(e) => setValues({ ...values, again: e.target.value })}
+          />
+        </Field>
+        <button type="submit" disabled={action.busy || values.current === "" || values.next === ""}>
+          Change password
+        </button>
+      </form>
+      {problem ? <p className="error small">{problem}</p> : null}
+      <ErrorMessage error={action.error} />
+      {done ? (
+        <p className="note" role="status" data-testid="password-changed">
+          Password changed. Your other sessions and every personal token were revoked (scripts need a new token); this
+          browser stays logged in.
+        </p>
+      ) : null}
+    </>
   );
 }
 

@@ -318,6 +318,7 @@ function SubjectTable({
             <th>Site</th>
             <th title="The continuous target of regression runs">{targetName ? `Target (${targetName})` : "Target"}</th>
             <th>Mask</th>
+            <th title="given: the uploaded brain mask; computed: from the image at import">Brain mask</th>
             <th>Shape</th>
             <th>Attribution{run ? ` (${run.name})` : ""}</th>
           </tr>
@@ -400,6 +401,7 @@ function SubjectTable({
                   )}
                 </td>
                 <td>{s.has_mask ? "yes" : "–"}</td>
+                <td className="muted">{s.brain_mask ?? "–"}</td>
                 <td className="muted">{s.shape.join(" × ")}</td>
                 <td>
                   <div className="row-actions">
@@ -505,6 +507,7 @@ const EMPTY_UPLOAD: UploadFormValues = {
   image: null,
   mask: null,
   target: "",
+  brainMask: null,
 };
 
 /** The continuous target in the subject table: a number, or empty for none; saved on Enter or blur. */
@@ -668,6 +671,14 @@ function UploadSubjectForm({
             type="file"
             accept=".nii,.gz"
             onChange={(e) => setValues({ ...values, mask: e.target.files?.[0] ?? null })}
+          />
+        </Field>
+        <Field label="Brain mask (optional; else computed)" error={errors.brainMask}>
+          <input
+            name="brain_mask"
+            type="file"
+            accept=".nii,.gz"
+            onChange={(e) => setValues({ ...values, brainMask: e.target.files?.[0] ?? null })}
           />
         </Field>
       </div>

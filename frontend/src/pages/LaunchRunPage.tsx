@@ -24,6 +24,7 @@ import {
   validateLaunchForm,
   weighsLambda,
 } from "../forms/runConfig";
+import { presetLines, withPreset } from "../forms/presets";
 import { RemedyFields } from "../forms/RemedyFields";
 import type { FieldErrors } from "../forms/validation";
 import { useAsync } from "../hooks";
@@ -34,6 +35,8 @@ export function LaunchRunPage() {
   const navigate = useNavigate();
   const projects = useAsync(() => api.projects.list(), []);
   const datasets = useAsync(() => api.datasets.list(), []);
+  const presets = useAsync(() => api.presets.list(), []);
+  const presetList = presets.data?.data ?? [];
   const writableProjects = new Set((projects.data?.data ?? []).filter((p) => canWrite(p.role)).map((p) => p.id));
   const datasetList = (datasets.data?.data ?? []).filter((d) => writableProjects.has(d.project_id));
   const [values, setValues] = useState<LaunchFormValues>({
@@ -91,6 +94,13 @@ export function LaunchRunPage() {
     }
   };
 
+  const choosePreset = (e: { target: { value: string } }) => {
+    const preset = presetList.find((p) => p.name === e.target.value) ?? null;
+    setValues((v) => withPreset(v, preset));
+    setErrors({});
+  };
+  const chosenPreset = presetList.find((p) => p.name === values.preset);
+
   const segmentation = isSegmentation(values);
   const attribution = trainsAttribution(values);
   const lambda = weighsLambda(values);
@@ -114,7 +124,7 @@ export function LaunchRunPage() {
         <Link to="/">Datasets and runs</Link> /
       </p>
       <h1>Launch a training run</h1>
-      <ErrorMessage error={projects.error ?? datasets.error} />
+      <ErrorMessage error={projects.error ?? datasets.error ?? presets.error} />
       {projects.data && writableProjects.size === 0 ? (
         <NoLaunchRights roles={projects.data.data.map((p) => [p.name, p.role ?? null] as const)} />
       ) : (
@@ -125,6 +135,38 @@ export function LaunchRunPage() {
           noValidate
           aria-label="Launch run"
         >
+          <fieldset className="form-group preset-group">
+            <legend>Preset</legend>
+            <Field label="Start from" error={errors.preset}>
+              <select name="preset" value={values.preset} onChange={choosePreset}>
+                <option value="">No preset (the fields below as they are)</option>
+                {presetList.map((p) => (
+                  <option key={p.name} value={p.name}>
+                    {p.title}
+                  </option>
+                ))}
+              </select>
+            </Field>
+            {chosenPreset ? (
+              <div className="preset-values" data-testid="preset-values">
+                <p className="muted small">{chosenPreset.description}</p>
+                <dl>
+                  {presetLines(chosenPreset.config).map((line) => (
+                    <div key={line.key} className="preset-value">
+                      <dt>{line.key}</dt>
+                      <dd>
+                        {line.value}
+                        {line.onForm ? null : <span className="muted small"> (applied by the server)</span>}
+                      </dd>
+                    </div>
+                  ))}
+                </dl>
+                <p className="muted small">
+                  The fields below hold these values; what you change there overrides the preset.
+                </p>
+              </div>
+            ) : null}
+          </fieldset>
           <Group title="Run">
             <Field label="Dataset" error={errors.datasetId}>
               <select name="dataset" value={values.datasetId} onChange={set("datasetId")}>

@@ -1,13 +1,15 @@
 // /review?project=ID: a clinician's queue of maps to review (blinded by default), the viewer with
 // drawing tools for corrections, the rating form, the CSV export and the agreement panel.
+// Maps are named by their queue item tokens only: in a blinded round the server sends no run,
+// method or map id, and the page needs none (map, rating and correction go by token or review).
 import { useCallback, useEffect, useState } from "react";
 import { Link, useSearchParams } from "react-router";
 import { api } from "../api/client";
 import { errorMessage } from "../api/http";
 import { readStats } from "../api/types";
 import {
-  attributionDisplayUrl,
   reviewCorrectionUrl,
+  reviewItemDisplayUrl,
   reviewsCsvUrl,
   subjectImageUrl,
   subjectMaskDrawingUrl,
@@ -25,6 +27,7 @@ import {
   RATING_LABELS,
   type ReviewFormErrors,
   type ReviewFormValues,
+  type ReviewQueueItem,
   agreementSummary,
   countLabels,
   formatKappa,
@@ -34,6 +37,7 @@ import {
   pickCurrent,
   queueRows,
   queueSummary,
+  type ReviewedMap,
   type SubmittedReview,
   reviewsOf,
   validateReviewForm,
@@ -51,14 +55,17 @@ export default function ReviewPage() {
   const projectList = projects.data?.data ?? [];
   const projectId = projectParam && /^\d+$/.test(projectParam) ? Number(projectParam) : (projectList[0]?.id ?? null);
   const [blinded, setBlinded] = useState(true);
+  const project = projectList.find((p) => p.id === projectId) ?? null;
+  const [roundError, setRoundError] = useState<string | null>(null);
   const queue = useAsync(
     () => (projectId === null ? Promise.resolve(null) : api.reviews.queue(projectId, blinded)),
     [projectId, blinded],
   );
-  const [wanted, setWanted] = useState<number | null>(null);
+  const [wanted, setWanted] = useState<string | null>(null);
   const [saved, setSaved] = useState<{ id: number; correction: boolean; earlier: number } | null>(null);
-  // A map this user has reviewed, opened again to amend the review (a new version is added).
-  const [reopened, setReopened] = useState<number | null>(null);
+  // A map this user has reviewed, opened again (by its item token) to amend the review: a new
+  // version is added. Blinded reviewers get no map id, so reopening goes by token only.
+  const [reopened, setReopened] = useState<string | null>(null);
   const { user } = useAuth();
   const submitted = useAsync(async () => (await api.reviews.list()).data, [saved?.id]);
   const mine = reviewsOf(submitted.data ?? [], user?.id ?? null);
@@ -68,7 +75,10 @@ export default function ReviewPage() {
   );
   const items = queue.data?.data ?? [];
   const current = pickCurrent(items, wanted);
-  const rows = queueRows(items, blinded);
+  // The server decides: a blinded round stays blinded whatever this page asks for.
+  const shownBlinded = queue.data?.blinded ?? blinded;
+  const enforced = queue.data?.enforced ?? false;
+  const rows = queueRows(items, shownBlinded);
 
   const onSaved = useCallback(
     (id: number, correction: boolean, earlier: number) => {
@@ -79,7 +89,7 @@ export default function ReviewPage() {
     },
     [queue],
   );
-  const reopenedReview = reopened === null ? null : (mine.find((m) => m.attributionId === reopened) ?? null);
+  const reopenedReview = reopened === null ? null : (mine.find((m) => m.item === reopened) ?? null);
 
   return (
     <div className="review-page" data-queue-count={queue.data ? items.length : undefined}>
@@ -106,14 +116,35 @@ export default function ReviewPage() {
             <input
               type="checkbox"
               name="blinded"
-              checked={blinded}
+              checked={shownBlinded}
+              disabled={enforced}
               onChange={(e) => {
                 setWanted(null);
                 setBlinded(e.target.checked);
               }}
             />{" "}
             Blinded (hide run names, shuffled order)
+            {enforced ? <span className="muted small"> — this project's review round is blinded</span> : null}
           </label>
+          {project?.role === "admin" ? (
+            <button
+              type="button"
+              data-review-round={project.review_blinded ? "blinded" : "open"}
+              title="Blinded: the project's clinicians see no run, method or map id (enforced by the server)"
+              onClick={async () => {
+                setRoundError(null);
+                try {
+                  await api.projects.update(project.id, { review_blinded: !project.review_blinded });
+                  projects.reload();
+                  queue.reload();
+                } catch (error) {
+                  setRoundError(errorMessage(error));
+                }
+              }}
+            >
+              {project.review_blinded ? "Open the review round" : "Blind the review round"}
+            </button>
+          ) : null}
           <a href={reviewsCsvUrl()} download className="button-link">
             Export reviews (CSV)
           </a>
@@ -130,22 +161,21 @@ export default function ReviewPage() {
         ) : null}
       </header>
       {queue.error ? <p className="error">{errorMessage(queue.error)}</p> : null}
+      {roundError ? <p className="error">{roundError}</p> : null}
       <div className="review-layout">
         <nav className="review-queue" aria-label="Review queue">
           <p className="muted small">{queue.data ? queueSummary(items.length, queue.data.reviewed) : "Loading…"}</p>
           <ol>
             {rows.map((row) => (
-              <li key={row.attributionId}>
+              <li key={row.item}>
                 <button
                   type="button"
-                  className={
-                    !reopenedReview && current?.attribution_id === row.attributionId ? "queue-item current" : "queue-item"
-                  }
-                  aria-current={!reopenedReview && current?.attribution_id === row.attributionId ? "true" : undefined}
-                  data-attribution-id={row.attributionId}
+                  className={!reopenedReview && current?.item === row.item ? "queue-item current" : "queue-item"}
+                  aria-current={!reopenedReview && current?.item === row.item ? "true" : undefined}
+                  data-item={row.item}
                   onClick={() => {
                     setReopened(null);
-                    setWanted(row.attributionId);
+                    setWanted(row.item);
                   }}
                 >
                   <span className="muted small">{row.position}</span> {row.title}
@@ -159,15 +189,15 @@ export default function ReviewPage() {
               <h3>Your reviews ({mine.length})</h3>
               <ol>
                 {mine.map((m) => (
-                  <li key={m.attributionId}>
+                  <li key={m.item}>
                     <button
                       type="button"
-                      className={reopened === m.attributionId ? "queue-item current" : "queue-item"}
-                      aria-current={reopened === m.attributionId ? "true" : undefined}
-                      data-reopen-attribution={m.attributionId}
-                      onClick={() => setReopened(m.attributionId)}
+                      className={reopened === m.item ? "queue-item current" : "queue-item"}
+                      aria-current={reopened === m.item ? "true" : undefined}
+                      data-reopen-item={m.item}
+                      onClick={() => setReopened(m.item)}
                     >
-                      Map #{m.attributionId}{" "}
+                      {m.name}{" "}
                       <span className="small">
                         rated {m.latest.rating} · {formatDate(m.latest.created_at)}
                         {m.history.length > 1 ? ` · ${m.history.length} versions` : ""}
@@ -182,19 +212,18 @@ export default function ReviewPage() {
         </nav>
         <section className="review-main">
           {reopenedReview ? (
-            <ReviewItem
-              key={`reopen-${reopenedReview.attributionId}`}
-              attributionId={reopenedReview.attributionId}
-              subjectId={null}
-              title={`Your review of map #${reopenedReview.attributionId}`}
+            <ReopenedReview
+              key={`reopen-${reopenedReview.item}`}
+              reviewed={reopenedReview}
+              blinded={shownBlinded}
               onSaved={onSaved}
-              history={reopenedReview.history}
             />
           ) : current ? (
             <ReviewItem
-              key={current.attribution_id}
-              attributionId={current.attribution_id}
+              key={current.item}
+              item={current.item}
               subjectId={current.subject_id}
+              stats={current.stats}
               title={current.label}
               onSaved={onSaved}
             />
@@ -249,25 +278,57 @@ export default function ReviewPage() {
   );
 }
 
+/**
+ * A map the user reviewed, opened again: the server describes it by the user's item token
+ * (subject and display statistics, blinded as the queue is), and the review goes by that token.
+ */
+function ReopenedReview({
+  reviewed,
+  blinded,
+  onSaved,
+}: {
+  reviewed: ReviewedMap;
+  blinded: boolean;
+  onSaved: (reviewId: number, correction: boolean, earlier: number) => void;
+}) {
+  const described = useAsync(() => api.reviews.item(reviewed.item, blinded), [reviewed.item, blinded]);
+  if (described.error) {
+    return (
+      <p className="error" role="alert">
+        {errorMessage(described.error)}
+      </p>
+    );
+  }
+  if (!described.data) return <p className="muted">Loading…</p>;
+  return (
+    <ReviewItem
+      item={reviewed.item}
+      subjectId={described.data.subject_id}
+      stats={described.data.stats}
+      title={`Your review of ${described.data.label}`}
+      onSaved={onSaved}
+      history={reviewed.history}
+    />
+  );
+}
+
 function ReviewItem({
-  attributionId,
+  item,
   subjectId,
+  stats: mapStats,
   title,
   onSaved,
   history = [],
 }: {
-  attributionId: number;
-  /** Null: read it from the attribution (a reopened review). */
-  subjectId: number | null;
+  item: string;
+  subjectId: number;
+  stats: ReviewQueueItem["stats"];
   title: string;
   onSaved: (reviewId: number, correction: boolean, earlier: number) => void;
   /** This user's earlier reviews of the map, newest first (amending adds a version). */
   history?: readonly SubmittedReview[];
 }) {
-  const data = useAsync(async () => {
-    const attribution = await api.attributions.get(attributionId);
-    return { subject: await api.subjects.get(subjectId ?? attribution.subject_id), attribution };
-  }, [subjectId, attributionId]);
+  const data = useAsync(async () => ({ subject: await api.subjects.get(subjectId) }), [subjectId]);
   const latest = history[0] ?? null;
   const { hostRef, controller, snapshot } = useViewerController();
   const [tool, setToolState] = useState<DrawTool>("off");
@@ -284,13 +345,13 @@ function ReviewItem({
 
   useEffect(() => {
     if (!controller || !loaded) return;
-    const stats = readStats(loaded.attribution.stats);
+    const stats = readStats(mapStats);
     void controller.load({
       imageUrl: subjectImageUrl(loaded.subject.id),
-      relevance: stats ? { url: attributionDisplayUrl(loaded.attribution.id), stats } : null,
+      relevance: stats ? { url: reviewItemDisplayUrl(item), stats } : null,
       lesionUrl: loaded.subject.has_mask ? subjectMaskDrawingUrl(loaded.subject.id) : null,
     });
-  }, [controller, loaded]);
+  }, [controller, loaded, item, mapStats]);
 
   const setTool = useCallback(
     (next: DrawTool) => {
@@ -338,7 +399,7 @@ function ReviewItem({
 
   const submit = async (e: React.FormEvent) => {
     e.preventDefault();
-    const result = validateReviewForm(form, attributionId);
+    const result = validateReviewForm(form, item);
     if (!result.ok) {
       setErrors(result.errors);
       return;
@@ -363,7 +424,7 @@ function ReviewItem({
 
   const state = data.error ? "error" : loaded ? snapshot.phase : "loading";
   return (
-    <div className="review-item" data-attribution-id={attributionId}>
+    <div className="review-item" data-item={item}>
       <h2>{title}</h2>
       {latest ? (
         <div className="note review-history" data-testid="review-history">

@@ -15,6 +15,7 @@ import { WatchPlot } from "../corrections/WatchPlot";
 import { INSTRUMENTATION_METRICS, INSTRUMENTATION_NOTE, groupsWithData, testMetrics } from "../runs/metricGroups";
 import { NextSteps } from "../runs/NextSteps";
 import { useLiveRun } from "../runs/useLiveRun";
+import { SiteMetricsPanel } from "../runs/SiteMetricsPanel";
 
 /** /runs/:id: status, progress, live curves, cancel/retry and the final test metrics. */
 export function RunPage() {
@@ -164,6 +165,7 @@ function RunView({ runId }: { runId: number }) {
           </table>
         )}
       </section>
+      {run ? <SiteMetricsPanel run={run} /> : null}
       {run?.status === "succeeded" ? <NextSteps run={run} writable={writable} /> : null}
       {run?.from_reviews_of != null ? <CorrectedSubjects runId={runId} refresh={run.status} /> : null}
       {run ? (
@@ -177,6 +179,11 @@ function RunView({ runId }: { runId: number }) {
       {run ? (
         <section className="panel">
           <h2>Configuration</h2>
+          {run.preset ? (
+            <p className="muted small" data-testid="run-preset">
+              Started from the preset <code>{run.preset}</code>; the values below are what the run used.
+            </p>
+          ) : null}
           <table className="table narrow-table">
             <tbody>
               {Object.entries(run.config).map(([key, value]) => (

@@ -18,7 +18,7 @@ import {
 
 describe("validateReviewForm", () => {
   it("asks for a rating and trust", () => {
-    const result = validateReviewForm({ rating: "", trust: "", comment: "" }, 3);
+    const result = validateReviewForm({ rating: "", trust: "", comment: "" }, "tok3");
     expect(result.ok).toBe(false);
     if (!result.ok) {
       expect(result.errors.rating).toMatch(/1 to 5/);
@@ -26,44 +26,46 @@ describe("validateReviewForm", () => {
     }
   });
   it("refuses ratings outside 1-5 and long comments", () => {
-    const bad = validateReviewForm({ rating: "6", trust: "yes", comment: "x".repeat(5001) }, 3);
+    const bad = validateReviewForm({ rating: "6", trust: "yes", comment: "x".repeat(5001) }, "tok3");
     expect(bad.ok).toBe(false);
     if (!bad.ok) {
       expect(bad.errors.rating).toBeDefined();
       expect(bad.errors.comment).toMatch(/5000/);
     }
-    expect(validateReviewForm({ rating: "2.5", trust: "no", comment: "" }, 3).ok).toBe(false);
+    expect(validateReviewForm({ rating: "2.5", trust: "no", comment: "" }, "tok3").ok).toBe(false);
   });
-  it("builds the request body", () => {
-    expect(validateReviewForm({ rating: "4", trust: "no", comment: "  ok " }, 9)).toEqual({
+  it("builds the request body, naming the map by its item token only", () => {
+    expect(validateReviewForm({ rating: "4", trust: "no", comment: "  ok " }, "a1b2")).toEqual({
       ok: true,
-      value: { attribution_id: 9, rating: 4, trust: false, comment: "ok" },
+      value: { item: "a1b2", rating: 4, trust: false, comment: "ok" },
     });
   });
 });
 
+const stats = { min: -1, max: 2, positive_mass: null, negative_mass: null, mean_abs: 0.5 };
+// As a blinded queue comes from the server: no map id, run or method.
 const items: ReviewQueueItem[] = [
-  { attribution_id: 7, subject_id: 2, label: "Map 3FA9C1", run_id: null, run_name: null, method: null },
-  { attribution_id: 3, subject_id: 1, label: "Map 00B2D4", run_id: null, run_name: null, method: null },
+  { item: "t7", attribution_id: null, subject_id: 2, label: "Map 3FA9C1", stats, run_id: null, run_name: null, method: null },
+  { item: "t3", attribution_id: null, subject_id: 1, label: "Map 00B2D4", stats, run_id: null, run_name: null, method: null },
 ];
 
 describe("queue display", () => {
   it("keeps the server's (shuffled) order and hides runs when blinded", () => {
     const rows = queueRows(items, true);
-    expect(rows.map((r) => r.attributionId)).toEqual([7, 3]);
+    expect(rows.map((r) => r.item)).toEqual(["t7", "t3"]);
     expect(rows.map((r) => r.position)).toEqual(["1 / 2", "2 / 2"]);
     expect(rows.every((r) => r.detail === null)).toBe(true);
   });
   it("names run and method when not blinded", () => {
-    const open = [{ ...items[0], run_id: 5, run_name: "lc", method: "ig", label: "lc · ig #7" }];
+    const open = [{ ...items[0], attribution_id: 7, run_id: 5, run_name: "lc", method: "ig", label: "lc · ig #7" }];
     expect(queueRows(open, false)[0].detail).toBe("run lc (#5) · ig · map #7");
     // a blinded answer never shows names, even if asked unblinded
     expect(queueRows(items, false)[0].detail).toBeNull();
   });
   it("picks the wanted item or the first", () => {
-    expect(pickCurrent(items, 3)?.attribution_id).toBe(3);
-    expect(pickCurrent(items, 99)?.attribution_id).toBe(7);
-    expect(pickCurrent([], 3)).toBeNull();
+    expect(pickCurrent(items, "t3")?.item).toBe("t3");
+    expect(pickCurrent(items, "gone")?.item).toBe("t7");
+    expect(pickCurrent([], "t3")).toBeNull();
   });
   it("summarises", () => {
     expect(queueSummary(2, 1)).toBe("2 maps to review, 1 done.");
@@ -129,13 +131,29 @@ describe("drawing", () => {
 });
 
 describe("reviewsOf", () => {
-  const r = (id: number, attribution_id: number, reviewer_id: number, rating = 3) =>
-    ({ id, attribution_id, reviewer_id, rating, trust: true, comment: "", created_at: "", has_correction: false });
-  it("groups the user's reviews by map, newest version and newest map first", () => {
-    const out = reviewsOf([r(1, 7, 2), r(2, 8, 2), r(3, 7, 2, 5), r(4, 7, 9)], 2);
-    expect(out.map((m) => m.attributionId)).toEqual([7, 8]);
+  const r = (id: number, item: string | null, reviewer_id: number, rating = 3, extra: object = {}) => ({
+    id,
+    attribution_id: null,
+    item,
+    label: item ? `Map ${item.toUpperCase()}` : null,
+    reviewer_id,
+    rating,
+    trust: true,
+    comment: "",
+    created_at: "",
+    has_correction: false,
+    ...extra,
+  });
+  it("groups the user's reviews by map token, newest version and newest map first", () => {
+    const out = reviewsOf([r(1, "t7", 2), r(2, "t8", 2), r(3, "t7", 2, 5), r(4, "t7", 9)], 2);
+    expect(out.map((m) => m.item)).toEqual(["t7", "t8"]);
+    expect(out[0].name).toBe("Map T7");
     expect(out[0].latest.rating).toBe(5);
     expect(out[0].history.map((h) => h.id)).toEqual([3, 1]);
-    expect(reviewsOf([r(1, 7, 2)], null)).toEqual([]);
+    expect(reviewsOf([r(1, "t7", 2)], null)).toEqual([]);
+  });
+  it("names a map of an open round by its id, and skips reviews without a token", () => {
+    const open = reviewsOf([r(1, "t7", 2, 3, { attribution_id: 7, label: null }), r(2, null, 2)], 2);
+    expect(open.map((m) => [m.item, m.name])).toEqual([["t7", "map #7"]]);
   });
 });

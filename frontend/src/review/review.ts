@@ -28,9 +28,10 @@ export const RATING_LABELS: Record<number, string> = {
 
 export type ReviewFormErrors = Partial<Record<keyof ReviewFormValues, string>>;
 
+/** The request body: the map is named by its queue item token (the server blinds by token). */
 export function validateReviewForm(
   values: ReviewFormValues,
-  attributionId: number,
+  item: string,
 ): { ok: true; value: ReviewCreate } | { ok: false; errors: ReviewFormErrors } {
   const errors: ReviewFormErrors = {};
   const rating = Number(values.rating);
@@ -40,36 +41,39 @@ export function validateReviewForm(
   const comment = values.comment.trim();
   if (comment.length > COMMENT_MAX) errors.comment = `The comment is longer than ${COMMENT_MAX} characters.`;
   if (Object.keys(errors).length > 0) return { ok: false, errors };
-  return { ok: true, value: { attribution_id: attributionId, rating, trust: values.trust === "yes", comment } };
+  return { ok: true, value: { item, rating, trust: values.trust === "yes", comment } };
 }
 
 // --- the queue -----------------------------------------------------------------------------
 
 export interface QueueRow {
-  attributionId: number;
+  item: string; // the map's opaque token for this user
   subjectId: number;
   position: string; // "1 / 7"
   title: string;
   detail: string | null; // run and method, unblinded only
 }
 
-/** Rows in the server's order (already shuffled per user when blinded); names only when unblinded. */
+/**
+ * Rows in the server's order (already shuffled per user when blinded); names only when unblinded.
+ * A blinded answer carries no run, method or map id at all: the server leaves them out.
+ */
 export function queueRows(items: readonly ReviewQueueItem[], blinded: boolean): QueueRow[] {
   return items.map((item, i) => ({
-    attributionId: item.attribution_id,
+    item: item.item,
     subjectId: item.subject_id,
     position: `${i + 1} / ${items.length}`,
     title: item.label,
     detail:
       blinded || item.run_name == null
         ? null
-        : `run ${item.run_name} (#${item.run_id ?? "?"}) · ${item.method ?? "?"} · map #${item.attribution_id}`,
+        : `run ${item.run_name} (#${item.run_id ?? "?"}) · ${item.method ?? "?"} · map #${item.attribution_id ?? "?"}`,
   }));
 }
 
-/** The item to show: the requested one while it is in the queue, else the first. */
-export function pickCurrent(items: readonly ReviewQueueItem[], wanted: number | null): ReviewQueueItem | null {
-  return items.find((i) => i.attribution_id === wanted) ?? items[0] ?? null;
+/** The item to show: the requested one (by token) while it is in the queue, else the first. */
+export function pickCurrent(items: readonly ReviewQueueItem[], wanted: string | null): ReviewQueueItem | null {
+  return items.find((i) => i.item === wanted) ?? items[0] ?? null;
 }
 
 export function queueSummary(count: number, reviewed: number): string {
@@ -185,25 +189,33 @@ export type SubmittedReview = components["schemas"]["ReviewPublic"];
 
 /** One map this user reviewed: the latest version first, then the earlier ones. */
 export interface ReviewedMap {
-  attributionId: number;
+  /** The user's opaque token of the map: reopening goes by it (blinded reviewers get no map id). */
+  item: string;
+  /** What the list calls the map: its blind label, or "map #id" in an open round. */
+  name: string;
   latest: SubmittedReview;
   history: SubmittedReview[];
 }
 
-/** The user's reviews grouped by map, newest map first; each map's versions newest first. */
+/**
+ * The user's reviews grouped by map (their item token: the server gives it with each of their
+ * own reviews, blinded or not), newest map first; each map's versions newest first.
+ */
 export function reviewsOf(reviews: readonly SubmittedReview[], userId: number | null): ReviewedMap[] {
   if (userId === null) return [];
-  const byMap = new Map<number, SubmittedReview[]>();
+  const byMap = new Map<string, SubmittedReview[]>();
   for (const r of reviews) {
-    if (r.reviewer_id !== userId) continue;
-    const list = byMap.get(r.attribution_id) ?? [];
+    if (r.reviewer_id !== userId || !r.item) continue;
+    const list = byMap.get(r.item) ?? [];
     list.push(r);
-    byMap.set(r.attribution_id, list);
+    byMap.set(r.item, list);
   }
   return [...byMap.entries()]
-    .map(([attributionId, list]) => {
+    .map(([item, list]) => {
       const history = [...list].sort((a, b) => b.id - a.id);
-      return { attributionId, latest: history[0], history };
+      const latest = history[0];
+      const name = latest.label ?? (latest.attribution_id != null ? `map #${latest.attribution_id}` : "map");
+      return { item, name, latest, history };
     })
     .sort((a, b) => b.latest.id - a.latest.id);
 }

@@ -63,7 +63,7 @@ from torch import nn
 
 from worker.ml.configs import AttributionConfig, RunConfig
 from worker.ml.nets import gradcam_layer, pathological_logit
-from worker.ml.transforms import IMAGE_KEY, preprocess, to_native
+from worker.ml.transforms import BRAIN_KEY, IMAGE_KEY, preprocess_for, to_native
 
 __all__ = [
     "AttributionResult",
@@ -202,6 +202,7 @@ def attribute_subject(
     *,
     device: str | torch.device = "cpu",
     references: torch.Tensor | None = None,
+    brain_path: Path | None = None,
 ) -> AttributionResult:
     """Compute the signed attribution map of one subject and bring it to native space.
 
@@ -217,12 +218,17 @@ def attribute_subject(
         device: Device to compute on.
         references: gradient_shap's reference images on the working grid (see
             ``attribute_batch``).
+        brain_path: The subject's stored brain mask, which the preprocessing crops to (as in
+            training); ``None``: computed from the image.
 
     Returns:
         The signed native-space map with its affine, logits and diagnostics.
     """
-    transform = preprocess(config.grid, augment=False, intensity=config.intensity)
-    image = transform({IMAGE_KEY: str(image_path)})[IMAGE_KEY]  # MetaTensor (1, *grid)
+    transform = preprocess_for(config)
+    item = {IMAGE_KEY: str(image_path)}
+    if brain_path is not None:
+        item[BRAIN_KEY] = str(brain_path)
+    image = transform(item)[IMAGE_KEY]  # MetaTensor (1, *grid)
     x = image.as_tensor()[None]  # (1, 1, *grid)
     maps, logits = _attribute(model, x, attribution, references, torch.device(device))
     attr_grid = maps.attributions.detach()[0].float().cpu()  # (1, *grid)
@@ -264,7 +270,7 @@ def load_on_grid(config: RunConfig, image_paths: Sequence[Path]) -> torch.Tensor
     Returns:
         ``(N, 1, *grid)`` float32 images, e.g. gradient_shap's references.
     """
-    transform = preprocess(config.grid, augment=False, intensity=config.intensity)
+    transform = preprocess_for(config)
     images = [transform({IMAGE_KEY: str(path)})[IMAGE_KEY].as_tensor() for path in image_paths]
     return torch.stack(images)
 

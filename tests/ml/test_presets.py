@@ -1,0 +1,62 @@
+"""Named presets (worker.ml.presets): valid configs, applied under the user's own fields."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from worker.ml.configs import RunConfig
+from worker.ml.presets import PRESETS, UnknownPreset, apply_preset, get_preset, preset_names
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_is_a_valid_run_config(name: str) -> None:
+    preset = get_preset(name)
+    assert preset["title"] and preset["description"]
+    config = RunConfig.model_validate(preset["config"])
+    # Every value the preset sets is what the run gets.
+    dumped = config.model_dump(mode="json")
+    for key, value in preset["config"].items():
+        if isinstance(value, dict):
+            assert {k: dumped[key][k] for k in value} == value, key
+        else:
+            assert dumped[key] == value, key
+
+
+def test_the_constrained_presets_constrain_and_the_classification_one_does_not() -> None:
+    settings = {n: get_preset(n)["config"]["loss_setting"] for n in preset_names()}
+    assert settings == {
+        "classification": "lc_only",
+        "constrained_supervised": "lc_la_supervised",
+        "constrained_weakly_supervised": "lc_la_unsupervised",
+    }
+
+
+def test_user_fields_override_the_preset_and_nested_ones_merge() -> None:
+    merged = apply_preset(
+        "constrained_weakly_supervised", {"epochs": 7, "lambda_a": {"value": 0.5}}
+    )
+    assert merged["epochs"] == 7 and merged["loss_setting"] == "lc_la_unsupervised"
+    assert merged["lambda_a"] == {"kind": "constant", "value": 0.5}
+    # The registry itself is untouched.
+    assert PRESETS["constrained_weakly_supervised"]["config"]["lambda_a"]["value"] == 5.0
+    merged["train_attribution"].append("gradient")
+    assert PRESETS["constrained_weakly_supervised"]["config"]["train_attribution"] == [
+        "integrated_gradients"
+    ]
+
+
+def test_an_unknown_preset_names_the_choices() -> None:
+    with pytest.raises(UnknownPreset, match=r"unknown preset 'turbo'.*'classification'"):
+        apply_preset("turbo", {})
+    with pytest.raises(UnknownPreset):
+        get_preset("turbo")
+
+
+def test_presets_do_not_import_torch() -> None:
+    probe = "import worker.ml.presets, sys; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr

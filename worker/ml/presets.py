@@ -1,0 +1,124 @@
+"""Named starting configurations of a training run: what a user picks instead of a blank form.
+
+A preset is a plain dict of ``RunConfig`` fields (the others keep RunConfig's defaults) with a
+title and a description. The API lists them (``GET /presets``) and applies one when a run is
+created with ``preset``: the preset's values first, then the fields the user gave explicitly.
+The launch form fills its fields from them.
+
+torch-free (the backend imports this module). The values are those the data-regime suite
+(``python -m worker.experiments regimes``, docs/experiments.md "Data regimes") evaluates on
+held-out generator seeds; the suite reads them from here, so what is measured is what a user
+gets.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, TypedDict
+
+__all__ = ["PRESETS", "Preset", "UnknownPreset", "apply_preset", "get_preset", "preset_names"]
+
+
+class Preset(TypedDict):
+    """One preset: its display title, what it is for, and its RunConfig fields."""
+
+    title: str
+    description: str
+    config: dict[str, Any]
+
+
+class UnknownPreset(ValueError):
+    """A preset name that is not one of ``PRESETS``."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"unknown preset {name!r}: choose one of {', '.join(repr(n) for n in PRESETS)}"
+        )
+        self.name = name
+
+
+# Shared by the three presets (docs/experiments.md, "Data regimes"): each subject's brain mask
+# crops the volume and zeroes the background; model selection on validation AUROC (ties to
+# the lowest calibrated validation loss); the logit offset calibrated on validation.
+_COMMON: dict[str, Any] = {
+    "network": "small_cnn",
+    "grid": [48, 56, 48],
+    "brain": "mask",
+    "epochs": 12,
+    "learning_rate": 3e-3,
+    "batch_size": 4,
+    "early_stopping_metric": "val_auroc",
+    "calibrate_logit": True,
+}
+# The attribution constraint's settings of the two constrained presets.
+_CONSTRAINT: dict[str, Any] = {
+    "train_attribution": ["integrated_gradients"],
+    "ig_steps": 4,
+    "lambda_a": {"kind": "constant", "value": 5.0},
+}
+
+PRESETS: dict[str, Preset] = {
+    "classification": {
+        "title": "Classification",
+        "description": (
+            "The classifier alone (L_C only): lesion versus healthy from the image label, no "
+            "attribution constraint. The baseline the constrained presets are compared with."
+        ),
+        "config": {"loss_setting": "lc_only", **_COMMON},
+    },
+    "constrained_supervised": {
+        "title": "Constrained, supervised",
+        "description": (
+            "Classifier plus the attribution constraint with lesion masks as targets (L_C + "
+            "lambda L_A): pathological relevance belongs on the lesions. Needs lesion masks "
+            "for the pathological training subjects."
+        ),
+        "config": {"loss_setting": "lc_la_supervised", **_COMMON, **_CONSTRAINT},
+    },
+    "constrained_weakly_supervised": {
+        "title": "Constrained, weakly supervised",
+        "description": (
+            "Classifier plus the attribution constraint from image labels only (L_C + lambda "
+            "L_A): healthy subjects must carry no pathological relevance. No masks needed."
+        ),
+        "config": {"loss_setting": "lc_la_unsupervised", **_COMMON, **_CONSTRAINT},
+    },
+}
+
+
+def preset_names() -> list[str]:
+    """The presets' names, in display order."""
+    return list(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    """A deep copy of the preset ``name``.
+
+    Raises:
+        UnknownPreset: If there is no such preset.
+    """
+    if name not in PRESETS:
+        raise UnknownPreset(name)
+    return copy.deepcopy(PRESETS[name])
+
+
+def apply_preset(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """The preset's config with ``config``'s fields on top (a new dict).
+
+    Nested settings given in ``config`` (``lambda_a``, ``regression``) are merged into the
+    preset's key by key, so ``{"lambda_a": {"value": 1}}`` keeps the preset's schedule kind.
+
+    Raises:
+        UnknownPreset: If there is no such preset.
+
+    Example:
+        >>> apply_preset("classification", {"epochs": 5})["epochs"]
+        5
+    """
+    merged = get_preset(name)["config"]
+    for key, value in config.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged

@@ -1,0 +1,501 @@
+"""The data-regime suite: every training preset on every regime, held-out seeds, 3+ seeds.
+
+    python -m worker.experiments regimes [--regimes NAME ...] [--presets NAME ...]
+        [--seeds 0 1 2] [--subjects N] [--epochs N] [--workers N] [--device auto]
+
+Each regime of ``worker.ml.regimes`` is generated with its **held-out** generator seed (never
+used to tune anything), then each preset is trained on it with each training seed through
+``worker.ml.training.train``, the code path of the platform's training jobs. Every run is
+scored on the test split twice, with the weights of the best epoch (chosen on validation) and
+with those of the last epoch, and the section ``regimes`` of docs/experiments.md gets one table
+per regime with mean +- sd over the seeds.
+
+The maps scored are Integrated Gradients (16 Gauss-Legendre points, eval mode) from the run's
+own baseline (``attribution_baseline``: the zero image, or the mean healthy training image),
+i.e. the map the constraint trained; the zero-baseline map of the same weights is scored too
+(``zero-IG`` columns) so that the reader sees whether the result carries over to it.
+
+Runs are independent processes (``--workers``); each writes its result as JSON under
+``--work``, and a rerun skips the runs already done, so an interrupted suite resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.ml.presets import PRESETS
+
+__all__ = ["VARIANTS", "main", "run_one", "summarise"]
+
+# The configurations compared. The three presets of the platform (worker.ml.presets) and the
+# former recipe of docs/experiments.md ("old_*"), kept to show what the new one fixes.
+_SHARED: dict[str, Any] = {
+    "network": "small_cnn",
+    "grid": [48, 56, 48],
+    "batch_size": 4,
+    "learning_rate": 3e-3,
+    "brain": "mask",
+    "val_attribution": True,
+    "grad_probe_batches": 0,
+}
+_IG4 = {"train_attribution": ["integrated_gradients"], "ig_steps": 4}
+_EG1 = {"train_attribution": ["expected_gradients"], "eg_k": 1}
+_WARM = {"lambda_a": {"kind": "linear_warmup", "value": 1.0, "warmup_epochs": 3}}
+_SUP = {**_SHARED, "loss_setting": "lc_la_supervised", "early_stopping_metric": "val_auroc"}
+_WEAK = {**_SHARED, "loss_setting": "lc_la_unsupervised", "early_stopping_metric": "val_auroc"}
+_L5 = {"lambda_a": {"value": 5.0}}
+_SUITE = {"grad_probe_batches": 0}  # instrumentation off: it costs a double backward
+VARIANTS: dict[str, dict[str, Any]] = {
+    # The presets, as the API applies them (worker.ml.presets).
+    "classification": {**PRESETS["classification"]["config"], **_SUITE},
+    "supervised": {**PRESETS["constrained_supervised"]["config"], **_SUITE},
+    "weakly": {**PRESETS["constrained_weakly_supervised"]["config"], **_SUITE},
+    # The former recipe of docs/experiments.md (what the outside trial used): no brain mask,
+    # no calibration, model selection on the validation lesion mass.
+    "old_supervised": {
+        **_SHARED,
+        "brain": "nonzero",
+        "calibrate_logit": False,
+        "loss_setting": "lc_la_supervised",
+        **_IG4,
+        **_L5,
+        "early_stopping_metric": "val_lesion_mass",
+    },
+    # Candidates of issue 15 item 4 (development seeds; docs/experiments.md has their numbers).
+    "classification_augment": {
+        **_SHARED,
+        "loss_setting": "lc_only",
+        "early_stopping_metric": "val_auroc",
+        "augment": True,
+    },
+    "classification_avgmax": {**PRESETS["classification"]["config"], **_SUITE, "pooling": "avgmax"},
+    "classification_avg": {**PRESETS["classification"]["config"], **_SUITE, "pooling": "avg"},
+    "sup_healthy_balanced": {
+        **_SUP,
+        **_IG4,
+        **_WARM,
+        "attribution_baseline": "healthy",
+        "attribution_balance": True,
+    },
+    "sup_zero_balanced": {
+        **_SUP,
+        **_IG4,
+        **_WARM,
+        "attribution_baseline": "zero",
+        "attribution_balance": True,
+    },
+    "weak_healthy": {**_WEAK, **_IG4, **_WARM, "attribution_baseline": "healthy"},
+    "sup_fixed_ratio": {
+        **_SUP,
+        **_IG4,
+        **_L5,
+        "grad_balance": "fixed_ratio",
+        "grad_balance_ratio": 0.5,
+    },
+    "weak_fixed_ratio": {
+        **_WEAK,
+        **_IG4,
+        **_L5,
+        "grad_balance": "fixed_ratio",
+        "grad_balance_ratio": 0.5,
+    },
+    "sup_eg_healthy": {
+        **_SUP,
+        **_EG1,
+        **_WARM,
+        "attribution_baseline": "healthy",
+        "attribution_balance": True,
+    },
+}
+TEST_STEPS = 16
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run of the suite."""
+
+    regime: str
+    variant: str
+    seed: int
+    subjects: int
+    epochs: int | None
+    device: str
+    threads: int
+    work: Path
+    overrides: dict[str, Any]
+    held_out: bool = True
+    tag: str = ""
+
+    @property
+    def result_path(self) -> Path:
+        data = "heldout" if self.held_out else "dev"
+        return (
+            self.work
+            / "results"
+            / f"{data}{self.tag}"
+            / self.regime
+            / f"n{self.subjects}"
+            / self.variant
+            / f"seed{self.seed}.json"
+        )
+
+
+def _data_dir(work: Path, regime: str, subjects: int, held_out: bool = True) -> Path:
+    return work / "data" / f"{regime}-n{subjects}-{'heldout' if held_out else 'dev'}"
+
+
+def _samples(records: Sequence[Any]) -> list[Any]:
+    from worker.ml.training import SubjectSample
+
+    return [
+        SubjectSample(
+            r.subject,
+            r.image,
+            r.mask,
+            r.label,
+            r.split,
+            site=r.site,  # type: ignore[arg-type]
+        )
+        for r in records
+    ]
+
+
+def run_one(job: Job) -> dict[str, Any]:
+    """Train one (regime, variant, seed) and score best and last weights on the test split."""
+    import torch
+
+    from worker.ml.configs import RunConfig
+    from worker.ml.regimes import REGIMES, generate_regime
+    from worker.ml.training import train
+
+    torch.set_num_threads(job.threads)
+    regime = REGIMES[job.regime].with_subjects(job.subjects)
+    records = generate_regime(
+        _data_dir(job.work, job.regime, job.subjects, job.held_out), regime, held_out=job.held_out
+    )
+    fields = {**VARIANTS[job.variant], **job.overrides}
+    if job.epochs is not None:
+        fields["epochs"] = job.epochs
+    config = RunConfig.model_validate({**fields, "seed": job.seed, "device": job.device})
+    run_dir = job.result_path.with_suffix("")
+    started = time.perf_counter()
+    result = train(config, _samples(records), checkpoint_dir=run_dir)
+    seconds = time.perf_counter() - started
+    out: dict[str, Any] = {
+        "regime": job.regime,
+        "variant": job.variant,
+        "seed": job.seed,
+        "subjects": job.subjects,
+        "held_out": job.held_out,
+        "config": config.model_dump(mode="json"),
+        "best_epoch": result.best_epoch,
+        "epochs_completed": result.epochs_completed,
+        "seconds": seconds,
+        "history": result.history,
+    }
+    for which, path in (("best", result.best_checkpoint), ("last", result.last_checkpoint)):
+        out[which] = score_checkpoint(path, config, records, regime.site_artefact)
+    job.result_path.parent.mkdir(parents=True, exist_ok=True)
+    job.result_path.write_text(json.dumps(out, default=float))
+    for name in ("best.pt", "last.pt"):
+        (run_dir / name).unlink(missing_ok=True)
+    return out
+
+
+def score_checkpoint(
+    path: Path, config: Any, records: Sequence[Any], artefact: bool
+) -> dict[str, Any]:
+    """Classification and attribution metrics of one checkpoint on the test split."""
+    import torch
+
+    from worker.ml.evaluation import attribution_maps
+    from worker.ml.metrics import attribution_report
+    from worker.ml.nets import pathological_logit
+    from worker.ml.training import classification_metrics, load_baseline, load_model
+    from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess_for
+
+    device = torch.device(config.device if config.device != "auto" else "cpu")
+    if config.device == "auto" and torch.cuda.is_available():
+        device = torch.device("cuda")
+    model, _ = load_model(path, device=device)
+    baseline = load_baseline(path)
+    transform = preprocess_for(config)
+    test = [r for r in records if r.split == "test"]
+    images, masks, labels = [], [], []
+    for r in test:
+        item = transform({IMAGE_KEY: str(r.image), **({MASK_KEY: str(r.mask)} if r.mask else {})})
+        images.append(torch.as_tensor(item[IMAGE_KEY].as_tensor()))
+        masks.append(None if r.mask is None else item[MASK_KEY].as_tensor()[0].numpy() > 0.5)
+        labels.append(int(r.label))
+    with torch.no_grad():
+        logits = torch.cat(
+            [
+                pathological_logit(model(torch.stack(images[i : i + 8]).to(device))).float().cpu()
+                for i in range(0, len(images), 8)
+            ]
+        ).numpy()
+    probabilities = 1.0 / (1.0 + np.exp(-logits))
+    scores: dict[str, Any] = dict(classification_metrics(labels, probabilities))
+    scores["mean_logit_healthy"] = float(
+        np.mean([g for g, y in zip(logits, labels, strict=True) if y == 0])
+    )
+    scores["mean_logit_pathological"] = float(
+        np.mean([g for g, y in zip(logits, labels, strict=True) if y == 1])
+    )
+    bases = {"own": baseline, "zero": None} if baseline is not None else {"own": None}
+    for name, base in bases.items():
+        maps, _ = attribution_maps(
+            model, images, steps=TEST_STEPS, method="gausslegendre", device=device, baseline=base
+        )
+        brains = [(image != 0).any(dim=0).numpy() for image in images]
+        report = attribution_report(
+            maps, masks, labels, threshold=0.0, brain_masks=brains, top_k_percent=5.0
+        )
+        lesion_positive, chance = [], []
+        for a, m, b, y in zip(maps, masks, brains, labels, strict=True):
+            if y == 1 and m is not None and m.any():
+                lesion_positive.append(float((a[m] > 0).mean()))
+                chance.append(float(m[b].mean()) if b.any() else float("nan"))
+        prefix = "" if name == "own" else "zero_"
+        scores[prefix + "lesion_mass"] = report["lesion_mass"]
+        scores[prefix + "healthy_share"] = report["healthy_share"]
+        scores[prefix + "voxel_auroc"] = report["voxel_auroc"]
+        scores[prefix + "pointing"] = report["pointing_game"]
+        scores[prefix + "dice_top5"] = report["dice_top_k"]
+        scores[prefix + "lesion_positive"] = float(np.mean(lesion_positive))
+        scores[prefix + "chance_mass"] = float(np.mean(chance))
+    if artefact:
+        scores.update(_artefact_scores(model, config, records, baseline, device))
+    if baseline is None:
+        for key in ("lesion_mass", "healthy_share", "lesion_positive", "voxel_auroc"):
+            scores["zero_" + key] = scores[key]
+    return scores
+
+
+def _artefact_scores(
+    model: Any, config: Any, records: Sequence[Any], baseline: Any, device: Any
+) -> dict[str, Any]:
+    """Share of positive relevance on the zipper line, for site-A pathological val subjects."""
+    import torch
+
+    from worker.ml.evaluation import attribution_maps
+    from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess_for
+
+    transform = preprocess_for(config)
+    chosen = [r for r in records if r.split == "val" and r.label == 1 and r.site == "A"]
+    images, regions = [], []
+    for r in chosen:
+        region = Path(r.image).with_name("artefact.nii.gz")
+        item = transform({IMAGE_KEY: str(r.image), MASK_KEY: str(region)})
+        images.append(torch.as_tensor(item[IMAGE_KEY].as_tensor()))
+        regions.append(item[MASK_KEY].as_tensor()[0].numpy() > 0.5)
+    if not images:
+        return {}
+    maps, _ = attribution_maps(
+        model, images, steps=TEST_STEPS, method="gausslegendre", device=device, baseline=baseline
+    )
+    shares = []
+    for a, region in zip(maps, regions, strict=True):
+        positive = np.clip(a, 0, None)
+        total = positive.sum()
+        shares.append(float(positive[region].sum() / total) if total > 0 else 0.0)
+    chance = float(np.mean([region.mean() for region in regions]))
+    return {"artefact_share": float(np.mean(shares)), "artefact_chance": chance}
+
+
+# --- report ----------------------------------------------------------------------------------
+
+_COLUMNS = (
+    ("auroc", "AUROC"),
+    ("accuracy", "Acc"),
+    ("lesion_mass", "Lesion mass"),
+    ("lesion_positive", "Lesion vox A>0"),
+    ("healthy_share", "Healthy share"),
+    ("zero_lesion_mass", "zero-IG mass"),
+    ("zero_healthy_share", "zero-IG healthy"),
+)
+
+
+def _mean_sd(values: Sequence[float | None]) -> str:
+    present = [float(v) for v in values if v is not None and np.isfinite(float(v))]
+    if not present:
+        return "n/a"
+    if len(present) == 1:
+        return f"{present[0]:.2f}"
+    return f"{np.mean(present):.2f} ± {np.std(present, ddof=1):.2f}"
+
+
+def summarise(results: Sequence[dict[str, Any]]) -> str:
+    """Markdown tables (one per regime and subject count): mean ± sd over seeds, best | last."""
+    from worker.ml.regimes import REGIMES
+
+    lines: list[str] = []
+    keys = sorted(
+        {(r["regime"], r["subjects"]) for r in results},
+        key=lambda k: (list(REGIMES).index(k[0]), k[1]),
+    )
+    for regime, subjects in keys:
+        group = [r for r in results if r["regime"] == regime and r["subjects"] == subjects]
+        chance = _mean_sd([r["best"].get("chance_mass") for r in group])
+        seed = "held-out" if group[0].get("held_out", True) else "development"
+        lines.append(
+            f"**{regime}** ({REGIMES[regime].description}; {subjects} subjects, {seed} "
+            f"generator seed; lesion-mass chance level {chance})\n"
+        )
+        header = ["Preset", "Seeds", "Best epoch"] + [
+            f"{title} best / last" for _, title in _COLUMNS
+        ]
+        artefact = any("artefact_share" in r["best"] for r in group)
+        if artefact:
+            header.append("Artefact share best / last")
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        for variant in VARIANTS:
+            runs = [r for r in group if r["variant"] == variant]
+            if not runs:
+                continue
+            row = [variant, str(len(runs)), _mean_sd([r["best_epoch"] for r in runs])]
+            for key, _ in _COLUMNS:
+                best = _mean_sd([r["best"].get(key) for r in runs])
+                last = _mean_sd([r["last"].get(key) for r in runs])
+                row.append(f"{best} / {last}")
+            if artefact:
+                row.append(
+                    f"{_mean_sd([r['best'].get('artefact_share') for r in runs])} / "
+                    f"{_mean_sd([r['last'].get('artefact_share') for r in runs])}"
+                )
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    from worker.ml.regimes import REGIMES
+
+    parser = argparse.ArgumentParser(prog="python -m worker.experiments regimes")
+    parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
+    parser.add_argument(
+        "--presets",
+        nargs="+",
+        default=["classification", "supervised", "weakly"],
+        choices=list(VARIANTS),
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--subjects", type=int, default=None, help="default: each regime's own")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--work", type=Path, default=Path(".experiments"))
+    parser.add_argument("--out", type=Path, default=Path("docs/experiments.md"))
+    parser.add_argument("--section", default="regimes")
+    parser.add_argument("--overrides", default="{}", help="JSON of RunConfig fields for every run")
+    parser.add_argument("--no-write", action="store_true", help="print the tables only")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="development seeds of the generator (for tuning; implies --no-write)",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the result folder (probes)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the suite (resuming finished runs) and write its section of the docs."""
+    from tqdm import tqdm
+
+    from worker.experiments import write_section
+    from worker.ml.regimes import REGIMES
+
+    options = _parser().parse_args(argv)
+    overrides = json.loads(options.overrides)
+    jobs = [
+        Job(
+            regime,
+            variant,
+            seed,
+            options.subjects or REGIMES[regime].n_subjects,
+            options.epochs,
+            options.device,
+            options.threads,
+            options.work.resolve(),
+            overrides,
+            held_out=not options.dev,
+            tag=options.tag,
+        )
+        for variant in options.presets  # the first presets named finish first
+        for seed in options.seeds
+        for regime in options.regimes
+    ]
+    # Data first, once per regime (in parallel subject by subject), so runs never race on it.
+    from worker.ml.regimes import generate_regime
+
+    for regime in options.regimes:
+        n = options.subjects or REGIMES[regime].n_subjects
+        generate_regime(
+            _data_dir(options.work.resolve(), regime, n, not options.dev),
+            REGIMES[regime].with_subjects(n),
+            held_out=not options.dev,
+            workers=max(1, options.workers),
+        )
+    started = time.perf_counter()
+    todo = [job for job in jobs if not job.result_path.exists()]
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="regime suite", unit="run")
+    failures = []
+    if options.workers > 1 and len(todo) > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=options.workers, mp_context=context) as pool:
+            futures = {pool.submit(run_one, job): job for job in todo}
+            for future in as_completed(futures):
+                job = futures[future]
+                try:
+                    future.result()
+                    print(f"done {job.regime}/{job.variant}/seed{job.seed}", flush=True)
+                except Exception as exc:  # report every failure, keep the others running
+                    failures.append((job, exc))
+                bar.update(1)
+    else:
+        for job in todo:
+            try:
+                run_one(job)
+            except Exception as exc:
+                failures.append((job, exc))
+            bar.update(1)
+    bar.close()
+    for job, exc in failures:
+        print(f"FAILED {job.regime}/{job.variant}/seed{job.seed}: {exc!r}", file=sys.stderr)
+    results = [json.loads(job.result_path.read_text()) for job in jobs if job.result_path.exists()]
+    tables = summarise(results)
+    command = "python -m worker.experiments regimes " + " ".join(argv or sys.argv[1:])
+    body = "\n".join(
+        [
+            f"Command: `{command.strip()}`",
+            f"Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, "
+            f"{os.cpu_count()} CPUs, device {options.device}; "
+            f"{time.perf_counter() - started:.0f} s for the runs not already done.",
+            "",
+            tables,
+        ]
+    )
+    print(tables)
+    if not (options.no_write or options.dev):
+        write_section(options.out, options.section, body)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -107,6 +107,13 @@ def test_drop_folder_and_zip_preview_and_site(pipeline, tmp_path: Path) -> None:
         # only that file is marked (issue 17 item 9), the others wait for the user's choice.
         folder_input.set_input_files(str(folder))
         _wait_items(page, 3, "rejected,uploaded")
+        # The files are "uploaded" before the import answers (it computes brain masks now):
+        # wait for its answer, which marks the broken image.
+        page.wait_for_function(
+            """() => document.querySelector('.upload-item[data-path="study/broken.nii.gz"]')
+                ?.dataset.state === 'rejected'""",
+            timeout=60_000,
+        )
         states = page.locator(".upload-item").evaluate_all(
             "els => Object.fromEntries(els.map(e => [e.dataset.path, e.dataset.state]))"
         )

@@ -31,7 +31,9 @@ class ReviewCreate(BaseModel):
 
 class ReviewPublic(ORMModel):
     """A review. For a blinded reviewer ``attribution_id`` is null and ``item`` is their
-    opaque token of the map (with the map's blind ``label``)."""
+    opaque token of the map (with the map's blind ``label``). The current user's own reviews
+    always carry ``item`` (``GET /reviews/items/{item}`` describes the map, to reopen the
+    review); other users' reviews do not."""
 
     id: int
     attribution_id: int | None

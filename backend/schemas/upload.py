@@ -42,13 +42,9 @@ class ImportFromUploads(BaseModel):
     upload_ids: list[str] = Field(min_length=1, max_length=10000)
     # Only for a BIDS folder whose subjects have both: which image to take.
     modality: Literal["T1w", "FLAIR"] | None = None
-
-
-class ImportPublic(BaseModel):
-    dataset_id: int
-    layout: Literal["manifest", "bids"]
-    data: list[SubjectPublic]
-    count: int
+    # Store the subjects whose rows pass and report the others (in ``rejected``); problems
+    # not tied to a row still refuse the whole import.
+    skip_invalid: bool = False
 
 
 class ImportProblem(BaseModel):
@@ -58,6 +54,15 @@ class ImportProblem(BaseModel):
     file: str | None = None
     row: int | None = None
     problem: str
+
+
+class ImportPublic(BaseModel):
+    dataset_id: int
+    layout: Literal["manifest", "bids"]
+    data: list[SubjectPublic]
+    count: int
+    # With skip_invalid: what was wrong with the rows that were left out.
+    rejected: list[ImportProblem] = Field(default_factory=list)
 
 
 class ImportErrors(BaseModel):

@@ -1114,6 +1114,8 @@ class ImportResult:
     layout: Literal["manifest", "bids"]
     subjects: list[Subject]
     consumed: list[Path]  # uploads' part files to delete once the transaction is committed
+    # With skip_invalid: the problems of the rows left out (empty otherwise).
+    rejected: list[Problem] = field(default_factory=list)
 
 
 def _upload_files(
@@ -1188,6 +1190,7 @@ def import_subjects(
     limits: Limits,
     modality: str | None = None,
     problems: Iterable[Problem] = (),
+    skip_invalid: bool = False,
 ) -> ImportResult:
     """Check a whole import, then store its subjects in the session (the caller commits).
 
@@ -1199,6 +1202,10 @@ def import_subjects(
         staging: This import's staging folder, removed by the caller.
         modality: ``T1w`` or ``FLAIR``: which BIDS image to take where a subject has both.
         problems: Problems already found while receiving the files.
+        skip_invalid: Store the subjects whose rows have no problem and report the others
+            (``ImportResult.rejected``). Problems not tied to a row (the table, the upload,
+            a file named twice) and size limits still refuse the whole import, as does a table
+            with no valid row.
 
     Raises:
         ImportFailed: Every problem found; nothing was stored.
@@ -1232,6 +1239,13 @@ def import_subjects(
                 checked.append((p, _validate(fileset, p, found)))
             except ImportFailed as exc:  # a size limit: stop, with what was found so far
                 raise ImportFailed([*found, *exc.problems]) from None
+        rejected: list[Problem] = []
+        if skip_invalid and found and all(p.row is not None for p in found):
+            bad_rows = {p.row for p in found}
+            kept = [(p, f) for p, f in checked if p.row not in bad_rows and f is not None]
+            if kept:
+                rejected, checked = list(found), kept
+                found = Problems()
         found.stop_if_any()
     finally:
         if isinstance(fileset, ZipFiles):
@@ -1260,4 +1274,4 @@ def import_subjects(
     for upload in uploads:
         session.delete(upload)
     session.flush()
-    return ImportResult(layout, subjects, consumed)
+    return ImportResult(layout, subjects, consumed, rejected)

@@ -36,6 +36,7 @@ __all__ = [
     "blinded_label",
     "check_may_correct",
     "correction_file",
+    "describe_item",
     "item_token",
     "queue",
     "resolve_item",
@@ -89,6 +90,23 @@ def _succeeded_maps(session: Session, project_ids: list[int]):  # type: ignore[n
     ).all()
 
 
+def _queue_item(
+    secret: bytes, user: User, m: AttributionMap, run_name: str, *, blinded: bool
+) -> ReviewQueueItem:
+    return ReviewQueueItem(
+        item=item_token(secret, user.id, m.id),
+        attribution_id=None if blinded else m.id,
+        subject_id=m.subject_id,
+        label=(
+            blinded_label(secret, user.id, m.id) if blinded else f"{run_name} · {m.method} #{m.id}"
+        ),
+        stats=_display_stats(m.stats),
+        run_id=None if blinded else m.run_id,
+        run_name=None if blinded else run_name,
+        method=None if blinded else m.method,
+    )
+
+
 def queue(
     session: Session, user: User, project_id: int, *, blinded: bool, secret: bytes
 ) -> ReviewQueue:
@@ -107,21 +125,7 @@ def queue(
     pending = [(m, name) for m, name, _ in rows if m.id not in reviewed]
     if blinded:
         pending.sort(key=lambda row: _order_key(secret, user.id, row[0].id))
-    items = [
-        ReviewQueueItem(
-            item=item_token(secret, user.id, m.id),
-            attribution_id=None if blinded else m.id,
-            subject_id=m.subject_id,
-            label=(
-                blinded_label(secret, user.id, m.id) if blinded else f"{name} · {m.method} #{m.id}"
-            ),
-            stats=_display_stats(m.stats),
-            run_id=None if blinded else m.run_id,
-            run_name=None if blinded else name,
-            method=None if blinded else m.method,
-        )
-        for m, name in pending
-    ]
+    items = [_queue_item(secret, user, m, name, blinded=blinded) for m, name in pending]
     return ReviewQueue(
         project_id=project_id,
         blinded=blinded,
@@ -144,11 +148,25 @@ def resolve_item(session: Session, user: User, item: str, *, secret: bytes) -> A
     raise NotFound("review item not found")
 
 
+def describe_item(
+    session: Session, user: User, item: str, *, blinded: bool, secret: bytes
+) -> ReviewQueueItem:
+    """The map ``item`` names for ``user``, as the queue shows it (reviewed or not), so that a
+    reviewer can reopen their review of it. Blinded as the queue is: always for a blinded
+    reviewer of the project, whatever ``blinded`` asks for."""
+    m = resolve_item(session, user, item, secret=secret)
+    project_id = projects.project_of(session, m)
+    projects.require(session, user, project_id, projects.REVIEW)
+    blinded = blinded or projects.is_blinded(session, user, project_id)
+    run = session.get(Run, m.run_id)
+    return _queue_item(secret, user, m, run.name if run else "", blinded=blinded)
+
+
 def review_public(
     session: Session, user: User, review: Review, *, secret: bytes, blinded: set[int] | None = None
 ) -> ReviewPublic:
     """A review as ``user`` may see it: blinded in their blinded projects (no attribution id;
-    their token and label of the map instead)."""
+    their token and label of the map instead); their own reviews carry their token of the map."""
     if blinded is None:
         blinded = projects.blinded_project_ids(session, user)
     public = ReviewPublic.model_validate(review)
@@ -159,6 +177,11 @@ def review_public(
                 "item": item_token(secret, user.id, review.attribution_id),
                 "label": blinded_label(secret, user.id, review.attribution_id),
             }
+        )
+    if review.reviewer_id == user.id:
+        # The user's own review carries their token of the map, to reopen it by token.
+        return public.model_copy(
+            update={"item": item_token(secret, user.id, review.attribution_id)}
         )
     return public
 

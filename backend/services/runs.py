@@ -147,7 +147,8 @@ def _check_targets(dataset: Dataset) -> None:
         raise InvalidInput(
             f"a regression run needs a target on every training subject; "
             f"{len(missing)} of {len(train)} have none: {shown} "
-            "(set it with PATCH /subjects/{id} or the manifest's target column)"
+            "(set it in the Target column of the dataset page's subject table, or with the "
+            "target column of an import manifest)"
         )
 
 

@@ -2,6 +2,7 @@ import { Suspense, lazy } from "react";
 import { Link, Route, Routes } from "react-router";
 import { AuthProvider, RequireAuth } from "./auth/AuthContext";
 import { Layout } from "./components/Layout";
+import { AccountPage, ProjectMembersPage, ProjectsPage, UsersPage } from "./pages/AdminPages";
 import { DatasetPage } from "./pages/DatasetPage";
 import { HomePage } from "./pages/HomePage";
 import { LaunchRunPage } from "./pages/LaunchRunPage";
@@ -13,6 +14,8 @@ import { RunPage } from "./pages/RunPage";
 const ViewerPage = lazy(() => import("./pages/ViewerPage"));
 const ComparePage = lazy(() => import("./pages/ComparePage"));
 const ReviewPage = lazy(() => import("./pages/ReviewPage"));
+const GuidePage = lazy(() => import("./pages/GuidePage"));
+const ApiReferencePage = lazy(() => import("./pages/ApiReferencePage"));
 
 export function App() {
   return (
@@ -55,6 +58,26 @@ export function App() {
               </Suspense>
             }
           />
+          <Route
+            path="guide"
+            element={
+              <Suspense fallback={<p className="muted">Loading the guide…</p>}>
+                <GuidePage />
+              </Suspense>
+            }
+          />
+          <Route
+            path="api"
+            element={
+              <Suspense fallback={<p className="muted">Loading the API reference…</p>}>
+                <ApiReferencePage />
+              </Suspense>
+            }
+          />
+          <Route path="account" element={<AccountPage />} />
+          <Route path="projects" element={<ProjectsPage />} />
+          <Route path="projects/:projectId" element={<ProjectMembersPage />} />
+          <Route path="users" element={<UsersPage />} />
           <Route path="*" element={<NotFound />} />
         </Route>
       </Routes>

@@ -223,6 +223,46 @@ def test_item8_blinded_reviewer_cannot_see_run(world: World) -> None:
     assert _audit(world.admin, "review_blinding")[0]["detail"].startswith("review round opened")
 
 
+def test_item8_reopening_a_review_goes_by_the_reviewers_token(world: World) -> None:
+    """Issue 17 item 12 under blinding: a reviewer's own reviews carry their token of the map,
+    and GET /reviews/items/{item} describes it (blinded as the queue is) after it left the queue,
+    so the review can be reopened and amended without a map id."""
+    clin = world.clients["clin"]
+    item = clin.get(f"{API}/reviews/queue", params={"project_id": world.project}).json()["data"][0]
+    first = clin.post(f"{API}/reviews", json={"item": item["item"], "rating": 2, "trust": False})
+    assert first.status_code == 201, first.text
+    described = clin.get(f"{API}/reviews/items/{item['item']}", params={"blinded": False})
+    assert described.status_code == 200, described.text
+    body = described.json()
+    assert body["item"] == item["item"] and body["label"] == item["label"]
+    assert body["subject_id"] == world.subject and body["stats"]["max"] == 2.0
+    assert body["attribution_id"] is None and body["run_id"] is None and body["method"] is None
+    assert "secret-run" not in described.text
+    again = clin.post(f"{API}/reviews", json={"item": item["item"], "rating": 4, "trust": True})
+    assert again.status_code == 201, again.text
+    mine = [r for r in clin.get(f"{API}/reviews").json()["data"] if r["item"] == item["item"]]
+    assert [r["rating"] for r in mine] == [2, 4]
+    # Another user's token names nothing here; nor does a made-up one.
+    other = world.clients["res"].get(f"{API}/reviews/queue", params={"project_id": world.project})
+    assert clin.get(f"{API}/reviews/items/{other.json()['data'][0]['item']}").status_code == 404
+    assert clin.get(f"{API}/reviews/items/{'0' * 32}").status_code == 404
+    # Unblinded (the researcher), the own review's token is there too, beside the map id.
+    res = world.clients["res"]
+    res_item = other.json()["data"][0]
+    made = res.post(f"{API}/reviews", json={"item": res_item["item"], "rating": 3, "trust": True})
+    assert made.status_code == 201, made.text
+    assert made.json()["item"] == res_item["item"] and made.json()["attribution_id"] in world.maps
+    shown = res.get(f"{API}/reviews/items/{res_item['item']}", params={"blinded": False}).json()
+    assert shown["attribution_id"] == made.json()["attribution_id"] and shown["run_id"] == world.run
+    # Others' reviews do not carry the researcher's token of the map.
+    others = [
+        r
+        for r in res.get(f"{API}/reviews").json()["data"]
+        if r["reviewer_id"] != made.json()["reviewer_id"]
+    ]
+    assert others and all(r["item"] is None for r in others)
+
+
 def test_item8_a_clinician_cannot_reopen_the_round(world: World) -> None:
     clin = world.clients["clin"]
     resp = clin.patch(f"{API}/projects/{world.project}", json={"review_blinded": False})

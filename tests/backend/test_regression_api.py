@@ -85,6 +85,8 @@ def test_regression_run_without_training_targets_is_422_naming_them(
     detail = resp.json()["detail"]
     assert "s1" in detail and "1 of 2" in detail
     assert "s0" not in detail and "s2" not in detail  # s0 has one; s2 is a test subject
+    # Said for a browser user: where to set it, not an API call.
+    assert "Target column of the dataset page" in detail and "PATCH" not in detail
     assert api.get("/api/v1/runs").json()["count"] == 0  # nothing stored
 
     # Once s1 has a target the same run is accepted (s2, a test subject, may stay without).

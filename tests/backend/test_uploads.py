@@ -800,3 +800,49 @@ def test_upload_benchmark_quick_runs(tmp_path: Path) -> None:
     text = out.read_text()
     assert "<!-- upload:begin -->" in text and "<!-- upload:end -->" in text
     assert "MB/s" in text and "kept" in text
+
+
+def test_skip_invalid_stores_the_valid_rows_and_reports_the_others(
+    api: TestClient, dataset_id: int, app_env: Path
+) -> None:
+    files = subject_files(2)
+    files["nan.nii.gz"] = _nan_volume()
+    rows = manifest_rows(2) + [
+        ["s-nan", "nan.nii.gz", "", "1", "", "", ""],
+        ["s-gone", "gone.nii.gz", "", "1", "", "", ""],
+    ]
+    manifest = ("manifest.csv", table(rows))
+    # By default a bad row refuses the whole import.
+    assert post_import(api, dataset_id, files, manifest).status_code == 422
+    _assert_nothing_stored(api, dataset_id, app_env)
+
+    parts: Files = [("files", (name, data)) for name, data in files.items()]
+    parts.append(("manifest", manifest))
+    resp = api.post(
+        f"/api/v1/datasets/{dataset_id}/imports", files=parts, data={"skip_invalid": "true"}
+    )
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    assert sorted(s["subject_key"] for s in body["data"]) == ["sub-00", "sub-01"]
+    assert {(e["file"], e["row"]) for e in body["rejected"]} == {
+        ("nan.nii.gz", 4),
+        ("gone.nii.gz", 5),
+    }
+    keys = [
+        s["subject_key"] for s in api.get(f"/api/v1/datasets/{dataset_id}/subjects").json()["data"]
+    ]
+    assert sorted(keys) == ["sub-00", "sub-01"]
+
+
+def test_skip_invalid_still_refuses_table_problems_and_all_bad_tables(
+    api: TestClient, dataset_id: int, app_env: Path
+) -> None:
+    files = {"nan.nii.gz": _nan_volume()}
+    rows = [HEADER, ["s-nan", "nan.nii.gz", "", "1", "", "", ""]]
+    parts: Files = [("files", (name, data)) for name, data in files.items()]
+    parts.append(("manifest", ("manifest.csv", table(rows))))
+    resp = api.post(
+        f"/api/v1/datasets/{dataset_id}/imports", files=parts, data={"skip_invalid": "true"}
+    )
+    assert resp.status_code == 422, resp.text  # no valid row: nothing to import
+    _assert_nothing_stored(api, dataset_id, app_env)

@@ -157,6 +157,67 @@ def count_colours(png: Path) -> ColourCounts:
     )
 
 
+# A channel this much above the other two makes a pixel red- or blue-dominant.
+DOMINANCE_MARGIN = 24
+# A pixel is changed by the overlay when one channel moved by more than this (anti-aliasing and
+# the renderer's rounding stay below it).
+CHANGE_TOLERANCE = 12
+# A composite pixel is darker than the MR when its brightest channel is this much below the MR's.
+DARKER_TOLERANCE = 6
+# The MR (and the black around it) is drawn in gray: channels within this of each other.
+GRAY_SPREAD = 12
+
+
+@dataclass(frozen=True)
+class OverlayColours:
+    """The pixels an overlay changes, compared with a screenshot of the same view without it.
+
+    ``darker`` counts changed pixels whose brightness (the largest channel, HSV value) fell
+    below the MR's under them by more than DARKER_TOLERANCE: a saturated red or blue over gray
+    keeps or raises it, a black-to-red ramp near its dark end lowers it.
+    """
+
+    changed: int
+    red: int
+    blue: int
+    darker: int
+    mean_drop: float
+
+    @property
+    def dominant_fraction(self) -> float:
+        return (self.red + self.blue) / self.changed if self.changed else 0.0
+
+    def __str__(self) -> str:
+        share = lambda n: f"{100 * n / self.changed:.1f}%" if self.changed else "-"  # noqa: E731
+        return (
+            f"{self.changed} changed px: red-dominant {share(self.red)}, blue-dominant "
+            f"{share(self.blue)}, darker than the MR {share(self.darker)}"
+        )
+
+
+def overlay_colours(with_overlay: Path, without_overlay: Path) -> OverlayColours:
+    """Classifies the pixels that differ between two screenshots of the same view."""
+    on = np.asarray(Image.open(with_overlay).convert("RGB")).astype(np.int16)
+    off = np.asarray(Image.open(without_overlay).convert("RGB")).astype(np.int16)
+    assert on.shape == off.shape, (on.shape, off.shape)
+    changed = np.abs(on - off).max(axis=-1) > CHANGE_TOLERANCE
+    r, g, b = on[..., 0], on[..., 1], on[..., 2]
+    red = changed & (r >= g + DOMINANCE_MARGIN) & (r >= b + DOMINANCE_MARGIN)
+    blue = changed & (b >= r + DOMINANCE_MARGIN) & (b >= g + DOMINANCE_MARGIN)
+    drop = off.max(axis=-1) - on.max(axis=-1)
+    # "The MR beneath" is where the screenshot without the overlay shows gray: the crosshair and
+    # labels drawn over the overlay are not the overlay's doing.
+    mr = (off.max(axis=-1) - off.min(axis=-1)) <= GRAY_SPREAD
+    darker = changed & mr & (drop > DARKER_TOLERANCE)
+    return OverlayColours(
+        changed=int(changed.sum()),
+        red=int(red.sum()),
+        blue=int(blue.sum()),
+        darker=int(darker.sum()),
+        mean_drop=float(drop[changed].mean()) if changed.any() else 0.0,
+    )
+
+
 def review_item_of(data_dir: Path, user_id: int, attribution_id: int) -> str:
     """The review queue token of a map for one user, on a live server of ``data_dir`` (the
     tests know its generated secret; the page knows maps by these tokens only)."""

@@ -138,8 +138,21 @@ class StubApi:
             "job_id": 12,
             "created_at": self.created,
         }
+        # Extra JSON routes (a callable is called with the parsed query), errors ({path: (status, detail)}), POST handlers and a count of the
+        # GET requests per path, for pages beyond the viewer (tests add what they need).
+        self.extra_json: dict[str, object] = {}
+        self.errors: dict[str, tuple[int, str]] = {}
+        self.post_routes: dict[str, object] = {}
+        self.put_routes: dict[str, object] = {}
+        self.patch_routes: dict[str, object] = {}
+        self.delete_routes: dict[str, object] = {}
+        self.extra_files: dict[str, Path] = {}
+        # Server-Sent Events: path -> [(event, data)], sent at once and followed by "end".
+        self.sse_routes: dict[str, list[tuple[str, object]]] = {}
+        self.hits: dict[str, int] = {}
         self.dataset = {
             "id": 1,
+            "project_id": 1,
             "name": "stub dataset",
             "description": "synthetic",
             "created_at": self.created,
@@ -158,6 +171,7 @@ class StubApi:
             f"/api/v1/subjects/{SUBJECT_ID}": self.subject,
             "/api/v1/attributions": listing([self.attribution]),
             f"/api/v1/attributions/{ATTRIBUTION_ID}": self.attribution,
+            **self.extra_json,
         }
 
     def file_routes(self) -> dict[str, Path]:
@@ -166,6 +180,7 @@ class StubApi:
             f"/api/v1/subjects/{SUBJECT_ID}/mask.nii.gz": self.case.mask,
             f"/api/v1/attributions/{ATTRIBUTION_ID}/map.nii.gz": self.case.relevance,
             f"/api/v1/attributions/{ATTRIBUTION_ID}/display.nii.gz": self.case.display,
+            **self.extra_files,
         }
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
@@ -198,6 +213,16 @@ class StubApi:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def send_events(self, events: list[tuple[str, object]]) -> None:
+                self.send_response(HTTPStatus.OK)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()
+                for name, data in [*events, ("end", {})]:
+                    self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+                self.wfile.flush()
+                self.close_connection = True
+
             def do_GET(self) -> None:  # noqa: N802
                 url = urlsplit(self.path)
                 if not url.path.startswith("/api/"):
@@ -208,6 +233,12 @@ class StubApi:
                     return self.send_file(stub.dist / "index.html", "text/html")
                 if self.cookies().get("attrivue_session") != SESSION:
                     return self.send_json(401, {"detail": "Not authenticated"})
+                stub.hits[url.path] = stub.hits.get(url.path, 0) + 1
+                if url.path in stub.errors:
+                    status, detail = stub.errors[url.path]
+                    return self.send_json(status, {"detail": detail})
+                if url.path in stub.sse_routes:
+                    return self.send_events(stub.sse_routes[url.path])
                 if url.path in stub.file_routes():
                     if url.path.endswith("mask.nii.gz") and parse_qs(url.query).get("drawing") != [
                         "true"
@@ -216,7 +247,51 @@ class StubApi:
                     return self.send_file(stub.file_routes()[url.path], "application/gzip")
                 routes = stub.json_routes()
                 if url.path in routes:
-                    return self.send_json(200, routes[url.path])
+                    body = routes[url.path]
+                    if callable(body):  # a dynamic route: called with the query
+                        body = body(parse_qs(url.query))
+                    return self.send_json(200, body)
+                return self.send_json(404, {"detail": f"no such API route: {url.path}"})
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                url = urlsplit(self.path)
+                if self.cookies().get("attrivue_session") != SESSION:
+                    return self.send_json(401, {"detail": "Not authenticated"})
+                if self.headers.get("X-CSRF-Token") != self.cookies().get("attrivue_csrf"):
+                    stub.csrf_failures += 1
+                    return self.send_json(403, {"detail": "CSRF token missing or wrong"})
+                if url.path in stub.delete_routes:
+                    status, reply = stub.delete_routes[url.path]()  # type: ignore[operator]
+                    return self.send_json(status, reply)
+                return self.send_json(404, {"detail": f"no such API route: {url.path}"})
+
+            def do_PATCH(self) -> None:  # noqa: N802
+                url = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length", "0") or 0)
+                body = self.rfile.read(length) if length else b""
+                if self.cookies().get("attrivue_session") != SESSION:
+                    return self.send_json(401, {"detail": "Not authenticated"})
+                if self.headers.get("X-CSRF-Token") != self.cookies().get("attrivue_csrf"):
+                    stub.csrf_failures += 1
+                    return self.send_json(403, {"detail": "CSRF token missing or wrong"})
+                if url.path in stub.patch_routes:
+                    handler = stub.patch_routes[url.path]
+                    status, reply = handler(json.loads(body or b"{}"))  # type: ignore[operator]
+                    return self.send_json(status, reply)
+                return self.send_json(404, {"detail": f"no such API route: {url.path}"})
+
+            def do_PUT(self) -> None:  # noqa: N802
+                url = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length", "0") or 0)
+                body = self.rfile.read(length) if length else b""
+                if self.cookies().get("attrivue_session") != SESSION:
+                    return self.send_json(401, {"detail": "Not authenticated"})
+                if self.headers.get("X-CSRF-Token") != self.cookies().get("attrivue_csrf"):
+                    stub.csrf_failures += 1
+                    return self.send_json(403, {"detail": "CSRF token missing or wrong"})
+                if url.path in stub.put_routes:
+                    status, reply = stub.put_routes[url.path](body)  # type: ignore[operator]
+                    return self.send_json(status, reply)
                 return self.send_json(404, {"detail": f"no such API route: {url.path}"})
 
             def do_POST(self) -> None:  # noqa: N802
@@ -240,6 +315,13 @@ class StubApi:
                     return self.send_json(403, {"detail": "CSRF token missing or wrong"})
                 if url.path == "/api/v1/auth/logout":
                     return self.send_json(200, {"detail": "logged out"})
+                if url.path in stub.post_routes:
+                    handler = stub.post_routes[url.path]
+                    # A multipart form (an upload) goes to its handler as the raw bytes.
+                    multipart = self.headers.get("Content-Type", "").startswith("multipart/")
+                    payload = body if multipart else json.loads(body or b"{}")
+                    status, reply = handler(payload)  # type: ignore[operator]
+                    return self.send_json(status, reply)
                 return self.send_json(404, {"detail": f"no such API route: {url.path}"})
 
         return Handler
@@ -264,3 +346,26 @@ def start_stub(dist: Path, case: SyntheticCase) -> RunningStub:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host, port = server.server_address[:2]
     return RunningStub(base_url=f"http://{host}:{port}", api=api, server=server)
+
+
+def add_scaled_map(
+    running: RunningStub,
+    folder: Path,
+    attribution_id: int,
+    factor: float,
+    **fields: object,
+) -> dict:
+    """A second map of the stub's subject: the first one times `factor`, with its own fields
+    (method, params, convergence_delta...); listed with the first one."""
+    api = running.api
+    image = nib.load(api.case.relevance)
+    data = (np.asarray(image.dataobj) * factor).astype(np.float32)
+    display = _save_display(folder / f"map-{attribution_id}.display.nii.gz", data, image.affine)
+    stats = {k: v * factor for k, v in api.case.stats.items()}
+    attribution = {**api.attribution, "id": attribution_id, "stats": stats, **fields}
+    listed = api.extra_json.get("/api/v1/attributions", {"data": [api.attribution]})
+    both = [*listed["data"], attribution]  # type: ignore[index]
+    api.extra_json["/api/v1/attributions"] = {"data": both, "count": len(both)}
+    api.extra_json[f"/api/v1/attributions/{attribution_id}"] = attribution
+    api.extra_files[f"/api/v1/attributions/{attribution_id}/display.nii.gz"] = display
+    return attribution

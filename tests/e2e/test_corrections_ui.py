@@ -58,7 +58,7 @@ def _draw_and_submit(page, pipeline, project: int, user_id: int) -> None:  # typ
         timeout=READY_TIMEOUT_MS,
     )
     page.locator(".review-item > h2").click()
-    page.keyboard.press("1")  # pen 1: missed lesion
+    page.keyboard.press("d")  # pen 1: missed lesion (1 is the axial view, as in the viewer)
     box = page.locator("canvas.viewer-canvas").bounding_box()
     assert box is not None
     for fy in (0.2, 0.25, 0.3):

@@ -103,9 +103,25 @@ def test_drop_folder_and_zip_preview_and_site(pipeline, tmp_path: Path) -> None:
         folder_input = page.locator('input[name="import_folder"]')
         folder_input.wait_for(state="attached", timeout=30_000)
 
-        # The folder: three files upload (each bar full), the import names the broken image.
+        # The folder: three files upload (each bar full), the import names the broken image;
+        # only that file is marked (issue 17 item 9), the others wait for the user's choice.
         folder_input.set_input_files(str(folder))
-        _wait_items(page, 3, "rejected")
+        _wait_items(page, 3, "rejected,uploaded")
+        # The files are "uploaded" before the import answers (it computes brain masks now):
+        # wait for its answer, which marks the broken image.
+        page.wait_for_function(
+            """() => document.querySelector('.upload-item[data-path="study/broken.nii.gz"]')
+                ?.dataset.state === 'rejected'""",
+            timeout=60_000,
+        )
+        states = page.locator(".upload-item").evaluate_all(
+            "els => Object.fromEntries(els.map(e => [e.dataset.path, e.dataset.state]))"
+        )
+        assert states == {
+            "study/broken.nii.gz": "rejected",
+            "study/good.nii.gz": "uploaded",
+            "study/manifest.csv": "uploaded",
+        }, states
         paths = page.locator(".upload-item").evaluate_all("els => els.map(e => e.dataset.path)")
         assert sorted(paths) == ["study/broken.nii.gz", "study/good.nii.gz", "study/manifest.csv"]
         values = page.locator(".upload-item progress").evaluate_all("els => els.map(e => e.value)")
@@ -118,7 +134,29 @@ def test_drop_folder_and_zip_preview_and_site(pipeline, tmp_path: Path) -> None:
             page.locator('.upload-item[data-path="study/good.nii.gz"] .upload-error').count() == 0
         )
         assert page.locator("tr[data-subject-id]").count() == 0
+        # One message, said once (the server's detail is not repeated after the file's own).
+        errors = page.locator(".import-error").all_inner_texts()
+        assert errors == ["files: nothing was imported (1 problem, listed next to their files)."], (
+            errors
+        )
         save_screenshot(page, "folder-rejected")
+
+        # The offer: import the valid row, leave out the broken one.
+        offer = page.get_by_test_id("import-offer")
+        assert "row 3" in offer.inner_text()
+        offer.get_by_role("button", name="Import the valid rows, leave out 1").click()
+        page.locator(".import-summary").first.wait_for(timeout=30_000)
+        summary = page.locator(".import-summary").first.inner_text()
+        assert "1 subject imported" in summary and "good" in summary, summary
+        assert "left out: row 3" in summary, summary
+        page.locator("tr[data-subject-id]").first.wait_for(timeout=30_000)
+        assert page.locator("tr[data-subject-id]").count() == 1
+        assert (
+            page.locator('.upload-item[data-path="study/good.nii.gz"]').get_attribute("data-state")
+            == "imported"
+        )
+        assert page.locator(".import-error").count() == 0
+        save_screenshot(page, "folder-partly-imported")
 
         # The zip, dropped on the import area: one upload, two subjects imported.
         transfer = page.evaluate_handle(
@@ -130,9 +168,9 @@ def test_drop_folder_and_zip_preview_and_site(pipeline, tmp_path: Path) -> None:
             page.locator('.upload-item[data-path="subjects.zip"] progress').evaluate("e => e.value")
             == 1
         )
-        assert "2 subjects imported" in page.locator(".import-summary").inner_text()
+        assert "2 subjects imported" in page.locator(".import-summary").last.inner_text()
         rows = page.locator("tr[data-subject-id]")
-        rows.nth(1).wait_for(timeout=30_000)
+        rows.nth(2).wait_for(timeout=30_000)
         save_screenshot(page, "zip-imported")
 
         # The preview: one small viewer with the MR and the green lesion outline.
@@ -161,7 +199,11 @@ def test_drop_folder_and_zip_preview_and_site(pipeline, tmp_path: Path) -> None:
 
     with pipeline.client() as client:
         listed = client.get(f"/api/v1/datasets/{dataset_id}/subjects").json()["data"]
-    assert {s["subject_key"]: s["site"] for s in listed} == {"zip-a": "Bern", "zip-b": "Basel 3T"}
+    assert {s["subject_key"]: s["site"] for s in listed} == {
+        "good": "",
+        "zip-a": "Bern",
+        "zip-b": "Basel 3T",
+    }
 
 
 def test_cancel_and_resume_uploads(pipeline, tmp_path: Path) -> None:

@@ -76,9 +76,10 @@ def test_clinician_reviews_and_corrects_a_map(pipeline, tmp_path: Path) -> None:
         ) == ("ready"), page.locator(".review-item [role=alert]").all_inner_texts()
         assert "lc-only smoke" not in page.locator(".review-page").inner_text()  # blinded
 
-        # Pen 1 (keyboard shortcut), then a few strokes across the first slice tile.
+        # Pen 1 (keyboard shortcut d; 1 is the axial view, as in the viewer), then a few
+        # strokes across the first slice tile.
         page.locator(".review-item > h2").click()
-        page.keyboard.press("1")
+        page.keyboard.press("d")
         assert page.locator(".draw-tools").get_attribute("data-draw-tool") == "missed"
         box = page.locator("canvas.viewer-canvas").bounding_box()
         assert box is not None

@@ -44,13 +44,18 @@ def _volume(seed: int, lesion: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _green_centre(png: Path) -> tuple[float, float]:
-    """Canvas position (x, y) inside the largest green lesion outline of the screenshot."""
+    """Canvas position (x, y) at the centre of the largest green lesion outline.
+
+    The crosshair cuts each outline into pieces: the gaps are closed and the outlines filled
+    before taking the centre of the largest one (a piece's own centre may lie off the lesion).
+    """
     rgb = np.asarray(Image.open(png).convert("RGB")).astype(np.int16)
     green = (rgb[..., 1] >= 150) & (rgb[..., 0] <= 110) & (rgb[..., 2] <= 110)
-    labels, count = ndimage.label(green, structure=np.ones((3, 3)))
+    filled = ndimage.binary_fill_holes(ndimage.binary_closing(green, structure=np.ones((9, 9))))
+    labels, count = ndimage.label(filled)
     assert count > 0, "no green lesion outline on the canvas"
-    sizes = ndimage.sum(green, labels, index=range(1, count + 1))
-    row, col = ndimage.center_of_mass(green, labels, int(np.argmax(sizes)) + 1)
+    sizes = ndimage.sum(filled, labels, index=range(1, count + 1))
+    row, col = ndimage.center_of_mass(filled, labels, int(np.argmax(sizes)) + 1)
     return float(col), float(row)
 
 

@@ -77,7 +77,8 @@ def test_upload_files_with_manifest(pipeline, tmp_path: Path) -> None:
         assert "2 subjects imported" in page.locator(".import-summary").inner_text()
         rows = page.locator("tr[data-subject-id]")
         rows.nth(1).wait_for(timeout=30_000)
-        assert sorted(rows.locator("td:first-child").all_inner_texts()) == ["ui-a", "ui-b"]
+        # The key is in the second cell: the first holds the row's selection checkbox.
+        assert sorted(rows.locator("td:nth-child(2)").all_inner_texts()) == ["ui-a", "ui-b"]
 
         # Inline editing: the split select saves through PATCH /subjects/{id}.
         with page.expect_response(

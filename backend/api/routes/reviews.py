@@ -32,6 +32,7 @@ from backend.schemas.review import (
     ReviewCreate,
     ReviewPublic,
     ReviewQueue,
+    ReviewQueueItem,
     ReviewsPublic,
 )
 from backend.services import attributions as attribution_svc
@@ -217,6 +218,20 @@ def review_queue(
     secret, and an order shuffled per user, stable across reloads.
     """
     return service.queue(session, user, project_id, blinded=blinded, secret=settings.secret())
+
+
+@router.get("/items/{item}", operation_id="getReviewItem")
+def get_review_item(
+    item: str,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    blinded: bool = True,
+) -> ReviewQueueItem:
+    """The map a queue ``item`` names, as the queue shows it, also after the user reviewed it
+    (the token of their own reviews): subject, display statistics and, unblinded, run and
+    method. Blinded as the queue is."""
+    return service.describe_item(session, user, item, blinded=blinded, secret=settings.secret())
 
 
 @router.get(

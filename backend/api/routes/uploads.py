@@ -25,6 +25,7 @@ from backend.models import Dataset, UploadSession, User
 from backend.schemas.upload import (
     ImportErrors,
     ImportFromUploads,
+    ImportProblem,
     ImportPublic,
     UploadCreate,
     UploadPublic,
@@ -243,6 +244,7 @@ class _Received:
     upload_ids: list[str] = field(default_factory=list)
     problems: list[svc.Problem] = field(default_factory=list)
     modality: str | None = None
+    skip_invalid: bool = False
 
 
 async def _receive(request: Request, staging: Path, limits: svc.Limits) -> _Received:
@@ -260,7 +262,9 @@ async def _receive(request: Request, staging: Path, limits: svc.Limits) -> _Rece
             body = ImportFromUploads.model_validate(json.loads(raw or b"null"))
         except (ValueError, ValidationError, RecursionError) as exc:
             raise svc.ImportFailed([svc.Problem(f"invalid JSON body: {exc}")]) from None
-        return _Received(upload_ids=body.upload_ids, modality=body.modality)
+        return _Received(
+            upload_ids=body.upload_ids, modality=body.modality, skip_invalid=body.skip_invalid
+        )
     if not content_type.startswith("multipart/form-data"):
         raise svc.ImportFailed(
             [svc.Problem("send multipart/form-data (files) or application/json (upload_ids)")]
@@ -287,7 +291,10 @@ async def _receive(request: Request, staging: Path, limits: svc.Limits) -> _Rece
         for i in re.split(r"[\s,]+", value)
         if i
     ]
-    return _Received(files, manifests[0] if manifests else None, ids, receiver.problems)
+    skip = receiver.fields.get("skip_invalid", ["false"])[-1].strip().lower() in ("1", "true")
+    return _Received(
+        files, manifests[0] if manifests else None, ids, receiver.problems, skip_invalid=skip
+    )
 
 
 def _import_and_commit(
@@ -314,6 +321,7 @@ def _import_and_commit(
             limits=limits,
             modality=received.modality,
             problems=received.problems,
+            skip_invalid=received.skip_invalid,
         )
         session.commit()
     except BaseException as exc:
@@ -332,6 +340,7 @@ def _import_and_commit(
         layout=result.layout,
         data=[datasets.subject_public(s) for s in result.subjects],
         count=len(result.subjects),
+        rejected=[ImportProblem(**p.public()) for p in result.rejected],  # type: ignore[arg-type]
     )
 
 

@@ -27,13 +27,32 @@ export function createApi(http: Http) {
         client.POST("/auth/login", { body: { username, password } }),
       logout: () => client.POST("/auth/logout"),
       me: () => client.GET("/auth/me"),
+      /** The user's personal access tokens (for scripts); the secret is shown once, on creation. */
+      tokens: () => client.GET("/auth/tokens"),
+      createToken: (body: BodyOf<Operation<"/auth/tokens", "post">>) => client.POST("/auth/tokens", { body }),
+      revokeToken: (token_id: number) => client.DELETE("/auth/tokens/{token_id}", { path: { token_id } }),
+      /** Every session and token of the user is revoked; the answer's cookies keep this browser logged in. */
+      changePassword: (body: BodyOf<Operation<"/auth/password", "post">>) => client.POST("/auth/password", { body }),
     },
     projects: {
       list: () => client.GET("/projects"),
       get: (project_id: number) => client.GET("/projects/{project_id}", { path: { project_id } }),
+      create: (body: BodyOf<Operation<"/projects", "post">>) => client.POST("/projects", { body }),
+      members: (project_id: number) =>
+        client.GET("/projects/{project_id}/members", { path: { project_id } }),
+      /** Add a member or change their role (project admins). */
+      setMember: (project_id: number, body: BodyOf<Operation<"/projects/{project_id}/members", "put">>) =>
+        client.PUT("/projects/{project_id}/members", { path: { project_id }, body }),
+      removeMember: (project_id: number, user_id: number) =>
+        client.DELETE("/projects/{project_id}/members/{user_id}", { path: { project_id, user_id } }),
       /** Project admins: the description, or blind / open the review round. */
       update: (project_id: number, body: BodyOf<Operation<"/projects/{project_id}", "patch">>) =>
         client.PATCH("/projects/{project_id}", { path: { project_id }, body }),
+    },
+    users: {
+      /** Site admins only. */
+      list: () => client.GET("/users"),
+      create: (body: BodyOf<Operation<"/users", "post">>) => client.POST("/users", { body }),
     },
     datasets: {
       /** The datasets of the user's projects, or of one project. */
@@ -68,8 +87,12 @@ export function createApi(http: Http) {
     },
     imports: {
       /** Import the subjects of completed uploads (files, a manifest or participants.tsv, or a zip). */
-      fromUploads: (dataset_id: number, upload_ids: string[]) =>
-        client.POST("/datasets/{dataset_id}/imports", { path: { dataset_id }, body: { upload_ids } }),
+      /** skipInvalid: store the rows that pass and report the others (a second, partial try). */
+      fromUploads: (dataset_id: number, upload_ids: string[], skipInvalid = false) =>
+        client.POST("/datasets/{dataset_id}/imports", {
+          path: { dataset_id },
+          body: skipInvalid ? { upload_ids, skip_invalid: true } : { upload_ids },
+        }),
     },
     runs: {
       list: (query: RunFilter = {}) => client.GET("/runs", { query }),
@@ -107,12 +130,18 @@ export function createApi(http: Http) {
         client.GET("/attributions/{attribution_id}", { path: { attribution_id } }),
       create: (body: BodyOf<Operation<"/attributions", "post">>) =>
         client.POST("/attributions", { body }),
+      /** Maps for chosen subjects or a whole split of the run's dataset, one job each. */
+      createBatch: (body: BodyOf<Operation<"/attributions/batch", "post">>) =>
+        client.POST("/attributions/batch", { body }),
     },
     reviews: {
       list: (query: ReviewFilter = {}) => client.GET("/reviews", { query }),
       create: (body: BodyOf<Operation<"/reviews", "post">>) => client.POST("/reviews", { body }),
       queue: (project_id: number, blinded: boolean) =>
         client.GET("/reviews/queue", { query: { project_id, blinded } }),
+      /** The map a queue item token names (also one the user has reviewed), as the queue shows it. */
+      item: (item: string, blinded = true) =>
+        client.GET("/reviews/items/{item}", { path: { item }, query: { blinded } }),
       agreement: (project_id: number) => client.GET("/reviews/agreement", { query: { project_id } }),
       /** The drawn correction as NIfTI bytes (labels 1 missed lesion, 2 spurious relevance). */
       putCorrection: (review_id: number, nifti: Blob) =>

@@ -702,6 +702,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/reviews/items/{item}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Review Item
+         * @description The map a queue ``item`` names, as the queue shows it, also after the user reviewed it
+         *     (the token of their own reviews): subject, display statistics and, unblinded, run and
+         *     method. Blinded as the queue is.
+         */
+        get: operations["getReviewItem"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/reviews/items/{item}/display.nii.gz": {
         parameters: {
             query?: never;
@@ -1775,6 +1797,8 @@ export interface components {
              * @enum {string}
              */
             layout: "manifest" | "bids";
+            /** Rejected */
+            rejected?: components["schemas"]["ImportProblem"][];
         };
         /** JobPublic */
         JobPublic: {
@@ -2147,7 +2171,9 @@ export interface components {
         /**
          * ReviewPublic
          * @description A review. For a blinded reviewer ``attribution_id`` is null and ``item`` is their
-         *     opaque token of the map (with the map's blind ``label``).
+         *     opaque token of the map (with the map's blind ``label``). The current user's own reviews
+         *     always carry ``item`` (``GET /reviews/items/{item}`` describes the map, to reopen the
+         *     review); other users' reviews do not.
          */
         ReviewPublic: {
             /** Attribution Id */
@@ -3288,6 +3314,11 @@ export interface operations {
                 "application/json": {
                     /** Modality */
                     modality?: ("T1w" | "FLAIR") | null;
+                    /**
+                     * Skip Invalid
+                     * @default false
+                     */
+                    skip_invalid?: boolean;
                     /** Upload Ids */
                     upload_ids: string[];
                 };
@@ -3935,6 +3966,39 @@ export interface operations {
                 };
                 content: {
                     "text/csv": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    getReviewItem: {
+        parameters: {
+            query?: {
+                blinded?: boolean;
+            };
+            header?: never;
+            path: {
+                item: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReviewQueueItem"];
                 };
             };
             /** @description Validation Error */

@@ -1,5 +1,16 @@
 import { describe, expect, it } from "vitest";
-import { type MetricPoint, extentOf, mergePoints, seriesFromPoints, seriesPath } from "./curves";
+import {
+  type MetricPoint,
+  canLog,
+  extentOf,
+  mergePoints,
+  nearestX,
+  seriesFromPoints,
+  seriesPath,
+  toLog,
+  unprojectX,
+  valuesAt,
+} from "./curves";
 
 const pt = (name: string, epoch: number, value: number): MetricPoint => ({ name, epoch, step: null, value });
 
@@ -42,5 +53,23 @@ describe("seriesPath", () => {
 
   it("has no extent and no path without points", () => {
     expect(extentOf([{ name: "a", points: [] }])).toBeNull();
+  });
+});
+
+describe("log scale and hover readout", () => {
+  const series = [
+    { name: "loss_a", points: [{ x: 1, y: 100 }, { x: 2, y: 10 }, { x: 3, y: 1 }] },
+    { name: "loss_c", points: [{ x: 2, y: 0.5 }] },
+  ];
+  it("logs only positive series", () => {
+    expect(canLog(series)).toBe(true);
+    expect(canLog([{ name: "cos", points: [{ x: 1, y: -0.2 }] }])).toBe(false);
+    expect(toLog(series)[0].points.map((p) => p.y)).toEqual([2, 1, 0]);
+  });
+  it("finds the nearest epoch and the values there", () => {
+    expect(nearestX(series, 2.4)).toBe(2);
+    expect(valuesAt(series, 2)).toEqual([{ name: "loss_a", y: 10 }, { name: "loss_c", y: 0.5 }]);
+    const extent = { xMin: 1, xMax: 3, yMin: 0, yMax: 1 };
+    expect(unprojectX(10 + 40, extent, { width: 100, height: 50, pad: 10 })).toBe(2);
   });
 });

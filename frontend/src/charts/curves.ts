@@ -11,6 +11,9 @@ export interface Point {
 export interface Series {
   name: string;
   points: Point[];
+  /** Drawing style; CurveChart picks one by position when absent. */
+  colour?: string;
+  dash?: string;
 }
 
 export interface Extent {
@@ -97,4 +100,38 @@ export function seriesPath(series: Series, extent: Extent, box: Box): string {
       return `${i === 0 ? "M" : "L"}${round(q.x)} ${round(q.y)}`;
     })
     .join(" ");
+}
+
+/** Whether every value is positive, so that the series can be drawn on a log scale. */
+export function canLog(series: readonly Series[]): boolean {
+  const points = series.flatMap((s) => s.points);
+  return points.length > 0 && points.every((p) => p.y > 0);
+}
+
+/** The series with y replaced by log10(y) (for a log axis); use only when canLog. */
+export function toLog(series: readonly Series[]): Series[] {
+  return series.map((s) => ({ ...s, points: s.points.map((p) => ({ x: p.x, y: Math.log10(p.y) })) }));
+}
+
+/** The x of the data point nearest to `x` (all series together); null without points. */
+export function nearestX(series: readonly Series[], x: number): number | null {
+  let best: number | null = null;
+  for (const p of series.flatMap((s) => s.points)) {
+    if (best === null || Math.abs(p.x - x) < Math.abs(best - x)) best = p.x;
+  }
+  return best;
+}
+
+/** Each series' value at exactly `x` (series without a point there are left out). */
+export function valuesAt(series: readonly Series[], x: number): { name: string; y: number }[] {
+  return series.flatMap((s) => {
+    const p = s.points.find((q) => q.x === x);
+    return p ? [{ name: s.name, y: p.y }] : [];
+  });
+}
+
+/** The data x of an SVG x coordinate (inverse of project). */
+export function unprojectX(svgX: number, extent: Extent, box: Box): number {
+  const w = box.width - 2 * box.pad;
+  return extent.xMin + ((svgX - box.pad) / w) * (extent.xMax - extent.xMin);
 }

@@ -1,4 +1,4 @@
-import { Link, Outlet, useNavigate } from "react-router";
+import { Link, NavLink, Outlet, useNavigate } from "react-router";
 import { useAuth } from "../auth/AuthContext";
 
 export function Layout() {
@@ -15,14 +15,20 @@ export function Layout() {
           Attrivue
         </Link>
         <nav className="topnav">
-          <Link to="/">Datasets &amp; runs</Link>
-          <Link to="/review">Review</Link>
+          <NavLink to="/" end>
+            Datasets &amp; runs
+          </NavLink>
+          <NavLink to="/review">Review</NavLink>
+          <NavLink to="/projects">Projects</NavLink>
+          {user?.role === "admin" ? <NavLink to="/users">Users</NavLink> : null}
+          <NavLink to="/guide">User guide</NavLink>
+          <NavLink to="/api">API</NavLink>
         </nav>
         <div className="topbar-user">
           {user ? (
-            <span className="muted">
+            <Link to="/account" className="muted" title="Your account and tokens">
               {user.username} · {user.role}
-            </span>
+            </Link>
           ) : null}
           <button type="button" className="link-button" onClick={onLogout}>
             Log out

@@ -2,6 +2,18 @@
 
 export const SITE_MAX_LENGTH = 64;
 
+/**
+ * A continuous target (regression runs) from a text field: empty means none (null); anything
+ * else must be a finite number ("2,5" is read as 2.5).
+ */
+export function parseTarget(raw: string): { ok: true; value: number | null } | { ok: false; error: string } {
+  const text = raw.trim().replace(",", ".");
+  if (text === "") return { ok: true, value: null };
+  const value = Number(text);
+  if (!Number.isFinite(value)) return { ok: false, error: "The target must be a number (or empty for none)." };
+  return { ok: true, value };
+}
+
 /** The site to send (trimmed), or a message saying what is wrong with it. */
 export function validateSite(raw: string): { ok: true; value: string } | { ok: false; error: string } {
   if (/[\u0000-\u001f\u007f]/.test(raw)) return { ok: false, error: "No tabs or line breaks in a site name." };

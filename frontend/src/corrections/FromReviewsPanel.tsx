@@ -71,6 +71,7 @@ export function FromReviewsPanel({ run, writable }: { run: Run; writable: boolea
           ))}
         </tbody>
       </table>
+      <SplitWarning splits={data.subjects.map((s) => s.split)} />
       {writable ? (
         <form className="form-grid" onSubmit={(e) => void submit(e)} aria-label="Launch from reviews">
           <label>
@@ -114,4 +115,33 @@ export function FromReviewsPanel({ run, writable }: { run: Run; writable: boolea
       <ErrorMessage error={error} />
     </section>
   );
+}
+
+/**
+ * A run from reviews trains on the train split only: say so when the corrections cannot
+ * change its training (no corrected subject in train), or only some of them can.
+ */
+export function SplitWarning({ splits }: { splits: readonly string[] }) {
+  const message = splitWarning(splits);
+  if (!message) return null;
+  return (
+    <p className="warning small" role="note" data-testid="split-warning">
+      {message}
+    </p>
+  );
+}
+
+export function splitWarning(splits: readonly string[]): string | null {
+  if (splits.length === 0) return null;
+  const outside = splits.filter((s) => s !== "train");
+  if (outside.length === 0) return null;
+  if (outside.length === splits.length) {
+    const where = outside.every((s) => s === "test") ? "the test split" : "the val and test splits";
+    const who = splits.length === 1 ? "The corrected subject is" : `All ${splits.length} corrected subjects are`;
+    return (
+      `${who} in ${where}: a run from reviews trains on the train split only, so these corrections ` +
+      "would not change its training (they stay recorded)."
+    );
+  }
+  return `${outside.length} of ${splits.length} corrected subjects are outside the train split and will not be trained on.`;
 }

@@ -98,10 +98,13 @@ export function RemedyFields<V extends RemedyFormValues & { lossSetting: string 
         <input
           type="checkbox"
           name="amp"
-          checked={values.amp}
+          checked={values.amp && values.device !== "cpu"}
+          disabled={values.device === "cpu"}
           onChange={(e) => setValues((v) => ({ ...v, amp: e.target.checked }))}
         />
-        Mixed precision (CUDA only; ignored where the run lands on a CPU)
+        {values.device === "cpu"
+          ? "Mixed precision (CUDA only: not used with device cpu)"
+          : "Mixed precision (CUDA only; ignored where the run lands on a CPU)"}
       </label>
       {errors.amp ? <span className="field-error">{errors.amp}</span> : null}
     </fieldset>

@@ -63,9 +63,13 @@ describe("training remedies in the launch form", () => {
     [{ laEveryNSteps: "1.5" }, "laEveryNSteps", "L_A every n steps must be a whole number."],
     [{ gradBalance: "fixed_ratio", lambdaValue: "0" }, "gradBalance", "Fixed-ratio balancing needs lambda greater than 0."],
     [{ device: "tpu" }, "device", "Choose a device."],
-    [{ device: "cpu", amp: true }, "amp", "Mixed precision runs on CUDA only: choose device auto or cuda, or turn it off."],
   ] as const)("rejects %j", (change, field, message) => {
     expect(validateLaunchForm({ ...constrained, ...change })).toEqual({ ok: false, errors: { [field]: message } });
+  });
+
+  it("does not refuse device cpu for the default mixed precision: it sends amp off", () => {
+    expect(validateLaunchForm({ ...constrained, device: "cpu", amp: true }).ok).toBe(true);
+    expect(config({ ...constrained, device: "cpu", amp: true })).toMatchObject({ device: "cpu", amp: false });
   });
 
   it("accepts mixed precision with device auto or cuda", () => {

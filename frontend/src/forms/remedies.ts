@@ -131,9 +131,8 @@ export function validateRemedies(
   }
   if (!(DEVICES as readonly string[]).includes(values.device)) errors.device = "Choose a device.";
   else if (values.device !== "auto") config.device = values.device;
-  if (values.amp && values.device === "cpu") {
-    errors.amp = "Mixed precision runs on CUDA only: choose device auto or cuda, or turn it off.";
-  }
-  if (!values.amp) config.amp = false;
+  // Mixed precision is CUDA only: with device cpu it is not used (the checkbox is off and
+  // disabled there), so nothing is refused and amp goes out off.
+  if (!values.amp || values.device === "cpu") config.amp = false;
   return config;
 }

@@ -92,10 +92,20 @@ describe("validateUploadForm", () => {
   const image = new File(["x"], "sub-01_T1w.nii.gz");
 
   it("accepts a NIfTI image and an optional mask", () => {
-    const result = validateUploadForm({ subjectKey: "sub-01", label: "1", split: "val", image, mask: null });
+    const result = validateUploadForm({ subjectKey: "sub-01", label: "1", split: "val", image, mask: null, target: "" });
     expect(result).toEqual({
       ok: true,
-      value: { subject_key: "sub-01", label: 1, split: "val", image, mask: null },
+      value: { subject_key: "sub-01", label: 1, split: "val", image, mask: null, target: null },
+    });
+  });
+
+  it("reads the continuous target, with a decimal comma, and refuses text", () => {
+    const base = { subjectKey: "s1", label: "1", split: "train", image, mask: null };
+    const ok = validateUploadForm({ ...base, target: " 3,5 " });
+    expect(ok.ok && ok.value.target).toBe(3.5);
+    expect(validateUploadForm({ ...base, target: "high" })).toEqual({
+      ok: false,
+      errors: { target: "The target must be a number (or empty for none)." },
     });
   });
 
@@ -106,6 +116,7 @@ describe("validateUploadForm", () => {
       split: "holdout",
       image: new File(["x"], "scan.png"),
       mask: new File(["x"], "mask.txt"),
+      target: "",
     });
     expect(result.ok).toBe(false);
     if (result.ok) return;
@@ -114,10 +125,10 @@ describe("validateUploadForm", () => {
 
   it("sends a brain mask when one is chosen, and checks its name", () => {
     const brainMask = new File(["x"], "sub-01_desc-brain_mask.nii.gz");
-    const result = validateUploadForm({ subjectKey: "s1", label: "0", split: "train", image, mask: null, brainMask });
+    const result = validateUploadForm({ subjectKey: "s1", label: "0", split: "train", image, mask: null, target: "", brainMask });
     expect(result).toEqual({
       ok: true,
-      value: { subject_key: "s1", label: 0, split: "train", image, mask: null, brain_mask: brainMask },
+      value: { subject_key: "s1", label: 0, split: "train", image, mask: null, target: null, brain_mask: brainMask },
     });
     const bad = validateUploadForm({
       subjectKey: "s1",
@@ -125,13 +136,14 @@ describe("validateUploadForm", () => {
       split: "train",
       image,
       mask: null,
+      target: "",
       brainMask: new File(["x"], "brain.png"),
     });
     expect(bad).toEqual({ ok: false, errors: { brainMask: "The brain mask must be a .nii or .nii.gz file." } });
   });
 
-    it("requires an image", () => {
-    const result = validateUploadForm({ subjectKey: "s1", label: "0", split: "train", image: null, mask: null });
+  it("requires an image", () => {
+    const result = validateUploadForm({ subjectKey: "s1", label: "0", split: "train", image: null, mask: null, target: "" });
     expect(result).toEqual({ ok: false, errors: { image: "Choose an image file (.nii or .nii.gz)." } });
   });
 

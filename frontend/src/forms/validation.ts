@@ -1,4 +1,5 @@
 // Form validation: pure functions that return either field errors or the request body.
+import { parseTarget } from "../components/subjectFields";
 import type { DatasetCreate, Label, RunCreate, Split } from "../api/types";
 import { SPLITS } from "../api/types";
 
@@ -131,6 +132,8 @@ export interface UploadFormValues {
   split: string;
   image: File | null;
   mask: File | null;
+  /** The continuous target of regression runs; empty for none. */
+  target: string;
   /** The user's brain mask; without it the server computes one from the image. */
   brainMask?: File | null;
 }
@@ -141,6 +144,7 @@ export interface UploadRequest {
   split: Split;
   image: File;
   mask: File | null;
+  target: number | null;
   brain_mask?: File;
 }
 
@@ -164,6 +168,8 @@ export function validateUploadForm(
   if (values.mask && !isNiftiName(values.mask.name)) {
     errors.mask = "The mask must be a .nii or .nii.gz file.";
   }
+  const target = parseTarget(values.target ?? "");
+  if (!target.ok) errors.target = target.error;
   if (values.brainMask && !isNiftiName(values.brainMask.name)) {
     errors.brainMask = "The brain mask must be a .nii or .nii.gz file.";
   }
@@ -173,6 +179,7 @@ export function validateUploadForm(
     split: values.split as Split,
     image: values.image as File,
     mask: values.mask,
+    target: target.ok ? target.value : null,
     ...(values.brainMask ? { brain_mask: values.brainMask } : {}),
   }));
 }

@@ -13,10 +13,26 @@ import {
   subjectMaskDrawingUrl,
 } from "../api/urls";
 import { ErrorMessage } from "../components/common";
-import { labelName } from "../format";
+import { formatNumber, labelName } from "../format";
 import { useAsync } from "../hooks";
 import type { ViewerController } from "../viewer/ViewerController";
-import { Colorbar } from "../viewer/Colorbar";
+import { MULTIPLANAR_TYPE } from "@niivue/niivue";
+import { Colorbar, SignSwatch } from "../viewer/Colorbar";
+import { COLOUR_SCALES, type ColourScaleId, storeColourScale, storedColourScale } from "../viewer/colourScales";
+import {
+  COMPARE_VIEWS,
+  type CompareSettings,
+  type CompareView,
+  DEFAULT_COMPARE_SETTINGS,
+  type Peaks,
+  type ScaleMode,
+  panelWindows,
+  peaksOf,
+  scaleNote,
+  sharedPeaks,
+} from "../viewer/compareScale";
+import { type RelevanceLegend, relevanceLegend } from "../viewer/legend";
+import { baselineText, uncertaintyOf, uncertaintyText } from "../viewer/methodParams";
 import { useViewerController } from "../viewer/useViewerController";
 
 /** At most four Niivue instances (WebGL contexts) on the page. */
@@ -30,6 +46,7 @@ interface CompareData {
   /** The maps shown, in the order asked for. */
   shown: Attribution[];
   runs: Map<number, Run>;
+  datasetName: string | null;
 }
 
 async function loadCompare(subjectId: number, ids: number[]): Promise<CompareData> {
@@ -46,19 +63,34 @@ async function loadCompare(subjectId: number, ids: number[]): Promise<CompareDat
   }
   const runIds = [...new Set([...available, ...shown].map((a) => a.run_id))];
   const runs = await Promise.all(runIds.map((id) => api.runs.get(id).catch(() => null)));
-  return { subject, available, shown, runs: new Map(runs.filter((r): r is Run => r !== null).map((r) => [r.id, r])) };
+  const datasetName = await api.datasets
+    .get(subject.dataset_id)
+    .then((d) => d.name)
+    .catch(() => null);
+  return {
+    subject,
+    available,
+    shown,
+    runs: new Map(runs.filter((r): r is Run => r !== null).map((r) => [r.id, r])),
+    datasetName,
+  };
 }
 
 export function panelLabel(attribution: Attribution, run: Run | undefined): string {
   return `${run?.name ?? `run #${attribution.run_id}`} · ${attribution.method} #${attribution.id}`;
 }
 
-/** /compare?subject=ID&attributions=a,b,c,d&layout=2x2|1x4: maps side by side, crosshair and zoom linked. */
+/**
+ * /compare?subject=ID&attributions=a,b,c,d&layout=2x2|1x4&scale=shared|panel: maps side by side,
+ * crosshair and zoom linked, one set of display controls, one colour scale unless asked otherwise.
+ */
 export default function ComparePage() {
   const [search, setSearch] = useSearchParams();
   const subjectRaw = search.get("subject") ?? "";
   const ids = parseIdList(search.get("attributions")).slice(0, MAX_PANELS);
   const layout: CompareLayout = search.get("layout") === "1x4" ? "1x4" : "2x2";
+  // ?scale=panel fits each panel to its own peak; the default shares one scale.
+  const scaleMode: ScaleMode = search.get("scale") === "panel" ? "panel" : "shared";
   const data = useAsync(
     async () => loadCompare(parseId(subjectRaw, "subject id"), ids),
     [subjectRaw, ids.join(",")],
@@ -75,7 +107,11 @@ export default function ComparePage() {
       <header className="viewer-header">
         <p className="crumbs">
           <Link to="/">Datasets</Link> /{" "}
-          {loaded ? <Link to={`/datasets/${loaded.subject.dataset_id}`}>Dataset {loaded.subject.dataset_id}</Link> : null}
+          {loaded ? (
+            <Link to={`/datasets/${loaded.subject.dataset_id}`} data-testid="dataset-crumb">
+              {loaded.datasetName ?? `Dataset ${loaded.subject.dataset_id}`}
+            </Link>
+          ) : null}
         </p>
         <h1>
           Compare maps: {loaded ? loaded.subject.subject_key : `subject ${subjectRaw}`}
@@ -93,7 +129,13 @@ export default function ComparePage() {
         />
       ) : null}
       {loaded && loaded.shown.length > 0 ? (
-        <ComparePanels key={ids.join(",")} data={loaded} layout={layout} />
+        <ComparePanels
+          key={ids.join(",")}
+          data={loaded}
+          layout={layout}
+          scaleMode={scaleMode}
+          onScaleMode={(mode) => setParam("scale", mode)}
+        />
       ) : null}
     </div>
   );
@@ -148,16 +190,36 @@ function MapPicker({
   );
 }
 
-function ComparePanels({ data, layout }: { data: CompareData; layout: CompareLayout }) {
+function ComparePanels({
+  data,
+  layout,
+  scaleMode,
+  onScaleMode,
+}: {
+  data: CompareData;
+  layout: CompareLayout;
+  scaleMode: ScaleMode;
+  onScaleMode: (mode: ScaleMode) => void;
+}) {
   const controllers = useRef<(ViewerController | null)[]>([]);
   const [ready, setReady] = useState<boolean[]>(() => data.shown.map(() => false));
   const [failed, setFailed] = useState(false);
+  const [settings, setSettings] = useState<CompareSettings>(() => ({
+    ...DEFAULT_COMPARE_SETTINGS,
+    colourScale: storedColourScale(),
+  }));
   const report = useCallback((index: number, controller: ViewerController | null, phase: string) => {
     controllers.current[index] = controller;
     setReady((r) => (r[index] === (phase === "ready") ? r : r.map((v, i) => (i === index ? phase === "ready" : v))));
     if (phase === "error") setFailed(true);
   }, []);
   const allReady = ready.every(Boolean);
+  const stats = data.shown.map((a) => (a.status === "succeeded" ? readStats(a.stats) : null));
+  const shared = sharedPeaks(stats);
+  const effective: CompareSettings = { ...settings, scaleMode };
+  const update = (patch: Partial<CompareSettings>) => setSettings((s) => ({ ...s, ...patch }));
+  const firstRun = data.runs.get(data.shown[0]?.run_id ?? -1);
+  const legend = relevanceLegend(firstRun?.config);
 
   // Once every panel has loaded, each broadcasts its crosshair and 2D pan/zoom to the others.
   useEffect(() => {
@@ -166,23 +228,225 @@ function ComparePanels({ data, layout }: { data: CompareData; layout: CompareLay
     for (const c of all) c.broadcastTo(all);
   }, [allReady]);
 
+  // One set of controls drives every panel; the windows follow the scale mode.
+  useEffect(() => {
+    if (!allReady) return;
+    controllers.current.forEach((c, i) => {
+      if (!c) return;
+      const { scaleMode: _mode, fraction: _fraction, ...flags } = effective;
+      c.configure({ ...flags, thresholds: panelWindows(effective, peaksOf(stats[i]), shared) });
+    });
+    // effective and stats are derived from settings, scaleMode and data.
+  }, [allReady, settings, scaleMode, data]);
+
   const state = failed ? "error" : allReady ? "ready" : "loading";
+  const sharedWindows = panelWindows(effective, shared, shared);
   return (
-    <section className={`compare-grid compare-${layout}`} data-compare-state={state} data-panels={data.shown.length}>
-      {data.shown.map((a, i) => (
-        <ComparePanel
-          key={a.id}
-          index={i}
-          subject={data.subject}
-          attribution={a}
-          label={panelLabel(a, data.runs.get(a.run_id))}
-          runId={a.run_id}
-          onState={report}
-        />
-      ))}
+    <>
+      <CompareControls
+        settings={effective}
+        shared={shared}
+        panels={data.shown.length}
+        disabled={!allReady}
+        onChange={update}
+        onScaleMode={onScaleMode}
+      />
+      {scaleMode === "shared" ? (
+        <div className="compare-shared-scale" data-testid="shared-colorbar">
+          <Colorbar thresholds={sharedWindows} legend={legend} scale={settings.colourScale} />
+        </div>
+      ) : null}
+      <section
+        className={`compare-grid compare-${layout}`}
+        data-compare-state={state}
+        data-panels={data.shown.length}
+        data-scale-mode={scaleMode}
+      >
+        {data.shown.map((a, i) => (
+          <ComparePanel
+            key={a.id}
+            index={i}
+            subject={data.subject}
+            attribution={a}
+            label={panelLabel(a, data.runs.get(a.run_id))}
+            runId={a.run_id}
+            onState={report}
+            ownScale={scaleMode === "panel"}
+            legend={legend}
+          />
+        ))}
+      </section>
+    </>
+  );
+}
+
+function CompareControls({
+  settings,
+  shared,
+  panels,
+  disabled,
+  onChange,
+  onScaleMode,
+}: {
+  settings: CompareSettings;
+  shared: Peaks;
+  panels: number;
+  disabled: boolean;
+  onChange: (patch: Partial<CompareSettings>) => void;
+  onScaleMode: (mode: ScaleMode) => void;
+}) {
+  const scale = COLOUR_SCALES[settings.colourScale];
+  const thresholdLabel = (sign: "positive" | "negative") => {
+    const fraction = settings.fraction[sign];
+    if (settings.scaleMode === "panel") return `${Math.round(fraction * 100)} % of each panel's peak`;
+    const value = fraction * shared[sign];
+    return sign === "positive" ? formatNumber(value) : `−${formatNumber(value)}`;
+  };
+  return (
+    <section className="panel compare-controls" aria-label="Display of all panels">
+      <fieldset className="compare-scale-mode">
+        <legend>Colour scale</legend>
+        <label className="check">
+          <input
+            type="radio"
+            name="scale-mode"
+            value="shared"
+            checked={settings.scaleMode === "shared"}
+            onChange={() => onScaleMode("shared")}
+          />
+          Shared by all panels
+        </label>
+        <label className="check">
+          <input
+            type="radio"
+            name="scale-mode"
+            value="panel"
+            checked={settings.scaleMode === "panel"}
+            onChange={() => onScaleMode("panel")}
+          />
+          Each panel to its own peak
+        </label>
+        <p className="muted small scale-note" data-testid="scale-note" role="status">
+          {scaleNote(settings.scaleMode, panels)}
+        </p>
+      </fieldset>
+      <div className="compare-control-group">
+        <label className="check">
+          <input
+            type="checkbox"
+            name="relevance"
+            checked={settings.showRelevance}
+            disabled={disabled}
+            onChange={(e) => onChange({ showRelevance: e.target.checked })}
+          />
+          Relevance
+        </label>
+        <label className="check">
+          <input
+            type="checkbox"
+            name="positive"
+            checked={settings.showPositive}
+            disabled={disabled || !settings.showRelevance}
+            onChange={(e) => onChange({ showPositive: e.target.checked })}
+          />
+          Pathological <SignSwatch sign="positive" scale={settings.colourScale} />
+        </label>
+        <label className="check">
+          <input
+            type="checkbox"
+            name="negative"
+            checked={settings.showNegative}
+            disabled={disabled || !settings.showRelevance}
+            onChange={(e) => onChange({ showNegative: e.target.checked })}
+          />
+          Healthy <SignSwatch sign="negative" scale={settings.colourScale} />
+        </label>
+        <label className="check">
+          <input
+            type="checkbox"
+            name="lesion"
+            checked={settings.showLesion}
+            disabled={disabled}
+            onChange={(e) => onChange({ showLesion: e.target.checked })}
+          />
+          Lesion outline
+        </label>
+      </div>
+      <div className="compare-control-group">
+        <label className="slider">
+          <span>View</span>
+          <select
+            name="view"
+            value={settings.view}
+            disabled={disabled}
+            onChange={(e) => onChange({ view: e.target.value as CompareView })}
+          >
+            {COMPARE_VIEWS.map((v) => (
+              <option key={v.value} value={v.value}>
+                {v.label}
+              </option>
+            ))}
+          </select>
+        </label>
+        <label className="slider">
+          <span>Colours</span>
+          <select
+            name="colour-scale"
+            value={settings.colourScale}
+            disabled={disabled}
+            onChange={(e) => {
+              const id = e.target.value as ColourScaleId;
+              storeColourScale(id);
+              onChange({ colourScale: id });
+            }}
+          >
+            {Object.values(COLOUR_SCALES).map((c) => (
+              <option key={c.id} value={c.id}>
+                {c.label}
+              </option>
+            ))}
+          </select>
+        </label>
+        <label className="slider">
+          <span>Overlay opacity {Math.round(settings.opacity * 100)}%</span>
+          <input
+            type="range"
+            name="opacity"
+            min={0}
+            max={1}
+            step={0.05}
+            value={settings.opacity}
+            disabled={disabled}
+            onChange={(e) => onChange({ opacity: Number(e.target.value) })}
+          />
+        </label>
+      </div>
+      <div className="compare-control-group">
+        {(["positive", "negative"] as const).map((sign) => (
+          <label className="slider" key={sign}>
+            <span>
+              {sign === "positive" ? "Pathological" : "Healthy"} ({scale[sign].hue}) threshold{" "}
+              <strong data-testid={`threshold-${sign}`}>{thresholdLabel(sign)}</strong>
+            </span>
+            <input
+              type="range"
+              name={`threshold-${sign}`}
+              min={0}
+              max={0.95}
+              step={0.01}
+              value={settings.fraction[sign]}
+              disabled={disabled || shared[sign] <= 0}
+              onChange={(e) => onChange({ fraction: { ...settings.fraction, [sign]: Number(e.target.value) } })}
+            />
+          </label>
+        ))}
+      </div>
     </section>
   );
 }
+
+/** The three slices side by side: no empty fourth tile in a panel. */
+const COMPARE_NIIVUE_OPTIONS = { multiplanarLayout: MULTIPLANAR_TYPE.ROW };
 
 function ComparePanel({
   index,
@@ -191,6 +455,8 @@ function ComparePanel({
   label,
   runId,
   onState,
+  ownScale,
+  legend,
 }: {
   index: number;
   subject: Subject;
@@ -198,9 +464,14 @@ function ComparePanel({
   label: string;
   runId: number;
   onState: (index: number, controller: ViewerController | null, phase: string) => void;
+  /** Per-panel scale: this panel shows its own colour bar. */
+  ownScale: boolean;
+  legend: RelevanceLegend;
 }) {
-  const { hostRef, controller, snapshot } = useViewerController();
+  const { hostRef, controller, snapshot } = useViewerController(COMPARE_NIIVUE_OPTIONS);
   const stats = readStats(attribution.stats);
+  const baseline = baselineText(attribution.method, attribution.params);
+  const uncertainty = uncertaintyOf(attribution);
 
   useEffect(() => {
     if (!controller) return;
@@ -227,10 +498,19 @@ function ComparePanel({
     >
       <figcaption>
         <Link to={runPath(runId)}>{label}</Link>
-        <Link className="small" to={`/viewer/${subject.id}?attribution=${attribution.id}`}>
-          open
-        </Link>
+        <span className="muted small">
+          {stats ? `peak ${formatNumber(stats.max)} / ${formatNumber(stats.min)}` : null}{" "}
+          <Link to={`/viewer/${subject.id}?attribution=${attribution.id}`}>open</Link>
+        </span>
       </figcaption>
+      <p className="muted small compare-meta" data-testid="map-meta">
+        {[
+          baseline ? `baseline ${baseline}` : null,
+          uncertainty ? uncertaintyText(uncertainty) : "no completeness check",
+        ]
+          .filter(Boolean)
+          .join(" · ")}
+      </p>
       <div className="viewer-canvas-host compare-canvas-host" ref={hostRef} />
       {snapshot.error ? (
         <p className="error" role="alert">
@@ -239,8 +519,14 @@ function ComparePanel({
       ) : null}
       {!stats ? <p className="note">This map has no statistics: showing the MR volume only.</p> : null}
       <p className="location muted small">{snapshot.location || "\u00a0"}</p>
-      <Colorbar thresholds={snapshot.thresholds} />
+      {ownScale ? (
+        <Colorbar
+          thresholds={snapshot.thresholds}
+          legend={legend}
+          scale={snapshot.colourScale}
+          caption="This panel's own scale."
+        />
+      ) : null}
     </figure>
   );
 }
-

@@ -5,7 +5,7 @@ import type { Attribution, Label, Run, Split, Subject } from "../api/types";
 import { SPLITS, canWrite, isActive } from "../api/types";
 import { compareViewerPath, parseId, viewerPath } from "../api/urls";
 import { ErrorMessage, Field, ProgressBar, StatusBadge } from "../components/common";
-import { labelName } from "../format";
+import { formatNumber, labelName } from "../format";
 import {
   type FieldErrors,
   IG_STEPS,
@@ -14,7 +14,7 @@ import {
   validateUploadForm,
 } from "../forms/validation";
 import { useAsync, useJobPolling } from "../hooks";
-import { validateSite } from "../components/subjectFields";
+import { parseTarget, validateSite } from "../components/subjectFields";
 import { BulkUpload } from "../upload/BulkUpload";
 import { SubjectPreview } from "../viewer/SubjectPreview";
 
@@ -101,6 +101,7 @@ export function DatasetPage() {
           steps={steps}
           canCompute={writable}
           onEdited={subjects.reload}
+          targetName={dataset.data?.target_name ?? ""}
         />
       </section>
       {writable && projectId != null ? (
@@ -110,7 +111,11 @@ export function DatasetPage() {
       ) : null}
       {writable ? (
         <section className="panel">
-          <UploadSubjectForm datasetId={datasetId} onUploaded={subjects.reload} />
+          <UploadSubjectForm
+            datasetId={datasetId}
+            onUploaded={subjects.reload}
+            targetName={dataset.data?.target_name ?? ""}
+          />
         </section>
       ) : null}
     </div>
@@ -124,7 +129,10 @@ function SubjectTable({
   steps,
   canCompute,
   onEdited,
+  targetName,
 }: {
+  /** The dataset's name for the continuous target (regression runs), "" when unnamed. */
+  targetName: string;
   subjects: Subject[];
   loading: boolean;
   run: Run | undefined;
@@ -145,6 +153,12 @@ function SubjectTable({
   const [created, setCreated] = useState<Record<number, Attribution>>({});
   const [edited, setEdited] = useState<Record<number, Subject>>({});
   const [saving, setSaving] = useState<Record<number, boolean>>({});
+  // Several maps at once (POST /attributions/batch): the ticked subjects, or a whole split.
+  const [selected, setSelected] = useState<ReadonlySet<number>>(new Set());
+  const [batchSplit, setBatchSplit] = useState<Split>("test");
+  const [batchBusy, setBatchBusy] = useState(false);
+  const [batchError, setBatchError] = useState<unknown>(null);
+  const [batchDone, setBatchDone] = useState<string | null>(null);
   const activeJobs = Object.values(created)
     .filter((a) => isActive(a.status) && a.job_id != null)
     .map((a) => a.job_id as number);
@@ -183,7 +197,46 @@ function SubjectTable({
     }
   };
 
-  const edit = async (subject: Subject, change: { label?: Label; split?: Split; site?: string }) => {
+  const computeBatch = async (target: { subject_ids: number[] } | { split: Split }) => {
+    if (!run) return;
+    const parsed = validateSteps(steps);
+    setStepsError(typeof parsed === "string" ? parsed : undefined);
+    if (typeof parsed === "string") return;
+    setBatchBusy(true);
+    setBatchError(null);
+    setBatchDone(null);
+    try {
+      const made = await api.attributions.createBatch({
+        run_id: run.id,
+        method: "integrated_gradients",
+        params: { steps: parsed, baseline: "zero" },
+        ...target,
+      });
+      setCreated((c) => ({ ...c, ...Object.fromEntries(made.data.map((a) => [a.id, a])) }));
+      setSelected(new Set());
+      setBatchDone(
+        `Queued ${made.count} map${made.count === 1 ? "" : "s"}` +
+          ("split" in target ? ` for the ${target.split} split.` : " for the selected subjects."),
+      );
+    } catch (reason) {
+      setBatchError(reason);
+    } finally {
+      setBatchBusy(false);
+    }
+  };
+  const toggle = (id: number, on: boolean) =>
+    setSelected((old) => {
+      const next = new Set(old);
+      if (on) next.add(id);
+      else next.delete(id);
+      return next;
+    });
+  const splitCount = subjects.filter((x) => x.split === batchSplit).length;
+
+  const edit = async (
+    subject: Subject,
+    change: { label?: Label; split?: Split; site?: string; target?: number | null },
+  ) => {
     setRowErrors((e) => ({ ...e, [subject.id]: null }));
     setSaving((b) => ({ ...b, [subject.id]: true }));
     try {
@@ -208,13 +261,62 @@ function SubjectTable({
       {previewSubject ? (
         <SubjectPreview key={previewSubject.id} subject={previewSubject} onClose={closePreview} />
       ) : null}
+      {canCompute ? (
+        <div className="batch-bar" data-testid="batch-bar">
+          <button
+            type="button"
+            disabled={!run || batchBusy || selected.size === 0}
+            onClick={() => void computeBatch({ subject_ids: [...selected] })}
+          >
+            Compute IG for {selected.size} selected
+          </button>
+          <span className="muted">or for a split:</span>
+          <select
+            name="batch-split"
+            aria-label="Split to compute"
+            value={batchSplit}
+            onChange={(e) => setBatchSplit(e.target.value as Split)}
+          >
+            {SPLITS.map((split) => (
+              <option key={split} value={split}>
+                {split}
+              </option>
+            ))}
+          </select>
+          <button
+            type="button"
+            disabled={!run || batchBusy || splitCount === 0}
+            onClick={() => void computeBatch({ split: batchSplit })}
+          >
+            Compute IG for the {batchSplit} split ({splitCount})
+          </button>
+          {batchDone ? (
+            <span className="ok" role="status">
+              {batchDone}
+            </span>
+          ) : null}
+          {!run ? <span className="muted small">Choose a finished run first.</span> : null}
+        </div>
+      ) : null}
+      <ErrorMessage error={batchError} />
       <table className="table">
         <thead>
           <tr>
+            {canCompute ? (
+              <th>
+                <input
+                  type="checkbox"
+                  aria-label="Select all subjects"
+                  checked={selected.size === subjects.length}
+                  onChange={(e) => setSelected(new Set(e.target.checked ? subjects.map((x) => x.id) : []))}
+                />
+              </th>
+            ) : null}
             <th>Subject</th>
             <th>Label</th>
             <th>Split</th>
             <th>Site</th>
+            <th title="The continuous target of regression runs">{targetName ? `Target (${targetName})` : "Target"}</th>
             <th>Mask</th>
             <th title="given: the uploaded brain mask; computed: from the image at import">Brain mask</th>
             <th>Shape</th>
@@ -230,6 +332,16 @@ function SubjectTable({
             const status = job ?? attribution;
             return (
               <tr key={s.id} data-subject-id={s.id}>
+                {canCompute ? (
+                  <td>
+                    <input
+                      type="checkbox"
+                      aria-label={`Select ${s.subject_key}`}
+                      checked={selected.has(s.id)}
+                      onChange={(e) => toggle(s.id, e.target.checked)}
+                    />
+                  </td>
+                ) : null}
                 <td>
                   <Link to={viewerPath(s.id, attribution?.status === "succeeded" ? attribution.id : null)}>
                     {s.subject_key}
@@ -277,6 +389,15 @@ function SubjectTable({
                     <SiteCell subject={s} saving={saving[s.id] ?? false} onSave={(site) => edit(s, { site })} />
                   ) : (
                     s.site || <span className="muted">–</span>
+                  )}
+                </td>
+                <td>
+                  {canCompute ? (
+                    <TargetCell subject={s} saving={saving[s.id] ?? false} onSave={(target) => edit(s, { target })} />
+                  ) : s.target == null ? (
+                    <span className="muted">–</span>
+                  ) : (
+                    formatNumber(s.target)
                   )}
                 </td>
                 <td>{s.has_mask ? "yes" : "–"}</td>
@@ -385,10 +506,83 @@ const EMPTY_UPLOAD: UploadFormValues = {
   split: "train",
   image: null,
   mask: null,
+  target: "",
   brainMask: null,
 };
 
-function UploadSubjectForm({ datasetId, onUploaded }: { datasetId: string; onUploaded: () => void }) {
+/** The continuous target in the subject table: a number, or empty for none; saved on Enter or blur. */
+function TargetCell({
+  subject,
+  saving,
+  onSave,
+}: {
+  subject: Subject;
+  saving: boolean;
+  onSave: (target: number | null) => Promise<void>;
+}) {
+  const asText = (v: number | null | undefined) => (v == null ? "" : String(v));
+  const [text, setText] = useState(asText(subject.target));
+  const [error, setError] = useState<string | null>(null);
+  const [shown, setShown] = useState(subject.target);
+  const pending = useRef<number | null | undefined>(undefined);
+  if (shown !== subject.target) {
+    setShown(subject.target);
+    setText(asText(subject.target));
+  }
+  const save = () => {
+    const result = parseTarget(text);
+    if (!result.ok) {
+      setError(result.error);
+      return;
+    }
+    setError(null);
+    // Enter saves, and the blur that follows (the field is disabled while saving) must not
+    // send the same value again.
+    if (pending.current !== undefined && pending.current === result.value) return;
+    if (result.value !== (subject.target ?? null)) {
+      pending.current = result.value;
+      void onSave(result.value).finally(() => {
+        pending.current = undefined;
+      });
+    } else setText(asText(subject.target));
+  };
+  return (
+    <div className="site-cell">
+      <input
+        className="site-input target-input"
+        name={`target-${subject.id}`}
+        inputMode="decimal"
+        aria-label={`Target of ${subject.subject_key}`}
+        aria-invalid={error ? true : undefined}
+        value={text}
+        placeholder="–"
+        disabled={saving}
+        onChange={(e) => setText(e.target.value)}
+        onBlur={save}
+        onKeyDown={(e) => {
+          if (e.key === "Enter") {
+            e.preventDefault();
+            save();
+          } else if (e.key === "Escape") {
+            setText(asText(subject.target));
+            setError(null);
+          }
+        }}
+      />
+      {error ? <div className="error small site-error">{error}</div> : null}
+    </div>
+  );
+}
+
+function UploadSubjectForm({
+  datasetId,
+  onUploaded,
+  targetName,
+}: {
+  datasetId: string;
+  onUploaded: () => void;
+  targetName: string;
+}) {
   const [values, setValues] = useState<UploadFormValues>(EMPTY_UPLOAD);
   const [errors, setErrors] = useState<FieldErrors<keyof UploadFormValues>>({});
   const [error, setError] = useState<unknown>(null);
@@ -457,6 +651,18 @@ function UploadSubjectForm({ datasetId, onUploaded }: { datasetId: string; onUpl
             type="file"
             accept=".nii,.gz"
             onChange={(e) => setValues({ ...values, image: e.target.files?.[0] ?? null })}
+          />
+        </Field>
+        <Field
+          label={targetName ? `Target: ${targetName} (optional, regression)` : "Target (optional, for regression runs)"}
+          error={errors.target}
+        >
+          <input
+            name="target"
+            inputMode="decimal"
+            value={values.target}
+            placeholder="e.g. 3.5"
+            onChange={(e) => setValues({ ...values, target: e.target.value })}
           />
         </Field>
         <Field label="Lesion mask (optional)" error={errors.mask}>

@@ -5,6 +5,9 @@ import { ErrorMessage, StatusBadge } from "../components/common";
 import { CorrectedSubjects } from "../corrections/CorrectedSubjects";
 import { formatValue } from "../format";
 import { useAsync } from "../hooks";
+import { CurveChart } from "../charts/CurveChart";
+import { overlaySeries, runCurves } from "../runs/overlay";
+import { groupsWithData } from "../runs/metricGroups";
 
 /** /runs/compare?ids=1,2,3: configs (differences highlighted) and final metrics side by side. */
 export function RunComparePage() {
@@ -15,6 +18,8 @@ export function RunComparePage() {
     [ids.join(",")],
   );
   const data = comparison.data;
+  // Every run's per-epoch series (the comparison carries them), drawn on shared charts.
+  const curves = data ? runCurves(data) : null;
   if (ids.length === 0) return <p className="muted">Choose runs to compare on the home page.</p>;
   return (
     <section className="panel run-compare">
@@ -65,6 +70,17 @@ export function RunComparePage() {
           </tbody>
         </table>
       )}
+      {data && curves && curves.length > 0 ? (
+        <section className="run-compare-curves" data-testid="run-compare-curves">
+          <h2>Training curves</h2>
+          <p className="muted small">One colour per run; a dashed line is the second metric of a chart.</p>
+          <div className="charts">
+            {groupsWithData(curves.flatMap((c) => c.points.map((p) => p.name))).map((g) => (
+              <CurveChart key={g.title} title={g.title} series={overlaySeries(curves, g.names)} />
+            ))}
+          </div>
+        </section>
+      ) : null}
       {data?.runs
         .filter((r) => r.from_reviews_of != null)
         .map((r) => <CorrectedSubjects key={r.id} runId={r.id} />)}

@@ -3,7 +3,7 @@ import { Link, useParams } from "react-router";
 import { api } from "../api/client";
 import type { Job } from "../api/types";
 import { canWrite, isActive } from "../api/types";
-import { parseId } from "../api/urls";
+import { parseId, runPath } from "../api/urls";
 import { CurveChart } from "../charts/CurveChart";
 import { seriesFromPoints } from "../charts/curves";
 import { ErrorMessage, ProgressBar, StatusBadge } from "../components/common";
@@ -13,6 +13,7 @@ import { CorrectedSubjects } from "../corrections/CorrectedSubjects";
 import { FromReviewsPanel } from "../corrections/FromReviewsPanel";
 import { WatchPlot } from "../corrections/WatchPlot";
 import { INSTRUMENTATION_METRICS, INSTRUMENTATION_NOTE, groupsWithData, testMetrics } from "../runs/metricGroups";
+import { NextSteps } from "../runs/NextSteps";
 import { useLiveRun } from "../runs/useLiveRun";
 import { SiteMetricsPanel } from "../runs/SiteMetricsPanel";
 
@@ -26,7 +27,9 @@ export function RunPage() {
     runId = null;
   }
   if (runId === null) return <ErrorMessage error={`Not a valid run id: ${raw}`} />;
-  return <RunView runId={runId} />;
+  // Keyed by the id: another run (a link, a run launched from reviews) starts from nothing, so
+  // no curve, job, form field or panel of the previous run can show under the new id.
+  return <RunView key={runId} runId={runId} />;
 }
 
 function RunView({ runId }: { runId: number }) {
@@ -63,6 +66,22 @@ function RunView({ runId }: { runId: number }) {
   const retryable = run != null && (run.status === "failed" || run.status === "cancelled");
   const finals = testMetrics(run?.metrics);
 
+  if (live.source === "unavailable") {
+    return (
+      <div className="run-page" data-run-id={runId} data-source={live.source}>
+        <section className="panel">
+          <p className="crumbs">
+            <Link to="/">Datasets and runs</Link>
+          </p>
+          <h1>Run {runId}</h1>
+          <p className="error" role="alert" data-testid="run-unavailable">
+            {live.error}
+          </p>
+        </section>
+      </div>
+    );
+  }
+
   return (
     <div className="run-page" data-run-id={runId} data-source={live.source}>
       <section className="panel">
@@ -73,7 +92,20 @@ function RunView({ runId }: { runId: number }) {
         <h1>
           {run?.name ?? `Run ${runId}`} <StatusBadge status={status} />
         </h1>
-        {run ? <p className="muted small">created {formatDate(run.created_at)} · updates by {live.source}</p> : null}
+        {run ? (
+          <p className="muted small">
+            created {formatDate(run.created_at)} · updates by {live.source}
+            {run.from_reviews_of != null ? (
+              <>
+                {" "}
+                · launched from the reviews of{" "}
+                <Link to={runPath(run.from_reviews_of)} data-testid="parent-run">
+                  run {run.from_reviews_of}
+                </Link>
+              </>
+            ) : null}
+          </p>
+        ) : null}
         {job && active ? <ProgressBar job={job} /> : null}
         {job?.error ? <p className="error small">{job.error}</p> : null}
         {writable ? (
@@ -134,6 +166,7 @@ function RunView({ runId }: { runId: number }) {
         )}
       </section>
       {run ? <SiteMetricsPanel run={run} /> : null}
+      {run?.status === "succeeded" ? <NextSteps run={run} writable={writable} /> : null}
       {run?.from_reviews_of != null ? <CorrectedSubjects runId={runId} refresh={run.status} /> : null}
       {run ? (
         <WatchPlot

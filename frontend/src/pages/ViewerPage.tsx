@@ -20,6 +20,8 @@ import { useViewerController } from "../viewer/useViewerController";
 
 interface ViewerData {
   subject: Subject;
+  /** The dataset's name for the breadcrumb (null if it could not be read). */
+  datasetName: string | null;
   attribution: Attribution | null;
   run: Run | null;
   /** What red and blue mean for the run's maps (classification or regression). */
@@ -34,6 +36,10 @@ async function loadViewerData(
   runId: string | null = null,
 ): Promise<ViewerData> {
   const subject = await api.subjects.get(parseId(subjectId, "subject id"));
+  const datasetName = api.datasets
+    .get(subject.dataset_id)
+    .then((d) => d.name)
+    .catch(() => null);
   let attribution: Attribution | null;
   if (attributionId) {
     attribution = await api.attributions.get(parseId(attributionId, "attribution id"));
@@ -64,7 +70,7 @@ async function loadViewerData(
   } else if (!readStats(attribution.stats)) {
     note = "This attribution has no statistics: showing the MR volume only.";
   }
-  return { subject, attribution, run, legend, note };
+  return { subject, datasetName: await datasetName, attribution, run, legend, note };
 }
 
 export default function ViewerPage() {
@@ -103,7 +109,11 @@ export default function ViewerPage() {
       <header className="viewer-header">
         <p className="crumbs">
           <Link to="/">Datasets</Link> /{" "}
-          {subject ? <Link to={`/datasets/${subject.dataset_id}`}>Dataset {subject.dataset_id}</Link> : null}
+          {subject ? (
+            <Link to={`/datasets/${subject.dataset_id}`} data-testid="dataset-crumb">
+              {loaded?.datasetName ?? `Dataset ${subject.dataset_id}`}
+            </Link>
+          ) : null}
         </p>
         <h1>
           {subject ? subject.subject_key : `Subject ${subjectId}`}
@@ -138,7 +148,7 @@ export default function ViewerPage() {
         <aside className="viewer-side">
           {epochView.panel}
           <ViewerControls controller={controller} snapshot={snapshot} />
-          <Colorbar thresholds={snapshot.thresholds} legend={loaded?.legend} />
+          <Colorbar thresholds={snapshot.thresholds} legend={loaded?.legend} scale={snapshot.colourScale} />
           {loaded?.attribution ? <ProvenancePanel attribution={loaded.attribution} run={loaded.run} /> : null}
           {loaded?.run && isSegmentationRun(loaded.run) ? (
             <RegionPanel

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { shortcutFor } from "../viewer/shortcuts";
 import {
   type Agreement,
   type ReviewQueueItem,
@@ -8,6 +9,7 @@ import {
   formatPercent,
   kappaStrength,
   keyAction,
+  reviewsOf,
   pickCurrent,
   queueRows,
   queueSummary,
@@ -107,16 +109,51 @@ describe("agreement formatting", () => {
 
 describe("drawing", () => {
   it("maps keys to tools", () => {
-    expect(keyAction("1")).toEqual({ kind: "tool", tool: "missed" });
-    expect(keyAction("2")).toEqual({ kind: "tool", tool: "spurious" });
+    expect(keyAction("d")).toEqual({ kind: "tool", tool: "missed" });
+    expect(keyAction("x")).toEqual({ kind: "tool", tool: "spurious" });
+    // 1 and 2 are views, as in the viewer: not pens.
+    expect(keyAction("1")).toBeNull();
+    expect(keyAction("2")).toBeNull();
     expect(keyAction("e")).toEqual({ kind: "tool", tool: "eraser" });
     expect(keyAction("Escape")).toEqual({ kind: "tool", tool: "off" });
     expect(keyAction("z", { ctrl: true })).toEqual({ kind: "undo" });
-    expect(keyAction("1", { inTextField: true })).toBeNull();
-    expect(keyAction("x")).toBeNull();
+    expect(keyAction("d", { inTextField: true })).toBeNull();
+    expect(keyAction("q")).toBeNull();
+  });
+  it("uses no key of the viewer's shortcuts, which keep their meaning on the review page", () => {
+    for (const key of ["d", "x", "e", "u", "D", "X", "E", "U"]) expect(shortcutFor({ key })).toBeNull();
+    expect(shortcutFor({ key: "1" })).toEqual({ kind: "view", view: "axial" });
   });
   it("counts labels", () => {
     expect(countLabels(Uint8Array.from([0, 1, 1, 2, 0]))).toEqual({ missed: 2, spurious: 1 });
     expect(countLabels(null)).toEqual({ missed: 0, spurious: 0 });
+  });
+});
+
+describe("reviewsOf", () => {
+  const r = (id: number, item: string | null, reviewer_id: number, rating = 3, extra: object = {}) => ({
+    id,
+    attribution_id: null,
+    item,
+    label: item ? `Map ${item.toUpperCase()}` : null,
+    reviewer_id,
+    rating,
+    trust: true,
+    comment: "",
+    created_at: "",
+    has_correction: false,
+    ...extra,
+  });
+  it("groups the user's reviews by map token, newest version and newest map first", () => {
+    const out = reviewsOf([r(1, "t7", 2), r(2, "t8", 2), r(3, "t7", 2, 5), r(4, "t7", 9)], 2);
+    expect(out.map((m) => m.item)).toEqual(["t7", "t8"]);
+    expect(out[0].name).toBe("Map T7");
+    expect(out[0].latest.rating).toBe(5);
+    expect(out[0].history.map((h) => h.id)).toEqual([3, 1]);
+    expect(reviewsOf([r(1, "t7", 2)], null)).toEqual([]);
+  });
+  it("names a map of an open round by its id, and skips reviews without a token", () => {
+    const open = reviewsOf([r(1, "t7", 2, 3, { attribution_id: 7, label: null }), r(2, null, 2)], 2);
+    expect(open.map((m) => [m.item, m.name])).toEqual([["t7", "map #7"]]);
   });
 });

@@ -118,11 +118,22 @@ export type DrawTool = "off" | "missed" | "spurious" | "eraser";
 /** NiiVue pen value of each tool: 1 missed lesion, 2 spurious relevance, 0 erases. */
 export const PEN_VALUE: Record<Exclude<DrawTool, "off">, number> = { missed: 1, spurious: 2, eraser: 0 };
 
+// The drawing keys are letters the viewer does not use (viewer/shortcuts.ts): 1-6 choose the
+// view, p/h/o/l the layers, ? the help, the same on the review page as in the viewer.
 export const DRAW_TOOLS: { tool: DrawTool; label: string; key: string }[] = [
   { tool: "off", label: "Navigate", key: "Esc" },
-  { tool: "missed", label: "Pen 1: missed lesion", key: "1" },
-  { tool: "spurious", label: "Pen 2: spurious relevance", key: "2" },
+  { tool: "missed", label: "Pen 1: missed lesion", key: "D" },
+  { tool: "spurious", label: "Pen 2: spurious relevance", key: "X" },
   { tool: "eraser", label: "Eraser", key: "E" },
+];
+
+/** The review page's own rows of the keyboard help (after the viewer's). */
+export const DRAW_SHORTCUT_HELP: readonly { keys: string[]; description: string }[] = [
+  { keys: ["d"], description: "Pen 1: draw a missed lesion (orange)" },
+  { keys: ["x"], description: "Pen 2: draw spurious relevance (magenta)" },
+  { keys: ["e"], description: "Eraser" },
+  { keys: ["u", "Ctrl+Z"], description: "Undo the last stroke" },
+  { keys: ["Esc"], description: "Navigate (stop drawing), or close this help" },
 ];
 
 export type DrawAction = { kind: "tool"; tool: DrawTool } | { kind: "undo" } | null;
@@ -132,9 +143,11 @@ export function keyAction(key: string, opts: { ctrl?: boolean; inTextField?: boo
   if (opts.inTextField) return null;
   if (opts.ctrl) return key.toLowerCase() === "z" ? { kind: "undo" } : null;
   switch (key) {
-    case "1":
+    case "d":
+    case "D":
       return { kind: "tool", tool: "missed" };
-    case "2":
+    case "x":
+    case "X":
       return { kind: "tool", tool: "spurious" };
     case "e":
     case "E":
@@ -171,3 +184,38 @@ export const CORRECTION_COLORMAP = {
   I: [0, 1, 2],
   labels: ["", "missed lesion", "spurious relevance"],
 };
+
+export type SubmittedReview = components["schemas"]["ReviewPublic"];
+
+/** One map this user reviewed: the latest version first, then the earlier ones. */
+export interface ReviewedMap {
+  /** The user's opaque token of the map: reopening goes by it (blinded reviewers get no map id). */
+  item: string;
+  /** What the list calls the map: its blind label, or "map #id" in an open round. */
+  name: string;
+  latest: SubmittedReview;
+  history: SubmittedReview[];
+}
+
+/**
+ * The user's reviews grouped by map (their item token: the server gives it with each of their
+ * own reviews, blinded or not), newest map first; each map's versions newest first.
+ */
+export function reviewsOf(reviews: readonly SubmittedReview[], userId: number | null): ReviewedMap[] {
+  if (userId === null) return [];
+  const byMap = new Map<string, SubmittedReview[]>();
+  for (const r of reviews) {
+    if (r.reviewer_id !== userId || !r.item) continue;
+    const list = byMap.get(r.item) ?? [];
+    list.push(r);
+    byMap.set(r.item, list);
+  }
+  return [...byMap.entries()]
+    .map(([item, list]) => {
+      const history = [...list].sort((a, b) => b.id - a.id);
+      const latest = history[0];
+      const name = latest.label ?? (latest.attribution_id != null ? `map #${latest.attribution_id}` : "map");
+      return { item, name, latest, history };
+    })
+    .sort((a, b) => b.latest.id - a.latest.id);
+}

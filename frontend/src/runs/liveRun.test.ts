@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Job, Run } from "../api/types";
-import { INITIAL_LIVE, actionFromEvent, isLive, liveReducer } from "./liveRun";
+import { INITIAL_LIVE, actionFromEvent, isLive, liveReducer, unavailableMessage } from "./liveRun";
 
 const run = (status: string) => ({ id: 1, status }) as Run;
 
@@ -27,5 +27,23 @@ describe("liveReducer", () => {
     expect(isLive(INITIAL_LIVE)).toBe(true);
     expect(isLive({ ...INITIAL_LIVE, run: run("running") })).toBe(true);
     expect(isLive({ ...INITIAL_LIVE, run: run("succeeded"), job: { status: "succeeded" } as Job })).toBe(false);
+  });
+
+  it("forgets the previous run on reset and says why a run is unavailable", () => {
+    let state = liveReducer(INITIAL_LIVE, { type: "run", run: run("succeeded") });
+    state = liveReducer(state, { type: "metrics", points: [{ name: "loss_c", epoch: 1, step: null, value: 2 }] });
+    expect(liveReducer(state, { type: "reset" })).toEqual(INITIAL_LIVE);
+    const gone = liveReducer(state, { type: "unavailable", error: "Run 9 does not exist (or was deleted)." });
+    expect(gone.run).toBeNull();
+    expect(gone.points).toEqual([]);
+    expect(gone.source).toBe("unavailable");
+  });
+
+  it("stops only for errors that asking again cannot fix", () => {
+    expect(unavailableMessage(9, 404)).toMatch(/does not exist/);
+    expect(unavailableMessage(9, 403, "not a member")).toBe("You do not have access to run 9: not a member");
+    expect(unavailableMessage(9, 401)).toMatch(/log in/);
+    expect(unavailableMessage(9, 500)).toBeNull();
+    expect(unavailableMessage(9, undefined)).toBeNull();
   });
 });

@@ -48,6 +48,8 @@ describe("instrumentation curves", () => {
     expect(chartOf("grad_ratio")).not.toBe(chartOf("grad_norm_a"));
     expect(chartOf("attribution_share")).not.toBe(chartOf("attribution_seconds"));
     expect(chartOf("attribution_abs_mean")).not.toBe(chartOf("loss_a"));
+    expect(chartOf("loss_c")).not.toBe(chartOf("loss_a"));
+    expect(chartOf("loss_c")).toBe(chartOf("val_loss"));
   });
 
   it("draws only the groups with data: an L_C-only run without probe has no ratio chart", () => {

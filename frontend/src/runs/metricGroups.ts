@@ -3,7 +3,9 @@ import type { Metrics } from "../api/types";
 
 /** Chart title -> the per-epoch metric names it draws (as worker/tasks/train.py stores them). */
 export const CURVE_GROUPS: { title: string; names: string[] }[] = [
-  { title: "Losses (L_C, L_A)", names: ["loss_c", "loss_a", "val_loss"] },
+  // Each loss on its own axis: L_A is often orders of magnitude above L_C and would flatten it.
+  { title: "Classification loss L_C (train, validation)", names: ["loss_c", "val_loss"] },
+  { title: "Attribution loss L_A", names: ["loss_a"] },
   { title: "Validation AUROC", names: ["val_auroc", "val_attr_auroc"] },
   { title: "Validation error (regression)", names: ["val_mae", "val_rmse"] },
   { title: "Validation attribution", names: ["val_lesion_mass", "val_attr_dice"] },

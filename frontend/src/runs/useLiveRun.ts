@@ -2,8 +2,9 @@
 // polling of the run, its job and its metrics when the stream is unavailable.
 import { useEffect, useReducer } from "react";
 import { api } from "../api/client";
+import { ApiError } from "../api/http";
 import { runEventsUrl } from "../api/urls";
-import { INITIAL_LIVE, type LiveRun, actionFromEvent, isLive, liveReducer } from "./liveRun";
+import { INITIAL_LIVE, type LiveRun, actionFromEvent, isLive, liveReducer, unavailableMessage } from "./liveRun";
 
 export const RUN_POLL_MS = 2000;
 const EVENTS = ["run", "job", "metrics"] as const;
@@ -12,6 +13,8 @@ export function useLiveRun(runId: number, generation = 0): LiveRun {
   const [state, dispatch] = useReducer(liveReducer, INITIAL_LIVE);
 
   useEffect(() => {
+    // Nothing of the previous run (or of the attempt before a retry) may show for this one.
+    dispatch({ type: "reset" });
     let closed = false;
     let source: EventSource | null = null;
     let timer: number | undefined;
@@ -35,8 +38,14 @@ export function useLiveRun(runId: number, generation = 0): LiveRun {
       const loop = async () => {
         try {
           await pollOnce();
-        } catch {
-          // Keep polling: a transient error should not freeze the page.
+        } catch (error) {
+          // A missing or forbidden run: say so and stop. Anything else may pass: keep polling.
+          const status = error instanceof ApiError ? error.status : undefined;
+          const message = unavailableMessage(runId, status, error instanceof Error ? error.message : undefined);
+          if (message) {
+            if (!closed) dispatch({ type: "unavailable", error: message });
+            return;
+          }
         }
         if (closed) return;
         if (live) timer = window.setTimeout(() => void loop(), RUN_POLL_MS);

@@ -5,15 +5,25 @@ import { api } from "../api/client";
 import { ApiError, errorMessage } from "../api/http";
 import {
   type ImportGroup,
+  type MappedProblems,
   formatBytes,
   groupDropped,
   importProblems,
   importSummary,
   mapProblems,
   progressOf,
+  rowsWithProblems,
 } from "./plan";
 import { ResumeStore, type ServerUpload, findResumable, unfinished } from "./resume";
 import { type PickedFile, filesFromDrop, fromFile, isAbort, uploadFile } from "./transfer";
+
+interface PartialOffer {
+  label: string;
+  rows: number[];
+  sent: Item[];
+  ids: Map<string, string>;
+  mapped: MappedProblems;
+}
 
 type ItemState = "queued" | "uploading" | "uploaded" | "failed" | "cancelled" | "imported" | "rejected";
 
@@ -51,6 +61,8 @@ export function BulkUpload({
   const [skipped, setSkipped] = useState<string[]>([]);
   const [general, setGeneral] = useState<string[]>([]);
   const [summary, setSummary] = useState<string[]>([]);
+  // A refused import whose problems all name rows: the user may import the other rows.
+  const [offers, setOffers] = useState<PartialOffer[]>([]);
   const [busy, setBusy] = useState(false);
   const [over, setOver] = useState(false);
   const fileInput = useRef<HTMLInputElement>(null);
@@ -117,6 +129,7 @@ export function BulkUpload({
     setItems([...keyed.values()]);
     setSkipped(left.map((s) => `${s.file.path} (${s.reason})`));
     setGeneral([]);
+    setOffers([]);
     setSummary([]);
     if (groups.length === 0) return;
     setBusy(true);
@@ -207,12 +220,51 @@ export function BulkUpload({
         sent.map((m) => ({ key: m.key, path: m.path, uploadId: ids.get(m.key) })),
         { kind: group.kind, tableKey },
       );
-      for (const m of sent) patch(m.key, { state: "rejected", errors: mapped.byFile[m.key] ?? [] });
+      // Only the files with a problem are marked; the others wait for the user's choice.
+      for (const m of sent) {
+        const errors = mapped.byFile[m.key] ?? [];
+        patch(m.key, errors.length ? { state: "rejected", errors } : { state: "uploaded", errors: [] });
+      }
+      const rows = rowsWithProblems(problems);
+      const count = `${problems.length} problem${problems.length === 1 ? "" : "s"}`;
       setGeneral((g) => [
         ...g,
-        `${label}: ${errorMessage(reason)} Nothing was imported.`,
+        `${label}: nothing was imported (${count}, listed next to their files).`,
         ...mapped.general,
       ]);
+      if (rows) setOffers((o) => [...o, { label, rows, sent, ids, mapped }]);
+    }
+  };
+
+  /** The second try of a refused import: the rows without problems, the others reported. */
+  const importValid = async (offer: PartialOffer) => {
+    setBusy(true);
+    setOffers((o) => o.filter((x) => x !== offer));
+    try {
+      const result = await api.imports.fromUploads(
+        datasetId,
+        offer.sent.map((m) => offer.ids.get(m.key) as string),
+        true,
+      );
+      for (const m of offer.sent) {
+        const errors = offer.mapped.byFile[m.key] ?? [];
+        patch(m.key, errors.length ? { state: "rejected", errors } : { state: "imported", errors: [] });
+        store.current.forget(offer.ids.get(m.key) as string);
+      }
+      const left = [...new Set((result.rejected ?? []).map((p) => p.row))].filter((r) => r != null);
+      setGeneral((g) => g.filter((line) => !line.startsWith(`${offer.label}: nothing was imported`)));
+      setSummary((s) => [
+        ...s,
+        importSummary(result.count, result.layout) +
+          ` ${result.data.map((x) => x.subject_key).join(", ")}` +
+          (left.length ? `; left out: row${left.length === 1 ? "" : "s"} ${left.join(", ")}.` : ""),
+      ]);
+      onImported();
+    } catch (reason) {
+      setGeneral((g) => [...g, `${offer.label}: ${errorMessage(reason)}`]);
+    } finally {
+      setBusy(false);
+      void loadPending();
     }
   };
 
@@ -270,7 +322,8 @@ export function BulkUpload({
         onDrop={(e) => void onDrop(e)}
       >
         <p>
-          Drop NIfTI files with a <code>manifest.csv</code> (subject, image, label[, mask, split, site]), a BIDS
+          Drop NIfTI files with a <code>manifest.csv</code> (subject, image, label[, mask, split, site, target]: target is the
+          continuous value of regression runs), a BIDS
           folder with its <code>participants.tsv</code>, or a zip here.
         </p>
         <div className="form-row">
@@ -304,6 +357,16 @@ export function BulkUpload({
       {summary.map((s) => (
         <p key={s} className="ok import-summary">
           {s}
+        </p>
+      ))}
+      {offers.map((offer) => (
+        <p key={offer.label} className="warning import-offer" data-testid="import-offer">
+          {offer.rows.length === 1 ? "One row of the table" : `${offer.rows.length} rows of the table`} (
+          {offer.rows.map((r) => `row ${r}`).join(", ")}) {offer.rows.length === 1 ? "has" : "have"} problems; the
+          other rows are fine.{" "}
+          <button type="button" disabled={busy} onClick={() => void importValid(offer)}>
+            Import the valid rows, leave out {offer.rows.length}
+          </button>
         </p>
       ))}
       {general.map((g, i) => (

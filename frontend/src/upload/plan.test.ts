@@ -11,6 +11,7 @@ import {
   normalizePath,
   planChunks,
   progressOf,
+  rowsWithProblems,
 } from "./plan";
 
 describe("planChunks", () => {
@@ -176,5 +177,13 @@ describe("texts", () => {
     expect(formatBytes(512)).toBe("512 B");
     expect(formatBytes(1536)).toBe("1.5 KB");
     expect(formatBytes(20 * 1024 * 1024)).toBe("20 MB");
+  });
+});
+
+describe("rowsWithProblems", () => {
+  it("lists the rows when every problem names one, else null", () => {
+    expect(rowsWithProblems([{ row: 4, problem: "a" }, { row: 2, problem: "b" }, { row: 4, problem: "c" }])).toEqual([2, 4]);
+    expect(rowsWithProblems([{ row: 4, problem: "a" }, { row: null, problem: "table" }])).toBeNull();
+    expect(rowsWithProblems([])).toBeNull();
   });
 });

@@ -214,6 +214,12 @@ export function mapProblems(
   return { byFile, general };
 }
 
+/** The table rows named by problems, when every problem names a row (a partial import may help). */
+export function rowsWithProblems(problems: readonly ImportProblem[]): number[] | null {
+  if (problems.length === 0 || problems.some((p) => p.row == null)) return null;
+  return [...new Set(problems.map((p) => p.row as number))].sort((a, b) => a - b);
+}
+
 /** "2 subjects imported (manifest)". */
 export function importSummary(count: number, layout: string): string {
   return `${count} subject${count === 1 ? "" : "s"} imported (${layout === "bids" ? "BIDS folder" : layout}).`;

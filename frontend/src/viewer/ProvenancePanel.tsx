@@ -3,6 +3,7 @@ import { Fragment } from "react";
 import type { Attribution, Run } from "../api/types";
 import { readStats } from "../api/types";
 import { fieldLabel, formatDate, formatNumber, formatValue } from "../format";
+import { baselineText, formatPercent, methodParams, uncertaintyOf } from "./methodParams";
 
 const METHOD_NAMES: Record<string, string> = {
   integrated_gradients: "Integrated gradients",
@@ -18,7 +19,13 @@ const METHOD_NAMES: Record<string, string> = {
 
 export function ProvenancePanel({ attribution, run }: { attribution: Attribution; run?: Run | null }) {
   const stats = readStats(attribution.stats);
-  const params = Object.entries(attribution.params ?? {});
+  const given = attribution.params ?? {};
+  // The parameters the method read (defaults filled in); as given for a method not in the table.
+  const rows =
+    methodParams(attribution.method, given) ??
+    Object.entries(given).map(([key, value]) => ({ key, label: fieldLabel(key), value: formatValue(value), isDefault: false }));
+  const baseline = baselineText(attribution.method, given);
+  const uncertainty = uncertaintyOf(attribution);
   return (
     <section className="provenance" aria-label="Provenance">
       <h2>Provenance</h2>
@@ -26,27 +33,55 @@ export function ProvenancePanel({ attribution, run }: { attribution: Attribution
         <dt>Run</dt>
         <dd>{run ? `${run.name} (#${run.id})` : `#${attribution.run_id}`}</dd>
         <dt>Method</dt>
-        <dd>{METHOD_NAMES[attribution.method] ?? attribution.method}</dd>
-        {params.length === 0 ? (
+        <dd data-testid="method">{METHOD_NAMES[attribution.method] ?? attribution.method}</dd>
+        {baseline ? (
           <>
-            <dt>Parameters</dt>
-            <dd>defaults</dd>
+            <dt>Baseline x′</dt>
+            <dd data-testid="baseline">{baseline}</dd>
           </>
-        ) : (
-          params.map(([key, value]) => (
-            <Fragment key={key}>
-              <dt>{fieldLabel(key)}</dt>
-              <dd>{formatValue(value)}</dd>
-            </Fragment>
-          ))
-        )}
-        <dt>Convergence delta</dt>
-        <dd data-testid="convergence-delta">{formatNumber(attribution.convergence_delta)}</dd>
+        ) : null}
+        {rows.map((row) => (
+          <Fragment key={row.key}>
+            <dt>{row.label}</dt>
+            <dd data-param={row.key}>
+              {row.value}
+              {row.isDefault ? <span className="muted"> (default)</span> : null}
+            </dd>
+          </Fragment>
+        ))}
         <dt>Status</dt>
         <dd>{attribution.status}</dd>
         <dt>Computed</dt>
         <dd>{formatDate(attribution.created_at)}</dd>
       </dl>
+      {uncertainty || attribution.logit != null ? (
+        <>
+          <h3>Uncertainty</h3>
+          <dl data-testid="uncertainty">
+            {uncertainty ? (
+              <>
+                <dt title="Completeness: |sum of the map - (F(x) - F(x'))|">Convergence delta</dt>
+                <dd data-testid="convergence-delta">{formatNumber(uncertainty.delta)}</dd>
+                {uncertainty.relative !== null ? (
+                  <>
+                    <dt>Relative to F(x) − F(x′)</dt>
+                    <dd data-testid="relative-delta">{formatPercent(uncertainty.relative)}</dd>
+                  </>
+                ) : null}
+              </>
+            ) : null}
+            {attribution.logit != null ? (
+              <>
+                <dt>Model output F(x)</dt>
+                <dd data-testid="logit">{formatNumber(attribution.logit)}</dd>
+              </>
+            ) : null}
+          </dl>
+          {!uncertainty ? (
+            <p className="muted small">{METHOD_NAMES[attribution.method] ?? attribution.method} has no completeness check.</p>
+          ) : null}
+        </>
+      ) : null}
       {stats ? (
         <>
           <h3>Map statistics</h3>

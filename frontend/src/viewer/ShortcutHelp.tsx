@@ -15,7 +15,14 @@ export function useViewerShortcuts(controller: ViewerController | null): void {
   }, [controller]);
 }
 
-export function ShortcutHelp({ onClose }: { onClose: () => void }) {
+export function ShortcutHelp({
+  onClose,
+  extra = [],
+}: {
+  onClose: () => void;
+  /** More rows after the viewer's (the review page's drawing keys). */
+  extra?: readonly { keys: string[]; description: string }[];
+}) {
   return (
     <div className="shortcut-help" role="dialog" aria-modal="false" aria-label="Keyboard shortcuts">
       <div className="shortcut-help-head">
@@ -26,7 +33,7 @@ export function ShortcutHelp({ onClose }: { onClose: () => void }) {
       </div>
       <table className="table">
         <tbody>
-          {SHORTCUT_HELP.map((row) => (
+          {[...SHORTCUT_HELP, ...extra].map((row) => (
             <tr key={row.description}>
               <td>
                 {row.keys.map((k, i) => (

@@ -94,8 +94,8 @@ describe("ViewerController", () => {
     const [list] = nv.loadVolumes.mock.calls[0] as unknown as [Record<string, unknown>[]];
     expect(list).toHaveLength(3);
     expect(list[0]).toMatchObject({ url: SOURCE.imageUrl, colormap: "gray" });
-    expect(list[1]).toMatchObject({ url: SOURCE.relevance.url, colormap: "red", colormapNegative: "blue" });
-    expect(list[2]).toMatchObject({ url: SOURCE.lesionUrl, colormap: "green", name: "lesion.nii.gz" });
+    expect(list[1]).toMatchObject({ url: SOURCE.relevance.url, colormap: "attrivue_red_yellow", colormapNegative: "attrivue_blue_lightblue" });
+    expect(list[2]).toMatchObject({ url: SOURCE.lesionUrl, colormap: "attrivue_lesion_green", name: "lesion.nii.gz" });
     expect(nv.setSliceType).toHaveBeenCalledWith(SLICE_TYPE.MULTIPLANAR);
 
     const overlay = nv.volumes[1];

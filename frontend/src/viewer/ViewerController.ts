@@ -13,11 +13,13 @@ import {
   defaultThresholds,
   lesionVolumeOptions,
   peaksFromStats,
+  relevanceColormaps,
   relevanceVolumeOptions,
   stepWindow,
   toCalibration,
   withHiddenSigns,
 } from "./overlay";
+import { type ColourScaleId, allColormaps, storeColourScale, storedColourScale } from "./colourScales";
 import { type KeyLike, THRESHOLD_STEP_FRACTION, type ViewMode, type ViewerAction, shortcutFor } from "./shortcuts";
 import { formatLocation } from "./location";
 import {
@@ -32,6 +34,8 @@ import {
 /** What the controller needs from a loaded NiiVue volume (NVImage). */
 export interface VolumeLike {
   opacity: number;
+  colormap?: string;
+  colormapNegative?: string;
   cal_min?: number;
   cal_max?: number;
   cal_minNeg: number;
@@ -52,9 +56,13 @@ export interface NiivueLike {
   gl: WebGL2RenderingContext;
   onLocationChange: (location: unknown) => void;
   attachToCanvas(canvas: HTMLCanvasElement): Promise<unknown>;
+  /** Registers a colormap by name (NiiVue keeps one table for all instances). */
+  addColormap?(key: string, cmap: { R: number[]; G: number[]; B: number[]; A: number[]; I: number[] }): void;
   loadVolumes(list: object[]): Promise<unknown>;
   setSliceType(sliceType: SLICE_TYPE): unknown;
   updateGLVolume(): void;
+  /** Sets a layer's texture filter; NiiVue calls it for layer 0 (the MR) and 1 (all overlays). */
+  updateInterpolation?(layer: number, isForceLinear?: boolean): void;
   vox2frac(voxel: Voxel): ArrayLike<number>;
   createOnLocationChange(): void;
   drawScene(): unknown;
@@ -70,6 +78,7 @@ export interface NiivueLike {
   setDrawOpacity?(opacity: number): void;
   setDrawColormap?(name: string): void;
   createEmptyDrawing?(): void;
+  loadDrawingFromUrl?(url: string, isBinarize?: boolean): Promise<boolean>;
   drawUndo?(): void;
   saveImage?(options: { filename: string; isSaveDrawing: boolean; volumeByIndex: number }): Promise<boolean | Uint8Array>;
 }
@@ -103,6 +112,18 @@ const defaultFactory: NiivueFactory = () => new Niivue(NIIVUE_OPTIONS);
 
 export type ViewerPhase = "idle" | "loading" | "ready" | "error";
 
+/** The settings configure() applies together; absent ones stay as they are. */
+export interface DisplaySettings {
+  showRelevance?: boolean;
+  showPositive?: boolean;
+  showNegative?: boolean;
+  showLesion?: boolean;
+  opacity?: number;
+  colourScale?: ColourScaleId;
+  view?: ViewMode;
+  thresholds?: { positive?: SignWindow | null; negative?: SignWindow | null };
+}
+
 export interface ViewerSource {
   imageUrl: string;
   /** The signed attribution map on the image grid, with its stats for default thresholds. */
@@ -127,6 +148,8 @@ export interface ViewerSnapshot {
   /** The keyboard help overlay ("?"). */
   helpOpen: boolean;
   opacity: number;
+  /** The relevance colour scale (colourScales.ts). */
+  colourScale: ColourScaleId;
   thresholds: RelevanceThresholds;
   peaks: { positive: number; negative: number };
   /** The crosshair position (mm) and the values under it. */
@@ -148,6 +171,7 @@ export const INITIAL_SNAPSHOT: ViewerSnapshot = {
   view: "multiplanar",
   helpOpen: false,
   opacity: DEFAULT_OVERLAY_OPACITY,
+  colourScale: "statmap",
   thresholds: { positive: null, negative: null },
   peaks: { positive: 0, negative: 0 },
   location: "",
@@ -179,8 +203,9 @@ export class ViewerController {
   /** The lesion mask in RAS voxel order, kept for "go to lesion". */
   private lesionRAS: ArrayLike<number> | null = null;
 
-  constructor(createNiivue: NiivueFactory = defaultFactory) {
+  constructor(createNiivue: NiivueFactory = defaultFactory, colourScale: ColourScaleId = storedColourScale()) {
     this.createNiivue = createNiivue;
+    this.snapshot = { ...INITIAL_SNAPSHOT, colourScale };
   }
 
   // --- store interface for useSyncExternalStore -------------------------------------------
@@ -235,7 +260,9 @@ export class ViewerController {
       this.lesionRAS = null;
       if (source.relevance) {
         this.relevanceIndex = volumes.length;
-        volumes.push(relevanceVolumeOptions(source.relevance.url, thresholds, this.snapshot.opacity));
+        volumes.push(
+          relevanceVolumeOptions(source.relevance.url, thresholds, this.snapshot.opacity, this.snapshot.colourScale),
+        );
       }
       if (source.lesionUrl) {
         this.lesionIndex = volumes.length;
@@ -295,6 +322,15 @@ export class ViewerController {
 
   setOpacity(opacity: number): void {
     this.update({ opacity: Math.min(Math.max(opacity, 0), 1) });
+    this.applyRelevanceDisplay();
+    this.refresh();
+  }
+
+  /** Switches the relevance colour scale (remembered in this browser). */
+  setColourScale(scale: ColourScaleId): void {
+    if (scale === this.snapshot.colourScale) return;
+    this.update({ colourScale: scale });
+    storeColourScale(scale);
     this.applyRelevanceDisplay();
     this.refresh();
   }
@@ -368,6 +404,27 @@ export class ViewerController {
     }
   }
 
+  /**
+   * Several display settings at once, with one upload to the GPU (the compare page drives all
+   * its panels from one set of controls). A window is set only for a sign the map has.
+   */
+  configure(settings: DisplaySettings): void {
+    const { thresholds: windows, ...flags } = settings;
+    const current = this.snapshot.thresholds;
+    const thresholds: RelevanceThresholds = {
+      positive: current.positive && windows?.positive ? clampWindow(windows.positive) : current.positive,
+      negative: current.negative && windows?.negative ? clampWindow(windows.negative) : current.negative,
+    };
+    const opacity = flags.opacity === undefined ? this.snapshot.opacity : Math.min(Math.max(flags.opacity, 0), 1);
+    const view = flags.view ?? this.snapshot.view;
+    const viewChanged = view !== this.snapshot.view;
+    this.update({ ...flags, opacity, thresholds });
+    this.applyRelevanceDisplay();
+    this.applyLesionDisplay();
+    if (viewChanged) this.applyView();
+    this.refresh();
+  }
+
   /** Sets the display window of one sign (magnitudes; the negative side is mirrored). */
   setWindow(sign: "positive" | "negative", window: SignWindow): void {
     if (!this.snapshot.thresholds[sign]) return;
@@ -431,6 +488,26 @@ export class ViewerController {
     nv.setPenValue?.(penValue, false);
   }
 
+  /**
+   * Loads a stored drawing (a review's correction) into the drawing layer, in `colormap`;
+   * false when it could not be read.
+   */
+  async loadDrawing(url: string, colormap?: object): Promise<boolean> {
+    const nv = this.nv;
+    if (!nv?.loadDrawingFromUrl) return false;
+    const ok = await nv.loadDrawingFromUrl(url);
+    if (ok && colormap) {
+      try {
+        nv.setDrawColormap?.(colormap as unknown as string);
+      } catch {
+        // keep NiiVue's default drawing colours
+      }
+    }
+    nv.setDrawingEnabled?.(false);
+    nv.drawScene();
+    return ok;
+  }
+
   undoDrawing(): void {
     this.nv?.drawUndo?.();
   }
@@ -458,6 +535,8 @@ export class ViewerController {
   private async niivue(): Promise<NiivueLike> {
     if (this.nv) return this.nv;
     const nv = this.createNiivue();
+    for (const [name, cmap] of allColormaps()) nv.addColormap?.(name, cmap);
+    nearestOverlays(nv);
     nv.onLocationChange = (location) =>
       this.update({ location: formatLocation(location), crosshairMM: locationMM(location) });
     this.nv = nv;
@@ -479,6 +558,9 @@ export class ViewerController {
       withHiddenSigns(toCalibration(thresholds), { positive: showPositive, negative: showNegative }, peaks),
     );
     overlay.opacity = this.snapshot.showRelevance ? this.snapshot.opacity : 0;
+    const { colormap, colormapNegative } = relevanceColormaps(this.snapshot.colourScale);
+    if (overlay.colormap !== colormap) overlay.colormap = colormap;
+    if (overlay.colormapNegative !== colormapNegative) overlay.colormapNegative = colormapNegative;
   }
 
   private applyLesionDisplay(): void {
@@ -553,6 +635,26 @@ export async function loadWithoutUploads(nv: NiivueLike, volumes: object[]): Pro
     if (own) nv.updateGLVolume = update;
     else delete (nv as { updateGLVolume?: unknown }).updateGLVolume;
   }
+}
+
+/**
+ * Draws the overlays (relevance, lesion outline) voxel by voxel in the 2D slices while the MR
+ * stays smoothly interpolated, as FSLeyes and nilearn's plot_stat_map show a stat map. NiiVue
+ * interpolates its composited overlay texture without premultiplied alpha, so where a red voxel
+ * meets a blue one or a transparent one it invents purple or dark rims that are in no map.
+ * The 3D render asks for linear filtering explicitly (isForceLinear) and keeps it.
+ */
+export function nearestOverlays(nv: NiivueLike): void {
+  const original = nv.updateInterpolation?.bind(nv);
+  if (!original) return;
+  nv.updateInterpolation = (layer: number, isForceLinear = false) => {
+    original(layer, isForceLinear);
+    const gl = nv.gl;
+    if (layer === 0 || isForceLinear || !gl) return;
+    gl.activeTexture(gl.TEXTURE2); // NiiVue's overlay unit (TEXTURE2_OVERLAY_VOL)
+    gl.texParameteri(gl.TEXTURE_3D, gl.TEXTURE_MIN_FILTER, gl.NEAREST);
+    gl.texParameteri(gl.TEXTURE_3D, gl.TEXTURE_MAG_FILTER, gl.NEAREST);
+  };
 }
 
 /** The mm triple of a NiiVue location event, or null. */

@@ -1,5 +1,7 @@
 // Layer toggles, overlay opacity and one threshold per sign.
 import { formatNumber } from "../format";
+import { SignSwatch } from "./Colorbar";
+import { COLOUR_SCALES, type ColourScaleId } from "./colourScales";
 import type { ViewerController, ViewerSnapshot } from "./ViewerController";
 import { VIEW_MODES, type ViewMode } from "./shortcuts";
 
@@ -40,7 +42,8 @@ export function ViewerControls({
           disabled={!ready || !snapshot.hasRelevance}
           onChange={(e) => controller?.setRelevanceVisible(e.target.checked)}
         />
-        Relevance <span className="swatch swatch-red" /> <span className="swatch swatch-blue" />
+        Relevance <SignSwatch sign="positive" scale={snapshot.colourScale} />{" "}
+        <SignSwatch sign="negative" scale={snapshot.colourScale} />
       </label>
       <div className="sub-checks">
         <label className="check">
@@ -51,7 +54,7 @@ export function ViewerControls({
             disabled={!ready || !snapshot.hasRelevance || !snapshot.showRelevance || !positive}
             onChange={(e) => controller?.setSignVisible("positive", e.target.checked)}
           />
-          Pathological <span className="swatch swatch-red" /> <kbd>p</kbd>
+          Pathological <SignSwatch sign="positive" scale={snapshot.colourScale} /> <kbd>p</kbd>
         </label>
         <label className="check">
           <input
@@ -61,7 +64,7 @@ export function ViewerControls({
             disabled={!ready || !snapshot.hasRelevance || !snapshot.showRelevance || !negative}
             onChange={(e) => controller?.setSignVisible("negative", e.target.checked)}
           />
-          Healthy <span className="swatch swatch-blue" /> <kbd>h</kbd>
+          Healthy <SignSwatch sign="negative" scale={snapshot.colourScale} /> <kbd>h</kbd>
         </label>
       </div>
       <label className="check">
@@ -73,6 +76,22 @@ export function ViewerControls({
           onChange={(e) => controller?.setLesionVisible(e.target.checked)}
         />
         Lesion outline <span className="swatch swatch-green" /> <kbd>l</kbd>
+      </label>
+
+      <label className="slider">
+        <span>Colour scale</span>
+        <select
+          name="colour-scale"
+          value={snapshot.colourScale}
+          disabled={!controller}
+          onChange={(e) => controller?.setColourScale(e.target.value as ColourScaleId)}
+        >
+          {Object.values(COLOUR_SCALES).map((s) => (
+            <option key={s.id} value={s.id}>
+              {s.label}
+            </option>
+          ))}
+        </select>
       </label>
 
       <label className="slider">
@@ -92,7 +111,7 @@ export function ViewerControls({
       {positive ? (
         <label className="slider">
           <span>
-            Pathological (red) threshold <strong>{formatNumber(positive.min)}</strong>
+            Pathological ({COLOUR_SCALES[snapshot.colourScale].positive.hue}) threshold <strong>{formatNumber(positive.min)}</strong>
           </span>
           <input
             type="range"
@@ -111,7 +130,7 @@ export function ViewerControls({
       {negative ? (
         <label className="slider">
           <span>
-            Healthy (blue) threshold <strong>−{formatNumber(negative.min)}</strong>
+            Healthy ({COLOUR_SCALES[snapshot.colourScale].negative.hue}) threshold <strong>−{formatNumber(negative.min)}</strong>
           </span>
           <input
             type="range"

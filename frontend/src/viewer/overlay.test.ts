@@ -115,18 +115,18 @@ describe("volume options", () => {
     });
   });
 
-  it("loads the signed map as one volume: red for positive, blue for negative", () => {
+  it("loads the signed map as one volume: red-yellow for positive, blue-light blue for negative", () => {
     const options = relevanceVolumeOptions(
       "/api/v1/attributions/7/map.nii.gz",
       defaultThresholds({ min: -1, max: 2 }, 0.1),
       0.7,
     );
-    expect(POSITIVE_COLORMAP).toBe("red");
-    expect(NEGATIVE_COLORMAP).toBe("blue");
+    expect(POSITIVE_COLORMAP).toBe("attrivue_red_yellow");
+    expect(NEGATIVE_COLORMAP).toBe("attrivue_blue_lightblue");
     expect(options).toMatchObject({
       url: "/api/v1/attributions/7/map.nii.gz",
-      colormap: "red",
-      colormapNegative: "blue",
+      colormap: "attrivue_red_yellow",
+      colormapNegative: "attrivue_blue_lightblue",
       opacity: 0.7,
       cal_min: 0.2,
       cal_max: 2,
@@ -141,7 +141,7 @@ describe("volume options", () => {
     expect(options).toEqual({
       url: "/api/v1/subjects/1/mask.nii.gz?drawing=true",
       name: "lesion.nii.gz", // the URL ends in a query, so the name tells NiiVue the format
-      colormap: "green",
+      colormap: "attrivue_lesion_green",
       opacity: 1,
       cal_min: 1,
       cal_max: 2,

@@ -1,18 +1,19 @@
 // Pure settings for the signed relevance overlay: thresholds, NiiVue calibration, layer options.
 // No WebGL here, so Vitest can check every number.
 import type { MapStats } from "../api/types";
+import { COLOUR_SCALES, type ColourScaleId, DEFAULT_COLOUR_SCALE, LESION_COLORMAP_NAME } from "./colourScales";
 
-/** Positive relevance (pathological) is drawn with this NiiVue colormap. */
-export const POSITIVE_COLORMAP = "red";
-/** Negative relevance (healthy) is drawn with this NiiVue colormap. */
-export const NEGATIVE_COLORMAP = "blue";
+/** Positive relevance (pathological) is drawn with this NiiVue colormap (red to yellow). */
+export const POSITIVE_COLORMAP = COLOUR_SCALES[DEFAULT_COLOUR_SCALE].positive.name;
+/** Negative relevance (healthy) is drawn with this NiiVue colormap (blue to light blue). */
+export const NEGATIVE_COLORMAP = COLOUR_SCALES[DEFAULT_COLOUR_SCALE].negative.name;
 export const BASE_COLORMAP = "gray";
 
 /** Relevance below this fraction of each sign's peak is hidden by default. */
 export const DEFAULT_THRESHOLD_FRACTION = 0.15;
 export const DEFAULT_OVERLAY_OPACITY = 0.8;
-/** The lesion outline: NiiVue's "green" reaches (0, 255, 0) at cal_max. */
-export const LESION_COLORMAP = "green";
+/** The lesion outline: (0, 255, 0) at cal_max, transparent white below (colourScales.ts). */
+export const LESION_COLORMAP = LESION_COLORMAP_NAME;
 /** Outline voxels carry this value, the mask's own lesion value on the drawing URL. */
 export const LESION_VALUE = 2;
 
@@ -122,15 +123,21 @@ export function relevanceVolumeOptions(
   url: string,
   thresholds: RelevanceThresholds,
   opacity: number = DEFAULT_OVERLAY_OPACITY,
+  scale: ColourScaleId = DEFAULT_COLOUR_SCALE,
 ): RelevanceVolumeOptions {
   return {
     url,
     name: "relevance.nii.gz",
-    colormap: POSITIVE_COLORMAP,
-    colormapNegative: NEGATIVE_COLORMAP,
+    ...relevanceColormaps(scale),
     opacity,
     ...toCalibration(thresholds),
   };
+}
+
+/** The NiiVue colormap names of a colour scale, as the relevance volume carries them. */
+export function relevanceColormaps(scale: ColourScaleId): { colormap: string; colormapNegative: string } {
+  const { positive, negative } = COLOUR_SCALES[scale];
+  return { colormap: positive.name, colormapNegative: negative.name };
 }
 
 /** Load options for the lesion outline volume, drawn last so it sits on top of the relevance. */

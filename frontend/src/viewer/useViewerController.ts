@@ -1,11 +1,16 @@
 // Binds a ViewerController to a host element for the lifetime of a component.
 import { type RefObject, useEffect, useRef, useState, useSyncExternalStore } from "react";
-import { INITIAL_SNAPSHOT, ViewerController, type ViewerSnapshot } from "./ViewerController";
+import { Niivue } from "@niivue/niivue";
+import { INITIAL_SNAPSHOT, NIIVUE_OPTIONS, ViewerController, type ViewerSnapshot } from "./ViewerController";
 
 const noSubscription = () => () => undefined;
 const initialSnapshot = () => INITIAL_SNAPSHOT;
 
-export function useViewerController(): {
+/**
+ * A controller for the component's lifetime. `niivueOptions` add to or replace the viewer's
+ * NiiVue defaults (the compare page lays its three slices out in a row); read once, on mount.
+ */
+export function useViewerController(niivueOptions?: Record<string, unknown>): {
   hostRef: RefObject<HTMLDivElement | null>;
   controller: ViewerController | null;
   snapshot: ViewerSnapshot;
@@ -16,7 +21,9 @@ export function useViewerController(): {
   useEffect(() => {
     const host = hostRef.current;
     if (!host) return;
-    const created = new ViewerController();
+    const created = niivueOptions
+      ? new ViewerController(() => new Niivue({ ...NIIVUE_OPTIONS, ...niivueOptions }))
+      : new ViewerController();
     created.mount(host);
     setController(created);
     return () => {

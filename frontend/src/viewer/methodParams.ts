@@ -1,0 +1,96 @@
+// What the provenance panel says about a map's method: the parameters that method reads (with
+// the defaults the worker applied to those not given), its baseline, and its uncertainty.
+// methodParams.json mirrors worker.ml.configs (METHOD_FIELDS, AttributionConfig defaults);
+// tests/test_method_params_mirror.py keeps the two equal.
+import type { Attribution } from "../api/types";
+import { fieldLabel, formatNumber, formatValue } from "../format";
+import table from "./methodParams.json";
+
+const METHODS: Record<string, Record<string, unknown>> = table;
+
+export interface ParamRow {
+  key: string;
+  label: string;
+  value: string;
+  /** Not given when the map was asked for: the worker's default. */
+  isDefault: boolean;
+}
+
+const LABELS: Record<string, string> = {
+  steps: "Integration steps",
+  riemann_method: "Quadrature",
+  internal_batch_size: "Batch (images per pass)",
+  n_samples: "Samples",
+  stdevs: "Noise (std)",
+  n_references: "References",
+  relu_attributions: "Positive part only",
+  blur_sigma: "Blur σ (voxels)",
+};
+
+/** Whether the method compares the input with a baseline image x′. */
+export function usesBaseline(method: string): boolean {
+  return METHODS[method] !== undefined && "baseline" in METHODS[method];
+}
+
+/** The baseline in words, or null for a method without one. */
+export function baselineText(method: string, params: Record<string, unknown> | null | undefined): string | null {
+  if (!usesBaseline(method)) return null;
+  const defaults = METHODS[method];
+  const name = String(params?.baseline ?? defaults.baseline);
+  if (name === "blur") {
+    const sigma = params?.blur_sigma ?? defaults.blur_sigma;
+    return `blurred input (σ ${formatValue(sigma)} voxels)`;
+  }
+  if (name === "zero") return "zero image";
+  return name;
+}
+
+/**
+ * The parameters the method read, in the worker's terms: given ones as given, the others at
+ * their defaults; the baseline has its own row (baselineText), and the blur only with a blurred
+ * baseline. Null for a method this table does not know (then the parameters are listed as given).
+ */
+export function methodParams(method: string, params: Record<string, unknown> | null | undefined): ParamRow[] | null {
+  const defaults = METHODS[method];
+  if (!defaults) return null;
+  const given = params ?? {};
+  const blurred = String(given.baseline ?? defaults.baseline) === "blur";
+  return Object.entries(defaults)
+    .filter(([key]) => key !== "baseline" && (key !== "blur_sigma" || blurred))
+    .map(([key, fallback]) => {
+      const isDefault = !(key in given);
+      const value = isDefault ? fallback : given[key];
+      return {
+        key,
+        label: LABELS[key] ?? fieldLabel(key),
+        value: value === null ? "auto" : formatValue(value),
+        isDefault,
+      };
+    });
+}
+
+export interface Uncertainty {
+  /** |Σ A − (F(x) − F(x′))|: how far the map is from explaining the output change. */
+  delta: number;
+  /** delta as a share of |F(x) − F(x′)|, when the stats carry it. */
+  relative: number | null;
+}
+
+/** The map's own uncertainty, for methods that define one (completeness); null otherwise. */
+export function uncertaintyOf(attribution: Pick<Attribution, "convergence_delta" | "stats">): Uncertainty | null {
+  const delta = attribution.convergence_delta;
+  if (delta === null || delta === undefined || !Number.isFinite(delta)) return null;
+  const rel = (attribution.stats as Record<string, unknown> | null)?.relative_delta;
+  return { delta, relative: typeof rel === "number" && Number.isFinite(rel) ? rel : null };
+}
+
+/** One line for a compact caption: "δ 0.00123 (0.4 %)". */
+export function uncertaintyText(u: Uncertainty): string {
+  const rel = u.relative === null ? "" : ` (${formatPercent(u.relative)} of F(x) − F(x′))`;
+  return `δ ${formatNumber(u.delta)}${rel}`;
+}
+
+export function formatPercent(fraction: number): string {
+  const pct = fraction * 100;
+  return `${pct >= 10 ? pct.toFixed(0) : pct >= 1 ? pct.toFixed(1) : pct.toPrecision(2)} %`;
+}

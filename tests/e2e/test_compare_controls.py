@@ -146,7 +146,7 @@ def test_compare_shares_one_scale_and_drives_all_panels(
     save_screenshot(page, "shared")
 
     # Per panel: said on screen, each panel its own bar, and the weak map looks like the other.
-    page.get_by_label("Each panel to its own peak").check()
+    page.get_by_label("Each panel to its own peak").click()  # click: see "Shared" below
     page.wait_for_url("**scale=panel**")
     page.wait_for_function(
         "() => document.querySelector('[data-compare-state]')?.dataset.compareState === 'ready'"
@@ -162,8 +162,11 @@ def test_compare_shares_one_scale_and_drives_all_panels(
     save_screenshot(page, "per-panel")
 
     # One set of controls for both panels: the relevance layer, then a higher threshold.
-    page.get_by_label("Shared by all panels").check()
+    # click, not check: the scale lives in the URL, and the page re-renders from it, so the
+    # radio's state may lag the click (Playwright's check() then reports a failed click).
+    page.get_by_label("Shared by all panels").click()
     page.wait_for_url(lambda url: "scale=shared" in url)
+    assert page.get_by_label("Shared by all panels").is_checked()
     page.wait_for_function(
         "() => document.querySelector('[data-compare-state]')?.dataset.compareState === 'ready'"
     )

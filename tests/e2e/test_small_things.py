@@ -84,6 +84,7 @@ def page(stub: stub_api.RunningStub, tmp_path: Path) -> Iterator[Page]:
 
 def test_menu_links_stand_apart(stub: stub_api.RunningStub, page: Page) -> None:
     links = page.locator(".topnav a")
+    links.first.wait_for(timeout=30_000)  # the app has rendered its menu
     texts = links.all_inner_texts()
     assert texts[:2] == ["Datasets & runs", "Review"], texts
     boxes = [links.nth(i).bounding_box() for i in range(links.count())]

@@ -181,6 +181,7 @@ def test_projects_members_and_users(stub: stub_api.RunningStub, page: Page) -> N
 
     page.locator(".topnav").get_by_role("link", name="Users").click()
     page.get_by_test_id("users-page").wait_for(timeout=30_000)
+    page.locator("tr[data-user]").first.wait_for(timeout=30_000)  # the list has loaded
     assert page.locator("tr[data-user]").count() == 2
     page.locator("input[name=new-username]").fill("dr-c")
     page.locator("input[name=new-password]").fill("a long password")

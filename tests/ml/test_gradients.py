@@ -18,6 +18,7 @@ from worker.ml.gradients import (
     grad_norm,
     la_due,
     measure,
+    project_conflict,
 )
 
 
@@ -74,6 +75,28 @@ def test_no_balancing_sums_the_two_gradients() -> None:
     assert balancer.weights(measure(g_c, g_a), lam=1.0, loss_c=1.0, loss_a=1.0) == (1.0, 1.0)
     combine(params, g_c, g_a)
     assert params[0].grad.tolist() == [1.5, 2.5] and params[1].grad is None
+
+
+def test_project_removes_only_the_conflicting_component_of_the_constraint_gradient() -> None:
+    g_c = _grads([1.0, 0.0], [0.0])
+    conflicting = _grads([-2.0, 3.0], [1.0])  # dot with g_c: -2
+    projected = project_conflict(conflicting, g_c)
+    assert [t.tolist() for t in projected] == [[0.0, 3.0], [1.0]]
+    # After projection the step no longer opposes g_C, and what was orthogonal is kept.
+    assert cosine(projected, g_c) == pytest.approx(0.0)
+    agreeing = _grads([2.0, 3.0], [1.0])
+    assert project_conflict(agreeing, g_c) is agreeing
+    # Through the balancer: only in "project" mode, and it leaves the weights at 1.
+    params = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))]
+    balancer = GradientBalancer(RunConfig(loss_setting="lc_la_supervised", grad_balance="project"))
+    assert balancer.weights(measure(g_c, conflicting), lam=5.0, loss_c=1.0, loss_a=1.0) == (
+        1.0,
+        1.0,
+    )
+    combine(params, g_c, balancer.adjust(g_c, conflicting))
+    assert params[0].grad.tolist() == [1.0, 3.0] and params[1].grad.tolist() == [1.0]
+    plain = GradientBalancer(RunConfig(loss_setting="lc_la_supervised"))
+    assert plain.adjust(g_c, conflicting) is conflicting
 
 
 def test_gradnorm_raises_the_weight_of_the_slower_term_and_keeps_the_sum() -> None:
@@ -137,7 +160,7 @@ def test_lambda_warm_up_schedule() -> None:
         ({"grad_clip_norm": 0.0}, "greater than 0"),
         ({"la_every_n_steps": 0}, "greater than or equal to 1"),
         ({"grad_probe_batches": -1}, "greater than or equal to 0"),
-        ({"grad_balance": "equal"}, "'none', 'fixed_ratio' or 'gradnorm'"),
+        ({"grad_balance": "equal"}, "'none', 'fixed_ratio', 'gradnorm' or 'project'"),
     ],
 )
 def test_remedy_fields_are_validated(fields: dict, message: str) -> None:

@@ -75,7 +75,7 @@ AttributionMethod = Literal[
 ]
 
 # Balancing of the gradients of L_C and lambda * L_A (worker.ml.gradients.GradientBalancer).
-GradBalance = Literal["none", "fixed_ratio", "gradnorm"]
+GradBalance = Literal["none", "fixed_ratio", "gradnorm", "project"]
 
 GridSize = Annotated[int, Field(ge=8, le=512)]
 WindowSize = Annotated[int, Field(ge=1, le=512)]
@@ -239,7 +239,10 @@ class RunConfig(BaseModel):
             norm of the gradient of L_C (times lambda(t) / lambda.value, so a warm-up still
             ramps it); ``gradnorm`` adapts two weights GradNorm-style (Chen et al., ICML 2018)
             so that the weighted gradient norms follow the relative training rates of L_C and
-            L_A (exponent ``gradnorm_alpha``; see ``worker.ml.gradients``).
+            L_A (exponent ``gradnorm_alpha``; see ``worker.ml.gradients``); ``project``
+            removes from the gradient of L_A its component against the gradient of L_C when
+            the two conflict (negative dot product; after PCGrad, Yu et al., NeurIPS 2020),
+            so that, to first order, a step never raises L_C on its batch.
         grad_balance_ratio: Target ||grad of L_A|| / ||grad of L_C|| of ``fixed_ratio``.
         gradnorm_alpha: Asymmetry exponent of ``gradnorm`` (0: equal norms).
         la_every_n_steps: Remedy (``lc_la_*`` settings): compute L_A (the attribution and the

@@ -16,6 +16,10 @@ gradient the optimiser applies, with the remedies a run config selects:
   shared layer, which is not cheaper here, both gradients being taken in full anyway), and
   each weight moves by a multiplicative step ``exp(-rate * sign(dL_grad / dw_i))`` instead of
   an Adam step on ``L_grad = sum_i |G_i - target_i|`` (same direction, bounded steps);
+- ``project``, after PCGrad (Yu et al., NeurIPS 2020): where g_A conflicts with g_C
+  (negative dot product), its component along g_C is removed, ``g_A - (g_A.g_C / |g_C|^2) g_C``,
+  so that the applied step does not raise L_C on its batch to first order; the constraint
+  keeps every direction that does not cost the classification;
 - clipping of the total gradient norm (``torch.nn.utils.clip_grad_norm_``).
 
 Both gradients are lists aligned with the parameters (``None`` where a parameter does not
@@ -38,6 +42,7 @@ from worker.ml.configs import RunConfig
 __all__ = [
     "GRADNORM_RATE",
     "GradientBalancer",
+    "project_conflict",
     "GradientStats",
     "cosine",
     "grad_norm",
@@ -160,7 +165,7 @@ class GradientBalancer:
             loss_c: L_C of this step.
             loss_a: L_A of this step (unweighted).
         """
-        if self.mode == "none" or stats.norm_a is None or stats.norm_c is None:
+        if self.mode in ("none", "project") or stats.norm_a is None or stats.norm_c is None:
             return 1.0, 1.0
         if stats.norm_a <= _TINY:
             return 1.0, 1.0
@@ -196,6 +201,12 @@ class GradientBalancer:
         self.w_c, self.w_a = 2.0 * self.w_c / total, 2.0 * self.w_a / total
         return self.w_c, self.w_a
 
+    def adjust(self, grads_c: Grads | None, grads_a: Grads | None) -> Grads | None:
+        """The L_A gradient to apply: projected off g_C where they conflict (``project``)."""
+        if self.mode != "project" or grads_c is None or grads_a is None:
+            return grads_a
+        return project_conflict(grads_a, grads_c)
+
     # ------------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict[str, Any]:
@@ -217,6 +228,21 @@ class GradientBalancer:
 
 def _sign(value: float) -> float:
     return 0.0 if value == 0 else math.copysign(1.0, value)
+
+
+def project_conflict(grads: Grads, onto: Grads) -> Grads:
+    """``grads`` without its component along ``onto`` when their dot product is negative.
+
+    Returns ``grads`` itself when they do not conflict or ``onto`` is zero.
+    """
+    dot = _dot(grads, onto)
+    squared = grad_norm(onto) ** 2
+    if dot >= 0.0 or squared <= _TINY:
+        return grads
+    factor = dot / squared
+    return [
+        g if g is None or o is None else g - factor * o for g, o in zip(grads, onto, strict=True)
+    ]
 
 
 def combine(

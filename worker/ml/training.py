@@ -1098,6 +1098,7 @@ def _constrained_step(
     w_c, w_a = loop.balancer.weights(
         gradients, lam=lam, loss_c=float(loss_c.detach()), loss_a=float(loss_a.detach())
     )
+    grads_a = loop.balancer.adjust(grads_c, grads_a)
     combine(params, grads_c, None if probe else grads_a, w_c=w_c, w_a=w_a)
     loop.scaler.unscale_(loop.optimizer)
     gradients.norm_total, gradients.clipped = clip(params, config.grad_clip_norm)

@@ -8,6 +8,7 @@ export const GRAD_BALANCES = [
   { value: "none", label: "none (sum of the two gradients)" },
   { value: "fixed_ratio", label: "fixed ratio ‖g_A‖ / ‖g_C‖" },
   { value: "gradnorm", label: "GradNorm-style adaptive weights" },
+  { value: "project", label: "project g_A off g_C where they conflict (PCGrad)" },
 ] as const;
 
 export const DEVICES = ["auto", "cpu", "cuda"] as const;

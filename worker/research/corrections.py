@@ -1,4 +1,4 @@
-"""One round of clinicians' corrections, simulated: ``python -m worker.experiments corrections``.
+"""One round of clinicians' corrections, simulated: ``python -m worker.research corrections``.
 
 The training targets of the pathological training subjects start degraded, as a hurried
 annotation would be: each lesion is missing from the target with probability
@@ -25,6 +25,7 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,26 @@ from worker.ml.corrections import (
 from worker.ml.epoch_maps import GridSubject, load_grid_subject, subject_metrics
 from worker.ml.evaluation import attribution_maps
 from worker.ml.training import TEST_IG_STEPS, SubjectSample, TrainResult, load_model, train
+from worker.research.common import (
+    Options,
+    fmt,
+    grid_text,
+    load_dataset,
+    machine_description,
+    sample,
+    shared_config_text,
+    split_counts,
+    table,
+)
 
-__all__ = ["run_corrections"]
+__all__ = ["EXPERIMENT_DEFAULTS", "NAME", "degrade", "review", "run_corrections"]
 
 DROP_PROBABILITY = 0.5
 REVIEWED = 8
 TOP_PERCENT = 5.0
-EXPERIMENT = "corrections"
+NAME = "corrections"
+# What this experiment changes in the shared defaults (worker.research.common.DEFAULTS).
+EXPERIMENT_DEFAULTS: dict[str, Any] = {}
 
 
 @dataclass
@@ -64,7 +78,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / total) if total else 1.0
 
 
-def _degrade(mask: np.ndarray, brain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def degrade(mask: np.ndarray, brain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The true mask with lesions dropped and one false lesion added (float32 0/1)."""
     components, n = ndimage.label(mask)
     keep = rng.random(n) >= DROP_PROBABILITY
@@ -82,7 +96,7 @@ def _degrade(mask: np.ndarray, brain: np.ndarray, rng: np.random.Generator) -> n
     return target.astype(np.float32)
 
 
-def _review(attribution: np.ndarray, subject: GridSubject) -> np.ndarray:
+def review(attribution: np.ndarray, subject: GridSubject) -> np.ndarray:
     """A simulated reviewer's drawing: 1 on missed true lesions, 2 on spurious relevance."""
     assert subject.mask is not None
     brain = (subject.image != 0).any(dim=0).numpy()
@@ -107,13 +121,13 @@ def _save(target: np.ndarray, subject: _Subject, folder: Path) -> Path:
 
 
 def _train(
-    options: Any, name: str, config: RunConfig, samples: list[SubjectSample]
+    options: Options, name: str, config: RunConfig, samples: list[SubjectSample]
 ) -> tuple[TrainResult, float]:
-    checkpoint_dir = options.work / "runs" / EXPERIMENT / name
+    checkpoint_dir = options.work / "runs" / NAME / name
     if checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)
     started = time.perf_counter()
-    print(f"{EXPERIMENT}: training '{name}' ({config.epochs} epochs)", flush=True)
+    print(f"{NAME}: training '{name}' ({config.epochs} epochs)", flush=True)
     result = train(config, samples, checkpoint_dir=checkpoint_dir)
     return result, time.perf_counter() - started
 
@@ -138,36 +152,23 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def run_corrections(options: Any) -> str:
+def run_corrections(options: Options) -> str:
     """Train before, after and ceiling runs and return the Markdown section."""
-    from datetime import UTC, datetime
-
-    from worker.experiments import (
-        _fmt,
-        _grid,
-        _load_dataset,
-        _sample,
-        _shared_config_text,
-        _split_counts,
-        _table,
-        machine_description,
-    )
-
     config = options.run_config("lc_la_supervised")
     data_config = options.data_config(site_shortcut=False)
-    records = _load_dataset(options, data_config)
-    samples = [_sample(r) for r in records]
+    records = load_dataset(options, data_config)
+    samples = [sample(r) for r in records]
     rng = np.random.default_rng(np.random.SeedSequence([options.seed, 11]))
 
     subjects: list[_Subject] = []
-    for sample in samples:
-        if sample.split != "train" or sample.label != 1 or sample.mask is None:
+    for item in samples:
+        if item.split != "train" or item.label != 1 or item.mask is None:
             continue
-        grid = load_grid_subject(config, sample.subject_id, sample.image, sample.mask)
+        grid = load_grid_subject(config, item.subject_id, item.image, item.mask)
         assert grid.mask is not None
         brain = (grid.image != 0).any(dim=0).numpy()
-        subjects.append(_Subject(sample, grid, _degrade(grid.mask, brain, rng)))
-    targets_dir = options.work / "runs" / EXPERIMENT / "targets"
+        subjects.append(_Subject(item, grid, degrade(grid.mask, brain, rng)))
+    targets_dir = options.work / "runs" / NAME / "targets"
     degraded = {
         str(s.sample.subject_id): _save(s.degraded, s, targets_dir / "degraded") for s in subjects
     }
@@ -182,7 +183,7 @@ def run_corrections(options: Any) -> str:
     target_quality: list[tuple[float, float]] = []
     drawn = {"missed": 0, "spurious": 0, "contested": 0}
     for index, (subject, attribution) in enumerate(zip(reviewed, maps, strict=True)):
-        labels = _review(attribution, subject.grid)
+        labels = review(attribution, subject.grid)
         drawn["missed"] += int((labels == MISSED).sum())
         drawn["spurious"] += int((labels == SPURIOUS).sum())
         correction = Correction(
@@ -231,17 +232,17 @@ def run_corrections(options: Any) -> str:
             [
                 name,
                 targets,
-                _fmt(test.get("auroc")),
-                _fmt(test.get("attr_lesion_mass")),
-                _fmt(test.get("attr_dice")),
-                _fmt(test.get("attr_dice_top5")),
-                _fmt(outcome[name]["reviewed_mass"]),
-                _fmt(outcome[name]["reviewed_dice_top5"]),
+                fmt(test.get("auroc")),
+                fmt(test.get("attr_lesion_mass")),
+                fmt(test.get("attr_dice")),
+                fmt(test.get("attr_dice_top5")),
+                fmt(outcome[name]["reviewed_mass"]),
+                fmt(outcome[name]["reviewed_dice_top5"]),
                 str(result.best_epoch),
                 f"{seconds:.0f} s",
             ]
         )
-    table = _table(
+    rendered = table(
         [
             "Run",
             "Targets of the pathological training subjects",
@@ -262,7 +263,7 @@ def run_corrections(options: Any) -> str:
         if b[key] is None or a[key] is None:
             return f"{key}: n/a"
         delta = float(a[key]) - float(b[key])  # type: ignore[arg-type]
-        return f"{_fmt(b[key])} → {_fmt(a[key])} ({delta:+.3f})"
+        return f"{fmt(b[key])} → {fmt(a[key])} ({delta:+.3f})"
 
     quality_before = _mean([q[0] for q in target_quality])
     quality_after = _mean([q[1] for q in target_quality])
@@ -273,7 +274,7 @@ def run_corrections(options: Any) -> str:
         f"{change('test_dice_top5')}; on the reviewed subjects themselves the lesion mass went "
         f"{change('reviewed_mass')}. The reviewers drew {drawn['missed']} missed-lesion and "
         f"{drawn['spurious']} spurious voxels; the Dice of the reviewed subjects' targets against "
-        f"their true masks went from {_fmt(quality_before)} (degraded) to {_fmt(quality_after)} "
+        f"their true masks went from {fmt(quality_before)} (degraded) to {fmt(quality_after)} "
         "(merged). One seed, one data set: differences of a few hundredths are within what "
         "another seed would change."
     )
@@ -285,10 +286,10 @@ def run_corrections(options: Any) -> str:
             f"- Command: `{options.command}`",
             f"- Date: {date}",
             f"- Machine: {machine_description(options)}",
-            f"- Data: {len(records)} synthetic MS-like subjects on a {_grid(options.grid)} grid "
-            f"(healthy/pathological per split: {_split_counts(records)}).",
+            f"- Data: {len(records)} synthetic MS-like subjects on a {grid_text(options.grid)} grid "
+            f"(healthy/pathological per split: {split_counts(records)}).",
             f"- Shared run configuration (loss setting lc_la_supervised for all three): "
-            f"{_shared_config_text(options)}",
+            f"{shared_config_text(options)}",
             f"- Degraded targets: each lesion dropped with probability {DROP_PROBABILITY} (at "
             "least one of two or more), one false lesion ball added. Simulated review of "
             f"{len(reviewed)} subjects: missed lesion = a true lesion less than half covered by "
@@ -299,7 +300,7 @@ def run_corrections(options: Any) -> str:
             "split as in the four-settings table; 'Reviewed' = the reviewed training subjects "
             "(8 IG points, working grid, sign-aware).",
             "",
-            table,
+            rendered,
             "",
             verdict,
         ]

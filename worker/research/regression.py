@@ -1,4 +1,4 @@
-"""``python -m worker.experiments regression``: regression with and without the constraint.
+"""``python -m worker.research regression``: regression with and without the constraint.
 
 Method.md section 6, axis 2. One synthetic MS-like data set whose continuous target is the
 lesion load in ml plus noise (0 for healthy subjects, ``worker.ml.synthetic``); the same
@@ -22,7 +22,8 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -30,11 +31,15 @@ from tqdm import tqdm
 from worker.ml.configs import RunConfig
 from worker.ml.synthetic import SubjectRecord
 from worker.ml.training import ProgressEvent, SubjectSample, TrainResult, train
+from worker.research.common import Options, fmt, load_dataset, machine_description, table
 
-if TYPE_CHECKING:
-    from worker.experiments import Options
-
-__all__ = ["EXPERIMENT_DEFAULTS", "REGRESSION_SETTINGS", "regression_config", "run_regression"]
+__all__ = [
+    "EXPERIMENT_DEFAULTS",
+    "NAME",
+    "REGRESSION_SETTINGS",
+    "regression_config",
+    "run_regression",
+]
 
 NAME = "regression"
 REGRESSION_SETTINGS: dict[str, tuple[str, list[str] | None]] = {
@@ -48,7 +53,7 @@ REGRESSION_SETTINGS: dict[str, tuple[str, list[str] | None]] = {
         ["zero_target", "mass_scaling"],
     ),
 }
-# What differs from the classification experiments' defaults (worker.experiments.DEFAULTS):
+# What differs from the shared defaults of the experiments (worker.research.common.DEFAULTS):
 # a coarser grid keeps the full command near 15 CPU minutes. Integrated Gradients in training
 # (4 points, as there): the maps are scored with IG, and on z-scored images plain gradients
 # disagree with IG in sign wherever the intensity is below the brain's mean (IG = x * mean
@@ -108,7 +113,7 @@ def _train(options: Options, setting: str, subjects: list[SubjectSample]) -> _Ou
         if event.kind == "epoch":
             bar.n = event.epoch
             mae, mass = event.metrics.get("val_mae"), event.metrics.get("val_lesion_mass")
-            bar.set_postfix_str(f"val MAE {_fmt(mae)}, val lesion mass {_fmt(mass)}")
+            bar.set_postfix_str(f"val MAE {fmt(mae)}, val lesion mass {fmt(mass)}")
 
     started = time.perf_counter()
     try:
@@ -120,20 +125,11 @@ def _train(options: Options, setting: str, subjects: list[SubjectSample]) -> _Ou
 
 def run_regression(options: Options) -> str:
     """Train the three settings and return the Markdown section."""
-    from worker.experiments import _load_dataset, machine_description
-
     data_config = options.data_config(site_shortcut=False)
-    records = _load_dataset(options, data_config)
+    records = load_dataset(options, data_config)
     subjects = [_sample(r) for r in records]
     outcomes = [_train(options, setting, subjects) for setting in REGRESSION_SETTINGS]
     return _section(options, records, outcomes, machine_description(options), data_config)
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    number = float(value)
-    return f"{number:.{digits}f}" if np.isfinite(number) else "n/a"
 
 
 def _section(
@@ -143,8 +139,6 @@ def _section(
     machine: str,
     data_config: Any,
 ) -> str:
-    from datetime import UTC, datetime
-
     test = [r for r in records if r.split == "test"]
     targets = np.array([r.target for r in records])
     header = [
@@ -164,20 +158,16 @@ def _section(
         rows.append(
             [
                 o.label,
-                _fmt(m.get("mae")),
-                _fmt(m.get("rmse")),
-                _fmt(m.get("pearson")),
-                _fmt(m.get("attr_lesion_mass")),
-                _fmt(m.get("attr_voxel_auroc")),
-                _fmt(m.get("attr_healthy_share")),
+                fmt(m.get("mae")),
+                fmt(m.get("rmse")),
+                fmt(m.get("pearson")),
+                fmt(m.get("attr_lesion_mass")),
+                fmt(m.get("attr_voxel_auroc")),
+                fmt(m.get("attr_healthy_share")),
                 str(o.result.best_epoch),
                 f"{o.seconds:.0f} s",
             ]
         )
-    table = "\n".join(
-        ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        + ["| " + " | ".join(row) + " |" for row in rows]
-    )
     shared = regression_config(options, "lc_only").model_dump(mode="json")
     shown = {
         key: shared[key]
@@ -214,9 +204,9 @@ def _section(
             "- Shared run configuration: task=regression, regression.loss=l1, "
             + ", ".join(f"{k}={v}" for k, v in shown.items()),
             f"- Reference: predicting the training mean for every test subject gives "
-            f"MAE {_fmt(baseline)} ml.",
+            f"MAE {fmt(baseline)} ml.",
             "",
-            table,
+            table(header, rows),
             "",
             "MAE and RMSE in ml of lesion load; lesion mass, voxel AUROC and healthy share of "
             "Integrated Gradients maps of the prediction (zero baseline, 16 Gauss-Legendre "

@@ -1,6 +1,6 @@
 """Research axis 1 (method.md section 6.1): remedies for slow, unsteady training with L_A.
 
-    python -m worker.experiments remedies [--quick] [the options of the other experiments]
+    python -m worker.research remedies [--quick] [the options of the other experiments]
 
 Trains the supervised and the weakly supervised ("unsupervised") constrained settings with each
 remedy of ``REMEDIES`` on the synthetic MS-like data set of ``four-settings`` (same data, seed,
@@ -36,11 +36,37 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from worker import experiments as ex
 from worker.ml.configs import RunConfig
 from worker.ml.training import ProgressEvent, SubjectSample, TrainResult, train
+from worker.research.common import (
+    SETTING_LABELS,
+    Options,
+    figure_path,
+    fmt,
+    grid_text,
+    load_dataset,
+    sample,
+    section,
+    split_counts,
+    table,
+)
 
-__all__ = ["REMEDIES", "TARGET_ATTR_AUROC", "Remedy", "RemedyRun", "run_remedies", "time_to_target"]
+__all__ = [
+    "EXPERIMENT_DEFAULTS",
+    "NAME",
+    "REMEDIES",
+    "TARGET_ATTR_AUROC",
+    "Remedy",
+    "RemedyRun",
+    "run_remedies",
+    "time_to_target",
+    "verdict",
+]
+
+NAME = "remedies"
+# 19 runs: a smaller grid, fewer subjects and a shorter budget than the shared defaults
+# (worker.research.common.DEFAULTS) keep it near 15 min on 2 cores shared with other work.
+EXPERIMENT_DEFAULTS: dict[str, Any] = {"epochs": 12, "subjects": 48, "grid": (32, 38, 32)}
 
 # Target of "attribution quality reached": voxel AUROC 0.65 on validation. L_C only sits at
 # chance-like 0.55-0.60 on this data (test voxel AUROC 0.577 in four-settings); the plain
@@ -146,7 +172,7 @@ def _mean(history: list[dict[str, Any]], key: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _config(options: ex.Options, setting: str, remedy: Remedy) -> RunConfig:
+def _config(options: Options, setting: str, remedy: Remedy) -> RunConfig:
     fields = options.shared_run_fields()
     overrides = dict(remedy.overrides)
     if "lambda_a" in overrides:
@@ -157,7 +183,7 @@ def _config(options: ex.Options, setting: str, remedy: Remedy) -> RunConfig:
 
 
 def _train(
-    options: ex.Options, setting: str, remedy: Remedy, subjects: list[SubjectSample]
+    options: Options, setting: str, remedy: Remedy, subjects: list[SubjectSample]
 ) -> RemedyRun:
     if remedy.cuda_only and not _on_cuda(options):
         return RemedyRun(setting, remedy, None, None, 0.0, note="needs CUDA; not run on CPU")
@@ -167,7 +193,7 @@ def _train(
     folder = options.work / "runs" / "remedies" / f"{setting}-{remedy.key}"
     if folder.exists():
         shutil.rmtree(folder)
-    label = f"{ex.SETTING_LABELS[setting]} / {remedy.key}"
+    label = f"{SETTING_LABELS[setting]} / {remedy.key}"
     bar = tqdm(total=config.epochs, desc=label, unit="epoch", leave=True)
 
     # CPU time of this process between events: an epoch's training runs from the previous
@@ -185,7 +211,7 @@ def _train(
             mark[0] = now
             bar.n = event.epoch
             value = event.metrics.get("val_attr_auroc")
-            bar.set_postfix_str(f"val attr AUROC {ex._fmt(value)}")
+            bar.set_postfix_str(f"val attr AUROC {fmt(value)}")
             bar.refresh()
 
     started = time.perf_counter()
@@ -201,21 +227,21 @@ def _train(
 
 
 def _train_all(
-    options: ex.Options, job: list[tuple[str, Remedy]], subjects: list[SubjectSample]
+    options: Options, job: list[tuple[str, Remedy]], subjects: list[SubjectSample]
 ) -> list[RemedyRun]:
     torch.set_num_threads(max(1, options.threads))
     return [_train(options, setting, remedy, subjects) for setting, remedy in job]
 
 
-def _on_cuda(options: ex.Options) -> bool:
+def _on_cuda(options: Options) -> bool:
     return options.device == "cuda" or (options.device == "auto" and torch.cuda.is_available())
 
 
-def run_remedies(options: ex.Options) -> str:
+def run_remedies(options: Options) -> str:
     """Train the reference and every (setting, remedy); return the Markdown section."""
     data_config = options.data_config(site_shortcut=False)
-    records = ex._load_dataset(options, data_config)
-    subjects = [ex._sample(r) for r in records]
+    records = load_dataset(options, data_config)
+    subjects = [sample(r) for r in records]
     remedies = _remedies(options.epochs, options.ig_steps)
     # One process per constrained setting (the L_C-only reference runs first in the first
     # one): the two sequences share the machine, so their time ratios are measured under the
@@ -230,7 +256,7 @@ def run_remedies(options: ex.Options) -> str:
         futures = [pool.submit(_train_all, options, job, subjects) for job in jobs]
         done = [run for future in futures for run in future.result()]
     reference, runs = done[0], done[1:]
-    figure = ex._figure_path(options)
+    figure = figure_path(options)
     _plot(figure, reference, runs)
     return _section(options, data_config, records, reference, runs, figure)
 
@@ -239,7 +265,7 @@ def run_remedies(options: ex.Options) -> str:
 
 
 def _row(run: RemedyRun, reference_seconds: float | None, plain: RemedyRun | None) -> list[str]:
-    label = [ex.SETTING_LABELS[run.setting], "none" if plain is None else run.remedy.label]
+    label = [SETTING_LABELS[run.setting], "none" if plain is None else run.remedy.label]
     if run.result is None:
         return [*label, run.note, *(["n/a"] * (len(HEADER) - 3))]
     history = run.history
@@ -256,19 +282,19 @@ def _row(run: RemedyRun, reference_seconds: float | None, plain: RemedyRun | Non
     best_val = max((r.get("val_attr_auroc") or 0.0 for r in history), default=None)
     return [
         *label,
-        ex._fmt(ratio, 2),
+        fmt(ratio, 2),
         "not reached" if epoch is None else str(epoch),
         "not reached" if cpu is None else f"{cpu:.0f}{faster}",
         "not reached" if wall is None else f"{wall:.0f}",
-        ex._fmt(best_val),
-        ex._fmt(history[-1].get("val_attr_auroc")),
-        ex._fmt(test.get("attr_voxel_auroc")),
-        ex._fmt(test.get("attr_lesion_mass")),
-        ex._fmt(test.get("auroc")),
-        ex._fmt(_mean(history, "train_grad_ratio"), 2),
-        ex._fmt(_mean(history, "train_grad_cosine"), 2),
-        ex._fmt(_mean(history, "train_grad_weight_a"), 2),
-        ex._fmt(_mean(history, "train_attribution_share"), 2),
+        fmt(best_val),
+        fmt(history[-1].get("val_attr_auroc")),
+        fmt(test.get("attr_voxel_auroc")),
+        fmt(test.get("attr_lesion_mass")),
+        fmt(test.get("auroc")),
+        fmt(_mean(history, "train_grad_ratio"), 2),
+        fmt(_mean(history, "train_grad_cosine"), 2),
+        fmt(_mean(history, "train_grad_weight_a"), 2),
+        fmt(_mean(history, "train_attribution_share"), 2),
         f"{run.seconds:.0f}",
     ]
 
@@ -294,7 +320,7 @@ HEADER = (
 
 
 def _section(
-    options: ex.Options,
+    options: Options,
     data_config: Any,
     records: list[Any],
     reference: RemedyRun,
@@ -307,18 +333,18 @@ def _section(
         group = [r for r in runs if r.setting == setting]
         plain = next((r for r in group if r.remedy.key == "plain"), None)
         rows += [_row(r, reference_seconds, plain) for r in group]
-    table = ex._table(HEADER, rows)
+    rendered = table(HEADER, rows)
     data_line = (
         f"{data_config.n_subjects} synthetic MS-like subjects (train/val/test healthy/"
-        f"pathological: {ex._split_counts(records)}), grid {ex._grid(options.grid)} at "
+        f"pathological: {split_counts(records)}), grid {grid_text(options.grid)} at "
         f"{options.spacing_mm:g} mm"
     )
-    body = ex._section(
-        "remedies",
+    body = section(
+        NAME,
         "Remedies for training with L_A (research axis 1)",
         options,
         data_line,
-        table,
+        rendered,
         verdict(reference, runs),
         figure,
         "Validation attribution AUROC per epoch (left: supervised, right: weakly supervised), "
@@ -360,7 +386,7 @@ def verdict(reference: RemedyRun, runs: list[RemedyRun]) -> str:
             if cpu is not None and (plain_cpu is None or cpu < plain_cpu):
                 better.append(f"{run.remedy.key} (epoch {epoch}, {cpu:.0f} CPU s)")
         plain_text = "never" if plain_cpu is None else f"in {plain_cpu:.0f} CPU s"
-        name = ex.SETTING_LABELS[setting]
+        name = SETTING_LABELS[setting]
         if better:
             lines.append(
                 f"**{name}**: the plain constraint reached the target {plain_text}; "
@@ -387,7 +413,7 @@ def _plot(path: Path, reference: RemedyRun, runs: list[RemedyRun]) -> None:
             style = {"lw": 2.2, "color": "black"} if run.remedy.key == "plain" else {"lw": 1.1}
             ax.plot(*_xy(points), label=run.remedy.key, **style)
         ax.axhline(TARGET_ATTR_AUROC, ls="--", color="k", lw=0.8)
-        ax.set_title(ex.SETTING_LABELS[setting])
+        ax.set_title(SETTING_LABELS[setting])
         ax.set_xlabel("epoch")
     axes[0].set_ylabel("validation attribution AUROC")
     axes[1].legend(fontsize=7, ncol=2, loc="lower right")

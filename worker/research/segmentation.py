@@ -1,6 +1,6 @@
 """How much annotation does the attribution constraint save in segmentation? (method.md 6.3)
 
-    python -m worker.experiments segmentation [--quick] [--fractions 0.1 0.25 0.5 1]
+    python -m worker.research segmentation [--quick] [--fractions 0.1 0.25 0.5 1]
         [--subjects N] [--epochs E] [--grid X Y Z] [--seed S] [--out docs/experiments.md]
 
 On one synthetic tumour-like data set (``worker.ml.synthetic``, MNI152-based), a small MONAI
@@ -17,7 +17,7 @@ into ``docs/experiments.md`` between ``<!-- segmentation:begin -->`` and
 from __future__ import annotations
 
 import argparse
-import shlex
+import os
 import shutil
 import sys
 import time
@@ -37,8 +37,9 @@ from worker.ml.segmentation import annotated_subjects
 from worker.ml.synthetic import SubjectRecord, SyntheticConfig, ensure_dataset
 from worker.ml.training import SubjectSample, load_model, train
 from worker.ml.transforms import IMAGE_KEY, preprocess_for
+from worker.research.common import DEFAULT_OUT, DEFAULT_WORK, FOV_MM
 
-__all__ = ["main", "parse_options", "run"]
+__all__ = ["DEFAULTS", "NAME", "QUICK", "Options", "add_arguments", "options_from_args", "run"]
 
 NAME = "segmentation"
 DEFAULTS: dict[str, Any] = {
@@ -58,7 +59,6 @@ QUICK: dict[str, Any] = {
     "fractions": (0.5, 1.0),
     "seeds": (0,),
 }
-FOV_MM = 192.0
 
 
 @dataclass
@@ -79,12 +79,17 @@ class Options:
     seeds: tuple[int, ...]
 
 
-def parse_options(argv: Sequence[str]) -> Options:
-    parser = argparse.ArgumentParser(
-        prog="python -m worker.experiments segmentation", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--out", type=Path, default=Path("docs/experiments.md"))
-    parser.add_argument("--work", type=Path, default=Path("data/experiments"))
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"fractions must lie in (0, 1], got {value:g}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``segmentation`` (its own: it trains a segmentation network)."""
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK)
     parser.add_argument("--seed", type=int, default=0, help="seed of the data set")
     parser.add_argument(
         "--seeds", type=int, nargs="+", help="run seeds (initialisation, annotated subsets)"
@@ -94,11 +99,14 @@ def parse_options(argv: Sequence[str]) -> Options:
     parser.add_argument("--subjects", type=int)
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--grid", type=int, nargs=3)
-    parser.add_argument("--fractions", type=float, nargs="+")
+    parser.add_argument("--fractions", type=_fraction, nargs="+")
     parser.add_argument("--lr", type=float, dest="learning_rate")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lambda", type=float, dest="lambda_a")
-    args = parser.parse_args(list(argv))
+
+
+def options_from_args(args: argparse.Namespace, command: str) -> Options:
+    """``Options`` from parsed arguments: defaults, then --quick, then flags."""
     values = dict(DEFAULTS)
     if args.quick:
         values.update(QUICK)
@@ -106,20 +114,17 @@ def parse_options(argv: Sequence[str]) -> Options:
         given = getattr(args, key, None)
         if given is not None:
             values[key] = tuple(given) if isinstance(given, list) else given
-    fractions = tuple(sorted(float(f) for f in values["fractions"]))
-    if any(not 0 < f <= 1 for f in fractions):
-        parser.error(f"fractions must lie in (0, 1], got {fractions}")
     return Options(
         out=args.out,
         work=args.work,
         seed=args.seed,
         threads=args.threads,
         quick=args.quick,
-        command=shlex.join(["python", "-m", "worker.experiments", NAME, *argv]),
+        command=command,
         **{
             **values,
             "grid": tuple(int(n) for n in values["grid"]),
-            "fractions": fractions,
+            "fractions": tuple(sorted(float(f) for f in values["fractions"])),
             "seeds": tuple(int(n) for n in values["seeds"]),
         },
     )
@@ -243,8 +248,6 @@ def _section(
     results: dict[tuple[float, bool], list[dict[str, Any]]],
     figure: Path,
 ) -> str:
-    import os
-
     by_id = {str(s.subject_id): s for s in samples}
     n_train = sum(s.split == "train" for s in samples)
     rows = [
@@ -354,16 +357,3 @@ def _plot(
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
-
-
-def main(argv: Sequence[str]) -> int:
-    from worker.experiments import write_section
-
-    options = parse_options(argv)
-    started = time.perf_counter()
-    body = run(options)
-    total = time.perf_counter() - started
-    body += f"\n\nTotal wall time of the command: {total:.0f} s."
-    write_section(options.out, NAME, body)
-    print(f"{NAME}: wrote {options.out} in {total:.0f} s")
-    return 0

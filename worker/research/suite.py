@@ -1,6 +1,6 @@
 """The data-regime suite: every training preset on every regime, held-out seeds, 3+ seeds.
 
-    python -m worker.experiments regimes [--regimes NAME ...] [--presets NAME ...]
+    python -m worker.research regimes [--regimes NAME ...] [--presets NAME ...]
         [--seeds 0 1 2] [--subjects N] [--epochs N] [--workers N] [--device auto]
 
 Each regime of ``worker.ml.regimes`` is generated with its **held-out** generator seed (never
@@ -36,10 +36,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
+from worker.ml.configs import RunConfig
+from worker.ml.evaluation import attribution_maps
+from worker.ml.metrics import attribution_report
+from worker.ml.nets import pathological_logit
 from worker.ml.presets import PRESETS
+from worker.ml.regimes import REGIMES, generate_regime
+from worker.ml.training import (
+    SubjectSample,
+    classification_metrics,
+    load_baseline,
+    load_model,
+    train,
+)
+from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess_for
+from worker.research.common import write_section
 
-__all__ = ["VARIANTS", "main", "run_one", "summarise"]
+__all__ = ["NAME", "VARIANTS", "add_arguments", "run_one", "run_suite", "summarise"]
+
+NAME = "regimes"
 
 # The configurations compared. The three presets of the platform (worker.ml.presets) and the
 # former recipe of docs/experiments.md ("old_*"), kept to show what the new one fixes.
@@ -159,8 +177,6 @@ def _data_dir(work: Path, regime: str, subjects: int, held_out: bool = True) -> 
 
 
 def _samples(records: Sequence[Any]) -> list[Any]:
-    from worker.ml.training import SubjectSample
-
     return [
         SubjectSample(
             r.subject,
@@ -176,12 +192,6 @@ def _samples(records: Sequence[Any]) -> list[Any]:
 
 def run_one(job: Job) -> dict[str, Any]:
     """Train one (regime, variant, seed) and score best and last weights on the test split."""
-    import torch
-
-    from worker.ml.configs import RunConfig
-    from worker.ml.regimes import REGIMES, generate_regime
-    from worker.ml.training import train
-
     torch.set_num_threads(job.threads)
     regime = REGIMES[job.regime].with_subjects(job.subjects)
     records = generate_regime(
@@ -220,14 +230,6 @@ def score_checkpoint(
     path: Path, config: Any, records: Sequence[Any], artefact: bool
 ) -> dict[str, Any]:
     """Classification and attribution metrics of one checkpoint on the test split."""
-    import torch
-
-    from worker.ml.evaluation import attribution_maps
-    from worker.ml.metrics import attribution_report
-    from worker.ml.nets import pathological_logit
-    from worker.ml.training import classification_metrics, load_baseline, load_model
-    from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess_for
-
     device = torch.device(config.device if config.device != "auto" else "cpu")
     if config.device == "auto" and torch.cuda.is_available():
         device = torch.device("cuda")
@@ -290,11 +292,6 @@ def _artefact_scores(
     model: Any, config: Any, records: Sequence[Any], baseline: Any, device: Any
 ) -> dict[str, Any]:
     """Share of positive relevance on the zipper line, for site-A pathological val subjects."""
-    import torch
-
-    from worker.ml.evaluation import attribution_maps
-    from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess_for
-
     transform = preprocess_for(config)
     chosen = [r for r in records if r.split == "val" and r.label == 1 and r.site == "A"]
     images, regions = [], []
@@ -341,8 +338,6 @@ def _mean_sd(values: Sequence[float | None]) -> str:
 
 def summarise(results: Sequence[dict[str, Any]]) -> str:
     """Markdown tables (one per regime and subject count): mean ± sd over seeds, best | last."""
-    from worker.ml.regimes import REGIMES
-
     lines: list[str] = []
     keys = sorted(
         {(r["regime"], r["subjects"]) for r in results},
@@ -383,10 +378,8 @@ def summarise(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    from worker.ml.regimes import REGIMES
-
-    parser = argparse.ArgumentParser(prog="python -m worker.experiments regimes")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``regimes`` (its own: it trains the presets)."""
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     parser.add_argument(
         "--presets",
@@ -411,17 +404,13 @@ def _parser() -> argparse.ArgumentParser:
         help="development seeds of the generator (for tuning; implies --no-write)",
     )
     parser.add_argument("--tag", default="", help="suffix of the result folder (probes)")
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the suite (resuming finished runs) and write its section of the docs."""
-    from tqdm import tqdm
+def run_suite(options: argparse.Namespace, command: str) -> int:
+    """Run the suite (resuming finished runs) and write its section of the docs.
 
-    from worker.experiments import write_section
-    from worker.ml.regimes import REGIMES
-
-    options = _parser().parse_args(argv)
+    ``command`` is the command line recorded in the section.
+    """
     overrides = json.loads(options.overrides)
     jobs = [
         Job(
@@ -442,8 +431,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for regime in options.regimes
     ]
     # Data first, once per regime (in parallel subject by subject), so runs never race on it.
-    from worker.ml.regimes import generate_regime
-
     for regime in options.regimes:
         n = options.subjects or REGIMES[regime].n_subjects
         generate_regime(
@@ -480,7 +467,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"FAILED {job.regime}/{job.variant}/seed{job.seed}: {exc!r}", file=sys.stderr)
     results = [json.loads(job.result_path.read_text()) for job in jobs if job.result_path.exists()]
     tables = summarise(results)
-    command = "python -m worker.experiments regimes " + " ".join(argv or sys.argv[1:])
     body = "\n".join(
         [
             f"Command: `{command.strip()}`",
@@ -495,7 +481,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (options.no_write or options.dev):
         write_section(options.out, options.section, body)
     return 1 if failures else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

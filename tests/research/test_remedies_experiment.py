@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from worker.experiments import SETTING_LABELS, main
+from worker.experiments import main
+from worker.research.common import SETTING_LABELS
 from worker.research.remedies import (
     REMEDIES,
     TARGET_ATTR_AUROC,

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from worker import experiments
-from worker.experiments import SETTING_LABELS, main, replace_section
+from worker import research as experiments
+from worker.experiments import main
+from worker.research.common import SETTING_LABELS, replace_section
 
 OTHER = "<!-- other:begin -->\n## Someone else's section\n\nkeep me\n<!-- other:end -->"
 

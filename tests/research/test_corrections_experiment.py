@@ -11,7 +11,8 @@ import torch
 from worker.experiments import main
 from worker.ml.corrections import MISSED, SPURIOUS
 from worker.ml.epoch_maps import GridSubject
-from worker.research.corrections import _degrade, _review
+from worker.research.corrections import degrade as _degrade
+from worker.research.corrections import review as _review
 
 
 def _lesions(shape=(20, 20, 20)) -> np.ndarray:

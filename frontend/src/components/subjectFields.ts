@@ -16,10 +16,19 @@ export function parseTarget(raw: string): { ok: true; value: number | null } | {
 
 /** The site to send (trimmed), or a message saying what is wrong with it. */
 export function validateSite(raw: string): { ok: true; value: string } | { ok: false; error: string } {
-  if (/[\u0000-\u001f\u007f]/.test(raw)) return { ok: false, error: "No tabs or line breaks in a site name." };
+  if (hasControlCharacter(raw)) return { ok: false, error: "No tabs or line breaks in a site name." };
   const value = raw.trim();
   if (value.length > SITE_MAX_LENGTH) {
     return { ok: false, error: `At most ${SITE_MAX_LENGTH} characters (${value.length} now).` };
   }
   return { ok: true, value };
+}
+
+/** Whether the text holds a C0 control character (tab, line break, ...) or DEL. */
+function hasControlCharacter(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code < 0x20 || code === 0x7f) return true;
+  }
+  return false;
 }

@@ -14,9 +14,10 @@ export interface MarkdownOptions {
 
 export function inline(text: string, options: MarkdownOptions = {}): string {
   const codes: string[] = [];
+  // Code spans are set aside behind a private-use character (U+E000), then put back.
   let out = text.replace(/`([^`]+)`/g, (_m, code: string) => {
     codes.push(`<code>${escape(code)}</code>`);
-    return `\u0000${codes.length - 1}\u0000`;
+    return `\ue000${codes.length - 1}\ue000`;
   });
   out = escape(out);
   out = out.replace(/!\[([^\]]*)\]\(([^)\s]+)\)/g, (_m, alt: string, src: string) => {
@@ -29,7 +30,7 @@ export function inline(text: string, options: MarkdownOptions = {}): string {
   });
   out = out.replace(/\*\*([^*]+)\*\*/g, "<strong>$1</strong>");
   out = out.replace(/(^|[^*\w])\*([^*\s][^*]*)\*(?!\w)/g, "$1<em>$2</em>");
-  return out.replace(/\u0000(\d+)\u0000/g, (_m, i: string) => codes[Number(i)]);
+  return out.replace(/\ue000(\d+)\ue000/g, (_m, i: string) => codes[Number(i)]);
 }
 
 const LIST_ITEM = /^(\s*)(\d+\.|[-*])\s+(.*)$/;

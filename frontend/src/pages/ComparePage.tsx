@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { Link, useSearchParams } from "react-router";
 import { api } from "../api/client";
 import { errorMessage } from "../api/http";
@@ -214,9 +214,12 @@ function ComparePanels({
     if (phase === "error") setFailed(true);
   }, []);
   const allReady = ready.every(Boolean);
-  const stats = data.shown.map((a) => (a.status === "succeeded" ? readStats(a.stats) : null));
-  const shared = sharedPeaks(stats);
-  const effective: CompareSettings = { ...settings, scaleMode };
+  const stats = useMemo(
+    () => data.shown.map((a) => (a.status === "succeeded" ? readStats(a.stats) : null)),
+    [data],
+  );
+  const shared = useMemo(() => sharedPeaks(stats), [stats]);
+  const effective: CompareSettings = useMemo(() => ({ ...settings, scaleMode }), [settings, scaleMode]);
   const update = (patch: Partial<CompareSettings>) => setSettings((s) => ({ ...s, ...patch }));
   const firstRun = data.runs.get(data.shown[0]?.run_id ?? -1);
   const legend = relevanceLegend(firstRun?.config);
@@ -236,8 +239,7 @@ function ComparePanels({
       const { scaleMode: _mode, fraction: _fraction, ...flags } = effective;
       c.configure({ ...flags, thresholds: panelWindows(effective, peaksOf(stats[i]), shared) });
     });
-    // effective and stats are derived from settings, scaleMode and data.
-  }, [allReady, settings, scaleMode, data]);
+  }, [allReady, effective, stats, shared]);
 
   const state = failed ? "error" : allReady ? "ready" : "loading";
   const sharedWindows = panelWindows(effective, shared, shared);
@@ -469,7 +471,7 @@ function ComparePanel({
   legend: RelevanceLegend;
 }) {
   const { hostRef, controller, snapshot } = useViewerController(COMPARE_NIIVUE_OPTIONS);
-  const stats = readStats(attribution.stats);
+  const stats = useMemo(() => readStats(attribution.stats), [attribution.stats]);
   const baseline = baselineText(attribution.method, attribution.params);
   const uncertainty = uncertaintyOf(attribution);
 
@@ -480,8 +482,7 @@ function ComparePanel({
       relevance: stats && attribution.status === "succeeded" ? { url: attributionDisplayUrl(attribution.id), stats } : null,
       lesionUrl: subject.has_mask ? subjectMaskDrawingUrl(subject.id) : null,
     });
-    // stats is derived from attribution; reloading on the attribution is enough.
-  }, [controller, attribution, subject]);
+  }, [controller, attribution, subject, stats]);
 
   useEffect(() => {
     onState(index, controller, snapshot.phase);

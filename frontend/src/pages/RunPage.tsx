@@ -20,7 +20,7 @@ import { SiteMetricsPanel } from "../runs/SiteMetricsPanel";
 /** /runs/:id: status, progress, live curves, cancel/retry and the final test metrics. */
 export function RunPage() {
   const { runId: raw = "" } = useParams();
-  let runId: number | null = null;
+  let runId: number | null;
   try {
     runId = parseId(raw, "run id");
   } catch {

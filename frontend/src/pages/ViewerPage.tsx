@@ -1,4 +1,4 @@
-import { useEffect } from "react";
+import { useEffect, useRef } from "react";
 import { Link, useParams, useSearchParams } from "react-router";
 import { api } from "../api/client";
 import { errorMessage } from "../api/http";
@@ -84,7 +84,11 @@ export default function ViewerPage() {
   useViewerShortcuts(controller);
   // ?run=<id>: an epoch slider over that run's stored maps of this subject drives the overlay.
   const epochView = useEpochView(loaded?.subject.id ?? null, search.get("run"));
-  const epochRelevance = epochView.relevance;
+  // The chosen epoch's map, rebuilt on every render: the effect below follows its url (which
+  // names run, subject and epoch) and reads the map itself from here.
+  const epochRelevance = useRef(epochView.relevance);
+  epochRelevance.current = epochView.relevance;
+  const epochUrl = epochView.relevance?.url;
 
   useEffect(() => {
     if (!controller || !loaded) return;
@@ -93,11 +97,11 @@ export default function ViewerPage() {
     void controller.load({
       imageUrl: subjectImageUrl(subject.id),
       relevance:
-        epochRelevance ?? (attribution && stats ? { url: attributionDisplayUrl(attribution.id), stats } : null),
+        epochRelevance.current ??
+        (attribution && stats ? { url: attributionDisplayUrl(attribution.id), stats } : null),
       lesionUrl: subject.has_mask ? subjectMaskDrawingUrl(subject.id) : null,
     });
-    // Reload when the chosen epoch's map changes (its url names run, subject and epoch).
-  }, [controller, loaded, epochRelevance?.url]);
+  }, [controller, loaded, epochUrl]);
 
   const pageError = data.error ? errorMessage(data.error) : null;
   const state = pageError ? "error" : loaded ? snapshot.phase : "loading";

@@ -22,7 +22,7 @@ export function NextSteps({ run, writable }: { run: Run; writable: boolean }) {
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
 
-  const allTestMaps = maps.data ?? [];
+  const allTestMaps = useMemo(() => maps.data ?? [], [maps.data]);
   const mine = useMemo(() => newestPerSubject(allTestMaps.filter((a) => a.run_id === run.id)), [allTestMaps, run.id]);
   const jobIds = mine.filter((a) => a.job_id != null && isActive(a.status)).map((a) => a.job_id as number);
   const jobs = useJobPolling(jobIds, () => setGeneration((g) => g + 1));

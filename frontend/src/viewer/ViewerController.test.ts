@@ -214,7 +214,7 @@ describe("loadWithoutUploads", () => {
         this.uploads += 1;
       }
       async loadVolumes(list: object[]) {
-        for (const _ of list) this.updateGLVolume(); // NiiVue uploads once per added volume
+        list.forEach(() => this.updateGLVolume()); // NiiVue uploads once per added volume
       }
     }
     const nv = new Fake();

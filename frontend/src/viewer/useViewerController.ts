@@ -16,13 +16,16 @@ export function useViewerController(niivueOptions?: Record<string, unknown>): {
   snapshot: ViewerSnapshot;
 } {
   const hostRef = useRef<HTMLDivElement>(null);
+  // The options of the first render: the controller is made once, on mount.
+  const initialOptions = useRef(niivueOptions);
   const [controller, setController] = useState<ViewerController | null>(null);
 
   useEffect(() => {
     const host = hostRef.current;
     if (!host) return;
-    const created = niivueOptions
-      ? new ViewerController(() => new Niivue({ ...NIIVUE_OPTIONS, ...niivueOptions }))
+    const options = initialOptions.current;
+    const created = options
+      ? new ViewerController(() => new Niivue({ ...NIIVUE_OPTIONS, ...options }))
       : new ViewerController();
     created.mount(host);
     setController(created);

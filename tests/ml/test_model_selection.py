@@ -18,10 +18,10 @@ from worker.ml.training import (
     CLASSIFICATION_FLOOR,
     PREDICTIONS_FILE,
     SubjectSample,
-    _State,
-    _update_best,
     train,
 )
+from worker.ml.training.loop import RunState as _State
+from worker.ml.training.selection import update_best as _update_best
 
 GRID = (12, 14, 12)
 SHAPE = (14, 16, 14)

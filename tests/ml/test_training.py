@@ -237,7 +237,7 @@ def test_item5_cancel_stops_inside_a_running_step(
 ) -> None:
     """A cancel asked while a step runs stops it at its next forward pass (here: the chunks
     of Integrated Gradients inside the attribution loss), not after the step: no step ends."""
-    import worker.ml.training as training
+    import worker.ml.training.cancel as training
 
     monkeypatch.setattr(training, "CANCEL_POLL_SECONDS", 0.0, raising=False)
     calls: list[int] = []

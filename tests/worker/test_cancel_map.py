@@ -21,7 +21,7 @@ GRID = [16, 20, 16]
 def test_item5_cancel_stops_a_map_being_computed(
     stack: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import worker.ml.training as training
+    import worker.ml.training.cancel as training
     from backend.core.db import session_scope
     from backend.models import AttributionMap, Job, Subject, User
     from backend.schemas.attribution import AttributionCreate

@@ -28,7 +28,7 @@ def _correction_bytes(labels: np.ndarray) -> bytes:
 def test_run_from_reviews_trains_on_merged_targets_and_stores_epoch_maps(
     stack: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import worker.ml.training as training
+    import worker.ml.training.classification as training
     from backend.core.db import session_scope
     from backend.models import AttributionMap, CorrectedTarget, EpochMap, Job, Review, Run, User
     from backend.services.corrected_targets import launch_from_reviews

@@ -24,6 +24,7 @@ from torch import nn
 from worker.ml.configs import RunConfig
 from worker.ml.evaluation import attribution_maps
 from worker.ml.metrics import dice_top_k, lesion_mass, pointing_game
+from worker.ml.training.checkpoints import load_model
 from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess_for
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
     "subject_metrics",
 ]
 
-EPOCH_MAP_STEPS = 8  # = worker.ml.training.VAL_IG_STEPS
+EPOCH_MAP_STEPS = 8  # = worker.ml.training.datatypes.VAL_IG_STEPS
 EPOCH_MAP_METHOD = "integrated_gradients"
 INT16_MAX = 32767
 TOP_K_PERCENT = 5.0
@@ -195,7 +196,5 @@ class EpochMapRecorder:
         self, checkpoint: Path, epoch: int, device: torch.device | str = "cpu"
     ) -> list[EpochMap]:
         """The maps of the weights stored in ``checkpoint`` (``last.pt`` after ``epoch``)."""
-        from worker.ml.training import load_model
-
         model, _ = load_model(checkpoint, device=device)
         return self.record(model, epoch, device)

@@ -2,7 +2,7 @@
 attribution (method.md sections 1 and 6.3).
 
 - **Network**: ``monai.networks.nets.UNet`` with one output channel, the foreground logit of
-  every voxel (``build_unet``; registered as ``"unet"`` in ``worker.ml.nets``), instance norm
+  every voxel (``build_unet``, defined and registered as ``"unet"`` in ``worker.ml.nets``), instance norm
   as MONAI's default. Batch norm was tried: with batches of two its running statistics drift
   from the batch statistics, and on the test volumes the eval-mode prediction collapsed to
   empty after a few epochs (validation Dice 0.73 then 0.0) while instance norm kept rising
@@ -26,19 +26,16 @@ attribution (method.md sections 1 and 6.3).
   component, the component under a clicked point, or a box. A > 0: the voxel raises the
   region's foreground logits ("why is this segmented?").
 
-``train_segmentation`` is the training loop of ``RunConfig(task="segmentation")``;
-``worker.ml.training.train`` hands such configs to it. It shares the checkpoint format,
-resumption and progress events of the classification loop; in its events ``loss_c`` is the
-segmentation loss (Dice + CE) and ``loss_a`` the constraint.
+The training of ``RunConfig(task="segmentation")`` is ``worker.ml.training.segmentation``
+(the segmentation task of the training engine); in its events ``loss_c`` is the segmentation
+loss (Dice + CE) and ``loss_a`` the constraint.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -46,12 +43,8 @@ from typing import Any, cast
 import nibabel as nib
 import numpy as np
 import torch
-from monai.data import CacheDataset
 from monai.losses import DiceCELoss
 from monai.metrics import compute_dice, compute_hausdorff_distance
-from monai.networks.nets import UNet
-from monai.transforms import Compose
-from monai.utils import set_determinism
 from nibabel.spatialimages import SpatialImage
 from scipy import ndimage
 from torch import nn
@@ -62,11 +55,11 @@ from worker.ml.attribution.differentiable import (
     QuadratureMethod,
     attribute,
     integrated_gradients,
+    training_attribution_params,
 )
 from worker.ml.configs import RegionSpec, RunConfig
-from worker.ml.evaluation import json_safe
-from worker.ml.gradients import GradientBalancer
 from worker.ml.losses import attribution_loss, target_map
+from worker.ml.nets import build_unet
 from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess_for, to_native
 
 __all__ = [
@@ -84,71 +77,15 @@ __all__ = [
     "region_attribution",
     "segmentation_loss",
     "segmentation_metrics",
-    "train_segmentation",
 ]
 
 ANNOTATED_KEY = "annotated"
-UNET_CHANNELS = (8, 16, 32)
-UNET_STRIDES = (2, 2)
-LESION_PRIOR = 0.02
 # Full 3x3x3 connectivity: voxels touching by a corner belong to the same lesion.
 _CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 _AFFINE_ATOL = 1e-3
 
 
 # --------------------------------------------------------------------------- network, loss
-
-
-def build_unet(
-    *,
-    in_channels: int = 1,
-    channels: Sequence[int] = UNET_CHANNELS,
-    strides: Sequence[int] = UNET_STRIDES,
-    num_res_units: int = 1,
-    norm: str = "instance",
-) -> nn.Module:
-    """MONAI's 3D UNet with one output channel: the foreground logit of every voxel.
-
-    Small widths (8-16-32) keep CPU runs short; each stride halves the grid, so every side
-    of the working grid must be divisible by ``2 ** len(strides)`` (4 by default; the run
-    config checks it).
-
-    Returns:
-        A module mapping ``(B, in_channels, D, H, W)`` to logits ``(B, 1, D, H, W)``.
-    """
-    return SegmentationUNet(
-        UNet(
-            spatial_dims=3,
-            in_channels=in_channels,
-            out_channels=1,
-            channels=tuple(channels),
-            strides=tuple(strides),
-            num_res_units=num_res_units,
-            norm=norm,
-        )
-    )
-
-
-class SegmentationUNet(nn.Module):
-    """A UNet plus one learnable output bias, initialised at the logit of a lesion prior.
-
-    Lesions fill a few percent of a brain; starting from logits near 0 (half the volume
-    called lesion), Dice + CE spends its first hundred steps only learning that prior. A
-    bias at ``log(p / (1 - p))`` (the prior-probability initialisation of Lin et al., "Focal
-    loss for dense object detection", ICCV 2017) starts where that ends.
-
-    Args:
-        unet: The network, ``(B, C, D, H, W)`` -> ``(B, 1, D, H, W)`` logits.
-        prior: Initial foreground probability of every voxel.
-    """
-
-    def __init__(self, unet: nn.Module, prior: float = LESION_PRIOR) -> None:
-        super().__init__()
-        self.unet = unet
-        self.bias = nn.Parameter(torch.tensor(math.log(prior / (1.0 - prior))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.unet(x) + self.bias
 
 
 def segmentation_loss() -> DiceCELoss:
@@ -342,15 +279,7 @@ def mixed_supervision_loss(
     loss_a = attributions = None
     if config.seg_constraint and lam > 0 and constrained.any():
         x = images[constrained]
-        params: dict[str, Any] = {"create_graph": True}
-        if "integrated_gradients" in config.train_attribution:
-            params.update(steps=config.ig_steps, method=config.ig_method)
-        if "expected_gradients" in config.train_attribution:
-            params.update(
-                k=config.eg_k,
-                zero_reference_prob=config.eg_zero_reference_prob,
-                generator=generator,
-            )
+        params = training_attribution_params(config, generator)
         with _mode(model, config.attribution_mode):
             # The model's logit map is reduced to its mean (worker.ml.nets.pathological_logit).
             out = attribute(model, x, config.train_attribution, **params)
@@ -381,232 +310,6 @@ def mixed_supervision_loss(
         n_annotated=int(annotated.sum()),
         n_constrained=int(constrained.sum()) if loss_a is not None else 0,
     )
-
-
-# --------------------------------------------------------------------------- training loop
-
-
-def _validate(config: RunConfig, subjects: Sequence[Any]) -> None:
-    if not any(s.split == "train" for s in subjects):
-        raise ValueError("no subject in split 'train'")
-    bad = [s.subject_id for s in subjects if s.label not in (0, 1)]
-    if bad:
-        raise ValueError(f"labels must be 0 or 1; offending subjects: {bad[:10]}")
-    if not any(s.split == "train" and s.label == 1 and s.mask is not None for s in subjects):
-        raise ValueError("segmentation needs pathological training subjects with lesion masks")
-    missing = [
-        s.subject_id for s in subjects if s.split == "train" and s.label == 1 and s.mask is None
-    ]
-    if missing and not config.mixed_supervision:
-        raise ValueError(
-            "segmentation needs a lesion mask for every pathological training subject, unless "
-            f"mixed supervision is used (seg_annotated_fraction < 1 or seg_constraint); "
-            f"without a mask: {missing[:10]}"
-        )
-
-
-def _build_datasets(config: RunConfig, subjects: Sequence[Any]) -> dict[str, CacheDataset]:
-    from worker.ml.training import LABEL_KEY, _CompleteItem
-
-    keep = annotated_subjects(subjects, config.seg_annotated_fraction, config.seed)
-    datasets = {}
-    for split in ("train", "val", "test"):
-        items = []
-        for s in subjects:
-            if s.split != split:
-                continue
-            used = split != "train" or str(s.subject_id) in keep
-            item: dict[str, Any] = {
-                IMAGE_KEY: str(s.image),
-                LABEL_KEY: np.float32(s.label),
-                ANNOTATED_KEY: np.float32(used),
-            }
-            if used and s.mask is not None:
-                item[MASK_KEY] = str(s.mask)
-            items.append(item)
-        if not items:
-            continue
-        transform = preprocess_for(config, augment=config.augment and split == "train")
-        transform = Compose([*transform.transforms, _CompleteItem()])
-        datasets[split] = CacheDataset(items, transform, cache_rate=1.0, progress=False)
-    return datasets
-
-
-def train_segmentation(
-    config: RunConfig,
-    subjects: list[Any],
-    *,
-    checkpoint_dir: Path,
-    progress: Callable[[Any], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-):
-    """Train the UNet of a segmentation run; see ``worker.ml.training.train`` for the contract
-    (resumption from ``last.pt``, ``best.pt`` by ``early_stopping_metric``, progress events,
-    cancellation). Test metrics: ``segmentation_metrics`` of the best weights, plus ``loss``.
-    """
-    from worker.ml import training as t
-
-    if config.task != "segmentation":
-        raise ValueError(f"train_segmentation needs task 'segmentation', got {config.task!r}")
-    _validate(config, subjects)
-    checkpoint_dir = Path(checkpoint_dir)
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    device = t.select_device(config.device)
-    use_amp = config.amp and device.type == "cuda"
-    set_determinism(seed=config.seed)
-    model = build_unet().to(device)
-    loop = t._Loop(
-        config=config,
-        model=model,
-        optimizer=t._build_optimizer(config, model),
-        scaler=torch.amp.GradScaler(device.type, enabled=use_amp),
-        device=device,
-        use_amp=use_amp,
-        checkpoint_dir=checkpoint_dir,
-        fingerprint=t._fingerprint(subjects),
-        progress=progress,
-        should_stop=should_stop,
-        # Unused by segmentation's own step (it stores its state in last.pt like every run).
-        balancer=GradientBalancer(config),
-    )
-    state, rng_state = t._resume(loop)
-    resumed_from = state.epoch if rng_state is not None else None
-    datasets = _build_datasets(config, subjects)
-    if rng_state is not None:
-        t._set_rng_state(rng_state)
-
-    while state.epoch < config.epochs and not t._patience_exhausted(config, state):
-        epoch = state.epoch + 1
-        loader = t._loader(
-            datasets["train"],
-            config.batch_size,
-            shuffle=True,
-            seed=t._epoch_seed(config.seed, epoch),
-        )
-        started = time.monotonic()
-        with t.cancel_checks(model, should_stop, what="a training step"):
-            summary = _train_epoch(loop, loader, epoch)
-            loop.check_cancel(epoch)
-            val = _evaluate(loop, datasets.get("val"), prefix="val_")
-        record = json_safe(
-            {
-                "epoch": epoch,
-                "train_loss": summary.loss,
-                "train_loss_c": summary.loss_c,
-                "train_loss_a": summary.loss_a,
-                "lambda_a": summary.lambda_a,
-                "train_step_seconds": summary.step_seconds,
-                **val,
-                "learning_rate": float(loop.optimizer.param_groups[0]["lr"]),
-                "seconds": time.monotonic() - started,
-            }
-        )
-        state.epoch = epoch
-        state.history.append(record)
-        if t._update_best(config, state, val):
-            t._atomic_save(t._best_payload(loop, state), checkpoint_dir / t.BEST_CHECKPOINT)
-        t._atomic_save(t._last_payload(loop, state), checkpoint_dir / t.LAST_CHECKPOINT)
-        loop.emit(
-            t.ProgressEvent(
-                kind="epoch",
-                epoch=epoch,
-                epochs=config.epochs,
-                step=len(loader),
-                steps=len(loader),
-                metrics=val,
-                seconds=loop.elapsed(),
-                fraction=epoch / config.epochs,
-                **summary.event_fields(),
-            )
-        )
-
-    test_metrics: dict[str, float | None] = {}
-    if "test" in datasets:
-        loop.check_cancel(config.epochs)
-        payload = t._load_payload(checkpoint_dir / t.BEST_CHECKPOINT, device)
-        loop.model.load_state_dict(payload["model"])
-        test_metrics = _evaluate(loop, datasets["test"], prefix="")
-    return t.finish(loop, state, test_metrics, checkpoint_dir, resumed_from)
-
-
-def _train_epoch(loop: Any, loader: Any, epoch: int) -> Any:
-    from worker.ml import training as t
-
-    config = loop.config
-    loop.model.train()
-    generator = torch.Generator().manual_seed(t._epoch_seed(config.seed, epoch, stream=1))
-    steps = len(loader)
-    records = []
-    for step, batch in enumerate(loader, start=1):
-        loop.check_cancel(epoch)
-        started = time.perf_counter()
-        images, labels = t._batch_tensors(batch, loop.device)
-        masks = t._plain(batch[MASK_KEY]).to(loop.device)
-        annotated = torch.as_tensor(batch[ANNOTATED_KEY]).to(loop.device) > 0.5
-        lam = config.lambda_a.at((epoch - 1) + (step - 1) / steps) if config.seg_constraint else 0.0
-        loop.optimizer.zero_grad(set_to_none=True)
-        loss = mixed_supervision_loss(
-            loop.model, images, labels, masks, annotated, config, lam=lam, generator=generator
-        )
-        if loss.total.requires_grad:
-            loss.total.backward()
-            loop.optimizer.step()
-        stats = t._StepStats(
-            loss_c=float(loss.segmentation.detach()) if loss.segmentation is not None else math.nan,
-            grad_norm_c=None,
-            step_seconds=time.perf_counter() - started,
-            loss=float(loss.total.detach()),
-            loss_a=None if loss.constraint is None else float(loss.constraint.detach()),
-            lambda_a=lam if config.seg_constraint else None,
-        )
-        records.append(stats)
-        loop.emit(
-            t.ProgressEvent(
-                kind="step",
-                epoch=epoch,
-                epochs=config.epochs,
-                step=step,
-                steps=steps,
-                metrics={},
-                seconds=loop.elapsed(),
-                fraction=min(((epoch - 1) * steps + step) / (config.epochs * steps), 1.0),
-                **stats.event_fields(),
-            )
-        )
-    seg = [r.loss_c for r in records if not math.isnan(r.loss_c)]
-    return t._StepStats(
-        loss_c=float(np.mean(seg)) if seg else math.nan,
-        grad_norm_c=None,
-        step_seconds=float(np.sum([r.step_seconds for r in records])),
-        loss=t._mean_or_none([r.loss for r in records]),
-        loss_a=t._mean_or_none([r.loss_a for r in records]),
-        lambda_a=records[-1].lambda_a if records else None,
-    )
-
-
-@torch.no_grad()
-def _evaluate(loop: Any, dataset: CacheDataset | None, *, prefix: str) -> dict[str, float | None]:
-    """Loss (Dice + CE over every subject; healthy ones against the empty mask) and
-    ``segmentation_metrics`` of a split, in eval mode."""
-    from worker.ml import training as t
-
-    if dataset is None:
-        return {f"{prefix}loss": None, f"{prefix}dice": None}
-    loop.model.eval()
-    predictions, truths, losses = [], [], []
-    criterion = segmentation_loss()
-    for batch in t._loader(dataset, loop.config.batch_size, shuffle=False, seed=0):
-        images, _ = t._batch_tensors(batch, loop.device)
-        masks = t._plain(batch[MASK_KEY]).to(loop.device).float()
-        logits = loop.model(images).float()
-        losses.append(float(criterion(logits, masks)) * images.shape[0])
-        predictions.extend((logits[:, 0] > 0).cpu().numpy())
-        truths.extend((masks[:, 0] > 0.5).cpu().numpy())
-    loop.model.train()
-    metrics = segmentation_metrics(predictions, truths)
-    values = {f"{prefix}{k}": v for k, v in metrics.items()}
-    values[f"{prefix}loss"] = float(np.sum(losses) / len(dataset))
-    return json_safe(values)
 
 
 # --------------------------------------------------------------------------- region attribution

@@ -31,13 +31,14 @@ import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from worker.ml.configs import RunConfig
 from worker.ml.nets import pathological_logit
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "expected_gradients",
     "gradient",
     "integrated_gradients",
+    "training_attribution_params",
 ]
 
 QuadratureMethod = Literal["riemann_middle", "gausslegendre"]
@@ -473,3 +475,33 @@ def attribute(
     logits = next((output.logits for output in outputs if output.logits is not None), None)
     delta = outputs[0].delta if len(outputs) == 1 else None
     return AttributionOutput(attributions=attributions, delta=delta, logits=logits)
+
+
+def training_attribution_params(
+    config: RunConfig,
+    generator: torch.Generator | None,
+    *,
+    baseline: torch.Tensor | None = None,
+    references: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """Keyword parameters of ``attribute`` for a run's training attributions
+    (``config.train_attribution``), differentiable (``create_graph=True``).
+
+    ``baseline`` (IG) and ``references`` (EG) are those of ``attribution_baseline="healthy"``;
+    ``None`` keeps each method's default (the zero image; the other images of the batch).
+    ``generator`` is Expected Gradients' random source.
+    """
+    params: dict[str, Any] = {"create_graph": True}
+    if "integrated_gradients" in config.train_attribution:
+        params.update(steps=config.ig_steps, method=config.ig_method)
+        if baseline is not None:
+            params["baseline"] = baseline
+    if "expected_gradients" in config.train_attribution:
+        params.update(
+            k=config.eg_k,
+            zero_reference_prob=config.eg_zero_reference_prob,
+            generator=generator,
+        )
+        if references is not None:
+            params["references"] = references
+    return params

@@ -1,0 +1,120 @@
+"""Model selection and early stopping: which epoch's weights become ``best.pt``.
+
+Epochs are ranked by ``selection`` on their validation metrics (the run's
+``early_stopping_metric``, with a calibrated-loss tie-break and a fallback to classification
+metrics, see there); ``update_best`` keeps the best one and the patience counter.
+"""
+
+from __future__ import annotations
+
+from worker.ml.configs import RunConfig
+from worker.ml.training.datatypes import Metrics
+from worker.ml.training.loop import RunState
+
+__all__ = [
+    "ATTRIBUTION_MONITORS",
+    "CLASSIFICATION_FLOOR",
+    "HIGHER_IS_BETTER",
+    "TIED_OFTEN",
+    "TIE_BREAK",
+    "monitor",
+    "monitor_score",
+    "patience_exhausted",
+    "selection",
+    "update_best",
+]
+
+# Metrics with few distinct values on a small validation split, and the weight of the
+# calibrated validation loss that breaks their ties (small enough never to outweigh one
+# subject pair of AUROC on 100 subjects).
+TIED_OFTEN = frozenset({"val_auroc", "val_accuracy"})
+TIE_BREAK = 1e-5
+HIGHER_IS_BETTER = {
+    "val_auroc": True,
+    "val_accuracy": True,
+    "val_loss": False,
+    "val_attr_auroc": True,
+    "val_lesion_mass": True,
+    "val_attr_dice": True,
+    "val_dice": True,
+    "val_mae": False,
+}
+# Early stopping on an attribution metric falls back to a classification metric while the
+# classifier has not learned: an epoch whose val_auroc is below this floor is scored by its
+# val_auroc (then val_loss), and never beats an epoch at or above it (see ``selection``).
+CLASSIFICATION_FLOOR = 0.6
+ATTRIBUTION_MONITORS = frozenset({"val_attr_auroc", "val_lesion_mass", "val_attr_dice"})
+
+
+def monitor_score(name: str, metrics: Metrics) -> float | None:
+    """Higher-is-better score of the early-stopping metric.
+
+    Falls back to the validation loss when the metric is undefined (a validation set with
+    one class has no AUROC), and to None without a validation set.
+    """
+    found = monitor(name, metrics)
+    return None if found is None else found[0]
+
+
+def monitor(name: str, metrics: Metrics) -> tuple[float, str] | None:
+    """``(higher-is-better score, the metric it is of)``: ``name``, else ``val_loss``."""
+    for key in (name, "val_loss"):
+        value = metrics.get(key)
+        if value is not None:
+            score = value if HIGHER_IS_BETTER[key] else -value
+            calibrated = metrics.get("val_loss_calibrated")
+            if key in TIED_OFTEN and calibrated is not None:
+                # AUROC and accuracy on a few dozen subjects tie often (many epochs at 1.0):
+                # the ties go to the epoch whose calibrated validation loss is lowest.
+                score -= TIE_BREAK * float(calibrated)
+            return score, key
+    return None
+
+
+def selection(name: str, metrics: Metrics) -> tuple[int, float, str] | None:
+    """How an epoch ranks for ``best.pt``: ``(tier, score, metric)``, compared by tier first.
+
+    An attribution metric (``val_attr_auroc``, ``val_lesion_mass``, ``val_attr_dice``) says
+    nothing while the classifier has not learned: its maps are then noise, and the metric's
+    best epoch is arbitrary. So an epoch whose ``val_auroc`` is below ``CLASSIFICATION_FLOOR``
+    is ranked in tier 0 by its ``val_auroc``, below every epoch of tier 1 (classification
+    works) ranked by the attribution metric. Where ``val_auroc`` is undefined (one class in
+    the validation split) the classifier cannot be judged and the epoch stays in tier 1. Other
+    early-stopping metrics are always tier 1. ``None`` without a validation split.
+    """
+    if name in ATTRIBUTION_MONITORS:
+        auroc = metrics.get("val_auroc")
+        if auroc is not None and auroc < CLASSIFICATION_FLOOR:
+            return 0, auroc, "val_auroc"
+    found = monitor(name, metrics)
+    return None if found is None else (1, *found)
+
+
+def update_best(
+    config: RunConfig, state: RunState, metrics: Metrics, *, metric: str | None = None
+) -> bool:
+    """Update best score and patience counter; return whether this epoch is the new best.
+
+    Epochs are ranked by ``selection`` of ``metric`` (default: the run's
+    ``early_stopping_metric``); the metric that ranked the best one is kept in
+    ``state.best_metric``.
+    """
+    found = selection(metric or config.early_stopping_metric, metrics)
+    # Without a score (no validation split) the latest weights are the best we know.
+    improved = (
+        found is None
+        or state.best_score is None
+        or (found[0], found[1]) > (state.best_tier, state.best_score)
+    )
+    if improved:
+        state.best_tier, state.best_score, state.best_metric = found or (1, None, None)
+        state.best_epoch = state.epoch
+        state.bad_epochs = 0
+    else:
+        state.bad_epochs += 1
+    return improved
+
+
+def patience_exhausted(config: RunConfig, state: RunState) -> bool:
+    patience = config.early_stopping_patience
+    return patience is not None and state.bad_epochs >= patience

@@ -49,9 +49,9 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from worker.ml.configs import EarlyStoppingMetric, NetworkName, RunConfig, TrainAttributionName
+from attrivue_core.configs import EarlyStoppingMetric, NetworkName, RunConfig, TrainAttributionName
+from attrivue_core.io import load_nifti, save_nifti
 from worker.ml.evaluation import AttributionEvaluation, evaluate_attributions
-from worker.ml.io import load_nifti, save_nifti
 from worker.ml.synthetic import SubjectRecord, SyntheticConfig, artefact_region, ensure_dataset
 from worker.ml.training import (
     BEST_CHECKPOINT,

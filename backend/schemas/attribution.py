@@ -5,8 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from attrivue_core.configs import AttributionMethod, RegionSpec
 from backend.schemas.common import ORMModel
-from worker.ml.configs import AttributionMethod, RegionSpec
 
 Split = Literal["train", "val", "test"]
 
@@ -15,7 +15,7 @@ class AttributionCreate(BaseModel):
     run_id: int
     subject_id: int
     method: AttributionMethod = "integrated_gradients"
-    # Validated against worker.ml.configs.AttributionConfig (each method's own parameters).
+    # Validated against attrivue_core.configs.AttributionConfig (each method's own parameters).
     params: dict[str, Any] = Field(default_factory=dict)
     # Segmentation runs only: the region to explain ("why is this segmented?"); default: the
     # whole predicted mask. Refused for classification runs.

@@ -11,7 +11,7 @@ from backend.schemas.common import ORMModel
 class RunCreate(BaseModel):
     dataset_id: int
     name: str = Field(min_length=1, max_length=200)
-    # Validated against worker.ml.configs.RunConfig by the service.
+    # Validated against attrivue_core.configs.RunConfig by the service.
     config: dict[str, Any] = Field(default_factory=dict)
     preset: str | None = Field(
         default=None,
@@ -84,7 +84,7 @@ class RunComparison(BaseModel):
 
 
 class Preset(BaseModel):
-    """A named starting configuration of the launch form (worker.ml.presets)."""
+    """A named starting configuration of the launch form (attrivue_core.presets)."""
 
     name: str
     title: str

@@ -44,6 +44,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from attrivue_core.io import NiftiInfo
 from backend.core.config import Settings
 from backend.models import Dataset, Subject, UploadSession, User
 from backend.models.base import utcnow
@@ -58,7 +59,6 @@ from backend.services.datasets import (
 from backend.services.errors import Conflict, InvalidInput, NotFound, ServiceError, TooLarge
 from backend.services.projects import WRITE, require
 from backend.storage import Storage
-from worker.ml.io import NiftiInfo
 
 __all__ = [
     "ImportFailed",

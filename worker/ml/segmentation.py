@@ -56,6 +56,7 @@ from nibabel.spatialimages import SpatialImage
 from scipy import ndimage
 from torch import nn
 
+from attrivue_core.configs import RegionSpec, RunConfig
 from worker.ml.attribution.captum_eval import map_stats
 from worker.ml.attribution.differentiable import (
     AttributionOutput,
@@ -63,7 +64,6 @@ from worker.ml.attribution.differentiable import (
     attribute,
     integrated_gradients,
 )
-from worker.ml.configs import RegionSpec, RunConfig
 from worker.ml.evaluation import json_safe
 from worker.ml.gradients import GradientBalancer
 from worker.ml.losses import attribution_loss, target_map

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 from worker.ml.synthetic import SubjectRecord
 from worker.ml.training import ProgressEvent, SubjectSample, TrainResult, train
 

@@ -36,8 +36,8 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from attrivue_core.configs import RunConfig
 from worker import experiments as ex
-from worker.ml.configs import RunConfig
 from worker.ml.training import ProgressEvent, SubjectSample, TrainResult, train
 
 __all__ = ["REMEDIES", "TARGET_ATTR_AUROC", "Remedy", "RemedyRun", "run_remedies", "time_to_target"]

@@ -37,11 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from worker.ml.presets import PRESETS
+from attrivue_core.presets import PRESETS
 
 __all__ = ["VARIANTS", "main", "run_one", "summarise"]
 
-# The configurations compared. The three presets of the platform (worker.ml.presets) and the
+# The configurations compared. The three presets of the platform (attrivue_core.presets) and the
 # former recipe of docs/experiments.md ("old_*"), kept to show what the new one fixes.
 _SHARED: dict[str, Any] = {
     "network": "small_cnn",
@@ -60,7 +60,7 @@ _WEAK = {**_SHARED, "loss_setting": "lc_la_unsupervised", "early_stopping_metric
 _L5 = {"lambda_a": {"value": 5.0}}
 _SUITE = {"grad_probe_batches": 0}  # instrumentation off: it costs a double backward
 VARIANTS: dict[str, dict[str, Any]] = {
-    # The presets, as the API applies them (worker.ml.presets).
+    # The presets, as the API applies them (attrivue_core.presets).
     "classification": {**PRESETS["classification"]["config"], **_SUITE},
     "supervised": {**PRESETS["constrained_supervised"]["config"], **_SUITE},
     "weakly": {**PRESETS["constrained_weakly_supervised"]["config"], **_SUITE},
@@ -178,7 +178,7 @@ def run_one(job: Job) -> dict[str, Any]:
     """Train one (regime, variant, seed) and score best and last weights on the test split."""
     import torch
 
-    from worker.ml.configs import RunConfig
+    from attrivue_core.configs import RunConfig
     from worker.ml.regimes import REGIMES, generate_regime
     from worker.ml.training import train
 

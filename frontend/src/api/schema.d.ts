@@ -1971,7 +1971,7 @@ export interface components {
         };
         /**
          * Preset
-         * @description A named starting configuration of the launch form (worker.ml.presets).
+         * @description A named starting configuration of the launch form (attrivue_core.presets).
          */
         Preset: {
             /** Config */

@@ -1,5 +1,5 @@
 // The regression part of the launch form (RunConfig.task and RunConfig.regression in
-// worker/ml/configs.py): its choices, and pure validation into the config's fields.
+// attrivue_core/configs.py): its choices, and pure validation into the config's fields.
 import type { FieldErrors } from "./validation";
 
 export const TASKS = [

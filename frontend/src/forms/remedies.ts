@@ -37,7 +37,7 @@ export const REMEDY_DEFAULTS: RemedyFormValues = {
   amp: true,
 };
 
-/** The bounds RunConfig declares for these fields (worker/ml/configs.py). */
+/** The bounds RunConfig declares for these fields (attrivue_core/configs.py). */
 export const REMEDY_LIMITS = {
   laEveryNSteps: [1, 1000],
   gradProbeBatches: [0, 1024],

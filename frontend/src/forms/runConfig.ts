@@ -1,5 +1,5 @@
 // The launch form of a training run: its values (strings, as the inputs hold them), the choices
-// worker/ml/configs.py RunConfig allows, pure validation into a RunCreate body, and the mapping
+// attrivue_core/configs.py RunConfig allows, pure validation into a RunCreate body, and the mapping
 // of a server 422 back onto the form's fields.
 import type { ValidationIssue } from "../api/http";
 import type { RunCreate } from "../api/types";
@@ -136,7 +136,7 @@ export const LAUNCH_DEFAULTS: LaunchFormValues = {
   regressionPenalty: "softplus",
 };
 
-/** The bounds RunConfig declares (worker/ml/configs.py). */
+/** The bounds RunConfig declares (attrivue_core/configs.py). */
 export const LAUNCH_LIMITS = {
   epochs: [1, 1000],
   batchSize: [1, 1024],

@@ -79,7 +79,7 @@ def sweep_orphaned_staging(storage: Storage) -> list[Path]:
 
 
 def remove_stale_staging(storage: Storage, *, before: datetime) -> None:
-    """Remove the staging folders last changed before ``before`` (an import takes minutes)."""
+    """Remove the staging folders last changed before ``before``, whoever made them."""
     for folder in storage.tmp_dir().glob("import-*"):
         if folder.stat().st_mtime < before.timestamp():
             storage.remove_tree(folder)

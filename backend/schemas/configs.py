@@ -31,16 +31,17 @@ RunConfigBody = Annotated[
 
 # AttributionConfig without ``method``, which the request names beside the params. Each method
 # reads some of these fields only (METHOD_FIELDS); the service refuses the others.
+_PARAM_FIELDS: dict[str, Any] = {
+    name: (field.annotation, field)
+    for name, field in AttributionConfig.model_fields.items()
+    if name != "method"
+}
 AttributionParams = create_model(
     "AttributionParams",
     __config__=ConfigDict(extra="forbid"),
     __doc__="Parameters of an attribution method (AttributionConfig without ``method``); each "
     "method reads some of them only, and giving another one a value is refused.",
-    **{
-        name: (field.annotation, field)
-        for name, field in AttributionConfig.model_fields.items()
-        if name != "method"
-    },
+    **_PARAM_FIELDS,
 )
 
 AttributionParamsBody = Annotated[

@@ -1,6 +1,6 @@
 // The choices the launch form offers, typed against the schema generated from the backend's
-// OpenAPI document (api/schema.d.ts: RunConfig, LambdaSchedule, RegressionSettings and
-// AttributionParams, the models attrivue_core/configs.py defines). Each list must name every
+// OpenAPI document (api/schema.d.ts: RunConfig, LambdaSchedule, RegressionSettings and the
+// attribution method, as attrivue_core/configs.py defines them). Each list must name every
 // value of its schema enum and nothing else: TypeScript refuses a missing or unknown choice,
 // and choices.test.ts compares each list with frontend/openapi.json's enum at run time.
 import type { components } from "../api/schema";
@@ -24,6 +24,8 @@ export type LambdaKind = NonNullable<Schemas["LambdaSchedule"]["kind"]>;
 export type RegressionLoss = NonNullable<Schemas["RegressionSettings"]["loss"]>;
 export type RegressionPenalty = NonNullable<Schemas["RegressionSettings"]["penalty"]>;
 export type RegressionConstraint = Item<NonNullable<Schemas["RegressionSettings"]["constraints"]>>;
+/** The evaluation methods of a map (AttributionCreate.method). */
+export type AttributionMethodName = NonNullable<Schemas["AttributionCreate"]["method"]>;
 
 /** `U`'s values not in the list `L`. */
 type Missing<U, L extends readonly unknown[]> = Exclude<U, L[number]>;
@@ -139,6 +141,19 @@ export const REGRESSION_PENALTY_CHOICES = labelled<RegressionPenalty, { label: s
   relu_squared: { label: "ReLU² (only positive relevance costs)" },
 });
 
+/** The attribution methods of maps, by display name. */
+export const ATTRIBUTION_METHOD_CHOICES = labelled<AttributionMethodName, { label: string }>({
+  integrated_gradients: { label: "Integrated gradients" },
+  gradient_shap: { label: "Gradient SHAP" },
+  saliency: { label: "Saliency" },
+  input_x_gradient: { label: "Input × gradient" },
+  deeplift: { label: "DeepLIFT" },
+  guided_backprop: { label: "Guided backpropagation" },
+  occlusion: { label: "Occlusion" },
+  smoothgrad: { label: "SmoothGrad" },
+  grad_cam: { label: "Grad-CAM" },
+});
+
 /**
  * Each list above that names a whole schema enum, by the schema path of its enum ("Model.field";
  * choices.test.ts reads the enum there in openapi.json).
@@ -156,4 +171,5 @@ export const SCHEMA_ENUMS: Record<string, readonly string[]> = {
   "RegressionSettings.loss": REGRESSION_LOSS_CHOICES.map((c) => c.value),
   "RegressionSettings.constraints": REGRESSION_CONSTRAINT_CHOICES.map((c) => c.value),
   "RegressionSettings.penalty": REGRESSION_PENALTY_CHOICES.map((c) => c.value),
+  "AttributionCreate.method": ATTRIBUTION_METHOD_CHOICES.map((c) => c.value),
 };

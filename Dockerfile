@@ -20,6 +20,7 @@ RUN pip install torch==2.13.0 --index-url ${TORCH_INDEX}
 COPY pyproject.toml README.md alembic.ini ./
 COPY alembic/ alembic/
 COPY attrivue_client/ attrivue_client/
+COPY attrivue_core/ attrivue_core/
 COPY backend/ backend/
 COPY worker/ worker/
 RUN pip install -e . && python -c "import torch; assert torch.__version__.startswith('2.13.0')"

@@ -27,11 +27,11 @@ from pathlib import Path
 import captum
 import torch
 
+from attrivue_core.configs import RunConfig
 from bench import docs
 from bench.bench_ig import IgSettings, render_ig, run_ig
 from bench.bench_training import NetworkSpec, TrainingSettings, render_training, run_training
 from worker.ml.attribution.captum_eval import load_on_grid
-from worker.ml.configs import RunConfig
 from worker.ml.synthetic import SyntheticConfig, generate_dataset
 from worker.ml.training import SubjectSample, select_device
 

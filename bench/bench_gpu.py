@@ -53,7 +53,7 @@ def _finite(values: Sequence[float | None]) -> bool:
 
 def training_rows(device: torch.device, epochs: int, subjects: int) -> list[str]:
     """Check 1: constrained training on CUDA with and without AMP."""
-    from worker.ml.configs import RunConfig
+    from attrivue_core.configs import RunConfig
     from worker.ml.synthetic import SyntheticConfig, generate_dataset
     from worker.ml.training import SubjectSample, train
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from attrivue_core.configs import LossSetting, NetworkName, RunConfig, TrainAttributionName
 from worker.ml import training
-from worker.ml.configs import LossSetting, NetworkName, RunConfig, TrainAttributionName
 from worker.ml.nets import build_network
 from worker.ml.training import ProgressEvent, SubjectSample
 

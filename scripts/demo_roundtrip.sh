@@ -61,7 +61,7 @@ echo "dataset $DATASET_ID in project $PROJECT_ID" >&2
 step "4. train a short run"
 CONFIG=$OUT_DIR/run.yaml
 cat > "$CONFIG" <<YAML
-# A RunConfig (worker/ml/configs.py): a small network on a coarse grid, a few epochs.
+# A RunConfig (attrivue_core/configs.py): a small network on a coarse grid, a few epochs.
 network: small_cnn
 loss_setting: lc_only
 epochs: $DEMO_EPOCHS

@@ -1,5 +1,5 @@
 """The viewer's copy of each attribution method's parameters and defaults
-(frontend/src/viewer/methodParams.json) matches worker.ml.configs, so that the provenance panel
+(frontend/src/viewer/methodParams.json) matches attrivue_core.configs, so that the provenance panel
 lists exactly the parameters a map's method used, with the values it used."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from worker.ml.configs import METHOD_FIELDS, AttributionConfig
+from attrivue_core.configs import METHOD_FIELDS, AttributionConfig
 
 TABLE = Path(__file__).resolve().parents[1] / "frontend" / "src" / "viewer" / "methodParams.json"
 

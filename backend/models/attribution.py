@@ -26,7 +26,7 @@ class AttributionMap(CreatedAt, Base):
     logit: Mapped[float | None] = mapped_column(Float)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # Segmentation runs: the region whose summed foreground logits the map explains
-    # (worker.ml.configs.RegionSpec as JSON); null for classification maps.
+    # (attrivue_core.configs.RegionSpec as JSON); null for classification maps.
     region: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     job_id: Mapped[int | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="SET NULL"), index=True

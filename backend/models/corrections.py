@@ -14,7 +14,7 @@ class CorrectedTarget(CreatedAt, Base):
     """The target map of one subject for a run launched from the reviews of an earlier run.
 
     ``path`` is a uint8 NIfTI on the subject's grid (0, 1, 255 = unconstrained; see
-    ``worker.ml.corrections``); ``provenance`` lists the merged reviews (reviewer, map, review,
+    ``attrivue_core.corrections``); ``provenance`` lists the merged reviews (reviewer, map, review,
     voxels decided); ``stats`` the counts of the merge; ``metrics`` the lesion metrics of both
     runs on this subject, written by the worker when the corrected run has trained.
     """

@@ -44,7 +44,7 @@ class Subject(CreatedAt, Base):
     image_path: Mapped[str] = mapped_column(String(512))
     mask_path: Mapped[str | None] = mapped_column(String(512))
     # The brain mask (uint8 0/1 on the image grid): the user's own, or computed at import
-    # (worker.ml.brainmask); NULL for subjects imported before it existed, until first used.
+    # (attrivue_core.brainmask); NULL for subjects imported before it existed, until first used.
     brain_path: Mapped[str | None] = mapped_column(String(512), default=None)
     # Whether ``brain_path`` holds the user's mask ("given") or a computed one ("computed").
     brain_source: Mapped[str | None] = mapped_column(String(16), default=None)

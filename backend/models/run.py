@@ -30,7 +30,7 @@ class Run(CreatedAt, Base):
         ForeignKey("runs.id", ondelete="SET NULL"), default=None
     )
 
-    # The named preset (worker.ml.presets) whose values the config started from, if any.
+    # The named preset (attrivue_core.presets) whose values the config started from, if any.
     preset: Mapped[str | None] = mapped_column(String(64), default=None)
     # The epoch whose weights are in best.pt and the validation metric that chose it (the
     # early-stopping metric, or the classification metric it fell back to); set at the end.

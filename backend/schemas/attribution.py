@@ -5,8 +5,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from attrivue_core.configs import AttributionMethod, RegionSpec
 from backend.schemas.common import ORMModel
-from worker.ml.configs import AttributionMethod, RegionSpec
+from backend.schemas.configs import AttributionParamsBody
 
 Split = Literal["train", "val", "test"]
 
@@ -15,8 +16,8 @@ class AttributionCreate(BaseModel):
     run_id: int
     subject_id: int
     method: AttributionMethod = "integrated_gradients"
-    # Validated against worker.ml.configs.AttributionConfig (each method's own parameters).
-    params: dict[str, Any] = Field(default_factory=dict)
+    # Validated against attrivue_core.configs.AttributionConfig (each method's own parameters).
+    params: AttributionParamsBody = Field(default_factory=dict)
     # Segmentation runs only: the region to explain ("why is this segmented?"); default: the
     # whole predicted mask. Refused for classification runs.
     region: RegionSpec | None = None
@@ -29,7 +30,7 @@ class AttributionBatchCreate(BaseModel):
     subject_ids: list[int] | None = Field(default=None, min_length=1, max_length=10_000)
     split: Split | None = None
     method: AttributionMethod = "integrated_gradients"
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: AttributionParamsBody = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _subjects_or_split(self) -> AttributionBatchCreate:

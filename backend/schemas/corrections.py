@@ -8,13 +8,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from backend.schemas.common import ORMModel
+from backend.schemas.configs import RunConfigBody
 
 PolicyName = Literal["abstain", "missed_wins", "latest"]
 
 
 class FromReviewsCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
-    config: dict[str, Any] = Field(
+    config: RunConfigBody = Field(
         default_factory=dict,
         description="Overrides of the earlier run's config (validated as RunConfig). "
         "watch_subjects defaults to the corrected subjects.",

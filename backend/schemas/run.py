@@ -6,13 +6,17 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from backend.schemas.common import ORMModel
+from backend.schemas.configs import RunConfigBody
 
 
 class RunCreate(BaseModel):
     dataset_id: int
     name: str = Field(min_length=1, max_length=200)
-    # Validated against worker.ml.configs.RunConfig by the service.
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: RunConfigBody = Field(
+        default_factory=dict,
+        description="RunConfig fields; those not given keep the preset's values or the "
+        "defaults. Validated by the service after the preset is applied.",
+    )
     preset: str | None = Field(
         default=None,
         max_length=64,
@@ -84,7 +88,7 @@ class RunComparison(BaseModel):
 
 
 class Preset(BaseModel):
-    """A named starting configuration of the launch form (worker.ml.presets)."""
+    """A named starting configuration of the launch form (attrivue_core.presets)."""
 
     name: str
     title: str

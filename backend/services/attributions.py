@@ -11,6 +11,8 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from attrivue_core.configs import AttributionConfig, RegionSpec, RunConfig
+from attrivue_core.memory import attribution_memory
 from backend.core.config import Settings
 from backend.models import AttributionMap, Dataset, JobStatus, Run, Subject, User
 from backend.schemas.attribution import AttributionBatchCreate, AttributionCreate
@@ -22,8 +24,6 @@ from backend.services.jobs import dispatch, get_job, new_job
 from backend.services.projects import require_object
 from backend.services.runs import check_worker_memory, get_run
 from backend.storage import Storage
-from worker.ml.configs import AttributionConfig, RegionSpec, RunConfig
-from worker.ml.memory import attribution_memory
 
 __all__ = [
     "attribution_stats",

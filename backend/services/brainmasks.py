@@ -2,7 +2,7 @@
 
 A subject's brain mask is the user's own when one came with the import (a manifest's
 ``brain_mask`` column, the upload's ``brain_mask`` field, a BIDS ``*desc-brain*_mask``), and
-otherwise one computed from the image (``worker.ml.brainmask.compute_brain_mask``: smoothed,
+otherwise one computed from the image (``attrivue_core.brainmask.compute_brain_mask``: smoothed,
 thresholded between the background and Otsu's level, largest component, holes filled). Either
 way it is uint8 0/1 on the image's grid, written with the image's (de-identified) header.
 
@@ -22,9 +22,9 @@ import nibabel as nib
 import numpy as np
 from sqlalchemy.orm import Session
 
+from attrivue_core.brainmask import compute_brain_mask
 from backend.models import Subject
 from backend.storage import Storage
-from worker.ml.brainmask import compute_brain_mask
 
 __all__ = ["BRAIN_FILE", "GIVEN", "COMPUTED", "ensure_brain_mask", "write_computed_brain_mask"]
 

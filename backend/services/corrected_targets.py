@@ -1,7 +1,7 @@
 """Runs launched from the reviews of an earlier run, and the epoch maps of watch subjects.
 
 A run "from reviews" trains on the earlier run's dataset with the target maps of the subjects
-that clinicians corrected replaced by their merge (``worker.ml.corrections``): the run's own
+that clinicians corrected replaced by their merge (``attrivue_core.corrections``): the run's own
 targets (lesion masks in the supervised mode) with missed lesions set to 1 and spurious
 relevance set to 0. The files are written when the run is created, one per corrected
 subject, under ``runs/<run>/targets/``, each with its provenance in ``corrected_targets``.
@@ -18,6 +18,13 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from attrivue_core.corrections import (
+    Correction,
+    base_target,
+    merge_corrections,
+    save_target,
+    target_mode,
+)
 from backend.models import (
     AttributionMap,
     CorrectedTarget,
@@ -39,13 +46,6 @@ from backend.schemas.corrections import (
 from backend.services.errors import InvalidInput, NotFound
 from backend.services.runs import create_run, validate_config
 from backend.storage import Storage
-from worker.ml.corrections import (
-    Correction,
-    base_target,
-    merge_corrections,
-    save_target,
-    target_mode,
-)
 
 __all__ = [
     "corrected_target_file",

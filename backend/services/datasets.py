@@ -20,12 +20,12 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from attrivue_core.io import NiftiError, NiftiInfo, check_same_grid, validate_nifti
 from backend.models import Dataset, Subject, User
 from backend.schemas.dataset import DatasetPublic, SubjectPublic
 from backend.services.brainmasks import BRAIN_FILE, COMPUTED, GIVEN, write_computed_brain_mask
 from backend.services.errors import Conflict, InvalidInput, NotFound, TooLarge
 from backend.storage import Storage
-from worker.ml.io import NiftiError, NiftiInfo, check_same_grid, validate_nifti
 
 __all__ = [
     "CheckedFiles",
@@ -178,7 +178,7 @@ def _copy_limited(src: BinaryIO, dest: Path, *, limit: int, role: str, filename:
 
 
 def check_nifti(path: Path, *, role: str, filename: str) -> NiftiInfo:
-    """Validate one staged upload (see ``worker.ml.io.validate_nifti``)."""
+    """Validate one staged upload (see ``attrivue_core.io.validate_nifti``)."""
     nifti_suffix(filename, role)
     try:
         return validate_nifti(path)

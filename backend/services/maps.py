@@ -23,7 +23,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from worker.ml.io import load_nifti
+from attrivue_core.io import load_nifti
 
 __all__ = [
     "DISPLAY_MAX",

@@ -15,6 +15,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from attrivue_core.io import NiftiError, NiftiInfo, check_same_grid, validate_nifti
 from backend.models import AttributionMap, Dataset, Review, Run, Subject, User
 from backend.schemas.review import (
     Agreement,
@@ -28,7 +29,6 @@ from backend.services import projects
 from backend.services.datasets import write_deidentified
 from backend.services.errors import Forbidden, InvalidInput, NotFound
 from backend.storage import Storage
-from worker.ml.io import NiftiError, NiftiInfo, check_same_grid, validate_nifti
 
 __all__ = [
     "CORRECTION_LABELS",

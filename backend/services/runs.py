@@ -11,6 +11,9 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from attrivue_core.configs import RunConfig
+from attrivue_core.memory import MemoryEstimate, training_memory
+from attrivue_core.presets import UnknownPreset, apply_preset
 from backend.core.config import get_settings
 from backend.core.db import session_scope
 from backend.models import Dataset, Job, JobStatus, Run, RunMetric, User
@@ -18,9 +21,6 @@ from backend.schemas.run import ComparedField, MetricSeries, RunComparison, RunP
 from backend.services.datasets import get_dataset
 from backend.services.errors import Conflict, InvalidInput, NotFound
 from backend.services.jobs import POLL_SECONDS, TERMINAL, Change, follow, new_job
-from worker.ml.configs import RunConfig
-from worker.ml.memory import MemoryEstimate, training_memory
-from worker.ml.presets import UnknownPreset, apply_preset
 
 __all__ = [
     "RETRYABLE",
@@ -72,7 +72,7 @@ def create_run(
 ) -> Run:
     """Validate a run and store it with its queued job (the caller commits and dispatches).
 
-    With ``preset`` (``worker.ml.presets``) the preset's values are applied first and the
+    With ``preset`` (``attrivue_core.presets``) the preset's values are applied first and the
     fields of ``config`` override them; the run records the preset's name.
 
     Raises:

@@ -104,10 +104,10 @@ def lab(api: TestClient, tmp_path: Path) -> Lab:
 
 def _stored_map(lab: Lab, subject: str, data: np.ndarray, *, method: str = "saliency") -> int:
     """A succeeded map row with ``data`` written where the worker would have put it."""
+    from attrivue_core.io import save_nifti
     from backend.core.db import session_scope
     from backend.models import AttributionMap
     from backend.storage import get_storage
-    from worker.ml.io import save_nifti
 
     with session_scope() as session:
         row = AttributionMap(
@@ -261,7 +261,7 @@ def test_display_map_of_a_zero_map(lab: Lab) -> None:
 def test_display_map_is_rebuilt_when_the_map_changes(lab: Lab, app_env: Path) -> None:
     import os
 
-    from worker.ml.io import save_nifti
+    from attrivue_core.io import save_nifti
 
     attribution = _stored_map(lab, "lesion", _signed_map(1))
     url = f"/api/v1/attributions/{attribution}/display.nii.gz"

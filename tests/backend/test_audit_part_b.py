@@ -72,10 +72,10 @@ def _upload_subject(client: TestClient, dataset: int, tmp_path: Path, key: str) 
 def world(api: TestClient, app_env: Path, tmp_path: Path) -> World:
     """A project with a clinician, a researcher, a succeeded run and three maps; and Eve, a
     researcher with a project of her own who is not a member of the first."""
+    from attrivue_core.io import save_nifti
     from backend.core.db import session_scope
     from backend.models import AttributionMap, Run
     from backend.storage import get_storage
-    from worker.ml.io import save_nifti
 
     passwords = {"admin": ADMIN_PASSWORD}
     user_ids = {"admin": 1}

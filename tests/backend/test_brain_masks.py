@@ -271,10 +271,10 @@ def test_brain_mask_route_checks_access(api: TestClient, dataset_id: int) -> Non
 
 def test_stats_are_computed_inside_the_brain_mask(api: TestClient, dataset_id: int) -> None:
     """Relevance on the background (outside the brain) no longer counts in /stats."""
+    from attrivue_core.io import save_nifti
     from backend.core.db import session_scope
     from backend.models import AttributionMap, Run
     from backend.storage import get_storage
-    from worker.ml.io import save_nifti
 
     brain = np.zeros(SHAPE, np.uint8)
     brain[2:14, 2:18, 2:14] = 1

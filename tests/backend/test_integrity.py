@@ -140,10 +140,10 @@ def test_item1_scaled_volumes_keep_their_values_on_every_path(api: TestClient) -
     """Float, scaled int16 (slope 0.001; slope 2, intercept -1024) and uint8 volumes read back
     with the values nibabel sees in the original, through every way a subject is stored, both
     as downloaded and as the worker reads them to train and compute maps."""
+    from attrivue_core.io import load_nifti
     from backend.core.db import session_scope
     from backend.models import Subject
     from backend.storage import get_storage
-    from worker.ml.io import load_nifti
 
     failures = []
     for n, (kind, data) in enumerate(_volumes().items()):

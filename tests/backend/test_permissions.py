@@ -33,10 +33,10 @@ class World:
 
 @pytest.fixture
 def world(api: TestClient, app_env: Path, tmp_path: Path) -> World:
+    from attrivue_core.io import save_nifti
     from backend.core.db import session_scope
     from backend.models import AttributionMap, Run
     from backend.storage import get_storage
-    from worker.ml.io import save_nifti
 
     clients = {"admin": api}
     for role in ("researcher", "clinician", "outsider"):

@@ -42,10 +42,10 @@ def _login(api: TestClient, username: str, role: str = "researcher") -> TestClie
 
 @pytest.fixture
 def world(api: TestClient, app_env: Path, tmp_path: Path) -> World:
+    from attrivue_core.io import save_nifti
     from backend.core.db import session_scope
     from backend.models import AttributionMap, Run
     from backend.storage import get_storage
-    from worker.ml.io import save_nifti
 
     clients = {name: _login(api, name) for name in (*RATERS, "outsider")}
     project = api.get("/api/v1/projects").json()["data"][0]["id"]

@@ -44,7 +44,7 @@ def dataset(api: TestClient, tmp_path: Path) -> dict[str, int]:
 
 
 def test_presets_list_every_value_with_a_title_and_a_description(api: TestClient) -> None:
-    from worker.ml.configs import RunConfig
+    from attrivue_core.configs import RunConfig
 
     resp = api.get("/api/v1/presets")
     assert resp.status_code == 200, resp.text
@@ -70,7 +70,7 @@ def test_presets_list_every_value_with_a_title_and_a_description(api: TestClient
 def test_a_run_from_a_preset_takes_its_values_then_the_users(
     api: TestClient, dataset: dict[str, int]
 ) -> None:
-    from worker.ml.presets import get_preset
+    from attrivue_core.presets import get_preset
 
     preset = get_preset("constrained_supervised")["config"]
     resp = api.post(

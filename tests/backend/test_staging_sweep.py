@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from backend.services import imports
+from backend.services.imports import staging
 from backend.storage import Storage
 
 
@@ -15,7 +16,7 @@ def test_a_live_import_is_kept_and_a_dead_one_is_swept_at_once(tmp_path: Path) -
     dead = imports.new_staging(storage)
     (dead / "part-0").write_bytes(b"half a file")
     # The owner of ``dead`` dies: the kernel releases its lock, the folder stays.
-    os.close(imports._STAGING_LOCKS.pop(dead))
+    os.close(staging._STAGING_LOCKS.pop(dead))
 
     removed = imports.sweep_orphaned_staging(storage)
 

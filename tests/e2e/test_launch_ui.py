@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from attrivue_core.presets import get_preset
 from tests.e2e.browser import DIST_INDEX, chromium_page, login, save_screenshot
-from worker.ml.presets import get_preset
 
 pytestmark = pytest.mark.e2e
 
@@ -181,7 +181,7 @@ def test_pick_a_preset_see_its_values_and_launch(pipeline, tmp_path: Path) -> No
         assert form.locator('input[name="loss_setting"][value="lc_la_supervised"]').is_checked()
         assert form.locator('input[name="ig_steps"]').input_value() == "4"
         assert form.locator('input[name="lambda_value"]').input_value() == "5"
-        # The preset's own epochs (worker/ml/presets.py; 12 since the evaluated recipe).
+        # The preset's own epochs (attrivue_core/presets.py; 12 since the evaluated recipe).
         epochs = get_preset("constrained_supervised")["config"]["epochs"]
         assert form.locator('input[name="epochs"]').input_value() == str(epochs)
         assert form.locator('input[name="name"]').input_value() == "from a preset"

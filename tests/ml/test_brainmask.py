@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worker.ml.brainmask import brain_mask_or_compute, compute_brain_mask
+from attrivue_core.brainmask import brain_mask_or_compute, compute_brain_mask
 from worker.ml.synthetic import SyntheticConfig, make_subject
 
 

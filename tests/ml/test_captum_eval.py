@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
+from attrivue_core.configs import AttributionConfig, AttributionMethod, RunConfig
 from worker.ml.attribution import attribute_batch, attribute_subject, available_methods
-from worker.ml.configs import AttributionConfig, AttributionMethod, RunConfig
 from worker.ml.nets import build_network, pathological_logit
 from worker.ml.transforms import IMAGE_KEY, preprocess, to_native
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from attrivue_core.configs import RunConfig, TrainAttributionName
 from worker.ml.attribution.differentiable import ATTRIBUTION_METHODS
-from worker.ml.configs import RunConfig, TrainAttributionName
 from worker.ml.evaluation import evaluate_attributions, json_safe
 from worker.ml.nets import build_network
 from worker.ml.training import ProgressEvent, SubjectSample, train

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from worker.ml.corrections import (
+from attrivue_core.corrections import (
     MISSED,
     SPURIOUS,
     Correction,

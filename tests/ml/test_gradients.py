@@ -9,7 +9,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from worker.ml.configs import LambdaSchedule, RunConfig
+from attrivue_core.configs import LambdaSchedule, RunConfig
 from worker.ml.gradients import (
     GradientBalancer,
     clip,

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from worker.ml.io import NiftiError, check_same_grid, load_nifti, save_nifti, validate_nifti
+from attrivue_core.io import NiftiError, check_same_grid, load_nifti, save_nifti, validate_nifti
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import typing
 import pytest
 import torch
 
-from worker.ml.configs import NetworkName, RunConfig
-from worker.ml.memory import ACTIVATION_BYTES_PER_VOXEL, PARAMETERS, training_memory
+from attrivue_core.configs import NetworkName, RunConfig
+from attrivue_core.memory import ACTIVATION_BYTES_PER_VOXEL, PARAMETERS, training_memory
 from worker.ml.nets import build_network
 
 

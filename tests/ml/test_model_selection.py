@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 from worker.ml.training import (
     CLASSIFICATION_FLOOR,
     PREDICTIONS_FILE,

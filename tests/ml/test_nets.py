@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.ml.configs import SEGMENTATION_NETWORKS, NetworkName, RunConfig
+from attrivue_core.configs import SEGMENTATION_NETWORKS, NetworkName, RunConfig
 from worker.ml.nets import (
     PatchGAN,
     available_networks,

@@ -1,4 +1,4 @@
-"""Named presets (worker.ml.presets): valid configs, applied under the user's own fields."""
+"""Named presets (attrivue_core.presets): valid configs, applied under the user's own fields."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from attrivue_core.configs import RunConfig
+from attrivue_core.presets import PRESETS, UnknownPreset, apply_preset, get_preset, preset_names
 from tests.conftest import REPO
-from worker.ml.configs import RunConfig
-from worker.ml.presets import PRESETS, UnknownPreset, apply_preset, get_preset, preset_names
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -57,6 +57,6 @@ def test_an_unknown_preset_names_the_choices() -> None:
 
 
 def test_presets_do_not_import_torch() -> None:
-    probe = "import worker.ml.presets, sys; print('torch' in sys.modules)"
+    probe = "import attrivue_core.presets, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr

@@ -14,8 +14,8 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from attrivue_core.configs import RunConfig
 from worker.ml.attribution.differentiable import attribute
-from worker.ml.configs import RunConfig
 from worker.ml.regression import (
     RegressionHead,
     build_model,

@@ -12,8 +12,8 @@ import torch
 from captum.attr import IntegratedGradients
 from pydantic import ValidationError
 
+from attrivue_core.configs import RegionSpec, RunConfig
 from worker.ml.attribution.differentiable import gradient
-from worker.ml.configs import RegionSpec, RunConfig
 from worker.ml.losses import attribution_loss
 from worker.ml.nets import build_network
 from worker.ml.segmentation import (

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from worker.ml.io import load_nifti, validate_nifti
+from attrivue_core.io import load_nifti, validate_nifti
 from worker.ml.synthetic import (
     MANIFEST_COLUMNS,
     MANIFEST_NAME,

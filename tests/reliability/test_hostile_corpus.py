@@ -151,10 +151,10 @@ class Review:
 
 @pytest.fixture
 def review(api: TestClient, app_env: Path) -> Review:
+    from attrivue_core.io import save_nifti
     from backend.core.db import session_scope
     from backend.models import AttributionMap, Run
     from backend.storage import get_storage
-    from worker.ml.io import save_nifti
 
     dataset = api.post("/api/v1/datasets", json={"name": "corrections"}).json()["id"]
     image = _image()

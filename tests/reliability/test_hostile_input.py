@@ -216,7 +216,7 @@ def test_oversize_file_is_refused_while_it_streams(
 def test_a_valid_nifti2_volume_is_stored_exactly(
     api: TestClient, dataset_id: int, app_env: Path
 ) -> None:
-    """NIfTI-2 is a supported format (worker.ml.io reads both): stored, voxels unchanged."""
+    """NIfTI-2 is a supported format (attrivue_core.io reads both): stored, voxels unchanged."""
     image = _image()
     resp = _upload(api, dataset_id, _nifti2(image))
     assert resp.status_code == 201, resp.text

@@ -172,10 +172,10 @@ def _client(api: TestClient, username: str, role: str = "researcher") -> TestCli
 def test_audit_log_records_views_downloads_ratings_and_exports(
     api: TestClient, tmp_path: Path
 ) -> None:
+    from attrivue_core.io import save_nifti
     from backend.core.db import session_scope
     from backend.models import AttributionMap, Run
     from backend.storage import get_storage
-    from worker.ml.io import save_nifti
 
     clinician = _client(api, "clin")
     outsider = _client(api, "outsider")

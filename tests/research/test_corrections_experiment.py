@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from attrivue_core.corrections import MISSED, SPURIOUS
 from worker.experiments import main
-from worker.ml.corrections import MISSED, SPURIOUS
 from worker.ml.epoch_maps import GridSubject
 from worker.research.corrections import degrade as _degrade
 from worker.research.corrections import review as _review

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 from worker.ml.evaluation import attribution_maps
 from worker.ml.metrics import dice_top_k, lesion_mass, pointing_game
 from worker.ml.training.checkpoints import load_model

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 
 __all__ = [
     "GRADNORM_RATE",

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from worker.ml.configs import LambdaSchedule  # re-exported: plain pydantic, no torch
+from attrivue_core.configs import LambdaSchedule  # re-exported: plain pydantic, no torch
 
 __all__ = [
     "AttributionLossKind",

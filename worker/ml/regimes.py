@@ -41,7 +41,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from worker.ml.io import save_nifti
+from attrivue_core.io import save_nifti
 from worker.ml.synthetic import (
     MANIFEST_COLUMNS,
     MANIFEST_NAME,

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worker.ml.configs import RegressionConstraint, RunConfig
+from attrivue_core.configs import RegressionConstraint, RunConfig
 from worker.ml.metrics import regression_metrics as _regression_metrics
 from worker.ml.nets import build_network, pathological_logit
 

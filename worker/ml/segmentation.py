@@ -49,6 +49,7 @@ from nibabel.spatialimages import SpatialImage
 from scipy import ndimage
 from torch import nn
 
+from attrivue_core.configs import RegionSpec, RunConfig
 from worker.ml.attribution.captum_eval import map_stats
 from worker.ml.attribution.differentiable import (
     AttributionOutput,
@@ -57,7 +58,6 @@ from worker.ml.attribution.differentiable import (
     integrated_gradients,
     training_attribution_params,
 )
-from worker.ml.configs import RegionSpec, RunConfig
 from worker.ml.losses import attribution_loss, target_map
 from worker.ml.nets import build_unet
 from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess_for, to_native

@@ -35,7 +35,7 @@ import torch
 from monai.transforms import Rand3DElastic, RandBiasField
 from scipy import ndimage
 
-from worker.ml.io import save_nifti
+from attrivue_core.io import save_nifti
 
 __all__ = [
     "CONFIG_NAME",

@@ -31,7 +31,7 @@ from monai.transforms import (
     ScaleIntensityRangePercentilesd,
 )
 
-from worker.ml.brainmask import compute_brain_mask
+from attrivue_core.brainmask import compute_brain_mask
 
 __all__ = [
     "BRAIN_KEY",
@@ -81,7 +81,7 @@ def preprocess(
             (background stays 0, so the zero baseline of IG means "no tissue");
             ``"percentile"`` maps the 0.5-99.5 percentiles to [0, 1].
         brain: ``"mask"``: the subject's brain mask (the ``"brain"`` file, or one computed
-            from the image by ``worker.ml.brainmask``) crops the volume to the brain's
+            from the image by ``attrivue_core.brainmask``) crops the volume to the brain's
             bounding box (plus a margin) before the resize, so the working grid's voxels are
             spent on the brain, and every voxel outside the brain is set to 0 before the
             intensity normalisation (a noisy background then neither enters the statistics

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worker.ml.configs import EarlyStoppingMetric, NetworkName, RunConfig, TrainAttributionName
+from attrivue_core.configs import EarlyStoppingMetric, NetworkName, RunConfig, TrainAttributionName
 from worker.ml.evaluation import AttributionEvaluation, evaluate_attributions
 from worker.ml.synthetic import SubjectRecord, SyntheticConfig, ensure_dataset
 from worker.ml.training import (

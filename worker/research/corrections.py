@@ -11,7 +11,7 @@ shows it) of ``REVIEWED`` pathological training subjects and draw, knowing the t
 "missed lesion" (label 1) on every true lesion that less than half-overlaps the top 5 % of the
 map, and "spurious pathological relevance" (label 2) on the top 5 % voxels more than one voxel
 away from any true lesion. Two reviewers take turns; the corrections are merged into the
-degraded targets by ``worker.ml.corrections.merge_corrections`` (the platform's merge) and a
+degraded targets by ``attrivue_core.corrections.merge_corrections`` (the platform's merge) and a
 second run, identical but for those targets, is the "after" run. A third run with the true
 masks as targets gives the ceiling.
 
@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from worker.ml.configs import RunConfig
-from worker.ml.corrections import (
+from attrivue_core.configs import RunConfig
+from attrivue_core.corrections import (
     MISSED,
     SPURIOUS,
     Correction,

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 from worker.ml.synthetic import SubjectRecord
 from worker.ml.training import ProgressEvent, SubjectSample, TrainResult, train
 from worker.research.common import Options, fmt, load_dataset, machine_description, table

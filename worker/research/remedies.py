@@ -36,7 +36,7 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 from worker.ml.training import ProgressEvent, SubjectSample, TrainResult, train
 from worker.research.common import (
     SETTING_LABELS,

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from worker.ml.configs import LambdaSchedule, RunConfig
+from attrivue_core.configs import LambdaSchedule, RunConfig
 from worker.ml.segmentation import annotated_subjects
 from worker.ml.synthetic import SubjectRecord, SyntheticConfig, ensure_dataset
 from worker.ml.training import SubjectSample, load_model, train

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from worker.ml.io import load_nifti, save_nifti
+from attrivue_core.io import load_nifti, save_nifti
 from worker.ml.synthetic import SubjectRecord, SyntheticConfig, artefact_region
 from worker.ml.training import classification_metrics
 from worker.research.common import (

@@ -39,11 +39,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
+from attrivue_core.presets import PRESETS
 from worker.ml.evaluation import attribution_maps
 from worker.ml.metrics import attribution_report
 from worker.ml.nets import pathological_logit
-from worker.ml.presets import PRESETS
 from worker.ml.regimes import REGIMES, generate_regime
 from worker.ml.training import (
     SubjectSample,
@@ -59,7 +59,7 @@ __all__ = ["NAME", "VARIANTS", "add_arguments", "run_one", "run_suite", "summari
 
 NAME = "regimes"
 
-# The configurations compared. The three presets of the platform (worker.ml.presets) and the
+# The configurations compared. The three presets of the platform (attrivue_core.presets) and the
 # former recipe of docs/experiments.md ("old_*"), kept to show what the new one fixes.
 _SHARED: dict[str, Any] = {
     "network": "small_cnn",
@@ -78,7 +78,7 @@ _WEAK = {**_SHARED, "loss_setting": "lc_la_unsupervised", "early_stopping_metric
 _L5 = {"lambda_a": {"value": 5.0}}
 _SUITE = {"grad_probe_batches": 0}  # instrumentation off: it costs a double backward
 VARIANTS: dict[str, dict[str, Any]] = {
-    # The presets, as the API applies them (worker.ml.presets).
+    # The presets, as the API applies them (attrivue_core.presets).
     "classification": {**PRESETS["classification"]["config"], **_SUITE},
     "supervised": {**PRESETS["constrained_supervised"]["config"], **_SUITE},
     "weakly": {**PRESETS["constrained_weakly_supervised"]["config"], **_SUITE},

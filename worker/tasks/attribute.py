@@ -55,9 +55,9 @@ def _region_map(model, config, image_path, region: dict, params: dict, device: s
     """A segmentation map: region IG, with the predicted components saved beside the map."""
     import numpy as np
 
+    from attrivue_core.configs import AttributionConfig, RegionSpec
+    from attrivue_core.io import save_nifti
     from backend.services.attributions import prediction_path
-    from worker.ml.configs import AttributionConfig, RegionSpec
-    from worker.ml.io import save_nifti
     from worker.ml.segmentation import attribute_region_subject
 
     settings = AttributionConfig(method="integrated_gradients", **params)
@@ -76,9 +76,9 @@ def _region_map(model, config, image_path, region: dict, params: dict, device: s
 
 
 def run_attribution(job_id: int) -> None:
+    from attrivue_core.configs import AttributionConfig
+    from attrivue_core.io import save_nifti
     from worker.ml.attribution.captum_eval import attribute_subject
-    from worker.ml.configs import AttributionConfig
-    from worker.ml.io import save_nifti
     from worker.ml.training import TrainingCancelled, cancel_checks, load_model
 
     storage = get_storage()

@@ -157,9 +157,9 @@ def _side_by_side_maps(claim: Claim, run_id: int, device: str) -> dict[int, dict
     """For each corrected subject, the corrected run's map by the method (and settings) of the
     first reviewed map of the earlier run, stored as an attribution map of the corrected run so
     that the compare viewer shows both side by side. Subject id -> {"before", "after"} ids."""
+    from attrivue_core.configs import AttributionConfig
+    from attrivue_core.io import save_nifti
     from worker.ml.attribution.captum_eval import attribute_subject
-    from worker.ml.configs import AttributionConfig
-    from worker.ml.io import save_nifti
     from worker.ml.training import load_model
 
     storage = get_storage()

@@ -159,7 +159,7 @@ def run_training(job_id: int) -> None:
 
 
 def _train(claim: Claim, run_id: int) -> None:
-    from worker.ml.configs import RunConfig
+    from attrivue_core.configs import RunConfig
     from worker.ml.training import LAST_CHECKPOINT, TrainingCancelled, select_device, train
     from worker.tasks.corrections import EpochMapStore, store_corrected_metrics
 

@@ -1,13 +1,13 @@
-"""Named run presets (worker.ml.presets): what the launch form offers at its top."""
+"""Named run presets (attrivue_core.presets): what the launch form offers at its top."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
+from attrivue_core.presets import PRESETS, UnknownPreset, get_preset
 from backend.api.deps import CurrentUser
 from backend.schemas.run import Preset, PresetsPublic
 from backend.services.errors import NotFound
-from worker.ml.presets import PRESETS, UnknownPreset, get_preset
 
 router = APIRouter(prefix="/presets", tags=["runs"])
 

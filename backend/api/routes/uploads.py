@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect
 
 from backend.api.deps import CurrentUser, SessionDep, SettingsDep, StorageDep, authorize
+from backend.api.multipart import MultipartReceiver
 from backend.models import Dataset, UploadSession, User
 from backend.schemas.upload import (
     ImportErrors,
@@ -269,7 +270,7 @@ async def _receive(request: Request, staging: Path, limits: svc.Limits) -> _Rece
         raise svc.ImportFailed(
             [svc.Problem("send multipart/form-data (files) or application/json (upload_ids)")]
         )
-    receiver = svc.MultipartReceiver(content_type, staging, limits, table_fields={"manifest"})
+    receiver = MultipartReceiver(content_type, staging, limits, table_fields={"manifest"})
     try:
         buffer = bytearray()
         async for piece in request.stream():

@@ -1395,9 +1395,7 @@ export interface components {
              */
             method?: "integrated_gradients" | "gradient_shap" | "saliency" | "input_x_gradient" | "deeplift" | "guided_backprop" | "occlusion" | "smoothgrad" | "grad_cam";
             /** Params */
-            params?: {
-                [key: string]: unknown;
-            };
+            params?: components["schemas"]["AttributionParams"];
             /** Run Id */
             run_id: number;
             /** Split */
@@ -1414,14 +1412,89 @@ export interface components {
              */
             method?: "integrated_gradients" | "gradient_shap" | "saliency" | "input_x_gradient" | "deeplift" | "guided_backprop" | "occlusion" | "smoothgrad" | "grad_cam";
             /** Params */
-            params?: {
-                [key: string]: unknown;
-            };
+            params?: components["schemas"]["AttributionParams"];
             region?: components["schemas"]["RegionSpec"] | null;
             /** Run Id */
             run_id: number;
             /** Subject Id */
             subject_id: number;
+        };
+        /**
+         * AttributionParams
+         * @description Parameters of an attribution method (AttributionConfig without ``method``); each method reads some of them only, and giving another one a value is refused.
+         */
+        AttributionParams: {
+            /**
+             * Baseline
+             * @default zero
+             * @enum {string}
+             */
+            baseline?: "zero" | "blur";
+            /**
+             * Blur Sigma
+             * @default 4
+             */
+            blur_sigma?: number;
+            /**
+             * Internal Batch Size
+             * @default 8
+             */
+            internal_batch_size?: number;
+            /**
+             * N References
+             * @default 8
+             */
+            n_references?: number;
+            /**
+             * N Samples
+             * @default 16
+             */
+            n_samples?: number;
+            /**
+             * Relu Attributions
+             * @default false
+             */
+            relu_attributions?: boolean;
+            /**
+             * Riemann Method
+             * @default gausslegendre
+             * @enum {string}
+             */
+            riemann_method?: "gausslegendre" | "riemann_middle" | "riemann_trapezoid" | "riemann_left" | "riemann_right";
+            /**
+             * Seed
+             * @default 0
+             */
+            seed?: number;
+            /**
+             * Stdevs
+             * @default 0.15
+             */
+            stdevs?: number;
+            /**
+             * Steps
+             * @default 32
+             */
+            steps?: number;
+            /** Stride */
+            stride?: [
+                number,
+                number,
+                number
+            ] | null;
+            /**
+             * Window
+             * @default [
+             *       8,
+             *       8,
+             *       8
+             *     ]
+             */
+            window?: [
+                number,
+                number,
+                number
+            ];
         };
         /** AttributionPublic */
         AttributionPublic: {
@@ -1732,9 +1805,7 @@ export interface components {
              * Config
              * @description Overrides of the earlier run's config (validated as RunConfig). watch_subjects defaults to the corrected subjects.
              */
-            config?: {
-                [key: string]: unknown;
-            };
+            config?: components["schemas"]["RunConfig"];
             /** Name */
             name: string;
             /**
@@ -1838,6 +1909,36 @@ export interface components {
             count: number;
             /** Data */
             data: components["schemas"]["JobPublic"][];
+        };
+        /**
+         * LambdaSchedule
+         * @description The weight lambda of L_A over training.
+         *
+         *     Attributes:
+         *         kind: ``"constant"``, or ``"linear_warmup"`` from 0 at epoch 0 to ``value`` at
+         *             ``warmup_epochs`` (then constant). A warm-up lets the classifier learn before the
+         *             constraint bites (method.md section 6).
+         *         value: Final lambda.
+         *         warmup_epochs: Length of the warm-up, in (possibly fractional) epochs; pass
+         *             ``epoch + step / steps_per_epoch`` to ``at`` for a per-step ramp.
+         */
+        LambdaSchedule: {
+            /**
+             * Kind
+             * @default constant
+             * @enum {string}
+             */
+            kind?: "constant" | "linear_warmup";
+            /**
+             * Value
+             * @default 1
+             */
+            value?: number;
+            /**
+             * Warmup Epochs
+             * @default 0
+             */
+            warmup_epochs?: number;
         };
         /**
          * LesionStats
@@ -1971,7 +2072,7 @@ export interface components {
         };
         /**
          * Preset
-         * @description A named starting configuration of the launch form (worker.ml.presets).
+         * @description A named starting configuration of the launch form (attrivue_core.presets).
          */
         Preset: {
             /** Config */
@@ -2114,6 +2215,52 @@ export interface components {
                 number,
                 number
             ] | null;
+        };
+        /**
+         * RegressionSettings
+         * @description What a regression run (``RunConfig.task == "regression"``) adds; see worker.ml.regression.
+         *
+         *     Attributes:
+         *         loss: Prediction loss L_R on standardised targets: ``l1`` (mean absolute error) or
+         *             ``mse`` (mean squared error).
+         *         constraints: Parts of the regression constraint L_A (positive relevance raises the
+         *             prediction): ``outside_lesions``, no positive relevance outside the lesion mask;
+         *             ``zero_target``, no positive relevance anywhere on a subject whose target is zero;
+         *             ``mass_scaling``, each subject's positive relevance mass proportional to its
+         *             target. ``None``: the loss setting's default, ``outside_lesions`` and
+         *             ``zero_target`` for ``lc_la_supervised``, ``zero_target`` for
+         *             ``lc_la_unsupervised`` (targets only; ``outside_lesions`` is refused there).
+         *         penalty: Per-voxel penalty on relevance that must not be positive: ``softplus``
+         *             (BCE against 0, the classification constraint's form) or ``relu_squared``
+         *             (only the positive part is penalised).
+         *         zero_tolerance: Targets at or below this value count as zero.
+         *         mass_weight: Weight of the ``mass_scaling`` term inside L_A.
+         */
+        RegressionSettings: {
+            /** Constraints */
+            constraints?: ("outside_lesions" | "zero_target" | "mass_scaling")[] | null;
+            /**
+             * Loss
+             * @default l1
+             * @enum {string}
+             */
+            loss?: "l1" | "mse";
+            /**
+             * Mass Weight
+             * @default 1
+             */
+            mass_weight?: number;
+            /**
+             * Penalty
+             * @default softplus
+             * @enum {string}
+             */
+            penalty?: "softplus" | "relu_squared";
+            /**
+             * Zero Tolerance
+             * @default 0
+             */
+            zero_tolerance?: number;
         };
         /** ReviewCorrection */
         ReviewCorrection: {
@@ -2272,6 +2419,381 @@ export interface components {
             series: components["schemas"]["MetricSeries"][];
         };
         /**
+         * RunConfig
+         * @description Hyper-parameters of one training run.
+         *
+         *     Attributes:
+         *         network: Registry key of the classifier (see ``worker.ml.nets.build_network``):
+         *             ``small_cnn``; ``patchgan``, the published classifier of method.md section 3
+         *             (base width 64); MONAI's ``densenet121``, ``resnet18`` and ``resnet10``.
+         *         pooling: ``small_cnn`` only: the global pooling of its last feature map (``max``, the
+         *             network's default; ``avg``; ``avgmax``, both concatenated). Max pooling finds "the
+         *             brightest thing in the brain", which suits hyperintense lesions; a hypointense
+         *             lesion reads like grey matter inside white matter and is seen by the average of
+         *             local-contrast features rather than their maximum.
+         *         loss_setting: Which losses are trained (method.md section 3): ``lc_only`` (L_C),
+         *             ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
+         *             lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels
+         *             only: every voxel of a healthy subject must carry healthy relevance).
+         *             Subjects without a mask are unconstrained where a mask would be needed.
+         *         train_attribution: Differentiable attribution(s) inside L_A (several are summed); keys
+         *             of ``worker.ml.attribution.differentiable.ATTRIBUTION_METHODS``.
+         *         ig_steps: Integration points of ``integrated_gradients`` in training.
+         *         ig_method: Quadrature of ``integrated_gradients`` in training.
+         *         eg_k: Samples (reference, alpha) per image of ``expected_gradients`` in training.
+         *         eg_zero_reference_prob: Probability that an EG reference is the zero image.
+         *         attribution_scale: Temperature of L_A, relative to the grid: the loss sees
+         *             ``attribution_scale * n_voxels * A`` (``n_voxels`` = voxels of ``grid``). Raw
+         *             attributions are about (logit difference) / n_voxels per voxel (completeness), so
+         *             ``n_voxels * A`` is O(1) on any grid. With the default 1.0, |scaled A| averages
+         *             0.1-0.6 on a freshly initialised small_cnn (grids 16x20x16 to 48x56x48) and grows
+         *             to a few units as the constraint is learnt: the useful range of the BCE.
+         *         attribution_loss: ``bce`` (BCE-with-logits against the target map) or ``rrr``
+         *             (squared attribution outside the target, Ross et al. 2017).
+         *         attribution_balance: ``bce`` only: within each subject, the voxels with target 1
+         *             (lesion) and those with target 0 weigh equally in L_A (each class's mean BCE,
+         *             averaged), instead of every constrained voxel weighing the same: with a lesion
+         *             load of 0.5 %, the plain mean gives the lesions 0.5 % of the loss, and the cheapest
+         *             way down is to make every voxel negative.
+         *         attribution_baseline: Reference of the path attributions, in training (IG, EG) and in
+         *             the run's evaluation maps (IG): ``zero`` (the zero image, i.e. the mean intensity
+         *             after z-scoring) or ``healthy``: IG starts from the mean healthy training image
+         *             and EG draws its references among the healthy training images, so that
+         *             "pathological relevance" means "differs from healthy subjects in the direction
+         *             that raises the logit", whatever the lesions' contrast; sum(A) = F(x) - F(healthy)
+         *             is then near 0 for a healthy subject and cannot be made negative for every one.
+         *             The mean image is stored in the checkpoint and used by the run's attribution jobs.
+         *         lambda_a: Weight of L_A over training (constant, or a linear warm-up from 0);
+         *             unused by ``lc_only`` and ``la_only``.
+         *         attribution_mode: Mode of the network while the training attribution is computed.
+         *             ``eval`` (default): batch norm uses its running statistics (dropout is off), so
+         *             each subject's map is that of the network as deployed, independent of the batch;
+         *             L_C then needs its own train-mode forward. ``train``: batch statistics of the
+         *             batch (of each chunk of interpolation points for IG/EG); the maps of a batch are
+         *             then coupled, and the network can escape L_A by making the batch's summed logit
+         *             insensitive to the input (observed on small_cnn: L_A stalled at log 2 and the
+         *             evaluation maps were no better than without the constraint). No difference for
+         *             networks without batch norm or dropout.
+         *         restrict_to_brain: Constrain only voxels inside the brain, i.e. the non-zero voxels
+         *             of the normalised image (the synthetic background is exactly 0).
+         *         calibrate_logit: Classification: after training, the constant that minimises the
+         *             validation BCE when added to every logit (``training.calibration_offset``) is
+         *             added to the output bias of ``best.pt``. A constant on the logit changes no
+         *             attribution map, but the constraint tends to push every logit down (accuracy 0.5
+         *             at AUROC 1.0); this gives the decision its threshold back. Off: no change.
+         *         val_attribution: After every epoch, attribution metrics on the validation split
+         *             (Integrated Gradients, 8 Gauss-Legendre steps, eval mode): ``val_attr_auroc``,
+         *             ``val_lesion_mass``, the Dice threshold chosen there, and more. Test metrics
+         *             with attributions are computed at the end of every run regardless.
+         *         epochs: Number of epochs to train in total (a resumed run counts earlier epochs).
+         *         batch_size: Subjects per optimisation step.
+         *         learning_rate: Optimiser step size.
+         *         weight_decay: L2 penalty (decoupled for AdamW).
+         *         optimizer: Optimiser family.
+         *         seed: Seed of every random generator (weights, shuffling, augmentation).
+         *         grid: Working grid (voxels) that every subject is resized to.
+         *         intensity: Intensity normalisation: z-score over non-zero voxels, or 0.5-99.5
+         *             percentiles mapped to [0, 1].
+         *         brain: ``mask`` (default): each subject's brain mask (the user's, or one computed
+         *             from the image, ``attrivue_core.brainmask``) crops the volume to the brain before the
+         *             resize and zeroes everything outside it, so the constraint, the metrics and the
+         *             network see the brain and not a noisy background. ``nonzero``: the former
+         *             behaviour (no crop; "brain" = non-zero voxels, right only for data whose
+         *             background is exactly 0).
+         *         augment: Light random flips and affine jitter on the training split.
+         *         early_stopping_patience: Epochs without improvement of ``early_stopping_metric``
+         *             before training stops; ``None`` trains for all epochs.
+         *         early_stopping_metric: Validation metric that selects ``best.pt``.
+         *         device: ``auto`` picks CUDA when available.
+         *         amp: Mixed precision (``torch.autocast`` float16 with a ``GradScaler``); only ever
+         *             used on CUDA. Where the run lands on a CPU (``device`` ``cpu``, or ``auto`` without
+         *             CUDA) it is a no-op: the history records ``amp_active = 0`` and, if ``amp`` was set
+         *             explicitly, training warns (``RuntimeWarning``, in the worker's log).
+         *         grad_probe_batches: Instrumentation of ``lc_only`` runs: on the first this many
+         *             batches of every epoch, the weakly supervised L_A (image labels only) is computed
+         *             and back-propagated without being applied, so the gradient norm of L_A, its ratio
+         *             to that of L_C and their cosine are known for the baseline too (an extra
+         *             attribution and double backward on those batches only). 0 turns it off.
+         *             Constrained settings take both gradients on every step they train L_A anyway.
+         *         grad_clip_norm: Remedy: clip the L2 norm of the total gradient (all weights together)
+         *             to this value before the optimiser step (``torch.nn.utils.clip_grad_norm_``);
+         *             ``None``: no clipping.
+         *         grad_balance: Remedy (``lc_la_*`` settings): ``none``; ``fixed_ratio`` rescales the
+         *             gradient of L_A on every step so that its norm is ``grad_balance_ratio`` times the
+         *             norm of the gradient of L_C (times lambda(t) / lambda.value, so a warm-up still
+         *             ramps it); ``gradnorm`` adapts two weights GradNorm-style (Chen et al., ICML 2018)
+         *             so that the weighted gradient norms follow the relative training rates of L_C and
+         *             L_A (exponent ``gradnorm_alpha``; see ``worker.ml.gradients``); ``project``
+         *             removes from the gradient of L_A its component against the gradient of L_C when
+         *             the two conflict (negative dot product; after PCGrad, Yu et al., NeurIPS 2020),
+         *             so that, to first order, a step never raises L_C on its batch.
+         *         grad_balance_ratio: Target ||grad of L_A|| / ||grad of L_C|| of ``fixed_ratio``.
+         *         gradnorm_alpha: Asymmetry exponent of ``gradnorm`` (0: equal norms).
+         *         la_every_n_steps: Remedy (``lc_la_*`` settings): compute L_A (the attribution and the
+         *             double backward) on one step in ``n`` only; the other steps train L_C alone.
+         *         watch_subjects: Subject ids (at most 8) whose attribution map (the evaluation
+         *             method of the run's validation: Integrated Gradients, 8 Gauss-Legendre points, on
+         *             the working grid) is stored after every epoch (``worker.ml.epoch_maps``).
+         *         task: ``classification`` (the label), ``regression`` (the subject's continuous
+         *             target, with the same networks' single output as the prediction) or
+         *             ``segmentation`` (lesion masks; MONAI's 3D UNet ``network="unet"``, Dice +
+         *             cross-entropy; ``worker.ml.segmentation``). With ``task="segmentation"`` and no
+         *             network given, the network is ``unet`` and the early-stopping metric
+         *             ``val_dice``; ``loss_setting`` does not apply.
+         *         regression: Settings of a regression run (ignored for classification).
+         *         seg_annotated_fraction: Segmentation only: the fraction of training subjects whose
+         *             annotation (the lesion mask; an empty mask for a healthy subject) is used; the
+         *             others keep only their image label (mixed supervision, method.md section 6.3).
+         *             The subset is drawn per label with ``seed``.
+         *         seg_constraint: Segmentation only: label-only healthy subjects get the attribution
+         *             constraint (no positive relevance anywhere for the mean foreground logit, target
+         *             0 on every brain voxel), weighted by ``lambda_a`` and computed with
+         *             ``train_attribution``, ``attribution_scale`` and ``attribution_loss``.
+         */
+        RunConfig: {
+            /**
+             * Amp
+             * @default true
+             */
+            amp?: boolean;
+            /**
+             * Attribution Balance
+             * @description L_A: lesion and non-lesion voxels weigh equally within each subject.
+             * @default false
+             */
+            attribution_balance?: boolean;
+            /**
+             * Attribution Baseline
+             * @description Reference of IG/EG in training and evaluation: the zero image, or healthy training subjects (their mean for IG, the subjects themselves for EG).
+             * @default zero
+             * @enum {string}
+             */
+            attribution_baseline?: "zero" | "healthy";
+            /**
+             * Attribution Loss
+             * @description Form of L_A: BCE against the target map, or RRR.
+             * @default bce
+             * @enum {string}
+             */
+            attribution_loss?: "bce" | "rrr";
+            /**
+             * Attribution Mode
+             * @description Network mode during the training attribution (batch norm statistics).
+             * @default eval
+             * @enum {string}
+             */
+            attribution_mode?: "eval" | "train";
+            /**
+             * Attribution Scale
+             * @description Temperature of L_A in units of 1/n_voxels: L_A sees scale * n_voxels * A.
+             * @default 1
+             */
+            attribution_scale?: number;
+            /**
+             * Augment
+             * @default false
+             */
+            augment?: boolean;
+            /**
+             * Batch Size
+             * @default 4
+             */
+            batch_size?: number;
+            /**
+             * Brain
+             * @description Brain of each subject: its brain mask (crop, background set to 0), or the non-zero voxels.
+             * @default mask
+             * @enum {string}
+             */
+            brain?: "mask" | "nonzero";
+            /**
+             * Calibrate Logit
+             * @description Classification: fold the validation-chosen logit offset into the output bias of best.pt (maps unchanged).
+             * @default true
+             */
+            calibrate_logit?: boolean;
+            /**
+             * Device
+             * @default auto
+             * @enum {string}
+             */
+            device?: "auto" | "cpu" | "cuda";
+            /**
+             * Early Stopping Metric
+             * @default val_auroc
+             * @enum {string}
+             */
+            early_stopping_metric?: "val_auroc" | "val_loss" | "val_accuracy" | "val_attr_auroc" | "val_lesion_mass" | "val_attr_dice" | "val_dice" | "val_mae";
+            /** Early Stopping Patience */
+            early_stopping_patience?: number | null;
+            /**
+             * Eg K
+             * @description Expected Gradients samples per image in training.
+             * @default 1
+             */
+            eg_k?: number;
+            /**
+             * Eg Zero Reference Prob
+             * @description Probability of the zero image as EG reference.
+             * @default 0
+             */
+            eg_zero_reference_prob?: number;
+            /**
+             * Epochs
+             * @default 3
+             */
+            epochs?: number;
+            /**
+             * Grad Balance
+             * @description Balancing of the gradients of L_C and lambda * L_A.
+             * @default none
+             * @enum {string}
+             */
+            grad_balance?: "none" | "fixed_ratio" | "gradnorm" | "project";
+            /**
+             * Grad Balance Ratio
+             * @description fixed_ratio: ||g_A|| / ||g_C|| target.
+             * @default 1
+             */
+            grad_balance_ratio?: number;
+            /**
+             * Grad Clip Norm
+             * @description Clip the total gradient norm to this value.
+             */
+            grad_clip_norm?: number | null;
+            /**
+             * Grad Probe Batches
+             * @description lc_only: batches per epoch probing L_A's gradient.
+             * @default 1
+             */
+            grad_probe_batches?: number;
+            /**
+             * Gradnorm Alpha
+             * @description gradnorm: asymmetry exponent alpha.
+             * @default 1.5
+             */
+            gradnorm_alpha?: number;
+            /**
+             * Grid
+             * @default [
+             *       48,
+             *       56,
+             *       48
+             *     ]
+             */
+            grid?: [
+                number,
+                number,
+                number
+            ];
+            /**
+             * Ig Method
+             * @description Integrated Gradients quadrature in training.
+             * @default riemann_middle
+             * @enum {string}
+             */
+            ig_method?: "riemann_middle" | "gausslegendre";
+            /**
+             * Ig Steps
+             * @description Integrated Gradients points in training.
+             * @default 8
+             */
+            ig_steps?: number;
+            /**
+             * Intensity
+             * @default zscore
+             * @enum {string}
+             */
+            intensity?: "zscore" | "percentile";
+            /**
+             * La Every N Steps
+             * @description Compute L_A on one step in n only.
+             * @default 1
+             */
+            la_every_n_steps?: number;
+            /** @description Weight of L_A over training. */
+            lambda_a?: components["schemas"]["LambdaSchedule"];
+            /**
+             * Learning Rate
+             * @default 0.001
+             */
+            learning_rate?: number;
+            /**
+             * Loss Setting
+             * @default lc_only
+             * @enum {string}
+             */
+            loss_setting?: "lc_only" | "la_only" | "lc_la_supervised" | "lc_la_unsupervised";
+            /**
+             * Network
+             * @default small_cnn
+             * @enum {string}
+             */
+            network?: "small_cnn" | "patchgan" | "densenet121" | "resnet18" | "resnet10" | "unet";
+            /**
+             * Optimizer
+             * @default adam
+             * @enum {string}
+             */
+            optimizer?: "adam" | "adamw" | "sgd";
+            /**
+             * Pooling
+             * @description small_cnn only: global pooling of the last feature map (None: max).
+             */
+            pooling?: ("max" | "avg" | "avgmax") | null;
+            regression?: components["schemas"]["RegressionSettings"];
+            /**
+             * Restrict To Brain
+             * @description Constrain only non-zero voxels of the normalised image.
+             * @default true
+             */
+            restrict_to_brain?: boolean;
+            /**
+             * Seed
+             * @default 0
+             */
+            seed?: number;
+            /**
+             * Seg Annotated Fraction
+             * @description Segmentation: fraction of training subjects whose annotation is used.
+             * @default 1
+             */
+            seg_annotated_fraction?: number;
+            /**
+             * Seg Constraint
+             * @description Segmentation: label-only healthy subjects get the attribution constraint.
+             * @default false
+             */
+            seg_constraint?: boolean;
+            /**
+             * Task
+             * @default classification
+             * @enum {string}
+             */
+            task?: "classification" | "regression" | "segmentation";
+            /**
+             * Train Attribution
+             * @description Differentiable attribution(s) inside L_A; several are summed.
+             */
+            train_attribution?: ("gradient" | "gradient_x_input" | "integrated_gradients" | "expected_gradients")[];
+            /**
+             * Val Attribution
+             * @description Attribution metrics on the validation split every epoch.
+             * @default true
+             */
+            val_attribution?: boolean;
+            /**
+             * Watch Subjects
+             * @description Subject ids whose attribution map is stored after every epoch.
+             */
+            watch_subjects?: number[];
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+        };
+        /**
          * RunCorrections
          * @description The drawn corrections on maps of one run, by subject.
          */
@@ -2285,10 +2807,11 @@ export interface components {
         };
         /** RunCreate */
         RunCreate: {
-            /** Config */
-            config?: {
-                [key: string]: unknown;
-            };
+            /**
+             * Config
+             * @description RunConfig fields; those not given keep the preset's values or the defaults. Validated by the service after the preset is applied.
+             */
+            config?: components["schemas"]["RunConfig"];
             /** Dataset Id */
             dataset_id: number;
             /** Name */

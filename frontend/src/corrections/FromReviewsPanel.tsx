@@ -6,9 +6,10 @@ import { api } from "../api/client";
 import type { Run } from "../api/types";
 import { runPath } from "../api/urls";
 import { ErrorMessage } from "../components/common";
+import type { LossSetting } from "../forms/choices";
 import { useAsync } from "../hooks";
 
-const SETTINGS = ["lc_la_supervised", "la_only", "lc_la_unsupervised"] as const;
+const SETTINGS = ["lc_la_supervised", "la_only", "lc_la_unsupervised"] as const satisfies readonly LossSetting[];
 const POLICIES = [
   ["abstain", "disagreement → unconstrained"],
   ["missed_wins", "disagreement → lesion"],
@@ -19,7 +20,9 @@ export function FromReviewsPanel({ run, writable }: { run: Run; writable: boolea
   const corrections = useAsync(() => api.runs.corrections(run.id), [run.id]);
   const navigate = useNavigate();
   const own = String(run.config.loss_setting ?? "lc_only");
-  const [setting, setSetting] = useState<string>(SETTINGS.includes(own as never) ? own : "lc_la_supervised");
+  const [setting, setSetting] = useState<LossSetting>(
+    SETTINGS.includes(own as never) ? (own as LossSetting) : "lc_la_supervised",
+  );
   const [policy, setPolicy] = useState<string>("abstain");
   const [name, setName] = useState(`${run.name} · from reviews`);
   const [epochs, setEpochs] = useState(String(run.config.epochs ?? 3));
@@ -79,7 +82,7 @@ export function FromReviewsPanel({ run, writable }: { run: Run; writable: boolea
           </label>
           <label>
             Loss setting
-            <select name="from-reviews-setting" value={setting} onChange={(e) => setSetting(e.target.value)}>
+            <select name="from-reviews-setting" value={setting} onChange={(e) => setSetting(e.target.value as LossSetting)}>
               {SETTINGS.map((s) => (
                 <option key={s} value={s}>
                   {s}

@@ -1,4 +1,4 @@
-// Named presets of the launch form (GET /presets, worker/ml/presets.py): a preset's RunConfig
+// Named presets of the launch form (GET /presets, attrivue_core/presets.py): a preset's RunConfig
 // values as the form's fields, and as the lines the form shows under the picker. The run is
 // created with the preset's name: the server applies the preset's values first, then the
 // config the form sends, so a preset value the form has no field for still reaches the run.

@@ -1,51 +1,18 @@
 // The regression part of the launch form (RunConfig.task and RunConfig.regression in
-// worker/ml/configs.py): its choices, and pure validation into the config's fields.
+// attrivue_core/configs.py): its choices, and pure validation into the config's fields.
+import {
+  REGRESSION_CONSTRAINT_CHOICES,
+  REGRESSION_LOSS_CHOICES,
+  REGRESSION_PENALTY_CHOICES,
+  TASK_CHOICES,
+} from "./choices";
 import type { FieldErrors } from "./validation";
 
-export const TASKS = [
-  { value: "classification", label: "Classification", help: "Predict the label (healthy or pathological)." },
-  {
-    value: "regression",
-    label: "Regression",
-    help: "Predict each subject's continuous target (e.g. a disability score); every training subject needs one.",
-  },
-  {
-    value: "segmentation",
-    label: "Segmentation",
-    help: "Learn the lesion masks with MONAI's 3D UNet (Dice + cross-entropy); the options below set up mixed supervision.",
-  },
-] as const;
-
-export const REGRESSION_LOSSES = [
-  { value: "l1", label: "L1 (mean absolute error)" },
-  { value: "mse", label: "MSE (mean squared error)" },
-] as const;
-
-export const REGRESSION_CONSTRAINTS = [
-  {
-    value: "outside_lesions",
-    label: "Outside lesions",
-    help: "No voxel outside the lesion mask may raise the prediction (needs masks).",
-    needsMasks: true,
-  },
-  {
-    value: "zero_target",
-    label: "Zero target",
-    help: "Subjects whose target is 0 carry no positive relevance anywhere.",
-    needsMasks: false,
-  },
-  {
-    value: "mass_scaling",
-    label: "Mass scales with target",
-    help: "Each subject's positive relevance mass proportional to its target (targets only).",
-    needsMasks: false,
-  },
-] as const;
-
-export const REGRESSION_PENALTIES = [
-  { value: "softplus", label: "softplus (BCE against 0)" },
-  { value: "relu_squared", label: "ReLU² (only positive relevance costs)" },
-] as const;
+// The choices, each checked against the schema's enum (choices.ts).
+export const TASKS = TASK_CHOICES;
+export const REGRESSION_LOSSES = REGRESSION_LOSS_CHOICES;
+export const REGRESSION_CONSTRAINTS = REGRESSION_CONSTRAINT_CHOICES;
+export const REGRESSION_PENALTIES = REGRESSION_PENALTY_CHOICES;
 
 export interface RegressionFormValues {
   task: string;

@@ -2,16 +2,12 @@
 // clipping, gradient balancing, L_A every n steps, mixed precision and the device, and the
 // probe of L_A's gradient in L_C-only runs. Values the form leaves at RunConfig's defaults are
 // not sent, so a plain launch carries no remedy at all.
+import { DEVICE_NAMES, GRAD_BALANCE_CHOICES } from "./choices";
 import type { FieldErrors } from "./validation";
 
-export const GRAD_BALANCES = [
-  { value: "none", label: "none (sum of the two gradients)" },
-  { value: "fixed_ratio", label: "fixed ratio ‖g_A‖ / ‖g_C‖" },
-  { value: "gradnorm", label: "GradNorm-style adaptive weights" },
-  { value: "project", label: "project g_A off g_C where they conflict (PCGrad)" },
-] as const;
+export const GRAD_BALANCES = GRAD_BALANCE_CHOICES;
 
-export const DEVICES = ["auto", "cpu", "cuda"] as const;
+export const DEVICES = DEVICE_NAMES;
 
 export interface RemedyFormValues {
   gradClipNorm: string;
@@ -37,7 +33,7 @@ export const REMEDY_DEFAULTS: RemedyFormValues = {
   amp: true,
 };
 
-/** The bounds RunConfig declares for these fields (worker/ml/configs.py). */
+/** The bounds RunConfig declares for these fields (attrivue_core/configs.py). */
 export const REMEDY_LIMITS = {
   laEveryNSteps: [1, 1000],
   gradProbeBatches: [0, 1024],

@@ -1,50 +1,35 @@
 // The launch form of a training run: its values (strings, as the inputs hold them), the choices
-// worker/ml/configs.py RunConfig allows, pure validation into a RunCreate body, and the mapping
+// attrivue_core/configs.py RunConfig allows, pure validation into a RunCreate body, and the mapping
 // of a server 422 back onto the form's fields.
 import type { ValidationIssue } from "../api/http";
 import type { RunCreate } from "../api/types";
+import {
+  ATTRIBUTION_LOSS_NAMES,
+  CLASSIFICATION_EARLY_STOPPING_METRICS,
+  CLASSIFICATION_NETWORKS,
+  type EarlyStoppingMetric,
+  LAMBDA_KIND_NAMES,
+  LOSS_SETTING_CHOICES,
+  SEGMENTATION_EARLY_STOPPING_METRICS,
+  TRAIN_ATTRIBUTION_CHOICES,
+} from "./choices";
 import { REMEDY_CONFIG_FIELDS, REMEDY_DEFAULTS, type RemedyFormValues, validateRemedies } from "./remedies";
 import { regressionConfig } from "./regressionConfig";
 import type { FieldErrors, Validation } from "./validation";
 
-export const NETWORKS = ["small_cnn", "patchgan", "densenet121", "resnet18", "resnet10"] as const;
+// The choices, each checked against the schema's enum (choices.ts).
+export const NETWORKS = CLASSIFICATION_NETWORKS;
 
 /** Early-stopping metrics of a segmentation run. */
-export const SEGMENTATION_EARLY_STOPPING = ["val_dice", "val_loss"] as const;
+export const SEGMENTATION_EARLY_STOPPING = SEGMENTATION_EARLY_STOPPING_METRICS;
 
-export const LOSS_SETTINGS = [
-  { value: "lc_only", label: "L_C only", help: "Classification loss only: the unconstrained baseline." },
-  { value: "la_only", label: "L_A only", help: "Attribution loss only, with the lesion masks as targets." },
-  {
-    value: "lc_la_supervised",
-    label: "L_C + λ L_A, supervised",
-    help: "Classifier plus attribution constraint; lesion masks say where pathological relevance belongs.",
-  },
-  {
-    value: "lc_la_unsupervised",
-    label: "L_C + λ L_A, unsupervised",
-    help: "Classifier plus constraint from image labels only: healthy subjects must carry healthy relevance everywhere.",
-  },
-] as const;
+export const LOSS_SETTINGS = LOSS_SETTING_CHOICES;
 export type LossSettingValue = (typeof LOSS_SETTINGS)[number]["value"];
 
-export const TRAIN_ATTRIBUTIONS = [
-  { value: "gradient", label: "Gradient" },
-  { value: "gradient_x_input", label: "Gradient × input" },
-  { value: "integrated_gradients", label: "Integrated Gradients" },
-  { value: "expected_gradients", label: "Expected Gradients" },
-] as const;
+export const TRAIN_ATTRIBUTIONS = TRAIN_ATTRIBUTION_CHOICES;
 export type TrainAttribution = (typeof TRAIN_ATTRIBUTIONS)[number]["value"];
 
-export const EARLY_STOPPING_METRICS = [
-  "val_auroc",
-  "val_loss",
-  "val_accuracy",
-  "val_attr_auroc",
-  "val_lesion_mass",
-  "val_attr_dice",
-  "val_mae",
-] as const;
+export const EARLY_STOPPING_METRICS = CLASSIFICATION_EARLY_STOPPING_METRICS;
 
 export function isSegmentation(values: Pick<LaunchFormValues, "task">): boolean {
   return values.task === "segmentation";
@@ -60,8 +45,8 @@ export function weighsLambda(values: Pick<LaunchFormValues, "task" | "lossSettin
   return isSegmentation(values) ? values.segConstraint : usesLambda(values.lossSetting);
 }
 
-export const LAMBDA_KINDS = ["constant", "linear_warmup"] as const;
-export const ATTRIBUTION_LOSSES = ["bce", "rrr"] as const;
+export const LAMBDA_KINDS = LAMBDA_KIND_NAMES;
+export const ATTRIBUTION_LOSSES = ATTRIBUTION_LOSS_NAMES;
 
 /** The settings that train L_A (and so read the attribution and lambda fields). */
 export function usesAttributionLoss(loss: string): boolean {
@@ -136,7 +121,7 @@ export const LAUNCH_DEFAULTS: LaunchFormValues = {
   regressionPenalty: "softplus",
 };
 
-/** The bounds RunConfig declares (worker/ml/configs.py). */
+/** The bounds RunConfig declares (attrivue_core/configs.py). */
 export const LAUNCH_LIMITS = {
   epochs: [1, 1000],
   batchSize: [1, 1024],
@@ -265,7 +250,8 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
             batch_size: batchSize,
             seed,
             augment: values.augment,
-            early_stopping_metric: values.earlyStoppingMetric,
+            // Checked against the metrics above (pick).
+            early_stopping_metric: values.earlyStoppingMetric as EarlyStoppingMetric,
             ...remedies,
             ...task,
           },

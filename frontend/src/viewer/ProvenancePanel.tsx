@@ -2,20 +2,13 @@
 import { Fragment } from "react";
 import type { Attribution, Run } from "../api/types";
 import { readStats } from "../api/types";
+import { ATTRIBUTION_METHOD_CHOICES } from "../forms/choices";
 import { fieldLabel, formatDate, formatNumber, formatValue } from "../format";
 import { baselineText, formatPercent, methodParams, uncertaintyOf } from "./methodParams";
 
-const METHOD_NAMES: Record<string, string> = {
-  integrated_gradients: "Integrated gradients",
-  gradient_shap: "Gradient SHAP",
-  saliency: "Saliency",
-  input_x_gradient: "Input × gradient",
-  deeplift: "DeepLIFT",
-  guided_backprop: "Guided backpropagation",
-  occlusion: "Occlusion",
-  smoothgrad: "SmoothGrad",
-  grad_cam: "Grad-CAM",
-};
+const METHOD_NAMES: Record<string, string> = Object.fromEntries(
+  ATTRIBUTION_METHOD_CHOICES.map((m) => [m.value, m.label]),
+);
 
 export function ProvenancePanel({ attribution, run }: { attribution: Attribution; run?: Run | null }) {
   const stats = readStats(attribution.stats);

@@ -1,6 +1,6 @@
 // What the provenance panel says about a map's method: the parameters that method reads (with
 // the defaults the worker applied to those not given), its baseline, and its uncertainty.
-// methodParams.json mirrors worker.ml.configs (METHOD_FIELDS, AttributionConfig defaults);
+// methodParams.json mirrors attrivue_core.configs (METHOD_FIELDS, AttributionConfig defaults);
 // tests/test_method_params_mirror.py keeps the two equal.
 import type { Attribution } from "../api/types";
 import { fieldLabel, formatNumber, formatValue } from "../format";

@@ -1,5 +1,5 @@
 // "Why is this segmented?": the region specs a segmentation run's maps explain
-// (worker/ml/configs.py RegionSpec), built from the viewer's crosshair, and their labels.
+// (attrivue_core/configs.py RegionSpec), built from the viewer's crosshair, and their labels.
 import type { Run } from "../api/types";
 
 export type Triple = [number, number, number];

@@ -61,7 +61,7 @@ from monai.transforms import GaussianSmooth
 from nibabel.spatialimages import SpatialImage
 from torch import nn
 
-from worker.ml.configs import AttributionConfig, RunConfig
+from attrivue_core.configs import AttributionConfig, RunConfig
 from worker.ml.nets import gradcam_layer, pathological_logit
 from worker.ml.transforms import BRAIN_KEY, IMAGE_KEY, preprocess_for, to_native
 

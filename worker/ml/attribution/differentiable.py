@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 from worker.ml.nets import pathological_logit
 
 __all__ = [

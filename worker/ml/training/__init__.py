@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 from worker.ml.regression import build_model
 from worker.ml.training.cancel import CANCEL_POLL_SECONDS, TrainingCancelled, cancel_checks
 from worker.ml.training.checkpoints import (

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 from worker.ml.regression import build_model
 from worker.ml.training.datatypes import CheckpointMismatchError, SubjectSample
 from worker.ml.training.loop import Loop, RunState

@@ -23,7 +23,7 @@ from monai.data import CacheDataset
 from scipy.optimize import minimize_scalar
 from torch import nn
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 from worker.ml.evaluation import json_safe
 from worker.ml.losses import attribution_loss, target_map, target_mode_for
 from worker.ml.metrics import classification_metrics as metrics_of_classification

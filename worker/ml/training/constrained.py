@@ -32,8 +32,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
+from attrivue_core.configs import RunConfig
 from worker.ml.attribution.differentiable import attribute, training_attribution_params
-from worker.ml.configs import RunConfig
 from worker.ml.evaluation import AttributionEvaluation, evaluate_attributions, json_safe
 from worker.ml.gradients import GradientStats, clip, combine, la_due, measure
 from worker.ml.losses import total_loss

@@ -11,7 +11,7 @@ import torch
 from monai.data import CacheDataset, DataLoader
 from monai.transforms import Compose, Transform
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 from worker.ml.regression import TARGET_KEY
 from worker.ml.training.datatypes import (
     LABEL_KEY,

@@ -58,11 +58,11 @@ class SubjectSample:
         target: Continuous target of regression runs (``None``: none; such subjects are
             left out of a regression run's validation and test splits).
         target_map: Optional target map of L_A on the subject's grid (uint8 0/1, 255 =
-            unconstrained; ``worker.ml.corrections``), e.g. the lesion mask merged with
+            unconstrained; ``attrivue_core.corrections``), e.g. the lesion mask merged with
             clinicians' corrections. In the ``train`` split it replaces the target built from
             label and mask (the brain restriction still applies); evaluation keeps the mask.
         brain_mask: Optional brain mask path on the image's grid (non-zero = brain): the
-            user's, or one computed at import (``worker.ml.brainmask``). ``None``: computed
+            user's, or one computed at import (``attrivue_core.brainmask``). ``None``: computed
             from the image when the run needs one.
         site: Acquisition site, for per-site metrics (``None``: unknown).
     """

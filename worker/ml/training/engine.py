@@ -24,7 +24,7 @@ from monai.data import CacheDataset, DataLoader
 from monai.utils import set_determinism
 from torch import nn
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 from worker.ml.evaluation import json_safe
 from worker.ml.gradients import GradientBalancer
 from worker.ml.training.cancel import cancel_checks

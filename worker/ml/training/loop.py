@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 from worker.ml.gradients import GradientBalancer
 from worker.ml.training.cancel import TrainingCancelled
 from worker.ml.training.datatypes import ProgressEvent

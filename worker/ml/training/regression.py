@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from monai.data import CacheDataset
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 from worker.ml.evaluation import json_safe
 from worker.ml.nets import pathological_logit
 from worker.ml.regression import (

@@ -18,7 +18,7 @@ import torch
 from monai.data import CacheDataset
 from torch import nn
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 from worker.ml.evaluation import json_safe
 from worker.ml.nets import build_unet
 from worker.ml.segmentation import (

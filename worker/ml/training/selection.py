@@ -7,7 +7,7 @@ metrics, see there); ``update_best`` keeps the best one and the patience counter
 
 from __future__ import annotations
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 from worker.ml.training.datatypes import Metrics
 from worker.ml.training.loop import RunState
 

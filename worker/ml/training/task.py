@@ -25,7 +25,7 @@ import torch
 from monai.data import CacheDataset
 from torch import nn
 
-from worker.ml.configs import RunConfig
+from attrivue_core.configs import RunConfig
 from worker.ml.training.datatypes import Metrics, StepStats, SubjectPrediction, SubjectSample
 from worker.ml.training.loop import Loop
 

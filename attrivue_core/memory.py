@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.ml.configs import AttributionConfig, RunConfig
+from attrivue_core.configs import AttributionConfig, RunConfig
 
 __all__ = [
     "ACTIVATION_BYTES_PER_VOXEL",

@@ -211,7 +211,7 @@ class RunConfig(BaseModel):
         intensity: Intensity normalisation: z-score over non-zero voxels, or 0.5-99.5
             percentiles mapped to [0, 1].
         brain: ``mask`` (default): each subject's brain mask (the user's, or one computed
-            from the image, ``worker.ml.brainmask``) crops the volume to the brain before the
+            from the image, ``attrivue_core.brainmask``) crops the volume to the brain before the
             resize and zeroes everything outside it, so the constraint, the metrics and the
             network see the brain and not a noisy background. ``nonzero``: the former
             behaviour (no crop; "brain" = non-zero voxels, right only for data whose

@@ -171,6 +171,12 @@ class RunConfig(BaseModel):
             averaged), instead of every constrained voxel weighing the same: with a lesion
             load of 0.5 %, the plain mean gives the lesions 0.5 % of the loss, and the cheapest
             way down is to make every voxel negative.
+        attribution_normalise: Divide each subject's training map by its mean |A| over the
+            subject's constrained voxels before L_A; ``attribution_scale`` is then the
+            temperature of a map of mean magnitude 1. L_A no longer changes with the size of
+            the map, so the network cannot lower it by flattening (every map towards 0, the
+            logit towards a constant: the collapse of the unnormalised presets); only moving
+            relevance between voxels lowers it. On in the constrained presets.
         attribution_baseline: Reference of the path attributions, in training (IG, EG) and in
             the run's evaluation maps (IG): ``zero`` (the zero image, i.e. the mean intensity
             after z-scoring) or ``healthy``: IG starts from the mean healthy training image
@@ -296,6 +302,13 @@ class RunConfig(BaseModel):
         default=1.0,
         gt=0.0,
         description="Temperature of L_A in units of 1/n_voxels: L_A sees scale * n_voxels * A.",
+    )
+    attribution_normalise: bool = Field(
+        default=False,
+        description=(
+            "Divide each subject's training map by its mean |A| before L_A (scale-invariant "
+            "L_A: attribution_scale is then the temperature of a map of mean magnitude 1)."
+        ),
     )
     attribution_loss: Literal["bce", "rrr"] = Field(
         default="bce", description="Form of L_A: BCE against the target map, or RRR."

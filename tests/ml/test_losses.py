@@ -250,3 +250,27 @@ def test_healthy_constraint_removes_pathological_relevance(methods: str, params:
     positive, negative = relevance_masses(model, x, methods, **params)
     assert positive < 0.5 * initial_positive
     assert negative > initial_negative  # relevance turned healthy rather than vanishing
+
+
+def test_normalised_loss_ignores_the_size_of_the_map_and_keeps_its_shape() -> None:
+    """attribution_normalise: a flatter network (every map scaled down) lowers nothing."""
+    torch.manual_seed(0)
+    maps = torch.randn(2, 1, 4, 4, 4)
+    targets = torch.zeros(2, 1, 4, 4, 4)
+    targets[0, 0, 1, 1, 1] = 1.0
+    targets[1, 0, 0] = float("nan")
+    losses = [
+        float(attribution_loss(maps * size, targets, scale=2.0, normalise=True))
+        for size in (1e-6, 1.0, 1e3)
+    ]
+    assert max(losses) - min(losses) < 1e-5 * losses[1], losses
+    # Without normalisation the same maps scaled down give ln 2, the constant network's value.
+    shrunk = float(attribution_loss(maps * 1e-6, targets, scale=2.0))
+    assert abs(shrunk - math.log(2.0)) < 1e-4
+    # The gradient along the map's size is 0; along a move of relevance onto the target, not.
+    size = torch.tensor(1.0, requires_grad=True)
+    attribution_loss(maps * size, targets, scale=2.0, normalise=True).backward()
+    assert size.grad is not None and abs(float(size.grad)) < 1e-5
+    moved = maps.clone()
+    moved[0, 0, 1, 1, 1] = maps[0].abs().max() * 3
+    assert float(attribution_loss(moved, targets, scale=2.0, normalise=True)) < losses[1]

@@ -116,6 +116,7 @@ def attribution_loss(
     kind: AttributionLossKind = "bce",
     scale: float = 1.0,
     balance: bool = False,
+    normalise: bool = False,
 ) -> torch.Tensor:
     """L_A: the attribution constraint, averaged over constrained (non-NaN) voxels.
 
@@ -142,6 +143,11 @@ def attribution_loss(
             one class keeps its plain mean); subjects with constrained voxels then weigh
             equally. Without it every constrained voxel of the batch weighs the same, so
             lesions of 0.5 % of the brain carry 0.5 % of the loss.
+        normalise: Divide each subject's relevance by its mean absolute value over the
+            subject's constrained voxels before ``scale`` (which is then a temperature on a
+            map of mean magnitude 1). The loss is then invariant to the map's overall size,
+            so it cannot be lowered by flattening the network (every map towards 0); only
+            moving relevance between voxels, or changing its sign, lowers it.
 
     Returns:
         Scalar tensor.
@@ -149,9 +155,16 @@ def attribution_loss(
     Example:
         >>> loss_a = attribution_loss(out.attributions, target_map(...), scale=100.0)
     """
-    relevance = scale * attributions.sum(dim=1, keepdim=True)  # (B, 1, D, H, W)
+    relevance = attributions.sum(dim=1, keepdim=True)  # (B, 1, D, H, W)
     targets = targets.to(device=relevance.device, dtype=relevance.dtype)
     constrained = (~targets.isnan()).expand_as(relevance).to(relevance.dtype)  # 1 or 0
+    if normalise:
+        counts = constrained.flatten(1).sum(1).clamp_min(1.0)  # (B,)
+        magnitude = (relevance.abs() * constrained).flatten(1).sum(1) / counts  # (B,)
+        # Not detached: the gradient of the size of the map is then exactly 0.
+        tiny = torch.finfo(relevance.dtype).tiny ** 0.5
+        relevance = relevance / magnitude.clamp_min(tiny).view(-1, *([1] * (relevance.dim() - 1)))
+    relevance = scale * relevance
     # NaN targets become 0 before the loss so no NaN reaches the gradient; the weight drops them.
     clean = torch.nan_to_num(targets, nan=0.0).expand_as(relevance)
     if kind == "bce":

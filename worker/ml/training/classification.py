@@ -222,8 +222,9 @@ class ClassificationTask(ConstrainedTask):
             attributions,
             targets,
             kind=config.attribution_loss,
-            scale=temperature / gain,
+            scale=config.attribution_scale if config.attribution_normalise else temperature / gain,
             balance=config.attribution_balance,
+            normalise=config.attribution_normalise,
         )
 
     @torch.no_grad()

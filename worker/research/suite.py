@@ -1,7 +1,7 @@
 """The data-regime suite: every training preset on every regime, held-out seeds, 3+ seeds.
 
     python -m worker.research regimes [--regimes NAME ...] [--presets NAME ...]
-        [--seeds 0 1 2] [--subjects N] [--epochs N] [--workers N] [--device auto]
+        [--seeds 0 1 2] [--subjects N [N ...]] [--epochs N] [--workers N] [--device auto]
 
 Each regime of ``worker.ml.regimes`` is generated with its **held-out** generator seed (never
 used to tune anything), then each preset is trained on it with each training seed through
@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from attrivue_core.configs import RunConfig
@@ -378,6 +379,68 @@ def summarise(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _curve_points(
+    results: Sequence[dict[str, Any]],
+) -> dict[tuple[str, str], dict[int, list[dict[str, Any]]]]:
+    """Runs grouped by (regime, preset), then by number of subjects."""
+    points: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = {}
+    for r in results:
+        points.setdefault((r["regime"], r["variant"]), {}).setdefault(r["subjects"], []).append(r)
+    return points
+
+
+def learning_curve(results: Sequence[dict[str, Any]]) -> str:
+    """Test AUROC against the number of subjects (best | last epoch), where runs cover several
+    sizes of one regime; empty when none does."""
+    points = {k: v for k, v in _curve_points(results).items() if len(v) > 1}
+    if not points:
+        return ""
+    sizes = sorted({n for by_size in points.values() for n in by_size})
+    header = ["Regime", "Preset"] + [f"{n} subjects: AUROC best / last" for n in sizes]
+    lines = [
+        "**Learning curve**: test AUROC (mean ± sd over seeds, best / last epoch) against the "
+        "number of subjects (half pathological; half of them train, a quarter validate, a "
+        "quarter test).\n",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for (regime, variant), by_size in sorted(points.items()):
+        row = [regime, variant]
+        for n in sizes:
+            runs = by_size.get(n, [])
+            if not runs:
+                row.append("")
+                continue
+            best = _mean_sd([r["best"].get("auroc") for r in runs])
+            last = _mean_sd([r["last"].get("auroc") for r in runs])
+            row.append(f"{best} / {last} ({len(runs)} seeds)")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_learning_curve(results: Sequence[dict[str, Any]], path: Path) -> None:
+    """One line per (regime, preset): best-epoch test AUROC, mean ± sd, against subjects."""
+    points = {k: v for k, v in _curve_points(results).items() if len(v) > 1}
+    figure = Figure(figsize=(6, 4), dpi=120)
+    ax = figure.add_subplot(1, 1, 1)
+    for (regime, variant), by_size in sorted(points.items()):
+        sizes = sorted(by_size)
+        values = [[float(r["best"]["auroc"]) for r in by_size[n]] for n in sizes]
+        means = [float(np.mean(v)) for v in values]
+        sds = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in values]
+        ax.errorbar(sizes, means, yerr=sds, marker="o", capsize=3, label=f"{regime}, {variant}")
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax.axhline(0.9, color="green", linestyle="--", linewidth=1, label="target 0.90")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("subjects (half pathological)")
+    ax.set_ylabel("test AUROC (best epoch)")
+    ax.set_ylim(0.0, 1.02)
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``regimes`` (its own: it trains the presets)."""
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
@@ -388,7 +451,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=list(VARIANTS),
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--subjects", type=int, default=None, help="default: each regime's own")
+    parser.add_argument(
+        "--subjects",
+        type=int,
+        nargs="+",
+        default=None,
+        help="subjects per data set (default: each regime's own); several give a learning curve",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="default: the preset's")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
@@ -412,12 +481,15 @@ def run_suite(options: argparse.Namespace, command: str) -> int:
     ``command`` is the command line recorded in the section.
     """
     overrides = json.loads(options.overrides)
+    counts = {
+        regime: options.subjects or [REGIMES[regime].n_subjects] for regime in options.regimes
+    }
     jobs = [
         Job(
             regime,
             variant,
             seed,
-            options.subjects or REGIMES[regime].n_subjects,
+            subjects,
             options.epochs,
             options.device,
             options.threads,
@@ -429,16 +501,18 @@ def run_suite(options: argparse.Namespace, command: str) -> int:
         for variant in options.presets  # the first presets named finish first
         for seed in options.seeds
         for regime in options.regimes
+        for subjects in counts[regime]
     ]
-    # Data first, once per regime (in parallel subject by subject), so runs never race on it.
+    # Data first, once per regime and size (in parallel subject by subject), so runs never race
+    # on it.
     for regime in options.regimes:
-        n = options.subjects or REGIMES[regime].n_subjects
-        generate_regime(
-            _data_dir(options.work.resolve(), regime, n, not options.dev),
-            REGIMES[regime].with_subjects(n),
-            held_out=not options.dev,
-            workers=max(1, options.workers),
-        )
+        for n in counts[regime]:
+            generate_regime(
+                _data_dir(options.work.resolve(), regime, n, not options.dev),
+                REGIMES[regime].with_subjects(n),
+                held_out=not options.dev,
+                workers=max(1, options.workers),
+            )
     started = time.perf_counter()
     todo = [job for job in jobs if not job.result_path.exists()]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="regime suite", unit="run")
@@ -463,10 +537,19 @@ def run_suite(options: argparse.Namespace, command: str) -> int:
                 failures.append((job, exc))
             bar.update(1)
     bar.close()
-    for job, exc in failures:
-        print(f"FAILED {job.regime}/{job.variant}/seed{job.seed}: {exc!r}", file=sys.stderr)
+    for job, error in failures:
+        print(f"FAILED {job.regime}/{job.variant}/seed{job.seed}: {error!r}", file=sys.stderr)
     results = [json.loads(job.result_path.read_text()) for job in jobs if job.result_path.exists()]
     tables = summarise(results)
+    curve = learning_curve(results)
+    if curve:
+        tables += "\n" + curve
+        if not (options.no_write or options.dev):
+            figure = options.out.parent / "img" / f"{options.section}.png"
+            plot_learning_curve(results, figure)
+            tables += (
+                f"\n![AUROC against the number of subjects]({figure.parent.name}/{figure.name})\n"
+            )
     body = "\n".join(
         [
             f"Command: `{command.strip()}`",

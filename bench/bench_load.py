@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.bench_status import DEFAULT_OUT, INTRO, _nifti, machine_line
+from bench.bench_status import DEFAULT_OUT, INTRO, machine_line, nifti_volume
 from bench.bench_status import queue_a_run as _queue_a_run
 from bench.bench_upload import start_server, stop_server
 from bench.docs import replace_section, write_atomically
@@ -145,7 +145,7 @@ async def measure(
     kinds = {name: Kind() for name in ("status", "read", "upload")}
     dataset_id = ids[0]
     paths = read_paths(*ids)
-    volume = _nifti()
+    volume = nifti_volume()
     total = clients + uploaders
     limits = httpx.Limits(max_connections=total, max_keepalive_connections=total)
     async with httpx.AsyncClient(

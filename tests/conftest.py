@@ -25,7 +25,7 @@ def _clear_caches() -> None:
     from backend.core.config import get_settings
 
     get_settings.cache_clear()
-    db._engine_for.cache_clear()
+    db.clear_engine_cache()
 
 
 def postgres_database(base_url: str) -> Iterator[str]:
@@ -42,7 +42,7 @@ def postgres_database(base_url: str) -> Iterator[str]:
     finally:
         from backend.core import db
 
-        db._engine_for.cache_clear()
+        db.clear_engine_cache()
         with psycopg.connect(plain, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

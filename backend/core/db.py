@@ -13,7 +13,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.core.config import REPO_ROOT, Settings, get_settings, private_dir
 
-__all__ = ["DATABASE_DOWN", "get_engine", "session_scope", "get_db", "upgrade_database"]
+__all__ = [
+    "DATABASE_DOWN",
+    "clear_engine_cache",
+    "get_engine",
+    "session_scope",
+    "get_db",
+    "upgrade_database",
+]
 
 # What a request answers (503, with Retry-After) while the database cannot be reached.
 DATABASE_DOWN = "the database is unreachable; try again in a moment"
@@ -35,6 +42,12 @@ def _engine_for(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def clear_engine_cache() -> None:
+    """Forget the engines made so far: the next ``get_engine`` makes a new one for its URL
+    (after the settings changed, or a test database was dropped)."""
+    _engine_for.cache_clear()
 
 
 def _private_sqlite_file(url: str) -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "claim_job",
     "claimed",
     "finish_job",
+    "gpu_report",
     "owns",
     "retrying",
     "start_presence",
@@ -250,7 +251,7 @@ class JobReporter:
 # --------------------------------------------------------------------------- presence
 
 
-def _gpu() -> str:
+def gpu_report() -> str:
     """What this process computes on, as /health shows it (``workers.gpu``).
 
     "cpu" when ATTRIVUE_DEVICE is cpu or CUDA_VISIBLE_DEVICES hides every GPU; otherwise each
@@ -347,7 +348,7 @@ class Presence:
             name=self.name,
             hostname=socket.gethostname(),
             queues=self.queues,
-            gpu=_gpu(),
+            gpu=gpu_report(),
             pid=os.getpid(),
         )
 

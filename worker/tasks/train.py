@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _samples(run_id: int) -> tuple[dict, list]:
+def run_samples(run_id: int) -> tuple[dict, list]:
     """The run's config and its dataset's subjects as training samples: image, lesion mask,
     brain mask (a subject imported before brain masks existed gets one computed and stored
     now), label, split, site, target and any corrected target map."""
@@ -166,7 +166,7 @@ def _train(claim: Claim, run_id: int) -> None:
     _set_run_status(run_id, "running", claim)
     settings = get_settings()
     reporter = JobReporter(claim)
-    raw_config, samples = _samples(run_id)
+    raw_config, samples = run_samples(run_id)
     config = RunConfig.model_validate(raw_config)
     if config.device == "auto" and settings.device != "auto":
         config = config.model_copy(update={"device": settings.device})

@@ -442,7 +442,7 @@ def run_suite(options: argparse.Namespace, command: str) -> int:
     started = time.perf_counter()
     todo = [job for job in jobs if not job.result_path.exists()]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="regime suite", unit="run")
-    failures = []
+    failures: list[tuple[Job, Exception]] = []
     if options.workers > 1 and len(todo) > 1:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=options.workers, mp_context=context) as pool:
@@ -463,8 +463,10 @@ def run_suite(options: argparse.Namespace, command: str) -> int:
                 failures.append((job, exc))
             bar.update(1)
     bar.close()
-    for job, exc in failures:
-        print(f"FAILED {job.regime}/{job.variant}/seed{job.seed}: {exc!r}", file=sys.stderr)
+    for failed, error in failures:
+        print(
+            f"FAILED {failed.regime}/{failed.variant}/seed{failed.seed}: {error!r}", file=sys.stderr
+        )
     results = [json.loads(job.result_path.read_text()) for job in jobs if job.result_path.exists()]
     tables = summarise(results)
     body = "\n".join(

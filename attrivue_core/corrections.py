@@ -35,6 +35,8 @@ from typing import Any, Literal
 import nibabel as nib
 import numpy as np
 
+from attrivue_core.io import load_image
+
 __all__ = [
     "MISSED",
     "NONE",
@@ -297,4 +299,4 @@ def save_target(target: np.ndarray, affine: np.ndarray, path: Path) -> Path:
 
 def load_target(path: Path) -> np.ndarray:
     """Read a stored target map as float32 0/1/NaN."""
-    return decode_target(np.asarray(nib.load(str(path)).dataobj))
+    return decode_target(np.asarray(load_image(path).dataobj))

@@ -13,7 +13,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,6 +24,7 @@ from attrivue_core.corrections import (
     save_target,
     target_mode,
 )
+from attrivue_core.io import load_image
 from backend.models import (
     AttributionMap,
     CorrectedTarget,
@@ -75,7 +75,7 @@ def _labels(storage: Storage, review: Review) -> np.ndarray:
     path = storage.absolute(review.correction_path)
     if not path.is_file():
         raise InvalidInput(f"review {review.id}: its correction file is missing")
-    return np.asarray(nib.load(str(path)).dataobj).astype(np.uint8)
+    return np.asarray(load_image(path).dataobj).astype(np.uint8)
 
 
 def _grouped(session: Session, storage: Storage, run: Run):  # type: ignore[no-untyped-def]
@@ -162,7 +162,7 @@ def launch_from_reviews(
             shape = tuple(int(v) for v in subject.shape[:3])
             mask = None
             if subject.mask_path:
-                mask = np.asarray(nib.load(str(storage.absolute(subject.mask_path))).dataobj)
+                mask = np.asarray(load_image(storage.absolute(subject.mask_path)).dataobj)
                 mask = mask.reshape(mask.shape[:3])
             base = base_target(subject.label, mask, mode, shape)
             corrections = [

@@ -37,11 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from attrivue_core.io import save_nifti
+from attrivue_core.io import load_image, save_nifti
 from worker.ml.synthetic import (
     MANIFEST_COLUMNS,
     MANIFEST_NAME,
@@ -372,12 +371,12 @@ def _template() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The 1 mm template: T1 (white matter median 1), WM and GM probabilities, affine."""
     arrays = []
     for name in (_T1, _WM, _GM):
-        img = nib.load(template_dir() / name)
+        img = load_image(template_dir() / name)
         arrays.append(np.asarray(img.dataobj, dtype=np.float32) / 255.0)
     t1, wm, gm = arrays
     wm, gm = np.clip(wm, 0, 1), np.clip(gm, 0, 1)
     t1 = t1 / np.median(t1[wm > 0.9])
-    affine = nib.load(template_dir() / _T1).affine
+    affine = load_image(template_dir() / _T1).affine
     return t1, wm, gm, affine
 
 

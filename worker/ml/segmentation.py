@@ -38,18 +38,18 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
 from monai.metrics import compute_dice, compute_hausdorff_distance
-from nibabel.spatialimages import SpatialImage
 from scipy import ndimage
 from torch import nn
 
 from attrivue_core.configs import RegionSpec, RunConfig
+from attrivue_core.io import load_image
 from worker.ml.attribution.captum_eval import map_stats
 from worker.ml.attribution.differentiable import (
     AttributionOutput,
@@ -484,7 +484,7 @@ def attribute_region_subject(
         with torch.no_grad():
             logits = model(x).float()  # (1, 1, *grid)
         native_logits, affine = to_native(logits[0].cpu(), image, transform)
-        header = cast(SpatialImage, nib.load(str(image_path)))
+        header = load_image(image_path)
         if not np.allclose(affine, np.asarray(header.affine), atol=_AFFINE_ATOL):
             raise RuntimeError("inverting the preprocessing did not give the image's affine")
         affine = np.asarray(header.affine, dtype=np.float64)

@@ -276,7 +276,7 @@ class RunConfig(BaseModel):
     )
     loss_setting: LossSetting = "lc_only"
     train_attribution: list[TrainAttributionName] = Field(
-        default_factory=lambda: ["gradient"],
+        default_factory=lambda: list[TrainAttributionName](["gradient"]),
         min_length=1,
         description="Differentiable attribution(s) inside L_A; several are summed.",
     )

@@ -255,12 +255,15 @@ def combine(
 ) -> None:
     """Set ``p.grad = w_c * g_C + w_a * g_A`` (missing terms left out, ``None`` if neither)."""
     for index, param in enumerate(params):
-        parts = []
+        parts: list[torch.Tensor] = []
         for grads, weight in ((grads_c, w_c), (grads_a, w_a)):
-            if grads is not None and grads[index] is not None:
-                grad = grads[index]
+            grad = None if grads is None else grads[index]
+            if grad is not None:
                 parts.append(grad if weight == 1.0 else grad * weight)
-        param.grad = sum(parts[1:], parts[0]) if parts else None
+        total = None
+        for part in parts:
+            total = part if total is None else total + part
+        param.grad = total
 
 
 def clip(params: Sequence[nn.Parameter], max_norm: float | None) -> tuple[float, bool | None]:

@@ -66,9 +66,13 @@ LossName = Literal["l1", "mse"]
 
 
 class _HasTarget(Protocol):
-    subject_id: str | int
-    split: str
-    target: float | None
+    # Read-only members: a sample whose ``split`` is a Literal of str still matches.
+    @property
+    def subject_id(self) -> str | int: ...
+    @property
+    def split(self) -> str: ...
+    @property
+    def target(self) -> float | None: ...
 
 
 class RegressionHead(nn.Module):
@@ -82,6 +86,9 @@ class RegressionHead(nn.Module):
         offset: Mean of the training targets.
         scale: Standard deviation of the training targets (floored at 1e-3).
     """
+
+    offset: torch.Tensor  # buffers: declared for the type checker (nn.Module.__getattr__)
+    scale: torch.Tensor
 
     def __init__(self, net: nn.Module, offset: float = 0.0, scale: float = 1.0) -> None:
         super().__init__()
@@ -105,7 +112,7 @@ def build_model(config: RunConfig, subjects: Sequence[_HasTarget] = ()) -> nn.Mo
     """The network of a run: ``build_network`` for classification, wrapped in a
     ``RegressionHead`` for regression (standardised by the training subjects' targets when
     they are given; a checkpoint's state dict restores them otherwise)."""
-    options = {"pooling": config.pooling} if config.pooling is not None else {}
+    options: dict[str, Any] = {"pooling": config.pooling} if config.pooling is not None else {}
     net = build_network(config.network, **options)
     if config.task != "regression":
         return net

@@ -301,7 +301,7 @@ def mixed_supervision_loss(
             total = total + part
     else:
         # Nothing to learn from this batch: a zero connected to the weights.
-        total = sum(p.sum() for p in model.parameters()) * 0.0
+        total = torch.stack([p.sum() for p in model.parameters()]).sum() * 0.0
     return MixedLoss(
         total=total,
         segmentation=loss_seg,

@@ -41,6 +41,7 @@ from worker.ml.training import (
     ProgressEvent,
     SubjectSample,
     TrainResult,
+    as_split,
     load_model,
     train,
 )
@@ -179,7 +180,7 @@ class Options:
 
     def run_config(self, setting: str) -> RunConfig:
         """The run configuration of one setting; everything but the loss is shared."""
-        return RunConfig(**self.shared_run_fields(), loss_setting=setting)
+        return RunConfig.model_validate({**self.shared_run_fields(), "loss_setting": setting})
 
     def shared_run_fields(self) -> dict[str, Any]:
         lambda_a: dict[str, Any] = {"value": self.lambda_a}
@@ -355,7 +356,7 @@ def sample(record: SubjectRecord, split: str | None = None) -> SubjectSample:
         image=record.image,
         mask=record.mask,
         label=record.label,
-        split=split or record.split,  # type: ignore[arg-type]
+        split=as_split(split or record.split),
     )
 
 

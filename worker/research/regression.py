@@ -82,11 +82,13 @@ def regression_config(options: Options, setting: str) -> RunConfig:
     task with the L1 loss, and the setting's constraints."""
     fields = options.shared_run_fields()
     constraints = REGRESSION_SETTINGS[setting][1]
-    return RunConfig(
-        **fields,
-        loss_setting=setting,
-        task="regression",
-        regression={"loss": "l1", "constraints": constraints},
+    return RunConfig.model_validate(
+        {
+            **fields,
+            "loss_setting": setting,
+            "task": "regression",
+            "regression": {"loss": "l1", "constraints": constraints},
+        }
     )
 
 

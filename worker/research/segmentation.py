@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from attrivue_core.configs import LambdaSchedule, RunConfig
 from worker.ml.segmentation import annotated_subjects
 from worker.ml.synthetic import SubjectRecord, SyntheticConfig, ensure_dataset
-from worker.ml.training import SubjectSample, load_model, train
+from worker.ml.training import SubjectSample, as_split, load_model, train
 from worker.ml.transforms import IMAGE_KEY, preprocess_for
 from worker.research.common import DEFAULT_OUT, DEFAULT_WORK, FOV_MM
 
@@ -183,8 +183,7 @@ def run(options: Options) -> str:
         data,
     )
     samples = [
-        SubjectSample(r.subject, r.image, r.mask, r.label, r.split)  # type: ignore[arg-type]
-        for r in records
+        SubjectSample(r.subject, r.image, r.mask, r.label, as_split(r.split)) for r in records
     ]
     # (fraction, constraint) -> one metrics dict per run seed.
     results: dict[tuple[float, bool], list[dict[str, Any]]] = {}

@@ -47,6 +47,7 @@ from worker.ml.nets import pathological_logit
 from worker.ml.regimes import REGIMES, generate_regime
 from worker.ml.training import (
     SubjectSample,
+    as_split,
     classification_metrics,
     load_baseline,
     load_model,
@@ -178,14 +179,7 @@ def _data_dir(work: Path, regime: str, subjects: int, held_out: bool = True) -> 
 
 def _samples(records: Sequence[Any]) -> list[Any]:
     return [
-        SubjectSample(
-            r.subject,
-            r.image,
-            r.mask,
-            r.label,
-            r.split,
-            site=r.site,  # type: ignore[arg-type]
-        )
+        SubjectSample(r.subject, r.image, r.mask, r.label, as_split(r.split), site=r.site)
         for r in records
     ]
 

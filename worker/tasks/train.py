@@ -25,7 +25,7 @@ def run_samples(run_id: int) -> tuple[dict, list]:
     brain mask (a subject imported before brain masks existed gets one computed and stored
     now), label, split, site, target and any corrected target map."""
     from backend.services.brainmasks import ensure_brain_mask
-    from worker.ml.training import SubjectSample
+    from worker.ml.training import SubjectSample, as_split
     from worker.tasks.corrections import corrected_targets
 
     storage = get_storage()
@@ -40,7 +40,7 @@ def run_samples(run_id: int) -> tuple[dict, list]:
                 image=storage.absolute(s.image_path),
                 mask=storage.absolute(s.mask_path) if s.mask_path else None,
                 label=s.label,
-                split=s.split,
+                split=as_split(s.split),
                 target=s.target,
                 target_map=targets.get(s.id),
                 brain_mask=ensure_brain_mask(session, storage, s),

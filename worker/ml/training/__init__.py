@@ -52,6 +52,7 @@ from worker.ml.training.datatypes import (
     SubjectPrediction,
     SubjectSample,
     TrainResult,
+    as_split,
 )
 from worker.ml.training.engine import run, select_device
 from worker.ml.training.regression import RegressionTask
@@ -78,6 +79,7 @@ __all__ = [
     "Task",
     "TrainResult",
     "TrainingCancelled",
+    "as_split",
     "build_model",
     "calibration_offset",
     "cancel_checks",

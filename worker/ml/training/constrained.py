@@ -35,7 +35,7 @@ from torch.nn.modules.dropout import _DropoutNd
 from attrivue_core.configs import RunConfig
 from worker.ml.attribution.differentiable import attribute, training_attribution_params
 from worker.ml.evaluation import AttributionEvaluation, evaluate_attributions, json_safe
-from worker.ml.gradients import GradientStats, clip, combine, la_due, measure
+from worker.ml.gradients import GradientStats, Grads, clip, combine, la_due, measure
 from worker.ml.losses import total_loss
 from worker.ml.nets import pathological_logit
 from worker.ml.regression import build_model
@@ -371,7 +371,7 @@ class ConstrainedTask(Task):
             grads_c = torch.autograd.grad(
                 loop.scaler.scale(loss_c), params, retain_graph=train_a, allow_unused=True
             )
-        grads_a = None
+        grads_a: Grads | None = None
         if train_a:
             # allow_unused: e.g. the head's bias moves the logit but not its input gradient.
             grads_a = torch.autograd.grad(loop.scaler.scale(weighted_a), params, allow_unused=True)

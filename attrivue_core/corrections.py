@@ -2,7 +2,7 @@
 
 A correction (``backend.services.reviews``) is a uint8 volume on the subject's native grid:
 0 = no statement, 1 = missed lesion, 2 = spurious pathological relevance. Merged into a
-target map t of method.md section 3, a missed lesion sets t = 1 (the voxel must carry
+target map t of docs/method.md section 3, a missed lesion sets t = 1 (the voxel must carry
 pathological relevance), spurious relevance sets t = 0 (it must carry healthy relevance), and
 every other voxel keeps the run's own target (the lesion mask of a pathological subject in the
 supervised mode, 0 on a healthy subject, unconstrained = NaN where the mode has no target).

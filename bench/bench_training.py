@@ -1,4 +1,4 @@
-"""Seconds per training epoch: L_C only against L_C + L_A with G, EG and IG (method.md 6.1).
+"""Seconds per training epoch: L_C only against L_C + L_A with G, EG and IG (docs/method.md section 6.1).
 
 Every variant trains the same network on the same synthetic subjects with the same seed,
 through the project's own ``worker.ml.training.train``. All subjects are in the training

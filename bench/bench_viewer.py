@@ -4,7 +4,7 @@
 
 Starts the real server with its worker (``python -m backend.cli serve``) on a temporary data
 directory and, through the REST API, uploads a small synthetic training set plus two copies of
-nilearn's MNI152 T1 template (197 x 233 x 189 voxels at 1 mm; method.md section 5): one with
+nilearn's MNI152 T1 template (197 x 233 x 189 voxels at 1 mm; docs/method.md section 5): one with
 a painted white-matter lesion mask, one bare. It trains a small_cnn for one epoch and computes
 Integrated Gradients for the lesion copy, so that a real signed map on the 1 mm grid exists.
 

@@ -1,4 +1,4 @@
-"""Tests of training with the attribution constraint (method.md section 3) and of the
+"""Tests of training with the attribution constraint (docs/method.md section 3) and of the
 attribution metrics that every run reports (worker.ml.evaluation)."""
 
 from __future__ import annotations

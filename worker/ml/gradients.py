@@ -1,4 +1,4 @@
-"""Instrumentation of the two loss terms and the remedies of method.md section 6.1.
+"""Instrumentation of the two loss terms and the remedies of docs/method.md section 6.1.
 
 Training with the attribution constraint takes two gradients per step: that of L_C and that of
 lambda * L_A (the double back-propagation through the attribution). This module measures how

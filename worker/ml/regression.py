@@ -1,13 +1,13 @@
 """Regression runs: the prediction head, the losses L_R and the regression attribution constraint.
 
 A regression run (``RunConfig.task == "regression"``) predicts a subject's continuous target
-(a disability score, say; method.md section 6, axis 2) with the same networks as
+(a disability score, say; docs/method.md section 6.2) with the same networks as
 classification: their single output ``z(x)`` becomes the prediction
 ``y_hat = offset + scale * z(x)``, where ``offset`` and ``scale`` are the mean and standard
 deviation of the training targets (``RegressionHead``, stored with the weights). The network
 therefore learns standardised targets, and an attribution of ``y_hat`` is in target units.
 
-Sign convention (method.md section 1): an attribution ``A > 0`` raises the prediction (red in
+Sign convention (docs/method.md section 1): an attribution ``A > 0`` raises the prediction (red in
 the viewer), ``A < 0`` lowers it (blue).
 
 The constraint's right form is open; ``RegressionSettings.constraints`` combines three options

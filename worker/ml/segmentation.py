@@ -1,5 +1,5 @@
 """Segmentation: MONAI's 3D UNet on lesion masks, its metrics, mixed supervision, and region
-attribution (method.md sections 1 and 6.3).
+attribution (docs/method.md sections 1 and 6.3).
 
 - **Network**: ``monai.networks.nets.UNet`` with one output channel, the foreground logit of
   every voxel (``build_unet``, defined and registered as ``"unet"`` in ``worker.ml.nets``), instance norm
@@ -18,7 +18,7 @@ attribution (method.md sections 1 and 6.3).
 - **Mixed supervision** (``mixed_supervision_loss``): with ``RunConfig.seg_annotated_fraction``
   below 1, only a seeded subset of the training subjects keeps its annotation; the others
   keep their image label. With ``seg_constraint``, label-only healthy subjects get the
-  attribution constraint of method.md section 3 in its weakly supervised form: the attribution
+  attribution constraint of docs/method.md section 3 in its weakly supervised form: the attribution
   of the mean foreground logit must carry healthy relevance (target 0) on every brain voxel.
 - **Region attribution** (``attribute_region_subject``): the project's differentiable
   Integrated Gradients (``worker.ml.attribution.differentiable``) of the sum of the foreground
@@ -322,7 +322,7 @@ class RegionError(ValueError):
 class RegionLogit(nn.Module):
     """The sum of a segmentation network's foreground logits over a region, ``(B,)``.
 
-    The scalar that a region attribution explains (method.md section 1); also usable as the
+    The scalar that a region attribution explains (docs/method.md section 1); also usable as the
     forward function of Captum's attribution methods.
 
     Args:

@@ -104,7 +104,7 @@ below is rewritten by its own subcommand (between its HTML markers) and records 
 date, machine and the configuration shared by its runs. Do not edit inside a section by hand;
 rerun the command (text outside the markers, such as the hand-written notes, is kept).
 
-All data are synthetic (method.md section 5): MNI152-based subjects with MS-like white-matter
+All data are synthetic (docs/method.md section 5): MNI152-based subjects with MS-like white-matter
 lesions, generated locally and cached under `--work`. Every run of one experiment uses the same
 seed, network, data, epochs, batch size and learning rate; only the loss setting differs.
 Weights are those of `best.pt` (the epoch chosen by the early-stopping metric on the

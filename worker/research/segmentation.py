@@ -1,4 +1,4 @@
-"""How much annotation does the attribution constraint save in segmentation? (method.md 6.3)
+"""How much annotation does the attribution constraint save in segmentation? (docs/method.md section 6.3)
 
     python -m worker.research segmentation [--quick] [--fractions 0.1 0.25 0.5 1]
         [--subjects N] [--epochs E] [--grid X Y Z] [--seed S] [--out docs/experiments.md]
@@ -297,7 +297,7 @@ def _section(
         "not evidence either way. The constraint here acts only on label-only healthy "
         "subjects (no positive relevance of the mean foreground logit on any brain voxel); a "
         "label-only healthy subject could also be used as an empty mask, which is not "
-        "compared here (open, method.md 6.3)."
+        "compared here (open, docs/method.md section 6.3)."
     )
     return "\n".join(
         [

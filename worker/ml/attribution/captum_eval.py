@@ -1,6 +1,6 @@
 """Evaluation attribution maps with Captum, on the working grid or in a subject's native space.
 
-Every map is signed (method.md section 1): A > 0 pushes toward "pathological" (red), A < 0
+Every map is signed (docs/method.md section 1): A > 0 pushes toward "pathological" (red), A < 0
 toward "healthy" (blue). Nothing here takes absolute values of a map: Saliency and SmoothGrad
 run with ``abs=False``, and Grad-CAM keeps its negative part unless asked otherwise.
 

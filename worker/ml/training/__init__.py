@@ -1,5 +1,5 @@
 """Training of the platform's networks: classification and regression with the attribution
-constraint, and segmentation (method.md sections 3 and 6).
+constraint, and segmentation (docs/method.md sections 3 and 6).
 
 ``train`` runs the engine (``worker.ml.training.engine``: epochs, loaders, cancellation,
 progress, model selection and early stopping, checkpoints and resumption) with the ``Task``

@@ -1,5 +1,5 @@
 """The classification task: a pathological logit per image, BCE (L_C) and the attribution
-constraint against target maps from labels and lesion masks (method.md section 3).
+constraint against target maps from labels and lesion masks (docs/method.md section 3).
 
 After training, the validation split calibrates the logit (``calibration_offset``, folded
 into best.pt's output bias) and every subject gets its prediction (``predict_subjects``,

@@ -1,7 +1,7 @@
 """The constrained tasks' shared base: a network with one output per image (classification,
 regression) trained with its head loss and the attribution constraint.
 
-The four loss settings of method.md section 3 (``RunConfig.loss_setting``): ``lc_only`` keeps
+The four loss settings of docs/method.md section 3 (``RunConfig.loss_setting``): ``lc_only`` keeps
 a plain forward/backward step; the others compute a differentiable attribution
 (``worker.ml.attribution.differentiable.attribute`` with ``create_graph=True``), build the
 task's target of L_A and back-propagate L_A through it ("double back-propagation"). Each step

@@ -3,8 +3,9 @@
 At run time: the backend never loads torch, attrivue_core neither, and worker.ml no web, queue or
 DB code. In the source (tests/import_graph.py, every import at any level): the backend imports
 no worker module, attrivue_core neither torch, monai, captum, worker nor backend; no module
-imports another's ``_private`` name; no import cycle among the layered packages. Each source
-check is shown to fail on a violation planted in a temporary package.
+imports another's ``_private`` name (tests neither, of the project's packages); no import cycle
+among the project's packages (all of them: ``LAYERED``). Each source check is shown to fail on
+a violation planted in a temporary package.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import pytest
 
 from tests.import_graph import (
     LAYERED,
+    SOURCE_PACKAGES,
     build_graph,
     describe_cycle,
     forbidden_imports,
     import_cycles,
     private_imports,
+    within,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,6 +97,17 @@ def test_no_private_name_crosses_modules(graph) -> None:
     assert not found, "_private names imported from another module:\n" + "\n".join(found)
 
 
+def test_tests_import_no_private_name_of_the_project() -> None:
+    # Tests use the project through its public names; their own helpers may share _names.
+    graph = build_graph(REPO, (*SOURCE_PACKAGES, "tests"))
+    found = [
+        line
+        for line in private_imports(graph, ["tests"])
+        if " -> tests." not in line and " reads tests." not in line
+    ]
+    assert not found, "tests import _private names of the project:\n" + "\n".join(found)
+
+
 def test_no_import_cycle(graph) -> None:
     cycles = import_cycles(graph, LAYERED)
     assert not cycles, "import cycles:\n" + "\n".join(describe_cycle(graph, c) for c in cycles)
@@ -107,6 +121,10 @@ def test_the_graph_sees_the_layers(graph) -> None:
         for i in graph.imports
     )
     assert any(i.in_function for i in graph.imports)
+    # Every module of the project is held to the rules, the research code and bench included.
+    assert set(LAYERED) == set(SOURCE_PACKAGES)
+    for module in ("worker.ml.training.engine", "worker.research.suite", "bench.bench_load"):
+        assert module in graph.modules and within(module, LAYERED)
 
 
 # -- each check fails on a planted violation

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 ADMIN_PASSWORD = "admin-password-for-tests"
 
 
-def _clear_caches() -> None:
+def clear_caches() -> None:
     from backend.core import db
     from backend.core.config import get_settings
 
@@ -66,11 +66,11 @@ def app_env(
     if request.param == "postgresql":
         databases = postgres_database(os.environ["ATTRIVUE_TEST_DATABASE_URL"])
         monkeypatch.setenv("ATTRIVUE_DATABASE_URL", next(databases))
-    _clear_caches()
+    clear_caches()
     try:
         yield data
     finally:
-        _clear_caches()
+        clear_caches()
         if databases is not None:
             next(databases, None)
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from attrivue_core.corrections import (
     Correction,
+    Policy,
     base_target,
     merge_corrections,
     save_target,
@@ -78,7 +79,9 @@ def _labels(storage: Storage, review: Review) -> np.ndarray:
     return np.asarray(load_image(path).dataobj).astype(np.uint8)
 
 
-def _grouped(session: Session, storage: Storage, run: Run):  # type: ignore[no-untyped-def]
+def _grouped(
+    session: Session, storage: Storage, run: Run
+) -> dict[int, list[tuple[Review, AttributionMap, str, np.ndarray]]]:
     by_subject: dict[int, list[tuple[Review, AttributionMap, str, np.ndarray]]] = defaultdict(list)
     for review, attribution, username in _corrections(session, run):
         by_subject[attribution.subject_id].append(
@@ -131,7 +134,7 @@ def launch_from_reviews(
     source: Run,
     name: str,
     config: dict[str, Any],
-    policy: str,
+    policy: Policy,
     user: User,
 ) -> Run:
     """Create (not yet dispatch) a run on ``source``'s dataset whose corrected subjects train
@@ -177,7 +180,7 @@ def launch_from_reviews(
                 )
                 for review, attribution, username, labels in rows
             ]
-            merged = merge_corrections(base, corrections, policy=policy)  # type: ignore[arg-type]
+            merged = merge_corrections(base, corrections, policy=policy)
             dest = target_path(storage, run.id, subject.id)
             with storage.temp_file(suffix=".nii.gz") as tmp:
                 save_target(merged.target, np.asarray(subject.affine, float), tmp)

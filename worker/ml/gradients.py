@@ -121,12 +121,11 @@ def measure(grads_c: Grads | None, grads_a: Grads | None, scale: float = 1.0) ->
     ratio = None
     if norm_c is not None and norm_a is not None and norm_c > _TINY:
         ratio = norm_a / norm_c
-    both = grads_c is not None and grads_a is not None
     return GradientStats(
         norm_c=norm_c,
         norm_a=norm_a,
         ratio=ratio,
-        cosine=cosine(grads_c, grads_a) if both else None,  # type: ignore[arg-type]
+        cosine=None if grads_c is None or grads_a is None else cosine(grads_c, grads_a),
     )
 
 

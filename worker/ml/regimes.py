@@ -117,7 +117,8 @@ class Regime:
     @property
     def grid(self) -> tuple[int, int, int]:
         """Native grid size in voxels."""
-        return tuple(int(round(f / self.spacing_mm)) for f in self.fov_mm)  # type: ignore[return-value]
+        x, y, z = (int(round(f / self.spacing_mm)) for f in self.fov_mm)
+        return x, y, z
 
     def with_subjects(self, n_subjects: int) -> Regime:
         """The same regime with another number of subjects (a learning curve)."""
@@ -386,7 +387,11 @@ def _filtered_template(sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray
     t1, wm, gm, _ = _template()
     if sigma <= 0:
         return t1, wm, gm
-    return tuple(ndimage.gaussian_filter(v, sigma) for v in (t1, wm, gm))  # type: ignore[return-value]
+    return (
+        ndimage.gaussian_filter(t1, sigma),
+        ndimage.gaussian_filter(wm, sigma),
+        ndimage.gaussian_filter(gm, sigma),
+    )
 
 
 def _native_affine(grid: Sequence[int], spacing: float, rng: np.random.Generator) -> np.ndarray:

@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
-from attrivue_core.configs import RunConfig
+from attrivue_core.configs import LossSetting, RunConfig
 from worker.ml.attribution.differentiable import attribute, training_attribution_params
 from worker.ml.evaluation import AttributionEvaluation, evaluate_attributions, json_safe
 from worker.ml.gradients import GradientStats, Grads, clip, combine, la_due, measure
@@ -171,7 +171,7 @@ class ConstrainedTask(Task):
         loop: Loop,
         batch: dict[str, Any],
         *,
-        setting: str,
+        setting: LossSetting,
         labels: torch.Tensor,
         attributions: torch.Tensor,
         masks: torch.Tensor,

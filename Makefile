@@ -49,6 +49,7 @@ chromium:
 lint: deps $(NODE_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m mypy
 	cd frontend && npm run lint
 
 test-frontend: $(NODE_STAMP)

@@ -36,7 +36,7 @@ __all__ = [
 NetworkName = Literal["small_cnn", "patchgan", "densenet121", "resnet18", "resnet10", "unet"]
 # Networks whose output is an image (a logit per voxel): the segmentation task's only choices.
 SEGMENTATION_NETWORKS = frozenset({"unet"})
-# The four settings of method.md section 3 (worker.ml.losses.LossSettingName).
+# The four settings of docs/method.md section 3 (worker.ml.losses.LossSettingName).
 LossSetting = Literal["lc_only", "la_only", "lc_la_supervised", "lc_la_unsupervised"]
 # Keys of worker.ml.attribution.differentiable.ATTRIBUTION_METHODS (kept in sync by a test).
 TrainAttributionName = Literal[
@@ -87,7 +87,7 @@ class LambdaSchedule(BaseModel):
     Attributes:
         kind: ``"constant"``, or ``"linear_warmup"`` from 0 at epoch 0 to ``value`` at
             ``warmup_epochs`` (then constant). A warm-up lets the classifier learn before the
-            constraint bites (method.md section 6).
+            constraint bites (docs/method.md section 6.1).
         value: Final lambda.
         warmup_epochs: Length of the warm-up, in (possibly fractional) epochs; pass
             ``epoch + step / steps_per_epoch`` to ``at`` for a per-step ramp.
@@ -140,14 +140,14 @@ class RunConfig(BaseModel):
 
     Attributes:
         network: Registry key of the classifier (see ``worker.ml.nets.build_network``):
-            ``small_cnn``; ``patchgan``, the published classifier of method.md section 3
+            ``small_cnn``; ``patchgan``, the published classifier of docs/method.md section 3
             (base width 64); MONAI's ``densenet121``, ``resnet18`` and ``resnet10``.
         pooling: ``small_cnn`` only: the global pooling of its last feature map (``max``, the
             network's default; ``avg``; ``avgmax``, both concatenated). Max pooling finds "the
             brightest thing in the brain", which suits hyperintense lesions; a hypointense
             lesion reads like grey matter inside white matter and is seen by the average of
             local-contrast features rather than their maximum.
-        loss_setting: Which losses are trained (method.md section 3): ``lc_only`` (L_C),
+        loss_setting: Which losses are trained (docs/method.md section 3): ``lc_only`` (L_C),
             ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
             lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels
             only: every voxel of a healthy subject must carry healthy relevance).
@@ -265,7 +265,7 @@ class RunConfig(BaseModel):
         regression: Settings of a regression run (ignored for classification).
         seg_annotated_fraction: Segmentation only: the fraction of training subjects whose
             annotation (the lesion mask; an empty mask for a healthy subject) is used; the
-            others keep only their image label (mixed supervision, method.md section 6.3).
+            others keep only their image label (mixed supervision, docs/method.md section 6.3).
             The subset is drawn per label with ``seed``.
         seg_constraint: Segmentation only: label-only healthy subjects get the attribution
             constraint (no positive relevance anywhere for the mean foreground logit, target
@@ -282,7 +282,7 @@ class RunConfig(BaseModel):
     )
     loss_setting: LossSetting = "lc_only"
     train_attribution: list[TrainAttributionName] = Field(
-        default_factory=lambda: ["gradient"],
+        default_factory=lambda: list[TrainAttributionName](["gradient"]),
         min_length=1,
         description="Differentiable attribution(s) inside L_A; several are summed.",
     )
@@ -365,7 +365,7 @@ class RunConfig(BaseModel):
     )
     task: TaskName = "classification"
     regression: RegressionSettings = Field(default_factory=RegressionSettings)
-    # Instrumentation and remedies of method.md section 6.1 (worker.ml.gradients).
+    # Instrumentation and remedies of docs/method.md section 6.1 (worker.ml.gradients).
     grad_probe_batches: int = Field(
         default=1, ge=0, le=1024, description="lc_only: batches per epoch probing L_A's gradient."
     )
@@ -583,7 +583,7 @@ class AttributionConfig(BaseModel):
 
 
 class RegionSpec(BaseModel):
-    """Which region of a segmentation output to explain (method.md section 1).
+    """Which region of a segmentation output to explain (docs/method.md section 1).
 
     The attribution explains the sum of the foreground logits over the region. Every kind is
     resolved by the attribution job on the subject's native grid, where the viewer shows it:

@@ -2,7 +2,7 @@
 
 A correction (``backend.services.reviews``) is a uint8 volume on the subject's native grid:
 0 = no statement, 1 = missed lesion, 2 = spurious pathological relevance. Merged into a
-target map t of method.md section 3, a missed lesion sets t = 1 (the voxel must carry
+target map t of docs/method.md section 3, a missed lesion sets t = 1 (the voxel must carry
 pathological relevance), spurious relevance sets t = 0 (it must carry healthy relevance), and
 every other voxel keeps the run's own target (the lesion mask of a pathological subject in the
 supervised mode, 0 on a healthy subject, unconstrained = NaN where the mode has no target).
@@ -34,6 +34,8 @@ from typing import Any, Literal
 
 import nibabel as nib
 import numpy as np
+
+from attrivue_core.io import load_image
 
 __all__ = [
     "MISSED",
@@ -297,4 +299,4 @@ def save_target(target: np.ndarray, affine: np.ndarray, path: Path) -> Path:
 
 def load_target(path: Path) -> np.ndarray:
     """Read a stored target map as float32 0/1/NaN."""
-    return decode_target(np.asarray(nib.load(str(path)).dataobj))
+    return decode_target(np.asarray(load_image(path).dataobj))

@@ -19,11 +19,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from nibabel.fileholders import FileHolder
+from nibabel.spatialimages import SpatialImage
 
 __all__ = [
     "NiftiError",
     "NiftiInfo",
     "check_same_grid",
+    "load_image",
     "load_nifti",
     "save_nifti",
     "validate_nifti",
@@ -88,6 +90,20 @@ def load_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
             raise _damaged(exc) from None
         affine = _checked_affine(img)
     return data.reshape(shape), affine
+
+
+def load_image(path: str | os.PathLike[str]) -> SpatialImage:
+    """``nib.load`` of a volume, typed: the header now, the voxels (``dataobj``) on demand.
+
+    For files the platform wrote or checked already; an upload goes through ``validate_nifti``.
+
+    Raises:
+        NiftiError: nibabel reads the file as something other than a spatial image.
+    """
+    img = nib.load(os.fspath(path))
+    if not isinstance(img, SpatialImage):
+        raise NiftiError(f"{Path(path).name} is not a volume but a {type(img).__name__}")
+    return img
 
 
 def save_nifti(

@@ -55,7 +55,7 @@ def training_rows(device: torch.device, epochs: int, subjects: int) -> list[str]
     """Check 1: constrained training on CUDA with and without AMP."""
     from attrivue_core.configs import RunConfig
     from worker.ml.synthetic import SyntheticConfig, generate_dataset
-    from worker.ml.training import SubjectSample, train
+    from worker.ml.training import SubjectSample, as_split, train
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,7 +64,9 @@ def training_rows(device: torch.device, epochs: int, subjects: int) -> list[str]
             folder / "data",
             SyntheticConfig(n_healthy=subjects // 2, n_lesion=subjects - subjects // 2, seed=0),
         )
-        samples = [SubjectSample(r.subject, r.image, r.mask, r.label, r.split) for r in records]
+        samples = [
+            SubjectSample(r.subject, r.image, r.mask, r.label, as_split(r.split)) for r in records
+        ]
         for network in ("small_cnn", "patchgan"):
             for amp in (False, True):
                 config = RunConfig(

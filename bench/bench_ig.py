@@ -1,6 +1,6 @@
 """The project's Integrated Gradients against Captum's, on the same network, input and steps.
 
-Three implementations of the same map (method.md section 2), timed on one batch of synthetic
+Three implementations of the same map (docs/method.md section 2), timed on one batch of synthetic
 subjects with the network in eval mode:
 
 - ``project``: ``worker.ml.attribution.differentiable.integrated_gradients`` with

@@ -129,7 +129,7 @@ def _wait_workers(http: httpx.Client, count: int, timeout: float = 120) -> None:
 
 
 def run(jobs: int, root: Path) -> tuple[Phase, Phase]:
-    from tests.conftest import _clear_caches
+    from tests.conftest import clear_caches
     from tests.helpers import wait_for
     from tests.worker.conftest import PASSWORD, make_dataset
 
@@ -137,7 +137,7 @@ def run(jobs: int, root: Path) -> tuple[Phase, Phase]:
         for key in [k for k in os.environ if k.startswith("ATTRIVUE_")]:
             del os.environ[key]
         os.environ.update(stack.environment("backend"))
-        _clear_caches()
+        clear_caches()
         stack.start("backend")
         http = httpx.Client(base_url=stack.api_url, timeout=60)
 
@@ -177,7 +177,7 @@ def run(jobs: int, root: Path) -> tuple[Phase, Phase]:
             raise RuntimeError("worker-gpu1 took no job")
         _log(f"{jobs} jobs, two workers")
         two = bench.measure(jobs, workers=2)
-        _clear_caches()
+        clear_caches()
         return one, two
 
 

@@ -28,14 +28,15 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from bench.bench_status import DEFAULT_OUT, INTRO, _nifti, machine_line
+from bench.bench_status import DEFAULT_OUT, INTRO, machine_line, nifti_volume
 from bench.bench_status import queue_a_run as _queue_a_run
 from bench.bench_upload import start_server, stop_server
 from bench.docs import replace_section, write_atomically
@@ -97,7 +98,9 @@ def read_paths(dataset_id: int, subject_id: int, run_id: int, job_id: int) -> li
     ]
 
 
-async def _timed(kinds: dict[str, Kind], kind: str, counted: bool, call) -> None:  # type: ignore[no-untyped-def]
+async def _timed(
+    kinds: dict[str, Kind], kind: str, counted: bool, call: Callable[[], Awaitable[httpx.Response]]
+) -> None:
     sent = time.perf_counter()
     problem: str | None
     try:
@@ -109,20 +112,35 @@ async def _timed(kinds: dict[str, Kind], kind: str, counted: bool, call) -> None
         kinds[kind].record(time.perf_counter() - sent, problem)
 
 
-async def _reader(client, paths, offset, start, stop, kinds) -> None:  # type: ignore[no-untyped-def]
+async def _reader(
+    client: httpx.AsyncClient,
+    paths: Sequence[tuple[str, str]],
+    offset: int,
+    start: float,
+    stop: float,
+    kinds: dict[str, Kind],
+) -> None:
     i = offset
     while (now := time.perf_counter()) < stop:
         kind, path = paths[i % len(paths)]
         i += 1
-        await _timed(kinds, kind, now >= start, lambda p=path: client.get(p))
+        await _timed(kinds, kind, now >= start, partial(client.get, path))
 
 
-async def _uploader(client, dataset_id, number, volume, start, stop, kinds) -> None:  # type: ignore[no-untyped-def]
+async def _uploader(
+    client: httpx.AsyncClient,
+    dataset_id: int,
+    number: int,
+    volume: bytes,
+    start: float,
+    stop: float,
+    kinds: dict[str, Kind],
+) -> None:
     i = 0
     while (now := time.perf_counter()) < stop:
         i += 1
 
-        def send(key: str = f"u{number}-{i}", label: str = str(i % 2)):  # type: ignore[no-untyped-def]
+        def send(key: str = f"u{number}-{i}", label: str = str(i % 2)) -> Awaitable[httpx.Response]:
             return client.post(
                 f"/api/v1/datasets/{dataset_id}/subjects",
                 data={"subject_key": key, "label": label, "split": "train"},
@@ -145,7 +163,7 @@ async def measure(
     kinds = {name: Kind() for name in ("status", "read", "upload")}
     dataset_id = ids[0]
     paths = read_paths(*ids)
-    volume = _nifti()
+    volume = nifti_volume()
     total = clients + uploaders
     limits = httpx.Limits(max_connections=total, max_keepalive_connections=total)
     async with httpx.AsyncClient(

@@ -57,7 +57,8 @@ def _log(message: str) -> None:
 # --------------------------------------------------------------------------- the server
 
 
-def _nifti() -> bytes:
+def nifti_volume() -> bytes:
+    """A small gzipped NIfTI volume of noise (16x20x16), the same each call."""
     image = nib.Nifti1Image(np.random.default_rng(0).normal(size=(16, 20, 16)), np.eye(4))
     return gzip.compress(image.to_bytes())
 
@@ -76,7 +77,7 @@ def queue_a_run(base: str) -> tuple[str, int]:
         subject = client.post(
             f"/api/v1/datasets/{dataset_id}/subjects",
             data={"subject_key": "s0", "label": "0"},
-            files={"image": ("s0.nii.gz", io.BytesIO(_nifti()))},
+            files={"image": ("s0.nii.gz", io.BytesIO(nifti_volume()))},
         )
         subject.raise_for_status()
         run = client.post("/api/v1/runs", json={"dataset_id": dataset_id, "name": "bench"})

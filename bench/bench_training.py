@@ -1,4 +1,4 @@
-"""Seconds per training epoch: L_C only against L_C + L_A with G, EG and IG (method.md 6.1).
+"""Seconds per training epoch: L_C only against L_C + L_A with G, EG and IG (docs/method.md section 6.1).
 
 Every variant trains the same network on the same synthetic subjects with the same seed,
 through the project's own ``worker.ml.training.train``. All subjects are in the training
@@ -159,21 +159,26 @@ class TrainingResult:
         return statistics.median(self.ratios)
 
 
-def _config(settings: TrainingSettings, network: NetworkSpec, variant: Variant, epochs: int):
-    return RunConfig(
-        network=network.name,
-        loss_setting=variant.loss_setting,
-        train_attribution=[variant.attribution or "gradient"],
-        ig_steps=settings.ig_steps,
-        eg_k=settings.eg_k,
-        epochs=epochs,
-        batch_size=settings.batch_size,
-        seed=settings.seed,
-        grid=settings.grid,
-        val_attribution=False,
-        # The L_C-only baseline without the probe of L_A's gradient (an extra attribution).
-        grad_probe_batches=0,
-        device=settings.device,  # type: ignore[arg-type]
+def _config(
+    settings: TrainingSettings, network: NetworkSpec, variant: Variant, epochs: int
+) -> RunConfig:
+    # Validated as a whole: ``settings.device`` is the name of the torch device picked.
+    return RunConfig.model_validate(
+        dict(
+            network=network.name,
+            loss_setting=variant.loss_setting,
+            train_attribution=[variant.attribution or "gradient"],
+            ig_steps=settings.ig_steps,
+            eg_k=settings.eg_k,
+            epochs=epochs,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            grid=settings.grid,
+            val_attribution=False,
+            # The L_C-only baseline without the probe of L_A's gradient (an extra attribution).
+            grad_probe_batches=0,
+            device=settings.device,
+        )
     )
 
 

@@ -4,7 +4,7 @@
 
 Starts the real server with its worker (``python -m backend.cli serve``) on a temporary data
 directory and, through the REST API, uploads a small synthetic training set plus two copies of
-nilearn's MNI152 T1 template (197 x 233 x 189 voxels at 1 mm; method.md section 5): one with
+nilearn's MNI152 T1 template (197 x 233 x 189 voxels at 1 mm; docs/method.md section 5): one with
 a painted white-matter lesion mask, one bare. It trains a small_cnn for one epoch and computes
 Integrated Gradients for the lesion copy, so that a real signed map on the 1 mm grid exists.
 
@@ -48,7 +48,9 @@ from pathlib import Path
 import httpx
 import nibabel as nib
 import numpy as np
+from nibabel.arrayproxy import ArrayProxy
 
+from attrivue_core.io import load_image
 from bench.bench_upload import PASSWORD, start_server, stop_server
 from bench.docs import cpu_model, replace_section, write_atomically
 
@@ -159,7 +161,10 @@ def map_bytes_and_error(
         )
     shown = np.asarray(d_img.get_fdata(dtype=np.float64))  # codes * scl_slope
     exact = np.asarray(f_img.get_fdata(dtype=np.float64))
-    slope = float(d_img.dataobj.slope)  # nibabel moves scl_slope from the header to dataobj
+    proxy = d_img.dataobj  # nibabel moves scl_slope from the header to this proxy
+    if not isinstance(proxy, ArrayProxy):
+        raise RuntimeError(f"the display map's voxels are a {type(proxy).__name__}, not a proxy")
+    slope = float(proxy.slope)
     return (
         len(display.content),
         len(full.content),
@@ -294,8 +299,8 @@ def mni_lesion_mask() -> tuple[Path, np.ndarray, np.ndarray]:
 
     folder = template_dir()
     t1 = folder / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-    wm = np.asarray(nib.load(folder / "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz").dataobj)
-    affine = nib.load(t1).affine
+    wm = np.asarray(load_image(folder / "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz").dataobj)
+    affine = load_image(t1).affine
     grid = np.indices(wm.shape, dtype=np.float32)
     mask = np.zeros(wm.shape, dtype=bool)
     inverse = np.linalg.inv(affine)
@@ -366,8 +371,8 @@ def prepare(client: httpx.Client, workdir: Path) -> tuple[int, int, int]:
             _post_subject(
                 client, dataset, row["subject"], int(row["label"]), row["split"], image, mask
             )
-    t1, affine, mask = mni_lesion_mask()
-    mask_img = nib.Nifti1Image(mask, affine)
+    t1, affine, lesion_mask = mni_lesion_mask()
+    mask_img = nib.Nifti1Image(lesion_mask, affine)
     mask_img.set_data_dtype(np.uint8)
     mask_bytes = gzip.compress(mask_img.to_bytes())
     _log(f"uploading the MNI template twice ({t1.stat().st_size} bytes), one with a lesion mask")

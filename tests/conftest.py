@@ -20,12 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 ADMIN_PASSWORD = "admin-password-for-tests"
 
 
-def _clear_caches() -> None:
+def clear_caches() -> None:
     from backend.core import db
     from backend.core.config import get_settings
 
     get_settings.cache_clear()
-    db._engine_for.cache_clear()
+    db.clear_engine_cache()
 
 
 def postgres_database(base_url: str) -> Iterator[str]:
@@ -42,7 +42,7 @@ def postgres_database(base_url: str) -> Iterator[str]:
     finally:
         from backend.core import db
 
-        db._engine_for.cache_clear()
+        db.clear_engine_cache()
         with psycopg.connect(plain, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -66,11 +66,11 @@ def app_env(
     if request.param == "postgresql":
         databases = postgres_database(os.environ["ATTRIVUE_TEST_DATABASE_URL"])
         monkeypatch.setenv("ATTRIVUE_DATABASE_URL", next(databases))
-    _clear_caches()
+    clear_caches()
     try:
         yield data
     finally:
-        _clear_caches()
+        clear_caches()
         if databases is not None:
             next(databases, None)
 

@@ -23,17 +23,8 @@ SOURCE_PACKAGES: tuple[str, ...] = (
     "bench",
 )
 
-# The modules held to the private-name and cycle rules. worker.ml, worker.research,
-# worker.experiments and bench are left out while they are being restructured: add them here.
-LAYERED: tuple[str, ...] = (
-    "attrivue_core",
-    "attrivue_client",
-    "backend",
-    "worker.tasks",
-    "worker.celery_app",
-    "worker.demo",
-    "worker.healthcheck",
-)
+# The modules held to the private-name and cycle rules: every package of the project.
+LAYERED: tuple[str, ...] = SOURCE_PACKAGES
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 At run time: the backend never loads torch, attrivue_core neither, and worker.ml no web, queue or
 DB code. In the source (tests/import_graph.py, every import at any level): the backend imports
 no worker module, attrivue_core neither torch, monai, captum, worker nor backend; no module
-imports another's ``_private`` name; no import cycle among the layered packages. Each source
-check is shown to fail on a violation planted in a temporary package.
+imports another's ``_private`` name (tests neither); no import cycle among the project's
+packages (all of them: ``LAYERED``). Each source check is shown to fail on a violation planted
+in a temporary package.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import pytest
 
 from tests.import_graph import (
     LAYERED,
+    SOURCE_PACKAGES,
     build_graph,
     describe_cycle,
     forbidden_imports,
     import_cycles,
     private_imports,
+    within,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +77,8 @@ def test_ml_imports_no_web_queue_or_database(module: str) -> None:
 
 @pytest.fixture(scope="module")
 def graph():
-    return build_graph(REPO)
+    # With the tests: their names count as the project's (bench borrows test helpers).
+    return build_graph(REPO, (*SOURCE_PACKAGES, "tests"))
 
 
 def test_backend_imports_no_worker_module(graph) -> None:
@@ -94,6 +98,12 @@ def test_no_private_name_crosses_modules(graph) -> None:
     assert not found, "_private names imported from another module:\n" + "\n".join(found)
 
 
+def test_tests_import_no_private_name(graph) -> None:
+    # Tests use the project through its public names, and share public helpers among them.
+    found = private_imports(graph, ["tests"])
+    assert not found, "tests import _private names:\n" + "\n".join(found)
+
+
 def test_no_import_cycle(graph) -> None:
     cycles = import_cycles(graph, LAYERED)
     assert not cycles, "import cycles:\n" + "\n".join(describe_cycle(graph, c) for c in cycles)
@@ -107,6 +117,10 @@ def test_the_graph_sees_the_layers(graph) -> None:
         for i in graph.imports
     )
     assert any(i.in_function for i in graph.imports)
+    # Every module of the project is held to the rules, the research code and bench included.
+    assert set(LAYERED) == set(SOURCE_PACKAGES)
+    for module in ("worker.ml.training.engine", "worker.research.suite", "bench.bench_load"):
+        assert module in graph.modules and within(module, LAYERED)
 
 
 # -- each check fails on a planted violation

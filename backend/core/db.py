@@ -9,11 +9,20 @@ from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from backend.core.config import REPO_ROOT, Settings, get_settings, private_dir
 
-__all__ = ["DATABASE_DOWN", "get_engine", "session_scope", "get_db", "upgrade_database"]
+__all__ = [
+    "DATABASE_DOWN",
+    "clear_engine_cache",
+    "get_engine",
+    "session_scope",
+    "get_db",
+    "upgrade_database",
+]
 
 # What a request answers (503, with Retry-After) while the database cannot be reached.
 DATABASE_DOWN = "the database is unreachable; try again in a moment"
@@ -25,7 +34,7 @@ def _engine_for(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
             # WAL lets the worker write progress while the API reads; FKs are off by default.
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
@@ -35,6 +44,12 @@ def _engine_for(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def clear_engine_cache() -> None:
+    """Forget the engines made so far: the next ``get_engine`` makes a new one for its URL
+    (after the settings changed, or a test database was dropped)."""
+    _engine_for.cache_clear()
 
 
 def _private_sqlite_file(url: str) -> None:

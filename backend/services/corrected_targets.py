@@ -13,18 +13,19 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from attrivue_core.corrections import (
     Correction,
+    Policy,
     base_target,
     merge_corrections,
     save_target,
     target_mode,
 )
+from attrivue_core.io import load_image
 from backend.models import (
     AttributionMap,
     CorrectedTarget,
@@ -75,10 +76,12 @@ def _labels(storage: Storage, review: Review) -> np.ndarray:
     path = storage.absolute(review.correction_path)
     if not path.is_file():
         raise InvalidInput(f"review {review.id}: its correction file is missing")
-    return np.asarray(nib.load(str(path)).dataobj).astype(np.uint8)
+    return np.asarray(load_image(path).dataobj).astype(np.uint8)
 
 
-def _grouped(session: Session, storage: Storage, run: Run):  # type: ignore[no-untyped-def]
+def _grouped(
+    session: Session, storage: Storage, run: Run
+) -> dict[int, list[tuple[Review, AttributionMap, str, np.ndarray]]]:
     by_subject: dict[int, list[tuple[Review, AttributionMap, str, np.ndarray]]] = defaultdict(list)
     for review, attribution, username in _corrections(session, run):
         by_subject[attribution.subject_id].append(
@@ -131,7 +134,7 @@ def launch_from_reviews(
     source: Run,
     name: str,
     config: dict[str, Any],
-    policy: str,
+    policy: Policy,
     user: User,
 ) -> Run:
     """Create (not yet dispatch) a run on ``source``'s dataset whose corrected subjects train
@@ -162,7 +165,7 @@ def launch_from_reviews(
             shape = tuple(int(v) for v in subject.shape[:3])
             mask = None
             if subject.mask_path:
-                mask = np.asarray(nib.load(str(storage.absolute(subject.mask_path))).dataobj)
+                mask = np.asarray(load_image(storage.absolute(subject.mask_path)).dataobj)
                 mask = mask.reshape(mask.shape[:3])
             base = base_target(subject.label, mask, mode, shape)
             corrections = [
@@ -177,7 +180,7 @@ def launch_from_reviews(
                 )
                 for review, attribution, username, labels in rows
             ]
-            merged = merge_corrections(base, corrections, policy=policy)  # type: ignore[arg-type]
+            merged = merge_corrections(base, corrections, policy=policy)
             dest = target_path(storage, run.id, subject.id)
             with storage.temp_file(suffix=".nii.gz") as tmp:
                 save_target(merged.target, np.asarray(subject.affine, float), tmp)

@@ -176,7 +176,7 @@ def touch_worker(session: Session, *, name: str, current_job_id: int | None) -> 
         .where(Worker.name == name)
         .values(last_seen_at=_now(), current_job_id=current_job_id)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return bool(result.rowcount)  # type: ignore[attr-defined]  # typed Result; a DML statement returns a CursorResult
 
 
 def remove_worker(session: Session, *, name: str) -> None:
@@ -226,7 +226,7 @@ def recover_lost_jobs(session: Session, settings: Settings) -> list[int]:
             .where(Job.id == job_id, *lost)
             .values(status=JobStatus.queued.value, message=REQUEUED_MESSAGE, worker=None)
         )
-        if not won.rowcount:  # type: ignore[attr-defined]
+        if not won.rowcount:  # type: ignore[attr-defined]  # typed Result; a DML statement returns a CursorResult
             session.rollback()  # another worker re-queued it, or it came back to life
             continue
         _mirror_status(session, job_id, JobStatus.queued.value)
@@ -261,7 +261,7 @@ def _end_lost_job(session: Session, job_id: int, lost: list[Any], settings: Sett
                 error=gave_up if status is JobStatus.failed else None,
             )
         )
-        if ended.rowcount:  # type: ignore[attr-defined]
+        if ended.rowcount:  # type: ignore[attr-defined]  # typed Result; a DML statement returns a CursorResult
             _mirror_status(session, job_id, status.value)
             session.commit()
             return True

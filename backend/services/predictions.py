@@ -115,7 +115,7 @@ def site_metrics(rows: Sequence[RunPrediction]) -> list[dict[str, object]]:
     for r in rows:
         groups[(r.split, r.site)].append(r)
         groups[(r.split, None)].append(r)
-    out = []
+    out: list[dict[str, object]] = []
     for (split, site), members in sorted(
         groups.items(),
         key=lambda kv: (_SPLIT_ORDER.get(kv[0][0], 3), kv[0][1] is not None, kv[0][1] or ""),

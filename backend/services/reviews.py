@@ -80,7 +80,7 @@ def _display_stats(stats: dict | None) -> MapDisplayStats:
     )
 
 
-def _succeeded_maps(session: Session, project_ids: list[int]):  # type: ignore[no-untyped-def]
+def _succeeded_maps(session: Session, project_ids: list[int]):
     return session.execute(
         select(AttributionMap, Run.name, Dataset.project_id)
         .join(Run, Run.id == AttributionMap.run_id)
@@ -204,12 +204,9 @@ def correction_path(storage: Storage, attribution: AttributionMap, review: Revie
 
 def _subject_grid(subject: Subject) -> NiftiInfo:
     affine = np.asarray(subject.affine, dtype=float)
-    return NiftiInfo(
-        shape=tuple(int(v) for v in subject.shape),  # type: ignore[arg-type]
-        affine=affine,
-        dtype="",
-        zooms=tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)),  # type: ignore[arg-type]
-    )
+    x, y, z = (int(v) for v in subject.shape)  # stored as the image's three spatial sizes
+    zx, zy, zz = (float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
+    return NiftiInfo(shape=(x, y, z), affine=affine, dtype="", zooms=(zx, zy, zz))
 
 
 def check_may_correct(review: Review, user: User) -> None:

@@ -17,14 +17,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.backend.test_uploads import (
-    _assert_nothing_stored,
-    _files_under,
-    _upload,
+    assert_nothing_stored,
     bids_tree,
+    files_under,
     nifti,
     post_import,
     subject_files,
     table,
+    upload_file,
     zipped,
 )
 from tests.helpers import AFFINE, brain_volume
@@ -124,7 +124,7 @@ def test_single_upload_refuses_a_bad_brain_mask(
     assert resp.status_code == 422, resp.text
     detail = resp.json()["detail"]
     assert "brain_mask" in detail and words in detail, detail
-    _assert_nothing_stored(api, dataset_id, app_env)
+    assert_nothing_stored(api, dataset_id, app_env)
 
 
 # --------------------------------------------------------------------------- many at once
@@ -162,7 +162,7 @@ def test_manifest_brain_mask_column_given_or_computed(
     np.testing.assert_array_equal(np.asarray(_brain_of(api, got["sub-01"]["id"]).dataobj), given)
     _check_computed(api, got["sub-00"])
     _check_computed(api, got["sub-02"])
-    assert _files_under(app_env / "tmp") == []
+    assert files_under(app_env / "tmp") == []
 
 
 def test_manifest_brain_mask_on_another_grid_is_refused(
@@ -181,7 +181,7 @@ def test_manifest_brain_mask_on_another_grid_is_refused(
         and "differs from image shape" in e["problem"]
         for e in errors
     ), errors
-    _assert_nothing_stored(api, dataset_id, app_env)
+    assert_nothing_stored(api, dataset_id, app_env)
 
 
 def test_manifest_brain_mask_that_was_not_sent_is_named(
@@ -194,7 +194,7 @@ def test_manifest_brain_mask_that_was_not_sent_is_named(
         e["file"] == "missing_brain.nii.gz" and e["row"] == 2 and "brain_mask" in e["problem"]
         for e in resp.json()["errors"]
     ), resp.json()
-    _assert_nothing_stored(api, dataset_id, app_env)
+    assert_nothing_stored(api, dataset_id, app_env)
 
 
 def test_zip_from_a_chunked_upload_gets_brain_masks(
@@ -203,7 +203,7 @@ def test_zip_from_a_chunked_upload_gets_brain_masks(
     files = subject_files(2)
     rows = [r[:3] + r[4:] for r in _rows_with_brain({})][:3]  # no brain_mask column at all
     archive = zipped({**files, "manifest.csv": table(rows)})
-    upload_id = _upload(api, project_id, "dataset.zip", archive)
+    upload_id = upload_file(api, project_id, "dataset.zip", archive)
     resp = api.post(f"/api/v1/datasets/{dataset_id}/imports", json={"upload_ids": [upload_id]})
     assert resp.status_code == 201, resp.text
     for subject in resp.json()["data"]:

@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.backend.test_reviews import World, _put, _review, world  # noqa: F401 (fixture)
+from tests.backend.test_reviews import World, post_review, put_correction, world  # noqa: F401 (fixture)
 from tests.helpers import AFFINE
 from tests.reliability.test_request_limits import PIECE, drive
 
@@ -30,7 +30,7 @@ def test_item4_correction_body_streams_to_disk_under_a_cap(
     from backend.core.config import get_settings
 
     client = world.clients["clin1"]
-    review = _review(client, world.maps[0], 3, True)
+    review = post_review(client, world.maps[0], 3, True)
     path = f"/api/v1/reviews/{review['id']}/correction"
     headers = {
         "authorization": client.headers["Authorization"],
@@ -68,7 +68,7 @@ def test_item7_correction_is_deidentified_like_subject_images(
     """descrip, aux_file, intent_name and a comment extension carrying a name are not stored
     or served; the labels and the grid are."""
     client = world.clients["clin1"]
-    review = _review(client, world.maps[1], 2, False)
+    review = post_review(client, world.maps[1], 2, False)
     labels = np.zeros(world.shape, np.uint8)
     labels[3:5, 4:6, 5] = 1
     labels[6, 6, 6] = 2
@@ -78,7 +78,7 @@ def test_item7_correction_is_deidentified_like_subject_images(
     img.header["intent_name"] = b"Jane"
     img.header.extensions.append(nib.nifti1.Nifti1Extension(6, b"patient: Jane Doe, MRN 1234"))
     for body in (img.to_bytes(), gzip.compress(img.to_bytes())):
-        resp = _put(client, review["id"], body)
+        resp = put_correction(client, review["id"], body)
         assert resp.status_code == 200, resp.text
         served = client.get(f"/api/v1/reviews/{review['id']}/correction.nii.gz")
         assert served.status_code == 200

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import create_engine, inspect
 
 from backend.models import Base
-from tests.conftest import _clear_caches, postgres_database
+from tests.conftest import clear_caches, postgres_database
 
 
 def _check_schema(url: str) -> None:
@@ -33,7 +33,7 @@ def test_migrations_on_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     url = f"sqlite:///{tmp_path / 'm.db'}"
     monkeypatch.setenv("ATTRIVUE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("ATTRIVUE_DATABASE_URL", url)
-    _clear_caches()
+    clear_caches()
     _check_schema(url)
     _check_schema(url)  # running again is a no-op
 
@@ -46,11 +46,11 @@ def test_migrations_on_postgresql(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     url = next(databases)
     monkeypatch.setenv("ATTRIVUE_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("ATTRIVUE_DATABASE_URL", url)
-    _clear_caches()
+    clear_caches()
     try:
         _check_schema(url)
     finally:
-        _clear_caches()
+        clear_caches()
         next(databases, None)
 
 
@@ -73,7 +73,7 @@ def test_existing_datasets_move_into_a_default_project(
 
     url = f"sqlite:///{tmp_path / 'old.db'}"
     monkeypatch.setenv("ATTRIVUE_DATA_DIR", str(tmp_path))
-    _clear_caches()
+    clear_caches()
     _upgrade(url, "0001")
     engine = create_engine(url)
     with engine.begin() as conn:

@@ -106,7 +106,7 @@ def _item(client: TestClient, attribution: int) -> str:
     return item_token(get_settings().secret(), user_id, attribution)
 
 
-def _review(client: TestClient, attribution: int, rating: int, trust: bool) -> dict:
+def post_review(client: TestClient, attribution: int, rating: int, trust: bool) -> dict:
     """Rate a map by its item token: the clinicians here review in a blinded round."""
     body = {"item": _item(client, attribution), "rating": rating, "trust": trust}
     resp = client.post("/api/v1/reviews", json=body)
@@ -135,8 +135,8 @@ def test_queue_excludes_reviewed_maps(world: World) -> None:
     assert [m["attribution_id"] for m in first["data"]] == world.maps  # unblinded: by id
     assert first["reviewed"] == 0 and first["count"] == 7
     assert all(m["run_name"] == "secret-run" and m["run_id"] == world.run for m in first["data"])
-    _review(c1, world.maps[2], 4, True)
-    _review(c1, world.maps[5], 2, False)
+    post_review(c1, world.maps[2], 4, True)
+    post_review(c1, world.maps[5], 2, False)
     after = _queue(c1, world.project, blinded=False)
     ids = [m["attribution_id"] for m in after["data"]]
     assert world.maps[2] not in ids and world.maps[5] not in ids and len(ids) == 5
@@ -168,7 +168,7 @@ def test_blinded_queue_hides_runs_and_shuffles_stably_per_user(world: World) -> 
     order2 = [ids2[m["item"]] for m in _queue(c2, world.project)["data"]]
     assert sorted(order2) == world.maps and order2 != order1  # per user
     # reviewing one keeps the others' relative order
-    _review(c1, order1[0], 3, True)
+    post_review(c1, order1[0], 3, True)
     assert [ids1[m["item"]] for m in _queue(c1, world.project)["data"]] == order1[1:]
 
 
@@ -196,7 +196,7 @@ def _correction(shape: tuple[int, ...], affine: np.ndarray = AFFINE, gz: bool = 
     return gzip.compress(raw) if gz else raw
 
 
-def _put(client: TestClient, review: int, body: bytes):  # type: ignore[no-untyped-def]
+def put_correction(client: TestClient, review: int, body: bytes):  # type: ignore[no-untyped-def]
     return client.put(
         f"/api/v1/reviews/{review}/correction",
         content=body,
@@ -206,27 +206,27 @@ def _put(client: TestClient, review: int, body: bytes):  # type: ignore[no-untyp
 
 def test_correction_refuses_wrong_grid(world: World) -> None:
     c1 = world.clients["clin1"]
-    review = _review(c1, world.maps[0], 4, True)
-    bad_shape = _put(c1, review["id"], _correction((8, 8, 8)))
+    review = post_review(c1, world.maps[0], 4, True)
+    bad_shape = put_correction(c1, review["id"], _correction((8, 8, 8)))
     assert bad_shape.status_code == 422
     assert "shape" in bad_shape.json()["detail"] and "(8, 8, 8)" in bad_shape.json()["detail"]
     shifted = AFFINE.copy()
     shifted[0, 3] += 5.0
-    bad_affine = _put(c1, review["id"], _correction(world.shape, shifted))
+    bad_affine = put_correction(c1, review["id"], _correction(world.shape, shifted))
     assert bad_affine.status_code == 422 and "affine" in bad_affine.json()["detail"]
     labels = np.full(world.shape, 7, dtype=np.uint8)
-    bad_values = _put(c1, review["id"], nib.Nifti1Image(labels, AFFINE).to_bytes())
+    bad_values = put_correction(c1, review["id"], nib.Nifti1Image(labels, AFFINE).to_bytes())
     assert bad_values.status_code == 422 and "found 7" in bad_values.json()["detail"]
-    garbage = _put(c1, review["id"], b"not a nifti at all")
+    garbage = put_correction(c1, review["id"], b"not a nifti at all")
     assert 400 <= garbage.status_code < 500
     assert c1.get(f"/api/v1/reviews/{review['id']}/correction.nii.gz").status_code == 404
 
 
 def test_correction_is_stored_next_to_the_map(world: World, app_env: Path) -> None:
     c1, c2 = world.clients["clin1"], world.clients["clin2"]
-    review = _review(c1, world.maps[1], 2, False)
+    review = post_review(c1, world.maps[1], 2, False)
     for body in (_correction(world.shape, gz=False), _correction(world.shape)):
-        resp = _put(c1, review["id"], body)
+        resp = put_correction(c1, review["id"], body)
         assert resp.status_code == 200, resp.text
         assert resp.json()["has_correction"] is True
     stored = app_env / "runs" / str(world.run) / "maps" / f"{world.maps[1]}.corrections"
@@ -238,9 +238,9 @@ def test_correction_is_stored_next_to_the_map(world: World, app_env: Path) -> No
     assert data.shape == world.shape and np.allclose(img.affine, AFFINE, atol=1e-4)
     assert int((data == 1).sum()) == 4 and int((data == 2).sum()) == 1
     # only the author attaches a correction; outsiders see nothing
-    assert _put(c2, review["id"], _correction(world.shape)).status_code == 403
+    assert put_correction(c2, review["id"], _correction(world.shape)).status_code == 403
     outsider = world.clients["outsider"]
-    assert _put(outsider, review["id"], _correction(world.shape)).status_code == 404
+    assert put_correction(outsider, review["id"], _correction(world.shape)).status_code == 404
     got = outsider.get(f"/api/v1/reviews/{review['id']}/correction.nii.gz")
     assert got.status_code == 404
     listed = c1.get("/api/v1/reviews").json()  # blinded: no filtering by map id
@@ -273,11 +273,11 @@ def test_agreement_matches_hand_computed_kappa(world: World) -> None:
         "clin3": {m[0]: (2, True), m[1]: (2, True), m[4]: (5, False)},
     }
     # clin1 first rates m[3] as 1, then changes their mind: the latest review counts
-    _review(world.clients["clin1"], m[3], 1, False)
+    post_review(world.clients["clin1"], m[3], 1, False)
     for name, rated in ratings.items():
         for attribution, (rating, trust) in rated.items():
-            _review(world.clients[name], attribution, rating, trust)
-    _review(world.clients["clin2"], m[6], 4, True)  # single rater: excluded
+            post_review(world.clients[name], attribution, rating, trust)
+    post_review(world.clients["clin2"], m[6], 4, True)  # single rater: excluded
     resp = world.clients["clin1"].get(
         "/api/v1/reviews/agreement", params={"project_id": world.project}
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from backend.services import imports
@@ -16,7 +15,7 @@ def test_a_live_import_is_kept_and_a_dead_one_is_swept_at_once(tmp_path: Path) -
     dead = imports.new_staging(storage)
     (dead / "part-0").write_bytes(b"half a file")
     # The owner of ``dead`` dies: the kernel releases its lock, the folder stays.
-    os.close(staging._STAGING_LOCKS.pop(dead))
+    staging.release_staging_lock(dead)
 
     removed = imports.sweep_orphaned_staging(storage)
 

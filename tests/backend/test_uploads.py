@@ -27,14 +27,14 @@ REPO = Path(__file__).resolve().parents[2]
 Files = list[tuple[str, tuple[str, bytes]]]
 
 
-def _files_under(folder: Path) -> list[Path]:
+def files_under(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
 
 
-def _assert_nothing_stored(api: TestClient, dataset_id: int, data_dir: Path) -> None:
+def assert_nothing_stored(api: TestClient, dataset_id: int, data_dir: Path) -> None:
     assert api.get(f"/api/v1/datasets/{dataset_id}/subjects").json()["count"] == 0
-    assert _files_under(data_dir / "datasets") == []
-    assert _files_under(data_dir / "tmp") == []
+    assert files_under(data_dir / "datasets") == []
+    assert files_under(data_dir / "tmp") == []
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_manifest_import_stores_every_subject(
     stored = api.get(f"/api/v1/subjects/{got['sub-01']['id']}/image.nii.gz")
     header = nib.Nifti1Image.from_bytes(gzip.decompress(stored.content)).header
     assert header["descrip"].tobytes().strip(b"\x00") == b""  # de-identified
-    assert _files_under(app_env / "tmp") == []
+    assert files_under(app_env / "tmp") == []
 
 
 def test_zip_with_a_manifest_in_a_folder(api: TestClient, dataset_id: int, app_env: Path) -> None:
@@ -147,7 +147,7 @@ def test_zip_with_a_manifest_in_a_folder(api: TestClient, dataset_id: int, app_e
     resp = post_import(api, dataset_id, {"study.zip": zipped(entries)}, None)
     assert resp.status_code == 201, resp.text
     assert sorted(s["subject_key"] for s in resp.json()["data"]) == ["sub-00", "sub-01"]
-    assert _files_under(app_env / "tmp") == []
+    assert files_under(app_env / "tmp") == []
 
 
 def bids_tree(root: str = "") -> dict[str, bytes]:
@@ -192,7 +192,7 @@ def _check_bids(resp) -> None:  # type: ignore[no-untyped-def]
 def test_bids_zip(api: TestClient, dataset_id: int, app_env: Path) -> None:
     resp = post_import(api, dataset_id, {"bids.zip": zipped(bids_tree("ds001"))}, None)
     _check_bids(resp)
-    assert _files_under(app_env / "tmp") == []
+    assert files_under(app_env / "tmp") == []
 
 
 def test_bids_folder_as_files_with_relative_names(
@@ -201,7 +201,7 @@ def test_bids_folder_as_files_with_relative_names(
     # What a browser sends for a folder: every file, named by its webkitRelativePath.
     resp = post_import(api, dataset_id, bids_tree("ds001"), None)
     _check_bids(resp)
-    assert _files_under(app_env / "tmp") == []
+    assert files_under(app_env / "tmp") == []
 
 
 def test_bids_subject_with_two_modalities_needs_a_choice(
@@ -213,7 +213,7 @@ def test_bids_subject_with_two_modalities_needs_a_choice(
     assert resp.status_code == 422
     [error] = resp.json()["errors"]
     assert error["row"] == 2 and "several images" in error["problem"]
-    _assert_nothing_stored(api, dataset_id, app_env)
+    assert_nothing_stored(api, dataset_id, app_env)
     parts = [("files", (n, d)) for n, d in tree.items()]
     chosen = api.post(f"/api/v1/datasets/{dataset_id}/imports?modality=FLAIR", files=parts)
     assert chosen.status_code == 422  # sub-03 has no FLAIR
@@ -294,7 +294,7 @@ def _cut_chunk(app, token: str, upload_id: str, start: int, data: bytes, total: 
     return asyncio.run(run())
 
 
-def _upload(api: TestClient, project_id: int, name: str, data: bytes) -> str:
+def upload_file(api: TestClient, project_id: int, name: str, data: bytes) -> str:
     created = api.post(
         "/api/v1/uploads", json={"project_id": project_id, "filename": name, "size": len(data)}
     )
@@ -338,9 +338,9 @@ def test_chunked_upload_resumes_after_a_cut_then_imports(
     listed = api.get("/api/v1/uploads").json()
     assert [u["id"] for u in listed["data"]] == [upload_id]
 
-    mask_id = _upload(api, project_id, "big_mask.nii.gz", nifti(mask))
+    mask_id = upload_file(api, project_id, "big_mask.nii.gz", nifti(mask))
     rows = [["subject", "image", "mask", "label"], ["big", "big.nii", "big_mask.nii.gz", "1"]]
-    manifest_id = _upload(api, project_id, "manifest.csv", table(rows))
+    manifest_id = upload_file(api, project_id, "manifest.csv", table(rows))
     resp = api.post(
         f"/api/v1/datasets/{dataset_id}/imports",
         json={"upload_ids": [upload_id, mask_id, manifest_id]},
@@ -351,7 +351,7 @@ def test_chunked_upload_resumes_after_a_cut_then_imports(
     np.testing.assert_array_equal(got, image.astype(np.float64))
     # The uploads were used up: no row, no part file.
     assert api.get(f"/api/v1/uploads/{upload_id}").status_code == 404
-    assert _files_under(app_env / "tmp") == []
+    assert files_under(app_env / "tmp") == []
 
 
 def test_chunk_limits_and_a_failed_import_keeps_the_uploads(
@@ -376,7 +376,7 @@ def test_chunk_limits_and_a_failed_import_keeps_the_uploads(
     assert api.get(f"/api/v1/uploads/{upload_id}").json()["received"] == 0
     assert api.put(f"/api/v1/uploads/{upload_id}", content=b"x").status_code == 422  # no offset
     api.put(f"/api/v1/uploads/{upload_id}?offset=0", content=b"not nifti!")
-    manifest_id = _upload(
+    manifest_id = upload_file(
         api, project_id, "manifest.csv", table([["subject", "image", "label"], ["a", "a.nii", "0"]])
     )
     resp = api.post(
@@ -386,10 +386,10 @@ def test_chunk_limits_and_a_failed_import_keeps_the_uploads(
     assert resp.json()["errors"][0]["file"] == "a.nii"
     assert api.get(f"/api/v1/datasets/{dataset_id}/subjects").json()["count"] == 0
     # The uploads stay so that a corrected manifest needs no second transfer of large files.
-    assert len(_files_under(app_env / "tmp")) == 2
+    assert len(files_under(app_env / "tmp")) == 2
     for uid in (upload_id, manifest_id):
         assert api.delete(f"/api/v1/uploads/{uid}").status_code == 204
-    _assert_nothing_stored(api, dataset_id, app_env)
+    assert_nothing_stored(api, dataset_id, app_env)
 
 
 def test_cancelled_upload_is_deleted_and_an_unfinished_one_is_listed_to_resume(
@@ -412,13 +412,13 @@ def test_cancelled_upload_is_deleted_and_an_unfinished_one_is_listed_to_resume(
         )
         assert half.json()["received"] == 40_000
     cancel_id, resume_id = ids
-    assert len(_files_under(app_env / "tmp")) == 2
+    assert len(files_under(app_env / "tmp")) == 2
 
     assert api.delete(f"/api/v1/uploads/{cancel_id}").status_code == 204
     assert api.get(f"/api/v1/uploads/{cancel_id}").status_code == 404
     assert api.put(f"/api/v1/uploads/{cancel_id}?offset=40000", content=b"x").status_code == 404
     assert api.delete(f"/api/v1/uploads/{cancel_id}").status_code == 404
-    assert len(_files_under(app_env / "tmp")) == 1  # its bytes are gone
+    assert len(files_under(app_env / "tmp")) == 1  # its bytes are gone
 
     listed = api.get("/api/v1/uploads", params={"project_id": project_id}).json()["data"]
     assert [(u["id"], u["filename"], u["received"], u["status"]) for u in listed] == [
@@ -431,7 +431,7 @@ def test_cancelled_upload_is_deleted_and_an_unfinished_one_is_listed_to_resume(
         headers={"Content-Range": f"bytes 40000-{len(data) - 1}/{len(data)}"},
     )
     assert rest.json()["status"] == "complete" and rest.json()["received"] == len(data)
-    part = _files_under(app_env / "tmp")
+    part = files_under(app_env / "tmp")
     assert len(part) == 1 and part[0].read_bytes() == data
 
 
@@ -439,11 +439,11 @@ def test_a_zip_sent_as_a_chunked_upload_is_imported(
     api: TestClient, dataset_id: int, project_id: int, app_env: Path
 ) -> None:
     archive = zipped({**subject_files(2), "manifest.csv": table(manifest_rows(2))})
-    upload_id = _upload(api, project_id, "dataset.zip", archive)
+    upload_id = upload_file(api, project_id, "dataset.zip", archive)
     resp = api.post(f"/api/v1/datasets/{dataset_id}/imports", json={"upload_ids": [upload_id]})
     assert resp.status_code == 201, resp.text
     assert resp.json()["count"] == 2
-    assert _files_under(app_env / "tmp") == []
+    assert files_under(app_env / "tmp") == []
 
 
 def test_uploads_untouched_for_a_day_are_swept(
@@ -455,13 +455,13 @@ def test_uploads_untouched_for_a_day_are_swept(
     from backend.models import UploadSession
     from backend.models.base import utcnow
 
-    old = _upload(api, project_id, "old.nii.gz", b"x" * 10)
+    old = upload_file(api, project_id, "old.nii.gz", b"x" * 10)
     with session_scope() as session:
         session.get(UploadSession, old).updated_at = utcnow() - timedelta(hours=25)
-    fresh = _upload(api, project_id, "fresh.nii.gz", b"x" * 10)
+    fresh = upload_file(api, project_id, "fresh.nii.gz", b"x" * 10)
     assert api.get(f"/api/v1/uploads/{old}").status_code == 404
     assert api.get(f"/api/v1/uploads/{fresh}").status_code == 200
-    assert [p.name for p in _files_under(app_env / "tmp")] == [f"{fresh}.part"]
+    assert [p.name for p in files_under(app_env / "tmp")] == [f"{fresh}.part"]
 
 
 # --------------------------------------------------------------------------- refusals
@@ -557,7 +557,7 @@ def test_refused_manifest_import_names_the_problem_and_stores_nothing(
     assert any(
         e["file"] == file and e["row"] == row and words in e["problem"] for e in body["errors"]
     ), body
-    _assert_nothing_stored(api, dataset_id, app_env)
+    assert_nothing_stored(api, dataset_id, app_env)
 
 
 def test_every_problem_is_named_at_once(api: TestClient, dataset_id: int, app_env: Path) -> None:
@@ -581,7 +581,7 @@ def test_every_problem_is_named_at_once(api: TestClient, dataset_id: int, app_en
         ("manifest.csv", 8),
     } <= errors
     assert "and 2 more" in resp.json()["detail"] or len(errors) <= 3
-    _assert_nothing_stored(api, dataset_id, app_env)
+    assert_nothing_stored(api, dataset_id, app_env)
 
 
 def test_a_subject_already_in_the_dataset_is_a_conflict(
@@ -593,7 +593,7 @@ def test_a_subject_already_in_the_dataset_is_a_conflict(
     assert again.status_code == 409
     assert {e["row"] for e in again.json()["errors"]} == {2, 3}
     assert api.get(f"/api/v1/datasets/{dataset_id}/subjects").json()["count"] == 2
-    assert _files_under(app_env / "tmp") == []
+    assert files_under(app_env / "tmp") == []
 
 
 def _zip_with(entry: zipfile.ZipInfo | str, data: bytes) -> bytes:
@@ -642,7 +642,7 @@ def test_unsafe_zip_is_refused(
     resp = post_import(api, dataset_id, {"archive.zip": build()}, None)
     assert 400 <= resp.status_code < 500, resp.text
     assert any(e["file"] == file and words in e["problem"] for e in resp.json()["errors"])
-    _assert_nothing_stored(api, dataset_id, app_env)
+    assert_nothing_stored(api, dataset_id, app_env)
 
 
 def _bomb(declared: int) -> bytes:
@@ -678,7 +678,7 @@ def test_zip_bomb_stops_at_the_limits(
     resp = post_import(api, dataset_id, {"bomb.zip": archive}, None)
     assert resp.status_code == 413, resp.text
     assert any(e["file"] == "s.nii" and words in e["problem"] for e in resp.json()["errors"])
-    _assert_nothing_stored(api, dataset_id, app_env)
+    assert_nothing_stored(api, dataset_id, app_env)
 
 
 def test_zip_whose_header_lies_about_a_size_is_refused(
@@ -702,7 +702,7 @@ def test_zip_whose_header_lies_about_a_size_is_refused(
     resp = post_import(api, dataset_id, {"liar.zip": bytes(archive)}, None)
     assert 400 <= resp.status_code < 500, resp.text
     assert resp.json()["errors"][0]["file"] == "s.nii"
-    _assert_nothing_stored(api, dataset_id, app_env)
+    assert_nothing_stored(api, dataset_id, app_env)
 
 
 def test_multipart_file_over_the_limit_stops_the_request(
@@ -716,7 +716,7 @@ def test_multipart_file_over_the_limit_stops_the_request(
     resp = post_import(api, dataset_id, files, manifest)
     assert resp.status_code == 413
     assert resp.json()["errors"][0]["file"] == "big.nii"
-    _assert_nothing_stored(api, dataset_id, app_env)
+    assert_nothing_stored(api, dataset_id, app_env)
 
 
 def test_no_manifest_and_bad_bodies(api: TestClient, dataset_id: int, app_env: Path) -> None:
@@ -732,7 +732,7 @@ def test_no_manifest_and_bad_bodies(api: TestClient, dataset_id: int, app_env: P
     assert resp.status_code == 422 and resp.json()["errors"][0]["file"] == "nope"
     tar = post_import(api, dataset_id, {"data.tar.gz": b"x"}, None)
     assert tar.status_code == 422 and "only zip" in tar.json()["detail"]
-    _assert_nothing_stored(api, dataset_id, app_env)
+    assert_nothing_stored(api, dataset_id, app_env)
 
 
 # --------------------------------------------------------------------------- permissions
@@ -769,7 +769,7 @@ def test_only_writers_import_and_only_owners_touch_uploads(
     assert clinician.post("/api/v1/uploads", json=new).status_code == 403
     assert outsider.post("/api/v1/uploads", json=new).status_code == 404
 
-    mine = _upload(api, project_id, "sub-00.nii.gz", subject_files(1)["sub-00.nii.gz"])
+    mine = upload_file(api, project_id, "sub-00.nii.gz", subject_files(1)["sub-00.nii.gz"])
     for other in (researcher, clinician, outsider):
         assert other.get(f"/api/v1/uploads/{mine}").status_code == 404
         assert other.head(f"/api/v1/uploads/{mine}").status_code == 404
@@ -814,7 +814,7 @@ def test_skip_invalid_stores_the_valid_rows_and_reports_the_others(
     manifest = ("manifest.csv", table(rows))
     # By default a bad row refuses the whole import.
     assert post_import(api, dataset_id, files, manifest).status_code == 422
-    _assert_nothing_stored(api, dataset_id, app_env)
+    assert_nothing_stored(api, dataset_id, app_env)
 
     parts: Files = [("files", (name, data)) for name, data in files.items()]
     parts.append(("manifest", manifest))
@@ -845,4 +845,4 @@ def test_skip_invalid_still_refuses_table_problems_and_all_bad_tables(
         f"/api/v1/datasets/{dataset_id}/imports", files=parts, data={"skip_invalid": "true"}
     )
     assert resp.status_code == 422, resp.text  # no valid row: nothing to import
-    _assert_nothing_stored(api, dataset_id, app_env)
+    assert_nothing_stored(api, dataset_id, app_env)

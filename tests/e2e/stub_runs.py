@@ -61,7 +61,7 @@ def _run(api: StubApi, run_id: int, parent: int | None) -> dict:
     }
 
 
-def _job(api: StubApi, job_id: int) -> dict:
+def job_body(api: StubApi, job_id: int) -> dict:
     return {
         "id": job_id,
         "kind": "train",
@@ -93,7 +93,7 @@ def add_runs(api: StubApi) -> dict[int, dict]:
     api.extra_json[f"{base}/runs"] = {"data": list(runs.values()), "count": len(runs)}
     for run_id, run in runs.items():
         points = metric_points(run_id)
-        job = _job(api, run["job_id"])
+        job = job_body(api, run["job_id"])
         api.extra_json[f"{base}/runs/{run_id}"] = run
         api.extra_json[f"{base}/runs/{run_id}/metrics"] = {"data": points, "count": len(points)}
         api.extra_json[f"{base}/jobs/{job['id']}"] = job

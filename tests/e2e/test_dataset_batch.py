@@ -49,7 +49,7 @@ def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stub_api.RunningS
             if done:
                 next(a for a in made if a["job_id"] == job_id)["status"] = "succeeded"
             return {
-                **stub_runs._job(api, job_id),
+                **stub_runs.job_body(api, job_id),
                 "kind": "attribute",
                 "status": "succeeded" if done else "running",
                 "progress": 1.0 if done else 0.5,

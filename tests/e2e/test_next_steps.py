@@ -55,7 +55,7 @@ def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stub_api.RunningS
         if finished:
             new_map["status"] = "succeeded"
         return {
-            **stub_runs._job(api, NEW_JOB),
+            **stub_runs.job_body(api, NEW_JOB),
             "kind": "attribute",
             "status": "succeeded" if finished else "running",
             "progress": 1.0 if finished else polls / (RUNNING_POLLS + 1),

@@ -9,7 +9,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from attrivue_core.io import NiftiError, check_same_grid, load_nifti, save_nifti, validate_nifti
+from attrivue_core.io import (
+    NiftiError,
+    check_same_grid,
+    load_image,
+    load_nifti,
+    save_nifti,
+    validate_nifti,
+)
 
 
 @pytest.fixture
@@ -225,3 +232,16 @@ def test_check_same_grid_refuses_other_affine(tmp_path, volume, affine):
 def test_save_refuses_other_suffix(tmp_path, volume, affine):
     with pytest.raises(ValueError, match=r"\.nii"):
         save_nifti(tmp_path / "image.npy", volume, affine)
+
+
+def test_load_image_gives_a_volume_and_refuses_anything_else(tmp_path: Path) -> None:
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    path = tmp_path / "v.nii.gz"
+    save_nifti(path, np.arange(24, dtype=np.float32).reshape(2, 3, 4), affine)
+    image = load_image(path)
+    np.testing.assert_array_equal(image.affine, affine)
+    assert np.asarray(image.dataobj).shape == (2, 3, 4)
+    surface = nib.gifti.GiftiImage(darrays=[nib.gifti.GiftiDataArray(np.zeros(3, np.float32))])
+    nib.save(surface, tmp_path / "s.gii")
+    with pytest.raises(NiftiError, match="not a volume but a GiftiImage"):
+        load_image(tmp_path / "s.gii")

@@ -19,6 +19,7 @@ from worker.ml.training import (
     ProgressEvent,
     SubjectSample,
     TrainingCancelled,
+    as_split,
     classification_metrics,
     load_model,
     train,
@@ -262,3 +263,9 @@ def test_item5_cancel_stops_inside_a_running_step(
         )
     assert steps == [], "a step finished after the cancel"
     assert not (tmp_path / LAST_CHECKPOINT).exists()
+
+
+def test_as_split_checks_a_split_read_as_text() -> None:
+    assert [as_split(s) for s in ("train", "val", "test")] == ["train", "val", "test"]
+    with pytest.raises(ValueError, match="unknown split 'validation'"):
+        as_split("validation")

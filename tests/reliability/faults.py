@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _clear_caches
+from tests.conftest import clear_caches
 from tests.helpers import free_port, wait_for
 
 # CI exports this; on a developer machine the local server (trust auth) is used directly.
@@ -169,7 +169,7 @@ def fault_env(
         monkeypatch.delenv(name, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    _clear_caches()
+    clear_caches()
     from backend.core.db import upgrade_database
 
     upgrade_database()

@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import ADMIN_PASSWORD, REPO, _clear_caches, postgres_database
+from tests.conftest import ADMIN_PASSWORD, REPO, clear_caches, postgres_database
 from tests.helpers import brain_volume, free_port, wait_for
 from tests.reliability.faults import (
     POSTGRES_BASE,
@@ -48,7 +48,7 @@ from tests.reliability.faults import (
     wait_terminal,
 )
 from tests.worker.conftest import make_dataset
-from tests.worker.test_job_control import _client, _epochs_stored, _job, _stop
+from tests.worker.test_job_control import api_client, epochs_stored, job_row, stop_worker
 
 # Four training subjects and one of each class in val and test: a few seconds per job.
 SPLITS = ("train",) * 4 + ("val",) * 2 + ("test",) * 2
@@ -82,7 +82,7 @@ class Worker:
         assert self.process.poll() is None, self.log()[-3000:]
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop_worker(self.process)
         self._reader.join(timeout=5)
 
 
@@ -93,7 +93,7 @@ def _postgres():  # type: ignore[no-untyped-def]
 
 
 def _assert_each_epoch_once(run_id: int, epochs: int) -> None:
-    points = Counter(_epochs_stored(run_id))
+    points = Counter(epochs_stored(run_id))
     assert {epoch for epoch, _ in points} == set(range(1, epochs + 1))
     assert set(points.values()) == {1}, "an epoch's metrics were stored twice"
 
@@ -116,11 +116,11 @@ def test_redis_restart_loses_no_job_and_runs_none_twice(
 
         def first_running() -> bool:
             worker.alive()
-            return _job(job_ids[0]).status == "running"
+            return job_row(job_ids[0]).status == "running"
 
         wait_for(first_running, timeout=120, interval=0.05, what="the first job to run")
         redis.kill()  # one job running, the others waiting in the broker
-        at_kill = [_job(j).status for j in job_ids]
+        at_kill = [job_row(j).status for j in job_ids]
         assert at_kill[-1] == "queued" and "running" in at_kill[:2], at_kill
         time.sleep(2)
         redis.start()
@@ -132,7 +132,7 @@ def test_redis_restart_loses_no_job_and_runs_none_twice(
     log = worker.log()
     assert states == dict.fromkeys(job_ids, "succeeded"), log[-3000:]
     for run_id, job_id in runs:
-        job = _job(job_id)
+        job = job_row(job_id)
         # One claim each: no job was run a second time (a re-delivered message finds its job
         # finished or running and does nothing).
         assert job.attempts == 1 and job.message == "trained 2 epochs", (job.message, log)
@@ -158,12 +158,12 @@ def test_database_cut_gives_503_then_recovers_and_the_worker_retries(
 
         dataset_id = make_dataset(tmp_path, SPLITS)[1]
         run_id, job_id = queue_run(dataset_id, epochs=6)
-        client = _client()
+        client = api_client()
         worker = Worker(dict(os.environ))
 
         def epoch_one() -> bool:
             worker.alive()
-            return any(epoch == 1 for epoch, _ in _epochs_stored(run_id))
+            return any(epoch == 1 for epoch, _ in epochs_stored(run_id))
 
         wait_for(epoch_one, timeout=120, interval=0.2, what="epoch 1 of the run")
         proxy.cut()
@@ -188,14 +188,14 @@ def test_database_cut_gives_503_then_recovers_and_the_worker_retries(
         states = wait_terminal([job_id], timeout=180, alive=worker.alive)
         log = worker.log()
         assert states == {job_id: "succeeded"}, log[-3000:]
-        job = _job(job_id)
+        job = job_row(job_id)
         assert job.attempts == 1 and job.message == "trained 6 epochs", job.message
         _assert_each_epoch_once(run_id, 6)
     finally:
         if worker is not None:
             worker.stop()
         proxy.cut()
-        _clear_caches()
+        clear_caches()
         next(databases, None)
 
 
@@ -246,7 +246,7 @@ def test_disk_full_while_writing_a_map_fails_cleanly(
         resource.prlimit(worker.process.pid, resource.RLIMIT_FSIZE, (4096, hard))
         attribution_id, job_id = _attribution(run_id, subject_id)
         assert wait_terminal([job_id], timeout=120, alive=worker.alive) == {job_id: "failed"}
-        job = _job(job_id)
+        job = job_row(job_id)
         assert "no space to write the map" in job.error and "File too large" in job.error
         assert "nothing was stored" in job.error, job.error
         leftovers = sorted(p.name for p in maps.iterdir()) if maps.exists() else []
@@ -276,7 +276,7 @@ def test_disk_full_while_writing_a_map_fails_cleanly(
     finally:
         if worker is not None:
             worker.stop()
-        _clear_caches()
+        clear_caches()
         next(databases, None)
 
 

@@ -100,11 +100,11 @@ def test_secrets_never_reach_the_logs(
 ) -> None:
     """Start-up, a failed and a good login, token use, a personal token, logout: every log
     record (all loggers at DEBUG, SQL echo included) is searched for the secrets."""
-    from tests.conftest import _clear_caches
+    from tests.conftest import clear_caches
 
     secret_key = "s3cret-key-that-must-never-be-logged-0123456789"
     monkeypatch.setenv("ATTRIVUE_SECRET_KEY", secret_key)
-    _clear_caches()
+    clear_caches()
     caplog.set_level(logging.DEBUG)
     logging.getLogger("sqlalchemy.engine").setLevel(logging.DEBUG)
     try:
@@ -138,7 +138,7 @@ def test_secrets_never_reach_the_logs(
         logging.getLogger("attrivue.test").info("settings: %r", get_settings())
     finally:
         logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
-        _clear_caches()
+        clear_caches()
     assert len(caplog.records) > 20, "the logs were captured"
     text = "\n".join(
         f"{r.getMessage()} {r.args!r} {getattr(r, 'exc_text', '')}" for r in caplog.records

@@ -88,7 +88,7 @@ def test_a_worker_reports_the_gpu_it_picked(
     _fake_torch(monkeypatch, gpus)
     get_settings.cache_clear()
     try:
-        assert common._gpu() == report
+        assert common.gpu_report() == report
     finally:
         get_settings.cache_clear()
 

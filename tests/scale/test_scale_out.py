@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import _clear_caches
+from tests.conftest import clear_caches
 from tests.helpers import wait_for
 from tests.scale.stack import ComposeStack
 from tests.worker.conftest import PASSWORD, make_dataset
@@ -64,11 +64,11 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
             monkeypatch.delenv(key)
         for key, value in s.environment("backend").items():
             monkeypatch.setenv(key, value)
-        _clear_caches()
+        clear_caches()
         try:
             yield s
         finally:
-            _clear_caches()
+            clear_caches()
 
 
 def test_gpu_workers_share_jobs_and_take_over_a_killed_workers_job(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _clear_caches, postgres_database
+from tests.conftest import clear_caches, postgres_database
 from tests.helpers import brain_volume, write_nifti
 
 BACKENDS = ["embedded", "redis+postgres"]
@@ -44,14 +44,14 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch) -> Iterat
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    _clear_caches()
+    clear_caches()
     from backend.core.db import upgrade_database
 
     upgrade_database()
     try:
         yield env
     finally:
-        _clear_caches()
+        clear_caches()
         if databases is not None:
             next(databases, None)
 

@@ -28,9 +28,19 @@ def _correction_bytes(labels: np.ndarray) -> bytes:
 def test_run_from_reviews_trains_on_merged_targets_and_stores_epoch_maps(
     stack: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import worker.ml.attribution.captum_eval as captum_eval
     import worker.ml.training.classification as training
     from backend.core.db import session_scope
-    from backend.models import AttributionMap, CorrectedTarget, EpochMap, Job, Review, Run, User
+    from backend.models import (
+        AttributionMap,
+        CorrectedTarget,
+        EpochMap,
+        Job,
+        Review,
+        Run,
+        Subject,
+        User,
+    )
     from backend.services.corrected_targets import launch_from_reviews
     from backend.services.reviews import save_correction
     from backend.services.runs import create_run
@@ -97,6 +107,14 @@ def test_run_from_reviews_trains_on_merged_targets_and_stores_epoch_maps(
         return original(attributions, targets, **kwargs)
 
     monkeypatch.setattr(training, "attribution_loss", recording)
+    brains: list[Path | None] = []
+    attribute = captum_eval.attribute_subject
+
+    def attribute_recording(*args, brain_path=None, **kwargs):  # type: ignore[no-untyped-def]
+        brains.append(brain_path)
+        return attribute(*args, brain_path=brain_path, **kwargs)
+
+    monkeypatch.setattr(captum_eval, "attribute_subject", attribute_recording)
     run_training(job_id)
 
     with session_scope() as session:
@@ -118,6 +136,9 @@ def test_run_from_reviews_trains_on_merged_targets_and_stores_epoch_maps(
         side = session.get(AttributionMap, pair["after"])
         assert side.run_id == run_id and side.subject_id == subject_id
         assert side.method == "saliency" and side.status == "succeeded"
+        # ... computed with the subject's stored brain mask, as the reviewed map was.
+        brain = session.get(Subject, subject_id).brain_path
+        assert brain is not None and brains == [storage.absolute(brain)]
         assert storage.absolute(side.path).is_file()
         maps = session.query(EpochMap).filter_by(run_id=run_id).order_by(EpochMap.epoch).all()
         assert [(m.subject_id, m.epoch) for m in maps] == [(subject_id, 1), (subject_id, 2)]

@@ -38,7 +38,7 @@ def test_samples_carry_brain_masks_and_sites(stack: dict, tmp_path: Path) -> Non
     from backend.models import Subject, User
     from backend.services.runs import create_run
     from backend.storage import get_storage
-    from worker.tasks.train import _samples
+    from worker.tasks.train import run_samples
 
     user_id, dataset_id = make_dataset(tmp_path, SPLITS)
     sites = _set_sites(dataset_id)
@@ -52,7 +52,7 @@ def test_samples_carry_brain_masks_and_sites(stack: dict, tmp_path: Path) -> Non
         )
         run_id = run.id
 
-    _, samples = _samples(run_id)
+    _, samples = run_samples(run_id)
     assert len(samples) == len(SPLITS)
     for sample in samples:
         assert sample.site == sites[sample.subject_id]

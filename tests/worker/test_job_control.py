@@ -63,7 +63,7 @@ def _start_worker(stack: dict, log: Path) -> subprocess.Popen:
         )
 
 
-def _stop(worker: subprocess.Popen) -> None:
+def stop_worker(worker: subprocess.Popen) -> None:
     if worker.poll() is None:
         worker.terminate()
         try:
@@ -73,7 +73,7 @@ def _stop(worker: subprocess.Popen) -> None:
             worker.wait()
 
 
-def _job(job_id: int):
+def job_row(job_id: int):
     from backend.core.db import session_scope
     from backend.models import Job
 
@@ -81,7 +81,7 @@ def _job(job_id: int):
         return session.get(Job, job_id)
 
 
-def _epochs_stored(run_id: int) -> list[tuple[int, str]]:
+def epochs_stored(run_id: int) -> list[tuple[int, str]]:
     from backend.core.db import session_scope
     from backend.models import RunMetric
 
@@ -94,7 +94,7 @@ def _alive(worker: subprocess.Popen, log: Path) -> None:
     assert worker.poll() is None, log.read_text()[-3000:]
 
 
-def _client() -> TestClient:
+def api_client() -> TestClient:
     from backend.main import create_app
 
     client = TestClient(create_app())
@@ -110,7 +110,7 @@ def test_cancel_stops_training_within_a_step_and_health_shows_the_worker(
     run_id, job_id = _queue_run(make_dataset(tmp_path)[1], epochs=30)
     log = tmp_path / "worker.log"
     worker = _start_worker(stack, log)
-    client = _client()
+    client = api_client()
     try:
 
         def listed() -> list[dict] | None:
@@ -123,7 +123,7 @@ def test_cancel_stops_training_within_a_step_and_health_shows_the_worker(
 
         def in_epoch_two() -> bool:
             _alive(worker, log)
-            return any(epoch == 1 for epoch, _ in _epochs_stored(run_id))
+            return any(epoch == 1 for epoch, _ in epochs_stored(run_id))
 
         wait_for(in_epoch_two, timeout=120, interval=0.1, what="training to reach epoch 2")
         training = client.get("/api/v1/health").json()["workers"]
@@ -132,20 +132,20 @@ def test_cancel_stops_training_within_a_step_and_health_shows_the_worker(
         assert cancel.status_code == 200 and cancel.json()["cancel_requested"]
 
         def ended() -> str | None:
-            status = _job(job_id).status
+            status = job_row(job_id).status
             return status if status in TERMINAL else None
 
         assert wait_for(ended, timeout=60, interval=0.1, what="the cancel") == "cancelled"
         took = time.monotonic() - asked
     finally:
-        _stop(worker)
-    job = _job(job_id)
+        stop_worker(worker)
+    job = job_row(job_id)
     # The flag is read before every step: training ends with the step it was in (a few tenths
     # of a second here; 8 s leaves room for a loaded machine; 28 more epochs would take >60 s).
     assert took < 8, f"the cancel took {took:.1f} s; {job.message}"
     assert job.message.startswith("cancelled (epoch "), job.message
     assert client.get(f"/api/v1/runs/{run_id}").json()["status"] == "cancelled"
-    assert max(epoch for epoch, _ in _epochs_stored(run_id)) <= 3
+    assert max(epoch for epoch, _ in epochs_stored(run_id)) <= 3
     assert [(w["name"], w["busy"]) for w in training] == [(workers[0]["name"], True)]
     assert client.get("/api/v1/health").json()["workers"] == []  # gone after its shutdown
 
@@ -164,26 +164,26 @@ def test_a_job_whose_worker_is_killed_is_recovered_and_resumed(stack: dict, tmp_
         def epoch_one_checkpointed() -> bool:
             _alive(first, log)
             last = get_storage().checkpoint_dir(run_id) / "last.pt"
-            return last.is_file() and any(epoch == 1 for epoch, _ in _epochs_stored(run_id))
+            return last.is_file() and any(epoch == 1 for epoch, _ in epochs_stored(run_id))
 
         wait_for(epoch_one_checkpointed, timeout=120, interval=0.2, what="epoch 1's checkpoint")
         first.kill()  # SIGKILL: no shutdown code runs, the message is never acknowledged
         first.wait()
-        assert _job(job_id).status == "running"
+        assert job_row(job_id).status == "running"
     finally:
-        _stop(first)
+        stop_worker(first)
     second = _start_worker(stack, log)
     try:
 
         def ended() -> str | None:
             _alive(second, log)
-            status = _job(job_id).status
+            status = job_row(job_id).status
             return status if status in TERMINAL else None
 
         status = wait_for(ended, timeout=150, interval=0.5, what="the recovered job")
     finally:
-        _stop(second)
-    job = _job(job_id)
+        stop_worker(second)
+    job = job_row(job_id)
     assert status == "succeeded", f"{job.error}\n{log.read_text()[-3000:]}"
     assert job.attempts == 2 and job.message == "trained 3 epochs"
     assert "re-queued" in log.read_text()
@@ -192,7 +192,7 @@ def test_a_job_whose_worker_is_killed_is_recovered_and_resumed(stack: dict, tmp_
         assert len(runs) == 1 and runs[0].status == "succeeded"
         assert runs[0].metrics["resumed_from_epoch"] >= 1
         assert runs[0].metrics["epochs_completed"] == 3
-    points = Counter(_epochs_stored(run_id))
+    points = Counter(epochs_stored(run_id))
     assert {epoch for epoch, _ in points} == {1, 2, 3}
     assert set(points.values()) == {1}, "an epoch's metrics were stored twice"
 
@@ -251,17 +251,17 @@ def test_claims_are_atomic_and_fence_the_loser(stack: dict) -> None:
         thread.join()
     won = [c for c in claims if c is not None]
     assert len(won) == 1 and won[0].attempt == 1
-    assert _job(job_id).status == "running"
+    assert job_row(job_id).status == "running"
 
     # Its heartbeat goes stale: a redelivered task takes the job over, the first attempt stops.
     with session_scope() as session:
-        session.get(Job, job_id).heartbeat_at = _job(job_id).heartbeat_at.replace(year=2000)
+        session.get(Job, job_id).heartbeat_at = job_row(job_id).heartbeat_at.replace(year=2000)
     taken = claim_job(job_id)
     assert taken is not None and taken.attempt == 2
     loser = JobReporter(won[0])
     assert loser.cancel_requested() and loser.lost
     assert not finish_job(won[0], JobStatus.failed, message="written by the loser")
-    assert _job(job_id).status == "running" and _job(job_id).attempts == 2
+    assert job_row(job_id).status == "running" and job_row(job_id).attempts == 2
 
     # A cancel request is seen by the very next check: training stops before its next step.
     winner = JobReporter(taken)

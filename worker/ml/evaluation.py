@@ -228,14 +228,16 @@ def evaluate_attributions(
     masks = [_as_mask(mask, shape) for _, mask, _ in samples]
     brains = [_brain_mask(image) for image in images]
 
-    with_lesion = [
-        i for i, (m, y) in enumerate(zip(masks, labels, strict=True)) if y == 1 and m is not None
-    ]
-    with_lesion = [i for i in with_lesion if np.any(masks[i])]
+    lesions = {
+        i: m
+        for i, (m, y) in enumerate(zip(masks, labels, strict=True))
+        if y == 1 and m is not None and np.any(m)
+    }
+    with_lesion = list(lesions)
     chosen = (
         best_threshold(
             [maps[i] for i in with_lesion],
-            [masks[i] for i in with_lesion],
+            list(lesions.values()),
             brain_masks=[brains[i] for i in with_lesion],
         )
         if with_lesion
@@ -258,7 +260,7 @@ def evaluate_attributions(
     # over pathological subjects: a constraint that "succeeds" by making every map negative
     # scores 0 here, whatever its healthy share.
     report["lesion_positive"] = (
-        float(np.mean([float((maps[i][masks[i]] > 0).mean()) for i in with_lesion]))
+        float(np.mean([float((maps[i][m] > 0).mean()) for i, m in lesions.items()]))
         if with_lesion
         else float("nan")
     )

@@ -1,4 +1,4 @@
-"""Instrumentation of the two loss terms and the remedies of method.md section 6.1.
+"""Instrumentation of the two loss terms and the remedies of docs/method.md section 6.1.
 
 Training with the attribution constraint takes two gradients per step: that of L_C and that of
 lambda * L_A (the double back-propagation through the attribution). This module measures how
@@ -121,12 +121,11 @@ def measure(grads_c: Grads | None, grads_a: Grads | None, scale: float = 1.0) ->
     ratio = None
     if norm_c is not None and norm_a is not None and norm_c > _TINY:
         ratio = norm_a / norm_c
-    both = grads_c is not None and grads_a is not None
     return GradientStats(
         norm_c=norm_c,
         norm_a=norm_a,
         ratio=ratio,
-        cosine=cosine(grads_c, grads_a) if both else None,  # type: ignore[arg-type]
+        cosine=None if grads_c is None or grads_a is None else cosine(grads_c, grads_a),
     )
 
 
@@ -255,12 +254,15 @@ def combine(
 ) -> None:
     """Set ``p.grad = w_c * g_C + w_a * g_A`` (missing terms left out, ``None`` if neither)."""
     for index, param in enumerate(params):
-        parts = []
+        parts: list[torch.Tensor] = []
         for grads, weight in ((grads_c, w_c), (grads_a, w_a)):
-            if grads is not None and grads[index] is not None:
-                grad = grads[index]
+            grad = None if grads is None else grads[index]
+            if grad is not None:
                 parts.append(grad if weight == 1.0 else grad * weight)
-        param.grad = sum(parts[1:], parts[0]) if parts else None
+        total = None
+        for part in parts:
+            total = part if total is None else total + part
+        param.grad = total
 
 
 def clip(params: Sequence[nn.Parameter], max_norm: float | None) -> tuple[float, bool | None]:

@@ -2,7 +2,7 @@
 
 Wargnier-Dauchelle, Grenier, Durand-Dubief, Cotton and Sdika, "A more interpretable classifier
 for multiple sclerosis" (ISBI 2021) and "A weakly supervised gradient attribution constraint
-for interpretable classification and anomaly detection" (IEEE TMI 42(11), 2023); method.md
+for interpretable classification and anomaly detection" (IEEE TMI 42(11), 2023); docs/method.md
 section 3.
 
 A target map holds one value per voxel: 0 (the voxel must carry healthy relevance, A < 0),

@@ -1,7 +1,7 @@
-"""Metrics of method.md section 4: classification, regression, attribution against lesion masks,
+"""Metrics of docs/method.md section 4: classification, regression, attribution against lesion masks,
 faithfulness (deletion and insertion) and the parameter-randomisation sanity test.
 
-Sign convention (method.md section 1): A > 0 is pathological relevance, A < 0 healthy relevance.
+Sign convention (docs/method.md section 1): A > 0 is pathological relevance, A < 0 healthy relevance.
 Every attribution metric scores the positive part A+ = max(A, 0) as "pathological relevance" and
 never takes absolute values of A: strong healthy relevance inside a lesion counts as no
 pathological relevance at all, not as a hit. (Only the sanity test compares |A| as well, because
@@ -111,7 +111,7 @@ def classification_metrics(
 def regression_metrics(
     targets: Sequence[float] | np.ndarray, predictions: Sequence[float] | np.ndarray
 ) -> dict[str, float]:
-    """Regression metrics of method.md section 4 (e.g. disability prediction).
+    """Regression metrics of docs/method.md section 4 (e.g. disability prediction).
 
     Args:
         targets: True values.
@@ -436,7 +436,7 @@ def healthy_pathological_share(
 ) -> float:
     """Share of pathological relevance on a healthy subject: sum(A+) / sum(|A|).
 
-    The attribution constraint should drive it toward 0 (method.md section 3).
+    The attribution constraint should drive it toward 0 (docs/method.md section 3).
 
     Args:
         attribution: Signed attribution map of a healthy subject.
@@ -516,7 +516,7 @@ def deletion_insertion(
         model_fn: Pathological logit of one image of ``image``'s shape. With ``batch_size``
             it receives a stack ``(B, *image.shape)`` and returns ``B`` logits instead. Wrap a
             torch model yourself; this module needs no model code.
-        image: The input, of the attribution's shape (method.md section 1).
+        image: The input, of the attribution's shape (docs/method.md section 1).
         attribution: Signed attribution map.
         steps: Number of equal steps from 0 to all voxels; the curves have ``steps + 1`` points.
         baseline: What a removed voxel becomes: a scalar or an array of ``image``'s shape (e.g.
@@ -666,7 +666,7 @@ def attribution_report(
     brain_masks: Sequence[np.ndarray | None] | None = None,
     pointing_tolerance: float = 0.0,
 ) -> dict[str, float]:
-    """Attribution metrics aggregated over subjects (method.md section 4).
+    """Attribution metrics aggregated over subjects (docs/method.md section 4).
 
     Lesion metrics are averaged over pathological subjects (label 1) whose lesion mask is
     non-empty; a pathological subject without one is counted in ``n_pathological_skipped``.

@@ -2,7 +2,7 @@
 
 Every network maps ``(B, C, D, H, W)`` volumes to a pathological logit. A network may compute
 a scalar per image or a spatial logit map (PatchGAN style); ``pathological_logit`` reduces
-either to the ``(B,)`` score that the losses and attribution methods use (method.md section 1),
+either to the ``(B,)`` score that the losses and attribution methods use (docs/method.md section 1),
 and every registered network returns that ``(B,)`` score from ``forward``.
 
 Every registered network also names the layer that Grad-CAM explains (its last convolutional
@@ -217,7 +217,7 @@ def _build_small_cnn(*, in_channels: int = 1, **kwargs) -> nn.Module:
 
 
 class PatchGAN(nn.Module):
-    """PatchGAN-style 3D discriminator: a spatial map of pathological logits (method.md 3).
+    """PatchGAN-style 3D discriminator: a spatial map of pathological logits (docs/method.md section 3).
 
     The classifier of Wargnier-Dauchelle et al. (ISBI 2021, IEEE TMI 2023), after the
     pix2pix discriminator (Isola et al., CVPR 2017): four convolutions with kernel 4 and

@@ -37,11 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from attrivue_core.io import save_nifti
+from attrivue_core.io import load_image, save_nifti
 from worker.ml.synthetic import (
     MANIFEST_COLUMNS,
     MANIFEST_NAME,
@@ -118,7 +117,8 @@ class Regime:
     @property
     def grid(self) -> tuple[int, int, int]:
         """Native grid size in voxels."""
-        return tuple(int(round(f / self.spacing_mm)) for f in self.fov_mm)  # type: ignore[return-value]
+        x, y, z = (int(round(f / self.spacing_mm)) for f in self.fov_mm)
+        return x, y, z
 
     def with_subjects(self, n_subjects: int) -> Regime:
         """The same regime with another number of subjects (a learning curve)."""
@@ -372,12 +372,12 @@ def _template() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The 1 mm template: T1 (white matter median 1), WM and GM probabilities, affine."""
     arrays = []
     for name in (_T1, _WM, _GM):
-        img = nib.load(template_dir() / name)
+        img = load_image(template_dir() / name)
         arrays.append(np.asarray(img.dataobj, dtype=np.float32) / 255.0)
     t1, wm, gm = arrays
     wm, gm = np.clip(wm, 0, 1), np.clip(gm, 0, 1)
     t1 = t1 / np.median(t1[wm > 0.9])
-    affine = nib.load(template_dir() / _T1).affine
+    affine = load_image(template_dir() / _T1).affine
     return t1, wm, gm, affine
 
 
@@ -387,7 +387,11 @@ def _filtered_template(sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray
     t1, wm, gm, _ = _template()
     if sigma <= 0:
         return t1, wm, gm
-    return tuple(ndimage.gaussian_filter(v, sigma) for v in (t1, wm, gm))  # type: ignore[return-value]
+    return (
+        ndimage.gaussian_filter(t1, sigma),
+        ndimage.gaussian_filter(wm, sigma),
+        ndimage.gaussian_filter(gm, sigma),
+    )
 
 
 def _native_affine(grid: Sequence[int], spacing: float, rng: np.random.Generator) -> np.ndarray:

@@ -1,13 +1,13 @@
 """Regression runs: the prediction head, the losses L_R and the regression attribution constraint.
 
 A regression run (``RunConfig.task == "regression"``) predicts a subject's continuous target
-(a disability score, say; method.md section 6, axis 2) with the same networks as
+(a disability score, say; docs/method.md section 6.2) with the same networks as
 classification: their single output ``z(x)`` becomes the prediction
 ``y_hat = offset + scale * z(x)``, where ``offset`` and ``scale`` are the mean and standard
 deviation of the training targets (``RegressionHead``, stored with the weights). The network
 therefore learns standardised targets, and an attribution of ``y_hat`` is in target units.
 
-Sign convention (method.md section 1): an attribution ``A > 0`` raises the prediction (red in
+Sign convention (docs/method.md section 1): an attribution ``A > 0`` raises the prediction (red in
 the viewer), ``A < 0`` lowers it (blue).
 
 The constraint's right form is open; ``RegressionSettings.constraints`` combines three options
@@ -66,9 +66,13 @@ LossName = Literal["l1", "mse"]
 
 
 class _HasTarget(Protocol):
-    subject_id: str | int
-    split: str
-    target: float | None
+    # Read-only members: a sample whose ``split`` is a Literal of str still matches.
+    @property
+    def subject_id(self) -> str | int: ...
+    @property
+    def split(self) -> str: ...
+    @property
+    def target(self) -> float | None: ...
 
 
 class RegressionHead(nn.Module):
@@ -82,6 +86,9 @@ class RegressionHead(nn.Module):
         offset: Mean of the training targets.
         scale: Standard deviation of the training targets (floored at 1e-3).
     """
+
+    offset: torch.Tensor  # buffers: declared for the type checker (nn.Module.__getattr__)
+    scale: torch.Tensor
 
     def __init__(self, net: nn.Module, offset: float = 0.0, scale: float = 1.0) -> None:
         super().__init__()
@@ -105,7 +112,7 @@ def build_model(config: RunConfig, subjects: Sequence[_HasTarget] = ()) -> nn.Mo
     """The network of a run: ``build_network`` for classification, wrapped in a
     ``RegressionHead`` for regression (standardised by the training subjects' targets when
     they are given; a checkpoint's state dict restores them otherwise)."""
-    options = {"pooling": config.pooling} if config.pooling is not None else {}
+    options: dict[str, Any] = {"pooling": config.pooling} if config.pooling is not None else {}
     net = build_network(config.network, **options)
     if config.task != "regression":
         return net

@@ -1,5 +1,5 @@
 """Segmentation: MONAI's 3D UNet on lesion masks, its metrics, mixed supervision, and region
-attribution (method.md sections 1 and 6.3).
+attribution (docs/method.md sections 1 and 6.3).
 
 - **Network**: ``monai.networks.nets.UNet`` with one output channel, the foreground logit of
   every voxel (``build_unet``, defined and registered as ``"unet"`` in ``worker.ml.nets``), instance norm
@@ -18,7 +18,7 @@ attribution (method.md sections 1 and 6.3).
 - **Mixed supervision** (``mixed_supervision_loss``): with ``RunConfig.seg_annotated_fraction``
   below 1, only a seeded subset of the training subjects keeps its annotation; the others
   keep their image label. With ``seg_constraint``, label-only healthy subjects get the
-  attribution constraint of method.md section 3 in its weakly supervised form: the attribution
+  attribution constraint of docs/method.md section 3 in its weakly supervised form: the attribution
   of the mean foreground logit must carry healthy relevance (target 0) on every brain voxel.
 - **Region attribution** (``attribute_region_subject``): the project's differentiable
   Integrated Gradients (``worker.ml.attribution.differentiable``) of the sum of the foreground
@@ -38,18 +38,18 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
 from monai.metrics import compute_dice, compute_hausdorff_distance
-from nibabel.spatialimages import SpatialImage
 from scipy import ndimage
 from torch import nn
 
 from attrivue_core.configs import RegionSpec, RunConfig
+from attrivue_core.io import load_image
 from worker.ml.attribution.captum_eval import map_stats
 from worker.ml.attribution.differentiable import (
     AttributionOutput,
@@ -301,7 +301,7 @@ def mixed_supervision_loss(
             total = total + part
     else:
         # Nothing to learn from this batch: a zero connected to the weights.
-        total = sum(p.sum() for p in model.parameters()) * 0.0
+        total = torch.stack([p.sum() for p in model.parameters()]).sum() * 0.0
     return MixedLoss(
         total=total,
         segmentation=loss_seg,
@@ -322,7 +322,7 @@ class RegionError(ValueError):
 class RegionLogit(nn.Module):
     """The sum of a segmentation network's foreground logits over a region, ``(B,)``.
 
-    The scalar that a region attribution explains (method.md section 1); also usable as the
+    The scalar that a region attribution explains (docs/method.md section 1); also usable as the
     forward function of Captum's attribution methods.
 
     Args:
@@ -484,7 +484,7 @@ def attribute_region_subject(
         with torch.no_grad():
             logits = model(x).float()  # (1, 1, *grid)
         native_logits, affine = to_native(logits[0].cpu(), image, transform)
-        header = cast(SpatialImage, nib.load(str(image_path)))
+        header = load_image(image_path)
         if not np.allclose(affine, np.asarray(header.affine), atol=_AFFINE_ATOL):
             raise RuntimeError("inverting the preprocessing did not give the image's affine")
         affine = np.asarray(header.affine, dtype=np.float64)

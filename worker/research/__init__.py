@@ -1,4 +1,4 @@
-"""Research experiments of method.md section 6, run by ``python -m worker.research``.
+"""Research experiments of docs/method.md section 6, run by ``python -m worker.research``.
 
 One module per experiment (``four_settings``, ``shortcut``, ``remedies``, ``regression``,
 ``corrections``, ``segmentation``, ``suite`` for ``regimes``), what they share in ``common``

@@ -1,4 +1,4 @@
-"""The command line of the research experiments (method.md section 6).
+"""The command line of the research experiments (docs/method.md section 6).
 
     python -m worker.research EXPERIMENT [options]      (alias: python -m worker.experiments)
     python -m worker.research EXPERIMENT --help         (the options of one experiment)
@@ -67,12 +67,12 @@ SHARED: dict[str, _Shared] = {
 }
 EXPERIMENTS = (*SHARED, segmentation.NAME, suite.NAME)
 HELP = {
-    four_settings.NAME: "the four loss settings on one MS-like data set (method.md 3)",
-    shortcut.NAME: "L_C only against L_C + L_A on the site-shortcut data (method.md 5)",
-    remedies.NAME: "remedies for slow, unsteady training with L_A (method.md 6.1)",
-    regression.NAME: "regression with and without the constraint (method.md 6.2)",
+    four_settings.NAME: "the four loss settings on one MS-like data set (docs/method.md section 3)",
+    shortcut.NAME: "L_C only against L_C + L_A on the site-shortcut data (docs/method.md section 5)",
+    remedies.NAME: "remedies for slow, unsteady training with L_A (docs/method.md section 6.1)",
+    regression.NAME: "regression with and without the constraint (docs/method.md section 6.2)",
     corrections.NAME: "one simulated round of clinicians' corrections",
-    segmentation.NAME: "annotated fraction, with and without the constraint (method.md 6.3)",
+    segmentation.NAME: "annotated fraction, with and without the constraint (docs/method.md section 6.3)",
     suite.NAME: "every training preset on every data regime, held-out seeds",
 }
 

@@ -41,6 +41,7 @@ from worker.ml.training import (
     ProgressEvent,
     SubjectSample,
     TrainResult,
+    as_split,
     load_model,
     train,
 )
@@ -103,7 +104,7 @@ below is rewritten by its own subcommand (between its HTML markers) and records 
 date, machine and the configuration shared by its runs. Do not edit inside a section by hand;
 rerun the command (text outside the markers, such as the hand-written notes, is kept).
 
-All data are synthetic (method.md section 5): MNI152-based subjects with MS-like white-matter
+All data are synthetic (docs/method.md section 5): MNI152-based subjects with MS-like white-matter
 lesions, generated locally and cached under `--work`. Every run of one experiment uses the same
 seed, network, data, epochs, batch size and learning rate; only the loss setting differs.
 Weights are those of `best.pt` (the epoch chosen by the early-stopping metric on the
@@ -179,7 +180,7 @@ class Options:
 
     def run_config(self, setting: str) -> RunConfig:
         """The run configuration of one setting; everything but the loss is shared."""
-        return RunConfig(**self.shared_run_fields(), loss_setting=setting)
+        return RunConfig.model_validate({**self.shared_run_fields(), "loss_setting": setting})
 
     def shared_run_fields(self) -> dict[str, Any]:
         lambda_a: dict[str, Any] = {"value": self.lambda_a}
@@ -355,7 +356,7 @@ def sample(record: SubjectRecord, split: str | None = None) -> SubjectSample:
         image=record.image,
         mask=record.mask,
         label=record.label,
-        split=split or record.split,  # type: ignore[arg-type]
+        split=as_split(split or record.split),
     )
 
 

@@ -260,10 +260,10 @@ def run_corrections(options: Options) -> str:
     b, a = outcome["before"], outcome["after one round"]
 
     def change(key: str) -> str:
-        if b[key] is None or a[key] is None:
+        before, after = b[key], a[key]
+        if before is None or after is None:
             return f"{key}: n/a"
-        delta = float(a[key]) - float(b[key])  # type: ignore[arg-type]
-        return f"{fmt(b[key])} → {fmt(a[key])} ({delta:+.3f})"
+        return f"{fmt(before)} → {fmt(after)} ({after - before:+.3f})"
 
     quality_before = _mean([q[0] for q in target_quality])
     quality_after = _mean([q[1] for q in target_quality])

@@ -1,4 +1,4 @@
-"""``four-settings``: the four loss settings of method.md section 3 on one data set.
+"""``four-settings``: the four loss settings of docs/method.md section 3 on one data set.
 
     python -m worker.research four-settings [--out docs/experiments.md] [--subjects N]
         [--epochs E] [--seed S] [--grid X Y Z] [--quick] [...]
@@ -6,7 +6,7 @@
 Trains the four loss settings of the seed's figure (L_C only, L_A only, L_C + L_A supervised,
 L_C + L_A unsupervised) on one synthetic MS-like data set with the same seed, network and
 budget, and reports the test split's classification and attribution metrics (Integrated
-Gradients against the lesion masks, method.md section 4), with diagnostics that the engine
+Gradients against the lesion masks, docs/method.md section 4), with diagnostics that the engine
 does not report and the maps of one pathological and one healthy test subject.
 """
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from attrivue_core.configs import RunConfig
 from worker.ml.synthetic import SubjectRecord
-from worker.ml.training import ProgressEvent, SubjectSample, TrainResult, train
+from worker.ml.training import ProgressEvent, SubjectSample, TrainResult, as_split, train
 from worker.research.common import Options, fmt, load_dataset, machine_description, table
 
 __all__ = [
@@ -82,11 +82,13 @@ def regression_config(options: Options, setting: str) -> RunConfig:
     task with the L1 loss, and the setting's constraints."""
     fields = options.shared_run_fields()
     constraints = REGRESSION_SETTINGS[setting][1]
-    return RunConfig(
-        **fields,
-        loss_setting=setting,
-        task="regression",
-        regression={"loss": "l1", "constraints": constraints},
+    return RunConfig.model_validate(
+        {
+            **fields,
+            "loss_setting": setting,
+            "task": "regression",
+            "regression": {"loss": "l1", "constraints": constraints},
+        }
     )
 
 
@@ -96,7 +98,7 @@ def _sample(record: SubjectRecord) -> SubjectSample:
         image=record.image,
         mask=record.mask,
         label=record.label,
-        split=record.split,  # type: ignore[arg-type]
+        split=as_split(record.split),
         target=record.target,
     )
 

@@ -1,4 +1,4 @@
-"""Research axis 1 (method.md section 6.1): remedies for slow, unsteady training with L_A.
+"""Research axis 1 (docs/method.md section 6.1): remedies for slow, unsteady training with L_A.
 
     python -m worker.research remedies [--quick] [the options of the other experiments]
 

@@ -1,4 +1,4 @@
-"""How much annotation does the attribution constraint save in segmentation? (method.md 6.3)
+"""How much annotation does the attribution constraint save in segmentation? (docs/method.md section 6.3)
 
     python -m worker.research segmentation [--quick] [--fractions 0.1 0.25 0.5 1]
         [--subjects N] [--epochs E] [--grid X Y Z] [--seed S] [--out docs/experiments.md]
@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from attrivue_core.configs import LambdaSchedule, RunConfig
 from worker.ml.segmentation import annotated_subjects
 from worker.ml.synthetic import SubjectRecord, SyntheticConfig, ensure_dataset
-from worker.ml.training import SubjectSample, load_model, train
+from worker.ml.training import SubjectSample, as_split, load_model, train
 from worker.ml.transforms import IMAGE_KEY, preprocess_for
 from worker.research.common import DEFAULT_OUT, DEFAULT_WORK, FOV_MM
 
@@ -183,8 +183,7 @@ def run(options: Options) -> str:
         data,
     )
     samples = [
-        SubjectSample(r.subject, r.image, r.mask, r.label, r.split)  # type: ignore[arg-type]
-        for r in records
+        SubjectSample(r.subject, r.image, r.mask, r.label, as_split(r.split)) for r in records
     ]
     # (fraction, constraint) -> one metrics dict per run seed.
     results: dict[tuple[float, bool], list[dict[str, Any]]] = {}
@@ -298,7 +297,7 @@ def _section(
         "not evidence either way. The constraint here acts only on label-only healthy "
         "subjects (no positive relevance of the mean foreground logit on any brain voxel); a "
         "label-only healthy subject could also be used as an empty mask, which is not "
-        "compared here (open, method.md 6.3)."
+        "compared here (open, docs/method.md section 6.3)."
     )
     return "\n".join(
         [

@@ -1,4 +1,4 @@
-"""``shortcut``: does the constraint keep a classifier off a site shortcut? (method.md 5)
+"""``shortcut``: does the constraint keep a classifier off a site shortcut? (docs/method.md section 5)
 
     python -m worker.research shortcut [the options of four-settings]
 

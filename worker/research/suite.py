@@ -48,6 +48,7 @@ from worker.ml.nets import pathological_logit
 from worker.ml.regimes import REGIMES, generate_regime
 from worker.ml.training import (
     SubjectSample,
+    as_split,
     classification_metrics,
     load_baseline,
     load_model,
@@ -179,14 +180,7 @@ def _data_dir(work: Path, regime: str, subjects: int, held_out: bool = True) -> 
 
 def _samples(records: Sequence[Any]) -> list[Any]:
     return [
-        SubjectSample(
-            r.subject,
-            r.image,
-            r.mask,
-            r.label,
-            r.split,
-            site=r.site,  # type: ignore[arg-type]
-        )
+        SubjectSample(r.subject, r.image, r.mask, r.label, as_split(r.split), site=r.site)
         for r in records
     ]
 
@@ -516,7 +510,7 @@ def run_suite(options: argparse.Namespace, command: str) -> int:
     started = time.perf_counter()
     todo = [job for job in jobs if not job.result_path.exists()]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="regime suite", unit="run")
-    failures = []
+    failures: list[tuple[Job, Exception]] = []
     if options.workers > 1 and len(todo) > 1:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=options.workers, mp_context=context) as pool:
@@ -537,8 +531,10 @@ def run_suite(options: argparse.Namespace, command: str) -> int:
                 failures.append((job, exc))
             bar.update(1)
     bar.close()
-    for job, error in failures:
-        print(f"FAILED {job.regime}/{job.variant}/seed{job.seed}: {error!r}", file=sys.stderr)
+    for failed, error in failures:
+        print(
+            f"FAILED {failed.regime}/{failed.variant}/seed{failed.seed}: {error!r}", file=sys.stderr
+        )
     results = [json.loads(job.result_path.read_text()) for job in jobs if job.result_path.exists()]
     tables = summarise(results)
     curve = learning_curve(results)

@@ -61,13 +61,16 @@ def _region_map(model, config, image_path, region: dict, params: dict, device: s
     from worker.ml.segmentation import attribute_region_subject
 
     settings = AttributionConfig(method="integrated_gradients", **params)
+    method = settings.riemann_method
+    if method != "gausslegendre" and method != "riemann_middle":  # the API refuses the others
+        raise ValueError(f"a region's map integrates by gausslegendre or riemann_middle: {method}")
     result = attribute_region_subject(
         model,
         config,
         image_path,
         RegionSpec.model_validate(region),
         steps=settings.steps,
-        method=settings.riemann_method,  # checked by the API: gausslegendre or riemann_middle
+        method=method,
         internal_batch_size=settings.internal_batch_size,
         device=device,
     )
@@ -127,7 +130,8 @@ def run_attribution(job_id: int) -> None:
                         model,
                         config,
                         image_path,
-                        AttributionConfig(method=method, **params),
+                        # The stored method and settings, validated as a request's would be.
+                        AttributionConfig.model_validate({**params, "method": method}),
                         device=device,
                         brain_path=brain_path,
                     )

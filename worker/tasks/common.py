@@ -43,6 +43,7 @@ __all__ = [
     "claim_job",
     "claimed",
     "finish_job",
+    "gpu_report",
     "owns",
     "retrying",
     "start_presence",
@@ -136,7 +137,7 @@ def claim_job(job_id: int) -> Claim | None:
                 worker=me,
             )
         )
-        if won.rowcount:  # type: ignore[attr-defined]
+        if won.rowcount:  # type: ignore[attr-defined]  # typed Result; a DML statement returns a CursorResult
             attempt = int(session.scalar(select(Job.attempts).where(Job.id == job_id)) or 1)
             message = "started" if attempt == 1 else f"resumed (attempt {attempt})"
             session.execute(update(Job).where(Job.id == job_id).values(message=message))
@@ -183,7 +184,7 @@ def finish_job(claim: Claim, status: JobStatus, *, message: str, error: str | No
     def write() -> bool:
         with session_scope() as session:
             result = session.execute(update(Job).where(*_owned(claim)).values(**values))
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+            return bool(result.rowcount)  # type: ignore[attr-defined]  # typed Result; a DML statement returns a CursorResult
 
     return retrying(write, what=f"finishing job {claim.job_id}")
 
@@ -250,7 +251,7 @@ class JobReporter:
 # --------------------------------------------------------------------------- presence
 
 
-def _gpu() -> str:
+def gpu_report() -> str:
     """What this process computes on, as /health shows it (``workers.gpu``).
 
     "cpu" when ATTRIVUE_DEVICE is cpu or CUDA_VISIBLE_DEVICES hides every GPU; otherwise each
@@ -347,7 +348,7 @@ class Presence:
             name=self.name,
             hostname=socket.gethostname(),
             queues=self.queues,
-            gpu=_gpu(),
+            gpu=gpu_report(),
             pid=os.getpid(),
         )
 

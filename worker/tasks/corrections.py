@@ -141,16 +141,16 @@ def _store_corrected_metrics(claim: Claim, run_id: int, device: str) -> None:
         if not owns(session, claim):
             return
         for index, (row_id, *_rest) in enumerate(subjects):
-            row = session.get(CorrectedTarget, row_id)
-            if row is not None:
+            target = session.get(CorrectedTarget, row_id)
+            if target is not None:
                 metrics: dict[str, Any] = {
                     side: {**_finite(values[index]), "run_id": rid}
                     for side, values in found.items()
                     for rid in [source_id if side == "before" else run_id]
                 }
-                if row.subject_id in maps:
-                    metrics["attribution_ids"] = maps[row.subject_id]
-                row.metrics = metrics
+                if target.subject_id in maps:
+                    metrics["attribution_ids"] = maps[target.subject_id]
+                target.metrics = metrics
 
 
 def _side_by_side_maps(claim: Claim, run_id: int, device: str) -> dict[int, dict[str, int]]:
@@ -168,10 +168,10 @@ def _side_by_side_maps(claim: Claim, run_id: int, device: str) -> dict[int, dict
         return {}
     with session_scope() as session:
         wanted = []
-        for row in session.query(CorrectedTarget).filter(CorrectedTarget.run_id == run_id):
-            first = next((p for p in row.provenance if p.get("attribution_id")), None)
+        for target in session.query(CorrectedTarget).filter(CorrectedTarget.run_id == run_id):
+            first = next((p for p in target.provenance if p.get("attribution_id")), None)
             reviewed = session.get(AttributionMap, first["attribution_id"]) if first else None
-            subject = session.get(Subject, row.subject_id)
+            subject = session.get(Subject, target.subject_id)
             if reviewed is None or subject is None:
                 continue
             wanted.append(
@@ -181,16 +181,20 @@ def _side_by_side_maps(claim: Claim, run_id: int, device: str) -> dict[int, dict
                     reviewed.method,
                     dict(reviewed.params or {}),
                     storage.absolute(subject.image_path),
+                    # The brain mask the reviewed map was computed with (worker.tasks.attribute).
+                    storage.absolute(subject.brain_path) if subject.brain_path else None,
                 )
             )
     if not wanted:
         return {}
     model, config = load_model(checkpoint, device=device)
     out: dict[int, dict[str, int]] = {}
-    for subject_id, reviewed_id, method, params, image in wanted:
+    for subject_id, reviewed_id, method, params, image, brain in wanted:
         try:
+            # The stored method name and settings are validated here, as a request's would be.
+            settings = AttributionConfig.model_validate({**params, "method": method})
             result = attribute_subject(
-                model, config, image, AttributionConfig(method=method, **params), device=device
+                model, config, image, settings, device=device, brain_path=brain
             )
         except Exception:  # a map that cannot be redone leaves the metrics in place
             log.exception("run %s: no side-by-side map for subject %s", run_id, subject_id)
@@ -198,20 +202,20 @@ def _side_by_side_maps(claim: Claim, run_id: int, device: str) -> dict[int, dict
         with session_scope() as session:
             if not owns(session, claim):
                 return out
-            row = AttributionMap(
+            side = AttributionMap(
                 run_id=run_id, subject_id=subject_id, method=method, params=params, status="running"
             )
-            session.add(row)
+            session.add(side)
             session.flush()
-            path = storage.map_path(run_id, row.id)
+            path = storage.map_path(run_id, side.id)
             path.parent.mkdir(parents=True, exist_ok=True)
             save_nifti(path, result.map, result.affine)
-            row.path = storage.relative(path)
-            row.status = "succeeded"
-            row.convergence_delta = _number(result.convergence_delta)
-            row.logit = _number(result.logit)
-            row.stats = {k: _number(v) for k, v in result.stats.items()}
-            out[subject_id] = {"before": reviewed_id, "after": row.id}
+            side.path = storage.relative(path)
+            side.status = "succeeded"
+            side.convergence_delta = _number(result.convergence_delta)
+            side.logit = _number(result.logit)
+            side.stats = {k: _number(v) for k, v in result.stats.items()}
+            out[subject_id] = {"before": reviewed_id, "after": side.id}
     return out
 
 

@@ -20,12 +20,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _samples(run_id: int) -> tuple[dict, list]:
+def run_samples(run_id: int) -> tuple[dict, list]:
     """The run's config and its dataset's subjects as training samples: image, lesion mask,
     brain mask (a subject imported before brain masks existed gets one computed and stored
     now), label, split, site, target and any corrected target map."""
     from backend.services.brainmasks import ensure_brain_mask
-    from worker.ml.training import SubjectSample
+    from worker.ml.training import SubjectSample, as_split
     from worker.tasks.corrections import corrected_targets
 
     storage = get_storage()
@@ -40,7 +40,7 @@ def _samples(run_id: int) -> tuple[dict, list]:
                 image=storage.absolute(s.image_path),
                 mask=storage.absolute(s.mask_path) if s.mask_path else None,
                 label=s.label,
-                split=s.split,
+                split=as_split(s.split),
                 target=s.target,
                 target_map=targets.get(s.id),
                 brain_mask=ensure_brain_mask(session, storage, s),
@@ -166,7 +166,7 @@ def _train(claim: Claim, run_id: int) -> None:
     _set_run_status(run_id, "running", claim)
     settings = get_settings()
     reporter = JobReporter(claim)
-    raw_config, samples = _samples(run_id)
+    raw_config, samples = run_samples(run_id)
     config = RunConfig.model_validate(raw_config)
     if config.device == "auto" and settings.device != "auto":
         config = config.model_copy(update={"device": settings.device})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
@@ -20,7 +22,7 @@ from backend.services.runs import get_run
 
 router = APIRouter(prefix="/runs", tags=["corrections"])
 
-NIFTI = {200: {"content": {"application/gzip": {}}}}
+NIFTI: dict[int | str, dict[str, Any]] = {200: {"content": {"application/gzip": {}}}}
 
 
 @router.get("/{run_id}/corrections", operation_id="getRunCorrections")

@@ -97,7 +97,10 @@ def _members(session: SessionDep, project_id: int) -> MembersPublic:
         .where(ProjectMember.project_id == project_id)
         .order_by(User.username)
     ).all()
-    data = [MemberPublic(user_id=u, username=n, role=r) for u, n, r in rows]
+    # The stored role is a plain string: validated against ProjectRole here.
+    data = [
+        MemberPublic.model_validate({"user_id": u, "username": n, "role": r}) for u, n, r in rows
+    ]
     return MembersPublic(data=data, count=len(data))
 
 

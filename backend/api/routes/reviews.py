@@ -100,9 +100,7 @@ def create_review(
     return service.review_public(session, user, review, secret=settings.secret())
 
 
-def _reviews(  # type: ignore[no-untyped-def]
-    session: SessionDep, user: User, attribution_id: int | None, run_id: int | None
-):
+def _reviews(session: SessionDep, user: User, attribution_id: int | None, run_id: int | None):
     """(review, map, reviewer name, blinded) rows the user may see.
 
     In a project where the user is a blinded reviewer: only their own reviews, and none when

@@ -9,6 +9,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.responses import FileResponse
 
+from attrivue_core.io import load_image
 from backend.api.deps import AuditDep, CurrentUser, SessionDep, StorageDep, authorize
 from backend.schemas.dataset import SubjectPublic, SubjectUpdate
 from backend.services import datasets as svc
@@ -87,7 +88,7 @@ def download_mask(
         return FileResponse(
             path, media_type=NIFTI_GZ, filename=f"{subject.subject_key}_mask.nii.gz"
         )
-    img = nib.load(path)
+    img = load_image(path)
     data = (np.asarray(img.dataobj) > 0).astype(np.uint8) * 2
     out = nib.Nifti1Image(data, img.affine)
     out.set_data_dtype(np.uint8)

@@ -341,7 +341,7 @@ def _import_and_commit(
         layout=result.layout,
         data=[datasets.subject_public(s) for s in result.subjects],
         count=len(result.subjects),
-        rejected=[ImportProblem(**p.public()) for p in result.rejected],  # type: ignore[arg-type]
+        rejected=[ImportProblem.model_validate(p.public()) for p in result.rejected],
     )
 
 

@@ -177,7 +177,7 @@ def _check_entry_count(path: Path, label: str) -> None:
     """Refuse an archive with too many entries before zipfile reads its whole directory."""
     try:
         with path.open("rb") as fh:
-            end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]
+            end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]  # private zipfile helper, not in typeshed
     except (AttributeError, OSError):
         return
     if end and end[4] > MAX_FILES:

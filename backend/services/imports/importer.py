@@ -211,7 +211,7 @@ def import_subjects(
         if not planned and not found:
             found.add("the table lists no subject", table.name)
         check_plan(session, dataset, planned, table.name, found)
-        checked = []
+        checked: list[tuple[Planned, CheckedFiles | None]] = []
         for p in planned:
             try:
                 checked.append((p, _validate(fileset, p, found)))
@@ -220,7 +220,9 @@ def import_subjects(
         rejected: list[Problem] = []
         if skip_invalid and found and all(p.row is not None for p in found):
             bad_rows = {p.row for p in found}
-            kept = [(p, f) for p, f in checked if p.row not in bad_rows and f is not None]
+            kept: list[tuple[Planned, CheckedFiles | None]] = [
+                (p, f) for p, f in checked if p.row not in bad_rows and f is not None
+            ]
             if kept:
                 rejected, checked = list(found), kept
                 found = Problems()

@@ -12,7 +12,13 @@ from pathlib import Path
 from backend.models.base import utcnow
 from backend.storage import Storage
 
-__all__ = ["drop_staging", "new_staging", "remove_stale_staging", "sweep_orphaned_staging"]
+__all__ = [
+    "drop_staging",
+    "new_staging",
+    "release_staging_lock",
+    "remove_stale_staging",
+    "sweep_orphaned_staging",
+]
 
 _STAGING_LOCKS: dict[Path, int] = {}
 
@@ -41,6 +47,12 @@ def new_staging(storage: Storage) -> Path:
 def drop_staging(storage: Storage, path: Path) -> None:
     """Remove a staging folder and release its lock."""
     storage.remove_tree(path)
+    release_staging_lock(path)
+
+
+def release_staging_lock(path: Path) -> None:
+    """Release the lock on a staging folder and keep the folder, as the death of its process
+    would (the folder is then the sweep's to remove)."""
     fd = _STAGING_LOCKS.pop(path, None)
     if fd is not None:
         os.close(fd)

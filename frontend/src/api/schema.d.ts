@@ -1917,7 +1917,7 @@ export interface components {
          *     Attributes:
          *         kind: ``"constant"``, or ``"linear_warmup"`` from 0 at epoch 0 to ``value`` at
          *             ``warmup_epochs`` (then constant). A warm-up lets the classifier learn before the
-         *             constraint bites (method.md section 6).
+         *             constraint bites (docs/method.md section 6.1).
          *         value: Final lambda.
          *         warmup_epochs: Length of the warm-up, in (possibly fractional) epochs; pass
          *             ``epoch + step / steps_per_epoch`` to ``at`` for a per-step ramp.
@@ -2169,7 +2169,7 @@ export interface components {
         };
         /**
          * RegionSpec
-         * @description Which region of a segmentation output to explain (method.md section 1).
+         * @description Which region of a segmentation output to explain (docs/method.md section 1).
          *
          *     The attribution explains the sum of the foreground logits over the region. Every kind is
          *     resolved by the attribution job on the subject's native grid, where the viewer shows it:
@@ -2424,14 +2424,14 @@ export interface components {
          *
          *     Attributes:
          *         network: Registry key of the classifier (see ``worker.ml.nets.build_network``):
-         *             ``small_cnn``; ``patchgan``, the published classifier of method.md section 3
+         *             ``small_cnn``; ``patchgan``, the published classifier of docs/method.md section 3
          *             (base width 64); MONAI's ``densenet121``, ``resnet18`` and ``resnet10``.
          *         pooling: ``small_cnn`` only: the global pooling of its last feature map (``max``, the
          *             network's default; ``avg``; ``avgmax``, both concatenated). Max pooling finds "the
          *             brightest thing in the brain", which suits hyperintense lesions; a hypointense
          *             lesion reads like grey matter inside white matter and is seen by the average of
          *             local-contrast features rather than their maximum.
-         *         loss_setting: Which losses are trained (method.md section 3): ``lc_only`` (L_C),
+         *         loss_setting: Which losses are trained (docs/method.md section 3): ``lc_only`` (L_C),
          *             ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
          *             lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels
          *             only: every voxel of a healthy subject must carry healthy relevance).
@@ -2549,7 +2549,7 @@ export interface components {
          *         regression: Settings of a regression run (ignored for classification).
          *         seg_annotated_fraction: Segmentation only: the fraction of training subjects whose
          *             annotation (the lesion mask; an empty mask for a healthy subject) is used; the
-         *             others keep only their image label (mixed supervision, method.md section 6.3).
+         *             others keep only their image label (mixed supervision, docs/method.md section 6.3).
          *             The subset is drawn per label with ``seed``.
          *         seg_constraint: Segmentation only: label-only healthy subjects get the attribution
          *             constraint (no positive relevance anywhere for the mean foreground logit, target

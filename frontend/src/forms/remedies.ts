@@ -1,4 +1,4 @@
-// The launch form's training remedies (method.md section 6.1; worker/ml/gradients.py):
+// The launch form's training remedies (docs/method.md section 6.1; worker/ml/gradients.py):
 // clipping, gradient balancing, L_A every n steps, mixed precision and the device, and the
 // probe of L_A's gradient in L_C-only runs. Values the form leaves at RunConfig's defaults are
 // not sent, so a plain launch carries no remedy at all.

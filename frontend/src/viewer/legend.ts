@@ -1,4 +1,4 @@
-// What red and blue mean for the run a map comes from (method.md section 1): a classifier's
+// What red and blue mean for the run a map comes from (docs/method.md section 1): a classifier's
 // pathological logit, or a regression run's predicted target.
 
 export interface RelevanceLegend {

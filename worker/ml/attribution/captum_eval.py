@@ -1,6 +1,6 @@
 """Evaluation attribution maps with Captum, on the working grid or in a subject's native space.
 
-Every map is signed (method.md section 1): A > 0 pushes toward "pathological" (red), A < 0
+Every map is signed (docs/method.md section 1): A > 0 pushes toward "pathological" (red), A < 0
 toward "healthy" (blue). Nothing here takes absolute values of a map: Saliency and SmoothGrad
 run with ``abs=False``, and Grad-CAM keeps its negative part unless asked otherwise.
 
@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-import nibabel as nib
 import numpy as np
 import torch
 from captum.attr import (
@@ -58,10 +57,10 @@ from captum.attr import (
     Saliency,
 )
 from monai.transforms import GaussianSmooth
-from nibabel.spatialimages import SpatialImage
 from torch import nn
 
 from attrivue_core.configs import AttributionConfig, RunConfig
+from attrivue_core.io import load_image
 from worker.ml.nets import gradcam_layer, pathological_logit
 from worker.ml.transforms import BRAIN_KEY, IMAGE_KEY, preprocess_for, to_native
 
@@ -234,7 +233,7 @@ def attribute_subject(
     attr_grid = maps.attributions.detach()[0].float().cpu()  # (1, *grid)
 
     native_map, recovered_affine = to_native(attr_grid, image, transform)
-    header_image = cast(SpatialImage, nib.load(str(image_path)))  # reads the header only
+    header_image = load_image(image_path)  # reads the header only
     affine = np.asarray(header_image.affine, dtype=np.float64)
     if not np.allclose(recovered_affine, affine, atol=_AFFINE_ATOL):
         raise RuntimeError(

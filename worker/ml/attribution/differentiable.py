@@ -1,12 +1,12 @@
 """Attributions for training: differentiable with respect to the model's weights.
 
-The attribution constraint (method.md section 3) puts a loss on an attribution map, so the map
+The attribution constraint (docs/method.md section 3) puts a loss on an attribution map, so the map
 must carry a graph back to the weights ("double back-propagation"). Captum's implementations
 detach their gradients; the methods here call ``torch.autograd.grad(..., create_graph=True)``
 instead. With ``create_graph=False`` they serve evaluation and agree with Captum (tested for
 Integrated Gradients).
 
-Sign convention (method.md section 1): A > 0 pushes the pathological logit up. No method here
+Sign convention (docs/method.md section 1): A > 0 pushes the pathological logit up. No method here
 takes absolute values.
 
 Conventions shared by every method:

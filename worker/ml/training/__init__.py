@@ -1,5 +1,5 @@
 """Training of the platform's networks: classification and regression with the attribution
-constraint, and segmentation (method.md sections 3 and 6).
+constraint, and segmentation (docs/method.md sections 3 and 6).
 
 ``train`` runs the engine (``worker.ml.training.engine``: epochs, loaders, cancellation,
 progress, model selection and early stopping, checkpoints and resumption) with the ``Task``
@@ -52,6 +52,7 @@ from worker.ml.training.datatypes import (
     SubjectPrediction,
     SubjectSample,
     TrainResult,
+    as_split,
 )
 from worker.ml.training.engine import run, select_device
 from worker.ml.training.regression import RegressionTask
@@ -78,6 +79,7 @@ __all__ = [
     "Task",
     "TrainResult",
     "TrainingCancelled",
+    "as_split",
     "build_model",
     "calibration_offset",
     "cancel_checks",

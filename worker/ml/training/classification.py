@@ -1,5 +1,5 @@
 """The classification task: a pathological logit per image, BCE (L_C) and the attribution
-constraint against target maps from labels and lesion masks (method.md section 3).
+constraint against target maps from labels and lesion masks (docs/method.md section 3).
 
 After training, the validation split calibrates the logit (``calibration_offset``, folded
 into best.pt's output bias) and every subject gets its prediction (``predict_subjects``,
@@ -23,7 +23,7 @@ from monai.data import CacheDataset
 from scipy.optimize import minimize_scalar
 from torch import nn
 
-from attrivue_core.configs import RunConfig
+from attrivue_core.configs import LossSetting, RunConfig
 from worker.ml.evaluation import json_safe
 from worker.ml.losses import attribution_loss, target_map, target_mode_for
 from worker.ml.metrics import classification_metrics as metrics_of_classification
@@ -199,7 +199,7 @@ class ClassificationTask(ConstrainedTask):
         loop: Loop,
         batch: dict[str, Any],
         *,
-        setting: str,
+        setting: LossSetting,
         labels: torch.Tensor,
         attributions: torch.Tensor,
         masks: torch.Tensor,
@@ -211,7 +211,7 @@ class ClassificationTask(ConstrainedTask):
         the subject's given target map (``SubjectSample.target_map``)."""
         config = loop.config
         temperature = config.attribution_scale * float(np.prod(attributions.shape[2:]))
-        mode = target_mode_for(setting)  # type: ignore[arg-type]
+        mode = target_mode_for(setting)
         assert mode is not None  # every setting but lc_only has a target mode
         targets = target_map(
             labels, masks, mode=mode, brain_mask=brain, mask_available=available

@@ -1,7 +1,7 @@
 """The constrained tasks' shared base: a network with one output per image (classification,
 regression) trained with its head loss and the attribution constraint.
 
-The four loss settings of method.md section 3 (``RunConfig.loss_setting``): ``lc_only`` keeps
+The four loss settings of docs/method.md section 3 (``RunConfig.loss_setting``): ``lc_only`` keeps
 a plain forward/backward step; the others compute a differentiable attribution
 (``worker.ml.attribution.differentiable.attribute`` with ``create_graph=True``), build the
 task's target of L_A and back-propagate L_A through it ("double back-propagation"). Each step
@@ -32,10 +32,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
-from attrivue_core.configs import RunConfig
+from attrivue_core.configs import LossSetting, RunConfig
 from worker.ml.attribution.differentiable import attribute, training_attribution_params
 from worker.ml.evaluation import AttributionEvaluation, evaluate_attributions, json_safe
-from worker.ml.gradients import GradientStats, clip, combine, la_due, measure
+from worker.ml.gradients import GradientStats, Grads, clip, combine, la_due, measure
 from worker.ml.losses import total_loss
 from worker.ml.nets import pathological_logit
 from worker.ml.regression import build_model
@@ -171,7 +171,7 @@ class ConstrainedTask(Task):
         loop: Loop,
         batch: dict[str, Any],
         *,
-        setting: str,
+        setting: LossSetting,
         labels: torch.Tensor,
         attributions: torch.Tensor,
         masks: torch.Tensor,
@@ -371,7 +371,7 @@ class ConstrainedTask(Task):
             grads_c = torch.autograd.grad(
                 loop.scaler.scale(loss_c), params, retain_graph=train_a, allow_unused=True
             )
-        grads_a = None
+        grads_a: Grads | None = None
         if train_a:
             # allow_unused: e.g. the head's bias moves the logit but not its input gradient.
             grads_a = torch.autograd.grad(loop.scaler.scale(weighted_a), params, allow_unused=True)

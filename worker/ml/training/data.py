@@ -180,7 +180,7 @@ def cached_splits(
 
     ``items_of(split)`` gives the split's items (``as_item``); a split without any is left out.
     """
-    datasets = {}
+    datasets: dict[str, CacheDataset] = {}
     for split in SPLITS:
         items = items_of(split)
         if not items:

@@ -26,6 +26,7 @@ __all__ = [
     "SubjectPrediction",
     "SubjectSample",
     "TrainResult",
+    "as_split",
 ]
 
 LABEL_KEY = "label"
@@ -42,6 +43,7 @@ TOP_K_PERCENT = 5.0
 PREDICTIONS_FILE = "predictions.csv"
 
 Split = Literal["train", "val", "test"]
+_SPLITS: dict[str, Split] = {"train": "train", "val": "val", "test": "test"}
 Metrics = dict[str, float | None]
 
 
@@ -76,6 +78,18 @@ class SubjectSample:
     target_map: Path | None = None
     brain_mask: Path | None = None
     site: str | None = None
+
+
+def as_split(value: str) -> Split:
+    """A split name read from a manifest or the database, checked.
+
+    Raises:
+        ValueError: ``value`` is not ``train``, ``val`` or ``test``.
+    """
+    try:
+        return _SPLITS[value]
+    except KeyError:
+        raise ValueError(f"unknown split {value!r}: train, val or test") from None
 
 
 @dataclass

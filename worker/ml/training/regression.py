@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from monai.data import CacheDataset
 
-from attrivue_core.configs import RunConfig
+from attrivue_core.configs import LossSetting, RunConfig
 from worker.ml.evaluation import json_safe
 from worker.ml.nets import pathological_logit
 from worker.ml.regression import (
@@ -77,7 +77,7 @@ class RegressionTask(ConstrainedTask):
         loop: Loop,
         batch: dict[str, Any],
         *,
-        setting: str,
+        setting: LossSetting,
         labels: torch.Tensor,
         attributions: torch.Tensor,
         masks: torch.Tensor,

@@ -162,7 +162,9 @@ class SegmentationTask(Task):
         if dataset is None:
             return {f"{prefix}loss": None, f"{prefix}dice": None}
         loop.model.eval()
-        predictions, truths, losses = [], [], []
+        predictions: list[np.ndarray] = []  # one boolean volume per subject
+        truths: list[np.ndarray] = []
+        losses: list[float] = []
         criterion = segmentation_loss()
         for batch in make_loader(dataset, loop.config.batch_size, shuffle=False, seed=0):
             images, _ = batch_tensors(batch, loop.device)

@@ -129,9 +129,9 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(prog).parse_args(argv)
     name = args.experiment
+    command = shlex.join([*shlex.split(prog), *argv])  # a command a shell can run again
     if name == suite.NAME:
-        return suite.run_suite(args, " ".join([prog, *argv]))
-    command = shlex.join([*shlex.split(prog), *argv])
+        return suite.run_suite(args, command)
     if name == segmentation.NAME:
         seg_options = segmentation.options_from_args(args, command)
         return _write(name, seg_options.out, lambda: segmentation.run(seg_options))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import threading
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.cookies import SimpleCookie
@@ -150,6 +151,8 @@ class StubApi:
         # Server-Sent Events: path -> [(event, data)], sent at once and followed by "end".
         self.sse_routes: dict[str, list[tuple[str, object]]] = {}
         self.hits: dict[str, int] = {}
+        # Seconds to wait before refusing a request without a session (a slow network).
+        self.unauthenticated_delay = 0.0
         self.dataset = {
             "id": 1,
             "project_id": 1,
@@ -232,6 +235,7 @@ class StubApi:
                         return self.send_file(target)
                     return self.send_file(stub.dist / "index.html", "text/html")
                 if self.cookies().get("attrivue_session") != SESSION:
+                    time.sleep(stub.unauthenticated_delay)
                     return self.send_json(401, {"detail": "Not authenticated"})
                 stub.hits[url.path] = stub.hits.get(url.path, 0) + 1
                 if url.path in stub.errors:

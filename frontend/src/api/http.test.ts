@@ -108,6 +108,18 @@ describe("errors", () => {
     await expect(api.auth.me()).rejects.toThrow("Not authenticated");
     expect(onUnauthorized).toHaveBeenCalledTimes(1);
   });
+
+  it("numbers requests in the order they are sent and names the one refused", async () => {
+    const { api, http, onUnauthorized } = setup([
+      jsonResponse(200, { id: 1, username: "a", role: "user" }),
+      jsonResponse(401, { detail: "Not authenticated" }),
+    ]);
+    expect(http.issued).toBe(0);
+    await api.auth.me();
+    await api.auth.me().catch(() => undefined);
+    expect(http.issued).toBe(2);
+    expect(onUnauthorized).toHaveBeenCalledWith(2);
+  });
 });
 
 describe("helpers", () => {

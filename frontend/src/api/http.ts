@@ -81,8 +81,9 @@ export interface HttpOptions {
   fetch?: typeof fetch;
   /** Returns the current `document.cookie` string. */
   cookies?: () => string;
-  /** Called on any 401, e.g. to send the user to /login. */
-  onUnauthorized?: () => void;
+  /** Called on any 401, e.g. to send the user to /login, with the number of the refused request
+   * (see `Http.issued`): a 401 to a request sent before a login says nothing about the new session. */
+  onUnauthorized?: (request: number) => void;
 }
 
 type QueryValue = string | number | boolean | undefined | null;
@@ -114,7 +115,8 @@ export function buildUrl(path: string, query?: Query): string {
 export class Http {
   private readonly fetchImpl: typeof fetch;
   private readonly cookies: () => string;
-  onUnauthorized: (() => void) | undefined;
+  onUnauthorized: ((request: number) => void) | undefined;
+  private sent = 0;
 
   constructor(options: HttpOptions = {}) {
     this.fetchImpl = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
@@ -122,7 +124,13 @@ export class Http {
     this.onUnauthorized = options.onUnauthorized;
   }
 
+  /** How many requests have been sent so far; each request is numbered in order from 1. */
+  get issued(): number {
+    return this.sent;
+  }
+
   async request<T>(path: string, options: RequestOptions = {}): Promise<T> {
+    const requestNumber = ++this.sent;
     const method = (options.method ?? "GET").toUpperCase();
     const headers = new Headers({ Accept: "application/json" });
     let body: BodyInit | undefined;
@@ -147,7 +155,7 @@ export class Http {
       signal: options.signal,
     });
     if (!response.ok) {
-      if (response.status === 401) this.onUnauthorized?.();
+      if (response.status === 401) this.onUnauthorized?.(requestNumber);
       throw await errorFromResponse(response);
     }
     if (response.status === 204) return undefined as T;

@@ -1,5 +1,5 @@
 // Who is logged in. The session lives in an HttpOnly cookie; GET /auth/me tells us who it is.
-import { type ReactNode, createContext, useCallback, useContext, useEffect, useMemo, useState } from "react";
+import { type ReactNode, createContext, useCallback, useContext, useEffect, useMemo, useRef, useState } from "react";
 import { Navigate, useLocation } from "react-router";
 import { api } from "../api/client";
 import type { User } from "../api/types";
@@ -15,15 +15,22 @@ const AuthContext = createContext<AuthState | null>(null);
 
 export function AuthProvider({ children }: { children: ReactNode }) {
   const [user, setUser] = useState<User | null | undefined>(undefined);
+  // Requests numbered up to this one were sent before the last login (Http.issued): their
+  // answers, a 401 in particular, say nothing about the session the login opened.
+  const sessionFrom = useRef(0);
 
   useEffect(() => {
     // Any 401 from any call means the session is gone: RequireAuth then sends us to /login.
-    api.http.onUnauthorized = () => setUser(null);
+    api.http.onUnauthorized = (request) => {
+      if (request > sessionFrom.current) setUser(null);
+    };
     let current = true;
+    const before = sessionFrom.current;
     api.auth.me().then(
-      (me) => current && setUser(me),
-      // Not logged in, or the server is unreachable: the login form will say which.
-      () => current && setUser(null),
+      (me) => current && sessionFrom.current === before && setUser(me),
+      // Not logged in, or the server is unreachable: the login form will say which. A login
+      // made while this answer was on its way wins over it.
+      () => current && sessionFrom.current === before && setUser(null),
     );
     return () => {
       current = false;
@@ -33,6 +40,7 @@ export function AuthProvider({ children }: { children: ReactNode }) {
 
   const login = useCallback(async (username: string, password: string) => {
     const response = await api.auth.login(username, password);
+    sessionFrom.current = api.http.issued;
     setUser(response.user);
     return response.user;
   }, []);

@@ -267,6 +267,15 @@ def test_disk_full_while_writing_a_map_fails_cleanly(
         attribution_id, job_id = _attribution(run_id, subject_id)
         assert wait_terminal([job_id], timeout=120, alive=worker.alive) == {job_id: "succeeded"}
         written = maps / f"{attribution_id}.nii.gz"
+
+        def products_settled() -> bool:
+            # The display map and statistics come from a CPU task sent once the job is done:
+            # wait for them before listing, so a product still being written is not a leftover.
+            names = [p.name for p in maps.iterdir()]
+            products = {f"{attribution_id}.display.nii.gz", f"{attribution_id}.stats.json"}
+            return products <= set(names) and not any(n.endswith(".part") for n in names)
+
+        wait_for(products_settled, timeout=60, interval=0.2, what="the map's products")
         names = sorted(p.name for p in maps.iterdir())
         # The map and its products (display map, statistics): only the new map's, no temporary.
         assert written.name in names, names

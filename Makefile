@@ -55,8 +55,12 @@ lint: deps $(NODE_STAMP)
 test-frontend: $(NODE_STAMP)
 	cd frontend && npm test
 
+# Two processes (pytest-xdist): most tests wait on servers, workers and the browser, so two
+# share two cores well. Tests of one file, and all tests on the live server, stay together
+# (tests/conftest.py); `PYTEST_WORKERS=0 make test-python` runs them in one process.
+PYTEST_WORKERS ?= 2
 test-python: deps
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # The API contract: the backend's OpenAPI document and the frontend types generated from it
 # (both committed; tests/test_openapi_client.py fails when they are stale).

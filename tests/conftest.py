@@ -20,6 +20,32 @@ REPO = Path(__file__).resolve().parents[1]
 ADMIN_PASSWORD = "admin-password-for-tests"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist (`make test` runs `-n 2 --dist loadgroup`): the tests of one
+    file share a worker, so a module fixture is built once; every test on the session's live
+    server (the ``pipeline`` fixture) shares one worker, so that server starts once."""
+    for item in items:
+        if "pipeline" in getattr(item, "fixturenames", ()):
+            group = "pipeline"
+        else:
+            group = item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def xdist_redis_url(url: str) -> str:
+    """``url`` with a Redis database of its own per pytest-xdist worker (gw0 keeps the given
+    number, gw1 takes the one below it, ...), so that one worker's FLUSHDB and queues never
+    meet another's."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    head, _, db = url.rpartition("/")
+    number = int(db or 0) - int(worker[2:])
+    if number < 0:
+        raise RuntimeError(f"too many xdist workers for the Redis databases below {url}")
+    return f"{head}/{number}"
+
+
 def clear_caches() -> None:
     from backend.core import db
     from backend.core.config import get_settings

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import clear_caches, postgres_database
+from tests.conftest import clear_caches, postgres_database, xdist_redis_url
 from tests.helpers import brain_volume, write_nifti
 
 BACKENDS = ["embedded", "redis+postgres"]
@@ -34,6 +34,7 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch) -> Iterat
             pytest.skip("set ATTRIVUE_TEST_REDIS_URL and ATTRIVUE_TEST_DATABASE_URL (.ci/run does)")
         import redis
 
+        redis_url = xdist_redis_url(redis_url)
         redis.Redis.from_url(redis_url).flushdb()  # no stale messages from earlier runs
         databases = postgres_database(pg_url)
         env["ATTRIVUE_DATABASE_URL"] = next(databases)

@@ -24,6 +24,7 @@ __all__ = [
     "NetworkName",
     "RegressionConstraint",
     "RegressionSettings",
+    "ReferenceSource",
     "RiemannMethod",
     "RegionSpec",
     "SEGMENTATION_NETWORKS",
@@ -56,7 +57,9 @@ EarlyStoppingMetric = Literal[
 TaskName = Literal["classification", "regression", "segmentation"]
 # The regression constraint's options (worker.ml.regression, docs/experiments.md).
 RegressionConstraint = Literal["outside_lesions", "zero_target", "mass_scaling"]
-BaselineName = Literal["zero", "blur"]
+BaselineName = Literal["zero", "blur", "healthy_mean"]
+# Where gradient_shap (Expected Gradients) draws its references x'.
+ReferenceSource = Literal["noise", "healthy"]
 RiemannMethod = Literal[
     "gausslegendre", "riemann_middle", "riemann_trapezoid", "riemann_left", "riemann_right"
 ]
@@ -184,7 +187,9 @@ class RunConfig(BaseModel):
             "pathological relevance" means "differs from healthy subjects in the direction
             that raises the logit", whatever the lesions' contrast; sum(A) = F(x) - F(healthy)
             is then near 0 for a healthy subject and cannot be made negative for every one.
-            The mean image is stored in the checkpoint and used by the run's attribution jobs.
+            The mean image is stored in the checkpoint (the research suite scores with it);
+            an attribution job uses a healthy baseline only when asked for one
+            (``AttributionConfig.baseline = "healthy_mean"``, computed from the same subjects).
         lambda_a: Weight of L_A over training (constant, or a linear warm-up from 0);
             unused by ``lc_only`` and ``la_only``.
         attribution_mode: Mode of the network while the training attribution is computed.
@@ -507,7 +512,7 @@ _BASELINE_FIELDS = frozenset({"baseline", "blur_sigma"})
 METHOD_FIELDS: dict[str, frozenset[str]] = {
     "integrated_gradients": _BASELINE_FIELDS | {"steps", "riemann_method", "internal_batch_size"},
     "gradient_shap": frozenset(
-        {"n_samples", "stdevs", "n_references", "internal_batch_size", "seed"}
+        {"n_samples", "stdevs", "n_references", "references", "internal_batch_size", "seed"}
     ),
     "saliency": frozenset(),
     "input_x_gradient": frozenset(),
@@ -529,7 +534,10 @@ class AttributionConfig(BaseModel):
         method: Attribution method (see ``worker.ml.attribution.captum_eval``).
         steps: Integration points along the path (integrated_gradients).
         baseline: Reference image x' (integrated_gradients, deeplift; occlusion fills the
-            window with it): the zero image, or a Gaussian-blurred copy of the input.
+            window with it): ``zero``, the zero image (the mean intensity after z-scoring);
+            ``blur``, a Gaussian-blurred copy of the input; ``healthy_mean``, the voxel-wise
+            mean of the run's healthy training subjects, preprocessed as in training
+            (computed once per run by the worker and cached beside its checkpoints).
         blur_sigma: Standard deviation (working-grid voxels) of the blurred baseline.
         internal_batch_size: Images per forward/backward pass, which bounds memory on
             whole-brain volumes: IG's interpolation points, GradientShap's and SmoothGrad's
@@ -543,6 +551,10 @@ class AttributionConfig(BaseModel):
             given, draws its references as the zero image plus this noise.
         n_references: References gradient_shap draws from: a random subset of this size of
             the reference images given, or this many synthetic zero-plus-noise images.
+        references: Where gradient_shap's references come from: ``noise``, the zero image
+            plus Gaussian noise of ``stdevs``; ``healthy``, the run's healthy training
+            subjects (a random subset of ``n_references`` of them), so that the map is
+            Expected Gradients against healthy anatomy.
         window: Occlusion window, voxels of the working grid per axis.
         stride: Occlusion step between windows, voxels per axis, at most the window so that
             every voxel is covered; ``None``: half the window.
@@ -563,6 +575,7 @@ class AttributionConfig(BaseModel):
     n_samples: int = Field(default=16, ge=1, le=1024)
     stdevs: float = Field(default=0.15, ge=0.0)
     n_references: int = Field(default=8, ge=1, le=1024)
+    references: ReferenceSource = "noise"
     window: tuple[WindowSize, WindowSize, WindowSize] = (8, 8, 8)
     stride: tuple[WindowSize, WindowSize, WindowSize] | None = None
     relu_attributions: bool = False
@@ -575,6 +588,15 @@ class AttributionConfig(BaseModel):
             if getattr(self, name) != type(self).model_fields[name].default:
                 users = sorted(m for m, fields in METHOD_FIELDS.items() if name in fields)
                 raise ValueError(f"{name} does not apply to {self.method} (used by: {users})")
+        if (
+            self.references == "healthy"
+            and "stdevs" in self.model_fields_set
+            and self.stdevs != type(self).model_fields["stdevs"].default
+        ):
+            raise ValueError(
+                "stdevs does not apply to gradient_shap with references 'healthy' (it is the "
+                "noise of the synthetic references)"
+            )
         if self.stride is not None and any(
             s > w for s, w in zip(self.stride, self.window, strict=True)
         ):

@@ -90,7 +90,7 @@ def test_attribution_params_are_their_own_schema(schemas: dict[str, Any], model:
     assert params.get("additionalProperties") is False
     assert set(params["properties"]) == set(AttributionConfig.model_fields) - {"method"}
     assert not params.get("required")
-    assert _enum(schemas, params["properties"]["baseline"]) == ["zero", "blur"]
+    assert _enum(schemas, params["properties"]["baseline"]) == ["zero", "blur", "healthy_mean"]
     assert _enum(schemas, params["properties"]["riemann_method"]) == [
         "gausslegendre",
         "riemann_middle",

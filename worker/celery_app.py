@@ -14,7 +14,15 @@ from celery import signals
 
 from backend.core.queue import make_celery
 
-app = make_celery(include=["worker.tasks.train", "worker.tasks.attribute", "worker.tasks.maps"])
+app = make_celery(
+    include=[
+        "worker.tasks.train",
+        "worker.tasks.attribute",
+        "worker.tasks.maps",
+        "worker.tasks.evidence",
+        "worker.tasks.shortcut",
+    ]
+)
 
 _main_pid = os.getpid()
 

@@ -8,12 +8,14 @@ from backend.api.routes import (
     auth,
     corrections,
     datasets,
+    evidence,
     health,
     jobs,
     presets,
     projects,
     reviews,
     runs,
+    shortcuts,
     subjects,
     uploads,
     users,
@@ -35,5 +37,7 @@ for module in (
     health,
     uploads,
     audit,
+    evidence,
+    shortcuts,
 ):
     api_router.include_router(module.router)

@@ -24,6 +24,9 @@ TASK_QUEUES = {
     "attrivue.train": "gpu",
     "attrivue.attribute": "gpu",
     "attrivue.map_products": "cpu",
+    "attrivue.evidence": "gpu",
+    "attrivue.shortcut_report": "gpu",
+    "attrivue.cohort_map": "cpu",
 }
 
 

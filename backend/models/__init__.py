@@ -5,11 +5,13 @@ from backend.models.audit import AuditEvent
 from backend.models.base import Base
 from backend.models.corrections import CorrectedTarget, EpochMap
 from backend.models.dataset import Dataset, Subject
+from backend.models.evidence import EvidenceCheck
 from backend.models.job import Job, JobStatus
 from backend.models.ops import LoginAttempt, UploadSession, Worker
 from backend.models.project import Project, ProjectMember
 from backend.models.review import Review
 from backend.models.run import Run, RunMetric, RunPrediction
+from backend.models.shortcut import CohortMap, ShortcutReport
 from backend.models.user import ApiToken, Role, User
 
 __all__ = [
@@ -17,9 +19,11 @@ __all__ = [
     "AttributionMap",
     "AuditEvent",
     "Base",
+    "CohortMap",
     "CorrectedTarget",
     "Dataset",
     "EpochMap",
+    "EvidenceCheck",
     "Job",
     "JobStatus",
     "LoginAttempt",
@@ -28,6 +32,7 @@ __all__ = [
     "Review",
     "Role",
     "Run",
+    "ShortcutReport",
     "RunMetric",
     "RunPrediction",
     "Subject",

@@ -27,7 +27,7 @@ class Job(CreatedAt, Base):
     __tablename__ = "jobs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))  # train | attribute
+    kind: Mapped[str] = mapped_column(String(32))  # train | attribute | evidence
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued.value, index=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str] = mapped_column(Text, default="")

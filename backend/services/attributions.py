@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -37,6 +37,8 @@ __all__ = [
     "prediction_map",
     "prediction_path",
     "region_for",
+    "uncertainty_map",
+    "uncertainty_path",
 ]
 
 
@@ -62,6 +64,30 @@ def _check_memory(run: Run, method: str, params: dict[str, Any]) -> None:
         config, AttributionConfig.model_validate({**params, "method": method})
     )
     check_worker_memory(estimate, f"this {method} map")
+
+
+def _check_healthy(session: Session, run: Run, params: dict[str, Any]) -> None:
+    """Refuse a healthy baseline or healthy references when the run has no healthy subject."""
+    wanted = params.get("baseline") == "healthy_mean" or params.get("references") == "healthy"
+    if not wanted:
+        return
+    found = session.scalar(
+        select(Subject.id)
+        .where(Subject.dataset_id == run.dataset_id)
+        .where(Subject.split == "train", Subject.label == 0)
+        .limit(1)
+    )
+    if found is None:
+        what = (
+            "baseline 'healthy_mean'"
+            if params.get("baseline") == "healthy_mean"
+            else ("references 'healthy'")
+        )
+        raise InvalidInput(
+            f"params.{what.split()[0]} {what.split()[1]} needs healthy training subjects: "
+            f"dataset {run.dataset_id} of run {run.id} has no subject with label 0 in the "
+            "train split"
+        )
 
 
 def _require_trained(run: Run) -> None:
@@ -133,6 +159,7 @@ def create_attribution(session: Session, *, body: AttributionCreate, user: User)
         )
     region = region_for(run, body.method, params, body.region)
     _require_trained(run)
+    _check_healthy(session, run, params)
     _check_memory(run, body.method, params)
     row = _new_map(
         session,
@@ -179,6 +206,7 @@ def create_attributions(
     subject_ids = _batch_subjects(session, run, body)
     region = region_for(run, body.method, params, None)
     _require_trained(run)
+    _check_healthy(session, run, params)
     _check_memory(run, body.method, params)
     rows = [
         _new_map(
@@ -270,6 +298,34 @@ def full_map(storage: Storage, row: AttributionMap) -> Path:
 def prediction_path(map_path: Path) -> Path:
     """Where a segmentation map's predicted components are stored, beside the map."""
     return map_path.with_name(map_path.name.replace(".nii.gz", "-prediction.nii.gz"))
+
+
+# Methods that draw samples: their maps have uncertainty volumes (worker.ml.attribution).
+STOCHASTIC_METHODS = ("smoothgrad", "gradient_shap")
+UncertaintyKind = Literal["sd", "agreement"]
+
+
+def uncertainty_path(map_path: Path, kind: UncertaintyKind) -> Path:
+    """Where a stochastic map's uncertainty volume ``kind`` is stored, beside the map."""
+    return map_path.with_name(map_path.name.replace(".nii.gz", f"-{kind}.nii.gz"))
+
+
+def uncertainty_map(storage: Storage, row: AttributionMap, kind: UncertaintyKind) -> Path:
+    """The per-voxel standard deviation (``sd``) or sign agreement (``agreement``) over the
+    samples of a smoothgrad or gradient_shap map; Conflict for a deterministic method."""
+    if row.method not in STOCHASTIC_METHODS:
+        raise Conflict(
+            f"attribution {row.id} ({row.method}) is deterministic: it has no uncertainty "
+            f"volumes (only {' and '.join(STOCHASTIC_METHODS)} draw samples)"
+        )
+    full = full_map(storage, row)
+    path = uncertainty_path(full, kind)
+    if not path.is_file():
+        raise Conflict(
+            f"attribution {row.id} was stored without uncertainty volumes (computed before "
+            "they were kept): compute the map again"
+        )
+    return path
 
 
 def prediction_map(storage: Storage, row: AttributionMap) -> Path:

@@ -24,7 +24,16 @@ from backend.core import queue
 from backend.core.config import Settings
 from backend.core.db import session_scope
 from backend.core.queue import send_job
-from backend.models import AttributionMap, Dataset, Job, JobStatus, Run, User, Worker
+from backend.models import (
+    AttributionMap,
+    Dataset,
+    EvidenceCheck,
+    Job,
+    JobStatus,
+    Run,
+    User,
+    Worker,
+)
 from backend.services.errors import NotFound, Unavailable
 
 __all__ = [
@@ -51,7 +60,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TASK_FOR_KIND = {"train": "attrivue.train", "attribute": "attrivue.attribute"}
+TASK_FOR_KIND = {
+    "train": "attrivue.train",
+    "attribute": "attrivue.attribute",
+    "evidence": "attrivue.evidence",
+    "shortcut_report": "attrivue.shortcut_report",
+    "cohort_map": "attrivue.cohort_map",
+}
 REQUEUED_MESSAGE = "re-queued after its worker was lost"
 POLL_SECONDS = 0.5  # how often a stream re-reads the database
 TERMINAL = tuple(s.value for s in JobStatus if s.terminal)
@@ -103,8 +118,16 @@ def list_jobs(
         .join(Run, Run.id == AttributionMap.run_id)
         .where(Run.dataset_id.in_(in_projects))
     )
+    check_jobs = (
+        select(EvidenceCheck.job_id)
+        .join(Run, Run.id == EvidenceCheck.run_id)
+        .where(Run.dataset_id.in_(in_projects))
+    )
     query = (
-        select(Job).where(Job.id.in_(run_jobs.union(map_jobs))).order_by(Job.id.desc()).limit(limit)
+        select(Job)
+        .where(Job.id.in_(run_jobs.union(map_jobs, check_jobs)))
+        .order_by(Job.id.desc())
+        .limit(limit)
     )
     if status:
         query = query.where(Job.status == status)
@@ -141,10 +164,13 @@ def revoke_job(job: Job, settings: Settings) -> None:
 
 
 def _mirror_status(session: Session, job_id: int, status: str) -> None:
-    """Give the job's run or attribution map the job's status."""
+    """Give the job's run, attribution map or evidence check the job's status."""
     session.execute(update(Run).where(Run.job_id == job_id).values(status=status))
     session.execute(
         update(AttributionMap).where(AttributionMap.job_id == job_id).values(status=status)
+    )
+    session.execute(
+        update(EvidenceCheck).where(EvidenceCheck.job_id == job_id).values(status=status)
     )
 
 

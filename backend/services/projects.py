@@ -12,13 +12,16 @@ from sqlalchemy.orm import Session
 
 from backend.models import (
     AttributionMap,
+    CohortMap,
     Dataset,
+    EvidenceCheck,
     Job,
     Project,
     ProjectMember,
     Review,
     Role,
     Run,
+    ShortcutReport,
     Subject,
     User,
 )
@@ -168,6 +171,10 @@ def project_of(session: Session, obj: object) -> int:
         run = session.get(Run, obj.run_id)
         assert run is not None
         return project_of(session, run)
+    if isinstance(obj, EvidenceCheck):
+        run = session.get(Run, obj.run_id)
+        assert run is not None
+        return project_of(session, run)
     if isinstance(obj, Review):
         attribution = session.get(AttributionMap, obj.attribution_id)
         assert attribution is not None
@@ -179,6 +186,15 @@ def project_of(session: Session, obj: object) -> int:
         attribution = session.scalar(select(AttributionMap).where(AttributionMap.job_id == obj.id))
         if attribution is not None:
             return project_of(session, attribution)
+        check = session.scalar(select(EvidenceCheck).where(EvidenceCheck.job_id == obj.id))
+        if check is not None:
+            return project_of(session, check)
+        # issue 18: the job of a shortcut report or a cohort map belongs to its run's project.
+        run_id = session.scalar(
+            select(ShortcutReport.run_id).where(ShortcutReport.job_id == obj.id)
+        ) or session.scalar(select(CohortMap.run_id).where(CohortMap.job_id == obj.id))
+        if run_id is not None:
+            return project_of(session, session.get(Run, run_id))
         raise NotFound(f"job {obj.id} not found")
     raise TypeError(f"no project for {type(obj).__name__}")
 

@@ -16,6 +16,7 @@ const ComparePage = lazy(() => import("./pages/ComparePage"));
 const ReviewPage = lazy(() => import("./pages/ReviewPage"));
 const GuidePage = lazy(() => import("./pages/GuidePage"));
 const ApiReferencePage = lazy(() => import("./pages/ApiReferencePage"));
+const CohortViewerPage = lazy(() => import("./shortcut/CohortViewerPage"));
 
 export function App() {
   return (
@@ -42,6 +43,14 @@ export function App() {
           <Route path="runs/new" element={<LaunchRunPage />} />
           <Route path="runs/compare" element={<RunComparePage />} />
           <Route path="runs/:runId" element={<RunPage />} />
+          <Route
+            path="runs/:runId/cohort/:cohortId"
+            element={
+              <Suspense fallback={<p className="muted">Loading viewer…</p>}>
+                <CohortViewerPage />
+              </Suspense>
+            }
+          />
           <Route
             path="compare"
             element={

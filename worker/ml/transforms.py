@@ -8,6 +8,7 @@ their inverse on the map, which lands it on the subject's native voxel grid and 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -241,7 +242,9 @@ def to_native(
     carrier = MetaTensor(
         data.clone(),
         meta=dict(reference.meta),
-        applied_operations=[dict(op) for op in reference.applied_operations],
+        # Deep: the inverse pops nested entries too (a crop's pad_info), and a second map
+        # of the same reference (the uncertainty volumes) needs them intact.
+        applied_operations=copy.deepcopy(list(reference.applied_operations)),
     )
     inverted = transform.inverse({IMAGE_KEY: carrier})[IMAGE_KEY]
     native = inverted.as_tensor()[0].numpy().astype(np.float32, copy=False)

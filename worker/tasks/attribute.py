@@ -19,6 +19,11 @@ from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns, r
 log = logging.getLogger(__name__)
 # A full disk, a quota, or a file size limit: the write failed for want of room.
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# The run's mean healthy training image (the healthy_mean baseline), beside its checkpoints:
+# healthy_mean-<digest of the subjects' stored files>.npy, so that a changed set is recomputed.
+HEALTHY_MEAN_PREFIX = "healthy_mean"
+# Methods that read AttributionConfig.baseline (attrivue_core.configs.METHOD_FIELDS).
+_BASELINE_METHODS = frozenset({"integrated_gradients", "deeplift", "occlusion"})
 
 
 def _set(attribution_id: int, claim: Claim | None = None, **fields: object) -> None:
@@ -78,9 +83,64 @@ def _region_map(model, config, image_path, region: dict, params: dict, device: s
     return result
 
 
+def _healthy_inputs(session, run: Run) -> list[tuple[str, str | None]]:
+    """The stored (image, brain mask) paths of the run's healthy training subjects."""
+    rows = (
+        session.query(Subject)
+        .filter(Subject.dataset_id == run.dataset_id, Subject.split == "train", Subject.label == 0)
+        .order_by(Subject.id)
+        .all()
+    )
+    return [(row.image_path, row.brain_path) for row in rows]
+
+
+def _healthy_mean(storage, run_id: int, config, healthy: list[tuple[str, str | None]]):
+    """The run's mean healthy training image on the working grid, computed once and cached
+    beside its checkpoints (written atomically; its name carries a digest of the subjects'
+    files, so that adding or replacing a healthy training subject computes it again)."""
+    import hashlib
+    import json
+
+    import numpy as np
+    import torch
+
+    from worker.ml.attribution.captum_eval import mean_on_grid
+
+    digest = hashlib.sha256(json.dumps(healthy).encode()).hexdigest()[:16]
+    path = storage.checkpoint_dir(run_id) / f"{HEALTHY_MEAN_PREFIX}-{digest}.npy"
+    if path.is_file():
+        return torch.from_numpy(np.load(path))
+    if not healthy:
+        raise ValueError(f"run {run_id}'s dataset has no healthy subject in the train split")
+    mean = mean_on_grid(
+        config,
+        [storage.absolute(image) for image, _ in healthy],
+        [storage.absolute(brain) if brain else None for _, brain in healthy],
+    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    with open(tmp, "wb") as handle:
+        np.save(handle, mean.numpy())
+    os.replace(tmp, path)
+    return mean
+
+
+def _healthy_references(storage, config, healthy: list[tuple[str, str | None]]):
+    """The run's healthy training images on the working grid, gradient_shap's references."""
+    from worker.ml.attribution.captum_eval import load_on_grid
+
+    if not healthy:
+        raise ValueError("references 'healthy' need healthy subjects in the train split")
+    return load_on_grid(
+        config,
+        [storage.absolute(image) for image, _ in healthy],
+        [storage.absolute(brain) if brain else None for _, brain in healthy],
+    )
+
+
 def run_attribution(job_id: int) -> None:
     from attrivue_core.configs import AttributionConfig
     from attrivue_core.io import save_nifti
+    from backend.services.attributions import uncertainty_path
     from worker.ml.attribution.captum_eval import attribute_subject
     from worker.ml.training import TrainingCancelled, cancel_checks, load_model
 
@@ -99,6 +159,10 @@ def run_attribution(job_id: int) -> None:
         params = dict(row.params)
         method = row.method
         region = dict(row.region) if row.region is not None else None
+        needs_healthy = (
+            params.get("baseline") == "healthy_mean" or params.get("references") == "healthy"
+        )
+        healthy = _healthy_inputs(session, run) if needs_healthy and region is None else []
     attribution_id, run_id = ids
     with claimed(job_id) as claim:
         if claim is None:
@@ -124,17 +188,34 @@ def run_attribution(job_id: int) -> None:
                 reporter.report(0.3, f"explaining the {region['kind']} region", force=True)
                 result = _region_map(model, config, image_path, region, params, device, out)
             else:
+                # The stored method and settings, validated as a request's would be.
+                settings = AttributionConfig.model_validate({**params, "method": method})
+                healthy_mean = references = None
+                if settings.baseline == "healthy_mean" and method in _BASELINE_METHODS:
+                    reporter.report(0.2, "the mean healthy training image", force=True)
+                    healthy_mean = _healthy_mean(storage, run_id, config, healthy)
+                if method == "gradient_shap" and settings.references == "healthy":
+                    references = _healthy_references(storage, config, healthy)
                 reporter.report(0.3, f"computing {method}", force=True)
                 with cancel_checks(model, reporter.cancel_requested, what=f"the {method} map"):
                     result = attribute_subject(
                         model,
                         config,
                         image_path,
-                        # The stored method and settings, validated as a request's would be.
-                        AttributionConfig.model_validate({**params, "method": method}),
+                        settings,
                         device=device,
                         brain_path=brain_path,
+                        healthy_mean=healthy_mean,
+                        references=references,
                     )
+                if references is not None:
+                    result.stats["reference_subjects"] = float(len(references))
+                if healthy_mean is not None:
+                    result.stats["baseline_subjects"] = float(len(healthy))
+            # The uncertainty volumes first, the map last: a stored map has its volumes.
+            if getattr(result, "sd", None) is not None:
+                save_nifti(uncertainty_path(out, "sd"), result.sd, result.affine)
+                save_nifti(uncertainty_path(out, "agreement"), result.agreement, result.affine)
             save_nifti(out, result.map, result.affine)  # atomic: whole or not at all
         except TrainingCancelled:
             if reporter.lost:

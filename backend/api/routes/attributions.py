@@ -161,6 +161,47 @@ def download_prediction(
     )
 
 
+@router.get(
+    "/{attribution_id}/sd.nii.gz",
+    operation_id="downloadAttributionSd",
+    response_class=FileResponse,
+    responses={200: {"content": {NIFTI_GZ: {}}}},
+)
+def download_sd(
+    attribution_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep
+) -> FileResponse:
+    """smoothgrad and gradient_shap maps: the per-voxel standard deviation of the per-sample
+    maps (float32, the map's grid and affine); 409 for a deterministic method."""
+    row = svc.get_attribution(session, attribution_id)
+    authorize(session, user, row)
+    return FileResponse(
+        svc.uncertainty_map(storage, row, "sd"),
+        media_type=NIFTI_GZ,
+        filename=f"attribution-{row.id}-sd.nii.gz",
+    )
+
+
+@router.get(
+    "/{attribution_id}/agreement.nii.gz",
+    operation_id="downloadAttributionAgreement",
+    response_class=FileResponse,
+    responses={200: {"content": {NIFTI_GZ: {}}}},
+)
+def download_agreement(
+    attribution_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep
+) -> FileResponse:
+    """smoothgrad and gradient_shap maps: the per-voxel sign agreement, the share of samples
+    whose sign is the mean map's (float32 in [0, 1], the map's grid and affine); 409 for a
+    deterministic method."""
+    row = svc.get_attribution(session, attribution_id)
+    authorize(session, user, row)
+    return FileResponse(
+        svc.uncertainty_map(storage, row, "agreement"),
+        media_type=NIFTI_GZ,
+        filename=f"attribution-{row.id}-agreement.nii.gz",
+    )
+
+
 @router.get("/{attribution_id}/stats", operation_id="getAttributionStats")
 def get_attribution_stats(
     attribution_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep

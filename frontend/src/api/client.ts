@@ -134,6 +134,19 @@ export function createApi(http: Http) {
       createBatch: (body: BodyOf<Operation<"/attributions/batch", "post">>) =>
         client.POST("/attributions/batch", { body }),
     },
+    evidence: {
+      /** Sanity checks and faithfulness of a computed map (one job). */
+      create: (attribution_id: number, body: BodyOf<Operation<"/attributions/{attribution_id}/evidence", "post">>) =>
+        client.POST("/attributions/{attribution_id}/evidence", { path: { attribution_id }, body }),
+      /** The map's checks, newest first. */
+      forMap: (attribution_id: number) =>
+        client.GET("/attributions/{attribution_id}/evidence", { path: { attribution_id } }),
+      /** The checks of every map of a run, newest first. */
+      forRun: (run_id: number) => client.GET("/runs/{run_id}/evidence", { path: { run_id } }),
+      /** The same checks for every computed map of the run on one split, one job each. */
+      createForRun: (run_id: number, body: BodyOf<Operation<"/runs/{run_id}/evidence", "post">>) =>
+        client.POST("/runs/{run_id}/evidence", { path: { run_id }, body }),
+    },
     reviews: {
       list: (query: ReviewFilter = {}) => client.GET("/reviews", { query }),
       create: (body: BodyOf<Operation<"/reviews", "post">>) => client.POST("/reviews", { body }),

@@ -152,6 +152,10 @@ describe("every client call is an operation of openapi.json", () => {
       ["getReviewItem", () => api.reviews.item("a1b2", true)],
       ["reviewAgreement", () => api.reviews.agreement(1)],
       ["putReviewCorrection", () => api.reviews.putCorrection(1, new Blob([new Uint8Array([1])]))],
+      ["createEvidenceCheck", () => api.evidence.create(1, {})],
+      ["listMapEvidence", () => api.evidence.forMap(1)],
+      ["listRunEvidence", () => api.evidence.forRun(1)],
+      ["createRunEvidence", () => api.evidence.createForRun(1, { split: "test" })],
     ];
     // A new client method must be listed above, so that it is checked too.
     const leaves = Object.entries(api)

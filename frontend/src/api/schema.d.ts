@@ -68,6 +68,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/attributions/{attribution_id}/agreement.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Agreement
+         * @description smoothgrad and gradient_shap maps: the per-voxel sign agreement, the share of samples
+         *     whose sign is the mean map's (float32 in [0, 1], the map's grid and affine); 409 for a
+         *     deterministic method.
+         */
+        get: operations["downloadAttributionAgreement"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/attributions/{attribution_id}/display.nii.gz": {
         parameters: {
             query?: never;
@@ -82,6 +104,30 @@ export interface paths {
         get: operations["downloadAttributionDisplayMap"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/attributions/{attribution_id}/evidence": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Map Evidence
+         * @description The map's evidence checks, newest first, with their numbers, curves and verdicts.
+         */
+        get: operations["listMapEvidence"];
+        put?: never;
+        /**
+         * Create Evidence Check
+         * @description Run sanity checks and faithfulness on a computed map (a job).
+         */
+        post: operations["createEvidenceCheck"];
         delete?: never;
         options?: never;
         head?: never;
@@ -121,6 +167,27 @@ export interface paths {
          *     1..n as the region's ``component`` numbers), on the subject's grid and affine.
          */
         get: operations["downloadAttributionPrediction"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/attributions/{attribution_id}/sd.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Sd
+         * @description smoothgrad and gradient_shap maps: the per-voxel standard deviation of the per-sample
+         *     maps (float32, the map's grid and affine); 409 for a deterministic method.
+         */
+        get: operations["downloadAttributionSd"];
         put?: never;
         post?: never;
         delete?: never;
@@ -917,6 +984,71 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/runs/{run_id}/cohort-maps": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Cohort Maps
+         * @description The run's cohort maps, newest first, each with its job.
+         */
+        get: operations["listCohortMaps"];
+        put?: never;
+        /**
+         * Create Cohort Map
+         * @description Queue the cohort map of one split and label: the mean signed map and the voxel-wise
+         *     one-sample t-map of the subjects' newest ``method`` maps, on the first subject's grid.
+         */
+        post: operations["createCohortMap"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/cohort-maps/{cohort_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Cohort Map
+         * @description One cohort map with its job and the statistics of its mean and t-map.
+         */
+        get: operations["getCohortMap"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/cohort-maps/{cohort_id}/{which}.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Cohort Map
+         * @description The mean signed map or the t-map (float32, on the reference subject's grid).
+         */
+        get: operations["downloadCohortMap"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/runs/{run_id}/corrected-targets": {
         parameters: {
             query?: never;
@@ -1039,6 +1171,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/runs/{run_id}/evidence": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Run Evidence
+         * @description The evidence checks of every map of the run, newest first.
+         */
+        get: operations["listRunEvidence"];
+        put?: never;
+        /**
+         * Create Run Evidence
+         * @description The same checks for every computed map of the run on one split (one job per map).
+         */
+        post: operations["createRunEvidence"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/runs/{run_id}/from-reviews": {
         parameters: {
             query?: never;
@@ -1137,6 +1293,53 @@ export interface paths {
          * @description Queue a failed or cancelled run again; it resumes from its last checkpoint (409 else).
          */
         post: operations["retryRun"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/shortcut-reports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Shortcut Reports
+         * @description The run's shortcut reports, newest first, each with its job.
+         */
+        get: operations["listShortcutReports"];
+        put?: never;
+        /**
+         * Create Shortcut Report
+         * @description Queue a shortcut report over one split of a classification run: metrics per site, the
+         *     counterfactual check (the logits with ``region`` erased by ``fill``) and the share of
+         *     relevance outside the brain, with a flag and its reason when a site or region explains
+         *     the decision.
+         */
+        post: operations["createShortcutReport"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/shortcut-reports/{report_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Shortcut Report
+         * @description One shortcut report with its job (its result and flags once the job succeeded).
+         */
+        get: operations["getShortcutReport"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1429,7 +1632,7 @@ export interface components {
              * @default zero
              * @enum {string}
              */
-            baseline?: "zero" | "blur";
+            baseline?: "zero" | "blur" | "healthy_mean";
             /**
              * Blur Sigma
              * @default 4
@@ -1450,6 +1653,12 @@ export interface components {
              * @default 16
              */
             n_samples?: number;
+            /**
+             * References
+             * @default noise
+             * @enum {string}
+             */
+            references?: "noise" | "healthy";
             /**
              * Relu Attributions
              * @default false
@@ -1639,6 +1848,74 @@ export interface components {
             target?: number | null;
         };
         /**
+         * BoxRegion
+         * @description A box drawn by the user, in scanner coordinates (mm), by two opposite corners.
+         */
+        BoxRegion: {
+            /** Box Mm */
+            box_mm: number[][];
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "box";
+        };
+        /** CohortMapCreate */
+        CohortMapCreate: {
+            /**
+             * Label
+             * @default 1
+             * @enum {integer}
+             */
+            label?: 0 | 1;
+            /**
+             * Method
+             * @default integrated_gradients
+             * @enum {string}
+             */
+            method?: "integrated_gradients" | "gradient_shap" | "saliency" | "input_x_gradient" | "deeplift" | "guided_backprop" | "occlusion" | "smoothgrad" | "grad_cam";
+            /**
+             * Split
+             * @default test
+             * @enum {string}
+             */
+            split?: "train" | "val" | "test";
+        };
+        /** CohortMapPublic */
+        CohortMapPublic: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: number;
+            job: components["schemas"]["JobPublic"] | null;
+            /** Label */
+            label: number;
+            /** Method */
+            method: string;
+            /** N Subjects */
+            n_subjects: number;
+            /** Reference Subject Id */
+            reference_subject_id: number | null;
+            /** Run Id */
+            run_id: number;
+            /** Split */
+            split: string;
+            /** Stats */
+            stats: {
+                [key: string]: unknown;
+            };
+        };
+        /** CohortMapsPublic */
+        CohortMapsPublic: {
+            /** Count */
+            count: number;
+            /** Data */
+            data: components["schemas"]["CohortMapPublic"][];
+        };
+        /**
          * ComparedField
          * @description One key across the compared runs: a value per run (in the order of ``runs``; null where
          *     a run lacks the key), and whether they differ.
@@ -1705,6 +1982,52 @@ export interface components {
             from_reviews_of: number | null;
             /** Run Id */
             run_id: number;
+        };
+        /** Counterfactual */
+        Counterfactual: {
+            after: components["schemas"]["CounterfactualMetrics"];
+            before: components["schemas"]["CounterfactualMetrics"];
+            /**
+             * Fill
+             * @enum {string}
+             */
+            fill: "mean" | "blur" | "background";
+            /** Mean Logit Change */
+            mean_logit_change: number;
+            /** Mean Logit Change Healthy */
+            mean_logit_change_healthy: number | null;
+            /** Mean Logit Change Pathological */
+            mean_logit_change_pathological: number | null;
+            /** N */
+            n: number;
+            /** N Without Region */
+            n_without_region: number;
+            /** Region */
+            region: string;
+        };
+        /** CounterfactualMetrics */
+        CounterfactualMetrics: {
+            /** Accuracy */
+            accuracy: number;
+            /** Auroc */
+            auroc: number | null;
+        };
+        /** DataRandomisationResult */
+        DataRandomisationResult: {
+            /** Epochs */
+            epochs: number;
+            /** Passes */
+            passes: boolean;
+            /** Reason */
+            reason: string;
+            /** Spearman Abs */
+            spearman_abs: number | null;
+            /** Spearman Signed */
+            spearman_signed: number | null;
+            /** Ssim Abs */
+            ssim_abs: number | null;
+            /** Ssim Signed */
+            ssim_signed: number | null;
         };
         /** DatasetCreate */
         DatasetCreate: {
@@ -1799,6 +2122,101 @@ export interface components {
             /** Watch Subjects */
             watch_subjects: number[];
         };
+        /**
+         * EvidenceCreate
+         * @description Which checks to run on the map. Data randomisation trains the run's network again on
+         *     permuted labels for ``data_epochs`` epochs, so it is off unless asked for.
+         */
+        EvidenceCreate: {
+            /** Checks */
+            checks?: ("model_randomisation" | "data_randomisation" | "faithfulness")[];
+            /**
+             * Curve Steps
+             * @default 20
+             */
+            curve_steps?: number;
+            /**
+             * Data Epochs
+             * @default 2
+             */
+            data_epochs?: number;
+        };
+        /** EvidenceListPublic */
+        EvidenceListPublic: {
+            /** Count */
+            count: number;
+            /** Data */
+            data: components["schemas"]["EvidencePublic"][];
+        };
+        /** EvidencePublic */
+        EvidencePublic: {
+            /** Attribution Id */
+            attribution_id: number;
+            /** Checks */
+            checks: ("model_randomisation" | "data_randomisation" | "faithfulness")[];
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Error */
+            error: string | null;
+            /** Id */
+            id: number;
+            /** Job Id */
+            job_id: number | null;
+            /**
+             * Message
+             * @default
+             */
+            message?: string;
+            /**
+             * Progress
+             * @default 0
+             */
+            progress?: number;
+            /** Reasons */
+            reasons: string[];
+            results: components["schemas"]["EvidenceResults"];
+            /** Run Id */
+            run_id: number;
+            /** Status */
+            status: string;
+            /** Verdict */
+            verdict: ("passes" | "fails") | null;
+        };
+        /** EvidenceResults */
+        EvidenceResults: {
+            data_randomisation?: components["schemas"]["DataRandomisationResult"] | null;
+            faithfulness?: components["schemas"]["FaithfulnessResult"] | null;
+            model_randomisation?: components["schemas"]["ModelRandomisationResult"] | null;
+        };
+        /**
+         * FaithfulnessResult
+         * @description Deletion and insertion curves of the pathological logit, Captum's infidelity and IROF
+         *     (absent from checks stored before IROF was added).
+         */
+        FaithfulnessResult: {
+            /** Auc Gap */
+            auc_gap: number;
+            /** Deletion */
+            deletion: number[];
+            /** Deletion Auc */
+            deletion_auc: number;
+            /** Fractions */
+            fractions: number[];
+            /** Infidelity */
+            infidelity: number | null;
+            /** Insertion */
+            insertion: number[];
+            /** Insertion Auc */
+            insertion_auc: number;
+            irof?: components["schemas"]["IrofResult"] | null;
+            /** Passes */
+            passes: boolean;
+            /** Reason */
+            reason: string;
+        };
         /** FromReviewsCreate */
         FromReviewsCreate: {
             /**
@@ -1870,6 +2288,27 @@ export interface components {
             layout: "manifest" | "bids";
             /** Rejected */
             rejected?: components["schemas"]["ImportProblem"][];
+        };
+        /**
+         * IrofResult
+         * @description IROF (Rieger & Hansen 2020): the pathological probability as SLIC supervoxels are removed
+         *     in the map's order, most pathological first, and in random orders (their mean). ``auc`` and
+         *     ``random_auc`` are the mean of 1 - p_k / p_0 over the removals: higher removes evidence
+         *     faster.
+         */
+        IrofResult: {
+            /** Auc */
+            auc: number | null;
+            /** Fractions */
+            fractions: number[];
+            /** Probabilities */
+            probabilities: (number | null)[];
+            /** Random Auc */
+            random_auc: number | null;
+            /** Random Probabilities */
+            random_probabilities: (number | null)[];
+            /** Segments */
+            segments: number;
         };
         /** JobPublic */
         JobPublic: {
@@ -2047,6 +2486,28 @@ export interface components {
             /** Values */
             values: number[];
         };
+        /** ModelRandomisationResult */
+        ModelRandomisationResult: {
+            /** Layers */
+            layers: string[];
+            /** Passes */
+            passes: boolean;
+            /** Reason */
+            reason: string;
+            /** Steps */
+            steps: components["schemas"]["RandomisationStep"][];
+        };
+        /** OutsideBrain */
+        OutsideBrain: {
+            /** Mean Abs Share */
+            mean_abs_share: number | null;
+            /** Mean Positive Share */
+            mean_positive_share: number | null;
+            /** Mean Volume Share */
+            mean_volume_share: number | null;
+            /** N Maps */
+            n_maps: number;
+        };
         /** PasswordChange */
         PasswordChange: {
             /** Current Password */
@@ -2144,6 +2605,22 @@ export interface components {
             count: number;
             /** Data */
             data: components["schemas"]["ProjectPublic"][];
+        };
+        /**
+         * RandomisationStep
+         * @description The similarity of the map after randomising the layers down to ``layer``.
+         */
+        RandomisationStep: {
+            /** Layer */
+            layer: string;
+            /** Spearman Abs */
+            spearman_abs: number | null;
+            /** Spearman Signed */
+            spearman_signed: number | null;
+            /** Ssim Abs */
+            ssim_abs: number | null;
+            /** Ssim Signed */
+            ssim_signed: number | null;
         };
         /** RaterPair */
         RaterPair: {
@@ -2261,6 +2738,23 @@ export interface components {
              * @default 0
              */
             zero_tolerance?: number;
+        };
+        /** ReportSite */
+        ReportSite: {
+            /** Accuracy */
+            accuracy: number;
+            /** Auroc */
+            auroc: number | null;
+            /** N */
+            n: number;
+            /** N Healthy */
+            n_healthy: number;
+            /** N Pathological */
+            n_pathological: number;
+            /** Others Auroc */
+            others_auroc?: number | null;
+            /** Site */
+            site: string | null;
         };
         /** ReviewCorrection */
         ReviewCorrection: {
@@ -2468,7 +2962,9 @@ export interface components {
          *             "pathological relevance" means "differs from healthy subjects in the direction
          *             that raises the logit", whatever the lesions' contrast; sum(A) = F(x) - F(healthy)
          *             is then near 0 for a healthy subject and cannot be made negative for every one.
-         *             The mean image is stored in the checkpoint and used by the run's attribution jobs.
+         *             The mean image is stored in the checkpoint (the research suite scores with it);
+         *             an attribution job uses a healthy baseline only when asked for one
+         *             (``AttributionConfig.baseline = "healthy_mean"``, computed from the same subjects).
          *         lambda_a: Weight of L_A over training (constant, or a linear warm-up from 0);
          *             unused by ``lc_only`` and ``la_only``.
          *         attribution_mode: Mode of the network while the training attribution is computed.
@@ -2834,6 +3330,31 @@ export interface components {
              */
             preset?: string | null;
         };
+        /**
+         * RunEvidenceCreate
+         * @description The same checks for every computed map of the run on subjects of ``split``.
+         */
+        RunEvidenceCreate: {
+            /** Checks */
+            checks?: ("model_randomisation" | "data_randomisation" | "faithfulness")[];
+            /**
+             * Curve Steps
+             * @default 20
+             */
+            curve_steps?: number;
+            /**
+             * Data Epochs
+             * @default 2
+             */
+            data_epochs?: number;
+            /** Method */
+            method?: string | null;
+            /**
+             * Split
+             * @enum {string}
+             */
+            split: "train" | "val" | "test";
+        };
         /** RunMetricsPublic */
         RunMetricsPublic: {
             /** Data */
@@ -2903,6 +3424,79 @@ export interface components {
             count: number;
             /** Data */
             data: components["schemas"]["RunPublic"][];
+        };
+        /** ShortcutFlag */
+        ShortcutFlag: {
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "region" | "site" | "outside_brain";
+            /** Reason */
+            reason: string;
+        };
+        /** ShortcutReportCreate */
+        ShortcutReportCreate: {
+            /**
+             * Fill
+             * @description What replaces the region: the brain's mean intensity, a blurred copy of the image (Gaussian, 8 mm), or the background (median outside the brain)
+             * @default mean
+             * @enum {string}
+             */
+            fill?: "mean" | "blur" | "background";
+            /**
+             * Method
+             * @description Whose maps are read (top-relevance region, relevance outside the brain); default: each subject's newest map of the run
+             */
+            method?: ("integrated_gradients" | "gradient_shap" | "saliency" | "input_x_gradient" | "deeplift" | "guided_backprop" | "occlusion" | "smoothgrad" | "grad_cam") | null;
+            /** Region */
+            region: components["schemas"]["BoxRegion"] | components["schemas"]["TopRelevanceRegion"];
+            /**
+             * Split
+             * @default test
+             * @enum {string}
+             */
+            split?: "train" | "val" | "test";
+        };
+        /** ShortcutReportPublic */
+        ShortcutReportPublic: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Flags */
+            flags: components["schemas"]["ShortcutFlag"][];
+            /** Id */
+            id: number;
+            job: components["schemas"]["JobPublic"] | null;
+            /** Params */
+            params: {
+                [key: string]: unknown;
+            };
+            result: components["schemas"]["ShortcutResult"] | null;
+            /** Run Id */
+            run_id: number;
+            /** Split */
+            split: string;
+        };
+        /** ShortcutReportsPublic */
+        ShortcutReportsPublic: {
+            /** Count */
+            count: number;
+            /** Data */
+            data: components["schemas"]["ShortcutReportPublic"][];
+        };
+        /** ShortcutResult */
+        ShortcutResult: {
+            counterfactual: components["schemas"]["Counterfactual"] | null;
+            outside_brain: components["schemas"]["OutsideBrain"] | null;
+            /** Sites */
+            sites: components["schemas"]["ReportSite"][];
+            /** Thresholds */
+            thresholds: {
+                [key: string]: number;
+            };
         };
         /**
          * SiteMetrics
@@ -3068,6 +3662,23 @@ export interface components {
             name: string;
             /** Revoked At */
             revoked_at: string | null;
+        };
+        /**
+         * TopRelevanceRegion
+         * @description Each subject's own region: the ``fraction`` of voxels with the largest |relevance| in
+         *     its newest map of the run (subjects without a map are left out).
+         */
+        TopRelevanceRegion: {
+            /**
+             * Fraction
+             * @default 0.01
+             */
+            fraction?: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "top_relevance";
         };
         /** UploadCreate */
         UploadCreate: {
@@ -3350,6 +3961,37 @@ export interface operations {
             };
         };
     };
+    downloadAttributionAgreement: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                attribution_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     downloadAttributionDisplayMap: {
         parameters: {
             query?: never;
@@ -3368,6 +4010,72 @@ export interface operations {
                 };
                 content: {
                     "application/gzip": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    listMapEvidence: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                attribution_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EvidenceListPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    createEvidenceCheck: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                attribution_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EvidenceCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EvidencePublic"];
                 };
             };
             /** @description Validation Error */
@@ -3413,6 +4121,37 @@ export interface operations {
         };
     };
     downloadAttributionPrediction: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                attribution_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    downloadAttributionSd: {
         parameters: {
             query?: never;
             header?: never;
@@ -4871,6 +5610,151 @@ export interface operations {
             };
         };
     };
+    listCohortMaps: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CohortMapsPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    createCohortMap: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CohortMapCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CohortMapPublic"];
+                };
+            };
+            /** @description the run has not succeeded, or fewer than two maps */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    getCohortMap: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+                cohort_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CohortMapPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    downloadCohortMap: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+                cohort_id: number;
+                which: "mean" | "t";
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
+                };
+            };
+            /** @description not stored yet */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     listCorrectedTargets: {
         parameters: {
             query?: never;
@@ -5062,6 +5946,72 @@ export interface operations {
             };
         };
     };
+    listRunEvidence: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EvidenceListPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    createRunEvidence: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RunEvidenceCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EvidenceListPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     createRunFromReviews: {
         parameters: {
             query?: never;
@@ -5240,6 +6190,111 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["RunPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    listShortcutReports: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ShortcutReportsPublic"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    createShortcutReport: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ShortcutReportCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ShortcutReportPublic"];
+                };
+            };
+            /** @description the run has not succeeded, or has no maps to read */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    getShortcutReport: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+                report_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ShortcutReportPublic"];
                 };
             };
             /** @description Validation Error */

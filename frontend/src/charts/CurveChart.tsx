@@ -13,7 +13,16 @@ const colourOf = (s: Series, i: number) => s.colour ?? COLOURS[i % COLOURS.lengt
  * shows the values at the nearest epoch (a guide line and a readout); every point also carries
  * a native tooltip. "Log scale" draws y on a log axis when all values are positive.
  */
-export function CurveChart({ title, series }: { title: string; series: Series[] }) {
+export function CurveChart({
+  title,
+  series,
+  xLabel = "epoch",
+}: {
+  title: string;
+  series: Series[];
+  /** What x is, in the axis label, the tooltips and the readout. */
+  xLabel?: string;
+}) {
   const [log, setLog] = useState(false);
   const [hoverX, setHoverX] = useState<number | null>(null);
   const loggable = canLog(series);
@@ -60,7 +69,7 @@ export function CurveChart({ title, series }: { title: string; series: Series[] 
           {useLog ? (
             <text x={2} y={BOX.height / 2} className="chart-tick">log</text>
           ) : null}
-          <text x={BOX.pad} y={BOX.height - 6} className="chart-tick">epoch {formatNumber(extent.xMin)}</text>
+          <text x={BOX.pad} y={BOX.height - 6} className="chart-tick">{xLabel} {formatNumber(extent.xMin)}</text>
           <text x={BOX.width - BOX.pad} y={BOX.height - 6} className="chart-tick" textAnchor="end">
             {formatNumber(extent.xMax)}
           </text>
@@ -87,7 +96,7 @@ export function CurveChart({ title, series }: { title: string; series: Series[] 
                     r={hoverX === p.x || s.points.length === 1 ? 3.5 : 2}
                     fill={colourOf(s, i)}
                   >
-                    <title>{`${s.name} · epoch ${formatNumber(original.x)}: ${formatNumber(original.y)}`}</title>
+                    <title>{`${s.name} · ${xLabel} ${formatNumber(original.x)}: ${formatNumber(original.y)}`}</title>
                   </circle>
                 );
               })}
@@ -100,7 +109,7 @@ export function CurveChart({ title, series }: { title: string; series: Series[] 
       <p className="chart-readout small" data-testid="chart-readout" aria-live="polite">
         {hoverX === null
           ? "\u00a0"
-          : `epoch ${formatNumber(hoverX)}: ${readout.map((r) => `${r.name} ${formatNumber(r.y)}`).join(" · ")}`}
+          : `${xLabel} ${formatNumber(hoverX)}: ${readout.map((r) => `${r.name} ${formatNumber(r.y)}`).join(" · ")}`}
       </p>
       <ul className="legend">
         {series.map((s, i) => (

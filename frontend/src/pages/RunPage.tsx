@@ -16,6 +16,7 @@ import { INSTRUMENTATION_METRICS, INSTRUMENTATION_NOTE, groupsWithData, testMetr
 import { NextSteps } from "../runs/NextSteps";
 import { useLiveRun } from "../runs/useLiveRun";
 import { SiteMetricsPanel } from "../runs/SiteMetricsPanel";
+import { ShortcutReportPanel } from "../shortcut/ShortcutReportPanel";
 
 /** /runs/:id: status, progress, live curves, cancel/retry and the final test metrics. */
 export function RunPage() {
@@ -166,6 +167,7 @@ function RunView({ runId }: { runId: number }) {
         )}
       </section>
       {run ? <SiteMetricsPanel run={run} /> : null}
+      {run ? <ShortcutReportPanel run={run} writable={writable} /> : null}
       {run?.status === "succeeded" ? <NextSteps run={run} writable={writable} /> : null}
       {run?.from_reviews_of != null ? <CorrectedSubjects runId={runId} refresh={run.status} /> : null}
       {run ? (

@@ -4,12 +4,15 @@ import { api } from "../api/client";
 import { errorMessage } from "../api/http";
 import type { Attribution, Run, Subject } from "../api/types";
 import { readStats } from "../api/types";
-import { attributionDisplayUrl, parseId, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
+import { attributionAgreementUrl, attributionDisplayUrl, parseId, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
 import { useEpochView } from "../corrections/EpochView";
 import { labelName } from "../format";
 import { useAsync } from "../hooks";
+import { EvidencePanel } from "../evidence/EvidencePanel";
 import { Colorbar } from "../viewer/Colorbar";
 import { type RelevanceLegend, relevanceLegend } from "../viewer/legend";
+import { CompareBaselinesButton } from "../viewer/CompareBaselinesButton";
+import { STOCHASTIC_METHODS } from "../viewer/methodParams";
 import { ProvenancePanel } from "../viewer/ProvenancePanel";
 import { RegionPanel } from "../viewer/RegionPanel";
 import { isSegmentationRun } from "../viewer/region";
@@ -94,12 +97,17 @@ export default function ViewerPage() {
     if (!controller || !loaded) return;
     const { subject, attribution } = loaded;
     const stats = attribution?.status === "succeeded" ? readStats(attribution.stats) : null;
+    // A stochastic map stored with its uncertainty volumes (the worker's stats name them).
+    const uncertain =
+      attribution && stats && STOCHASTIC_METHODS.includes(attribution.method) &&
+      typeof (attribution.stats as Record<string, unknown>).uncertainty_mean_sd === "number";
     void controller.load({
       imageUrl: subjectImageUrl(subject.id),
       relevance:
         epochRelevance.current ??
         (attribution && stats ? { url: attributionDisplayUrl(attribution.id), stats } : null),
       lesionUrl: subject.has_mask ? subjectMaskDrawingUrl(subject.id) : null,
+      agreementUrl: uncertain && !epochRelevance.current ? attributionAgreementUrl(attribution.id) : null,
     });
   }, [controller, loaded, epochUrl]);
 
@@ -154,6 +162,10 @@ export default function ViewerPage() {
           <ViewerControls controller={controller} snapshot={snapshot} />
           <Colorbar thresholds={snapshot.thresholds} legend={loaded?.legend} scale={snapshot.colourScale} />
           {loaded?.attribution ? <ProvenancePanel attribution={loaded.attribution} run={loaded.run} /> : null}
+          {loaded?.attribution && !loaded.attribution.region ? <EvidencePanel attribution={loaded.attribution} /> : null}
+          {loaded?.attribution && loaded.run && !isSegmentationRun(loaded.run) ? (
+            <CompareBaselinesButton attribution={loaded.attribution} />
+          ) : null}
           {loaded?.run && isSegmentationRun(loaded.run) ? (
             <RegionPanel
               run={loaded.run}

@@ -4,7 +4,7 @@ import type { Attribution, Run } from "../api/types";
 import { readStats } from "../api/types";
 import { ATTRIBUTION_METHOD_CHOICES } from "../forms/choices";
 import { fieldLabel, formatDate, formatNumber, formatValue } from "../format";
-import { baselineText, formatPercent, methodParams, uncertaintyOf } from "./methodParams";
+import { baselineText, formatPercent, methodParams, sampleSpreadOf, uncertaintyOf } from "./methodParams";
 
 const METHOD_NAMES: Record<string, string> = Object.fromEntries(
   ATTRIBUTION_METHOD_CHOICES.map((m) => [m.value, m.label]),
@@ -19,6 +19,7 @@ export function ProvenancePanel({ attribution, run }: { attribution: Attribution
     Object.entries(given).map(([key, value]) => ({ key, label: fieldLabel(key), value: formatValue(value), isDefault: false }));
   const baseline = baselineText(attribution.method, given);
   const uncertainty = uncertaintyOf(attribution);
+  const spread = sampleSpreadOf(attribution.stats);
   return (
     <section className="provenance" aria-label="Provenance">
       <h2>Provenance</h2>
@@ -73,6 +74,19 @@ export function ProvenancePanel({ attribution, run }: { attribution: Attribution
           {!uncertainty ? (
             <p className="muted small">{METHOD_NAMES[attribution.method] ?? attribution.method} has no completeness check.</p>
           ) : null}
+        </>
+      ) : null}
+      {spread ? (
+        <>
+          <h3>Spread over samples</h3>
+          <dl data-testid="sample-spread">
+            <dt title="Standard deviation of the per-sample maps, averaged over the brain">Mean SD</dt>
+            <dd data-testid="mean-sd">{formatNumber(spread.meanSd)}</dd>
+            <dt title="Brain voxels where fewer than 80 % of the samples share the sign of the map">
+              Sign agreement &lt; 0.8
+            </dt>
+            <dd data-testid="low-agreement">{formatPercent(spread.lowAgreementShare)} of the brain</dd>
+          </dl>
         </>
       ) : null}
       {stats ? (

@@ -82,6 +82,28 @@ const SOURCE = {
 };
 
 describe("ViewerController", () => {
+  it("never runs two NiiVue loads at once: a new load waits for the one in progress", async () => {
+    const { nv } = fakeNiivue();
+    let running = 0;
+    let overlapped = false;
+    const plain = nv.loadVolumes.getMockImplementation()!;
+    nv.loadVolumes.mockImplementation(async (list: object[]) => {
+      running += 1;
+      overlapped ||= running > 1;
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      await plain(list);
+      running -= 1;
+    });
+    const { controller } = mounted(nv);
+    const first = controller.load(SOURCE);
+    await new Promise((resolve) => setTimeout(resolve, 1)); // the first load is inside NiiVue
+    const second = controller.load({ ...SOURCE, lesionUrl: undefined });
+    await Promise.all([first, second]);
+    expect(overlapped).toBe(false);
+    expect(controller.getSnapshot().phase).toBe("ready");
+    expect(nv.volumes).toHaveLength(2); // the second (latest) source is what is shown
+  });
+
   it("loads base, one signed overlay and the lesion on top, then sets the negative window", async () => {
     const { nv } = fakeNiivue();
     const { controller, host } = mounted(nv);
@@ -121,6 +143,32 @@ describe("ViewerController", () => {
     expect(seen.at(-1)).toBe("ready");
     // The crosshair starts on the lesion.
     expect(nv.vox2frac).toHaveBeenLastCalledWith([2, 1, 1]);
+  });
+
+  it("loads a sign-agreement volume invisibly and modulates the overlay with it on demand", async () => {
+    const { nv } = fakeNiivue();
+    const { controller } = mounted(nv);
+    await controller.load({ ...SOURCE, agreementUrl: "/api/v1/attributions/7/agreement.nii.gz" });
+    const [list] = nv.loadVolumes.mock.calls[0] as unknown as [Record<string, unknown>[]];
+    expect(list).toHaveLength(4);
+    expect(list[3]).toMatchObject({ name: "agreement.nii.gz", opacity: 0, cal_min: 0.5, cal_max: 1 });
+    expect(controller.getSnapshot()).toMatchObject({ hasUncertainty: true, dimUncertain: false });
+    const overlay = nv.volumes[1];
+    expect(overlay.modulationImage).toBeNull();
+
+    const uploads = nv.updateGLVolume.mock.calls.length;
+    controller.setDimUncertain(true);
+    expect(overlay.modulationImage).toBe(3);
+    expect(overlay.modulateAlpha).toBe(0); // the colour is scaled, the thresholds' alpha kept
+    expect(nv.updateGLVolume.mock.calls.length).toBe(uploads + 1);
+    controller.setDimUncertain(false);
+    expect(overlay.modulationImage).toBeNull();
+
+    // A map without the volume: nothing to dim, whatever is asked.
+    await controller.load(SOURCE);
+    expect(controller.getSnapshot().hasUncertainty).toBe(false);
+    controller.setDimUncertain(true);
+    expect(nv.volumes[1].modulationImage).toBeNull();
   });
 
   it("toggles layers, opacity and per-sign thresholds", async () => {

@@ -5,6 +5,7 @@ import { Niivue, SHOW_RENDER, SLICE_TYPE } from "@niivue/niivue";
 import type { MapStats } from "../api/types";
 import {
   DEFAULT_OVERLAY_OPACITY,
+  agreementVolumeOptions,
   LESION_VALUE,
   type RelevanceThresholds,
   type SignWindow,
@@ -41,6 +42,10 @@ export interface VolumeLike {
   cal_minNeg: number;
   cal_maxNeg: number;
   dimsRAS?: number[];
+  /** Index of the volume that scales this one's colours (NiiVue's modulation), or null. */
+  modulationImage?: number | null;
+  /** 0: the modulation scales the colour; otherwise it replaces the alpha (not used here). */
+  modulateAlpha?: number;
   hdr: { dims: number[] } | null;
   /** Voxels in file order; the lesion outline is written into it before upload. */
   img?: ArrayLike<number> & { set(values: ArrayLike<number>): void };
@@ -130,6 +135,8 @@ export interface ViewerSource {
   relevance?: { url: string; stats: Pick<MapStats, "min" | "max"> } | null;
   /** Lesion mask (non-zero = lesion); drawn as a green outline on top of the relevance. */
   lesionUrl?: string | null;
+  /** Sign agreement of a stochastic map's samples ([0, 1], the map's grid): "Dim uncertain voxels". */
+  agreementUrl?: string | null;
 }
 
 export interface ViewerSnapshot {
@@ -144,6 +151,10 @@ export interface ViewerSnapshot {
   showPositive: boolean;
   showNegative: boolean;
   showLesion: boolean;
+  /** Whether a sign-agreement volume was loaded with the map. */
+  hasUncertainty: boolean;
+  /** Relevance colours scaled by the sign agreement: voxels whose samples disagree fade. */
+  dimUncertain: boolean;
   view: ViewMode;
   /** The keyboard help overlay ("?"). */
   helpOpen: boolean;
@@ -168,6 +179,8 @@ export const INITIAL_SNAPSHOT: ViewerSnapshot = {
   showPositive: true,
   showNegative: true,
   showLesion: true,
+  hasUncertainty: false,
+  dimUncertain: false,
   view: "multiplanar",
   helpOpen: false,
   opacity: DEFAULT_OVERLAY_OPACITY,
@@ -197,9 +210,12 @@ export class ViewerController {
   private snapshot: ViewerSnapshot = INITIAL_SNAPSHOT;
   private readonly listeners = new Set<() => void>();
   private loadToken = 0;
+  /** The NiiVue load in progress (never rejects): NiiVue cannot run two at once on one canvas. */
+  private niivueLoad: Promise<void> = Promise.resolve();
   private disposed = false;
   private relevanceIndex = -1;
   private lesionIndex = -1;
+  private agreementIndex = -1;
   /** The lesion mask in RAS voxel order, kept for "go to lesion". */
   private lesionRAS: ArrayLike<number> | null = null;
 
@@ -248,15 +264,22 @@ export class ViewerController {
       warnings: [],
       hasRelevance: Boolean(source.relevance),
       hasLesion: false,
+      hasUncertainty: false,
       thresholds,
       peaks: source.relevance ? peaksFromStats(source.relevance.stats) : INITIAL_SNAPSHOT.peaks,
     });
     try {
       const nv = await this.niivue();
       if (stale()) return;
+      // A second loadVolumes while one runs (the epoch slider moved quickly, a new map chosen)
+      // mixes their volume lists inside NiiVue ("Cannot read properties of undefined"): wait
+      // for the load in progress, then load only if this source is still the latest.
+      await this.niivueLoad;
+      if (stale()) return;
       const volumes: object[] = [baseVolumeOptions(source.imageUrl)];
       this.relevanceIndex = -1;
       this.lesionIndex = -1;
+      this.agreementIndex = -1;
       this.lesionRAS = null;
       if (source.relevance) {
         this.relevanceIndex = volumes.length;
@@ -268,13 +291,19 @@ export class ViewerController {
         this.lesionIndex = volumes.length;
         volumes.push(lesionVolumeOptions(source.lesionUrl));
       }
-      await loadWithoutUploads(nv, volumes);
+      if (source.relevance && source.agreementUrl) {
+        this.agreementIndex = volumes.length;
+        volumes.push(agreementVolumeOptions(source.agreementUrl));
+      }
+      const loading = loadWithoutUploads(nv, volumes);
+      this.niivueLoad = loading.catch(() => undefined);
+      await loading;
       if (stale()) return;
       this.applyView();
       const warnings: string[] = [];
       const hasLesion = this.lesionIndex >= 0 && this.prepareLesionOutline();
       if (this.lesionIndex >= 0 && !hasLesion) warnings.push("The lesion mask is empty.");
-      this.update({ hasLesion, warnings });
+      this.update({ hasLesion, warnings, hasUncertainty: this.agreementIndex >= 0 });
       this.applyRelevanceDisplay();
       this.applyLesionDisplay();
       this.refresh();
@@ -310,6 +339,13 @@ export class ViewerController {
 
   setRelevanceVisible(visible: boolean): void {
     this.update({ showRelevance: visible });
+    this.applyRelevanceDisplay();
+    this.refresh();
+  }
+
+  /** Fades relevance where the samples of a stochastic map disagree on its sign. */
+  setDimUncertain(dim: boolean): void {
+    this.update({ dimUncertain: dim });
     this.applyRelevanceDisplay();
     this.refresh();
   }
@@ -558,6 +594,11 @@ export class ViewerController {
       withHiddenSigns(toCalibration(thresholds), { positive: showPositive, negative: showNegative }, peaks),
     );
     overlay.opacity = this.snapshot.showRelevance ? this.snapshot.opacity : 0;
+    // NiiVue's modulation (setModulationImage without its immediate upload): the colour of each
+    // voxel is multiplied by the agreement volume's calibrated value; refresh() uploads it.
+    const dim = this.snapshot.dimUncertain && this.agreementIndex >= 0;
+    overlay.modulationImage = dim ? this.agreementIndex : null;
+    overlay.modulateAlpha = 0;
     const { colormap, colormapNegative } = relevanceColormaps(this.snapshot.colourScale);
     if (overlay.colormap !== colormap) overlay.colormap = colormap;
     if (overlay.colormapNegative !== colormapNegative) overlay.colormapNegative = colormapNegative;

@@ -77,6 +77,18 @@ export function ViewerControls({
         />
         Lesion outline <span className="swatch swatch-green" /> <kbd>l</kbd>
       </label>
+      {snapshot.hasUncertainty ? (
+        <label className="check" title="Colours fade where the samples of the map disagree on its sign (sign agreement 1: unchanged; 0.5 or less: black)">
+          <input
+            type="checkbox"
+            name="dim-uncertain"
+            checked={snapshot.dimUncertain}
+            disabled={!ready || !snapshot.showRelevance}
+            onChange={(e) => controller?.setDimUncertain(e.target.checked)}
+          />
+          Dim uncertain voxels
+        </label>
+      ) : null}
 
       <label className="slider">
         <span>Colour scale</span>

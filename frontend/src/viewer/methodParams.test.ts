@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { baselineText, formatPercent, methodParams, uncertaintyOf, uncertaintyText } from "./methodParams";
+import { baselineText, formatPercent, methodParams, sampleSpreadOf, uncertaintyOf, uncertaintyText } from "./methodParams";
 
 describe("method parameters", () => {
   it("lists what integrated gradients read, defaults filled in and marked", () => {
@@ -14,6 +14,23 @@ describe("method parameters", () => {
     expect(baselineText("deeplift", { baseline: "blur" })).toBe("blurred input (σ 4 voxels)");
     expect(methodParams("deeplift", { baseline: "blur", blur_sigma: 2 })?.map((r) => r.value)).toEqual(["2"]);
     expect(methodParams("deeplift", {})).toEqual([]);
+  });
+
+  it("names the healthy baselines and where Expected Gradients draws its references", () => {
+    expect(baselineText("integrated_gradients", { baseline: "healthy_mean" })).toBe("mean of the healthy training subjects");
+    expect(baselineText("occlusion", { baseline: "healthy_mean" })).toBe("mean of the healthy training subjects");
+    expect(baselineText("gradient_shap", { references: "healthy" })).toBe("healthy training subjects (references)");
+    expect(baselineText("gradient_shap", {})).toBe("zero image + noise (σ 0.15) (references)");
+    expect(methodParams("gradient_shap", { references: "healthy" })?.map((r) => r.key)).not.toContain("references");
+  });
+
+  it("reads the spread over samples only from a stochastic map's stats", () => {
+    expect(sampleSpreadOf({ uncertainty_mean_sd: 0.2, uncertainty_low_agreement_share: 0.1 })).toEqual({
+      meanSd: 0.2,
+      lowAgreementShare: 0.1,
+    });
+    expect(sampleSpreadOf({ min: -1, max: 1 })).toBeNull();
+    expect(sampleSpreadOf(null)).toBeNull();
   });
 
   it("has no baseline and no parameters for saliency, and drops parameters a method does not read", () => {

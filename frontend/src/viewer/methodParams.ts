@@ -27,16 +27,30 @@ const LABELS: Record<string, string> = {
   blur_sigma: "Blur σ (voxels)",
 };
 
+/** Methods that draw samples and whose maps carry uncertainty volumes (sd, sign agreement). */
+export const STOCHASTIC_METHODS: readonly string[] = ["smoothgrad", "gradient_shap"];
+
+/** The baselines a map can be compared across ("Compare baselines"), in the worker's names. */
+export const BASELINES = ["zero", "blur", "healthy_mean"] as const;
+export type BaselineName = (typeof BASELINES)[number];
+
 /** Whether the method compares the input with a baseline image x′. */
 export function usesBaseline(method: string): boolean {
   return METHODS[method] !== undefined && "baseline" in METHODS[method];
 }
 
-/** The baseline in words, or null for a method without one. */
+/** The baseline in words (gradient_shap: where its references come from), or null. */
 export function baselineText(method: string, params: Record<string, unknown> | null | undefined): string | null {
+  if (method === "gradient_shap") {
+    const source = String(params?.references ?? METHODS.gradient_shap.references);
+    if (source === "healthy") return "healthy training subjects (references)";
+    const sigma = params?.stdevs ?? METHODS.gradient_shap.stdevs;
+    return `zero image + noise (σ ${formatValue(sigma)}) (references)`;
+  }
   if (!usesBaseline(method)) return null;
   const defaults = METHODS[method];
   const name = String(params?.baseline ?? defaults.baseline);
+  if (name === "healthy_mean") return "mean of the healthy training subjects";
   if (name === "blur") {
     const sigma = params?.blur_sigma ?? defaults.blur_sigma;
     return `blurred input (σ ${formatValue(sigma)} voxels)`;
@@ -56,7 +70,7 @@ export function methodParams(method: string, params: Record<string, unknown> | n
   const given = params ?? {};
   const blurred = String(given.baseline ?? defaults.baseline) === "blur";
   return Object.entries(defaults)
-    .filter(([key]) => key !== "baseline" && (key !== "blur_sigma" || blurred))
+    .filter(([key]) => key !== "baseline" && key !== "references" && (key !== "blur_sigma" || blurred))
     .map(([key, fallback]) => {
       const isDefault = !(key in given);
       const value = isDefault ? fallback : given[key];
@@ -82,6 +96,22 @@ export function uncertaintyOf(attribution: Pick<Attribution, "convergence_delta"
   if (delta === null || delta === undefined || !Number.isFinite(delta)) return null;
   const rel = (attribution.stats as Record<string, unknown> | null)?.relative_delta;
   return { delta, relative: typeof rel === "number" && Number.isFinite(rel) ? rel : null };
+}
+
+export interface SampleSpread {
+  /** Mean standard deviation of the per-sample maps inside the brain. */
+  meanSd: number;
+  /** Share of brain voxels whose sign agreement is below 0.8. */
+  lowAgreementShare: number;
+}
+
+/** The spread of a stochastic map's samples, from its stats; null for other maps. */
+export function sampleSpreadOf(stats: unknown): SampleSpread | null {
+  const s = (stats ?? {}) as Record<string, unknown>;
+  const meanSd = s.uncertainty_mean_sd;
+  const low = s.uncertainty_low_agreement_share;
+  if (typeof meanSd !== "number" || typeof low !== "number") return null;
+  return { meanSd, lowAgreementShare: low };
 }
 
 /** One line for a compact caption: "δ 0.00123 (0.4 %)". */

@@ -155,6 +155,21 @@ export interface LesionVolumeOptions {
  * overlays, so a drawing rim vanishes wherever relevance is shown; an overlay volume does not.
  * `name` carries the extension because the URL ends in a query string.
  */
+/**
+ * Sign agreement at or below this is dimmed to black, at 1 it is left as it is (linear between):
+ * 0.5 is what a coin gives, so only voxels whose samples agree more than chance keep colour.
+ */
+export const AGREEMENT_FLOOR = 0.5;
+
+/**
+ * The sign-agreement volume of a stochastic map, loaded invisibly: it only modulates the
+ * relevance overlay (NiiVue's modulationImage), where its calibration maps
+ * [AGREEMENT_FLOOR, 1] to a brightness factor [0, 1].
+ */
+export function agreementVolumeOptions(url: string) {
+  return { url, name: "agreement.nii.gz", colormap: "gray", opacity: 0, cal_min: AGREEMENT_FLOOR, cal_max: 1 };
+}
+
 export function lesionVolumeOptions(url: string): LesionVolumeOptions {
   return {
     url,

@@ -27,6 +27,14 @@ Methods (``AttributionConfig.method``; the fields each reads are in ``METHOD_FIE
 
 Methods without a completeness property report ``convergence_delta=None``.
 
+Uncertainty of the stochastic methods (smoothgrad, gradient_shap): Captum returns only the
+mean over the samples. The per-sample maps pass through ``_RecordingTunnel`` (Captum's own
+NoiseTunnel, which both methods use, with the same random draws), which keeps per voxel the
+running sum, sum of squares and sign counts, so memory does not grow with ``n_samples``. From
+them: the standard deviation over samples, and the sign agreement, the share of samples whose
+sign equals the sign of the mean map (1: every sample agrees; where the mean is 0, the share of
+samples that are 0).
+
 Example:
     >>> maps, deltas = attribute_batch(model, images, AttributionConfig(method="deeplift"))
     >>> maps.shape == tuple(images.shape), deltas.shape == (images.shape[0],)
@@ -45,6 +53,7 @@ from typing import cast
 import numpy as np
 import torch
 from captum.attr import (
+    Attribution,
     DeepLift,
     GradientShap,
     GuidedBackprop,
@@ -56,10 +65,11 @@ from captum.attr import (
     Occlusion,
     Saliency,
 )
+from captum.attr._core.gradient_shap import InputBaselineXGradient
 from monai.transforms import GaussianSmooth
 from torch import nn
 
-from attrivue_core.configs import AttributionConfig, RunConfig
+from attrivue_core.configs import METHOD_FIELDS, AttributionConfig, RunConfig
 from attrivue_core.io import load_image
 from worker.ml.nets import gradcam_layer, pathological_logit
 from worker.ml.transforms import BRAIN_KEY, IMAGE_KEY, preprocess_for, to_native
@@ -68,9 +78,12 @@ __all__ = [
     "AttributionResult",
     "attribute_batch",
     "attribute_subject",
+    "attribute_with_spread",
     "available_methods",
     "load_on_grid",
     "map_stats",
+    "mean_on_grid",
+    "uncertainty_stats",
 ]
 
 # Tolerance (world units) between the affine recovered by inverting the preprocessing and
@@ -96,7 +109,10 @@ class AttributionResult:
         stats: Summary of the native map (see ``map_stats``) plus ``grid_sum`` (sum of the
             map on the working grid) and, for methods with a convergence delta,
             ``relative_delta`` (delta / |F(x) - F(x')|, ``None`` when the baseline scores
-            the same as the image).
+            the same as the image); for stochastic methods, ``uncertainty_stats``'s keys.
+        sd: Stochastic methods: per-voxel standard deviation of the per-sample maps, on the
+            native grid (same shape and affine as ``map``); ``None`` for the others.
+        agreement: Stochastic methods: per-voxel sign agreement in [0, 1], native grid.
     """
 
     map: np.ndarray
@@ -106,6 +122,12 @@ class AttributionResult:
     probability: float
     baseline_logit: float | None
     stats: dict[str, float | None] = field(default_factory=dict)
+    sd: np.ndarray | None = None
+    agreement: np.ndarray | None = None
+
+
+# Sign agreement below this counts as "uncertain" in the summary (``uncertainty_stats``).
+LOW_AGREEMENT = 0.8
 
 
 class _LogitModel(nn.Module):
@@ -127,6 +149,7 @@ class _Request:
     x: torch.Tensor  # (B, 1, *grid), on the model's device
     attribution: AttributionConfig
     references: torch.Tensor | None  # (R, 1, *grid) on the same device, or None
+    healthy_mean: torch.Tensor | None = None  # (1, 1, *grid): the healthy_mean baseline
 
     @property
     def images_per_pass(self) -> int:
@@ -141,6 +164,84 @@ class _Maps:
     attributions: torch.Tensor  # (B, 1, *grid), signed
     delta: torch.Tensor | None = None  # (B,) absolute completeness gap
     baseline_logit: torch.Tensor | None = None  # (B,) F(x') or mean F over references
+    sd: torch.Tensor | None = None  # (B, 1, *grid) over samples (stochastic methods)
+    agreement: torch.Tensor | None = None  # (B, 1, *grid) sign agreement in [0, 1]
+
+
+class _SampleMoments:
+    """Running per-voxel sums of per-sample maps of B images: bounded memory in n_samples."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self.count = 0
+        self.total: torch.Tensor | None = None  # (B, 1, *grid) float64
+        self.squares: torch.Tensor | None = None
+        self.positive: torch.Tensor | None = None  # (B, 1, *grid) int32 counts
+        self.negative: torch.Tensor | None = None
+
+    def add(self, samples: torch.Tensor) -> None:
+        """Add ``(B * k, 1, *grid)`` per-sample maps, image-major (Captum's layout)."""
+        k = samples.shape[0] // self.batch
+        a = samples.detach().double().reshape(self.batch, k, *samples.shape[1:])
+        parts = (
+            a.sum(1),
+            (a * a).sum(1),
+            (a > 0).sum(1, dtype=torch.int32),
+            (a < 0).sum(1, dtype=torch.int32),
+        )
+        if self.total is None:
+            self.total, self.squares, self.positive, self.negative = parts
+        else:
+            assert self.squares is not None and self.positive is not None
+            assert self.negative is not None
+            self.total += parts[0]
+            self.squares += parts[1]
+            self.positive += parts[2]
+            self.negative += parts[3]
+        self.count += k
+
+    def mean(self) -> torch.Tensor:
+        """Mean of the samples ``(B, 1, *grid)`` (float64)."""
+        assert self.total is not None
+        return self.total / self.count
+
+    def sd_and_agreement(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Population standard deviation and sign agreement, ``(B, 1, *grid)`` float32."""
+        assert self.squares is not None and self.positive is not None
+        assert self.negative is not None
+        mean = self.mean()
+        variance = (self.squares / self.count - mean * mean).clamp_min(0.0)
+        zero = self.count - self.positive - self.negative
+        agreeing = torch.where(mean > 0, self.positive, torch.where(mean < 0, self.negative, zero))
+        return variance.sqrt().float(), (agreeing.double() / self.count).float()
+
+
+class _RecordingTunnel(NoiseTunnel):
+    """Captum's NoiseTunnel that also hands every chunk of per-sample maps to ``moments``.
+
+    The draws, the chunks and the returned mean are Captum's own; only the per-sample
+    attributions, which NoiseTunnel sums and drops, are seen on their way.
+    """
+
+    def __init__(self, attribution_method: Attribution, moments: _SampleMoments) -> None:
+        super().__init__(attribution_method)
+        self.moments = moments
+
+    def _compute_partial_attribution(
+        self,
+        inputs_with_noise_partition: tuple[torch.Tensor, ...],
+        kwargs_partition: object,
+        is_inputs_tuple: bool,
+        return_convergence_delta: bool,
+    ) -> tuple[tuple[torch.Tensor, ...], bool, torch.Tensor | None]:
+        result = super()._compute_partial_attribution(
+            inputs_with_noise_partition,
+            kwargs_partition,
+            is_inputs_tuple,
+            return_convergence_delta,
+        )
+        self.moments.add(result[0][0])
+        return result
 
 
 _Method = Callable[[_Request], _Maps]
@@ -167,6 +268,7 @@ def attribute_batch(
     *,
     device: str | torch.device = "cpu",
     references: torch.Tensor | None = None,
+    healthy_mean: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Compute signed attribution maps of preprocessed images on the working grid.
 
@@ -179,6 +281,7 @@ def attribute_batch(
         references: ``(R, 1, *grid)`` reference images for gradient_shap (other subjects,
             preprocessed the same way); ``None`` draws zero-plus-noise references. The other
             methods ignore them, apart from checking their shape.
+        healthy_mean: ``(1, *grid)`` mean healthy image, the ``healthy_mean`` baseline.
 
     Returns:
         ``(maps, deltas)``: float32 maps ``(B, 1, *grid)``, and the absolute convergence
@@ -186,11 +289,35 @@ def attribute_batch(
     """
     if images.ndim != 5 or images.shape[1] != 1:
         raise ValueError(f"images must be (B, 1, D, H, W), got {tuple(images.shape)}")
-    maps, _ = _attribute(model, images, attribution, references, torch.device(device))
+    maps, _ = _attribute(model, images, attribution, references, torch.device(device), healthy_mean)
     attributions = maps.attributions.detach().float().cpu().numpy()
     if maps.delta is None:
         return attributions, None
     return attributions, maps.delta.detach().double().cpu().numpy()
+
+
+def attribute_with_spread(
+    model: nn.Module,
+    images: torch.Tensor,
+    attribution: AttributionConfig,
+    *,
+    device: str | torch.device = "cpu",
+    references: torch.Tensor | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``attribute_batch``'s maps with the spread of a stochastic method's samples.
+
+    Returns:
+        ``(maps, sd, agreement)``, each float32 ``(B, 1, *grid)``: the mean map (Captum's), the
+        per-voxel standard deviation over samples and the sign agreement; ``sd`` and
+        ``agreement`` are ``None`` for a deterministic method.
+    """
+    if images.ndim != 5 or images.shape[1] != 1:
+        raise ValueError(f"images must be (B, 1, D, H, W), got {tuple(images.shape)}")
+    maps, _ = _attribute(model, images, attribution, references, torch.device(device))
+    mean = maps.attributions.detach().float().cpu().numpy()
+    if maps.sd is None or maps.agreement is None:
+        return mean, None, None
+    return mean, maps.sd.cpu().numpy(), maps.agreement.cpu().numpy()
 
 
 def attribute_subject(
@@ -202,6 +329,7 @@ def attribute_subject(
     device: str | torch.device = "cpu",
     references: torch.Tensor | None = None,
     brain_path: Path | None = None,
+    healthy_mean: torch.Tensor | None = None,
 ) -> AttributionResult:
     """Compute the signed attribution map of one subject and bring it to native space.
 
@@ -217,6 +345,7 @@ def attribute_subject(
         device: Device to compute on.
         references: gradient_shap's reference images on the working grid (see
             ``attribute_batch``).
+        healthy_mean: The ``healthy_mean`` baseline ``(1, *grid)`` (``healthy_mean``).
         brain_path: The subject's stored brain mask, which the preprocessing crops to (as in
             training); ``None``: computed from the image.
 
@@ -229,7 +358,7 @@ def attribute_subject(
         item[BRAIN_KEY] = str(brain_path)
     image = transform(item)[IMAGE_KEY]  # MetaTensor (1, *grid)
     x = image.as_tensor()[None]  # (1, 1, *grid)
-    maps, logits = _attribute(model, x, attribution, references, torch.device(device))
+    maps, logits = _attribute(model, x, attribution, references, torch.device(device), healthy_mean)
     attr_grid = maps.attributions.detach()[0].float().cpu()  # (1, *grid)
 
     native_map, recovered_affine = to_native(attr_grid, image, transform)
@@ -248,7 +377,22 @@ def attribute_subject(
         gap = abs(logit - baseline_logit)
         # None rather than inf: the stats go into JSON columns.
         stats["relative_delta"] = delta / gap if gap > 0 else None
+    sd_native = agreement_native = None
+    if maps.sd is not None and maps.agreement is not None:
+        sd_grid, agreement_grid = maps.sd[0].cpu(), maps.agreement[0].cpu()
+        brain = x[0, 0].cpu() != 0
+        stats.update(
+            uncertainty_stats(
+                sd_grid[0].numpy(), agreement_grid[0].numpy(), attr_grid[0].numpy(), brain.numpy()
+            )
+        )
+        sd_native, _ = to_native(sd_grid, image, transform)
+        agreement_native, _ = to_native(agreement_grid, image, transform)
+        sd_native = np.maximum(sd_native, 0.0).astype(np.float32)
+        agreement_native = np.clip(agreement_native, 0.0, 1.0).astype(np.float32)
     return AttributionResult(
+        sd=sd_native,
+        agreement=agreement_native,
         map=native_map,
         affine=affine,
         convergence_delta=delta,
@@ -259,19 +403,62 @@ def attribute_subject(
     )
 
 
-def load_on_grid(config: RunConfig, image_paths: Sequence[Path]) -> torch.Tensor:
+def load_on_grid(
+    config: RunConfig,
+    image_paths: Sequence[Path],
+    brain_paths: Sequence[Path | None] | None = None,
+) -> torch.Tensor:
     """Preprocess images as training does, without augmentation.
 
     Args:
         config: The run configuration (grid, intensity).
         image_paths: NIfTI images.
+        brain_paths: Each image's stored brain mask (or ``None``: computed from the image),
+            which the preprocessing crops to, as in training.
 
     Returns:
         ``(N, 1, *grid)`` float32 images, e.g. gradient_shap's references.
     """
+    return torch.stack(list(_on_grid(config, image_paths, brain_paths)))
+
+
+def mean_on_grid(
+    config: RunConfig,
+    image_paths: Sequence[Path],
+    brain_paths: Sequence[Path | None] | None = None,
+) -> torch.Tensor:
+    """Voxel-wise mean of images preprocessed as in training, ``(1, *grid)`` float32.
+
+    One image at a time (a running sum), so memory does not grow with the number of images:
+    the ``healthy_mean`` baseline of a run is this over its healthy training subjects.
+
+    Raises:
+        ValueError: Without images.
+    """
+    if not image_paths:
+        raise ValueError("the mean of no images is undefined")
+    total: torch.Tensor | None = None
+    for image in _on_grid(config, image_paths, brain_paths):
+        total = image.double() if total is None else total + image.double()
+    assert total is not None
+    return (total / len(image_paths)).float()
+
+
+def _on_grid(
+    config: RunConfig,
+    image_paths: Sequence[Path],
+    brain_paths: Sequence[Path | None] | None,
+) -> Iterator[torch.Tensor]:
+    """Each image preprocessed as training does (``(1, *grid)``), one after the other."""
     transform = preprocess_for(config)
-    images = [transform({IMAGE_KEY: str(path)})[IMAGE_KEY].as_tensor() for path in image_paths]
-    return torch.stack(images)
+    brains = list(brain_paths) if brain_paths is not None else [None] * len(image_paths)
+    if len(brains) != len(image_paths):
+        raise ValueError(f"{len(image_paths)} images but {len(brains)} brain masks")
+    for path, brain in zip(image_paths, brains, strict=True):
+        item = {IMAGE_KEY: str(path)}
+        if brain is not None:
+            item[BRAIN_KEY] = str(brain)
+        yield transform(item)[IMAGE_KEY].as_tensor()
 
 
 def map_stats(attribution_map: np.ndarray) -> dict[str, float]:
@@ -295,12 +482,39 @@ def map_stats(attribution_map: np.ndarray) -> dict[str, float]:
     }
 
 
+def uncertainty_stats(
+    sd: np.ndarray, agreement: np.ndarray, mean_map: np.ndarray, brain: np.ndarray
+) -> dict[str, float | None]:
+    """Summary of the uncertainty volumes inside the brain (working grid).
+
+    Returns:
+        ``uncertainty_mean_sd`` (mean standard deviation), ``uncertainty_relative_sd`` (that
+        over the mean |A|; ``None`` for a zero map), ``uncertainty_mean_agreement`` and
+        ``uncertainty_low_agreement_share`` (share of brain voxels whose sign agreement is
+        below ``LOW_AGREEMENT``).
+    """
+    inside = np.asarray(brain, dtype=bool)
+    if not inside.any():
+        inside = np.ones_like(inside)
+    s = np.asarray(sd, dtype=np.float64)[inside]
+    g = np.asarray(agreement, dtype=np.float64)[inside]
+    scale = float(np.abs(np.asarray(mean_map, dtype=np.float64)[inside]).mean())
+    mean_sd = float(s.mean())
+    return {
+        "uncertainty_mean_sd": mean_sd,
+        "uncertainty_relative_sd": mean_sd / scale if scale > 0 else None,
+        "uncertainty_mean_agreement": float(g.mean()),
+        "uncertainty_low_agreement_share": float((g < LOW_AGREEMENT).mean()),
+    }
+
+
 def _attribute(
     model: nn.Module,
     x: torch.Tensor,
     attribution: AttributionConfig,
     references: torch.Tensor | None,
     device: torch.device,
+    healthy_mean: torch.Tensor | None = None,
 ) -> tuple[_Maps, torch.Tensor]:
     """Run the configured method in eval mode; return its maps and the logits F(x) ``(B,)``."""
     method = _METHODS[attribution.method]
@@ -313,10 +527,17 @@ def _attribute(
                 f"references {tuple(references.shape)} do not match images {tuple(x.shape)}"
             )
         references = references.to(device=device, dtype=torch.float32)
+    if healthy_mean is not None:
+        healthy_mean = healthy_mean.to(device=device, dtype=torch.float32).reshape(1, *x.shape[1:])
+    elif attribution.baseline == "healthy_mean" and "baseline" in METHOD_FIELDS[attribution.method]:
+        raise ValueError("the healthy_mean baseline needs the run's mean healthy image")
+    if attribution.method == "gradient_shap" and attribution.references == "healthy":
+        if references is None:
+            raise ValueError("references 'healthy' needs the healthy training images")
     was_training = model.training
     forward = _LogitModel(model).to(device).eval()
     try:
-        maps = method(_Request(forward, x, attribution, references))
+        maps = method(_Request(forward, x, attribution, references, healthy_mean))
         with torch.no_grad():
             logits = forward(x)  # (B,)
     finally:
@@ -330,8 +551,14 @@ def _logits(forward: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return forward(images)
 
 
-def _baseline(x: torch.Tensor, attribution: AttributionConfig) -> torch.Tensor:
+def _baseline(
+    x: torch.Tensor, attribution: AttributionConfig, healthy_mean: torch.Tensor | None = None
+) -> torch.Tensor:
     """The reference image x' of each image, same shape as ``x`` ``(B, 1, *grid)``."""
+    if attribution.baseline == "healthy_mean":
+        if healthy_mean is None:
+            raise ValueError("the healthy_mean baseline needs the run's mean healthy image")
+        return healthy_mean.expand_as(x).detach().clone()
     if attribution.baseline == "zero":
         return torch.zeros_like(x)
     if attribution.baseline == "blur":
@@ -367,7 +594,7 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
 def _integrated_gradients(request: _Request) -> _Maps:
     settings = request.attribution
     x = request.x  # (B, 1, *grid)
-    baseline = _baseline(x, settings)  # (B, 1, *grid)
+    baseline = _baseline(x, settings, request.healthy_mean)  # (B, 1, *grid)
     ig = IntegratedGradients(request.forward, multiply_by_inputs=True)
     # Captum evaluates steps * B interpolated images, (steps * B, 1, *grid), in chunks of
     # internal_batch_size; target=None because forward already yields one scalar per image.
@@ -391,19 +618,26 @@ def _gradient_shap(request: _Request) -> _Maps:
     batch = x.shape[0]
     total = torch.zeros_like(x)  # (B, 1, *grid): sum of the per-pass means times their size
     delta_sum = torch.zeros(batch, device=x.device)  # (B,)
+    moments = _SampleMoments(batch)
     with _seeded(settings.seed, x.device):
         references = _references(request)  # (R, 1, *grid)
-        shap = GradientShap(request.forward, multiply_by_inputs=True)
+        # What GradientShap.attribute builds on every call (Captum 0.9), with the tunnel that
+        # records the per-draw maps: the same draws, the same mean (tests compare the two).
+        integrand = InputBaselineXGradient(request.forward, True)
+        integrand.gradient_func = GradientShap(request.forward, True).gradient_func
+        tunnel = _RecordingTunnel(integrand, moments)
         done = 0
         while done < settings.n_samples:
             count = min(request.images_per_pass, settings.n_samples - done)
             # Captum draws `count` (reference, alpha) pairs per image, (B * count, 1, *grid)
             # in one pass; stdevs=0 keeps the input itself (Expected Gradients).
-            attributions, delta = shap.attribute(
+            attributions, delta = tunnel.attribute(
                 x,
-                baselines=references,
-                n_samples=count,
+                nt_type="smoothgrad",
+                nt_samples=count,
                 stdevs=0.0,
+                draw_baseline_from_distrib=True,
+                baselines=(references,),
                 target=None,
                 return_convergence_delta=True,
             )
@@ -414,10 +648,13 @@ def _gradient_shap(request: _Request) -> _Maps:
             done += count
     reference_logit = _logits(request.forward, references).mean()  # E[F(x')] over references
     # The mean of the per-draw deltas is sum(A) - (F(x) - mean F(x'_draw)).
+    sd, agreement = moments.sd_and_agreement()
     return _Maps(
         total / settings.n_samples,
         (delta_sum / settings.n_samples).abs(),
         reference_logit.expand(batch),
+        sd=sd,
+        agreement=agreement,
     )
 
 
@@ -448,7 +685,7 @@ def _input_x_gradient(request: _Request) -> _Maps:
 
 @_register("deeplift")
 def _deeplift(request: _Request) -> _Maps:
-    baseline = _baseline(request.x, request.attribution)  # (B, 1, *grid)
+    baseline = _baseline(request.x, request.attribution, request.healthy_mean)  # (B, 1, *grid)
     deeplift = DeepLift(request.forward, multiply_by_inputs=True)
     with _quiet_hooks():
         attributions, delta = deeplift.attribute(
@@ -474,7 +711,7 @@ def _occlusion(request: _Request) -> _Maps:
     stride = settings.stride or tuple(max(1, w // 2) for w in window)
     if any(w > n for w, n in zip(window, grid, strict=True)):
         raise ValueError(f"occlusion window {window} does not fit the grid {grid}")
-    baseline = _baseline(x, settings)  # (B, 1, *grid): what fills the window
+    baseline = _baseline(x, settings, request.healthy_mean)  # (B, 1, *grid): what fills the window
     # Each pass evaluates images_per_pass perturbed copies of each of the B images.
     attributions = Occlusion(request.forward).attribute(
         x,
@@ -491,8 +728,9 @@ def _occlusion(request: _Request) -> _Maps:
 @_register("smoothgrad")
 def _smoothgrad(request: _Request) -> _Maps:
     settings = request.attribution
+    moments = _SampleMoments(request.x.shape[0])
     with _seeded(settings.seed, request.x.device):
-        tunnel = NoiseTunnel(Saliency(request.forward))
+        tunnel = _RecordingTunnel(Saliency(request.forward), moments)
         # n_samples noisy copies of each image, images_per_pass of them per pass.
         attributions = tunnel.attribute(
             request.x,
@@ -504,7 +742,8 @@ def _smoothgrad(request: _Request) -> _Maps:
             abs=False,
         )
     # (B, 1, *grid): the mean signed gradient over the noisy copies.
-    return _Maps(cast(torch.Tensor, attributions))
+    sd, agreement = moments.sd_and_agreement()
+    return _Maps(cast(torch.Tensor, attributions), sd=sd, agreement=agreement)
 
 
 @_register("grad_cam")

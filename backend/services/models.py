@@ -111,7 +111,9 @@ def recognise(path: Path) -> tuple[ModelFormat, str]:
 def _extract_bundle(path: Path, prefix: str, dest: Path, max_bytes: int) -> None:
     """The bundle's files under ``prefix`` into ``dest``, refusing unsafe or oversized ones."""
     with zipfile.ZipFile(path) as archive:
-        members = [m for m in archive.infolist() if not m.is_dir() and m.filename.startswith(prefix)]
+        members = [
+            m for m in archive.infolist() if not m.is_dir() and m.filename.startswith(prefix)
+        ]
         if len(members) > MAX_BUNDLE_FILES:
             raise InvalidInput(f"the bundle has more than {MAX_BUNDLE_FILES} files")
         if sum(m.file_size for m in members) > max_bytes:
@@ -394,8 +396,6 @@ def write_bundle(storage: Storage, run: Run, dataset: Dataset, dest: Path) -> st
     top = f"run-{run.id}"
     with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(f"{top}/{_METADATA}", json.dumps(_metadata(run, dataset), indent=2))
-        archive.writestr(
-            f"{top}/configs/inference.json", json.dumps(_inference(run), indent=2)
-        )
+        archive.writestr(f"{top}/configs/inference.json", json.dumps(_inference(run), indent=2))
         archive.write(checkpoint, f"{top}/models/model.pt")
     return f"{top}.zip"

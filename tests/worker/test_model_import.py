@@ -70,9 +70,7 @@ def _import(client: Any, dataset_id: int, name: str, content: bytes, **spec: Any
     grid = spec.pop("grid", GRID)
     data = {"dataset_id": str(dataset_id), "name": name, "grid": [str(v) for v in grid]}
     data.update({key: str(value) for key, value in spec.items()})
-    return client.post(
-        "/api/v1/runs/import", data=data, files={"model": (f"{name}.bin", content)}
-    )
+    return client.post("/api/v1/runs/import", data=data, files={"model": (f"{name}.bin", content)})
 
 
 def _map(client: Any, run_id: int, subject_id: int, tmp_path: Path) -> tuple[int, np.ndarray]:
@@ -214,9 +212,7 @@ def test_imported_torchscript_and_bundle_maps_equal_captum(stack: dict, tmp_path
     subject_id, image, brain = _subject(dataset_id)
     torch.manual_seed(0)
     scripted = _Scripted().eval()
-    classifier = Classifier(
-        in_shape=(1, *GRID), classes=2, channels=(4, 8), strides=(2, 2)
-    ).eval()
+    classifier = Classifier(in_shape=(1, *GRID), classes=2, channels=(4, 8), strides=(2, 2)).eval()
     client = _client("r")
     try:
         with _worker(tmp_path, stack):

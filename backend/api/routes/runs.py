@@ -94,15 +94,15 @@ def create_run(
 
 _IMPORT_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "the model is larger than ATTRIVUE_MAX_MODEL_BYTES"},
-    422: {"description": "not a model, a spec that does not fit the dataset, or refused by "
-          "the worker's forward pass (the detail names the problem); nothing is stored"},
+    422: {
+        "description": "not a model, a spec that does not fit the dataset, or refused by "
+        "the worker's forward pass (the detail names the problem); nothing is stored"
+    },
     503: {"description": "no cpu-queue worker checked the model in time; nothing is stored"},
 }
 
 
-@router.post(
-    "/import", operation_id="importModel", status_code=201, responses=_IMPORT_ERRORS
-)
+@router.post("/import", operation_id="importModel", status_code=201, responses=_IMPORT_ERRORS)
 def import_model(
     user: CurrentUser,
     session: SessionDep,

@@ -155,9 +155,7 @@ def _load_torchscript(path: Path, device: str | torch.device) -> nn.Module:
         raise ModelImportError(f"not a TorchScript model (torch.jit.save): {exc}") from None
 
 
-def load_imported(
-    directory: Path, device: str | torch.device = "cpu"
-) -> tuple[LogitOf, RunConfig]:
+def load_imported(directory: Path, device: str | torch.device = "cpu") -> tuple[LogitOf, RunConfig]:
     """An imported model from its folder (``import.json`` and the model's files).
 
     Returns:

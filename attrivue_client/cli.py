@@ -1,4 +1,5 @@
-"""``attrivue-client``: upload, train, follow, attribute and fetch from a shell.
+"""``attrivue-client``: upload, train, follow, attribute, fetch, export and import models
+from a shell.
 
 Ids go to stdout (one per line) so that commands chain in scripts; progress bars and messages
 go to stderr. Exit status: 0 done, 1 the API refused or could not be reached, 2 bad usage,
@@ -176,6 +177,29 @@ def cmd_stats(api: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(api: Client, args: argparse.Namespace) -> int:
+    path = api.export_run(args.run, args.output, checkpoint=args.checkpoint)
+    _say(f"run {args.run}: {'checkpoint' if args.checkpoint else 'MONAI bundle'} saved")
+    print(path)
+    return 0
+
+
+def cmd_import_model(api: Client, args: argparse.Namespace) -> int:
+    run = api.import_model(
+        args.dataset,
+        args.model,
+        name=args.name,
+        grid=args.grid,
+        channels=args.channels,
+        intensity=args.intensity,
+        brain=args.brain,
+        logit_index=args.logit_index,
+    )
+    _say(f"imported as run {run['id']} ({run['model_format']})")
+    print(run["id"])
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -260,6 +284,32 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--split", choices=["train", "val", "test"])
     fetch.add_argument("--display", action="store_true", help="the int16 display maps")
     fetch.set_defaults(handler=cmd_fetch)
+
+    export = commands.add_parser(
+        "export", help="download a run as a MONAI bundle (zip), or its best checkpoint"
+    )
+    export.add_argument("run", type=int, metavar="RUN")
+    export.add_argument("--checkpoint", action="store_true", help="the best checkpoint only")
+    export.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    export.set_defaults(handler=cmd_export)
+
+    imported = commands.add_parser(
+        "import-model",
+        help="import a TorchScript file or a MONAI bundle (zip or folder) as a run; prints its id",
+    )
+    imported.add_argument("model", type=Path, metavar="FILE")
+    imported.add_argument("--dataset", type=int, required=True)
+    imported.add_argument("--name", required=True)
+    imported.add_argument(
+        "--grid", type=int, nargs=3, required=True, metavar=("X", "Y", "Z"), help="working grid"
+    )
+    imported.add_argument("--channels", type=int, default=1)
+    imported.add_argument("--intensity", choices=["zscore", "percentile"], default="zscore")
+    imported.add_argument("--brain", choices=["mask", "nonzero"], default="mask")
+    imported.add_argument(
+        "--logit-index", type=int, default=0, help="output index of the pathological logit"
+    )
+    imported.set_defaults(handler=cmd_import_model)
 
     stats = commands.add_parser("stats", help="print a map's statistics as JSON")
     stats.add_argument("attribution_id", type=int)

@@ -19,8 +19,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -457,12 +459,62 @@ class Client:
         self, attribution_id: int, dest: str | os.PathLike[str], *, display: bool = False
     ) -> Path:
         """Save the float32 map (or the int16 display map) to ``dest``, atomically."""
-        dest = Path(dest)
         name = "display.nii.gz" if display else "map.nii.gz"
+        return self._save(f"/attributions/{attribution_id}/{name}", dest)
+
+    def export_run(
+        self, run_id: int, dest: str | os.PathLike[str], *, checkpoint: bool = False
+    ) -> Path:
+        """Save the run as a zipped MONAI bundle (weights, configs/metadata.json with the
+        training config and metrics, configs/inference.json with the preprocessing), or only
+        its best checkpoint, to ``dest``, atomically."""
+        return self._save(f"/runs/{run_id}/{'checkpoint' if checkpoint else 'bundle'}", dest)
+
+    def import_model(
+        self,
+        dataset_id: int,
+        model: str | os.PathLike[str],
+        *,
+        name: str,
+        grid: Sequence[int],
+        channels: int = 1,
+        intensity: str = "zscore",
+        brain: str = "mask",
+        logit_index: int = 0,
+        timeout: float = 900.0,
+    ) -> Record:
+        """Import a TorchScript file or a MONAI bundle (a zip, or a folder, zipped here) as a
+        run of the dataset; returns the run once a worker has checked the model."""
+        data: dict[str, Any] = {
+            "dataset_id": str(dataset_id),
+            "name": name,
+            "grid": [str(v) for v in grid],
+            "channels": str(channels),
+            "intensity": intensity,
+            "brain": brain,
+            "logit_index": str(logit_index),
+        }
+        path = Path(model)
+        with tempfile.TemporaryDirectory() as folder:
+            if path.is_dir():  # a bundle folder: configs/, models/
+                path = Path(shutil.make_archive(str(Path(folder) / path.name), "zip", path))
+            with path.open("rb") as fh:
+                response = self._request(
+                    "POST",
+                    "/runs/import",
+                    data=data,
+                    files={"model": (path.name, fh)},
+                    timeout=httpx.Timeout(60.0, read=timeout),
+                )
+        return dict(response.json())
+
+    def _save(self, path: str, dest: str | os.PathLike[str]) -> Path:
+        """Stream a GET's body to ``dest``, atomically (nothing left behind on failure)."""
+        dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         partial = dest.with_name(f".{dest.name}.part")
         try:
-            with self._http.stream("GET", f"/attributions/{attribution_id}/{name}") as response:
+            with self._http.stream("GET", path) as response:
                 if response.is_error:
                     response.read()
                     raise ApiError(response.status_code, _detail(response))

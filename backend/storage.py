@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from attrivue_core.imported import IMPORTED_DIR
 from backend.core.config import Settings, get_settings, private_dir
 
 __all__ = ["Storage", "get_storage"]
@@ -33,6 +34,14 @@ class Storage:
 
     def checkpoint_dir(self, run_id: int) -> Path:
         return self.run_dir(run_id) / "checkpoints"
+
+    def model_import_dir(self, job_id: int) -> Path:
+        """Where an imported model waits for its check (job ``job_id``)."""
+        return self.root / "imports" / "models" / str(job_id)
+
+    def imported_model_dir(self, run_id: int) -> Path:
+        """An imported run's model and its record (``attrivue_core.imported``)."""
+        return self.checkpoint_dir(run_id) / IMPORTED_DIR
 
     def map_path(self, run_id: int, attribution_id: int) -> Path:
         return self.run_dir(run_id) / "maps" / f"{attribution_id}.nii.gz"

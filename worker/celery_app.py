@@ -21,6 +21,7 @@ app = make_celery(
         "worker.tasks.maps",
         "worker.tasks.evidence",
         "worker.tasks.shortcut",
+        "worker.tasks.imports",
     ]
 )
 

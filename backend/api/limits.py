@@ -49,6 +49,7 @@ UPLOAD_ROUTES = {
     "importSubjects": "import",
     "appendUpload": "chunk",
     "putReviewCorrection": "correction",
+    "importModel": "model",
 }
 
 
@@ -66,6 +67,8 @@ def body_limit(operation_id: str | None, settings: Settings) -> int:
         return limits.total
     if kind == "correction":
         return settings.max_correction_bytes
+    if kind == "model":  # one model file and its spec's form fields
+        return settings.max_model_bytes + _FORM_OVERHEAD
     return settings.max_json_bytes
 
 

@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     max_correction_bytes: int = Field(
         default=256 * 1024**2, gt=0, description="largest drawn correction of a review"
     )
+    max_model_bytes: int = Field(
+        default=1024**3,
+        gt=0,
+        description="largest imported model (a TorchScript file or a zipped MONAI bundle)",
+    )
+    model_check_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="how long a model import waits for a cpu-queue worker to check the model",
+    )
     session_hours: int = Field(default=12, gt=0)
     cookie_secure: bool = False
     trusted_proxies: str = Field(

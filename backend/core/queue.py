@@ -27,6 +27,8 @@ TASK_QUEUES = {
     "attrivue.evidence": "gpu",
     "attrivue.shortcut_report": "gpu",
     "attrivue.cohort_map": "cpu",
+    # An imported model's forward pass on one subject, while its import request waits.
+    "attrivue.check_model": "cpu",
 }
 
 

@@ -36,6 +36,13 @@ class Run(CreatedAt, Base):
     # early-stopping metric, or the classification metric it fell back to); set at the end.
     best_epoch: Mapped[int | None] = mapped_column(Integer, default=None)
     best_metric: Mapped[str | None] = mapped_column(String(64), default=None)
+    # "trained" here, or "imported": a model brought along (attrivue_core.imported), whose
+    # files are in the checkpoint folder's imported/ and whose config holds the spec's grid,
+    # intensity and brain handling.
+    source: Mapped[str] = mapped_column(String(16), default="trained", server_default="trained")
+    # Imported runs: "torchscript" or "monai_bundle", and the input spec (ModelInputSpec).
+    model_format: Mapped[str | None] = mapped_column(String(16), default=None)
+    input_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
     job: Mapped[Job | None] = relationship(foreign_keys=[job_id])
 

@@ -42,6 +42,11 @@ class RunPublic(ORMModel):
     # attribution metric while the classifier was at chance, or an undefined metric).
     best_epoch: int | None = None
     best_metric: str | None = None
+    # "trained" here, or "imported" (POST /runs/import): then the model's format
+    # ("torchscript" or "monai_bundle") and the input spec it was imported with.
+    source: str = "trained"
+    model_format: str | None = None
+    input_spec: dict[str, Any] | None = None
 
 
 class RunsPublic(BaseModel):

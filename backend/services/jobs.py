@@ -66,6 +66,7 @@ TASK_FOR_KIND = {
     "evidence": "attrivue.evidence",
     "shortcut_report": "attrivue.shortcut_report",
     "cohort_map": "attrivue.cohort_map",
+    "check_model": "attrivue.check_model",
 }
 REQUEUED_MESSAGE = "re-queued after its worker was lost"
 POLL_SECONDS = 0.5  # how often a stream re-reads the database

@@ -142,7 +142,8 @@ def run_attribution(job_id: int) -> None:
     from attrivue_core.io import save_nifti
     from backend.services.attributions import uncertainty_path
     from worker.ml.attribution.captum_eval import attribute_subject
-    from worker.ml.training import TrainingCancelled, cancel_checks, load_model
+    from worker.ml.imported import load_run_model
+    from worker.ml.training import TrainingCancelled, cancel_checks
 
     storage = get_storage()
     with session_scope() as session:
@@ -176,12 +177,9 @@ def run_attribution(job_id: int) -> None:
         reporter = JobReporter(claim)
         try:
             reporter.report(0.1, "loading the model", force=True)
-            checkpoints = storage.checkpoint_dir(run_id)
-            checkpoint = checkpoints / "best.pt"
-            if not checkpoint.exists():
-                checkpoint = checkpoints / "last.pt"
             device = _device(get_settings().device)
-            model, config = load_model(checkpoint, device=device)
+            # best.pt (else last.pt) of a trained run, or the model an imported run brought.
+            model, config = load_run_model(storage.checkpoint_dir(run_id), device=device)
             out = storage.map_path(run_id, attribution_id)
             out.parent.mkdir(parents=True, exist_ok=True)
             if region is not None:

@@ -5,10 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.background import BackgroundTask
 
-from backend.api.deps import CurrentUser, SessionDep, SettingsDep, authorize
+from attrivue_core.imported import ModelInputSpec
+from backend.api.deps import (
+    AuditDep,
+    CurrentUser,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+    authorize,
+)
 from backend.api.routes.jobs import EVENT_STREAM, event_stream
 from backend.schemas.job import JobPublic
 from backend.schemas.run import (
@@ -24,11 +34,12 @@ from backend.schemas.run import (
     SubjectPrediction,
 )
 from backend.services import jobs as job_svc
+from backend.services import models as model_svc
 from backend.services import predictions as predictions_svc
 from backend.services import projects
 from backend.services import runs as svc
 from backend.services.datasets import get_dataset
-from backend.services.errors import NotFound
+from backend.services.errors import InvalidInput, NotFound, TooLarge
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
@@ -79,6 +90,85 @@ def create_run(
     assert run.job is not None
     job_svc.dispatch(session, run.job, settings)
     return RunPublic.model_validate(run)
+
+
+_IMPORT_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"description": "the model is larger than ATTRIVUE_MAX_MODEL_BYTES"},
+    422: {
+        "description": "not a model, a spec that does not fit the dataset, or refused by "
+        "the worker's forward pass (the detail names the problem); nothing is stored"
+    },
+    503: {"description": "no cpu-queue worker checked the model in time; nothing is stored"},
+}
+
+
+@router.post("/import", operation_id="importModel", status_code=201, responses=_IMPORT_ERRORS)
+def import_model(
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    audit: AuditDep,
+    dataset_id: Annotated[int, Form()],
+    name: Annotated[str, Form(min_length=1, max_length=200)],
+    model: Annotated[
+        UploadFile,
+        File(description="a TorchScript file (torch.jit.save) or a zipped MONAI bundle"),
+    ],
+    grid: Annotated[
+        list[int], Form(description="the working grid, three sizes (repeat the field)")
+    ],
+    channels: Annotated[int, Form(description="image channels the model takes")] = 1,
+    intensity: Annotated[Literal["zscore", "percentile"], Form()] = "zscore",
+    brain: Annotated[Literal["mask", "nonzero"], Form()] = "mask",
+    logit_index: Annotated[
+        int, Form(description="the output index (output[:, i]) that is the pathological logit")
+    ] = 0,
+) -> RunPublic:
+    """Import a model as a run of the dataset: a TorchScript file or a MONAI bundle, with its
+    input spec. A worker of the cpu queue loads it and runs it on one subject of the dataset
+    (preprocessed as the spec says) before the run is stored; attribution maps then work on
+    it as on a trained run. Refused (422, the detail names the problem) when the file is no
+    model, the spec does not fit the dataset or the forward pass fails; nothing is kept."""
+    dataset = get_dataset(session, dataset_id)
+    authorize(session, user, dataset, projects.WRITE)
+    try:
+        spec = ModelInputSpec(
+            channels=channels,
+            grid=tuple(grid),  # type: ignore[arg-type]  # the length is validated here
+            intensity=intensity,
+            brain=brain,
+            logit_index=logit_index,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidInput(f"invalid input spec: {problems}") from None
+    with storage.temp_file(suffix=".model") as upload:
+        _copy_capped(model, upload, settings.max_model_bytes)
+        run = model_svc.import_model(
+            session,
+            storage,
+            settings,
+            dataset=dataset,
+            name=name,
+            user=user,
+            upload=upload,
+            spec=spec,
+        )
+    audit("create", run, detail=f"imported {run.model_format}")
+    return RunPublic.model_validate(run)
+
+
+def _copy_capped(upload: UploadFile, dest: Any, limit: int) -> None:
+    size = 0
+    with open(dest, "wb") as out:
+        while piece := upload.file.read(1024 * 1024):
+            size += len(piece)
+            if size > limit:
+                raise TooLarge(f"model: larger than the limit of {limit} bytes")
+            out.write(piece)
 
 
 @router.get("/compare", operation_id="compareRuns")
@@ -230,3 +320,56 @@ def retry_run(
     assert run.job_id is not None
     job_svc.dispatch(session, job_svc.get_job(session, run.job_id), settings)
     return RunPublic.model_validate(run)
+
+
+_EXPORT_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such run, or no checkpoint (yet)"},
+    409: {"description": "nothing of this kind to export (an unfinished or imported run)"},
+}
+
+
+@router.get(
+    "/{run_id}/checkpoint",
+    operation_id="downloadRunCheckpoint",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **_EXPORT_ERRORS},
+)
+def download_checkpoint(
+    run_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep, audit: AuditDep
+) -> FileResponse:
+    """The run's best checkpoint (``torch.load(..., weights_only=True)``: the weights under
+    ``model``, the config that rebuilds the network, the epoch and its metrics); for a run
+    imported from a TorchScript file, that file."""
+    run = svc.get_run(session, run_id)
+    authorize(session, user, run)
+    path, name = model_svc.checkpoint_file(storage, run)
+    audit("download", run, detail="checkpoint")
+    return FileResponse(path, media_type="application/octet-stream", filename=name)
+
+
+@router.get(
+    "/{run_id}/bundle",
+    operation_id="downloadRunBundle",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/zip": {}}}, **_EXPORT_ERRORS},
+)
+def download_bundle(
+    run_id: int, user: CurrentUser, session: SessionDep, storage: StorageDep, audit: AuditDep
+) -> FileResponse:
+    """The trained run as a zipped MONAI bundle: ``configs/metadata.json`` (training config,
+    metrics, the dataset's fingerprint), ``configs/inference.json`` (network, preprocessing,
+    and the input spec POST /runs/import takes) and ``models/model.pt``."""
+    run = svc.get_run(session, run_id)
+    authorize(session, user, run)
+    dataset = get_dataset(session, run.dataset_id)
+    with storage.temp_file(suffix=".zip") as tmp:
+        name = model_svc.write_bundle(storage, run, dataset, tmp)
+        served = tmp.with_name(f"{tmp.name}.served")
+        tmp.rename(served)  # the response removes it once sent
+    audit("download", run, detail="bundle")
+    return FileResponse(
+        served,
+        media_type="application/zip",
+        filename=name,
+        background=BackgroundTask(served.unlink, missing_ok=True),
+    )

@@ -944,6 +944,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/runs/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Import Model
+         * @description Import a model as a run of the dataset: a TorchScript file or a MONAI bundle, with its
+         *     input spec. A worker of the cpu queue loads it and runs it on one subject of the dataset
+         *     (preprocessed as the spec says) before the run is stored; attribution maps then work on
+         *     it as on a trained run. Refused (422, the detail names the problem) when the file is no
+         *     model, the spec does not fit the dataset or the forward pass fails; nothing is kept.
+         */
+        post: operations["importModel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/runs/{run_id}": {
         parameters: {
             query?: never;
@@ -956,6 +980,28 @@ export interface paths {
          * @description One run.
          */
         get: operations["getRun"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/bundle": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Bundle
+         * @description The trained run as a zipped MONAI bundle: ``configs/metadata.json`` (training config,
+         *     metrics, the dataset's fingerprint), ``configs/inference.json`` (network, preprocessing,
+         *     and the input spec POST /runs/import takes) and ``models/model.pt``.
+         */
+        get: operations["downloadRunBundle"];
         put?: never;
         post?: never;
         delete?: never;
@@ -978,6 +1024,28 @@ export interface paths {
          * @description Cancel the run's training job.
          */
         post: operations["cancelRun"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/runs/{run_id}/checkpoint": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Checkpoint
+         * @description The run's best checkpoint (``torch.load(..., weights_only=True)``: the weights under
+         *     ``model``, the config that rebuilds the network, the epoch and its metrics); for a run
+         *     imported from a TorchScript file, that file.
+         */
+        get: operations["downloadRunCheckpoint"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1811,6 +1879,47 @@ export interface components {
             count: number;
             /** Data */
             data: components["schemas"]["AuditEventPublic"][];
+        };
+        /** Body_importModel */
+        Body_importModel: {
+            /**
+             * Brain
+             * @default mask
+             * @enum {string}
+             */
+            brain?: "mask" | "nonzero";
+            /**
+             * Channels
+             * @description image channels the model takes
+             * @default 1
+             */
+            channels?: number;
+            /** Dataset Id */
+            dataset_id: number;
+            /**
+             * Grid
+             * @description the working grid, three sizes (repeat the field)
+             */
+            grid: number[];
+            /**
+             * Intensity
+             * @default zscore
+             * @enum {string}
+             */
+            intensity?: "zscore" | "percentile";
+            /**
+             * Logit Index
+             * @description the output index (output[:, i]) that is the pathological logit
+             * @default 0
+             */
+            logit_index?: number;
+            /**
+             * Model
+             * @description a TorchScript file (torch.jit.save) or a zipped MONAI bundle
+             */
+            model: string;
+            /** Name */
+            name: string;
         };
         /** Body_uploadSubject */
         Body_uploadSubject: {
@@ -3396,16 +3505,27 @@ export interface components {
             from_reviews_of?: number | null;
             /** Id */
             id: number;
+            /** Input Spec */
+            input_spec?: {
+                [key: string]: unknown;
+            } | null;
             /** Job Id */
             job_id: number | null;
             /** Metrics */
             metrics: {
                 [key: string]: unknown;
             };
+            /** Model Format */
+            model_format?: string | null;
             /** Name */
             name: string;
             /** Preset */
             preset?: string | null;
+            /**
+             * Source
+             * @default trained
+             */
+            source?: string;
             /** Status */
             status: string;
         };
@@ -5548,6 +5668,51 @@ export interface operations {
             };
         };
     };
+    importModel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["Body_importModel"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunPublic"];
+                };
+            };
+            /** @description the model is larger than ATTRIVUE_MAX_MODEL_BYTES */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description not a model, a spec that does not fit the dataset, or refused by the worker's forward pass (the detail names the problem); nothing is stored */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description no cpu-queue worker checked the model in time; nothing is stored */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
     getRun: {
         parameters: {
             query?: never;
@@ -5579,6 +5744,51 @@ export interface operations {
             };
         };
     };
+    downloadRunBundle: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/zip": unknown;
+                };
+            };
+            /** @description no such run, or no checkpoint (yet) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description nothing of this kind to export (an unfinished or imported run) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     cancelRun: {
         parameters: {
             query?: never;
@@ -5598,6 +5808,51 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["JobPublic"];
                 };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    downloadRunCheckpoint: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": unknown;
+                };
+            };
+            /** @description no such run, or no checkpoint (yet) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description nothing of this kind to export (an unfinished or imported run) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Validation Error */
             422: {

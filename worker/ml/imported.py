@@ -10,8 +10,9 @@ A MONAI bundle is read with ``monai.bundle``: ``load_bundle_config`` reads
 ``configs/metadata.json`` and ``configs/inference.json``, the network is the parsed
 ``network_def`` and its weights are ``models/model.pt`` (a state dict, or a checkpoint dict
 holding one under ``"model"``, as MONAI's ``CheckpointLoader`` reads it), or the bundle's
-TorchScript ``models/model.ts``. Parsing ``inference.json`` evaluates its expressions: a
-bundle is code, as any MONAI bundle is.
+TorchScript ``models/model.ts``. A bundle's configs are code to MONAI (``$`` expressions,
+``_target_``): ``check_network_def`` lets through only a network of ``monai.networks.nets``
+built from plain values, so an upload runs nothing on the worker but that constructor.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import monai.networks.nets as monai_nets
 import torch
 from torch import nn
 
@@ -43,6 +45,7 @@ __all__ = [
     "LogitOf",
     "ModelImportError",
     "check_imported",
+    "check_network_def",
     "load_bundle_network",
     "load_imported",
     "load_run_model",
@@ -116,6 +119,61 @@ def bundle_metadata(root: Path) -> dict[str, Any]:
     return dict(meta) if isinstance(meta, Mapping) else {}
 
 
+# What an imported bundle's network_def may name: a network of MONAI's, or the one that an
+# exported Attrivue run names. Anything else would run the uploader's code on the worker.
+_ALLOWED_TARGET_PREFIX = "monai.networks.nets."
+_ALLOWED_TARGETS = frozenset({"worker.ml.imported.network_from_config"})
+# Config keys that change how MONAI parses (a debugger, side imports, other items first).
+_REFUSED_KEYS = frozenset({"_mode_", "_requires_"})
+
+
+def _allowed_target(target: object) -> bool:
+    if not isinstance(target, str):
+        return False
+    if target in _ALLOWED_TARGETS:
+        return True
+    if target.startswith(_ALLOWED_TARGET_PREFIX):
+        rest = target.removeprefix(_ALLOWED_TARGET_PREFIX)
+        return rest.isidentifier() and isinstance(getattr(monai_nets, rest, None), type)
+    # MONAI resolves a bare class name among its modules: only its networks are allowed.
+    return target.isidentifier() and isinstance(getattr(monai_nets, target, None), type)
+
+
+def check_network_def(raw: object, where: str = NETWORK_ID) -> None:
+    """Refuse a ``network_def`` that would run code when parsed.
+
+    MONAI evaluates ``$`` expressions, follows ``@`` references to other items and ``%``
+    macros to other files, and calls whatever ``_target_`` names. An imported network_def may
+    only be plain values and networks of ``monai.networks.nets`` (or an exported Attrivue
+    run's ``worker.ml.imported.network_from_config``); nothing in it is run but the network's
+    own constructor. Raises ``ModelImportError`` naming the offending entry.
+    """
+    refusal = (
+        "is not allowed: the server does not run a bundle's code, so network_def may only "
+        f"build a network of {_ALLOWED_TARGET_PREFIX.rstrip('.')} from plain values"
+    )
+    if isinstance(raw, str):
+        if raw[:1] in ("$", "@", "%"):
+            raise ModelImportError(f"{where} = {raw[:80]!r} {refusal}")
+        return
+    if isinstance(raw, Mapping):
+        for key, value in raw.items():
+            if key in _REFUSED_KEYS:
+                raise ModelImportError(f"{where}.{key} {refusal}")
+            if key == "_target_":
+                if not _allowed_target(value):
+                    raise ModelImportError(f"{where}._target_ = {str(value)[:80]!r} {refusal}")
+                continue
+            check_network_def(value, f"{where}.{key}")
+        return
+    if isinstance(raw, (list, tuple)):
+        for index, value in enumerate(raw):
+            check_network_def(value, f"{where}[{index}]")
+        return
+    if raw is not None and not isinstance(raw, (bool, int, float)):
+        raise ModelImportError(f"{where} is a {type(raw).__name__}: {refusal}")
+
+
 def load_bundle_network(root: Path, device: str | torch.device = "cpu") -> nn.Module:
     """The network of a MONAI bundle with its weights: ``models/model.pt`` loaded into the
     parsed ``network_def``, or the TorchScript ``models/model.ts``."""
@@ -127,6 +185,12 @@ def load_bundle_network(root: Path, device: str | torch.device = "cpu") -> nn.Mo
     parser = _bundle_parser(root)
     if NETWORK_ID not in parser:
         raise ModelImportError(f"the bundle's configs/inference.json defines no {NETWORK_ID}")
+    raw = parser.get(NETWORK_ID)
+    if not isinstance(raw, Mapping):
+        raise ModelImportError(
+            f"the bundle's {NETWORK_ID} is not a network definition (a _target_ and its arguments)"
+        )
+    check_network_def(raw)
     try:
         net = parser.get_parsed_content(NETWORK_ID, instantiate=True)
     except Exception as exc:

@@ -131,5 +131,6 @@ def first_subject(dataset_id: int, split: str = "test") -> tuple[int, Path, Path
     storage = get_storage()
     with session_scope() as session:
         row = session.query(Subject).filter_by(dataset_id=dataset_id, split=split).first()
+        assert row is not None, f"dataset {dataset_id} has no {split} subject"
         brain = storage.absolute(row.brain_path) if row.brain_path else None
         return row.id, storage.absolute(row.image_path), brain

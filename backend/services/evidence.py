@@ -29,7 +29,8 @@ def create_check(
 
     Raises:
         Conflict: The map is not computed yet.
-        InvalidInput: The map explains a segmentation region (the checks score one logit).
+        InvalidInput: The map explains a segmentation region (the checks score one logit),
+            or data randomisation was asked for on an imported run (it retrains the network).
     """
     if attribution.status != "succeeded":
         raise Conflict(
@@ -39,6 +40,13 @@ def create_check(
         raise InvalidInput(
             f"attribution {attribution.id} explains a segmentation region; the evidence checks "
             "score a classifier's pathological logit"
+        )
+    run = session.get(Run, attribution.run_id)
+    if run is not None and run.source == "imported" and "data_randomisation" in body.checks:
+        raise InvalidInput(
+            f"run {run.id} was imported: data randomisation trains the run's network again on "
+            "permuted labels, and an imported network was not built here and cannot be "
+            "retrained; ask for faithfulness and model_randomisation only"
         )
     job = new_job(session, kind="evidence", user=user)
     row = EvidenceCheck(

@@ -24,6 +24,7 @@ __all__ = [
     "CSV_COLUMNS",
     "THRESHOLD",
     "auroc",
+    "has_predictions",
     "predictions_csv",
     "run_predictions",
     "site_metrics",
@@ -42,6 +43,12 @@ CSV_COLUMNS = (
 _SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 
 
+def has_predictions(session: Session, run: Run) -> bool:
+    """Whether any per-subject prediction of the run is stored."""
+    query = select(RunPrediction.id).where(RunPrediction.run_id == run.id).limit(1)
+    return session.scalars(query).first() is not None
+
+
 def run_predictions(session: Session, run: Run, *, split: str | None = None) -> list[RunPrediction]:
     """The run's rows (of one split, when given), by split then subject key.
 
@@ -58,11 +65,15 @@ def run_predictions(session: Session, run: Run, *, split: str | None = None) -> 
     rows = list(session.scalars(select(RunPrediction).where(RunPrediction.run_id == run.id)))
     if not rows:
         task = run.config.get("task", "classification")
-        why = (
-            f"it is a {task} run (predictions are recorded for classification runs)"
-            if task != "classification"
-            else "it was trained before per-subject predictions were recorded; retrain it"
-        )
+        if task != "classification":
+            why = f"it is a {task} run (predictions are recorded for classification runs)"
+        elif run.source == "imported":
+            why = (
+                "it was imported; its first shortcut report predicts every subject and "
+                f"stores the predictions (POST /runs/{run.id}/shortcut-reports)"
+            )
+        else:
+            why = "it was trained before per-subject predictions were recorded; retrain it"
         raise NotFound(f"run {run.id} has no per-subject predictions: {why}")
     rows.sort(key=lambda r: (_SPLIT_ORDER.get(r.split, 3), r.subject_key))
     return [r for r in rows if split is None or r.split == split]

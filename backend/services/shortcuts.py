@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from backend.models import AttributionMap, CohortMap, Run, ShortcutReport, Subject, User
 from backend.services import jobs as job_svc
 from backend.services.errors import Conflict, NotFound
-from backend.services.predictions import run_predictions
+from backend.services.predictions import has_predictions, run_predictions
 from backend.storage import Storage
 
 __all__ = [
@@ -60,17 +60,29 @@ def create_report(
 ) -> ShortcutReport:
     """Store a report row and its job (the caller commits, then dispatches the job).
 
+    An imported run has no predictions until its first report: the report's job predicts
+    every subject of its dataset with the imported model and stores them first.
+
     Raises:
         Conflict: The run has not succeeded, or the top-relevance region was asked for and no
             subject of the split has a map.
         NotFound: The run has no per-subject predictions (not a classification run).
     """
-    rows = run_predictions(session, run, split=split)
-    if not rows:
+    if run.source == "imported" and not has_predictions(session, run):
+        subject_ids = list(
+            session.scalars(
+                select(Subject.id).where(
+                    Subject.dataset_id == run.dataset_id, Subject.split == split
+                )
+            )
+        )
+    else:
+        subject_ids = [r.subject_id for r in run_predictions(session, run, split=split)]
+    if not subject_ids:
         raise Conflict(f"run {run.id} has no subjects in the {split} split")
     region = params.get("region", {})
     if region.get("kind") == "top_relevance":
-        maps = newest_maps(session, run.id, [r.subject_id for r in rows], params.get("method"))
+        maps = newest_maps(session, run.id, subject_ids, params.get("method"))
         if not maps:
             which = f"{params['method']} maps" if params.get("method") else "maps"
             raise Conflict(

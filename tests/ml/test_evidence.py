@@ -24,6 +24,7 @@ from worker.ml.evidence import (
     map_similarity,
     parameter_layers,
     permuted_labels,
+    reset_layer,
     supervoxels,
 )
 from worker.ml.training import SubjectSample
@@ -104,6 +105,70 @@ def test_the_check_tells_the_two_apart_on_integrated_gradients() -> None:
     gradient = cascading_randomisation(_net(), ig, seed=4)["steps"][-1]
     edges = cascading_randomisation(_net(), _edge_detector(image), seed=4)["steps"][-1]
     assert gradient["spearman_abs"] < edges["spearman_abs"] - 0.3
+
+
+def _scripted(seed: int = 0) -> nn.Module:
+    """``_net`` with a batch norm, scripted, saved and loaded as an imported run's model is:
+    its layers keep their parameters but lose ``reset_parameters``."""
+    import io
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv3d(1, 4, 3, padding=1),
+        nn.BatchNorm3d(4),
+        nn.ReLU(),
+        nn.Conv3d(4, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * int(np.prod(GRID)), 1),
+    ).eval()
+    with torch.no_grad():  # trained-looking statistics, so that resetting them shows
+        net[1].running_mean.fill_(0.5)
+        net[1].running_var.fill_(2.0)
+        net[1].weight.fill_(3.0)
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(net), buffer)
+    buffer.seek(0)
+    return torch.jit.load(buffer).eval()
+
+
+def test_torchscript_layers_are_re_initialised_like_pytorch_layers() -> None:
+    model = _scripted()
+    assert not callable(getattr(dict(model.named_modules())["0"], "reset_parameters", None))
+    assert parameter_layers(model) == ["6", "3", "1", "0"]
+    modules = dict(model.named_modules())
+    conv, norm = modules["0"], modules["1"]
+    before = conv.weight.detach().clone()
+    torch.manual_seed(1)
+    reset_layer(conv)
+    reset_layer(norm)
+    assert not torch.equal(conv.weight, before)
+    fan_in = conv.weight[0].numel()  # kaiming_uniform_(a=sqrt(5)) bounds: 1/sqrt(fan_in)
+    assert float(conv.weight.abs().max()) <= 1 / np.sqrt(fan_in) + 1e-6
+    assert float(conv.bias.abs().max()) <= 1 / np.sqrt(fan_in) + 1e-6
+    assert torch.equal(norm.weight, torch.ones(4)) and torch.equal(norm.bias, torch.zeros(4))
+    assert torch.equal(norm.running_mean, torch.zeros(4))
+    assert torch.equal(norm.running_var, torch.ones(4))
+    with torch.no_grad():  # the scripted forward uses the new values
+        assert not torch.allclose(model(_image()[None]), _scripted()(_image()[None]))
+    try:
+        reset_layer(nn.ReLU())
+    except ValueError as exc:
+        assert "cannot re-initialise" in str(exc)
+    else:
+        raise AssertionError("a layer that cannot re-initialise was accepted")
+
+
+def test_cascading_randomisation_of_a_torchscript_model_changes_a_gradient_map() -> None:
+    model = _scripted()
+    reference = _saliency(_image())(model)
+    result = cascading_randomisation(model, _saliency(_image()), seed=3)
+    assert [s["layer"] for s in result["steps"]] == ["6", "3", "1", "0"]
+    assert result["steps"][-1]["spearman_abs"] < SIMILARITY_THRESHOLD
+    assert result["passes"] is True
+    np.testing.assert_array_equal(_saliency(_image())(model), reference)  # model untouched
+    edges = cascading_randomisation(model, _edge_detector(_image()), seed=3)
+    assert edges["passes"] is False
 
 
 def test_map_similarity_of_a_map_with_itself_is_one() -> None:

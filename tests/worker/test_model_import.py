@@ -7,100 +7,31 @@ refused with 422 and leave no row and no file."""
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
-import os
-import subprocess
-import sys
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from tests.conftest import REPO
-from tests.helpers import brain_volume, wait_for, write_nifti
+from tests.helpers import brain_volume, write_nifti
 from tests.worker.conftest import PASSWORD, make_dataset
-
-SPLITS = ["train"] * 4 + ["val"] * 2 + ["test"] * 2
-GRID = [16, 20, 16]
-STEPS = 8
-
-
-@contextmanager
-def _worker(tmp_path: Path, stack: dict) -> Iterator[subprocess.Popen]:
-    log = open(tmp_path / "worker.log", "wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "worker", "--loglevel", "info"],
-        env={**os.environ, **stack, "OMP_NUM_THREADS": "1"},
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield worker
-    finally:
-        worker.terminate()
-        worker.wait(timeout=30)
-        log.close()
-
-
-def _client(username: str) -> Any:
-    from fastapi.testclient import TestClient
-
-    from backend.main import create_app
-
-    client = TestClient(create_app())
-    client.__enter__()
-    login = client.post("/api/v1/auth/login", json={"username": username, "password": PASSWORD})
-    assert login.status_code == 200, login.text
-    client.cookies.clear()
-    client.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
-    return client
-
-
-def _import(client: Any, dataset_id: int, name: str, content: bytes, **spec: Any) -> Any:
-    grid = spec.pop("grid", GRID)
-    data = {"dataset_id": str(dataset_id), "name": name, "grid": [str(v) for v in grid]}
-    data.update({key: str(value) for key, value in spec.items()})
-    return client.post("/api/v1/runs/import", data=data, files={"model": (f"{name}.bin", content)})
-
-
-def _map(client: Any, run_id: int, subject_id: int, tmp_path: Path) -> tuple[int, np.ndarray]:
-    """Ask for an IG map, wait for the worker, and return its id and the stored volume."""
-    from backend.core.db import session_scope
-    from backend.models import AttributionMap
-
-    reply = client.post(
-        "/api/v1/attributions",
-        json={
-            "run_id": run_id,
-            "subject_id": subject_id,
-            "method": "integrated_gradients",
-            "params": {"steps": STEPS},
-        },
-    )
-    assert reply.status_code == 201, reply.text
-    map_id = reply.json()["id"]
-
-    def done() -> str | None:
-        with session_scope() as session:
-            status = session.get(AttributionMap, map_id).status
-        return status if status in ("succeeded", "failed", "cancelled") else None
-
-    status = wait_for(done, timeout=300, interval=0.5, what=f"map {map_id}")
-    log = (tmp_path / "worker.log").read_text()[-3000:]
-    assert status == "succeeded", (client.get(f"/api/v1/attributions/{map_id}").json(), log)
-    content = client.get(f"/api/v1/attributions/{map_id}/map.nii.gz").content
-    image = nib.Nifti1Image.from_bytes(gzip.decompress(content))
-    return map_id, np.asarray(image.dataobj, dtype=np.float32)
+from tests.worker.imported_models import (
+    GRID,
+    SPLITS,
+    STEPS,
+    Scripted,
+    api_client,
+    first_subject,
+    ig_map,
+    import_model,
+    torchscript_bytes,
+    worker_process,
+)
 
 
 def _captum_ig(forward: Any, config: dict, image: Path, brain: Path | None) -> np.ndarray:
@@ -127,25 +58,6 @@ def _assert_same_map(stored: np.ndarray, expected: np.ndarray) -> None:
     scale = float(np.abs(expected).max())
     assert scale > 0
     np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-5 * scale)
-
-
-class _Scripted(nn.Module):
-    """A small 3D classifier with three outputs (the pathological logit is the third)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv3d(1, 4, 3, padding=1)
-        self.head = nn.Linear(4, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = torch.tanh(self.conv(x)).mean(dim=(2, 3, 4))
-        return self.head(features)
-
-
-def _torchscript(net: nn.Module) -> bytes:
-    buffer = io.BytesIO()
-    torch.jit.save(torch.jit.script(net), buffer)
-    return buffer.getvalue()
 
 
 CLASSIFIER = {
@@ -190,18 +102,6 @@ def _metadata(spatial_shape: list[int], channels: int = 1) -> dict:
     }
 
 
-def _subject(dataset_id: int, split: str = "test") -> tuple[int, Path, Path | None]:
-    from backend.core.db import session_scope
-    from backend.models import Subject
-    from backend.storage import get_storage
-
-    storage = get_storage()
-    with session_scope() as session:
-        row = session.query(Subject).filter_by(dataset_id=dataset_id, split=split).first()
-        brain = storage.absolute(row.brain_path) if row.brain_path else None
-        return row.id, storage.absolute(row.image_path), brain
-
-
 def test_imported_torchscript_and_bundle_maps_equal_captum(stack: dict, tmp_path: Path) -> None:
     from monai.networks.nets import Classifier
 
@@ -209,19 +109,19 @@ def test_imported_torchscript_and_bundle_maps_equal_captum(stack: dict, tmp_path
     from backend.models import Job, Run
 
     _, dataset_id = make_dataset(tmp_path, SPLITS)
-    subject_id, image, brain = _subject(dataset_id)
+    subject_id, image, brain = first_subject(dataset_id)
     torch.manual_seed(0)
-    scripted = _Scripted().eval()
+    scripted = Scripted().eval()
     classifier = Classifier(in_shape=(1, *GRID), classes=2, channels=(4, 8), strides=(2, 2)).eval()
-    client = _client("r")
+    client = api_client("r")
     try:
-        with _worker(tmp_path, stack):
-            ts_reply = _import(
-                client, dataset_id, "ts", _torchscript(scripted), logit_index=2, brain="mask"
+        with worker_process(tmp_path, stack):
+            ts_reply = import_model(
+                client, dataset_id, "ts", torchscript_bytes(scripted), logit_index=2, brain="mask"
             )
             assert ts_reply.status_code == 201, ts_reply.text
             bundle = _bundle(classifier.state_dict(), metadata=_metadata(GRID))
-            bundle_reply = _import(client, dataset_id, "bundle", bundle, logit_index=1)
+            bundle_reply = import_model(client, dataset_id, "bundle", bundle, logit_index=1)
             assert bundle_reply.status_code == 201, bundle_reply.text
             ts_run, bundle_run = ts_reply.json(), bundle_reply.json()
             assert ts_run["source"] == bundle_run["source"] == "imported"
@@ -236,8 +136,8 @@ def test_imported_torchscript_and_bundle_maps_equal_captum(stack: dict, tmp_path
                 assert "output shape [1, 3]" in job.message
                 assert session.get(Run, bundle_run["id"]).model_format == "monai_bundle"
 
-            _, ts_map = _map(client, ts_run["id"], subject_id, tmp_path)
-            _, bundle_map = _map(client, bundle_run["id"], subject_id, tmp_path)
+            _, ts_map = ig_map(client, ts_run["id"], subject_id, tmp_path)
+            _, bundle_map = ig_map(client, bundle_run["id"], subject_id, tmp_path)
         expected_ts = _captum_ig(lambda x: scripted(x)[:, 2], ts_run["config"], image, brain)
         _assert_same_map(ts_map, expected_ts)
         expected_bundle = _captum_ig(
@@ -280,14 +180,14 @@ def test_bad_imports_are_refused_and_leave_nothing(stack: dict, tmp_path: Path) 
     torch.manual_seed(0)
     classifier = Classifier(in_shape=(1, *GRID), classes=2, channels=(4, 8), strides=(2, 2))
     weights = io.BytesIO()
-    torch.save(_Scripted().state_dict(), weights)
+    torch.save(Scripted().state_dict(), weights)
     flat = nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(GRID)), 1))  # one grid only
     cases = {
         "text": (b"patient,label\nsub-0,1\n", {}, "not a model"),
         "state_dict": (weights.getvalue(), {}, "torch.jit.save"),
         "no_metadata": (_bundle(classifier.state_dict()), {}, "no configs/metadata.json"),
-        "channels": (_torchscript(_Scripted()), {"channels": 2}, "channel"),
-        "grid_forward": (_torchscript(flat), {"grid": [16, 16, 16]}, "forward pass"),
+        "channels": (torchscript_bytes(Scripted()), {"channels": 2}, "channel"),
+        "grid_forward": (torchscript_bytes(flat), {"grid": [16, 16, 16]}, "forward pass"),
         "grid_metadata": (
             _bundle(classifier.state_dict(), metadata=_metadata([32, 32, 32])),
             {},
@@ -298,24 +198,24 @@ def test_bad_imports_are_refused_and_leave_nothing(stack: dict, tmp_path: Path) 
             {},
             "num_channels 2",
         ),
-        "logit_index": (_torchscript(_Scripted()), {"logit_index": 3}, "logit_index 3"),
+        "logit_index": (torchscript_bytes(Scripted()), {"logit_index": 3}, "logit_index 3"),
         "weights_mismatch": (
-            _bundle(_Scripted().state_dict(), metadata=_metadata(GRID)),
+            _bundle(Scripted().state_dict(), metadata=_metadata(GRID)),
             {},
             "does not fit network_def",
         ),
-        "grid_length": (_torchscript(_Scripted()), {"grid": [16, 20]}, "grid"),
+        "grid_length": (torchscript_bytes(Scripted()), {"grid": [16, 20]}, "grid"),
     }
-    client = _client("r")
-    outsider = _client("outsider")
+    client = api_client("r")
+    outsider = api_client("outsider")
     try:
-        with _worker(tmp_path, stack):
+        with worker_process(tmp_path, stack):
             for name, (content, spec, problem) in cases.items():
-                reply = _import(client, dataset_id, name, content, **spec)
+                reply = import_model(client, dataset_id, name, content, **spec)
                 assert reply.status_code == 422, (name, reply.text)
                 assert problem in reply.json()["detail"], (name, reply.json()["detail"])
             # Another project's user does not see the dataset.
-            hidden = _import(outsider, dataset_id, "x", _torchscript(_Scripted()))
+            hidden = import_model(outsider, dataset_id, "x", torchscript_bytes(Scripted()))
             assert hidden.status_code == 404, hidden.text
     finally:
         client.__exit__(None, None, None)
@@ -391,7 +291,7 @@ def test_an_exported_bundle_imports_into_another_project_with_the_same_maps(
         run_id, job_id = run.id, run.job_id
     run_training(job_id)
     _, copy_id = _copy_dataset(tmp_path, len(SPLITS))
-    subject_id, _, _ = _subject(dataset_id)
+    subject_id, _, _ = first_subject(dataset_id)
     with session_scope() as session:
         key = session.get(Subject, subject_id).subject_key
         copied = session.query(Subject).filter_by(dataset_id=copy_id, subject_key=key).one()
@@ -399,7 +299,7 @@ def test_an_exported_bundle_imports_into_another_project_with_the_same_maps(
         predicted = session.query(RunPrediction).filter_by(run_id=run_id, subject_id=subject_id)
         logit = predicted.one().logit
 
-    owner, other = _client("r"), _client("q")
+    owner, other = api_client("r"), api_client("q")
     try:
         checkpoint = owner.get(f"/api/v1/runs/{run_id}/checkpoint")
         assert checkpoint.status_code == 200
@@ -425,8 +325,8 @@ def test_an_exported_bundle_imports_into_another_project_with_the_same_maps(
         spec = inference["attrivue_input_spec"]
         assert archive.read(f"{top}/models/model.pt") == best.read_bytes()
 
-        with _worker(tmp_path, stack):
-            reply = _import(
+        with worker_process(tmp_path, stack):
+            reply = import_model(
                 other,
                 copy_id,
                 "imported",
@@ -438,8 +338,8 @@ def test_an_exported_bundle_imports_into_another_project_with_the_same_maps(
             )
             assert reply.status_code == 201, reply.text
             imported = reply.json()
-            original_id, original = _map(owner, run_id, subject_id, tmp_path)
-            again_id, again = _map(other, imported["id"], copied_id, tmp_path)
+            original_id, original = ig_map(owner, run_id, subject_id, tmp_path)
+            again_id, again = ig_map(other, imported["id"], copied_id, tmp_path)
             original_row = owner.get(f"/api/v1/attributions/{original_id}").json()
             again_row = other.get(f"/api/v1/attributions/{again_id}").json()
     finally:

@@ -1,7 +1,9 @@
 """The evidence behind a map (docs/method.md section 4): sanity checks and faithfulness.
 
 - **Cascading model-parameter randomisation** (Adebayo et al., NeurIPS 2018): the layers with
-  parameters are re-initialised from the output down, one more at each step, and the map of
+  parameters are re-initialised from the output down, one more at each step (``reset_layer``:
+  a layer's own ``reset_parameters``, or ``torch.nn.init`` on the parameters of a TorchScript
+  layer, which keeps its parameters but not its Python methods), and the map of
   each randomised copy is compared with the trained model's map by Spearman's rho and SSIM
   (scikit-image's ``structural_similarity``), on the signed maps and on |A|. A method whose
   map survives the randomisation of every layer explains the input, not the model: it fails.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,7 @@ __all__ = [
     "parameter_layers",
     "permuted_labels",
     "randomisation_verdict",
+    "reset_layer",
     "supervoxels",
 ]
 
@@ -69,17 +73,63 @@ IROF_RANDOM_ORDERS = 4
 Attributor = Callable[[nn.Module], np.ndarray]
 
 
+def _resettable(module: nn.Module) -> bool:
+    return callable(getattr(module, "reset_parameters", None)) or isinstance(
+        module, torch.jit.ScriptModule
+    )
+
+
 def parameter_layers(model: nn.Module) -> list[str]:
-    """Names of the modules that hold parameters of their own and can re-initialise them,
-    from the output down (the reverse of their registration order)."""
+    """Names of the modules that hold parameters of their own and can re-initialise them
+    (``reset_layer``), from the output down (the reverse of their registration order)."""
     names = [
         name
         for name, module in model.named_modules()
-        if name
-        and any(True for _ in module.parameters(recurse=False))
-        and callable(getattr(module, "reset_parameters", None))
+        if name and any(True for _ in module.parameters(recurse=False)) and _resettable(module)
     ]
     return names[::-1]
+
+
+# Buffers of a TorchScript normalisation layer and their fresh values (BatchNorm's
+# ``reset_running_stats``).
+_FRESH_BUFFERS = {"running_mean": 0.0, "running_var": 1.0, "num_batches_tracked": 0.0}
+
+
+def reset_layer(module: nn.Module) -> None:
+    """Re-initialise a layer's own parameters.
+
+    A layer with ``reset_parameters`` (PyTorch's and MONAI's layers) uses it. A TorchScript
+    layer has its parameters but not its Python methods: each parameter is drawn again as
+    PyTorch's own layers initialise theirs: a weight of two or more dimensions (convolution,
+    linear) with ``kaiming_uniform_(a=sqrt(5))``, its bias uniform in +-1/sqrt(fan_in); a
+    one-dimensional weight (normalisation) is set to 1 and any other one-dimensional
+    parameter to 0, and the running statistics of a normalisation layer are reset.
+
+    Raises:
+        ValueError: The module can do neither.
+    """
+    reset = getattr(module, "reset_parameters", None)
+    if callable(reset):
+        reset()
+        return
+    if not isinstance(module, torch.jit.ScriptModule):
+        raise ValueError(f"{type(module).__name__} cannot re-initialise its parameters")
+    parameters = dict(module.named_parameters(recurse=False))
+    weight = parameters.get("weight")
+    with torch.no_grad():
+        for name, parameter in parameters.items():
+            if parameter.ndim >= 2:
+                nn.init.kaiming_uniform_(parameter, a=math.sqrt(5))
+            elif name == "bias" and weight is not None and weight.ndim >= 2:
+                bound = 1 / math.sqrt(max(weight[0].numel(), 1))
+                nn.init.uniform_(parameter, -bound, bound)
+            elif name == "weight":
+                nn.init.ones_(parameter)
+            else:
+                nn.init.zeros_(parameter)
+        for name, buffer in module.named_buffers(recurse=False):
+            if name in _FRESH_BUFFERS:
+                buffer.fill_(_FRESH_BUFFERS[name])
 
 
 def _ssim(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
@@ -152,8 +202,9 @@ def cascading_randomisation(
 ) -> dict[str, Any]:
     """Randomise the layers from the output down, one more each step, and compare maps.
 
-    The model is not changed: each step randomises a fresh copy (re-initialised by each
-    layer's own ``reset_parameters``, under ``seed``), so step k has the top k layers random.
+    The model is not changed: each step randomises a fresh copy (each layer re-initialised by
+    ``reset_layer``, under ``seed``), so step k has the top k layers random. A TorchScript
+    model (an imported run's) is randomised the same way, layer by layer.
 
     Args:
         model: The trained network.
@@ -182,7 +233,7 @@ def cascading_randomisation(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             for name in layers[:k]:
-                modules[name].reset_parameters()
+                reset_layer(modules[name])
         similarity = map_similarity(original, attribute(randomised), brain_mask=brain_mask)
         steps.append({"layer": layers[k - 1], **similarity})
         if progress is not None:

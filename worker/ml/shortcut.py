@@ -31,6 +31,7 @@ __all__ = [
     "counterfactual_summary",
     "erase_region",
     "logits_with_region_erased",
+    "subject_logit",
 ]
 
 Fill = Literal["mean", "blur", "background"]
@@ -87,9 +88,10 @@ def erase_region(
     return out
 
 
-def _logit(
+def subject_logit(
     model: nn.Module, config: RunConfig, image: Path, brain: Path | None, device: torch.device
 ) -> float:
+    """The model's pathological logit on one image, preprocessed as ``config`` says."""
     item = {IMAGE_KEY: str(image)}
     if brain is not None:
         item[BRAIN_KEY] = str(brain)
@@ -130,8 +132,8 @@ def logits_with_region_erased(
             erased = erase_region(image, region, fill, brain=brain, spacing=spacing)
             erased_path = Path(folder) / f"{i}.nii.gz"
             save_nifti(erased_path, erased, affine, dtype=np.float32)
-            before = _logit(model, config, image_path, brain_path, torch_device)
-            after = _logit(model, config, erased_path, brain_path, torch_device)
+            before = subject_logit(model, config, image_path, brain_path, torch_device)
+            after = subject_logit(model, config, erased_path, brain_path, torch_device)
             out.append(SubjectLogits(before=before, after=after, region_voxels=int(region.sum())))
             erased_path.unlink()
             if progress is not None:

@@ -90,12 +90,21 @@ class EpochMapStore:
                 )
 
 
-def _best(run_id: int) -> Path | None:
+def run_model(run_id: int, device: str) -> tuple[Any, Any] | None:
+    """The run's network and config (``worker.ml.imported.load_run_model``: an imported
+    run's model, else best.pt, else last.pt), or None when it has none."""
+    from attrivue_core.imported import IMPORT_FILE, IMPORTED_DIR
+    from worker.ml.imported import load_run_model
+
     checkpoints = get_storage().checkpoint_dir(run_id)
-    for name in ("best.pt", "last.pt"):
-        if (checkpoints / name).is_file():
-            return checkpoints / name
-    return None
+    found = (
+        checkpoints / IMPORTED_DIR / IMPORT_FILE,
+        checkpoints / "best.pt",
+        checkpoints / "last.pt",
+    )
+    if not any(path.is_file() for path in found):
+        return None
+    return load_run_model(checkpoints, device=device)
 
 
 def store_corrected_metrics(claim: Claim, run_id: int, device: str) -> None:
@@ -110,7 +119,6 @@ def store_corrected_metrics(claim: Claim, run_id: int, device: str) -> None:
 
 def _store_corrected_metrics(claim: Claim, run_id: int, device: str) -> None:
     from worker.ml.epoch_maps import load_grid_subject, subject_metrics
-    from worker.ml.training import load_model
 
     storage = get_storage()
     with session_scope() as session:
@@ -129,11 +137,11 @@ def _store_corrected_metrics(claim: Claim, run_id: int, device: str) -> None:
         return
     found: dict[str, list[dict[str, Any]]] = {}
     for side, side_run in (("before", source_id), ("after", run_id)):
-        checkpoint = _best(side_run)
-        if checkpoint is None:
+        loaded = run_model(side_run, device)  # the earlier run may be an imported one
+        if loaded is None:
             log.warning("run %s has no checkpoint; no %s metrics", side_run, side)
             continue
-        model, config = load_model(checkpoint, device=device)
+        model, config = loaded
         grid = [load_grid_subject(config, sid, image, mask) for _, sid, image, mask in subjects]
         found[side] = subject_metrics(model, grid, device)
     maps = _side_by_side_maps(claim, run_id, device)
@@ -160,11 +168,10 @@ def _side_by_side_maps(claim: Claim, run_id: int, device: str) -> dict[int, dict
     from attrivue_core.configs import AttributionConfig
     from attrivue_core.io import save_nifti
     from worker.ml.attribution.captum_eval import attribute_subject
-    from worker.ml.training import load_model
 
     storage = get_storage()
-    checkpoint = _best(run_id)
-    if checkpoint is None:
+    loaded = run_model(run_id, device)
+    if loaded is None:
         return {}
     with session_scope() as session:
         wanted = []
@@ -187,7 +194,7 @@ def _side_by_side_maps(claim: Claim, run_id: int, device: str) -> dict[int, dict
             )
     if not wanted:
         return {}
-    model, config = load_model(checkpoint, device=device)
+    model, config = loaded
     out: dict[int, dict[str, int]] = {}
     for subject_id, reviewed_id, method, params, image, brain in wanted:
         try:

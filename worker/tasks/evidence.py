@@ -18,12 +18,18 @@ from celery import shared_task
 
 from backend.core.config import get_settings
 from backend.core.db import session_scope
-from backend.models import AttributionMap, EvidenceCheck, Job, JobStatus, Subject
+from backend.models import AttributionMap, EvidenceCheck, Job, JobStatus, Run, Subject
 from backend.storage import get_storage
 from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns, retrying
 from worker.tasks.train import run_samples
 
 log = logging.getLogger(__name__)
+
+# Why an imported run gets no data randomisation (the API refuses it before queueing).
+IMPORTED_DATA_RANDOMISATION = (
+    "data randomisation trains the run's network again on permuted labels; an imported "
+    "run's network was not built here and cannot be retrained"
+)
 
 
 def _set(check_id: int, claim: Claim | None = None, **fields: object) -> None:
@@ -60,17 +66,17 @@ def _run_checks(reporter: JobReporter, spec: dict[str, Any]) -> dict[str, Any]:
     from attrivue_core.configs import AttributionConfig
     from worker.ml.attribution.captum_eval import attribute_batch
     from worker.ml.evidence import cascading_randomisation, data_randomisation, faithfulness
+    from worker.ml.imported import load_run_model
     from worker.ml.nets import pathological_logit
-    from worker.ml.training import cancel_checks, load_model, select_device
+    from worker.ml.training import cancel_checks, select_device
     from worker.ml.transforms import BRAIN_KEY, IMAGE_KEY, preprocess_for
 
     storage = get_storage()
     device = select_device(get_settings().device)
-    checkpoints = storage.checkpoint_dir(spec["run_id"])
-    checkpoint = checkpoints / "best.pt"
-    if not checkpoint.exists():
-        checkpoint = checkpoints / "last.pt"
-    model, config = load_model(checkpoint, device=device)
+    if spec["imported"] and "data_randomisation" in spec["checks"]:
+        raise ValueError(IMPORTED_DATA_RANDOMISATION)
+    # best.pt (else last.pt) of a trained run, or the model an imported run brought.
+    model, config = load_run_model(storage.checkpoint_dir(spec["run_id"]), device=device)
     item = {IMAGE_KEY: str(spec["image"])}
     if spec["brain"] is not None:
         item[BRAIN_KEY] = str(spec["brain"])
@@ -146,8 +152,10 @@ def run_evidence(job_id: int) -> None:
         subject = session.get(Subject, attribution.subject_id)
         assert subject is not None
         settings = dict(row.results.get("settings", {}))
+        run = session.get(Run, row.run_id)
         spec: dict[str, Any] = {
             "run_id": row.run_id,
+            "imported": run is not None and run.source == "imported",
             "method": attribution.method,
             "params": dict(attribution.params),
             "image": storage.absolute(subject.image_path),

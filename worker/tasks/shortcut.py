@@ -1,7 +1,8 @@
 """The shortcut report and the cohort map of a run, as jobs.
 
 ``attrivue.shortcut_report`` (gpu queue: it runs the model): per-site metrics of the split from
-the run's stored predictions, the counterfactual check (``worker.ml.shortcut``) and the share of
+the run's stored predictions (an imported run's first report predicts its subjects and stores
+them: ``predict_imported``), the counterfactual check (``worker.ml.shortcut``) and the share of
 relevance outside the brain mask of each subject's newest map, then the flags
 (``attrivue_core.shortcut.shortcut_flags``). ``attrivue.cohort_map`` (cpu queue): the mean and
 t-map of a group's maps (``worker.ml.cohort``), stored as NIfTI beside the run.
@@ -32,12 +33,12 @@ from backend.core.config import get_settings
 from backend.core.db import session_scope
 from backend.models import CohortMap, JobStatus, Run, RunPrediction, ShortcutReport, Subject
 from backend.services.brainmasks import ensure_brain_mask
-from backend.services.predictions import auroc, run_predictions, site_metrics
+from backend.services.predictions import auroc, has_predictions, run_predictions, site_metrics
 from backend.services.shortcuts import newest_maps
 from backend.storage import get_storage
 from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns, retrying
 
-__all__ = ["run_cohort_map", "run_shortcut_report", "site_table"]
+__all__ = ["predict_imported", "run_cohort_map", "run_shortcut_report", "site_table"]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,70 @@ class _Stopped(Exception):
     """The job was cancelled or taken over while it ran."""
 
 
-def _checkpoint(run_id: int) -> Path:
-    folder = get_storage().checkpoint_dir(run_id)
-    best = folder / "best.pt"
-    return best if best.exists() else folder / "last.pt"
+def predict_imported(
+    run_id: int,
+    model: Any,
+    config: Any,
+    *,
+    device: str = "cpu",
+    stop: Callable[[], bool] = lambda: False,
+    report: Callable[[float, str], None] = lambda fraction, message: None,
+) -> int:
+    """Predict every subject of an imported run's dataset with its model and store the rows
+    (replacing any), as training stores a trained run's; returns how many were stored.
+
+    An imported run has no predictions of its own; a shortcut report needs them (the site
+    table and the AUROCs), so its first report makes them."""
+    import torch
+
+    from worker.ml.shortcut import subject_logit
+
+    storage = get_storage()
+    with session_scope() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        subjects = [
+            (
+                s.id,
+                s.subject_key,
+                s.split,
+                s.site or "",
+                int(s.label),
+                storage.absolute(s.image_path),
+                ensure_brain_mask(session, storage, s),
+            )
+            for s in session.query(Subject)
+            .filter(Subject.dataset_id == run.dataset_id)
+            .order_by(Subject.subject_key)
+        ]
+    rows = []
+    torch_device = torch.device(device)
+    for done, (subject_id, key, split, site, label, image, brain) in enumerate(subjects):
+        if stop():
+            raise _Stopped
+        logit = subject_logit(model, config, image, brain, torch_device)
+        rows.append((subject_id, key, split, site, label, logit))
+        report(0.02 + 0.06 * (done + 1) / len(subjects), f"predicting {done + 1}/{len(subjects)}")
+
+    def write() -> None:
+        with session_scope() as session:
+            session.query(RunPrediction).filter(RunPrediction.run_id == run_id).delete()
+            for subject_id, key, split, site, label, logit in rows:
+                session.add(
+                    RunPrediction(
+                        run_id=run_id,
+                        subject_id=subject_id,
+                        subject_key=key,
+                        split=split,
+                        site=site,
+                        label=label,
+                        logit=logit,
+                        probability=float(torch.sigmoid(torch.tensor(logit))),
+                    )
+                )
+
+    retrying(write, what=f"storing the predictions of imported run {run_id}")
+    return len(rows)
 
 
 def site_table(rows: list[RunPrediction]) -> list[dict[str, Any]]:
@@ -80,11 +141,21 @@ def compute_report(
     report: Callable[[float, str], None] = lambda fraction, message: None,
 ) -> dict[str, Any]:
     """The report's result (without the flags) for a run and split; see the module docstring."""
+    from worker.ml.imported import load_run_model
     from worker.ml.shortcut import counterfactual_summary, logits_with_region_erased
-    from worker.ml.training import load_model
 
     storage = get_storage()
     region_spec = params["region"]
+    loaded = None
+    with session_scope() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        unpredicted = run.source == "imported" and not has_predictions(session, run)
+    if unpredicted:
+        report(0.02, "predicting the subjects with the imported model")
+        # best.pt (else last.pt) of a trained run, or the model an imported run brought.
+        loaded = load_run_model(storage.checkpoint_dir(run_id), device=device)
+        predict_imported(run_id, *loaded, device=device, stop=stop, report=report)
     with session_scope() as session:
         run = session.get(Run, run_id)
         assert run is not None
@@ -134,7 +205,7 @@ def compute_report(
         if region_spec["kind"] == "box" or map_path is not None
     ]
     report(0.1, "loading the model")
-    model, config = load_model(_checkpoint(run_id), device=device)
+    model, config = loaded or load_run_model(storage.checkpoint_dir(run_id), device=device)
 
     def progress(done: int) -> None:
         if stop():

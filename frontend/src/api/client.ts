@@ -2,6 +2,7 @@
 // and answers are all typed from the generated OpenAPI schema (see openapi.ts).
 import { Http } from "./http";
 import { type BodyOf, type FormFieldsOf, type Operation, type QueryOf, TypedClient, toFormData } from "./openapi";
+import { type ModelImport, importFormData } from "../runs/modelImport";
 
 type UploadOperation = Operation<"/datasets/{dataset_id}/subjects", "post">;
 
@@ -103,6 +104,10 @@ export function createApi(http: Http) {
       cancel: (run_id: number) => client.POST("/runs/{run_id}/cancel", { path: { run_id } }),
       retry: (run_id: number) => client.POST("/runs/{run_id}/retry", { path: { run_id } }),
       compare: (ids: number[]) => client.GET("/runs/compare", { query: { ids } }),
+      /** Import a TorchScript model or a zipped MONAI bundle as a run; the answer waits for a
+       * worker's forward pass (422 with the reason when the model is refused). */
+      importModel: (upload: ModelImport) =>
+        client.POST("/runs/import", { body: importFormData(upload) }),
       /** Reviews with a drawn correction on the run's maps, by subject. */
       corrections: (run_id: number) => client.GET("/runs/{run_id}/corrections", { path: { run_id } }),
       /** A new run trained on the targets merged with the corrections of this run's reviews. */

@@ -105,3 +105,13 @@ export function epochMapUrl(runId: number, subjectId: number, epoch: number): st
 export function epochViewerPath(subjectId: Id, runId: Id): string {
   return `/viewer/${encodeURIComponent(String(subjectId))}?run=${encodeURIComponent(String(runId))}`;
 }
+
+/** A run's checkpoint: a trained run's best.pt, or the TorchScript file an imported run came as. */
+export function runCheckpointUrl(runId: number): string {
+  return apiUrl("/runs/{run_id}/checkpoint", { path: { run_id: runId } });
+}
+
+/** A trained run as a zipped MONAI bundle (weights, preprocessing, metadata). */
+export function runBundleUrl(runId: number): string {
+  return apiUrl("/runs/{run_id}/bundle", { path: { run_id: runId } });
+}

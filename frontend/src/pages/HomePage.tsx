@@ -12,6 +12,9 @@ import {
   validateDatasetForm,
 } from "../forms/validation";
 import { useAsync, useJobPolling } from "../hooks";
+import { ImportedBadge } from "../runs/ExportLinks";
+import { ImportModelForm } from "../runs/ImportModelForm";
+import { importSummary, isImported } from "../runs/modelImport";
 
 /** The project filter lives in the URL (`/?project=3`), so a filtered view can be shared. */
 function projectFilter(raw: string | null): number | null {
@@ -37,6 +40,9 @@ export function HomePage() {
   const writable = (selected ? [selected] : projectId == null ? projectList : []).filter((p) =>
     canWrite(p.role),
   );
+
+  const writableIds = new Set(writable.map((p) => p.id));
+  const writableDatasets = datasetList.filter((d) => writableIds.has(d.project_id));
 
   const choose = (id: number | null) => {
     const next = new URLSearchParams(search);
@@ -107,6 +113,9 @@ export function HomePage() {
               </Link>{" "}
               <span className="muted small">network, loss settings, attribution constraint, schedule and more</span>
             </p>
+            {writableDatasets.length > 0 ? (
+              <ImportModelForm datasets={writableDatasets} onImported={runs.reload} />
+            ) : null}
           </>
         ) : null}
       </section>
@@ -351,7 +360,13 @@ function RunTable({
               </td>
               <td>
                 <Link to={runPath(run.id)}>{run.name}</Link>
-                <div className="muted small">{summariseConfig(run.config)}</div>
+                {isImported(run) ? (
+                  <>
+                    {" "}
+                    <ImportedBadge />
+                  </>
+                ) : null}
+                <div className="muted small">{isImported(run) ? importSummary(run) : summariseConfig(run.config)}</div>
               </td>
               <td>{datasetName(run.dataset_id)}</td>
               <td>

@@ -17,6 +17,8 @@ import { NextSteps } from "../runs/NextSteps";
 import { useLiveRun } from "../runs/useLiveRun";
 import { SiteMetricsPanel } from "../runs/SiteMetricsPanel";
 import { ShortcutReportPanel } from "../shortcut/ShortcutReportPanel";
+import { ExportLinks, ImportedBadge } from "../runs/ExportLinks";
+import { importSummary, isImported } from "../runs/modelImport";
 
 /** /runs/:id: status, progress, live curves, cancel/retry and the final test metrics. */
 export function RunPage() {
@@ -92,7 +94,18 @@ function RunView({ runId }: { runId: number }) {
         </p>
         <h1>
           {run?.name ?? `Run ${runId}`} <StatusBadge status={status} />
+          {run && isImported(run) ? (
+            <>
+              {" "}
+              <ImportedBadge />
+            </>
+          ) : null}
         </h1>
+        {run && isImported(run) ? (
+          <p className="muted small" data-testid="import-summary">
+            Imported model, not trained here: {importSummary(run)}.
+          </p>
+        ) : null}
         {run ? (
           <p className="muted small">
             created {formatDate(run.created_at)} · updates by {live.source}
@@ -178,9 +191,16 @@ function RunView({ runId }: { runId: number }) {
         />
       ) : null}
       {run ? <FromReviewsPanel run={run} writable={writable} /> : null}
+      {run ? <ExportLinks run={run} /> : null}
       {run ? (
         <section className="panel">
           <h2>Configuration</h2>
+          {isImported(run) ? (
+            <p className="muted small">
+              The preprocessing of the imported model&apos;s input spec; the training settings below are defaults, not
+              how the model was trained.
+            </p>
+          ) : null}
           {run.preset ? (
             <p className="muted small" data-testid="run-preset">
               Started from the preset <code>{run.preset}</code>; the values below are what the run used.

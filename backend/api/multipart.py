@@ -11,6 +11,7 @@ from pathlib import Path
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from backend.services.dicom import DICOM_HEAD_BYTES, DICOM_REFUSED, is_dicom
 from backend.services.imports.common import (
     MAX_FIELD_BYTES,
     MAX_FILES,
@@ -34,7 +35,8 @@ class MultipartReceiver:
     """Parses a multipart/form-data body fed in pieces, writing files straight to staging.
 
     Only files an import can use (NIfTI, tables, zips) are written; others (a BIDS folder's
-    JSON sidecars) are counted and dropped. Limits hold while the bytes arrive: a file over
+    JSON sidecars) are counted and dropped, after a look at their first bytes: raw DICOM is
+    a problem (``backend.services.dicom``). Limits hold while the bytes arrive: a file over
     its limit or a body over the total stops the request at once.
     """
 
@@ -63,6 +65,8 @@ class MultipartReceiver:
         self._out: io.BufferedWriter | None = None
         self._written = 0
         self._limit = 0
+        self._head: bytearray | None = None  # the first bytes of a dropped file
+        self.dicom: list[str] = []  # dropped files that were raw DICOM
         self._parser = MultipartParser(
             boundary,
             {
@@ -94,6 +98,9 @@ class MultipartReceiver:
             raise ImportFailed([Problem(f"malformed multipart body: {exc}")]) from None
         if self._out is not None:
             raise ImportFailed([Problem("the multipart body ended in the middle of a file")])
+        if self.dicom:
+            more = f" (and {len(self.dicom) - 1} more DICOM files)" if len(self.dicom) > 1 else ""
+            self.problems.add(f"a DICOM file{more}: {DICOM_REFUSED}", self.dicom[0])
 
     def close(self) -> None:
         if self._out is not None:
@@ -105,6 +112,7 @@ class MultipartReceiver:
         if self._parts > MAX_FILES:
             raise ImportFailed([Problem(f"more than {MAX_FILES} parts in one request")])
         self._headers, self._data, self._written = {}, bytearray(), 0
+        self._head = None
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._header_name += data[start:end]
@@ -132,6 +140,7 @@ class MultipartReceiver:
             return
         is_table = self._field in self.table_fields
         if is_ignored(name) or (kind_of(name) == "other" and not is_table):
+            self._filename, self._head = name, bytearray()
             return
         self._filename = name
         self._limit = MAX_TABLE_BYTES if is_table else self.limits.for_name(name)
@@ -147,6 +156,8 @@ class MultipartReceiver:
                 self.close()
                 raise too_large(f"larger than the limit of {self._limit} bytes", self._filename)
             self._out.write(data[start:end])
+        elif self._head is not None and len(self._head) < DICOM_HEAD_BYTES:
+            self._head.extend(data[start : min(end, start + DICOM_HEAD_BYTES - len(self._head))])
         elif not self._is_file:
             if len(self._data) + size > MAX_FIELD_BYTES:
                 raise ImportFailed([Problem(f"form field {self._field!r} is too long")])
@@ -155,5 +166,9 @@ class MultipartReceiver:
     def _part_end(self) -> None:
         if self._out is not None:
             self.close()
+        elif self._head is not None:
+            if is_dicom(bytes(self._head)) and self._filename:
+                self.dicom.append(self._filename)
+            self._head, self._filename = None, None
         elif not self._is_file:
             self.fields[self._field].append(self._data.decode("utf-8", "replace"))

@@ -8,6 +8,7 @@ brain voxel), otherwise computed from the image at import (``backend.services.br
 from __future__ import annotations
 
 import gzip
+import itertools
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,7 @@ from attrivue_core.io import NiftiError, NiftiInfo, check_same_grid, validate_ni
 from backend.models import Dataset, Subject, User
 from backend.schemas.dataset import DatasetPublic, SubjectPublic
 from backend.services.brainmasks import BRAIN_FILE, COMPUTED, GIVEN, write_computed_brain_mask
+from backend.services.dicom import DICOM_HEAD_BYTES, DICOM_REFUSED, is_dicom, is_dicom_file
 from backend.services.errors import Conflict, InvalidInput, NotFound, TooLarge
 from backend.storage import Storage
 
@@ -164,11 +166,14 @@ def nifti_suffix(filename: str, role: str) -> str:
     raise FileInvalid(role, filename, "not a NIfTI file (expected .nii or .nii.gz)")
 
 
-def _copy_limited(src: BinaryIO, dest: Path, *, limit: int, role: str, filename: str) -> None:
-    """Stream an upload to disk in chunks, refusing it once it passes the size limit."""
+def _copy_limited(
+    src: BinaryIO, dest: Path, *, limit: int, role: str, filename: str, head: bytes = b""
+) -> None:
+    """Stream an upload to disk in chunks (``head``: its first bytes, already read), refusing
+    it once it passes the size limit."""
     written = 0
     with dest.open("wb") as out:
-        while chunk := src.read(_CHUNK):
+        for chunk in itertools.chain([head], iter(lambda: src.read(_CHUNK), b"")):
             written += len(chunk)
             if written > limit:
                 raise TooLarge(f"{role} {filename!r}: larger than the limit of {limit} bytes")
@@ -178,7 +183,10 @@ def _copy_limited(src: BinaryIO, dest: Path, *, limit: int, role: str, filename:
 
 
 def check_nifti(path: Path, *, role: str, filename: str) -> NiftiInfo:
-    """Validate one staged upload (see ``attrivue_core.io.validate_nifti``)."""
+    """Validate one staged upload (see ``attrivue_core.io.validate_nifti``); raw DICOM is
+    refused with a message pointing to the browser's DICOM import."""
+    if is_dicom_file(path):
+        raise FileInvalid(role, filename, DICOM_REFUSED)
     nifti_suffix(filename, role)
     try:
         return validate_nifti(path)
@@ -385,8 +393,13 @@ def import_subject(
     try:
         infos = {}
         for role, (filename, stream) in files:
+            head = stream.read(DICOM_HEAD_BYTES)
+            if is_dicom(head):  # refused before a byte of it is stored
+                raise FileInvalid(role, filename, DICOM_REFUSED)
             temps[role] = storage.tmp_dir() / f"{uuid.uuid4().hex}{nifti_suffix(filename, role)}"
-            _copy_limited(stream, temps[role], limit=max_bytes, role=role, filename=filename)
+            _copy_limited(
+                stream, temps[role], limit=max_bytes, role=role, filename=filename, head=head
+            )
             infos[role] = check_nifti(temps[role], role=role, filename=filename)
         if mask is not None:
             check_mask(temps["mask"], infos["mask"], infos["image"], filename=mask[0])

@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 from typing import Protocol
 
+from backend.services.dicom import DICOM_HEAD_BYTES, DICOM_REFUSED, is_dicom
 from backend.services.imports.common import (
     MAX_COMPRESSION_RATIO,
     MAX_FILES,
@@ -85,6 +86,8 @@ class ZipFiles:
             elif name is not None:
                 self._entries[name] = info
         self._check_overlaps(problems)
+        if not problems:
+            self._check_dicom(problems)
         if problems:
             self._zip.close()
             raise ImportFailed(problems)
@@ -143,6 +146,23 @@ class ZipFiles:
             if end > limit:
                 problems.add("archive entries overlap (a zip bomb?)", info.orig_filename)
                 return
+
+    def _check_dicom(self, problems: Problems) -> None:
+        """Raw DICOM inside the archive: one problem naming the first such entry."""
+        found = []
+        for name, info in self._entries.items():
+            if info.file_size < DICOM_HEAD_BYTES or info.flag_bits & 0x1:
+                continue
+            try:
+                with self._zip.open(info) as src:
+                    head = src.read(DICOM_HEAD_BYTES)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError):
+                continue  # reported when the entry is extracted, if it is used
+            if is_dicom(head):
+                found.append(name)
+        if found:
+            more = f" (and {len(found) - 1} more DICOM files)" if len(found) > 1 else ""
+            problems.add(f"the archive holds DICOM files{more}: {DICOM_REFUSED}", found[0])
 
     def path(self, name: str) -> Path:
         if name in self._paths:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from backend.models import UploadSession, User
 from backend.models.base import utcnow
+from backend.services.dicom import DICOM_HEAD_BYTES, DICOM_REFUSED, is_dicom
 from backend.services.errors import Conflict, InvalidInput, NotFound, TooLarge
 from backend.services.imports.common import Limits, clean_name
 from backend.services.imports.staging import remove_stale_staging
@@ -154,8 +155,20 @@ class UploadChunk:
                 f"upload {self.upload_id}: the chunk goes past the declared size of "
                 f"{self.size} bytes"
             )
+        if self.position < DICOM_HEAD_BYTES:
+            self._refuse_dicom(data)
         self._file.write(data)
         self.position += len(data)
+
+    def _refuse_dicom(self, data: bytes) -> None:
+        """A file whose first bytes are DICOM's is refused before its header is written, and
+        what came of it (at most the preamble) is deleted."""
+        self._file.seek(0)
+        head = self._file.read(self.position) + data[: DICOM_HEAD_BYTES - self.position]
+        self._file.seek(self.position)
+        if is_dicom(head):
+            self.offset = 0  # closing drops the whole file
+            raise InvalidInput(f"upload {self.upload_id}: {DICOM_REFUSED}")
 
     def close(self, *, keep: bool) -> int:
         """Release the file; unless ``keep``, the chunk is dropped. Returns the bytes stored."""

@@ -24,6 +24,7 @@ from backend.services.datasets import (
     remove_subject_files,
     store_subject,
 )
+from backend.services.dicom import DICOM_REFUSED, is_dicom_file
 from backend.services.imports.archive import FileSet, LooseFiles, ZipFiles
 from backend.services.imports.chunked import part_path, reconcile
 from backend.services.imports.common import (
@@ -145,6 +146,10 @@ def _file_set(
     for f in files:
         if kind_of(f.name) == "archive":
             problems.add("only zip archives are supported", f.name)
+    dicom = [f.name for f in files if is_dicom_file(f.path)]
+    if dicom:
+        more = f" (and {len(dicom) - 1} more DICOM files)" if len(dicom) > 1 else ""
+        problems.add(f"a DICOM file{more}: {DICOM_REFUSED}", dicom[0])
     zips = [f for f in files if kind_of(f.name) == "zip"]
     if zips and (len(files) > 1 or manifest is not None):
         problems.add("send a zip archive alone, without other files", zips[0].name)

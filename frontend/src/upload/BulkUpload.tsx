@@ -5,6 +5,7 @@ import { api } from "../api/client";
 import { ApiError, errorMessage } from "../api/http";
 import {
   type ImportGroup,
+  kindOf,
   type MappedProblems,
   formatBytes,
   groupDropped,
@@ -14,6 +15,8 @@ import {
   progressOf,
   rowsWithProblems,
 } from "./plan";
+import { DicomImport } from "./DicomImport";
+import { DICOM_HEAD_BYTES, isDicomHead } from "./dicom";
 import { ResumeStore, type ServerUpload, findResumable, unfinished } from "./resume";
 import { type PickedFile, filesFromDrop, fromFile, isAbort, uploadFile } from "./transfer";
 
@@ -48,6 +51,18 @@ function browserStore(): ResumeStore {
 
 const PARALLEL = 3;
 
+/** Picked files split into raw DICOM (converted in the browser, never sent) and the rest. */
+async function splitDicom(picked: PickedFile[]): Promise<{ dicom: PickedFile[]; rest: PickedFile[] }> {
+  const dicom: PickedFile[] = [];
+  const rest: PickedFile[] = [];
+  for (const f of picked) {
+    const maybe = kindOf(f.path) === "ignored" || kindOf(f.path) === "nifti";
+    const head = maybe ? new Uint8Array(await f.file.slice(0, DICOM_HEAD_BYTES).arrayBuffer()) : null;
+    (head && isDicomHead(head) ? dicom : rest).push(f);
+  }
+  return { dicom, rest };
+}
+
 export function BulkUpload({
   datasetId,
   projectId,
@@ -72,6 +87,7 @@ export function BulkUpload({
   const store = useRef<ResumeStore>(browserStore());
   const [pending, setPending] = useState<ServerUpload[]>([]);
   const [pendingError, setPendingError] = useState<string | null>(null);
+  const [droppedDicom, setDroppedDicom] = useState<{ files: PickedFile[]; stamp: number } | null>(null);
 
   /** The user's unfinished uploads in this project (sessions a closed page left behind). */
   const loadPending = useCallback(async (): Promise<ServerUpload[]> => {
@@ -93,6 +109,13 @@ export function BulkUpload({
 
   const patch = (key: string, change: Partial<Item>) =>
     setItems((all) => all.map((i) => (i.key === key ? { ...i, ...change } : i)));
+
+  /** Raw DICOM goes to the DICOM import (converted here); the other files are uploaded. */
+  const receive = async (all: PickedFile[]) => {
+    const { dicom, rest } = await splitDicom(all);
+    if (dicom.length) setDroppedDicom({ files: dicom, stamp: Date.now() });
+    if (rest.length && !(dicom.length && rest.every((f) => kindOf(f.path) === "ignored"))) await start(rest);
+  };
 
   const start = async (picked: PickedFile[]) => {
     if (busy || picked.length === 0) return;
@@ -296,7 +319,7 @@ export function BulkUpload({
     setOver(false);
     if (busy) return;
     try {
-      await start(await filesFromDrop(event.dataTransfer));
+      await receive(await filesFromDrop(event.dataTransfer));
     } catch (reason) {
       setGeneral([errorMessage(reason)]);
     }
@@ -305,7 +328,7 @@ export function BulkUpload({
   const onPick = (list: FileList | null, input: HTMLInputElement | null) => {
     const picked = Array.from(list ?? []).map(fromFile);
     if (input) input.value = "";
-    void start(picked);
+    void receive(picked).catch((reason) => setGeneral([errorMessage(reason)]));
   };
 
   return (
@@ -324,7 +347,8 @@ export function BulkUpload({
         <p>
           Drop NIfTI files with a <code>manifest.csv</code> (subject, image, label[, mask, split, site, target]: target is the
           continuous value of regression runs), a BIDS
-          folder with its <code>participants.tsv</code>, or a zip here.
+          folder with its <code>participants.tsv</code>, or a zip here. A DICOM folder is converted to NIfTI in
+          this browser first (below): DICOM itself is never sent.
         </p>
         <div className="form-row">
           <button type="button" disabled={busy} onClick={() => fileInput.current?.click()}>
@@ -354,6 +378,7 @@ export function BulkUpload({
           onChange={(e) => onPick(e.target.files, e.target)}
         />
       </div>
+      <DicomImport disabled={busy} dropped={droppedDicom} onReady={(files) => void start(files)} />
       {summary.map((s) => (
         <p key={s} className="ok import-summary">
           {s}

@@ -229,10 +229,10 @@ def map_widget(
 
     def on_attached() -> None:
         # A message sent before the browser has the widget is lost: send the colormaps again
-        # once its canvas is attached, and rebuild the colormap textures in case the volumes
-        # loaded first.
+        # once its canvas is attached, then redraw every layer (NiiVue's updateGLVolume
+        # rebuilds the colormap textures), in case the volumes loaded before the colormaps.
         register()
-        nv.refresh_colormaps()
+        nv.update_gl_volume()
 
     register()
     nv.on_canvas_attached(on_attached)

@@ -178,7 +178,7 @@ def test_colormaps_are_sent_again_when_the_canvas_attaches(
     sent.clear()
     nv._canvas_attached = True  # what the browser sets once the widget is drawn
     assert "attrivue_red_yellow" in colormaps_sent(sent)
-    assert sent[-1]["type"] == "refresh_colormaps"
+    assert sent[-1]["type"] == "update_gl_volume", "then every layer is redrawn with them"
 
 
 def test_colour_blind_scale_threshold_and_opacity_options(

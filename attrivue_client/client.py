@@ -462,6 +462,23 @@ class Client:
         name = "display.nii.gz" if display else "map.nii.gz"
         return self._save(f"/attributions/{attribution_id}/{name}", dest)
 
+    def read_map(self, attribution_id: int, *, display: bool = False) -> bytes:
+        """The float32 map (or the int16 display map) as NIfTI bytes, in memory."""
+        name = "display.nii.gz" if display else "map.nii.gz"
+        return self._request("GET", f"/attributions/{attribution_id}/{name}").content
+
+    def read_subject_image(self, subject_id: int) -> bytes:
+        """The subject's MR volume as NIfTI bytes, in memory."""
+        return self._request("GET", f"/subjects/{subject_id}/image.nii.gz").content
+
+    def show_map(self, attribution_id: int, **options: Any) -> Any:
+        """An ipyniivue widget of the map over its subject's image, with the web viewer's
+        colours and thresholds (``attrivue_client.notebook.show_map``; needs the ``notebook``
+        extra: ``pip install 'attrivue[notebook]'``)."""
+        from attrivue_client import notebook
+
+        return notebook.show_map(self, attribution_id, **options)
+
     def export_run(
         self, run_id: int, dest: str | os.PathLike[str], *, checkpoint: bool = False
     ) -> Path:

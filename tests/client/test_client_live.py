@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import os
 import stat
 import subprocess
@@ -149,3 +150,34 @@ def test_demo_roundtrip_script(env: Pipeline, tmp_path: Path) -> None:
         assert img.shape == source.shape
         assert img.get_data_dtype() == np.float32
     assert not (tmp_path / "home" / ".config" / "attrivue").exists(), "the script stores no token"
+
+
+def test_show_map_builds_the_notebook_widget_from_the_api(env: Pipeline) -> None:
+    """The ipyniivue widget of a computed map: the subject's image under the display map, with
+    the web viewer's colormaps and the calibration from the map's own min and max."""
+    with Client(env.base_url, env.token, progress=False) as api:
+        nv = api.show_map(env.attribution_id)
+        stats = api.attribution(env.attribution_id)["stats"]
+        full = api.read_map(env.attribution_id)
+    base, overlay = nv.volumes
+    source = nib.load(env.source_dir / env.subject_key / "image.nii.gz")
+    shown = nib.Nifti1Image.from_bytes(gzip.decompress(base.data))
+    np.testing.assert_allclose(shown.get_fdata(), source.get_fdata(), rtol=1e-6)
+    assert base.colormap == "gray" and base.opacity == 1.0
+    signed = nib.Nifti1Image.from_bytes(gzip.decompress(full)).get_fdata()
+    display = nib.Nifti1Image.from_bytes(gzip.decompress(overlay.data))
+    assert display.get_data_dtype() == np.int16
+    peak = np.abs(signed).max()
+    np.testing.assert_allclose(display.get_fdata(), signed, atol=peak / 65534 * 1.01)
+    assert (overlay.colormap, overlay.colormap_negative) == (
+        "attrivue_red_yellow",
+        "attrivue_blue_lightblue",
+    )
+    assert overlay.opacity == pytest.approx(0.8)
+    assert stats["max"] == pytest.approx(signed.max(), rel=1e-5)
+    assert stats["min"] == pytest.approx(signed.min(), rel=1e-5)
+    assert signed.max() > 0 > signed.min(), "an IG map has both signs"
+    assert (overlay.cal_min, overlay.cal_max) == pytest.approx((0.15 * stats["max"], stats["max"]))
+    assert (overlay.cal_min_neg, overlay.cal_max_neg) == pytest.approx(
+        (0.15 * stats["min"], stats["min"])
+    )

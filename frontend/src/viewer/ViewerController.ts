@@ -21,6 +21,7 @@ import {
   withHiddenSigns,
 } from "./overlay";
 import { type ColourScaleId, allColormaps, storeColourScale, storedColourScale } from "./colourScales";
+import table from "./viewerColours.json";
 import { type KeyLike, THRESHOLD_STEP_FRACTION, type ViewMode, type ViewerAction, shortcutFor } from "./shortcuts";
 import { formatLocation } from "./location";
 import {
@@ -92,9 +93,9 @@ export type NiivueFactory = () => NiivueLike;
 
 /** The viewer's defaults: dark clinical background, neutral crosshair, no in-canvas colorbar. */
 export const NIIVUE_OPTIONS = {
-  backColor: [0.04, 0.05, 0.07, 1],
+  backColor: table.backColor,
   // Not red, green or blue, so it is never mistaken for relevance or the lesion outline.
-  crosshairColor: [0.95, 0.85, 0.3, 0.7],
+  crosshairColor: table.crosshairColor,
   // One voxel of a coarse grid would hide the anatomy under the crosshair.
   crosshairWidth: 1,
   crosshairWidthUnit: "mm" as const,

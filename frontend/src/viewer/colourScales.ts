@@ -5,6 +5,7 @@
 // dark end, so a faint voxel never looks darker than the MR under it. NiiVue maps the
 // threshold to LUT index 1 and the peak to 255 (for the negative part: -threshold to 1,
 // -peak to 255); index 0 is what lies below the threshold and stays transparent.
+import table from "./viewerColours.json";
 
 export type Rgb = readonly [number, number, number];
 
@@ -36,25 +37,31 @@ export interface NiivueColormap {
   I: number[];
 }
 
+// The table itself is viewerColours.json, which attrivue_client.notebook mirrors for Jupyter
+// (tests/client/test_notebook.py fails when the two differ).
+function rgb(value: readonly number[]): Rgb {
+  if (value.length !== 3) throw new Error(`viewerColours.json: not an RGB triple: ${String(value)}`);
+  return [value[0], value[1], value[2]];
+}
+
+function ramp(value: (typeof table.scales)[ColourScaleId]["positive"]): Ramp {
+  return { name: value.name, atThreshold: rgb(value.atThreshold), atPeak: rgb(value.atPeak), hue: value.hue };
+}
+
+function scale(id: ColourScaleId): ColourScale {
+  const entry = table.scales[id];
+  return { id, label: entry.label, positive: ramp(entry.positive), negative: ramp(entry.negative) };
+}
+
+// Orange against blue in "colourblind": the diverging pair that reads the same with red-green
+// colour blindness (no red to confuse with green): Okabe & Ito's orange and sky blue,
+// brightened so that each threshold colour has a full channel and never dims the MR under it.
 export const COLOUR_SCALES: Record<ColourScaleId, ColourScale> = {
-  statmap: {
-    id: "statmap",
-    label: "Red–yellow / blue–light blue",
-    positive: { name: "attrivue_red_yellow", atThreshold: [255, 0, 0], atPeak: [255, 255, 0], hue: "red" },
-    negative: { name: "attrivue_blue_lightblue", atThreshold: [0, 0, 255], atPeak: [150, 210, 255], hue: "blue" },
-  },
-  // Orange against blue, the diverging pair that reads the same with red-green colour blindness
-  // (no red to confuse with green): Okabe & Ito's orange and sky blue, brightened so that each
-  // threshold colour has a full channel and never dims the MR under it.
-  colourblind: {
-    id: "colourblind",
-    label: "Colour-blind safe: orange / blue",
-    positive: { name: "attrivue_orange_yellow", atThreshold: [255, 128, 0], atPeak: [255, 230, 90], hue: "orange" },
-    negative: { name: "attrivue_blue_sky", atThreshold: [0, 90, 255], atPeak: [90, 200, 255], hue: "blue" },
-  },
+  statmap: scale("statmap"),
+  colourblind: scale("colourblind"),
 };
 
-export const DEFAULT_COLOUR_SCALE: ColourScaleId = "statmap";
+export const DEFAULT_COLOUR_SCALE: ColourScaleId = isColourScaleId(table.defaultScale) ? table.defaultScale : "statmap";
 
 export function isColourScaleId(value: unknown): value is ColourScaleId {
   return typeof value === "string" && Object.prototype.hasOwnProperty.call(COLOUR_SCALES, value);
@@ -65,7 +72,7 @@ export function isColourScaleId(value: unknown): value is ColourScaleId {
  * it, unpremultiplied, into the edge of every blob when it interpolates between voxels: black
  * (its colormaps' index 0) draws a dark rim around each blob, white a faint light one.
  */
-export const TRANSPARENT_RGB: Rgb = [255, 255, 255];
+export const TRANSPARENT_RGB: Rgb = rgb(table.transparentRgb);
 
 /**
  * A ramp as a NiiVue colormap: index 0 transparent (below the threshold), index 1 the

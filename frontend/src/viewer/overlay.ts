@@ -2,16 +2,18 @@
 // No WebGL here, so Vitest can check every number.
 import type { MapStats } from "../api/types";
 import { COLOUR_SCALES, type ColourScaleId, DEFAULT_COLOUR_SCALE, LESION_COLORMAP_NAME } from "./colourScales";
+// The numbers shared with the notebook view (attrivue_client.notebook): see colourScales.ts.
+import table from "./viewerColours.json";
 
 /** Positive relevance (pathological) is drawn with this NiiVue colormap (red to yellow). */
 export const POSITIVE_COLORMAP = COLOUR_SCALES[DEFAULT_COLOUR_SCALE].positive.name;
 /** Negative relevance (healthy) is drawn with this NiiVue colormap (blue to light blue). */
 export const NEGATIVE_COLORMAP = COLOUR_SCALES[DEFAULT_COLOUR_SCALE].negative.name;
-export const BASE_COLORMAP = "gray";
+export const BASE_COLORMAP: string = table.baseColormap;
 
 /** Relevance below this fraction of each sign's peak is hidden by default. */
-export const DEFAULT_THRESHOLD_FRACTION = 0.15;
-export const DEFAULT_OVERLAY_OPACITY = 0.8;
+export const DEFAULT_THRESHOLD_FRACTION: number = table.thresholdFraction;
+export const DEFAULT_OVERLAY_OPACITY: number = table.overlayOpacity;
 /** The lesion outline: (0, 255, 0) at cal_max, transparent white below (colourScales.ts). */
 export const LESION_COLORMAP = LESION_COLORMAP_NAME;
 /** Outline voxels carry this value, the mask's own lesion value on the drawing URL. */

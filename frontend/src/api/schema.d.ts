@@ -1482,6 +1482,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/subjects/{subject_id}/channels/{index}.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Channel
+         * @description One modality of a multi-modal subject, by its channel index in the dataset's order
+         *     (``channels`` of the subject; 0 is the image itself), on the image's grid.
+         */
+        get: operations["downloadSubjectChannel"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/subjects/{subject_id}/image.nii.gz": {
         parameters: {
             query?: never;
@@ -2169,6 +2190,8 @@ export interface components {
             description: string;
             /** Id */
             id: number;
+            /** Modalities */
+            modalities?: string[] | null;
             /** Name */
             name: string;
             /** Project Id */
@@ -3679,6 +3702,11 @@ export interface components {
             /** Brain Mask */
             brain_mask?: ("given" | "computed") | null;
             /**
+             * Channels
+             * @default []
+             */
+            channels?: string[];
+            /**
              * Created At
              * Format: date-time
              */
@@ -4696,6 +4724,10 @@ export interface operations {
             query?: {
                 /** @description BIDS: the image to take where a subject has both */
                 modality?: ("T1w" | "FLAIR") | null;
+                /** @description BIDS: stack these modalities as channels, in this order (e.g. modalities=T1w&modalities=FLAIR); a manifest names them by its image columns */
+                modalities?: ("T1w" | "FLAIR")[] | null;
+                /** @description resample a modality that is off the grid of the first onto it (trilinear), instead of refusing the subject */
+                resample?: boolean | null;
             };
             header?: never;
             path: {
@@ -4706,8 +4738,15 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
+                    /** Modalities */
+                    modalities?: ("T1w" | "FLAIR")[] | null;
                     /** Modality */
                     modality?: ("T1w" | "FLAIR") | null;
+                    /**
+                     * Resample
+                     * @default false
+                     */
+                    resample?: boolean;
                     /**
                      * Skip Invalid
                      * @default false
@@ -4721,9 +4760,11 @@ export interface operations {
                     files?: string[];
                     /**
                      * Format: binary
-                     * @description CSV or TSV: subject, image, label[, mask, target, split, site]; or a BIDS participants.tsv
+                     * @description CSV or TSV: subject, image, label[, mask, target, split, site, image_<name> per further modality]; or a BIDS participants.tsv
                      */
                     manifest?: string;
+                    /** @description resample a modality that is off the grid of the first onto it, instead of refusing the subject */
+                    resample?: boolean;
                     /** @description completed chunked uploads to include */
                     upload_ids?: string[];
                 };
@@ -6680,6 +6721,38 @@ export interface operations {
             header?: never;
             path: {
                 subject_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    downloadSubjectChannel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                subject_id: number;
+                index: number;
             };
             cookie?: never;
         };

@@ -3052,6 +3052,8 @@ export interface components {
          *         network: Registry key of the classifier (see ``worker.ml.nets.build_network``):
          *             ``small_cnn``; ``patchgan``, the published classifier of docs/method.md section 3
          *             (base width 64); MONAI's ``densenet121``, ``resnet18`` and ``resnet10``.
+         *         in_channels: Input channels of the network: the number of modalities of the run's
+         *             dataset, in the dataset's channel order (set by the API from the dataset).
          *         pooling: ``small_cnn`` only: the global pooling of its last feature map (``max``, the
          *             network's default; ``avg``; ``avgmax``, both concatenated). Max pooling finds "the
          *             brightest thing in the brain", which suits hyperintense lesions; a hypointense
@@ -3339,6 +3341,12 @@ export interface components {
              * @default 8
              */
             ig_steps?: number;
+            /**
+             * In Channels
+             * @description Input channels: the dataset's modalities (set from the dataset when the run is created).
+             * @default 1
+             */
+            in_channels?: number;
             /**
              * Intensity
              * @default zscore

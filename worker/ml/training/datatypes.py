@@ -27,6 +27,7 @@ __all__ = [
     "SubjectSample",
     "TrainResult",
     "as_split",
+    "image_item",
 ]
 
 LABEL_KEY = "label"
@@ -67,6 +68,8 @@ class SubjectSample:
             user's, or one computed at import (``attrivue_core.brainmask``). ``None``: computed
             from the image when the run needs one.
         site: Acquisition site, for per-site metrics (``None``: unknown).
+        channels: The images of channels 1.. of a multi-modal subject, in the dataset's order,
+            on the grid of ``image`` (channel 0); empty: one channel.
     """
 
     subject_id: str | int
@@ -78,6 +81,16 @@ class SubjectSample:
     target_map: Path | None = None
     brain_mask: Path | None = None
     site: str | None = None
+    channels: tuple[Path, ...] = ()
+
+    def image_item(self) -> str | list[str]:
+        """The ``image`` entry of a MONAI item: one path, or one per channel (stacked)."""
+        return image_item(self.image, self.channels)
+
+
+def image_item(image: Path | str, channels: tuple[Path, ...] | list[Path] = ()) -> str | list[str]:
+    """One path, or the paths of every channel in order (``LoadImaged`` stacks them)."""
+    return [str(image), *(str(c) for c in channels)] if channels else str(image)
 
 
 def as_split(value: str) -> Split:

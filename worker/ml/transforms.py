@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -40,6 +41,7 @@ __all__ = [
     "MASK_KEY",
     "BrainName",
     "IntensityName",
+    "image_item",
     "preprocess",
     "preprocess_for",
     "to_native",
@@ -137,6 +139,12 @@ def preprocess(
         steps.extend(_augmentations())
     steps.append(EnsureTyped(_KEYS, dtype=torch.float32, allow_missing_keys=True))
     return Compose(steps)
+
+
+def image_item(image: Path | str, channels: Sequence[Path | str] = ()) -> str | list[str]:
+    """The ``image`` entry of an item: one path, or the path of every channel in order (one
+    modality each, on one grid), which ``LoadImaged`` stacks as channels."""
+    return [str(image), *(str(c) for c in channels)] if channels else str(image)
 
 
 def preprocess_for(config: Any, *, augment: bool = False) -> Compose:

@@ -90,6 +90,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/attributions/{attribution_id}/channels/{index}.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Channel Map
+         * @description Multi-modal subjects: the map of input channel ``index`` (the subject's ``channels``,
+         *     in the dataset's order); the channels' maps sum to the map. 404 for a channel the subject
+         *     does not have (one image: none), 409 for a map stored without them (a region map).
+         */
+        get: operations["downloadAttributionChannelMap"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/attributions/{attribution_id}/display.nii.gz": {
         parameters: {
             query?: never;
@@ -4123,6 +4145,38 @@ export interface operations {
             header?: never;
             path: {
                 attribution_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    downloadAttributionChannelMap: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                attribution_id: number;
+                index: number;
             };
             cookie?: never;
         };

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from worker.ml.transforms import image_item
+
 __all__ = [
     "LABEL_KEY",
     "MASK_AVAILABLE_KEY",
@@ -27,7 +29,6 @@ __all__ = [
     "SubjectSample",
     "TrainResult",
     "as_split",
-    "image_item",
 ]
 
 LABEL_KEY = "label"
@@ -86,11 +87,6 @@ class SubjectSample:
     def image_item(self) -> str | list[str]:
         """The ``image`` entry of a MONAI item: one path, or one per channel (stacked)."""
         return image_item(self.image, self.channels)
-
-
-def image_item(image: Path | str, channels: tuple[Path, ...] | list[Path] = ()) -> str | list[str]:
-    """One path, or the paths of every channel in order (``LoadImaged`` stacks them)."""
-    return [str(image), *(str(c) for c in channels)] if channels else str(image)
 
 
 def as_split(value: str) -> Split:

@@ -145,6 +145,8 @@ class RunConfig(BaseModel):
         network: Registry key of the classifier (see ``worker.ml.nets.build_network``):
             ``small_cnn``; ``patchgan``, the published classifier of docs/method.md section 3
             (base width 64); MONAI's ``densenet121``, ``resnet18`` and ``resnet10``.
+        in_channels: Input channels of the network: the number of modalities of the run's
+            dataset, in the dataset's channel order (set by the API from the dataset).
         pooling: ``small_cnn`` only: the global pooling of its last feature map (``max``, the
             network's default; ``avg``; ``avgmax``, both concatenated). Max pooling finds "the
             brightest thing in the brain", which suits hyperintense lesions; a hypointense
@@ -281,6 +283,13 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     network: NetworkName = "small_cnn"
+    in_channels: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="Input channels: the dataset's modalities (set from the dataset when the "
+        "run is created).",
+    )
     pooling: Literal["max", "avg", "avgmax"] | None = Field(
         default=None,
         description="small_cnn only: global pooling of the last feature map (None: max).",

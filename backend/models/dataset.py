@@ -1,4 +1,4 @@
-"""Datasets and their subjects (one MR image, an optional lesion mask, a brain mask, a label)."""
+"""Datasets and their subjects (one MR image or several modalities, an optional lesion mask, a brain mask, a label)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ class Dataset(CreatedAt, Base):
     deidentified: Mapped[bool] = mapped_column(Boolean, default=True)
     # What the subjects' continuous ``target`` is (e.g. "EDSS"), for regression runs.
     target_name: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    # The channel order of a multi-modal dataset (e.g. ["t1", "flair"]): fixed by its first
+    # import that names several modalities; channel 0 is each subject's ``image_path``.
+    # NULL: one image per subject.
+    modalities: Mapped[list[str] | None] = mapped_column(JSON, default=None)
 
     subjects: Mapped[list[Subject]] = relationship(
         back_populates="dataset", cascade="all, delete-orphan", order_by="Subject.id"
@@ -48,6 +52,9 @@ class Subject(CreatedAt, Base):
     brain_path: Mapped[str | None] = mapped_column(String(512), default=None)
     # Whether ``brain_path`` holds the user's mask ("given") or a computed one ("computed").
     brain_source: Mapped[str | None] = mapped_column(String(16), default=None)
+    # The images of channels 1.. of a multi-modal dataset: modality name -> stored path, on
+    # the grid of ``image_path`` (checked, or resampled to it, at import). NULL: one image.
+    channel_paths: Mapped[dict[str, str] | None] = mapped_column(JSON, default=None)
     shape: Mapped[list[int]] = mapped_column(JSON)
     affine: Mapped[list[list[float]]] = mapped_column(JSON)
 

@@ -40,6 +40,8 @@ class DatasetPublic(ORMModel):
     created_at: datetime
     deidentified: bool
     target_name: str = ""
+    # The channel order of a multi-modal dataset (channel 0 first); null: one image each.
+    modalities: list[str] | None = None
     subject_count: int = 0
 
 
@@ -61,6 +63,9 @@ class SubjectPublic(ORMModel):
     # "computed" (from the image, at import), or null (imported before brain masks existed:
     # computed the first time it is needed).
     brain_mask: Literal["given", "computed"] | None = None
+    # The subject's modalities in channel order (GET /subjects/{id}/channels/{index}.nii.gz);
+    # empty: one image.
+    channels: list[str] = []
     shape: list[int]
     created_at: datetime
 

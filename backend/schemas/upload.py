@@ -42,6 +42,10 @@ class ImportFromUploads(BaseModel):
     upload_ids: list[str] = Field(min_length=1, max_length=10000)
     # Only for a BIDS folder whose subjects have both: which image to take.
     modality: Literal["T1w", "FLAIR"] | None = None
+    # BIDS: several modalities stacked as channels, in this order (channel 0 first).
+    modalities: list[Literal["T1w", "FLAIR"]] | None = Field(default=None, max_length=2)
+    # Resample a modality that is off the grid of channel 0 onto it, instead of refusing.
+    resample: bool = False
     # Store the subjects whose rows pass and report the others (in ``rejected``); problems
     # not tied to a row still refuse the whole import.
     skip_invalid: bool = False

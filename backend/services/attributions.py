@@ -36,6 +36,8 @@ __all__ = [
     "list_attributions",
     "prediction_map",
     "prediction_path",
+    "channel_map",
+    "channel_map_path",
     "region_for",
     "uncertainty_map",
     "uncertainty_path",
@@ -325,6 +327,29 @@ def uncertainty_map(storage: Storage, row: AttributionMap, kind: UncertaintyKind
             f"attribution {row.id} was stored without uncertainty volumes (computed before "
             "they were kept): compute the map again"
         )
+    return path
+
+
+def channel_map_path(map_path: Path, index: int) -> Path:
+    """Where the map of input channel ``index`` of a multi-modal subject is stored, beside
+    the map (``<id>.c0.nii.gz``, ...); the map itself is their sum."""
+    return map_path.with_name(map_path.name.replace(".nii.gz", f".c{index}.nii.gz"))
+
+
+def channel_map(session: Session, storage: Storage, row: AttributionMap, index: int) -> Path:
+    """The map of one input channel (modality, in the dataset's order) of a map of a
+    multi-modal subject; NotFound for a channel the subject does not have, Conflict for a
+    map stored without them (a region map, or one computed before they were kept)."""
+    full = full_map(storage, row)
+    subject = get_subject(session, row.subject_id)
+    names = subject.dataset.modalities or []
+    if not names:
+        raise NotFound(f"subject {subject.id} has one image: its map is the only channel")
+    if not 0 <= index < len(names):
+        raise NotFound(f"subject {subject.id} has {len(names)} channels; no channel {index}")
+    path = channel_map_path(full, index)
+    if not path.is_file():
+        raise Conflict(f"attribution {row.id} was stored without per-channel maps")
     return path
 
 

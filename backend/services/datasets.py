@@ -34,6 +34,8 @@ __all__ = [
     "FileInvalid",
     "check_mask",
     "check_new_subject",
+    "channel_file",
+    "channel_paths",
     "check_nifti",
     "create_dataset",
     "dataset_public",
@@ -116,6 +118,7 @@ def subject_public(subject: Subject) -> SubjectPublic:
             **{c: getattr(subject, c) for c in _SUBJECT_FIELDS},
             "has_mask": bool(subject.mask_path),
             "brain_mask": subject.brain_source if subject.brain_path else None,
+            "channels": list(subject.dataset.modalities or []),
         }
     )
 
@@ -154,6 +157,8 @@ class CheckedFiles:
     mask_info: NiftiInfo | None = None
     brain: Path | None = None
     brain_info: NiftiInfo | None = None
+    # Channels 1.. of a multi-modal subject: (modality name, file on the image's grid).
+    channels: tuple[tuple[str, Path], ...] = ()
 
 
 def nifti_suffix(filename: str, role: str) -> str:
@@ -358,11 +363,30 @@ def store_subject(
             write_computed_brain_mask(folder / "image.nii.gz", folder / BRAIN_FILE)
             subject.brain_source = COMPUTED
         subject.brain_path = storage.relative(folder / BRAIN_FILE)
+        if files.channels:
+            stored = {}
+            for index, (modality, path) in enumerate(files.channels, start=1):
+                dest = folder / channel_file(index)
+                write_deidentified(path, dest, kind="image")
+                stored[modality] = storage.relative(dest)
+            subject.channel_paths = stored
         session.flush()
     except BaseException:
         storage.remove_tree(folder)
         raise
     return subject
+
+
+def channel_file(index: int) -> str:
+    """The stored file of a subject's channel ``index`` (>= 1; channel 0 is image.nii.gz)."""
+    return f"channel-{index}.nii.gz"
+
+
+def channel_paths(subject: Subject, dataset: Dataset) -> list[str]:
+    """The stored images of a subject, one per channel in the dataset's order."""
+    names = dataset.modalities or []
+    extra = subject.channel_paths or {}
+    return [subject.image_path, *(extra[m] for m in names[1:])]
 
 
 def import_subject(
@@ -386,6 +410,11 @@ def import_subject(
     computed from the image.
     """
     check_new_subject(session, dataset=dataset, subject_key=subject_key, label=label)
+    if dataset.modalities:
+        raise InvalidInput(
+            f"dataset {dataset.id} has several modalities ({', '.join(dataset.modalities)}): "
+            "add its subjects with an import (a manifest with a column per modality)"
+        )
     files = [("image", image)]
     files += [("mask", mask)] if mask is not None else []
     files += [("brain_mask", brain)] if brain is not None else []

@@ -57,9 +57,8 @@ _MONAI_PARTS = ("configs/inference.json", "configs/", "models/model.pt", "models
 
 
 def dataset_channels(dataset: Dataset) -> int:
-    """Image channels of the dataset's subjects: one image (one channel) each."""
-    channels = {int(s.shape[3]) if len(s.shape) == 4 else 1 for s in dataset.subjects}
-    return max(channels) if channels else 1
+    """Image channels of the dataset's subjects: one per modality (one image: one)."""
+    return len(dataset.modalities or []) or 1
 
 
 def recognise(path: Path) -> tuple[ModelFormat, str]:

@@ -86,6 +86,8 @@ def create_run(
     dataset = get_dataset(session, dataset_id)
     if not dataset.subjects:
         raise InvalidInput(f"dataset {dataset_id} has no subjects to train on")
+    # The dataset fixes the channels: one per modality, in its order.
+    config = {**config, "in_channels": len(dataset.modalities or []) or 1}
     clean = validate_config(config)
     check_worker_memory(training_memory(RunConfig.model_validate(clean)), "this run")
     known = {s.id for s in dataset.subjects}

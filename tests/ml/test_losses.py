@@ -139,11 +139,17 @@ def test_bce_and_rrr_match_hand_computed_values_and_skip_nan_voxels() -> None:
         attribution_loss(a, t, kind="l1")  # type: ignore[arg-type]
 
 
-def test_channels_are_summed_before_the_loss() -> None:
+def test_the_target_is_repeated_across_channels() -> None:
     a = torch.tensor([[1.0, -2.0], [0.5, 0.5]]).view(1, 2, 1, 1, 2)  # channels x voxels
-    t = torch.zeros(1, 1, 1, 1, 2)
-    expected = (bce(1.5, 0.0) + bce(-1.5, 0.0)) / 2
+    t = torch.tensor([0.0, 1.0]).view(1, 1, 1, 1, 2)
+    # Every channel's map is held to the voxel's target (not their sum: 1.5 and -1.5).
+    expected = (bce(1.0, 0.0) + bce(-2.0, 1.0) + bce(0.5, 0.0) + bce(0.5, 1.0)) / 4
     assert attribution_loss(a, t).item() == pytest.approx(expected, rel=1e-6)
+    # normalise: one size per subject, over all its channels' constrained voxels (mean 1).
+    expected = (bce(1.0, 0.0) + bce(-2.0, 1.0) + bce(0.5, 0.0) + bce(0.5, 1.0)) / 4
+    assert attribution_loss(a, t, normalise=True).item() == pytest.approx(expected, rel=1e-6)
+    halved = attribution_loss(a, torch.tensor([0.0, NAN]).view(1, 1, 1, 1, 2), normalise=True)
+    assert halved.item() == pytest.approx((bce(1 / 0.75, 0.0) + bce(0.5 / 0.75, 0.0)) / 2)
 
 
 @pytest.mark.parametrize("kind", ["bce", "rrr"])

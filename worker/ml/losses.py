@@ -126,15 +126,18 @@ def attribution_loss(
       (Ross, Hughes and Doshi-Velez, IJCAI 2017): attribution outside the target is
       penalised, whatever its sign; voxels with t = 1 contribute 0 but count in the mean.
 
-    Multi-channel attributions ``(B, C, ...)`` are summed over channels first: the target is
-    per voxel, and the voxel's relevance is that of all its channels together.
+    Multi-channel attributions ``(B, C, ...)`` (several modalities): the target is repeated
+    across the channels, so every modality's map is constrained voxel by voxel (as in the
+    published method's code); with ``normalise`` the size of a subject's map is taken over all
+    its channels. With one channel this is the plain per-voxel loss.
 
     When no voxel of the batch is constrained, the loss is a zero that stays connected to the
     graph, so ``backward`` still works (and gives zero gradients).
 
     Args:
         attributions: ``(B, C, D, H, W)`` signed attributions.
-        targets: Target map broadcastable to ``(B, 1, D, H, W)``, values 0, 1 or NaN.
+        targets: Target map broadcastable to ``(B, 1, D, H, W)``, values 0, 1 or NaN
+            (repeated across the C channels).
         kind: ``"bce"`` or ``"rrr"``.
         scale: Temperature applied to A before the loss (raw attributions are small); record
             it with the run.
@@ -155,7 +158,7 @@ def attribution_loss(
     Example:
         >>> loss_a = attribution_loss(out.attributions, target_map(...), scale=100.0)
     """
-    relevance = attributions.sum(dim=1, keepdim=True)  # (B, 1, D, H, W)
+    relevance = attributions  # (B, C, D, H, W); the (B, 1, ...) target is repeated over C
     targets = targets.to(device=relevance.device, dtype=relevance.dtype)
     constrained = (~targets.isnan()).expand_as(relevance).to(relevance.dtype)  # 1 or 0
     if normalise:

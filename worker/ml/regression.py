@@ -113,7 +113,7 @@ def build_model(config: RunConfig, subjects: Sequence[_HasTarget] = ()) -> nn.Mo
     ``RegressionHead`` for regression (standardised by the training subjects' targets when
     they are given; a checkpoint's state dict restores them otherwise)."""
     options: dict[str, Any] = {"pooling": config.pooling} if config.pooling is not None else {}
-    net = build_network(config.network, **options)
+    net = build_network(config.network, in_channels=config.in_channels, **options)
     if config.task != "regression":
         return net
     train = [float(s.target) for s in subjects if s.split == "train" and s.target is not None]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -40,6 +41,7 @@ __all__ = [
     "MASK_KEY",
     "BrainName",
     "IntensityName",
+    "image_item",
     "preprocess",
     "preprocess_for",
     "to_native",
@@ -69,7 +71,8 @@ def preprocess(
 ) -> Compose:
     """Build the dictionary transform that brings a subject onto the working grid.
 
-    The input dict holds file paths under ``"image"`` and, optionally, ``"mask"`` (lesions)
+    The input dict holds file paths under ``"image"`` (one path, or one per modality on the
+    same grid, stacked as channels in that order) and, optionally, ``"mask"`` (lesions)
     and ``"brain"`` (the subject's brain mask); the output holds float32 ``MetaTensor`` of
     shape ``(1, *grid)`` under ``"image"`` (and ``"mask"``) that carry the applied operations
     needed by ``to_native``.
@@ -138,6 +141,12 @@ def preprocess(
     return Compose(steps)
 
 
+def image_item(image: Path | str, channels: Sequence[Path | str] = ()) -> str | list[str]:
+    """The ``image`` entry of an item: one path, or the path of every channel in order (one
+    modality each, on one grid), which ``LoadImaged`` stacks as channels."""
+    return [str(image), *(str(c) for c in channels)] if channels else str(image)
+
+
 def preprocess_for(config: Any, *, augment: bool = False) -> Compose:
     """``preprocess`` with the grid, intensity and brain settings of a ``RunConfig``."""
     return preprocess(
@@ -162,7 +171,7 @@ class _EnsureBraind(MapTransform):
         item = dict(data)
         image = item[IMAGE_KEY]
         if item.get(BRAIN_KEY) is not None:
-            if tuple(item[BRAIN_KEY].shape) != tuple(image.shape):
+            if tuple(item[BRAIN_KEY].shape)[1:] != tuple(image.shape)[1:]:
                 raise ValueError(
                     f"brain mask shape {tuple(item[BRAIN_KEY].shape)[1:]} differs from the "
                     f"image's {tuple(image.shape)[1:]}"
@@ -181,12 +190,13 @@ class _EnsureBraind(MapTransform):
 
 
 def _intensity_transform(intensity: IntensityName):
-    """Return the intensity normalisation step (image only)."""
+    """Return the intensity normalisation step (image only; each channel, i.e. each modality,
+    on its own)."""
     if intensity == "zscore":
-        return NormalizeIntensityd(IMAGE_KEY, nonzero=True)
+        return NormalizeIntensityd(IMAGE_KEY, nonzero=True, channel_wise=True)
     if intensity == "percentile":
         return ScaleIntensityRangePercentilesd(
-            IMAGE_KEY, lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True
+            IMAGE_KEY, lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True, channel_wise=True
         )
     raise ValueError(f"unknown intensity normalisation {intensity!r}")
 
@@ -221,21 +231,22 @@ def to_native(
     voxels differ from sums over grid voxels when the grids differ in size.
 
     Args:
-        map_on_grid: Map of shape ``grid`` or ``(1, *grid)``.
+        map_on_grid: Map of shape ``grid``, ``(1, *grid)``, or ``(C, *grid)`` (one map per
+            channel; each is brought back alike).
         reference: The preprocessed image (``transform(...)["image"]``), whose applied
             operations describe how the native image reached the grid.
         transform: The very ``Compose`` instance that produced ``reference``.
 
     Returns:
-        ``(map, affine)``: the float32 map with the native spatial shape, and its 4x4 affine
-        (the native image's affine).
+        ``(map, affine)``: the float32 map with the native spatial shape (``(C, ...)`` for
+        several channels), and its 4x4 affine (the native image's affine).
     """
     if isinstance(map_on_grid, MetaTensor):
         map_on_grid = map_on_grid.as_tensor()
     data = torch.as_tensor(map_on_grid).detach().float().cpu()
     if data.ndim == 3:
         data = data[None]
-    if tuple(data.shape) != tuple(reference.shape):
+    if tuple(data.shape)[1:] != tuple(reference.shape)[1:]:
         raise ValueError(f"map shape {tuple(data.shape)} != grid shape {tuple(reference.shape)}")
     # The inverse pops operations off the tensor it inverts, so the map gets its own copy of
     # the reference's trace and metadata; the reference itself stays usable.
@@ -247,6 +258,7 @@ def to_native(
         applied_operations=copy.deepcopy(list(reference.applied_operations)),
     )
     inverted = transform.inverse({IMAGE_KEY: carrier})[IMAGE_KEY]
-    native = inverted.as_tensor()[0].numpy().astype(np.float32, copy=False)
+    values = inverted.as_tensor().numpy().astype(np.float32, copy=False)
+    native = values[0] if values.shape[0] == 1 else values
     affine = np.asarray(inverted.affine, dtype=np.float64)
     return native, affine

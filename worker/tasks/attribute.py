@@ -140,7 +140,8 @@ def _healthy_references(storage, config, healthy: list[tuple[str, str | None]]):
 def run_attribution(job_id: int) -> None:
     from attrivue_core.configs import AttributionConfig
     from attrivue_core.io import save_nifti
-    from backend.services.attributions import uncertainty_path
+    from backend.services.attributions import channel_map_path, uncertainty_path
+    from backend.services.datasets import channel_paths
     from worker.ml.attribution.captum_eval import attribute_subject
     from worker.ml.imported import load_run_model
     from worker.ml.training import TrainingCancelled, cancel_checks
@@ -157,6 +158,7 @@ def run_attribution(job_id: int) -> None:
         ids = (row.id, run.id)
         image_path = storage.absolute(subject.image_path)
         brain_path = storage.absolute(subject.brain_path) if subject.brain_path else None
+        channels = [storage.absolute(p) for p in channel_paths(subject, subject.dataset)[1:]]
         params = dict(row.params)
         method = row.method
         region = dict(row.region) if row.region is not None else None
@@ -205,6 +207,7 @@ def run_attribution(job_id: int) -> None:
                         brain_path=brain_path,
                         healthy_mean=healthy_mean,
                         references=references,
+                        channels=channels,
                     )
                 if references is not None:
                     result.stats["reference_subjects"] = float(len(references))
@@ -214,6 +217,10 @@ def run_attribution(job_id: int) -> None:
             if getattr(result, "sd", None) is not None:
                 save_nifti(uncertainty_path(out, "sd"), result.sd, result.affine)
                 save_nifti(uncertainty_path(out, "agreement"), result.agreement, result.affine)
+            channel_maps = getattr(result, "channels", None)  # (C, ...): several modalities
+            if channel_maps is not None:
+                for index, channel in enumerate(channel_maps):
+                    save_nifti(channel_map_path(out, index), channel, result.affine)
             save_nifti(out, result.map, result.affine)  # atomic: whole or not at all
         except TrainingCancelled:
             if reporter.lost:

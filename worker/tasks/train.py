@@ -10,7 +10,7 @@ from celery import shared_task
 
 from backend.core.config import get_settings
 from backend.core.db import session_scope
-from backend.models import Job, JobStatus, Run, RunMetric, RunPrediction, Subject
+from backend.models import Dataset, Job, JobStatus, Run, RunMetric, RunPrediction, Subject
 from backend.storage import get_storage
 from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns, retrying
 
@@ -25,6 +25,7 @@ def run_samples(run_id: int) -> tuple[dict, list]:
     brain mask (a subject imported before brain masks existed gets one computed and stored
     now), label, split, site, target and any corrected target map."""
     from backend.services.brainmasks import ensure_brain_mask
+    from backend.services.datasets import channel_paths
     from worker.ml.training import SubjectSample, as_split
     from worker.tasks.corrections import corrected_targets
 
@@ -34,6 +35,8 @@ def run_samples(run_id: int) -> tuple[dict, list]:
         run = session.get(Run, run_id)
         assert run is not None
         subjects = session.query(Subject).filter(Subject.dataset_id == run.dataset_id).all()
+        dataset = session.get(Dataset, run.dataset_id)
+        assert dataset is not None
         samples = [
             SubjectSample(
                 subject_id=s.id,
@@ -45,6 +48,7 @@ def run_samples(run_id: int) -> tuple[dict, list]:
                 target_map=targets.get(s.id),
                 brain_mask=ensure_brain_mask(session, storage, s),
                 site=s.site or None,
+                channels=tuple(storage.absolute(p) for p in channel_paths(s, dataset)[1:]),
             )
             for s in subjects
         ]

@@ -162,6 +162,30 @@ def download_prediction(
 
 
 @router.get(
+    "/{attribution_id}/channels/{index}.nii.gz",
+    operation_id="downloadAttributionChannelMap",
+    response_class=FileResponse,
+    responses={200: {"content": {NIFTI_GZ: {}}}},
+)
+def download_channel_map(
+    attribution_id: int,
+    index: int,
+    user: CurrentUser,
+    session: SessionDep,
+    storage: StorageDep,
+    audit: AuditDep,
+) -> FileResponse:
+    """Multi-modal subjects: the map of input channel ``index`` (the subject's ``channels``,
+    in the dataset's order); the channels' maps sum to the map. 404 for a channel the subject
+    does not have (one image: none), 409 for a map stored without them (a region map)."""
+    row = svc.get_attribution(session, attribution_id)
+    authorize(session, user, row)
+    path = svc.channel_map(session, storage, row, index)
+    audit("download", row, detail=f"map channel {index}")
+    return FileResponse(path, media_type=NIFTI_GZ, filename=f"attribution-{row.id}.c{index}.nii.gz")
+
+
+@router.get(
     "/{attribution_id}/sd.nii.gz",
     operation_id="downloadAttributionSd",
     response_class=FileResponse,

@@ -64,6 +64,38 @@ def download_image(
 
 
 @router.get(
+    "/{subject_id}/channels/{index}.nii.gz",
+    operation_id="downloadSubjectChannel",
+    response_class=FileResponse,
+    responses={200: {"content": {NIFTI_GZ: {}}}},
+)
+def download_channel(
+    subject_id: int,
+    index: int,
+    user: CurrentUser,
+    session: SessionDep,
+    storage: StorageDep,
+    audit: AuditDep,
+) -> FileResponse:
+    """One modality of a multi-modal subject, by its channel index in the dataset's order
+    (``channels`` of the subject; 0 is the image itself), on the image's grid."""
+    subject = svc.get_subject(session, subject_id)
+    authorize(session, user, subject)
+    paths = svc.channel_paths(subject, subject.dataset)
+    if not 0 <= index < len(paths):
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            detail=f"subject {subject_id} has {len(paths)} channel(s); no channel {index}",
+        )
+    audit("download", subject, detail=f"channel {index}")
+    return FileResponse(
+        storage.absolute(paths[index]),
+        media_type=NIFTI_GZ,
+        filename=f"{subject.subject_key}_c{index}.nii.gz",
+    )
+
+
+@router.get(
     "/{subject_id}/mask.nii.gz",
     operation_id="downloadSubjectMask",
     response_class=Response,

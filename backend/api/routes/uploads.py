@@ -60,7 +60,8 @@ _IMPORT_BODY = {
                             "type": "string",
                             "format": "binary",
                             "description": "CSV or TSV: subject, image, label[, mask, target, "
-                            "split, site]; or a BIDS participants.tsv",
+                            "split, site, image_<name> per further modality]; or a BIDS "
+                            "participants.tsv",
                         },
                         "files": {
                             "type": "array",
@@ -72,6 +73,11 @@ _IMPORT_BODY = {
                             "type": "array",
                             "items": {"type": "string"},
                             "description": "completed chunked uploads to include",
+                        },
+                        "resample": {
+                            "type": "boolean",
+                            "description": "resample a modality that is off the grid of the "
+                            "first onto it, instead of refusing the subject",
                         },
                     },
                 }
@@ -245,6 +251,8 @@ class _Received:
     upload_ids: list[str] = field(default_factory=list)
     problems: list[svc.Problem] = field(default_factory=list)
     modality: str | None = None
+    modalities: list[str] | None = None
+    resample: bool = False
     skip_invalid: bool = False
 
 
@@ -264,7 +272,11 @@ async def _receive(request: Request, staging: Path, limits: svc.Limits) -> _Rece
         except (ValueError, ValidationError, RecursionError) as exc:
             raise svc.ImportFailed([svc.Problem(f"invalid JSON body: {exc}")]) from None
         return _Received(
-            upload_ids=body.upload_ids, modality=body.modality, skip_invalid=body.skip_invalid
+            upload_ids=body.upload_ids,
+            modality=body.modality,
+            modalities=list(body.modalities) if body.modalities else None,
+            resample=body.resample,
+            skip_invalid=body.skip_invalid,
         )
     if not content_type.startswith("multipart/form-data"):
         raise svc.ImportFailed(
@@ -293,8 +305,14 @@ async def _receive(request: Request, staging: Path, limits: svc.Limits) -> _Rece
         if i
     ]
     skip = receiver.fields.get("skip_invalid", ["false"])[-1].strip().lower() in ("1", "true")
+    resample = receiver.fields.get("resample", ["false"])[-1].strip().lower() in ("1", "true")
     return _Received(
-        files, manifests[0] if manifests else None, ids, receiver.problems, skip_invalid=skip
+        files,
+        manifests[0] if manifests else None,
+        ids,
+        receiver.problems,
+        resample=resample,
+        skip_invalid=skip,
     )
 
 
@@ -321,6 +339,8 @@ def _import_and_commit(
             staging=staging,
             limits=limits,
             modality=received.modality,
+            modalities=received.modalities,
+            resample=received.resample,
             problems=received.problems,
             skip_invalid=received.skip_invalid,
         )
@@ -364,6 +384,20 @@ async def import_subjects(
         Literal["T1w", "FLAIR"] | None,
         Query(description="BIDS: the image to take where a subject has both"),
     ] = None,
+    modalities: Annotated[
+        list[Literal["T1w", "FLAIR"]] | None,
+        Query(
+            description="BIDS: stack these modalities as channels, in this order (e.g. "
+            "modalities=T1w&modalities=FLAIR); a manifest names them by its image columns"
+        ),
+    ] = None,
+    resample: Annotated[
+        bool | None,
+        Query(
+            description="resample a modality that is off the grid of the first onto it "
+            "(trilinear), instead of refusing the subject"
+        ),
+    ] = None,
 ) -> ImportPublic | Response:
     """Import many subjects at once: all are checked first, then stored together, or none."""
     dataset = await run_in_threadpool(_writable_dataset, session, user, dataset_id)
@@ -372,6 +406,8 @@ async def import_subjects(
     try:
         received = await _receive(request, staging, limits)
         received.modality = modality or received.modality
+        received.modalities = list(modalities) if modalities else received.modalities
+        received.resample = resample if resample is not None else received.resample
         return await run_in_threadpool(
             lambda: _import_and_commit(
                 session,

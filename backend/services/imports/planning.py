@@ -30,12 +30,14 @@ from backend.services.imports.common import (
 __all__ = [
     "LABELS",
     "MANIFEST_COLUMNS",
+    "MODALITY_NAME",
     "SPLITS",
     "Fields",
     "Planned",
     "Table",
     "check_plan",
     "find_table",
+    "manifest_modalities",
     "plan_bids",
     "plan_manifest",
     "read_table",
@@ -47,6 +49,9 @@ MANIFEST_COLUMNS = ("subject", "image", "mask", "brain_mask", "label", "target",
 _FILE_ROLES = ("image", "mask", "brain_mask")
 _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _BIDS_IMAGES = ("T1w", "FLAIR")
+# A modality's name: a manifest column ``image_<name>``, or a BIDS suffix (T1w, FLAIR).
+MODALITY_NAME = re.compile(r"^[A-Za-z0-9]{1,32}$")
+_IMAGE_COLUMN = re.compile(r"^image_([a-z0-9]{1,32})$")
 
 
 # --------------------------------------------------------------------------- tables
@@ -137,10 +142,21 @@ class Planned:
     image: str
     mask: str | None
     brain: str | None = None
+    # Channels 1.. of a multi-modal subject: (modality name, file name), in channel order.
+    channels: tuple[tuple[str, str], ...] = ()
 
     def files(self) -> list[str]:
         """The names of the subject's files in the file set."""
-        return [n for n in (self.image, self.mask, self.brain) if n]
+        extra = [name for _, name in self.channels]
+        return [n for n in (self.image, self.mask, self.brain, *extra) if n]
+
+
+def manifest_modalities(columns: list[str]) -> list[tuple[str, str]]:
+    """The image columns of a manifest as (modality name, column), in channel order: ``image``
+    first when present, then every ``image_<name>`` column from left to right (without
+    ``image``, the leftmost ``image_<name>`` is channel 0). One column: a single image."""
+    named = [(m.group(1), c) for c in columns if (m := _IMAGE_COLUMN.match(c))]
+    return ([("image", "image")] if "image" in columns else []) + named
 
 
 def _value(row: dict[str, str], column: str) -> str:
@@ -192,15 +208,24 @@ def _resolve(files: FileSet, root: str, value: str) -> str:
 
 def plan_manifest(table: Table, files: FileSet, problems: Problems) -> list[Planned]:
     root = str(PurePosixPath(table.name).parent).strip(".")
-    unknown = [c for c in table.columns if c not in MANIFEST_COLUMNS]
-    missing = [c for c in ("subject", "image", "label") if c not in table.columns]
+    modalities = manifest_modalities(table.columns)
+    image_columns = {c for _, c in modalities}
+    unknown = [c for c in table.columns if c not in MANIFEST_COLUMNS and c not in image_columns]
+    missing = [c for c in ("subject", "label") if c not in table.columns]
+    missing += [] if modalities else ["image"]
     if unknown or missing:
         if unknown:
             problems.add(f"unknown column(s) {', '.join(unknown)}", table.name, 1)
         if missing:
             problems.add(f"missing column(s) {', '.join(missing)}", table.name, 1)
-        problems.add(f"the columns are: {', '.join(MANIFEST_COLUMNS)}", table.name, 1)
+        problems.add(
+            f"the columns are: {', '.join(MANIFEST_COLUMNS)}, and image_<name> for each further "
+            "modality (e.g. image_flair)",
+            table.name,
+            1,
+        )
         return []
+    roles = [c for _, c in modalities] + [r for r in _FILE_ROLES if r != "image"]
     planned = []
     for line, row in table.rows:
         try:
@@ -208,23 +233,29 @@ def plan_manifest(table: Table, files: FileSet, problems: Problems) -> list[Plan
         except ValueError as exc:
             problems.add(str(exc), table.name, line)
             continue
-        names: dict[str, str | None] = dict.fromkeys(_FILE_ROLES)
-        for role in _FILE_ROLES:
+        names: dict[str, str | None] = dict.fromkeys(roles)
+        for role in roles:
             value = row.get(role, "")
             if not value:
-                if role == "image":
-                    problems.add("no image given", table.name, line)
+                if role in image_columns:
+                    which = "" if len(modalities) == 1 else f" in column {role}"
+                    problems.add(f"no image given{which}", table.name, line)
                 continue
             try:
                 names[role] = _resolve(files, root, value)
             except ValueError as exc:
                 problems.add(f"{role}: {exc}", value, line)
-        if any(row.get(role) and names[role] is None for role in _FILE_ROLES):
+        if any(names[c] is None for c in image_columns) or any(
+            row.get(role) and names[role] is None for role in roles
+        ):
             continue
-        image = names["image"]
+        image = names[modalities[0][1]]
         assert image is not None
+        channels = tuple((m, str(names[c])) for m, c in modalities[1:])
         planned.append(
-            Planned(line, row["subject"], fields, image, names["mask"], names["brain_mask"])
+            Planned(
+                line, row["subject"], fields, image, names["mask"], names["brain_mask"], channels
+            )
         )
     return planned
 
@@ -280,8 +311,14 @@ def _index_bids(files: FileSet, root: str) -> dict[str, _BidsFiles]:
 
 
 def plan_bids(
-    table: Table, files: FileSet, modality: str | None, problems: Problems
+    table: Table,
+    files: FileSet,
+    modality: str | None,
+    problems: Problems,
+    modalities: list[str] | None = None,
 ) -> list[Planned]:
+    """The subjects of a BIDS folder. ``modalities`` (e.g. ``["T1w", "FLAIR"]``): every
+    subject must have one image of each, stacked as channels in that order."""
     root = str(PurePosixPath(table.name).parent).strip(".")
     label_column = "label" if "label" in table.columns else "group"
     missing = [c for c in ("participant_id", label_column) if c not in table.columns]
@@ -304,9 +341,20 @@ def plan_bids(
             problems.add(str(exc), table.name, line)
             continue
         entry = found.get(key, _BidsFiles())
-        kinds = [modality] if modality else list(_BIDS_IMAGES)
-        images = [n for k in kinds for n in entry.images.get(k, [])]
         where = f"{root}/{key}/anat" if root else f"{key}/anat"
+        if modalities:
+            stacked = [entry.images.get(m, []) for m in modalities]
+            absent = [m for m, names in zip(modalities, stacked, strict=True) if not names]
+            several = [m for m, names in zip(modalities, stacked, strict=True) if len(names) > 1]
+            if absent or several:
+                for m in absent:
+                    problems.add(f"no {m} image found for {key}", where, line)
+                for m in several:
+                    problems.add(f"several {m} images for {key}; keep one", where, line)
+                continue
+        kinds = [modality] if modality else list(_BIDS_IMAGES)
+        kinds = modalities[:1] if modalities else kinds
+        images = [n for k in kinds for n in entry.images.get(k, [])]
         if not images:
             wanted = modality or "T1w or FLAIR"
             problems.add(f"no {wanted} image found for {key}", where, line)
@@ -327,7 +375,8 @@ def plan_bids(
             continue
         mask = entry.masks[0] if entry.masks else None
         brain = entry.brains[0] if entry.brains else None
-        planned.append(Planned(line, key, fields, images[0], mask, brain))
+        channels = tuple((m, entry.images[m][0]) for m in (modalities[1:] if modalities else []))
+        planned.append(Planned(line, key, fields, images[0], mask, brain, channels))
     for key, entry in sorted(found.items()):
         if key not in listed and entry.images:
             first = next(iter(entry.images.values()))[0]

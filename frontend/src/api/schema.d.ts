@@ -90,6 +90,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/attributions/{attribution_id}/channels/{index}.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Channel Map
+         * @description Multi-modal subjects: the map of input channel ``index`` (the subject's ``channels``,
+         *     in the dataset's order); the channels' maps sum to the map. 404 for a channel the subject
+         *     does not have (one image: none), 409 for a map stored without them (a region map).
+         */
+        get: operations["downloadAttributionChannelMap"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/attributions/{attribution_id}/display.nii.gz": {
         parameters: {
             query?: never;
@@ -1482,6 +1504,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/subjects/{subject_id}/channels/{index}.nii.gz": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download Channel
+         * @description One modality of a multi-modal subject, by its channel index in the dataset's order
+         *     (``channels`` of the subject; 0 is the image itself), on the image's grid.
+         */
+        get: operations["downloadSubjectChannel"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/subjects/{subject_id}/image.nii.gz": {
         parameters: {
             query?: never;
@@ -2169,6 +2212,8 @@ export interface components {
             description: string;
             /** Id */
             id: number;
+            /** Modalities */
+            modalities?: string[] | null;
             /** Name */
             name: string;
             /** Project Id */
@@ -3029,6 +3074,8 @@ export interface components {
          *         network: Registry key of the classifier (see ``worker.ml.nets.build_network``):
          *             ``small_cnn``; ``patchgan``, the published classifier of docs/method.md section 3
          *             (base width 64); MONAI's ``densenet121``, ``resnet18`` and ``resnet10``.
+         *         in_channels: Input channels of the network: the number of modalities of the run's
+         *             dataset, in the dataset's channel order (set by the API from the dataset).
          *         pooling: ``small_cnn`` only: the global pooling of its last feature map (``max``, the
          *             network's default; ``avg``; ``avgmax``, both concatenated). Max pooling finds "the
          *             brightest thing in the brain", which suits hyperintense lesions; a hypointense
@@ -3316,6 +3363,12 @@ export interface components {
              * @default 8
              */
             ig_steps?: number;
+            /**
+             * In Channels
+             * @description Input channels: the dataset's modalities (set from the dataset when the run is created).
+             * @default 1
+             */
+            in_channels?: number;
             /**
              * Intensity
              * @default zscore
@@ -3678,6 +3731,11 @@ export interface components {
         SubjectPublic: {
             /** Brain Mask */
             brain_mask?: ("given" | "computed") | null;
+            /**
+             * Channels
+             * @default []
+             */
+            channels?: string[];
             /**
              * Created At
              * Format: date-time
@@ -4087,6 +4145,38 @@ export interface operations {
             header?: never;
             path: {
                 attribution_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    downloadAttributionChannelMap: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                attribution_id: number;
+                index: number;
             };
             cookie?: never;
         };
@@ -4696,6 +4786,10 @@ export interface operations {
             query?: {
                 /** @description BIDS: the image to take where a subject has both */
                 modality?: ("T1w" | "FLAIR") | null;
+                /** @description BIDS: stack these modalities as channels, in this order (e.g. modalities=T1w&modalities=FLAIR); a manifest names them by its image columns */
+                modalities?: ("T1w" | "FLAIR")[] | null;
+                /** @description resample a modality that is off the grid of the first onto it (trilinear), instead of refusing the subject */
+                resample?: boolean | null;
             };
             header?: never;
             path: {
@@ -4706,8 +4800,15 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
+                    /** Modalities */
+                    modalities?: ("T1w" | "FLAIR")[] | null;
                     /** Modality */
                     modality?: ("T1w" | "FLAIR") | null;
+                    /**
+                     * Resample
+                     * @default false
+                     */
+                    resample?: boolean;
                     /**
                      * Skip Invalid
                      * @default false
@@ -4721,9 +4822,11 @@ export interface operations {
                     files?: string[];
                     /**
                      * Format: binary
-                     * @description CSV or TSV: subject, image, label[, mask, target, split, site]; or a BIDS participants.tsv
+                     * @description CSV or TSV: subject, image, label[, mask, target, split, site, image_<name> per further modality]; or a BIDS participants.tsv
                      */
                     manifest?: string;
+                    /** @description resample a modality that is off the grid of the first onto it, instead of refusing the subject */
+                    resample?: boolean;
                     /** @description completed chunked uploads to include */
                     upload_ids?: string[];
                 };
@@ -6680,6 +6783,38 @@ export interface operations {
             header?: never;
             path: {
                 subject_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/gzip": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    downloadSubjectChannel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                subject_id: number;
+                index: number;
             };
             cookie?: never;
         };

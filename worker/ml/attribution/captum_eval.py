@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -72,7 +72,7 @@ from torch import nn
 from attrivue_core.configs import METHOD_FIELDS, AttributionConfig, RunConfig
 from attrivue_core.io import load_image
 from worker.ml.nets import gradcam_layer, pathological_logit
-from worker.ml.transforms import BRAIN_KEY, IMAGE_KEY, preprocess_for, to_native
+from worker.ml.transforms import BRAIN_KEY, IMAGE_KEY, image_item, preprocess_for, to_native
 
 __all__ = [
     "AttributionResult",
@@ -113,6 +113,8 @@ class AttributionResult:
         sd: Stochastic methods: per-voxel standard deviation of the per-sample maps, on the
             native grid (same shape and affine as ``map``); ``None`` for the others.
         agreement: Stochastic methods: per-voxel sign agreement in [0, 1], native grid.
+        channels: Several input channels (modalities): the map of each, ``(C, ...)`` on the
+            native grid; ``map`` is their sum. ``None`` for one channel.
     """
 
     map: np.ndarray
@@ -124,6 +126,7 @@ class AttributionResult:
     stats: dict[str, float | None] = field(default_factory=dict)
     sd: np.ndarray | None = None
     agreement: np.ndarray | None = None
+    channels: np.ndarray | None = None
 
 
 # Sign agreement below this counts as "uncertain" in the summary (``uncertainty_stats``).
@@ -330,6 +333,7 @@ def attribute_subject(
     references: torch.Tensor | None = None,
     brain_path: Path | None = None,
     healthy_mean: torch.Tensor | None = None,
+    channels: Sequence[Path] = (),
 ) -> AttributionResult:
     """Compute the signed attribution map of one subject and bring it to native space.
 
@@ -348,20 +352,29 @@ def attribute_subject(
         healthy_mean: The ``healthy_mean`` baseline ``(1, *grid)`` (``healthy_mean``).
         brain_path: The subject's stored brain mask, which the preprocessing crops to (as in
             training); ``None``: computed from the image.
+        channels: The images of channels 1.. of a multi-modal subject (``image_path`` is
+            channel 0): the map of each channel is kept (``AttributionResult.channels``) and
+            the map is their sum. Stochastic methods then keep no uncertainty volumes.
 
     Returns:
         The signed native-space map with its affine, logits and diagnostics.
     """
     transform = preprocess_for(config)
-    item = {IMAGE_KEY: str(image_path)}
+    item: dict[str, Any] = {IMAGE_KEY: image_item(image_path, channels)}
     if brain_path is not None:
         item[BRAIN_KEY] = str(brain_path)
-    image = transform(item)[IMAGE_KEY]  # MetaTensor (1, *grid)
-    x = image.as_tensor()[None]  # (1, 1, *grid)
+    image = transform(item)[IMAGE_KEY]  # MetaTensor (C, *grid)
+    x = image.as_tensor()[None]  # (1, C, *grid)
     maps, logits = _attribute(model, x, attribution, references, torch.device(device), healthy_mean)
-    attr_grid = maps.attributions.detach()[0].float().cpu()  # (1, *grid)
+    per_channel = maps.attributions.detach()[0].float().cpu()  # (C, *grid)
+    attr_grid = per_channel.sum(dim=0, keepdim=True)  # (1, *grid)
 
-    native_map, recovered_affine = to_native(attr_grid, image, transform)
+    channel_maps = None
+    if per_channel.shape[0] > 1:
+        channel_maps, recovered_affine = to_native(per_channel, image, transform)
+        native_map = channel_maps.sum(axis=0)  # the map is the sum of the channels' maps
+    else:
+        native_map, recovered_affine = to_native(attr_grid, image, transform)
     header_image = load_image(image_path)  # reads the header only
     affine = np.asarray(header_image.affine, dtype=np.float64)
     if not np.allclose(recovered_affine, affine, atol=_AFFINE_ATOL):
@@ -378,7 +391,7 @@ def attribute_subject(
         # None rather than inf: the stats go into JSON columns.
         stats["relative_delta"] = delta / gap if gap > 0 else None
     sd_native = agreement_native = None
-    if maps.sd is not None and maps.agreement is not None:
+    if maps.sd is not None and maps.agreement is not None and channel_maps is None:
         sd_grid, agreement_grid = maps.sd[0].cpu(), maps.agreement[0].cpu()
         brain = x[0, 0].cpu() != 0
         stats.update(
@@ -400,6 +413,7 @@ def attribute_subject(
         probability=float(torch.sigmoid(torch.tensor(logit))),
         baseline_logit=baseline_logit,
         stats=stats,
+        channels=channel_maps,
     )
 
 

@@ -99,7 +99,7 @@ def as_item(
     subject: SubjectSample, with_masks: bool, split: Split, with_target: bool = False
 ) -> dict[str, Any]:
     """Turn a subject into the dict the MONAI transforms read."""
-    item: dict[str, Any] = {IMAGE_KEY: str(subject.image), LABEL_KEY: np.float32(subject.label)}
+    item: dict[str, Any] = {IMAGE_KEY: subject.image_item(), LABEL_KEY: np.float32(subject.label)}
     if subject.brain_mask is not None:
         item[BRAIN_KEY] = str(subject.brain_mask)
     if with_target:

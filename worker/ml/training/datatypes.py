@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from worker.ml.transforms import image_item
+
 __all__ = [
     "LABEL_KEY",
     "MASK_AVAILABLE_KEY",
@@ -67,6 +69,8 @@ class SubjectSample:
             user's, or one computed at import (``attrivue_core.brainmask``). ``None``: computed
             from the image when the run needs one.
         site: Acquisition site, for per-site metrics (``None``: unknown).
+        channels: The images of channels 1.. of a multi-modal subject, in the dataset's order,
+            on the grid of ``image`` (channel 0); empty: one channel.
     """
 
     subject_id: str | int
@@ -78,6 +82,11 @@ class SubjectSample:
     target_map: Path | None = None
     brain_mask: Path | None = None
     site: str | None = None
+    channels: tuple[Path, ...] = ()
+
+    def image_item(self) -> str | list[str]:
+        """The ``image`` entry of a MONAI item: one path, or one per channel (stacked)."""
+        return image_item(self.image, self.channels)
 
 
 def as_split(value: str) -> Split:

@@ -130,6 +130,10 @@ describe("every client call is an operation of openapi.json", () => {
       ["listRuns", () => api.runs.list({ dataset_id: 1 })],
       ["getRun", () => api.runs.get(1)],
       ["createRun", () => api.runs.create({ dataset_id: 1, name: "r" })],
+      [
+        "importModel",
+        () => api.runs.importModel({ dataset_id: 1, name: "m", grid: [8, 8, 8], model: new File([new Uint8Array([1])], "m.ts") }),
+      ],
       ["getRunMetrics", () => api.runs.metrics(1)],
       ["cancelRun", () => api.runs.cancel(1)],
       ["retryRun", () => api.runs.retry(1)],

@@ -75,6 +75,9 @@ export function createApi(http: Http) {
       /** Change label, split or site (admins and researchers). */
       update: (subject_id: number, body: BodyOf<Operation<"/subjects/{subject_id}", "patch">>) =>
         client.PATCH("/subjects/{subject_id}", { path: { subject_id }, body }),
+      /** Multi-modal subjects: the NIfTI bytes of channel `index` (the subject's `channels`; 0 is the image). */
+      channel: (subject_id: number, index: number) =>
+        client.GETBlob("/subjects/{subject_id}/channels/{index}.nii.gz", { path: { subject_id, index } }),
     },
     uploads: {
       /** Open a chunked upload; its bytes go with PUT /uploads/{id} (upload/transfer.ts, for progress). */
@@ -138,6 +141,10 @@ export function createApi(http: Http) {
       /** Maps for chosen subjects or a whole split of the run's dataset, one job each. */
       createBatch: (body: BodyOf<Operation<"/attributions/batch", "post">>) =>
         client.POST("/attributions/batch", { body }),
+      /** Multi-modal subjects: the NIfTI bytes of the map of input channel `index` (the maps sum to
+       * the map; 404 for a channel the subject lacks, 409 for a map stored without them). */
+      channelMap: (attribution_id: number, index: number) =>
+        client.GETBlob("/attributions/{attribution_id}/channels/{index}.nii.gz", { path: { attribution_id, index } }),
     },
     evidence: {
       /** Sanity checks and faithfulness of a computed map (one job). */

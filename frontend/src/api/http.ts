@@ -97,6 +97,8 @@ export interface RequestOptions {
   body?: unknown;
   query?: Query;
   signal?: AbortSignal;
+  /** "blob": the answer's bytes (a NIfTI volume) instead of parsed JSON. */
+  as?: "json" | "blob";
 }
 
 export function buildUrl(path: string, query?: Query): string {
@@ -132,7 +134,7 @@ export class Http {
   async request<T>(path: string, options: RequestOptions = {}): Promise<T> {
     const requestNumber = ++this.sent;
     const method = (options.method ?? "GET").toUpperCase();
-    const headers = new Headers({ Accept: "application/json" });
+    const headers = new Headers({ Accept: options.as === "blob" ? "*/*" : "application/json" });
     let body: BodyInit | undefined;
     if (options.body instanceof FormData) {
       body = options.body; // the browser sets the multipart boundary
@@ -159,6 +161,7 @@ export class Http {
       throw await errorFromResponse(response);
     }
     if (response.status === 204) return undefined as T;
+    if (options.as === "blob") return (await response.blob()) as T;
     const text = await response.text();
     return (text ? JSON.parse(text) : undefined) as T;
   }

@@ -10,6 +10,7 @@ import type { components, paths } from "./schema";
 import type { Attribution, Dataset, DatasetCreate, Job, Project, Run, RunCreate, Subject, User } from "./types";
 import { readStats } from "./types";
 import {
+  attributionChannelMapUrl,
   attributionDisplayUrl,
   attributionMapUrl,
   epochMapUrl,
@@ -17,6 +18,7 @@ import {
   reviewItemDisplayUrl,
   parseIdList,
   runEventsUrl,
+  subjectChannelUrl,
   subjectImageUrl,
   subjectMaskDrawingUrl,
 } from "./urls";
@@ -122,6 +124,7 @@ describe("every client call is an operation of openapi.json", () => {
       ["uploadSubject", () => api.datasets.uploadSubject(1, { subject_key: "s", label: 1, image })],
       ["getSubject", () => api.subjects.get(1)],
       ["updateSubject", () => api.subjects.update(1, { split: "val", label: 1 })],
+      ["downloadSubjectChannel", () => api.subjects.channel(1, 1)],
       ["createUpload", () => api.uploads.create({ project_id: 1, filename: "a/b.nii.gz", size: 3 })],
       ["getUpload", () => api.uploads.get("u1")],
       ["listUploads", () => api.uploads.list(3)],
@@ -150,6 +153,7 @@ describe("every client call is an operation of openapi.json", () => {
       ["getAttribution", () => api.attributions.get(1)],
       ["createAttribution", () => api.attributions.create({ run_id: 1, subject_id: 1 })],
       ["createAttributionBatch", () => api.attributions.createBatch({ run_id: 1, split: "test" })],
+      ["downloadAttributionChannelMap", () => api.attributions.channelMap(1, 0)],
       ["listReviews", () => api.reviews.list({ run_id: 1 })],
       ["createReview", () => api.reviews.create({ item: "a1b2", rating: 3, trust: true })],
       ["reviewQueue", () => api.reviews.queue(1, true)],
@@ -175,6 +179,15 @@ describe("every client call is an operation of openapi.json", () => {
     }
   });
 
+  it("answers the channel downloads with the volume's bytes", async () => {
+    const fetch = vi.fn<typeof globalThis.fetch>(async () => new Response(new Uint8Array([31, 139, 8])));
+    const api = createApi(new Http({ fetch }));
+    const blob = await api.attributions.channelMap(9, 1);
+    expect(blob).toBeInstanceOf(Blob);
+    expect([...new Uint8Array(await blob.arrayBuffer())]).toEqual([31, 139, 8]);
+    expect(fetch.mock.calls[0][0]).toBe("/api/v1/attributions/9/channels/1.nii.gz");
+  });
+
   it("builds the review item's map URL from its documented path", () => {
     expect(operationFor("GET", reviewItemDisplayUrl("a1b2"))).toBe("downloadReviewItemDisplayMap");
   });
@@ -194,6 +207,8 @@ describe("every client call is an operation of openapi.json", () => {
       attributionMapUrl(9),
       attributionDisplayUrl(9),
       runEventsUrl(2),
+      subjectChannelUrl(4, 1),
+      attributionChannelMapUrl(9, 0),
     ];
     expect(urls).toEqual([
       "/api/v1/subjects/4/image.nii.gz",
@@ -201,6 +216,8 @@ describe("every client call is an operation of openapi.json", () => {
       "/api/v1/attributions/9/map.nii.gz",
       "/api/v1/attributions/9/display.nii.gz",
       "/api/v1/runs/2/events",
+      "/api/v1/subjects/4/channels/1.nii.gz",
+      "/api/v1/attributions/9/channels/0.nii.gz",
     ]);
     expect(urls.map((u) => operationFor("GET", u))).toEqual([
       "downloadSubjectImage",
@@ -208,6 +225,8 @@ describe("every client call is an operation of openapi.json", () => {
       "downloadAttributionMap",
       "downloadAttributionDisplayMap",
       "streamRunEvents",
+      "downloadSubjectChannel",
+      "downloadAttributionChannelMap",
     ]);
   });
 });

@@ -104,6 +104,11 @@ export class TypedClient {
     return this.call<ResponseOf<Operation<P, "get">>>("GET", path, init);
   }
 
+  /** A GET whose answer is bytes (a NIfTI volume), as a Blob. */
+  GETBlob<P extends PathsWith<"get">>(path: P, ...[init]: CallArgs<Operation<P, "get">>): Promise<Blob> {
+    return this.call<Blob>("GET", path, init, "blob");
+  }
+
   POST<P extends PathsWith<"post">>(path: P, ...[init]: CallArgs<Operation<P, "post">>) {
     return this.call<ResponseOf<Operation<P, "post">>>("POST", path, init);
   }
@@ -120,13 +125,14 @@ export class TypedClient {
     return this.call<ResponseOf<Operation<P, "delete">>>("DELETE", path, init);
   }
 
-  private call<T>(method: string, template: string, init: unknown): Promise<T> {
+  private call<T>(method: string, template: string, init: unknown, as?: "blob"): Promise<T> {
     const { path, query, body, signal } = (init ?? {}) as AnyInit;
     return this.http.request<T>(fillPath(template, path), {
       method,
       query: query as Query | undefined,
       body,
       signal,
+      as,
     });
   }
 }

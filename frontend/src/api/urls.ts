@@ -15,6 +15,11 @@ export function subjectImageUrl(subjectId: number): string {
   return apiUrl("/subjects/{subject_id}/image.nii.gz", { path: { subject_id: subjectId } });
 }
 
+/** Multi-modal subjects: the image of channel `index` (the subject's `channels`; 0 is the image). */
+export function subjectChannelUrl(subjectId: number, index: number): string {
+  return apiUrl("/subjects/{subject_id}/channels/{index}.nii.gz", { path: { subject_id: subjectId, index } });
+}
+
 /** The lesion mask with values 0 and 2: 2 is green in NiiVue's default drawing colormap. */
 export function subjectMaskDrawingUrl(subjectId: number): string {
   return apiUrl("/subjects/{subject_id}/mask.nii.gz", {
@@ -43,6 +48,13 @@ export function attributionAgreementUrl(attributionId: number): string {
 
 export function attributionDisplayUrl(attributionId: number): string {
   return apiUrl("/attributions/{attribution_id}/display.nii.gz", { path: { attribution_id: attributionId } });
+}
+
+/** Multi-modal subjects: the map of input channel `index` (float32; the channels' maps sum to the map). */
+export function attributionChannelMapUrl(attributionId: number, index: number): string {
+  return apiUrl("/attributions/{attribution_id}/channels/{index}.nii.gz", {
+    path: { attribution_id: attributionId, index },
+  });
 }
 
 /** A review queue item's display map, named by the item's opaque token (works blinded). */

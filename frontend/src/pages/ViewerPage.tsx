@@ -4,11 +4,19 @@ import { api } from "../api/client";
 import { errorMessage } from "../api/http";
 import type { Attribution, Run, Subject } from "../api/types";
 import { readStats } from "../api/types";
-import { attributionAgreementUrl, attributionDisplayUrl, parseId, subjectImageUrl, subjectMaskDrawingUrl } from "../api/urls";
+import { attributionAgreementUrl, parseId, subjectMaskDrawingUrl } from "../api/urls";
 import { useEpochView } from "../corrections/EpochView";
 import { labelName } from "../format";
 import { useAsync } from "../hooks";
 import { EvidencePanel } from "../evidence/EvidencePanel";
+import { ChannelSelector } from "../viewer/ChannelSelector";
+import {
+  channelChoices,
+  channelImageUrl,
+  channelMapSource,
+  readChannelSelection,
+  writeChannelSelection,
+} from "../viewer/channels";
 import { Colorbar } from "../viewer/Colorbar";
 import { type RelevanceLegend, relevanceLegend } from "../viewer/legend";
 import { CompareBaselinesButton } from "../viewer/CompareBaselinesButton";
@@ -78,7 +86,7 @@ async function loadViewerData(
 
 export default function ViewerPage() {
   const { subjectId = "" } = useParams();
-  const [search] = useSearchParams();
+  const [search, setSearch] = useSearchParams();
   const attributionId = search.get("attribution");
   const runId = search.get("run");
   const data = useAsync(() => loadViewerData(subjectId, attributionId, runId), [subjectId, attributionId, runId]);
@@ -92,7 +100,16 @@ export default function ViewerPage() {
   const epochRelevance = useRef(epochView.relevance);
   epochRelevance.current = epochView.relevance;
   const epochUrl = epochView.relevance?.url;
+  // ?image=<index>&map=<index>: the base image's channel and the overlay's of a multi-modal subject.
+  const channels = channelChoices(loaded?.subject.channels);
+  const selection = readChannelSelection(search, channels?.length ?? 0);
+  // A classifier's map has per-channel maps; a region (segmentation) map or an epoch's has not.
+  const mapChannels = Boolean(
+    channels && loaded?.attribution && !loaded.attribution.region && !epochView.relevance,
+  );
+  const mapSelection = mapChannels ? selection.map : "sum";
 
+  const imageChannel = selection.image;
   useEffect(() => {
     if (!controller || !loaded) return;
     const { subject, attribution } = loaded;
@@ -101,15 +118,18 @@ export default function ViewerPage() {
     const uncertain =
       attribution && stats && STOCHASTIC_METHODS.includes(attribution.method) &&
       typeof (attribution.stats as Record<string, unknown>).uncertainty_mean_sd === "number";
+    const map = attribution ? channelMapSource(attribution.id, { image: imageChannel, map: mapSelection }) : null;
     void controller.load({
-      imageUrl: subjectImageUrl(subject.id),
+      imageUrl: channelImageUrl(subject.id, { image: imageChannel, map: mapSelection }),
       relevance:
         epochRelevance.current ??
-        (attribution && stats ? { url: attributionDisplayUrl(attribution.id), stats } : null),
+        (map && stats ? { url: map.url, stats: map.ownStats ? stats : null } : null),
       lesionUrl: subject.has_mask ? subjectMaskDrawingUrl(subject.id) : null,
-      agreementUrl: uncertain && !epochRelevance.current ? attributionAgreementUrl(attribution.id) : null,
+      // The sign agreement is the sum's: it goes with the sum only.
+      agreementUrl:
+        uncertain && !epochRelevance.current && map?.ownStats ? attributionAgreementUrl(attribution.id) : null,
     });
-  }, [controller, loaded, epochUrl]);
+  }, [controller, loaded, epochUrl, imageChannel, mapSelection]);
 
   const pageError = data.error ? errorMessage(data.error) : null;
   const state = pageError ? "error" : loaded ? snapshot.phase : "loading";
@@ -159,6 +179,15 @@ export default function ViewerPage() {
         </div>
         <aside className="viewer-side">
           {epochView.panel}
+          {channels ? (
+            <ChannelSelector
+              channels={channels}
+              selection={{ image: selection.image, map: mapSelection }}
+              showMap={mapChannels}
+              disabled={snapshot.phase === "loading"}
+              onChange={(next) => setSearch(writeChannelSelection(search, next), { replace: true })}
+            />
+          ) : null}
           <ViewerControls controller={controller} snapshot={snapshot} />
           <Colorbar thresholds={snapshot.thresholds} legend={loaded?.legend} scale={snapshot.colourScale} />
           {loaded?.attribution ? <ProvenancePanel attribution={loaded.attribution} run={loaded.run} /> : null}

@@ -104,6 +104,26 @@ describe("ViewerController", () => {
     expect(nv.volumes).toHaveLength(2); // the second (latest) source is what is shown
   });
 
+  it("thresholds a map without stats (a channel's map) by its own range, with the same rules", async () => {
+    const { nv } = fakeNiivue();
+    const plain = nv.loadVolumes.getMockImplementation()!;
+    nv.loadVolumes.mockImplementation(async (list: object[]) => {
+      await plain(list);
+      Object.assign(nv.volumes[1], { global_min: -1, global_max: 8 });
+    });
+    const { controller } = mounted(nv);
+    await controller.load({ imageUrl: SOURCE.imageUrl, relevance: { url: "/api/v1/attributions/7/channels/1.nii.gz", stats: null } });
+    const snap = controller.getSnapshot();
+    expect(snap.phase).toBe("ready");
+    expect(snap.peaks).toEqual({ positive: 8, negative: 1 });
+    expect(snap.thresholds.positive?.max).toBe(8);
+    expect(snap.thresholds.negative?.max).toBe(1);
+    const overlay = nv.volumes[1];
+    expect(overlay.cal_max).toBe(8);
+    expect(overlay.cal_maxNeg).toBe(-1);
+    expect(overlay.cal_min).toBeCloseTo(8 * 0.15);
+  });
+
   it("loads base, one signed overlay and the lesion on top, then sets the negative window", async () => {
     const { nv } = fakeNiivue();
     const { controller, host } = mounted(nv);

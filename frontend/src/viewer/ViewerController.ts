@@ -51,6 +51,9 @@ export interface VolumeLike {
   /** Voxels in file order; the lesion outline is written into it before upload. */
   img?: ArrayLike<number> & { set(values: ArrayLike<number>): void };
   img2RAS(): ArrayLike<number>;
+  /** The smallest and largest value (scaled by scl_slope/scl_inter), set by NiiVue on load. */
+  global_min?: number;
+  global_max?: number;
 }
 
 /** The part of Niivue's API the controller uses; the real class satisfies it. */
@@ -132,8 +135,11 @@ export interface DisplaySettings {
 
 export interface ViewerSource {
   imageUrl: string;
-  /** The signed attribution map on the image grid, with its stats for default thresholds. */
-  relevance?: { url: string; stats: Pick<MapStats, "min" | "max"> } | null;
+  /**
+   * The signed attribution map on the image grid, with its stats for default thresholds; stats
+   * null: the map's own range, read from the loaded volume (a channel's map of a multi-modal subject).
+   */
+  relevance?: { url: string; stats: Pick<MapStats, "min" | "max"> | null } | null;
   /** Lesion mask (non-zero = lesion); drawn as a green outline on top of the relevance. */
   lesionUrl?: string | null;
   /** Sign agreement of a stochastic map's samples ([0, 1], the map's grid): "Dim uncertain voxels". */
@@ -256,9 +262,8 @@ export class ViewerController {
     if (!this.canvas) throw new Error("mount() the controller before load()");
     const token = ++this.loadToken;
     const stale = () => this.disposed || token !== this.loadToken;
-    const thresholds = source.relevance
-      ? defaultThresholds(source.relevance.stats)
-      : INITIAL_SNAPSHOT.thresholds;
+    const stats = source.relevance?.stats ?? null;
+    let thresholds = stats ? defaultThresholds(stats) : INITIAL_SNAPSHOT.thresholds;
     this.update({
       phase: "loading",
       error: null,
@@ -267,7 +272,7 @@ export class ViewerController {
       hasLesion: false,
       hasUncertainty: false,
       thresholds,
-      peaks: source.relevance ? peaksFromStats(source.relevance.stats) : INITIAL_SNAPSHOT.peaks,
+      peaks: stats ? peaksFromStats(stats) : INITIAL_SNAPSHOT.peaks,
     });
     try {
       const nv = await this.niivue();
@@ -300,6 +305,13 @@ export class ViewerController {
       this.niivueLoad = loading.catch(() => undefined);
       await loading;
       if (stale()) return;
+      const overlay = this.volume(this.relevanceIndex);
+      if (overlay && !stats) {
+        // The same rules as for stored stats, from the volume's own range.
+        const own = { min: Math.min(overlay.global_min ?? 0, 0), max: Math.max(overlay.global_max ?? 0, 0) };
+        thresholds = defaultThresholds(own);
+        this.update({ thresholds, peaks: peaksFromStats(own) });
+      }
       this.applyView();
       const warnings: string[] = [];
       const hasLesion = this.lesionIndex >= 0 && this.prepareLesionOutline();

@@ -1,7 +1,7 @@
 """Imported models: the input spec a model brings along, and where its files live.
 
 A researcher's own network enters a project as an *imported run*: a TorchScript file
-(``torch.jit.save``) or a MONAI bundle (``configs/metadata.json``, ``configs/inference.json``,
+(``torch.jit.save``), a ``torch.export`` program (``torch.export.save``) or a MONAI bundle (``configs/metadata.json``, ``configs/inference.json``,
 ``models/model.pt``), with the input it expects (``ModelInputSpec``). The backend stages the
 upload, a worker of the cpu queue loads it and runs a forward pass on one of the dataset's
 subjects, and only then is the run stored. Attribution jobs then preprocess a subject as the
@@ -22,6 +22,7 @@ from attrivue_core.configs import GridSize, RunConfig
 
 __all__ = [
     "BUNDLE_DIR",
+    "EXPORT_FILE",
     "IMPORT_FILE",
     "IMPORTED_DIR",
     "MODEL_FORMATS",
@@ -30,13 +31,14 @@ __all__ = [
     "ModelInputSpec",
 ]
 
-ModelFormat = Literal["torchscript", "monai_bundle"]
-MODEL_FORMATS: tuple[str, ...] = ("torchscript", "monai_bundle")
+ModelFormat = Literal["torchscript", "monai_bundle", "torch_export"]
+MODEL_FORMATS: tuple[str, ...] = ("torchscript", "monai_bundle", "torch_export")
 
 # Inside a run's checkpoint folder (and a staged import's folder): the model and its record.
 IMPORTED_DIR = "imported"
 IMPORT_FILE = "import.json"  # {"format", "spec", "config"}: what the worker loads it with
 TORCHSCRIPT_FILE = "model.ts"
+EXPORT_FILE = "model.pt2"  # a torch.export program (torch.export.save)
 BUNDLE_DIR = "bundle"  # the bundle's root: configs/, models/
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from attrivue_core.imported import (
     BUNDLE_DIR,
+    EXPORT_FILE,
     IMPORT_FILE,
     TORCHSCRIPT_FILE,
     ModelFormat,
@@ -70,8 +71,9 @@ def recognise(path: Path) -> tuple[ModelFormat, str]:
     """
     if not zipfile.is_zipfile(path):
         raise InvalidInput(
-            "the file is not a model: neither a TorchScript file (torch.jit.save) nor a "
-            "zipped MONAI bundle (both are zip archives)"
+            "the file is not a model: not a TorchScript file (torch.jit.save), "
+            "a torch.export program (torch.export.save) or a zipped MONAI bundle (all are zip "
+            "archives)"
         )
     try:
         with zipfile.ZipFile(path) as archive:
@@ -85,6 +87,12 @@ def recognise(path: Path) -> tuple[ModelFormat, str]:
             return "monai_bundle", name.split("/", 1)[0] + "/"
     tops = {n.split("/", 1)[0] for n in names}
     inside = {n.split("/", 1)[1] if "/" in n else n for n in names}
+    if len(tops) == 1:  # torch.export.save: archive_format and the graph under models/
+        top = next(iter(tops))
+        if f"{top}/archive_format" in names and any(
+            n.startswith(f"{top}/models/") and n.endswith(".json") for n in names
+        ):
+            return "torch_export", ""
     if any(n == part or n.startswith(part) for n in names + list(inside) for part in _MONAI_PARTS):
         raise InvalidInput(
             "the MONAI bundle has no configs/metadata.json: a bundle needs "
@@ -101,8 +109,8 @@ def recognise(path: Path) -> tuple[ModelFormat, str]:
                 "(configs/metadata.json, configs/inference.json, models/model.pt)"
             )
     raise InvalidInput(
-        "the file is not a model: a zip archive that is neither a TorchScript file "
-        "(torch.jit.save) nor a MONAI bundle (configs/metadata.json, configs/inference.json, "
+        "the file is not a model: a zip archive that is not a TorchScript file "
+        "(torch.jit.save), a torch.export program (torch.export.save) or a MONAI bundle (configs/metadata.json, configs/inference.json, "
         "models/model.pt)"
     )
 
@@ -194,6 +202,8 @@ def import_model(
         folder.mkdir(parents=True, exist_ok=False)
         if model_format == "torchscript":
             shutil.copyfile(upload, folder / TORCHSCRIPT_FILE)
+        elif model_format == "torch_export":
+            shutil.copyfile(upload, folder / EXPORT_FILE)
         else:
             _extract_bundle(upload, prefix, folder / BUNDLE_DIR, 2 * settings.max_model_bytes)
         record = {
@@ -250,13 +260,17 @@ def checkpoint_file(storage: Storage, run: Run) -> tuple[Path, str]:
     """The file ``GET /runs/{id}/checkpoint`` serves, and its download name: a trained run's
     best checkpoint, or an imported TorchScript run's model."""
     if run.source == "imported":
-        if run.model_format != "torchscript":
+        if run.model_format == "torch_export":
+            path = storage.imported_model_dir(run.id) / EXPORT_FILE
+            name = f"run-{run.id}.pt2"
+        elif run.model_format == "torchscript":
+            path = storage.imported_model_dir(run.id) / TORCHSCRIPT_FILE
+            name = f"run-{run.id}.ts"
+        else:
             raise Conflict(
                 f"run {run.id} was imported as a MONAI bundle: it has no single checkpoint; "
                 "download its bundle"
             )
-        path = storage.imported_model_dir(run.id) / TORCHSCRIPT_FILE
-        name = f"run-{run.id}.ts"
     else:
         path = storage.checkpoint_dir(run.id) / BEST_CHECKPOINT
         name = f"run-{run.id}-best.pt"

@@ -31,6 +31,7 @@ from torch import nn
 from attrivue_core.configs import RunConfig
 from attrivue_core.imported import (
     BUNDLE_DIR,
+    EXPORT_FILE,
     IMPORT_FILE,
     IMPORTED_DIR,
     TORCHSCRIPT_FILE,
@@ -43,6 +44,7 @@ from worker.ml.transforms import BRAIN_KEY, IMAGE_KEY, preprocess_for
 __all__ = [
     "ImportCheck",
     "LogitOf",
+    "ExportedNet",
     "ModelImportError",
     "check_imported",
     "check_network_def",
@@ -219,6 +221,31 @@ def _load_torchscript(path: Path, device: str | torch.device) -> nn.Module:
         raise ModelImportError(f"not a TorchScript model (torch.jit.save): {exc}") from None
 
 
+class ExportedNet(nn.Module):
+    """A ``torch.export`` program as a module. Its graph was traced in one mode (export it in
+    eval mode), and the module ``torch.export`` gives back refuses ``train()``/``eval()``:
+    switching modes here leaves it alone."""
+
+    def __init__(self, program_module: nn.Module) -> None:
+        super().__init__()
+        self.program = program_module
+
+    def train(self, mode: bool = True) -> ExportedNet:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+
+def _load_export(path: Path, device: str | torch.device) -> nn.Module:
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise ModelImportError(f"not a torch.export program (torch.export.save): {exc}") from None
+    return ExportedNet(program.module()).to(device)
+
+
 def load_imported(directory: Path, device: str | torch.device = "cpu") -> tuple[LogitOf, RunConfig]:
     """An imported model from its folder (``import.json`` and the model's files).
 
@@ -233,6 +260,8 @@ def load_imported(directory: Path, device: str | torch.device = "cpu") -> tuple[
         net = _load_torchscript(directory / TORCHSCRIPT_FILE, device)
     elif record["format"] == "monai_bundle":
         net = load_bundle_network(directory / BUNDLE_DIR, device)
+    elif record["format"] == "torch_export":
+        net = _load_export(directory / EXPORT_FILE, device)
     else:
         raise ModelImportError(f"unknown model format {record['format']!r}")
     model = LogitOf(net, spec.logit_index).to(device).eval()
@@ -337,6 +366,15 @@ def check_imported(
         ) from None
     if isinstance(raw, (tuple, list)):
         raw = raw[0]
+    if record["format"] == "torch_export":
+        try:  # attributions run batches of interpolated images through it
+            with torch.no_grad():
+                model(image.expand(2, *image.shape[1:]))
+        except Exception:
+            raise ModelImportError(
+                "the torch.export program takes one image at a time: export it with a dynamic "
+                "batch dimension (dynamic_shapes={'x': {0: torch.export.Dim('batch')}})"
+            ) from None
     if out.shape[0] != 1:
         raise ModelImportError(
             f"the model's output {list(raw.shape)} has no batch dimension first (1 image in, "

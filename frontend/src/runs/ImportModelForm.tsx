@@ -80,7 +80,7 @@ export function ImportModelForm({ datasets, onImported }: { datasets: Dataset[];
             key={fileKey}
             name="import_model"
             type="file"
-            accept=".ts,.pt,.pth,.zip"
+            accept=".ts,.pt,.pth,.pt2,.zip"
             onChange={(e) => {
               const file = e.target.files?.[0] ?? null;
               setValues((v) => ({ ...v, file }));

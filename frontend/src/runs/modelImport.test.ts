@@ -99,6 +99,7 @@ describe("export links", () => {
 
   it("gives the reason where the API answers 409", () => {
     expect(checkpointLink(torchscript)).toEqual({ available: true });
+    expect(checkpointLink({ ...torchscript, model_format: "torch_export" })).toEqual({ available: true });
     expect(bundleLink(torchscript)).toMatchObject({ available: false, reason: expect.stringMatching(/imported/) });
     expect(checkpointLink(bundle)).toMatchObject({ available: false, reason: expect.stringMatching(/MONAI bundle/) });
     expect(bundleLink(bundle).available).toBe(false);

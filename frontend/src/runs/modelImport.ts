@@ -121,10 +121,11 @@ export function isImported(run: Pick<Run, "source">): boolean {
 }
 
 /** ``GET /runs/{id}/checkpoint``: a trained run's best.pt once it has succeeded, or the file
- * an imported TorchScript run was imported from; an imported bundle has no single file. */
+ * an imported TorchScript or torch.export run was imported from; an imported bundle has no
+ * single file. */
 export function checkpointLink(run: Pick<Run, "source" | "model_format" | "status">): ExportLink {
   if (isImported(run)) {
-    if (run.model_format === "torchscript") return { available: true };
+    if (run.model_format === "torchscript" || run.model_format === "torch_export") return { available: true };
     return {
       available: false,
       reason: "imported as a MONAI bundle: it has no single checkpoint; export the bundle you imported",
@@ -145,7 +146,12 @@ export function bundleLink(run: Pick<Run, "source" | "status">): ExportLink {
 /** One line for an imported run in place of a training summary: format, grid, channels,
  * preprocessing and the logit it reads. */
 export function importSummary(run: Pick<Run, "model_format" | "input_spec">): string {
-  const format = run.model_format === "monai_bundle" ? "MONAI bundle" : run.model_format === "torchscript" ? "TorchScript" : "imported model";
+  const formats: Record<string, string> = {
+    monai_bundle: "MONAI bundle",
+    torchscript: "TorchScript",
+    torch_export: "torch.export program",
+  };
+  const format = formats[run.model_format ?? ""] ?? "imported model";
   const spec = run.input_spec ?? {};
   const parts = [format];
   if (Array.isArray(spec.grid)) parts.push(`grid ${spec.grid.join("×")}`);

@@ -182,7 +182,15 @@ def test_outsiders_see_nothing(pipeline: Pipeline, maps: list[dict]) -> None:
             json={"username": "outsider", "password": "outsider-pass", "role": "researcher"},
         )
         assert made.status_code in (201, 409), made.text
+        # A report of its own: the test does not depend on which tests ran before it.
+        created = admin.post(
+            f"/api/v1/runs/{run}/shortcut-reports",
+            json={"split": SPLIT, "region": {"kind": "box", "box_mm": WHOLE_FIELD}, "fill": "mean"},
+        )
+        assert created.status_code == 201, created.text
+        _finished(admin, f"/api/v1/runs/{run}/shortcut-reports/{created.json()['id']}")
         reports = admin.get(f"/api/v1/runs/{run}/shortcut-reports").json()["data"]
+        assert created.json()["id"] in [r["id"] for r in reports]
     token = httpx.post(
         f"{pipeline.base_url}/api/v1/auth/login",
         json={"username": "outsider", "password": "outsider-pass"},

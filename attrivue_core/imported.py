@@ -70,6 +70,7 @@ class ModelInputSpec(BaseModel):
             grid=self.grid,
             intensity=self.intensity,
             brain=self.brain,
+            in_channels=self.channels,  # the memory estimate counts them
             task="classification",
             val_attribution=False,
         )

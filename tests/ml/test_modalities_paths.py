@@ -21,6 +21,7 @@ from attrivue_core.memory import attribution_memory, training_memory
 from worker.ml.attribution.captum_eval import (
     attribute_batch,
     attribute_subject,
+    attribute_with_spread,
     load_on_grid,
     mean_on_grid,
 )
@@ -100,6 +101,22 @@ def test_healthy_mean_and_references_have_every_channel(two: dict) -> None:
     shap = AttributionConfig(method="gradient_shap", references="healthy", n_samples=4)
     result = attribute_subject(model, config, t1, shap, references=references, channels=[flair])
     assert result.channels is not None and np.abs(result.channels[1]).max() > 0
+
+
+def test_a_stochastic_map_of_two_channels_keeps_the_uncertainty_of_the_sum(two: dict) -> None:
+    config, model = two["config"], two["model"]
+    t1, flair, _ = two["subjects"][1]
+    settings = AttributionConfig(method="smoothgrad", n_samples=6, seed=1)
+    result = attribute_subject(model, config, t1, settings, channels=[flair])
+    assert result.channels is not None and result.channels.shape == (2, *SHAPE)
+    assert result.sd is not None and result.agreement is not None  # were dropped
+    assert result.sd.shape == result.agreement.shape == SHAPE
+    assert float(result.sd.max()) > 0 and 0 <= float(result.agreement.min())
+    assert result.stats["uncertainty_mean_sd"] is not None
+    # On the grid: a map per channel, one spread (of their sum).
+    maps, sd, agreement = attribute_with_spread(model, _stacked(config, t1, flair)[None], settings)
+    assert maps.shape == (1, 2, *GRID)
+    assert sd is not None and agreement is not None and sd.shape == (1, 1, *GRID)
 
 
 def test_faithfulness_of_a_two_channel_subject(two: dict) -> None:

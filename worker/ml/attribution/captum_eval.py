@@ -33,7 +33,8 @@ NoiseTunnel, which both methods use, with the same random draws), which keeps pe
 running sum, sum of squares and sign counts, so memory does not grow with ``n_samples``. From
 them: the standard deviation over samples, and the sign agreement, the share of samples whose
 sign equals the sign of the mean map (1: every sample agrees; where the mean is 0, the share of
-samples that are 0).
+samples that are 0). For a multi-modal subject they describe the stored map, the sum of the
+channels' maps: each sample's map is summed over its channels before it is counted.
 
 Example:
     >>> maps, deltas = attribute_batch(model, images, AttributionConfig(method="deeplift"))
@@ -172,7 +173,9 @@ class _Maps:
 
 
 class _SampleMoments:
-    """Running per-voxel sums of per-sample maps of B images: bounded memory in n_samples."""
+    """Running per-voxel sums of per-sample maps of B images: bounded memory in n_samples.
+    Each sample's map is summed over its channels first (a multi-modal subject's stored map is
+    that sum), so the moments are ``(B, 1, *grid)`` whatever the channel count."""
 
     def __init__(self, batch: int) -> None:
         self.batch = batch
@@ -183,9 +186,10 @@ class _SampleMoments:
         self.negative: torch.Tensor | None = None
 
     def add(self, samples: torch.Tensor) -> None:
-        """Add ``(B * k, 1, *grid)`` per-sample maps, image-major (Captum's layout)."""
+        """Add ``(B * k, C, *grid)`` per-sample maps, image-major (Captum's layout)."""
         k = samples.shape[0] // self.batch
-        a = samples.detach().double().reshape(self.batch, k, *samples.shape[1:])
+        summed = samples.detach().double().sum(dim=1, keepdim=True)  # (B * k, 1, *grid)
+        a = summed.reshape(self.batch, k, *summed.shape[1:])
         parts = (
             a.sum(1),
             (a * a).sum(1),
@@ -311,9 +315,9 @@ def attribute_with_spread(
     """``attribute_batch``'s maps with the spread of a stochastic method's samples.
 
     Returns:
-        ``(maps, sd, agreement)``, each float32 ``(B, 1, *grid)``: the mean map (Captum's), the
-        per-voxel standard deviation over samples and the sign agreement; ``sd`` and
-        ``agreement`` are ``None`` for a deterministic method.
+        ``(maps, sd, agreement)``, float32: the mean map (Captum's) ``(B, C, *grid)``, the
+        per-voxel standard deviation over samples and the sign agreement ``(B, 1, *grid)`` (of
+        the channels' sum); ``sd`` and ``agreement`` are ``None`` for a deterministic method.
     """
     if images.ndim != 5:
         raise ValueError(f"images must be (B, C, D, H, W), got {tuple(images.shape)}")
@@ -355,7 +359,7 @@ def attribute_subject(
             training); ``None``: computed from the image.
         channels: The images of channels 1.. of a multi-modal subject (``image_path`` is
             channel 0): the map of each channel is kept (``AttributionResult.channels``) and
-            the map is their sum. Stochastic methods then keep no uncertainty volumes.
+            the map is their sum (a stochastic method's uncertainty volumes are the sum's).
 
     Returns:
         The signed native-space map with its affine, logits and diagnostics.
@@ -389,9 +393,10 @@ def attribute_subject(
         # None rather than inf: the stats go into JSON columns.
         stats["relative_delta"] = delta / gap if gap > 0 else None
     sd_native = agreement_native = None
-    if maps.sd is not None and maps.agreement is not None and channel_maps is None:
+    if maps.sd is not None and maps.agreement is not None:
+        # (1, *grid): the uncertainty of the stored map (the channels' sum, for several).
         sd_grid, agreement_grid = maps.sd[0].cpu(), maps.agreement[0].cpu()
-        brain = x[0, 0].cpu() != 0
+        brain = (x[0].cpu() != 0).any(dim=0)
         stats.update(
             uncertainty_stats(
                 sd_grid[0].numpy(), agreement_grid[0].numpy(), attr_grid[0].numpy(), brain.numpy()

@@ -46,8 +46,8 @@ class ModelInputSpec(BaseModel):
     """What an imported model takes and which of its outputs is the pathological logit.
 
     Attributes:
-        channels: Image channels the network takes (the dataset's subjects have one image
-            each, so 1 until several modalities per subject exist).
+        channels: Image channels the network takes: the number of modalities of the dataset's
+            subjects (1 for one image each); the check runs it on all of them, stacked.
         grid: Working grid (voxels) every subject is resized to before the forward pass.
         intensity: Intensity normalisation, as a trained run's (``RunConfig.intensity``).
         brain: Brain handling, as a trained run's (``RunConfig.brain``).
@@ -70,6 +70,7 @@ class ModelInputSpec(BaseModel):
             grid=self.grid,
             intensity=self.intensity,
             brain=self.brain,
+            in_channels=self.channels,  # the memory estimate counts them
             task="classification",
             val_attribution=False,
         )

@@ -11,7 +11,8 @@ per input voxel and per image in one forward pass (float32, weights excluded), m
 to within 5 %: the count is linear in voxels). Training with an attribution loss back-propagates
 through the attribution itself: each pass it differentiates keeps its graph, twice as large as
 a forward one (``_attribution_passes``). Weights count four times (weights, gradients, Adam's
-two moments). Estimates are meant to catch configs off by orders of magnitude, not to pack a
+two moments). A run of several modalities (``RunConfig.in_channels``) holds each image once per
+channel, and its first layer keeps the whole multi-channel input for backward. Estimates are meant to catch configs off by orders of magnitude, not to pack a
 worker to the last megabyte.
 """
 
@@ -95,8 +96,14 @@ def _attribution_passes(config: RunConfig) -> int:
     return passes
 
 
-def _total(network: str, voxels: int, images: int, passes: int, *, training: bool) -> int:
-    per_voxel = ACTIVATION_BYTES_PER_VOXEL[network] * passes + 4 * _INPUT_COPIES
+def _total(
+    network: str, voxels: int, images: int, passes: int, *, training: bool, channels: int = 1
+) -> int:
+    # The table was measured on one channel; each further channel adds its float32 input to
+    # every pass (the first layer's saved input) and to the image copies.
+    extra = 4 * (max(int(channels), 1) - 1)
+    activations = (ACTIVATION_BYTES_PER_VOXEL[network] + extra) * passes
+    per_voxel = activations + 4 * _INPUT_COPIES * max(int(channels), 1)
     weights = PARAMETERS[network] * 4 * (4 if training else 1)
     return int(images * voxels * per_voxel + weights + _BASELINE_BYTES)
 
@@ -106,7 +113,14 @@ def training_memory(config: RunConfig) -> MemoryEstimate:
     attribution loss)."""
     voxels = _voxels(config.grid)
     passes = _attribution_passes(config)
-    total = _total(config.network, voxels, config.batch_size, passes, training=True)
+    total = _total(
+        config.network,
+        voxels,
+        config.batch_size,
+        passes,
+        training=True,
+        channels=config.in_channels,
+    )
     return MemoryEstimate(total, config.network, voxels, config.batch_size, passes)
 
 
@@ -117,5 +131,5 @@ def attribution_memory(run: RunConfig, params: AttributionConfig) -> MemoryEstim
         images = params.internal_batch_size
     else:
         images = 2 if params.method == "deeplift" else 1
-    total = _total(run.network, voxels, images, 1, training=False)
+    total = _total(run.network, voxels, images, 1, training=False, channels=run.in_channels)
     return MemoryEstimate(total, run.network, voxels, images, 1)

@@ -35,6 +35,7 @@ from attrivue_core.imported import (
 from backend.core.config import Settings
 from backend.core.db import session_scope
 from backend.models import Dataset, Job, JobStatus, Run, User
+from backend.services.datasets import channel_paths
 from backend.services.errors import Conflict, InvalidInput, NotFound, Unavailable
 from backend.services.jobs import TERMINAL, dispatch, new_job
 from backend.storage import Storage
@@ -140,7 +141,13 @@ def _check_subject(dataset: Dataset) -> dict[str, Any]:
     if not dataset.subjects:
         raise InvalidInput(f"dataset {dataset.id} has no subjects to check the model on")
     subject = dataset.subjects[0]
-    return {"key": subject.subject_key, "image": subject.image_path, "brain": subject.brain_path}
+    return {
+        "key": subject.subject_key,
+        "image": subject.image_path,
+        "brain": subject.brain_path,
+        # The stored images of channels 1.. (a multi-modal dataset), in the dataset's order.
+        "channels": channel_paths(subject, dataset)[1:],
+    }
 
 
 def _wait(job_id: int, seconds: float) -> Job | None:

@@ -25,7 +25,7 @@ from attrivue_core.configs import RunConfig
 from worker.ml.evaluation import attribution_maps
 from worker.ml.metrics import dice_top_k, lesion_mass, pointing_game
 from worker.ml.training.checkpoints import load_model
-from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess_for
+from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess_for, subject_item
 
 __all__ = [
     "EPOCH_MAP_METHOD",
@@ -46,8 +46,8 @@ TOP_K_PERCENT = 5.0
 
 @dataclass
 class GridSubject:
-    """A subject preprocessed onto the working grid: image ``(1, D, H, W)``, lesion mask
-    (bool, or ``None``) and the grid's world affine."""
+    """A subject preprocessed onto the working grid: image ``(C, D, H, W)`` (one channel per
+    modality), lesion mask (bool, or ``None``) and the grid's world affine."""
 
     subject_id: int | str
     image: torch.Tensor
@@ -76,11 +76,16 @@ class EpochMap:
 
 
 def load_grid_subject(
-    config: RunConfig, subject_id: int | str, image: Path, mask: Path | None
+    config: RunConfig,
+    subject_id: int | str,
+    image: Path,
+    mask: Path | None,
+    channels: Sequence[Path] = (),
 ) -> GridSubject:
-    """Preprocess one subject exactly as training does (no augmentation)."""
+    """Preprocess one subject exactly as training does (no augmentation), with the images of
+    its other ``channels`` (a multi-modal subject) stacked after ``image``."""
     transform = preprocess_for(config)
-    item: dict[str, Any] = {IMAGE_KEY: str(image)}
+    item: dict[str, Any] = subject_item(image, channels)
     if mask is not None:
         item[MASK_KEY] = str(mask)
     out = transform(item)
@@ -159,7 +164,13 @@ class EpochMapRecorder:
             raise ValueError(f"watch_subjects not in the dataset: {missing}")
         return cls(
             [
-                load_grid_subject(config, by_id[w].subject_id, by_id[w].image, by_id[w].mask)
+                load_grid_subject(
+                    config,
+                    by_id[w].subject_id,
+                    by_id[w].image,
+                    by_id[w].mask,
+                    tuple(getattr(by_id[w], "channels", ())),
+                )
                 for w in wanted
             ]
         )

@@ -326,25 +326,31 @@ def supervoxels(
     compactness: float = 0.1,
     brain_mask: np.ndarray | None = None,
 ) -> np.ndarray:
-    """SLIC supervoxels of a 3D volume (scikit-image's ``slic``, one channel).
+    """SLIC supervoxels of a 3D volume (scikit-image's ``slic``), or of a multi-modal one
+    ``(C, *grid)`` (segmented on all of its channels at once).
 
-    The volume is scaled to [0, 1] (inside the brain mask when one is given) so that
+    Each channel is scaled to [0, 1] (inside the brain mask when one is given) so that
     ``compactness`` weighs intensity against distance the same way for every image.
 
     Returns:
-        Integer labels of the volume's shape: 1, 2, ... for the segments, 0 outside the mask.
+        Integer labels of the grid: 1, 2, ... for the segments, 0 outside the mask.
     """
     v = np.asarray(volume, dtype=np.float64)
-    mask = None if brain_mask is None else np.asarray(brain_mask, dtype=bool).reshape(v.shape)
-    inside = v if mask is None else v[mask]
-    low, high = (float(inside.min()), float(inside.max())) if inside.size else (0.0, 0.0)
-    scaled = (v - low) / (high - low) if high > low else np.zeros_like(v)
+    stacked = v if v.ndim == 4 else v[None]
+    grid = stacked.shape[1:]
+    mask = None if brain_mask is None else np.asarray(brain_mask, dtype=bool).reshape(grid)
+    scaled = np.zeros_like(stacked)
+    for c, channel in enumerate(stacked):
+        inside = channel if mask is None else channel[mask]
+        low, high = (float(inside.min()), float(inside.max())) if inside.size else (0.0, 0.0)
+        if high > low:
+            scaled[c] = (channel - low) / (high - low)
     return np.asarray(
         slic(
-            scaled,
+            scaled if v.ndim == 4 else scaled[0],
             n_segments=n_segments,
             compactness=compactness,
-            channel_axis=None,
+            channel_axis=0 if v.ndim == 4 else None,
             mask=mask,
             start_label=1,
         )
@@ -378,9 +384,10 @@ def irof(
     must beat.
 
     Args:
-        forward: Pathological logit of a batch ``(B, 1, *grid) -> (B,)`` (eval mode).
-        image: The checked image ``(1, *grid)``.
-        attribution: Its signed map on the same grid ``(1, *grid)`` or ``grid``.
+        forward: Pathological logit of a batch ``(B, C, *grid) -> (B,)`` (eval mode).
+        image: The checked image ``(C, *grid)`` (one channel per modality).
+        attribution: Its signed map per channel ``(C, *grid)`` (or ``grid`` for one channel);
+            a segment is ranked by the mean of the channels' sum and removed in every channel.
         n_segments: Supervoxels asked of SLIC (it may return a few more or fewer).
         random_orders: Random permutations of the segments behind the reference.
         baseline: What a removed voxel becomes.
@@ -399,12 +406,14 @@ def irof(
     """
     x = image.detach().float()
     grid = tuple(x.shape[1:])
-    volume = x[0].cpu().numpy()
-    a = np.asarray(attribution, dtype=np.float64).reshape(grid)
+    volume = x.cpu().numpy()  # (C, *grid)
+    a = np.asarray(attribution, dtype=np.float64).reshape(x.shape).sum(axis=0)
     mask = None if brain_mask is None else np.asarray(brain_mask, dtype=bool).reshape(grid)
     if mask is not None and not mask.any():
         raise ValueError("the brain mask is empty: no voxel to segment for IROF")
-    labels = supervoxels(volume, n_segments=n_segments, brain_mask=mask)
+    labels = supervoxels(
+        volume if len(volume) > 1 else volume[0], n_segments=n_segments, brain_mask=mask
+    )
     ids = np.unique(labels[labels > 0])
     members = [np.flatnonzero(labels == i) for i in ids]
     relevance = np.array([a.flat[m].mean() for m in members])
@@ -418,11 +427,11 @@ def irof(
         for index in [*order, None]:
             if len(batch) == batch_size or index is None:
                 with torch.no_grad():
-                    out = forward(torch.from_numpy(np.stack(batch)[:, None]).to(x))
+                    out = forward(torch.from_numpy(np.stack(batch)).to(x))
                 logits.append(out.detach().double().cpu().numpy().reshape(-1))
                 batch = []
             if index is not None:
-                current.flat[members[index]] = baseline
+                current.reshape(len(current), -1)[:, members[index]] = baseline
                 batch.append(current.copy())
         return np.asarray(expit(np.concatenate(logits)))
 
@@ -461,9 +470,11 @@ def faithfulness(
     """Deletion, insertion, infidelity and IROF of a signed map of one image.
 
     Args:
-        forward: Pathological logit of a batch ``(B, 1, *grid) -> (B,)`` (eval mode).
-        image: The checked image ``(1, *grid)``.
-        attribution: Its signed map on the same grid ``(1, *grid)`` or ``grid``.
+        forward: Pathological logit of a batch ``(B, C, *grid) -> (B,)`` (eval mode).
+        image: The checked image ``(C, *grid)`` (one channel per modality).
+        attribution: Its signed map per channel ``(C, *grid)`` (or ``grid`` for one channel):
+            deletion, insertion and infidelity take each channel's voxels as features of their
+            own; IROF removes a supervoxel in every channel (``irof``).
         steps: Points of the deletion and insertion curves, less one.
         baseline: What a deleted voxel becomes.
         brain_mask: Optional mask of the voxels removed and inserted.
@@ -484,21 +495,22 @@ def faithfulness(
     """
     x = image.detach().float()
     grid = tuple(x.shape[1:])
-    a = np.asarray(attribution, dtype=np.float32).reshape(grid)
+    a = np.asarray(attribution, dtype=np.float32).reshape(x.shape)  # (C, *grid)
     mask = None if brain_mask is None else np.asarray(brain_mask).reshape(grid)
+    every_channel = None if mask is None else np.broadcast_to(mask, x.shape)
 
     def model_fn(batch: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            t = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None].to(x)
+            t = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(x)
             return forward(t).detach().cpu().numpy()
 
     curves = deletion_insertion(
         model_fn,
-        x[0].cpu().numpy(),
+        x.cpu().numpy(),
         a,
         steps=steps,
         baseline=baseline,
-        brain_mask=mask,
+        brain_mask=every_channel,
         batch_size=batch_size,
     )
     deletion = np.asarray(curves["deletion"], dtype=np.float64)
@@ -511,7 +523,7 @@ def faithfulness(
             forward,
             _gaussian_perturbation(scale),
             x[None],
-            torch.from_numpy(a)[None, None].to(x),
+            torch.from_numpy(a)[None].to(x),
             n_perturb_samples=n_perturb_samples,
             max_examples_per_batch=batch_size,
             normalize=False,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from attrivue_core.imported import (
 )
 from worker.ml.regression import build_model
 from worker.ml.training.checkpoints import BEST_CHECKPOINT, LAST_CHECKPOINT, load_model
-from worker.ml.transforms import BRAIN_KEY, IMAGE_KEY, preprocess_for
+from worker.ml.transforms import subject_on_grid
 
 __all__ = [
     "ImportCheck",
@@ -328,8 +328,11 @@ def check_imported(
     brain_path: Path | None = None,
     *,
     device: str | torch.device = "cpu",
+    channels: Sequence[Path] = (),
 ) -> ImportCheck:
-    """Load a staged import and run it on one subject preprocessed as its spec says.
+    """Load a staged import and run it on one subject preprocessed as its spec says
+    (``image_path`` and the images of its other ``channels``: a multi-modal subject is
+    checked with all of its modalities, stacked as in training).
 
     Raises:
         ModelImportError: The model cannot be loaded, its spec contradicts the bundle's
@@ -341,10 +344,8 @@ def check_imported(
     if record["format"] == "monai_bundle":
         _check_metadata(directory / BUNDLE_DIR, spec)
     model, config = load_imported(directory, device)
-    item: dict[str, str] = {IMAGE_KEY: str(image_path)}
-    if brain_path is not None:
-        item[BRAIN_KEY] = str(brain_path)
-    image = preprocess_for(config)(item)[IMAGE_KEY].as_tensor()[None].float().to(device)
+    image = subject_on_grid(config, image_path, channels, brain_path).as_tensor()
+    image = image[None].float().to(device)
     if image.shape[1] != spec.channels:
         raise ModelImportError(
             f"the input spec says {spec.channels} channel(s); the dataset's subjects have "

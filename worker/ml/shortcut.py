@@ -23,7 +23,7 @@ from torch import nn
 from attrivue_core.configs import RunConfig
 from attrivue_core.io import load_nifti, save_nifti
 from worker.ml.nets import pathological_logit
-from worker.ml.transforms import BRAIN_KEY, IMAGE_KEY, preprocess_for
+from worker.ml.transforms import subject_on_grid
 
 __all__ = [
     "Fill",
@@ -89,13 +89,16 @@ def erase_region(
 
 
 def subject_logit(
-    model: nn.Module, config: RunConfig, image: Path, brain: Path | None, device: torch.device
+    model: nn.Module,
+    config: RunConfig,
+    image: Path,
+    brain: Path | None,
+    device: torch.device,
+    channels: Sequence[Path] = (),
 ) -> float:
-    """The model's pathological logit on one image, preprocessed as ``config`` says."""
-    item = {IMAGE_KEY: str(image)}
-    if brain is not None:
-        item[BRAIN_KEY] = str(brain)
-    x = preprocess_for(config)(item)[IMAGE_KEY].as_tensor()[None].to(device)
+    """The model's pathological logit on one subject (``image`` and the images of its other
+    ``channels``), preprocessed as ``config`` says."""
+    x = subject_on_grid(config, image, channels, brain).as_tensor()[None].to(device)
     with torch.no_grad():
         return float(pathological_logit(model(x))[0])
 
@@ -108,6 +111,7 @@ def logits_with_region_erased(
     *,
     device: str | torch.device = "cpu",
     progress: Callable[[int], None] | None = None,
+    channels: Sequence[Sequence[Path]] | None = None,
 ) -> list[SubjectLogits]:
     """Each subject's logit on its image and on the image with its region erased.
 
@@ -119,23 +123,37 @@ def logits_with_region_erased(
         fill: How the region is erased (``erase_region``).
         device: Where to compute.
         progress: Called with the number of subjects done after each one (it may raise to stop).
+        channels: Each subject's images of channels 1.. (a multi-modal dataset; ``None``: one
+            channel): the region (found on channel 0's grid, which they share) is erased in
+            every channel, each filled from its own values.
     """
     torch_device = torch.device(device)
     model = model.to(torch_device).eval()
     out = []
+    extra = list(channels) if channels is not None else [()] * len(subjects)
+    if len(extra) != len(subjects):
+        raise ValueError(f"{len(subjects)} subjects but {len(extra)} channel lists")
     with tempfile.TemporaryDirectory(prefix="attrivue-erased-") as folder:
-        for i, (image_path, brain_path, region_of) in enumerate(subjects):
+        for i, ((image_path, brain_path, region_of), more) in enumerate(
+            zip(subjects, extra, strict=True)
+        ):
             image, affine = load_nifti(image_path)
             brain = load_nifti(brain_path)[0] > 0 if brain_path is not None else None
             region = region_of(image, affine)
             spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-            erased = erase_region(image, region, fill, brain=brain, spacing=spacing)
-            erased_path = Path(folder) / f"{i}.nii.gz"
-            save_nifti(erased_path, erased, affine, dtype=np.float32)
-            before = subject_logit(model, config, image_path, brain_path, torch_device)
-            after = subject_logit(model, config, erased_path, brain_path, torch_device)
+            erased_paths = []
+            for c, path in enumerate([image_path, *more]):
+                volume, channel_affine = (image, affine) if c == 0 else load_nifti(path)
+                erased = erase_region(volume, region, fill, brain=brain, spacing=spacing)
+                erased_paths.append(Path(folder) / f"{i}-{c}.nii.gz")
+                save_nifti(erased_paths[-1], erased, channel_affine, dtype=np.float32)
+            before = subject_logit(model, config, image_path, brain_path, torch_device, more)
+            after = subject_logit(
+                model, config, erased_paths[0], brain_path, torch_device, erased_paths[1:]
+            )
             out.append(SubjectLogits(before=before, after=after, region_voxels=int(region.sum())))
-            erased_path.unlink()
+            for path in erased_paths:
+                path.unlink()
             if progress is not None:
                 progress(i + 1)
     return out

@@ -44,6 +44,8 @@ __all__ = [
     "image_item",
     "preprocess",
     "preprocess_for",
+    "subject_item",
+    "subject_on_grid",
     "to_native",
 ]
 
@@ -145,6 +147,36 @@ def image_item(image: Path | str, channels: Sequence[Path | str] = ()) -> str | 
     """The ``image`` entry of an item: one path, or the path of every channel in order (one
     modality each, on one grid), which ``LoadImaged`` stacks as channels."""
     return [str(image), *(str(c) for c in channels)] if channels else str(image)
+
+
+def subject_item(
+    image: Path | str, channels: Sequence[Path | str] = (), brain: Path | str | None = None
+) -> dict[str, Any]:
+    """The item of one subject's images: every channel (``image`` is channel 0, ``channels``
+    the others in the dataset's order) and its stored brain mask (``None``: computed)."""
+    item: dict[str, Any] = {IMAGE_KEY: image_item(image, channels)}
+    if brain is not None:
+        item[BRAIN_KEY] = str(brain)
+    return item
+
+
+def subject_on_grid(
+    config: Any,
+    image: Path | str,
+    channels: Sequence[Path | str] = (),
+    brain: Path | str | None = None,
+    *,
+    transform: Compose | None = None,
+) -> MetaTensor:
+    """One subject preprocessed as training does, without augmentation: ``(C, *grid)``, one
+    channel per modality (``transform``: ``preprocess_for(config)``, built once by a caller
+    that loads many subjects or inverts the preprocessing with ``to_native``).
+
+    Every path that feeds a subject to a trained network goes through here (attribution, its
+    healthy references, evidence checks, shortcut reports, imported-model checks), so that a
+    multi-modal subject is seen with all of its channels, exactly as in training."""
+    steps = transform if transform is not None else preprocess_for(config)
+    return steps(subject_item(image, channels, brain))[IMAGE_KEY]
 
 
 def preprocess_for(config: Any, *, augment: bool = False) -> Compose:

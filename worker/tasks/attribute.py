@@ -14,7 +14,15 @@ from backend.core.config import get_settings
 from backend.core.db import session_scope
 from backend.models import AttributionMap, Job, JobStatus, Run, Subject
 from backend.storage import get_storage
-from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns, retrying
+from worker.tasks.common import (
+    Claim,
+    JobReporter,
+    claimed,
+    finish_job,
+    owns,
+    retrying,
+    subject_channels,
+)
 
 log = logging.getLogger(__name__)
 # A full disk, a quota, or a file size limit: the write failed for want of room.
@@ -83,18 +91,33 @@ def _region_map(model, config, image_path, region: dict, params: dict, device: s
     return result
 
 
-def _healthy_inputs(session, run: Run) -> list[tuple[str, str | None]]:
-    """The stored (image, brain mask) paths of the run's healthy training subjects."""
+# A healthy training subject: [image, brain mask or None, images of channels 1..], stored paths.
+Healthy = list[str | None]
+
+
+def _healthy_inputs(session, run: Run) -> list[Healthy]:
+    """The stored paths of the run's healthy training subjects: image, brain mask, and the
+    images of its other channels (a multi-modal dataset; none for one modality)."""
+    from backend.services.datasets import channel_paths
+
     rows = (
         session.query(Subject)
         .filter(Subject.dataset_id == run.dataset_id, Subject.split == "train", Subject.label == 0)
         .order_by(Subject.id)
         .all()
     )
-    return [(row.image_path, row.brain_path) for row in rows]
+    return [[row.image_path, row.brain_path, *channel_paths(row, row.dataset)[1:]] for row in rows]
 
 
-def _healthy_mean(storage, run_id: int, config, healthy: list[tuple[str, str | None]]):
+def _on_grid_args(storage, healthy: list[Healthy]) -> tuple[list, list, list]:
+    """Absolute images, brain masks and channel lists of ``healthy`` (``load_on_grid``)."""
+    images = [storage.absolute(entry[0]) for entry in healthy]
+    brains = [storage.absolute(entry[1]) if entry[1] else None for entry in healthy]
+    channels = [[storage.absolute(p) for p in entry[2:]] for entry in healthy]
+    return images, brains, channels
+
+
+def _healthy_mean(storage, run_id: int, config, healthy: list[Healthy]):
     """The run's mean healthy training image on the working grid, computed once and cached
     beside its checkpoints (written atomically; its name carries a digest of the subjects'
     files, so that adding or replacing a healthy training subject computes it again)."""
@@ -112,11 +135,7 @@ def _healthy_mean(storage, run_id: int, config, healthy: list[tuple[str, str | N
         return torch.from_numpy(np.load(path))
     if not healthy:
         raise ValueError(f"run {run_id}'s dataset has no healthy subject in the train split")
-    mean = mean_on_grid(
-        config,
-        [storage.absolute(image) for image, _ in healthy],
-        [storage.absolute(brain) if brain else None for _, brain in healthy],
-    )
+    mean = mean_on_grid(config, *_on_grid_args(storage, healthy))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     with open(tmp, "wb") as handle:
         np.save(handle, mean.numpy())
@@ -124,24 +143,19 @@ def _healthy_mean(storage, run_id: int, config, healthy: list[tuple[str, str | N
     return mean
 
 
-def _healthy_references(storage, config, healthy: list[tuple[str, str | None]]):
+def _healthy_references(storage, config, healthy: list[Healthy]):
     """The run's healthy training images on the working grid, gradient_shap's references."""
     from worker.ml.attribution.captum_eval import load_on_grid
 
     if not healthy:
         raise ValueError("references 'healthy' need healthy subjects in the train split")
-    return load_on_grid(
-        config,
-        [storage.absolute(image) for image, _ in healthy],
-        [storage.absolute(brain) if brain else None for _, brain in healthy],
-    )
+    return load_on_grid(config, *_on_grid_args(storage, healthy))
 
 
 def run_attribution(job_id: int) -> None:
     from attrivue_core.configs import AttributionConfig
     from attrivue_core.io import save_nifti
     from backend.services.attributions import channel_map_path, uncertainty_path
-    from backend.services.datasets import channel_paths
     from worker.ml.attribution.captum_eval import attribute_subject
     from worker.ml.imported import load_run_model
     from worker.ml.training import TrainingCancelled, cancel_checks
@@ -158,7 +172,7 @@ def run_attribution(job_id: int) -> None:
         ids = (row.id, run.id)
         image_path = storage.absolute(subject.image_path)
         brain_path = storage.absolute(subject.brain_path) if subject.brain_path else None
-        channels = [storage.absolute(p) for p in channel_paths(subject, subject.dataset)[1:]]
+        channels = subject_channels(storage, subject)
         params = dict(row.params)
         method = row.method
         region = dict(row.region) if row.region is not None else None

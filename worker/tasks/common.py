@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, func, or_, select, update
@@ -38,6 +39,7 @@ from backend.services import jobs as job_svc
 
 __all__ = [
     "Claim",
+    "subject_channels",
     "JobReporter",
     "Presence",
     "claim_job",
@@ -393,3 +395,12 @@ def stop_presence() -> None:
     if _presence is not None:
         _presence.stop()
         _presence = None
+
+
+def subject_channels(storage: Any, subject: Any) -> tuple[Path, ...]:
+    """The absolute paths of a stored subject's channels 1.. in its dataset's order (channel 0
+    is ``subject.image_path``); empty for a dataset of one modality. Every task that feeds a
+    subject to a network passes these on (``worker.ml.transforms.subject_on_grid``)."""
+    from backend.services.datasets import channel_paths
+
+    return tuple(storage.absolute(p) for p in channel_paths(subject, subject.dataset)[1:])

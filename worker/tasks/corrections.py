@@ -17,7 +17,7 @@ from typing import Any
 from backend.core.db import session_scope
 from backend.models import AttributionMap, CorrectedTarget, EpochMap, Run, Subject
 from backend.storage import get_storage
-from worker.tasks.common import Claim, owns
+from worker.tasks.common import Claim, owns, subject_channels
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,9 @@ def _store_corrected_metrics(claim: Claim, run_id: int, device: str) -> None:
             subject = session.get(Subject, row.subject_id)
             assert subject is not None
             mask = storage.absolute(subject.mask_path) if subject.mask_path else None
-            subjects.append((row.id, subject.id, storage.absolute(subject.image_path), mask))
+            image = storage.absolute(subject.image_path)
+            more = subject_channels(storage, subject)
+            subjects.append((row.id, subject.id, image, mask, more))
     if not subjects:
         return
     found: dict[str, list[dict[str, Any]]] = {}
@@ -142,7 +144,10 @@ def _store_corrected_metrics(claim: Claim, run_id: int, device: str) -> None:
             log.warning("run %s has no checkpoint; no %s metrics", side_run, side)
             continue
         model, config = loaded
-        grid = [load_grid_subject(config, sid, image, mask) for _, sid, image, mask in subjects]
+        grid = [
+            load_grid_subject(config, sid, image, mask, more)
+            for _, sid, image, mask, more in subjects
+        ]
         found[side] = subject_metrics(model, grid, device)
     maps = _side_by_side_maps(claim, run_id, device)
     with session_scope() as session:
@@ -167,6 +172,7 @@ def _side_by_side_maps(claim: Claim, run_id: int, device: str) -> dict[int, dict
     that the compare viewer shows both side by side. Subject id -> {"before", "after"} ids."""
     from attrivue_core.configs import AttributionConfig
     from attrivue_core.io import save_nifti
+    from backend.services.attributions import channel_map_path
     from worker.ml.attribution.captum_eval import attribute_subject
 
     storage = get_storage()
@@ -190,18 +196,19 @@ def _side_by_side_maps(claim: Claim, run_id: int, device: str) -> dict[int, dict
                     storage.absolute(subject.image_path),
                     # The brain mask the reviewed map was computed with (worker.tasks.attribute).
                     storage.absolute(subject.brain_path) if subject.brain_path else None,
+                    subject_channels(storage, subject),
                 )
             )
     if not wanted:
         return {}
     model, config = loaded
     out: dict[int, dict[str, int]] = {}
-    for subject_id, reviewed_id, method, params, image, brain in wanted:
+    for subject_id, reviewed_id, method, params, image, brain, more in wanted:
         try:
             # The stored method name and settings are validated here, as a request's would be.
             settings = AttributionConfig.model_validate({**params, "method": method})
             result = attribute_subject(
-                model, config, image, settings, device=device, brain_path=brain
+                model, config, image, settings, device=device, brain_path=brain, channels=more
             )
         except Exception:  # a map that cannot be redone leaves the metrics in place
             log.exception("run %s: no side-by-side map for subject %s", run_id, subject_id)
@@ -216,6 +223,9 @@ def _side_by_side_maps(claim: Claim, run_id: int, device: str) -> dict[int, dict
             session.flush()
             path = storage.map_path(run_id, side.id)
             path.parent.mkdir(parents=True, exist_ok=True)
+            if result.channels is not None:  # a multi-modal subject: each channel's map too
+                for index, channel in enumerate(result.channels):
+                    save_nifti(channel_map_path(path, index), channel, result.affine)
             save_nifti(path, result.map, result.affine)
             side.path = storage.relative(path)
             side.status = "succeeded"

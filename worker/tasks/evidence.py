@@ -20,7 +20,15 @@ from backend.core.config import get_settings
 from backend.core.db import session_scope
 from backend.models import AttributionMap, EvidenceCheck, Job, JobStatus, Run, Subject
 from backend.storage import get_storage
-from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns, retrying
+from worker.tasks.common import (
+    Claim,
+    JobReporter,
+    claimed,
+    finish_job,
+    owns,
+    retrying,
+    subject_channels,
+)
 from worker.tasks.train import run_samples
 
 log = logging.getLogger(__name__)
@@ -69,7 +77,7 @@ def _run_checks(reporter: JobReporter, spec: dict[str, Any]) -> dict[str, Any]:
     from worker.ml.imported import load_run_model
     from worker.ml.nets import pathological_logit
     from worker.ml.training import cancel_checks, select_device
-    from worker.ml.transforms import BRAIN_KEY, IMAGE_KEY, preprocess_for
+    from worker.ml.transforms import BRAIN_KEY, IMAGE_KEY, preprocess_for, subject_item
 
     storage = get_storage()
     device = select_device(get_settings().device)
@@ -77,25 +85,30 @@ def _run_checks(reporter: JobReporter, spec: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(IMPORTED_DATA_RANDOMISATION)
     # best.pt (else last.pt) of a trained run, or the model an imported run brought.
     model, config = load_run_model(storage.checkpoint_dir(spec["run_id"]), device=device)
-    item = {IMAGE_KEY: str(spec["image"])}
-    if spec["brain"] is not None:
-        item[BRAIN_KEY] = str(spec["brain"])
-    prepared = preprocess_for(config)(item)
-    x = prepared[IMAGE_KEY].as_tensor()[None].float()  # (1, 1, *grid)
+    # Every channel of a multi-modal subject, preprocessed as in training (subject_on_grid's
+    # item; the brain mask on the grid is kept too).
+    prepared = preprocess_for(config)(subject_item(spec["image"], spec["channels"], spec["brain"]))
+    x = prepared[IMAGE_KEY].as_tensor()[None].float()  # (1, C, *grid)
     brain = prepared.get(BRAIN_KEY)
     brain_mask = None
-    if brain is not None and tuple(brain.shape) == tuple(x.shape[1:]):
+    if brain is not None and tuple(brain.shape[1:]) == tuple(x.shape[2:]):
         brain_mask = np.asarray(brain)[0] > 0.5
     settings = AttributionConfig.model_validate({**spec["params"], "method": spec["method"]})
 
-    def attribute(network: torch.nn.Module) -> np.ndarray:
+    def channel_maps(network: torch.nn.Module) -> np.ndarray:
+        """The map of each channel on the working grid, ``(C, *grid)``."""
         maps, _ = attribute_batch(network, x, settings, device=device)
-        return maps[0, 0]
+        return maps[0]
+
+    def attribute(network: torch.nn.Module) -> np.ndarray:
+        """The map (the sum of the channels' maps, as stored), what randomisation compares."""
+        return channel_maps(network).sum(axis=0)
 
     results: dict[str, Any] = {}
     with cancel_checks(model, reporter.cancel_requested, what="the evidence checks"):
         reporter.report(0.05, f"computing the {spec['method']} map on the working grid", force=True)
-        reference = attribute(model)
+        per_channel = channel_maps(model)
+        reference = per_channel.sum(axis=0)
         if "faithfulness" in spec["checks"]:
             reporter.report(0.1, "deletion, insertion, infidelity and IROF", force=True)
 
@@ -105,7 +118,7 @@ def _run_checks(reporter: JobReporter, spec: dict[str, Any]) -> dict[str, Any]:
             results["faithfulness"] = faithfulness(
                 forward,
                 x[0].to(device),
-                reference,
+                per_channel,
                 steps=spec["curve_steps"],
                 brain_mask=brain_mask,
             )
@@ -160,6 +173,7 @@ def run_evidence(job_id: int) -> None:
             "params": dict(attribution.params),
             "image": storage.absolute(subject.image_path),
             "brain": storage.absolute(subject.brain_path) if subject.brain_path else None,
+            "channels": subject_channels(storage, subject),
             "checks": list(row.checks),
             "data_epochs": int(settings.get("data_epochs", 2)),
             "curve_steps": int(settings.get("curve_steps", 20)),

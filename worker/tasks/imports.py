@@ -38,6 +38,7 @@ def run_model_check(job_id: int) -> None:
                 storage.absolute(subject["image"]),
                 storage.absolute(brain) if brain else None,
                 device="cpu",
+                channels=[storage.absolute(c) for c in subject.get("channels", [])],
             )
         except ModelImportError as exc:
             finish_job(claim, JobStatus.failed, message="refused", error=str(exc))

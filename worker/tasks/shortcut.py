@@ -36,7 +36,15 @@ from backend.services.brainmasks import ensure_brain_mask
 from backend.services.predictions import auroc, has_predictions, run_predictions, site_metrics
 from backend.services.shortcuts import newest_maps
 from backend.storage import get_storage
-from worker.tasks.common import Claim, JobReporter, claimed, finish_job, owns, retrying
+from worker.tasks.common import (
+    Claim,
+    JobReporter,
+    claimed,
+    finish_job,
+    owns,
+    retrying,
+    subject_channels,
+)
 
 __all__ = ["predict_imported", "run_cohort_map", "run_shortcut_report", "site_table"]
 
@@ -78,6 +86,7 @@ def predict_imported(
                 int(s.label),
                 storage.absolute(s.image_path),
                 ensure_brain_mask(session, storage, s),
+                subject_channels(storage, s),
             )
             for s in session.query(Subject)
             .filter(Subject.dataset_id == run.dataset_id)
@@ -85,10 +94,10 @@ def predict_imported(
         ]
     rows = []
     torch_device = torch.device(device)
-    for done, (subject_id, key, split, site, label, image, brain) in enumerate(subjects):
+    for done, (subject_id, key, split, site, label, image, brain, more) in enumerate(subjects):
         if stop():
             raise _Stopped
-        logit = subject_logit(model, config, image, brain, torch_device)
+        logit = subject_logit(model, config, image, brain, torch_device, more)
         rows.append((subject_id, key, split, site, label, logit))
         report(0.02 + 0.06 * (done + 1) / len(subjects), f"predicting {done + 1}/{len(subjects)}")
 
@@ -172,11 +181,13 @@ def compute_report(
             map_path = (
                 storage.absolute(attribution.path) if attribution and attribution.path else None
             )
-            subjects.append((row.label, storage.absolute(subject.image_path), brain, map_path))
+            image = storage.absolute(subject.image_path)
+            more = subject_channels(storage, subject)
+            subjects.append((row.label, image, brain, map_path, more))
 
     report(0.05, "relevance outside the brain")
     shares = []
-    for _, _, brain_path, map_path in subjects:
+    for _, _, brain_path, map_path, _ in subjects:
         if map_path is not None:
             shares.append(
                 outside_brain_shares(load_nifti(map_path)[0], load_nifti(brain_path)[0] > 0)
@@ -200,8 +211,8 @@ def compute_report(
         return lambda image, affine: top_relevance_region(load_nifti(map_path)[0], fraction)
 
     chosen = [
-        (label, image, brain, map_path)
-        for label, image, brain, map_path in subjects
+        (label, image, brain, map_path, more)
+        for label, image, brain, map_path, more in subjects
         if region_spec["kind"] == "box" or map_path is not None
     ]
     report(0.1, "loading the model")
@@ -215,10 +226,11 @@ def compute_report(
     logits = logits_with_region_erased(
         model,
         config,
-        [(image, brain, region_of(map_path)) for _, image, brain, map_path in chosen],
+        [(image, brain, region_of(map_path)) for _, image, brain, map_path, _ in chosen],
         params.get("fill", "mean"),
         device=device,
         progress=progress,
+        channels=[more for *_, more in chosen],
     )
     region_name = (
         "box "

@@ -33,7 +33,8 @@ NoiseTunnel, which both methods use, with the same random draws), which keeps pe
 running sum, sum of squares and sign counts, so memory does not grow with ``n_samples``. From
 them: the standard deviation over samples, and the sign agreement, the share of samples whose
 sign equals the sign of the mean map (1: every sample agrees; where the mean is 0, the share of
-samples that are 0).
+samples that are 0). For a multi-modal subject they describe the stored map, the sum of the
+channels' maps: each sample's map is summed over its channels before it is counted.
 
 Example:
     >>> maps, deltas = attribute_batch(model, images, AttributionConfig(method="deeplift"))
@@ -48,7 +49,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 import torch
@@ -72,7 +73,7 @@ from torch import nn
 from attrivue_core.configs import METHOD_FIELDS, AttributionConfig, RunConfig
 from attrivue_core.io import load_image
 from worker.ml.nets import gradcam_layer, pathological_logit
-from worker.ml.transforms import BRAIN_KEY, IMAGE_KEY, image_item, preprocess_for, to_native
+from worker.ml.transforms import preprocess_for, subject_on_grid, to_native
 
 __all__ = [
     "AttributionResult",
@@ -151,8 +152,8 @@ class _Request:
     forward: _LogitModel  # (N, 1, *grid) -> (N,), in eval mode
     x: torch.Tensor  # (B, 1, *grid), on the model's device
     attribution: AttributionConfig
-    references: torch.Tensor | None  # (R, 1, *grid) on the same device, or None
-    healthy_mean: torch.Tensor | None = None  # (1, 1, *grid): the healthy_mean baseline
+    references: torch.Tensor | None  # (R, C, *grid) on the same device, or None
+    healthy_mean: torch.Tensor | None = None  # (1, C, *grid): the healthy_mean baseline
 
     @property
     def images_per_pass(self) -> int:
@@ -172,7 +173,9 @@ class _Maps:
 
 
 class _SampleMoments:
-    """Running per-voxel sums of per-sample maps of B images: bounded memory in n_samples."""
+    """Running per-voxel sums of per-sample maps of B images: bounded memory in n_samples.
+    Each sample's map is summed over its channels first (a multi-modal subject's stored map is
+    that sum), so the moments are ``(B, 1, *grid)`` whatever the channel count."""
 
     def __init__(self, batch: int) -> None:
         self.batch = batch
@@ -183,9 +186,10 @@ class _SampleMoments:
         self.negative: torch.Tensor | None = None
 
     def add(self, samples: torch.Tensor) -> None:
-        """Add ``(B * k, 1, *grid)`` per-sample maps, image-major (Captum's layout)."""
+        """Add ``(B * k, C, *grid)`` per-sample maps, image-major (Captum's layout)."""
         k = samples.shape[0] // self.batch
-        a = samples.detach().double().reshape(self.batch, k, *samples.shape[1:])
+        summed = samples.detach().double().sum(dim=1, keepdim=True)  # (B * k, 1, *grid)
+        a = summed.reshape(self.batch, k, *summed.shape[1:])
         parts = (
             a.sum(1),
             (a * a).sum(1),
@@ -278,20 +282,21 @@ def attribute_batch(
     Args:
         model: Classifier (moved to ``device`` and put in eval mode; its training mode is
             restored afterwards).
-        images: ``(B, 1, *grid)`` images, preprocessed as in training (see ``load_on_grid``).
+        images: ``(B, C, *grid)`` images (C channels: one per modality), preprocessed as in
+            training (see ``load_on_grid``).
         attribution: Method and its settings.
         device: Device to compute on.
-        references: ``(R, 1, *grid)`` reference images for gradient_shap (other subjects,
+        references: ``(R, C, *grid)`` reference images for gradient_shap (other subjects,
             preprocessed the same way); ``None`` draws zero-plus-noise references. The other
             methods ignore them, apart from checking their shape.
-        healthy_mean: ``(1, *grid)`` mean healthy image, the ``healthy_mean`` baseline.
+        healthy_mean: ``(C, *grid)`` mean healthy image, the ``healthy_mean`` baseline.
 
     Returns:
-        ``(maps, deltas)``: float32 maps ``(B, 1, *grid)``, and the absolute convergence
+        ``(maps, deltas)``: float32 maps ``(B, C, *grid)`` (one per channel), and the absolute convergence
         deltas ``(B,)`` (float64) for methods that define one, else ``None``.
     """
-    if images.ndim != 5 or images.shape[1] != 1:
-        raise ValueError(f"images must be (B, 1, D, H, W), got {tuple(images.shape)}")
+    if images.ndim != 5:
+        raise ValueError(f"images must be (B, C, D, H, W), got {tuple(images.shape)}")
     maps, _ = _attribute(model, images, attribution, references, torch.device(device), healthy_mean)
     attributions = maps.attributions.detach().float().cpu().numpy()
     if maps.delta is None:
@@ -310,12 +315,12 @@ def attribute_with_spread(
     """``attribute_batch``'s maps with the spread of a stochastic method's samples.
 
     Returns:
-        ``(maps, sd, agreement)``, each float32 ``(B, 1, *grid)``: the mean map (Captum's), the
-        per-voxel standard deviation over samples and the sign agreement; ``sd`` and
-        ``agreement`` are ``None`` for a deterministic method.
+        ``(maps, sd, agreement)``, float32: the mean map (Captum's) ``(B, C, *grid)``, the
+        per-voxel standard deviation over samples and the sign agreement ``(B, 1, *grid)`` (of
+        the channels' sum); ``sd`` and ``agreement`` are ``None`` for a deterministic method.
     """
-    if images.ndim != 5 or images.shape[1] != 1:
-        raise ValueError(f"images must be (B, 1, D, H, W), got {tuple(images.shape)}")
+    if images.ndim != 5:
+        raise ValueError(f"images must be (B, C, D, H, W), got {tuple(images.shape)}")
     maps, _ = _attribute(model, images, attribution, references, torch.device(device))
     mean = maps.attributions.detach().float().cpu().numpy()
     if maps.sd is None or maps.agreement is None:
@@ -349,21 +354,18 @@ def attribute_subject(
         device: Device to compute on.
         references: gradient_shap's reference images on the working grid (see
             ``attribute_batch``).
-        healthy_mean: The ``healthy_mean`` baseline ``(1, *grid)`` (``healthy_mean``).
+        healthy_mean: The ``healthy_mean`` baseline ``(C, *grid)`` (``healthy_mean``).
         brain_path: The subject's stored brain mask, which the preprocessing crops to (as in
             training); ``None``: computed from the image.
         channels: The images of channels 1.. of a multi-modal subject (``image_path`` is
             channel 0): the map of each channel is kept (``AttributionResult.channels``) and
-            the map is their sum. Stochastic methods then keep no uncertainty volumes.
+            the map is their sum (a stochastic method's uncertainty volumes are the sum's).
 
     Returns:
         The signed native-space map with its affine, logits and diagnostics.
     """
     transform = preprocess_for(config)
-    item: dict[str, Any] = {IMAGE_KEY: image_item(image_path, channels)}
-    if brain_path is not None:
-        item[BRAIN_KEY] = str(brain_path)
-    image = transform(item)[IMAGE_KEY]  # MetaTensor (C, *grid)
+    image = subject_on_grid(config, image_path, channels, brain_path, transform=transform)
     x = image.as_tensor()[None]  # (1, C, *grid)
     maps, logits = _attribute(model, x, attribution, references, torch.device(device), healthy_mean)
     per_channel = maps.attributions.detach()[0].float().cpu()  # (C, *grid)
@@ -391,9 +393,10 @@ def attribute_subject(
         # None rather than inf: the stats go into JSON columns.
         stats["relative_delta"] = delta / gap if gap > 0 else None
     sd_native = agreement_native = None
-    if maps.sd is not None and maps.agreement is not None and channel_maps is None:
+    if maps.sd is not None and maps.agreement is not None:
+        # (1, *grid): the uncertainty of the stored map (the channels' sum, for several).
         sd_grid, agreement_grid = maps.sd[0].cpu(), maps.agreement[0].cpu()
-        brain = x[0, 0].cpu() != 0
+        brain = (x[0].cpu() != 0).any(dim=0)
         stats.update(
             uncertainty_stats(
                 sd_grid[0].numpy(), agreement_grid[0].numpy(), attr_grid[0].numpy(), brain.numpy()
@@ -421,27 +424,32 @@ def load_on_grid(
     config: RunConfig,
     image_paths: Sequence[Path],
     brain_paths: Sequence[Path | None] | None = None,
+    channels: Sequence[Sequence[Path]] | None = None,
 ) -> torch.Tensor:
-    """Preprocess images as training does, without augmentation.
+    """Preprocess subjects as training does, without augmentation (``subject_on_grid``).
 
     Args:
         config: The run configuration (grid, intensity).
-        image_paths: NIfTI images.
+        image_paths: NIfTI images (channel 0 of each subject).
         brain_paths: Each image's stored brain mask (or ``None``: computed from the image),
             which the preprocessing crops to, as in training.
+        channels: Each subject's images of channels 1.. (a multi-modal dataset); ``None``:
+            one channel.
 
     Returns:
-        ``(N, 1, *grid)`` float32 images, e.g. gradient_shap's references.
+        ``(N, C, *grid)`` float32 images, e.g. gradient_shap's references.
     """
-    return torch.stack(list(_on_grid(config, image_paths, brain_paths)))
+    return torch.stack(list(_on_grid(config, image_paths, brain_paths, channels)))
 
 
 def mean_on_grid(
     config: RunConfig,
     image_paths: Sequence[Path],
     brain_paths: Sequence[Path | None] | None = None,
+    channels: Sequence[Sequence[Path]] | None = None,
 ) -> torch.Tensor:
-    """Voxel-wise mean of images preprocessed as in training, ``(1, *grid)`` float32.
+    """Voxel-wise mean of subjects preprocessed as in training, ``(C, *grid)`` float32
+    (``channels`` as in ``load_on_grid``).
 
     One image at a time (a running sum), so memory does not grow with the number of images:
     the ``healthy_mean`` baseline of a run is this over its healthy training subjects.
@@ -452,7 +460,7 @@ def mean_on_grid(
     if not image_paths:
         raise ValueError("the mean of no images is undefined")
     total: torch.Tensor | None = None
-    for image in _on_grid(config, image_paths, brain_paths):
+    for image in _on_grid(config, image_paths, brain_paths, channels):
         total = image.double() if total is None else total + image.double()
     assert total is not None
     return (total / len(image_paths)).float()
@@ -462,17 +470,18 @@ def _on_grid(
     config: RunConfig,
     image_paths: Sequence[Path],
     brain_paths: Sequence[Path | None] | None,
+    channels: Sequence[Sequence[Path]] | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Each image preprocessed as training does (``(1, *grid)``), one after the other."""
+    """Each subject preprocessed as training does (``(C, *grid)``), one after the other."""
     transform = preprocess_for(config)
     brains = list(brain_paths) if brain_paths is not None else [None] * len(image_paths)
+    extra = list(channels) if channels is not None else [()] * len(image_paths)
     if len(brains) != len(image_paths):
         raise ValueError(f"{len(image_paths)} images but {len(brains)} brain masks")
-    for path, brain in zip(image_paths, brains, strict=True):
-        item = {IMAGE_KEY: str(path)}
-        if brain is not None:
-            item[BRAIN_KEY] = str(brain)
-        yield transform(item)[IMAGE_KEY].as_tensor()
+    if len(extra) != len(image_paths):
+        raise ValueError(f"{len(image_paths)} images but {len(extra)} channel lists")
+    for path, brain, more in zip(image_paths, brains, extra, strict=True):
+        yield subject_on_grid(config, path, more, brain, transform=transform).as_tensor()
 
 
 def map_stats(attribution_map: np.ndarray) -> dict[str, float]:
@@ -634,7 +643,7 @@ def _gradient_shap(request: _Request) -> _Maps:
     delta_sum = torch.zeros(batch, device=x.device)  # (B,)
     moments = _SampleMoments(batch)
     with _seeded(settings.seed, x.device):
-        references = _references(request)  # (R, 1, *grid)
+        references = _references(request)  # (R, C, *grid)
         # What GradientShap.attribute builds on every call (Captum 0.9), with the tunnel that
         # records the per-draw maps: the same draws, the same mean (tests compare the two).
         integrand = InputBaselineXGradient(request.forward, True)
@@ -673,7 +682,7 @@ def _gradient_shap(request: _Request) -> _Maps:
 
 
 def _references(request: _Request) -> torch.Tensor:
-    """gradient_shap's references ``(R, 1, *grid)``: a random subset, or zero plus noise."""
+    """gradient_shap's references ``(R, C, *grid)``: a random subset, or zero plus noise."""
     settings = request.attribution
     given = request.references
     if given is None:

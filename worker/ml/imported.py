@@ -26,6 +26,7 @@ from typing import Any
 
 import monai.networks.nets as monai_nets
 import torch
+from monai.bundle import load_bundle_config
 from torch import nn
 
 from attrivue_core.configs import RunConfig
@@ -101,8 +102,6 @@ def network_from_config(config: Mapping[str, Any]) -> nn.Module:
 
 
 def _bundle_parser(root: Path) -> Any:
-    from monai.bundle import load_bundle_config
-
     if not (root / "configs" / "metadata.json").is_file():
         raise ModelImportError("the bundle has no configs/metadata.json")
     if not (root / "configs" / "inference.json").is_file():

@@ -194,6 +194,7 @@ def cmd_import_model(api: Client, args: argparse.Namespace) -> int:
         intensity=args.intensity,
         brain=args.brain,
         logit_index=args.logit_index,
+        task=args.task,
     )
     _say(f"imported as run {run['id']} ({run['model_format']})")
     print(run["id"])
@@ -307,7 +308,16 @@ def _parser() -> argparse.ArgumentParser:
     imported.add_argument("--intensity", choices=["zscore", "percentile"], default="zscore")
     imported.add_argument("--brain", choices=["mask", "nonzero"], default="mask")
     imported.add_argument(
-        "--logit-index", type=int, default=0, help="output index of the pathological logit"
+        "--logit-index",
+        type=int,
+        default=0,
+        help="output index of the pathological logit (or of the regression prediction)",
+    )
+    imported.add_argument(
+        "--task",
+        choices=["classification", "regression"],
+        default="classification",
+        help="regression: the output at --logit-index is the predicted target, not a logit",
     )
     imported.set_defaults(handler=cmd_import_model)
 

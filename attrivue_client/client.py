@@ -498,10 +498,12 @@ class Client:
         intensity: str = "zscore",
         brain: str = "mask",
         logit_index: int = 0,
+        task: str = "classification",
         timeout: float = 900.0,
     ) -> Record:
         """Import a TorchScript file or a MONAI bundle (a zip, or a folder, zipped here) as a
-        run of the dataset; returns the run once a worker has checked the model."""
+        run of the dataset; returns the run once a worker has checked the model. ``task``
+        ``"regression"``: output ``logit_index`` is the predicted target, not a logit."""
         data: dict[str, Any] = {
             "dataset_id": str(dataset_id),
             "name": name,
@@ -510,6 +512,7 @@ class Client:
             "intensity": intensity,
             "brain": brain,
             "logit_index": str(logit_index),
+            "task": task,
         }
         path = Path(model)
         with tempfile.TemporaryDirectory() as folder:

@@ -24,15 +24,19 @@ __all__ = [
     "BUNDLE_DIR",
     "EXPORT_FILE",
     "IMPORT_FILE",
+    "IMPORT_TASKS",
     "IMPORTED_DIR",
     "MODEL_FORMATS",
     "TORCHSCRIPT_FILE",
+    "ImportTask",
     "ModelFormat",
     "ModelInputSpec",
 ]
 
 ModelFormat = Literal["torchscript", "monai_bundle", "torch_export"]
 MODEL_FORMATS: tuple[str, ...] = ("torchscript", "monai_bundle", "torch_export")
+ImportTask = Literal["classification", "regression"]
+IMPORT_TASKS: tuple[str, ...] = ("classification", "regression")
 
 # Inside a run's checkpoint folder (and a staged import's folder): the model and its record.
 IMPORTED_DIR = "imported"
@@ -43,7 +47,8 @@ BUNDLE_DIR = "bundle"  # the bundle's root: configs/, models/
 
 
 class ModelInputSpec(BaseModel):
-    """What an imported model takes and which of its outputs is the pathological logit.
+    """What an imported model takes and which of its outputs is explained: the pathological
+    logit of a classifier, or the prediction of a regression model.
 
     Attributes:
         channels: Image channels the network takes: the number of modalities of the dataset's
@@ -52,7 +57,13 @@ class ModelInputSpec(BaseModel):
         intensity: Intensity normalisation, as a trained run's (``RunConfig.intensity``).
         brain: Brain handling, as a trained run's (``RunConfig.brain``).
         logit_index: Index along the output's second dimension (``output[:, logit_index]``)
-            that is the pathological logit; an output of shape ``(B,)`` takes 0.
+            that is the pathological logit (or, for regression, the predicted target); an
+            output of shape ``(B,)`` takes 0.
+        task: ``classification`` (the output is a logit) or ``regression`` (the output is the
+            predicted target, in its units): the imported run's ``RunConfig.task``. Its maps
+            explain ``output[:, logit_index]`` either way, as a trained regression run's
+            explain its prediction; a regression run has no per-subject predictions, so no
+            shortcut report.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -62,6 +73,7 @@ class ModelInputSpec(BaseModel):
     intensity: Literal["zscore", "percentile"] = "zscore"
     brain: Literal["mask", "nonzero"] = "mask"
     logit_index: int = Field(default=0, ge=0, le=1023)
+    task: ImportTask = "classification"
 
     def run_config(self) -> dict[str, Any]:
         """The run config an imported run is stored with: the preprocessing fields of the
@@ -71,7 +83,7 @@ class ModelInputSpec(BaseModel):
             intensity=self.intensity,
             brain=self.brain,
             in_channels=self.channels,  # the memory estimate counts them
-            task="classification",
+            task=self.task,
             val_attribution=False,
         )
         return config.model_dump(mode="json")

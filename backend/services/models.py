@@ -377,6 +377,7 @@ def _inference(run: Run) -> dict[str, Any]:
         intensity=config.get("intensity", "zscore"),
         brain=config.get("brain", "nonzero"),
         logit_index=0,
+        task="regression" if config.get("task") == "regression" else "classification",
     )
     return {
         "bundle_root": ".",

@@ -66,9 +66,14 @@ def create_report(
     Raises:
         Conflict: The run has not succeeded, or the top-relevance region was asked for and no
             subject of the split has a map.
-        NotFound: The run has no per-subject predictions (not a classification run).
+        NotFound: The run has no per-subject predictions (not a classification run: an
+            imported regression run has none either).
     """
-    if run.source == "imported" and not has_predictions(session, run):
+    # An imported classifier is predicted by its first report's job; any other run (a
+    # regression run, imported or trained, among them) needs its stored predictions, which
+    # ``run_predictions`` refuses to find for a regression run before anything is queued.
+    classifier = run.config.get("task", "classification") == "classification"
+    if run.source == "imported" and classifier and not has_predictions(session, run):
         subject_ids = list(
             session.scalars(
                 select(Subject.id).where(

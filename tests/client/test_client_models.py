@@ -79,10 +79,13 @@ def test_import_model_sends_the_spec_and_zips_a_bundle_folder(
         "20",
         "16",
     ]
-    assert cli.main([*argv, "--logit-index", "1", "--brain", "nonzero"]) == 0
+    assert (
+        cli.main([*argv, "--logit-index", "1", "--brain", "nonzero", "--task", "regression"]) == 0
+    )
     assert capsys.readouterr().out == "12\n"
     body = bytes(seen["body"])  # type: ignore[arg-type]
-    for field, value in [("dataset_id", "3"), ("logit_index", "1"), ("brain", "nonzero")]:
+    sent = [("dataset_id", "3"), ("logit_index", "1"), ("brain", "nonzero"), ("task", "regression")]
+    for field, value in sent:
         assert f'name="{field}"\r\n\r\n{value}\r\n'.encode() in body
     assert body.count(b'name="grid"') == 3
     start = body.index(b"PK\x03\x04")  # the folder arrives as a zip with configs/metadata.json

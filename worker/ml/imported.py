@@ -4,7 +4,9 @@ with a forward pass, and pick a run's network whether it was trained here or imp
 An imported model is wrapped in ``LogitOf``, which keeps the output's ``logit_index`` along the
 second dimension: the rest of ``worker.ml`` then sees it as one of its own classifiers (the
 pathological logit per image, ``worker.ml.nets.pathological_logit``), and every attribution
-method runs on it unchanged.
+method runs on it unchanged. An imported regression model (``ModelInputSpec.task``) is wrapped
+the same way: ``output[:, index]`` is its prediction, and its maps explain that prediction as a
+trained regression run's explain ``RegressionHead``'s (``worker.ml.regression``).
 
 A MONAI bundle is read with ``monai.bundle``: ``load_bundle_config`` reads
 ``configs/metadata.json`` and ``configs/inference.json``, the network is the parsed
@@ -63,8 +65,10 @@ class ModelImportError(ValueError):
 
 
 class LogitOf(nn.Module):
-    """An imported network seen as a classifier: ``output[:, index]`` (an output ``(B,)``
-    passes through when ``index`` is 0); a tuple or list output takes its first element."""
+    """An imported network seen as one output per image: ``output[:, index]``, the
+    pathological logit of a classifier or the prediction of a regression model (an output
+    ``(B,)`` passes through when ``index`` is 0); a tuple or list output takes its first
+    element."""
 
     def __init__(self, net: nn.Module, index: int) -> None:
         super().__init__()
@@ -382,5 +386,6 @@ def check_imported(
         )
     logit = float(out.reshape(-1).float().mean())
     if not math.isfinite(logit):
-        raise ModelImportError(f"the model's output at logit_index {spec.logit_index} is {logit}")
+        what = "prediction" if spec.task == "regression" else "output"
+        raise ModelImportError(f"the model's {what} at logit_index {spec.logit_index} is {logit}")
     return ImportCheck(output_shape=[int(v) for v in raw.shape], logit=logit)

@@ -32,6 +32,7 @@ def run_model_check(job_id: int) -> None:
         try:
             record = json.loads((folder / IMPORT_FILE).read_text())
             subject = record["check"]
+            regression = record.get("spec", {}).get("task") == "regression"
             brain = subject.get("brain")
             result = check_imported(
                 folder,
@@ -56,7 +57,8 @@ def run_model_check(job_id: int) -> None:
             JobStatus.succeeded,
             message=(
                 f"checked on {subject.get('key', 'a subject')}: output shape "
-                f"{result.output_shape}, pathological logit {result.logit:.4g}"
+                f"{result.output_shape}, "
+                f"{'prediction' if regression else 'pathological logit'} {result.logit:.4g}"
             ),
         )
 

@@ -122,8 +122,19 @@ def import_model(
     intensity: Annotated[Literal["zscore", "percentile"], Form()] = "zscore",
     brain: Annotated[Literal["mask", "nonzero"], Form()] = "mask",
     logit_index: Annotated[
-        int, Form(description="the output index (output[:, i]) that is the pathological logit")
+        int,
+        Form(
+            description="the output index (output[:, i]) that is the pathological logit, or "
+            "the regression target's prediction"
+        ),
     ] = 0,
+    task: Annotated[
+        Literal["classification", "regression"],
+        Form(
+            description="classification (output[:, i] is a logit) or regression (it is the "
+            "predicted target; the run has no per-subject predictions, so no shortcut report)"
+        ),
+    ] = "classification",
 ) -> RunPublic:
     """Import a model as a run of the dataset: a TorchScript file or a MONAI bundle, with its
     input spec. A worker of the cpu queue loads it and runs it on one subject of the dataset
@@ -139,6 +150,7 @@ def import_model(
             intensity=intensity,
             brain=brain,
             logit_index=logit_index,
+            task=task,
         )
     except ValidationError as exc:
         problems = "; ".join(

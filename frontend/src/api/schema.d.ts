@@ -1952,7 +1952,7 @@ export interface components {
             intensity?: "zscore" | "percentile";
             /**
              * Logit Index
-             * @description the output index (output[:, i]) that is the pathological logit
+             * @description the output index (output[:, i]) that is the pathological logit, or the regression target's prediction
              * @default 0
              */
             logit_index?: number;
@@ -1963,6 +1963,13 @@ export interface components {
             model: string;
             /** Name */
             name: string;
+            /**
+             * Task
+             * @description classification (output[:, i] is a logit) or regression (it is the predicted target; the run has no per-subject predictions, so no shortcut report)
+             * @default classification
+             * @enum {string}
+             */
+            task?: "classification" | "regression";
         };
         /** Body_uploadSubject */
         Body_uploadSubject: {

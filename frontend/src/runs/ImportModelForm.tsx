@@ -8,6 +8,7 @@ import type { FieldErrors } from "../forms/validation";
 import {
   BRAIN_CHOICES,
   IMPORT_DEFAULTS,
+  IMPORT_TASKS,
   INTENSITIES,
   type ImportField,
   type ImportFormValues,
@@ -121,6 +122,15 @@ export function ImportModelForm({ datasets, onImported }: { datasets: Dataset[];
             {BRAIN_CHOICES.map((choice) => (
               <option key={choice} value={choice}>
                 {choice}
+              </option>
+            ))}
+          </select>
+        </Field>
+        <Field label="Output" error={errors.task}>
+          <select name="import_task" value={values.task} onChange={set("task")}>
+            {IMPORT_TASKS.map((choice) => (
+              <option key={choice} value={choice}>
+                {choice === "regression" ? "regression target" : "classification logit"}
               </option>
             ))}
           </select>

@@ -30,8 +30,20 @@ describe("validateImportForm", () => {
         intensity: "zscore",
         brain: "mask",
         logit_index: 2,
+        task: "classification",
       },
     });
+  });
+
+  it("carries a regression model's task and refuses an unknown one", () => {
+    const result = validateImportForm(values({ task: "regression", logitIndex: "1" }));
+    if (!result.ok) throw new Error("expected a valid form");
+    expect(result.value.task).toBe("regression");
+    expect(importFormData(result.value).get("task")).toBe("regression");
+    const wrong = validateImportForm(values({ task: "segmentation" as never }));
+    expect(wrong.ok).toBe(false);
+    if (wrong.ok) return;
+    expect(wrong.errors.task).toBe("Choose classification or regression.");
   });
 
   it("names each wrong field", () => {
@@ -79,6 +91,7 @@ describe("importFormData", () => {
     expect(form.get("dataset_id")).toBe("3");
     expect(form.get("intensity")).toBe("percentile");
     expect(form.get("logit_index")).toBe("0");
+    expect(form.get("task")).toBe("classification");
     const sent = form.get("model");
     expect(sent).toBeInstanceOf(File);
     expect((sent as File).name).toBe("model.ts");
@@ -118,5 +131,8 @@ describe("importSummary", () => {
       }),
     ).toBe("TorchScript · grid 16×20×16 · 1 channel · zscore · brain mask · logit 2");
     expect(importSummary({ model_format: "monai_bundle", input_spec: null })).toBe("MONAI bundle");
+    expect(
+      importSummary({ model_format: "torch_export", input_spec: { logit_index: 1, task: "regression" } }),
+    ).toBe("torch.export program · regression output 1");
   });
 });

@@ -13,6 +13,11 @@ export type ModelImport = Omit<FormFieldsOf<ImportOperation>, "model"> & { model
 
 export const INTENSITIES = ["zscore", "percentile"] as const satisfies readonly NonNullable<ModelImport["intensity"]>[];
 export const BRAIN_CHOICES = ["mask", "nonzero"] as const satisfies readonly NonNullable<ModelImport["brain"]>[];
+/** What output ``logit_index`` is: a classifier's pathological logit, or a regression model's
+ * predicted target (its maps explain that prediction, as a trained regression run's). */
+export const IMPORT_TASKS = ["classification", "regression"] as const satisfies readonly NonNullable<
+  ModelImport["task"]
+>[];
 
 export interface ImportFormValues {
   datasetId: string;
@@ -25,6 +30,7 @@ export interface ImportFormValues {
   intensity: (typeof INTENSITIES)[number];
   brain: (typeof BRAIN_CHOICES)[number];
   logitIndex: string;
+  task: (typeof IMPORT_TASKS)[number];
 }
 
 export type ImportField = keyof ImportFormValues;
@@ -48,6 +54,7 @@ export const IMPORT_DEFAULTS: ImportFormValues = {
   intensity: "zscore",
   brain: "mask",
   logitIndex: "0",
+  task: "classification",
 };
 
 function integer(raw: string, label: string, min: number, max: number): string | number {
@@ -83,6 +90,7 @@ export function validateImportForm(values: ImportFormValues): Validation<ImportF
   check("logitIndex", "Logit index", IMPORT_LIMITS.logitIndex);
   if (!INTENSITIES.includes(values.intensity)) errors.intensity = "Choose zscore or percentile.";
   if (!BRAIN_CHOICES.includes(values.brain)) errors.brain = "Choose mask or nonzero.";
+  if (!IMPORT_TASKS.includes(values.task)) errors.task = "Choose classification or regression.";
   if (Object.keys(errors).length > 0 || values.file == null) return { ok: false, errors };
   return {
     ok: true,
@@ -95,6 +103,7 @@ export function validateImportForm(values: ImportFormValues): Validation<ImportF
       intensity: values.intensity,
       brain: values.brain,
       logit_index: numbers.logitIndex!,
+      task: values.task,
     },
   };
 }
@@ -109,6 +118,7 @@ export function importFormData(upload: ModelImport): FormData {
   if (upload.intensity != null) form.set("intensity", upload.intensity);
   if (upload.brain != null) form.set("brain", upload.brain);
   if (upload.logit_index != null) form.set("logit_index", String(upload.logit_index));
+  if (upload.task != null) form.set("task", upload.task);
   form.set("model", upload.model, upload.model.name);
   return form;
 }
@@ -158,6 +168,7 @@ export function importSummary(run: Pick<Run, "model_format" | "input_spec">): st
   if (typeof spec.channels === "number") parts.push(`${spec.channels} channel${spec.channels === 1 ? "" : "s"}`);
   if (typeof spec.intensity === "string") parts.push(spec.intensity);
   if (typeof spec.brain === "string") parts.push(`brain ${spec.brain}`);
-  if (typeof spec.logit_index === "number") parts.push(`logit ${spec.logit_index}`);
+  if (typeof spec.logit_index === "number")
+    parts.push(spec.task === "regression" ? `regression output ${spec.logit_index}` : `logit ${spec.logit_index}`);
   return parts.join(" · ");
 }

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from tests.helpers import wait_for
+from tests.modalities import two_channel_import
 from tests.worker.conftest import PASSWORD
 from tests.worker.imported_models import api_client, import_model, torchscript_bytes, worker_process
-from tests.worker.test_modalities_worker import two_channel_import
 
 
 class TwoChannels(nn.Module):

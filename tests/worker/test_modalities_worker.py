@@ -4,21 +4,18 @@ then explained by the same worker: one map per channel, which sum to the map."""
 
 from __future__ import annotations
 
-import gzip
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from fastapi.testclient import TestClient
 
 from tests.conftest import REPO
-from tests.helpers import AFFINE, brain_volume, wait_for
+from tests.helpers import wait_for
+from tests.modalities import download_volume, two_channel_import
 from tests.worker.conftest import PASSWORD
-
-SPLITS = ["train"] * 4 + ["val"] * 2 + ["test"] * 2
 
 
 def _client() -> TestClient:
@@ -41,42 +38,6 @@ def _researcher() -> None:
     with session_scope() as session:
         user = create_user(session, username="r", password=PASSWORD, role="researcher")
         create_project(session, name="p", description="", user=user)
-
-
-def _gz(data: np.ndarray) -> bytes:
-    return gzip.compress(nib.Nifti1Image(data, AFFINE).to_bytes(), compresslevel=1)
-
-
-def two_channel_import(api: TestClient, name: str = "t1+flair") -> int:
-    """A dataset whose subjects have a 'T1' (lesions faint) and a 'FLAIR' (lesions bright)."""
-    dataset_id = api.post("/api/v1/datasets", json={"name": name}).json()["id"]
-    rows = ["subject,image_t1,image_flair,mask,label,split"]
-    files = []
-    for i, split in enumerate(SPLITS):
-        lesion = i % 2 == 1
-        t1, mask = brain_volume(seed=i, lesion=lesion)
-        flair = np.where(mask > 0, 600.0, 3.0 * t1).astype(np.float32)
-        t1 = np.where(mask > 0, 110.0, t1).astype(np.float32)
-        files += [
-            ("files", (f"s{i}_t1.nii.gz", _gz(t1))),
-            ("files", (f"s{i}_fl.nii.gz", _gz(flair))),
-        ]
-        if lesion:
-            files.append(("files", (f"s{i}_m.nii.gz", _gz(mask))))
-        rows.append(
-            f"s{i},s{i}_t1.nii.gz,s{i}_fl.nii.gz,{f's{i}_m.nii.gz' if lesion else ''},"
-            f"{int(lesion)},{split}"
-        )
-    files.append(("manifest", ("manifest.csv", "\n".join(rows).encode())))
-    resp = api.post(f"/api/v1/datasets/{dataset_id}/imports", files=files)
-    assert resp.status_code == 201, resp.text
-    return int(dataset_id)
-
-
-def _volume(api: TestClient, url: str) -> np.ndarray:
-    resp = api.get(url)
-    assert resp.status_code == 200, (url, resp.text)
-    return np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(resp.content)).dataobj)
 
 
 def test_a_two_channel_run_trains_with_the_constraint_and_maps_each_channel(
@@ -134,9 +95,9 @@ def test_a_two_channel_run_trains_with_the_constraint_and_maps_each_channel(
         url = f"/api/v1/attributions/{resp.json()['id']}"
         map_status = wait_for(lambda: status_of(url), timeout=120, interval=1, what="map")
         assert map_status == "succeeded", (tmp_path / "worker.log").read_text()[-3000:]
-        whole = _volume(api, f"{url}/map.nii.gz")
-        c0 = _volume(api, f"{url}/channels/0.nii.gz")
-        c1 = _volume(api, f"{url}/channels/1.nii.gz")
+        whole = download_volume(api, f"{url}/map.nii.gz")
+        c0 = download_volume(api, f"{url}/channels/0.nii.gz")
+        c1 = download_volume(api, f"{url}/channels/1.nii.gz")
         assert whole.shape == c0.shape == c1.shape == tuple(subject["shape"])
         np.testing.assert_allclose(
             c0 + c1, whole, rtol=1e-5, atol=1e-7 * float(np.abs(whole).max())

@@ -19,8 +19,7 @@ from worker.tasks.common import (
     JobReporter,
     claimed,
     finish_job,
-    owns,
-    retrying,
+    set_fields,
     subject_channels,
 )
 
@@ -36,17 +35,13 @@ _BASELINE_METHODS = frozenset({"integrated_gradients", "deeplift", "occlusion"})
 
 def _set(attribution_id: int, claim: Claim | None = None, **fields: object) -> None:
     """Write the map's row, unless ``claim`` is given and no longer holds the job."""
-
-    def write() -> None:
-        with session_scope() as session:
-            if claim is not None and not owns(session, claim):
-                return
-            row = session.get(AttributionMap, attribution_id)
-            if row is not None:
-                for key, value in fields.items():
-                    setattr(row, key, value)
-
-    retrying(write, what=f"writing attribution {attribution_id}")
+    set_fields(
+        AttributionMap,
+        attribution_id,
+        claim,
+        what=f"writing attribution {attribution_id}",
+        **fields,
+    )
 
 
 def _finite(value: float | None) -> float | None:

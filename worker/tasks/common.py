@@ -48,6 +48,7 @@ __all__ = [
     "gpu_report",
     "owns",
     "retrying",
+    "set_fields",
     "start_presence",
     "stop_presence",
     "worker_name",
@@ -108,6 +109,24 @@ def _owned(claim: Claim) -> list[Any]:
 def owns(session: Session, claim: Claim) -> bool:
     """Whether the job is still this claim's (not re-queued, taken over or finished)."""
     return session.scalar(select(Job.id).where(*_owned(claim))) is not None
+
+
+def set_fields(
+    model: type[Any], row_id: int, claim: Claim | None = None, *, what: str, **fields: object
+) -> None:
+    """Write ``fields`` on the row ``row_id`` of ``model`` (retried while the database is
+    unreachable), unless ``claim`` is given and no longer holds the job."""
+
+    def write() -> None:
+        with session_scope() as session:
+            if claim is not None and not owns(session, claim):
+                return
+            row = session.get(model, row_id)
+            if row is not None:
+                for key, value in fields.items():
+                    setattr(row, key, value)
+
+    retrying(write, what=what)
 
 
 def claim_job(job_id: int) -> Claim | None:

@@ -25,8 +25,7 @@ from worker.tasks.common import (
     JobReporter,
     claimed,
     finish_job,
-    owns,
-    retrying,
+    set_fields,
     subject_channels,
 )
 from worker.tasks.train import run_samples
@@ -42,17 +41,7 @@ IMPORTED_DATA_RANDOMISATION = (
 
 def _set(check_id: int, claim: Claim | None = None, **fields: object) -> None:
     """Write the check's row, unless ``claim`` is given and no longer holds the job."""
-
-    def write() -> None:
-        with session_scope() as session:
-            if claim is not None and not owns(session, claim):
-                return
-            row = session.get(EvidenceCheck, check_id)
-            if row is not None:
-                for key, value in fields.items():
-                    setattr(row, key, value)
-
-    retrying(write, what=f"writing evidence check {check_id}")
+    set_fields(EvidenceCheck, check_id, claim, what=f"writing evidence check {check_id}", **fields)
 
 
 def json_safe(value: Any) -> Any:

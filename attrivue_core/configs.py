@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "AttributionConfig",
+    "ATTRIBUTION_EARLY_STOPPING",
     "AttributionMethod",
     "METHOD_FIELDS",
     "BaselineName",
@@ -53,6 +54,8 @@ EarlyStoppingMetric = Literal[
     "val_dice",
     "val_mae",
 ]
+# Early-stopping metrics computed from the validation split's attribution maps.
+ATTRIBUTION_EARLY_STOPPING = frozenset({"val_attr_auroc", "val_lesion_mass", "val_attr_dice"})
 # What a run learns: the image label, a continuous target, or lesion masks.
 TaskName = Literal["classification", "regression", "segmentation"]
 # The regression constraint's options (worker.ml.regression, docs/experiments.md).
@@ -233,6 +236,12 @@ class RunConfig(BaseModel):
         early_stopping_patience: Epochs without improvement of ``early_stopping_metric``
             before training stops; ``None`` trains for all epochs.
         early_stopping_metric: Validation metric that selects ``best.pt``.
+        selection_auroc_margin: With an attribution ``early_stopping_metric``: only epochs
+            whose ``val_auroc`` is within this margin of the highest ``val_auroc`` seen so far
+            compete on the attribution metric; an epoch below the margin can become
+            ``best.pt`` only when no epoch is inside it (``worker.ml.training.selection``).
+            ``None``: no margin (the attribution metric alone, above the classification
+            floor).
         device: ``auto`` picks CUDA when available.
         amp: Mixed precision (``torch.autocast`` float16 with a ``GradScaler``); only ever
             used on CUDA. Where the run lands on a CPU (``device`` ``cpu``, or ``auto`` without
@@ -370,6 +379,13 @@ class RunConfig(BaseModel):
     augment: bool = False
     early_stopping_patience: int | None = Field(default=None, ge=1)
     early_stopping_metric: EarlyStoppingMetric = "val_auroc"
+    selection_auroc_margin: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="With an attribution early-stopping metric: only epochs whose val_auroc is "
+        "within this margin of the best val_auroc so far compete on it.",
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
     watch_subjects: list[int] = Field(
@@ -414,6 +430,23 @@ class RunConfig(BaseModel):
             )
         if self.grad_balance == "fixed_ratio" and self.lambda_a.value == 0.0:
             raise ValueError("grad_balance 'fixed_ratio' needs lambda_a.value > 0")
+        return self
+
+    @model_validator(mode="after")
+    def _margin_needs_attribution_metric(self) -> RunConfig:
+        if self.selection_auroc_margin is None:
+            return self
+        if self.early_stopping_metric not in ATTRIBUTION_EARLY_STOPPING:
+            raise ValueError(
+                "selection_auroc_margin ranks epochs by an attribution metric inside an AUROC "
+                f"margin and needs early_stopping_metric in {sorted(ATTRIBUTION_EARLY_STOPPING)}, "
+                f"not {self.early_stopping_metric!r}"
+            )
+        if not self.val_attribution:
+            raise ValueError(
+                "selection_auroc_margin needs val_attribution (the attribution metric of every "
+                "epoch)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -68,6 +68,71 @@ def test_while_no_epoch_classifies_the_best_is_chosen_by_val_auroc() -> None:
     assert state.best_epoch == 4 and state.best_metric == "val_attr_auroc"
 
 
+def _choose_with_margin(
+    margin: float, epochs: list[dict[str, float | None]], metric: str = "val_lesion_mass"
+) -> _State:
+    """As the engine does: the epoch's record is in the history before the selection."""
+    config = RunConfig(early_stopping_metric=metric, selection_auroc_margin=margin, device="cpu")
+    state = _State()
+    for number, metrics in enumerate(epochs, start=1):
+        state.epoch = number
+        state.history.append({"epoch": number, **metrics})
+        _update_best(config, state, metrics)
+    return state
+
+
+def test_the_auroc_margin_picks_the_best_maps_among_nearly_best_classifiers() -> None:
+    epochs = [
+        {"val_loss": 0.40, "val_auroc": 0.95, "val_lesion_mass": 0.20},
+        {"val_loss": 0.45, "val_auroc": 0.93, "val_lesion_mass": 0.40},  # in the margin
+        {"val_loss": 0.60, "val_auroc": 0.85, "val_lesion_mass": 0.90},  # outside it
+        {"val_loss": 0.50, "val_auroc": 0.92, "val_lesion_mass": 0.50},  # in it, best maps
+    ]
+    state = _choose_with_margin(0.03, epochs)
+    assert state.best_epoch == 4 and state.best_metric == "val_lesion_mass"
+    assert state.best_score == pytest.approx(0.50)
+    # Without the margin the lesion mass alone takes epoch 3, whose AUROC fell by 0.10.
+    assert _choose("val_lesion_mass", epochs).best_epoch == 3
+
+
+def test_a_later_better_classifier_demotes_a_best_epoch_outside_the_new_margin() -> None:
+    epochs = [
+        {"val_loss": 0.50, "val_auroc": 0.80, "val_lesion_mass": 0.60},
+        {"val_loss": 0.30, "val_auroc": 0.95, "val_lesion_mass": 0.10},  # raises the top
+        {"val_loss": 0.55, "val_auroc": 0.81, "val_lesion_mass": 0.70},  # far below it
+    ]
+    state = _choose_with_margin(0.03, epochs)
+    assert state.best_epoch == 2 and state.best_tier == 1
+    assert state.best_metric == "val_lesion_mass"
+    assert state.bad_epochs == 1
+
+
+def test_below_the_floor_the_margin_changes_nothing() -> None:
+    epochs = [
+        {"val_loss": 0.69, "val_auroc": 0.50, "val_lesion_mass": 0.90},
+        {"val_loss": 0.69, "val_auroc": 0.55, "val_lesion_mass": 0.10},
+    ]
+    state = _choose_with_margin(0.03, epochs)
+    assert state.best_epoch == 2 and state.best_tier == 0 and state.best_metric == "val_auroc"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"selection_auroc_margin": 0.03},  # val_auroc is no attribution metric
+        {
+            "selection_auroc_margin": 0.03,
+            "early_stopping_metric": "val_lesion_mass",
+            "val_attribution": False,
+        },
+        {"selection_auroc_margin": -0.1, "early_stopping_metric": "val_lesion_mass"},
+    ],
+)
+def test_a_margin_without_an_attribution_metric_is_refused(fields: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="selection_auroc_margin|greater than or equal"):
+        RunConfig.model_validate(fields)
+
+
 def test_undefined_metrics_fall_back_as_before() -> None:
     # One class in the validation split: no AUROC, the classifier cannot be judged; the
     # attribution metric keeps ranking.

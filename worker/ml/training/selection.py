@@ -7,7 +7,7 @@ metrics, see there); ``update_best`` keeps the best one and the patience counter
 
 from __future__ import annotations
 
-from attrivue_core.configs import RunConfig
+from attrivue_core.configs import ATTRIBUTION_EARLY_STOPPING, RunConfig
 from worker.ml.training.datatypes import Metrics
 from worker.ml.training.loop import RunState
 
@@ -43,7 +43,7 @@ HIGHER_IS_BETTER = {
 # classifier has not learned: an epoch whose val_auroc is below this floor is scored by its
 # val_auroc (then val_loss), and never beats an epoch at or above it (see ``selection``).
 CLASSIFICATION_FLOOR = 0.6
-ATTRIBUTION_MONITORS = frozenset({"val_attr_auroc", "val_lesion_mass", "val_attr_dice"})
+ATTRIBUTION_MONITORS = ATTRIBUTION_EARLY_STOPPING
 
 
 def monitor_score(name: str, metrics: Metrics) -> float | None:
@@ -99,7 +99,11 @@ def update_best(
     ``early_stopping_metric``); the metric that ranked the best one is kept in
     ``state.best_metric``.
     """
-    found = selection(metric or config.early_stopping_metric, metrics)
+    name = metric or config.early_stopping_metric
+    found = selection(name, metrics)
+    margin = config.selection_auroc_margin
+    if margin is not None and name in ATTRIBUTION_MONITORS:
+        found = _apply_auroc_margin(margin, state, metrics, found)
     # Without a score (no validation split) the latest weights are the best we know.
     improved = (
         found is None
@@ -113,6 +117,35 @@ def update_best(
     else:
         state.bad_epochs += 1
     return improved
+
+
+def _apply_auroc_margin(
+    margin: float, state: RunState, metrics: Metrics, found: tuple[int, float, str] | None
+) -> tuple[int, float, str] | None:
+    """The AUROC margin of ``RunConfig.selection_auroc_margin``, applied online.
+
+    ``top`` is the highest ``val_auroc`` of the epochs so far (this one included, its record
+    is already in ``state.history``). An epoch below ``top - margin`` drops to tier 0 and is
+    scored by its ``val_auroc``, like an epoch under the classification floor; so does the
+    kept best epoch once a later epoch raises ``top`` past it. Whenever ``top`` rises, the
+    epoch that raised it is in tier 1, so ``best.pt`` is always inside the margin of the best
+    AUROC seen. (An epoch that was inside the margin but not the best, whose weights were not
+    kept, cannot come back when the best is demoted: the rule is the online form of "among
+    the epochs within ``margin`` of the best validation AUROC, the best attribution metric".)
+    """
+    aurocs = [r["val_auroc"] for r in state.history if r.get("val_auroc") is not None]
+    if not aurocs:
+        return found
+    floor = max(aurocs) - margin
+    if state.best_tier == 1 and state.best_score is not None:
+        kept = next((r for r in state.history if r.get("epoch") == state.best_epoch), None)
+        kept_auroc = None if kept is None else kept.get("val_auroc")
+        if kept_auroc is not None and kept_auroc < floor:
+            state.best_tier, state.best_score, state.best_metric = 0, kept_auroc, "val_auroc"
+    auroc = metrics.get("val_auroc")
+    if found is not None and found[0] == 1 and auroc is not None and auroc < floor:
+        return 0, float(auroc), "val_auroc"
+    return found
 
 
 def patience_exhausted(config: RunConfig, state: RunState) -> bool:

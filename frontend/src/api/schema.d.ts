@@ -3169,6 +3169,12 @@ export interface components {
          *         early_stopping_patience: Epochs without improvement of ``early_stopping_metric``
          *             before training stops; ``None`` trains for all epochs.
          *         early_stopping_metric: Validation metric that selects ``best.pt``.
+         *         selection_auroc_margin: With an attribution ``early_stopping_metric``: only epochs
+         *             whose ``val_auroc`` is within this margin of the highest ``val_auroc`` seen so far
+         *             compete on the attribution metric; an epoch below the margin can become
+         *             ``best.pt`` only when no epoch is inside it (``worker.ml.training.selection``).
+         *             ``None``: no margin (the attribution metric alone, above the classification
+         *             floor).
          *         device: ``auto`` picks CUDA when available.
          *         amp: Mixed precision (``torch.autocast`` float16 with a ``GradScaler``); only ever
          *             used on CUDA. Where the run lands on a CPU (``device`` ``cpu``, or ``auto`` without
@@ -3442,6 +3448,11 @@ export interface components {
              * @default false
              */
             seg_constraint?: boolean;
+            /**
+             * Selection Auroc Margin
+             * @description With an attribution early-stopping metric: only epochs whose val_auroc is within this margin of the best val_auroc so far compete on it.
+             */
+            selection_auroc_margin?: number | null;
             /**
              * Task
              * @default classification

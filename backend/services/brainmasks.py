@@ -46,7 +46,7 @@ COMPUTED = "computed"
 # A computed mask's grid holds at most this many voxels (about 161^3): larger images are
 # averaged over blocks first, so that the mask's working arrays stay within tens of MiB.
 MASK_GRID_VOXELS = 2**22
-_SLAB_VOXELS = 2**21  # voxels summed at a time
+_SLAB_VOXELS = 2**20  # voxels summed at a time (8 MiB of float64: one copy block)
 _READ_BYTES = 8 * 1024**2
 
 
@@ -156,8 +156,8 @@ class BlockMeans:
             view = view[take:]
 
     def means(self) -> np.ndarray:
-        """The block means (float32); OSError if the fed bytes were not the whole voxel block
-        (bytes past it, such as a gzip's padding, are ignored)."""
+        """The block means (float32), once; OSError if the fed bytes were not the whole voxel
+        block (bytes past it, such as a gzip's padding, are ignored)."""
         missing = (self.shape[2] - self._z) * self._slice_bytes
         if len(self._pending) < missing:
             raise OSError("the voxel data ended early")
@@ -165,9 +165,11 @@ class BlockMeans:
             self._add(memoryview(self._pending)[:missing])
         self._pending = bytearray()
         counts = [np.diff(np.append(np.arange(0, n, self.factor), n)) for n in self.shape]
-        means = self._sums / (counts[0][:, None, None] * counts[1][None, :, None] * counts[2])
+        means, self._sums = self._sums, np.zeros((0, 0, 0))  # once: divided in place
+        means /= counts[0][:, None, None] * counts[1][None, :, None] * counts[2]
         if self.slope != 1.0 or self.inter != 0.0:  # linear: the mean of the scaled values
-            means = means * self.slope + self.inter
+            means *= self.slope
+            means += self.inter
         return means.astype(np.float32)
 
     def _add(self, raw: bytes | bytearray | memoryview) -> None:

@@ -8,7 +8,8 @@ largest volume the validator accepts), and streams it from disk through ``create
 ``appendUpload`` in chunks, the way a resumable client does. A thread samples the server's
 resident memory (``/proc/PID/status``: VmRSS, and RssAnon, its anonymous part, for the server
 and its children) every 20 ms. The import of the uploaded file into a dataset
-(``importSubjects``: validation, de-identification, storage) is measured the same way.
+(``importSubjects``: validation, de-identification, storage, the computed brain mask) is
+measured the same way, in the same run: its throughput is given as a ratio to the upload's.
 
 The result goes between ``<!-- upload:begin -->`` and ``<!-- upload:end -->`` in the output
 file (other sections are kept), with the command, date and machine. ``--quick`` uploads a
@@ -42,7 +43,7 @@ from bench.docs import cpu_model, replace_section, write_atomically
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 SECTION = "upload"
-HEADING = "Upload: chunked upload throughput and server memory"
+HEADING = "Upload: chunked upload and import throughput, server memory"
 INTRO = """# Benchmarks
 
 Every timing claim of the project lives on this page. The sections between the markers are
@@ -318,7 +319,7 @@ def run(*, shape: tuple[int, int, int], chunk: int, do_import: bool, workdir: Pa
                 if do_import:
                     manifest_id = upload_file(client, project, manifest, "manifest.csv", chunk)
                     import_baseline = sampler.reset()
-                    _log("importing the uploaded volume (validation, de-identification)")
+                    _log("importing the uploaded volume (validation, de-identification, brain mask)")
                     started = time.perf_counter()
                     resp = client.post(
                         f"/api/v1/datasets/{dataset}/imports",

@@ -319,7 +319,9 @@ def run(*, shape: tuple[int, int, int], chunk: int, do_import: bool, workdir: Pa
                 if do_import:
                     manifest_id = upload_file(client, project, manifest, "manifest.csv", chunk)
                     import_baseline = sampler.reset()
-                    _log("importing the uploaded volume (validation, de-identification, brain mask)")
+                    _log(
+                        "importing the uploaded volume (validation, de-identification, brain mask)"
+                    )
                     started = time.perf_counter()
                     resp = client.post(
                         f"/api/v1/datasets/{dataset}/imports",

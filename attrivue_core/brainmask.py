@@ -65,11 +65,16 @@ def compute_brain_mask(
     low, high = np.percentile(smoothed, _PERCENTILES)
     if not high > low:
         return data != 0
+    # Each intermediate volume is dropped once used: the peak memory is a few copies of the
+    # image, not one per step (the import computes masks of large volumes in the API process).
+    del data
     clipped = np.clip(smoothed, low, high)
     # Otsu splits tissue classes (CSF from grey and white matter) as readily as head from
     # background; half-way between the background level and Otsu's threshold keeps the CSF.
     threshold = low + 0.5 * (threshold_otsu(clipped) - low)
+    del clipped
     head = smoothed > threshold
+    del smoothed
     head = _largest_component(head)
     head = ndimage.binary_closing(head, structure=np.ones((3, 3, 3), dtype=bool), iterations=1)
     return _fill_holes(head)

@@ -7,24 +7,36 @@ brain voxel), otherwise computed from the image at import (``backend.services.br
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import nibabel as nib
 import numpy as np
+from isal import igzip
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from attrivue_core.io import NiftiError, NiftiInfo, check_same_grid, validate_nifti
+from attrivue_core.io import (
+    NiftiError,
+    NiftiInfo,
+    check_same_grid,
+    open_decompressed,
+    validate_nifti,
+)
 from backend.models import Dataset, Subject, User
 from backend.schemas.dataset import DatasetPublic, SubjectPublic
-from backend.services.brainmasks import BRAIN_FILE, COMPUTED, GIVEN, write_computed_brain_mask
+from backend.services.brainmasks import (
+    BRAIN_FILE,
+    COMPUTED,
+    GIVEN,
+    BlockMeans,
+    write_computed_brain_mask,
+)
 from backend.services.dicom import DICOM_HEAD_BYTES, DICOM_REFUSED, is_dicom, is_dicom_file
 from backend.services.errors import Conflict, InvalidInput, NotFound, TooLarge
 from backend.storage import Storage
@@ -53,6 +65,7 @@ __all__ = [
 # Free-text header fields that may carry names, dates or scanner notes.
 DEIDENTIFIED_FIELDS = ("descrip", "aux_file", "db_name", "intent_name", "data_type")
 _CHUNK = 1024 * 1024
+_COPY_BLOCK = 8 * 1024 * 1024  # voxel bytes copied into the stored file at a time
 _SLAB_VOXELS = 16 * 1024 * 1024
 
 
@@ -253,32 +266,48 @@ def _deidentified_header(img: nib.Nifti1Image, shape: tuple[int, int, int]) -> n
     return clean
 
 
-def _copy_voxel_bytes(src: Path, img: nib.Nifti1Image, out: gzip.GzipFile) -> None:
-    """Copy the voxel block of ``src`` byte for byte, without holding it in memory."""
+def _copy_voxel_bytes(
+    src: Path, img: nib.Nifti1Image, out: BinaryIO, seen: Callable[[bytes], None] | None
+) -> None:
+    """Copy the voxel block of ``src`` byte for byte, a block at a time, without decoding it;
+    ``seen`` gets each block too."""
     proxy: Any = img.dataobj  # the loaded header's vox_offset is reset; the proxy keeps the offset
     remaining = int(np.prod(proxy.shape, dtype=np.int64)) * np.dtype(proxy.dtype).itemsize
-    with src.open("rb") as raw:
-        compressed = raw.read(2) == b"\x1f\x8b"
-    with (gzip.open if compressed else open)(src, "rb") as stream:
+    with open_decompressed(src) as stream:
         stream.seek(int(proxy.offset))
         while remaining > 0:
-            chunk = stream.read(min(_CHUNK, remaining))
+            chunk = stream.read(min(_COPY_BLOCK, remaining))
             if not chunk:
                 raise OSError(f"{src.name}: the voxel data ended early")
             out.write(chunk)
+            if seen is not None:
+                seen(chunk)
             remaining -= len(chunk)
+
+
+def _load_nifti1(path: Path) -> nib.Nifti1Image:
+    """The header (and lazy voxels) of a validated volume: NIfTI-1 or its subclass NIfTI-2."""
+    img = nib.load(path)
+    assert isinstance(img, nib.Nifti1Image)
+    return img
 
 
 VolumeKind = Literal["image", "mask", "labels"]
 
 
-def write_deidentified(src: Path, dest: Path, *, kind: VolumeKind) -> None:
+def write_deidentified(
+    src: Path, dest: Path, *, kind: VolumeKind, seen: Callable[[bytes], None] | None = None
+) -> None:
     """Re-write a validated volume as 3D .nii.gz with its identifying header content cleared.
 
-    The voxels stream through, so that a large volume never has to fit in memory. ``image``:
-    copied byte for byte, with its scaling; ``mask``: binarised (uint8 0/1) slab by slab;
+    The voxels stream through, so that a large volume never has to fit in memory: the header
+    is rewritten and the voxel bytes follow it into a gzip stream compressed by ISA-L at its
+    level 1 (``isal.igzip``: an ordinary .nii.gz that every reader opens, written about ten
+    times faster than zlib's level 1, a few per cent larger). ``image``: copied byte for byte,
+    with its scaling; ``mask``: binarised (uint8 0/1) slab by slab;
     ``labels`` (a review's drawn correction, already checked to hold small non-negative
-    integers): stored as uint8 slab by slab.
+    integers): stored as uint8 slab by slab. ``seen`` (an image) gets the voxel bytes as they
+    are copied (the computed brain mask's ``BlockMeans``), so they are read once.
     """
     img = nib.load(src)
     assert isinstance(img, nib.Nifti1Image)  # Nifti2Image is a subclass
@@ -291,11 +320,11 @@ def write_deidentified(src: Path, dest: Path, *, kind: VolumeKind) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(f".{dest.name}.part")
     try:
-        with gzip.open(part, "wb", compresslevel=1) as out:
+        with igzip.open(part, "wb", compresslevel=1) as out:
             header.write_to(out)
             out.write(bytes(int(header["vox_offset"]) - out.tell()))
             if kind == "image":
-                _copy_voxel_bytes(src, img, out)
+                _copy_voxel_bytes(src, img, out, seen)
             else:
                 for slab in _slabs(img, shape):
                     voxels = slab > 0 if kind == "mask" else np.rint(slab)
@@ -351,7 +380,11 @@ def store_subject(
     session.flush()
     folder = storage.subject_dir(dataset.id, subject.id)
     try:
-        write_deidentified(files.image, folder / "image.nii.gz", kind="image")
+        # Without a brain mask of the user's, the image's voxels feed the computed one as
+        # they are stored: one read of the image for both.
+        means = None if files.brain is not None else BlockMeans(_load_nifti1(files.image))
+        seen = means.feed if means is not None else None
+        write_deidentified(files.image, folder / "image.nii.gz", kind="image", seen=seen)
         subject.image_path = storage.relative(folder / "image.nii.gz")
         if files.mask is not None:
             write_deidentified(files.mask, folder / "mask.nii.gz", kind="mask")
@@ -360,7 +393,7 @@ def store_subject(
             write_deidentified(files.brain, folder / BRAIN_FILE, kind="mask")
             subject.brain_source = GIVEN
         else:
-            write_computed_brain_mask(folder / "image.nii.gz", folder / BRAIN_FILE)
+            write_computed_brain_mask(folder / "image.nii.gz", folder / BRAIN_FILE, means=means)
             subject.brain_source = COMPUTED
         subject.brain_path = storage.relative(folder / BRAIN_FILE)
         if files.channels:

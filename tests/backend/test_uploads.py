@@ -800,6 +800,9 @@ def test_upload_benchmark_quick_runs(tmp_path: Path) -> None:
     text = out.read_text()
     assert "<!-- upload:begin -->" in text and "<!-- upload:end -->" in text
     assert "MB/s" in text and "kept" in text
+    # The import, measured in the same run: its ratio to the upload and both of its goals.
+    assert "| ratio to upload |" in text and "| import (validate, de-identify, store" in text
+    assert "of the upload's throughput: " in text and "during the import: " in text
 
 
 def test_skip_invalid_stores_the_valid_rows_and_reports_the_others(

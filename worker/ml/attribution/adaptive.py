@@ -26,9 +26,10 @@ are few and local, which the exact local error finds (docs/method.md has the com
 
 Numerics: as in Captum, the gradient at each point is taken with unit output gradients and
 multiplied by its weight afterwards (a weight pushed through the backward pass meets TF32
-rounding in cuDNN convolutions; docs/benchmarks.md). The weighted sum runs in float64 over the
-points in path order, so the map equals a fresh evaluation at the same points
-(``integrated_gradients_at``), up to the batch-size dependence of the convolutions.
+rounding in cuDNN convolutions; docs/benchmarks.md). The weighted sum is kept in float64, so
+the map equals a fresh evaluation at the same points (``integrated_gradients_at``) to float32
+rounding (the updates add in another order; and the convolutions' results may depend on the
+batch size).
 
 Example:
     >>> result = adaptive_integrated_gradients(forward, x, torch.zeros_like(x), 0.01, 129)
@@ -108,6 +109,22 @@ class _Path:
         self.grads: list[torch.Tensor] = []  # (C, *grid) dF/dx at each point
         self.logits: list[float] = []
         self.slopes: list[float] = []  # g(a) = (x - x') . dF/dx, float64
+        # sum_k w_k dF/dx(p_k) (float64) and the weights it holds, by alpha: a refinement
+        # adds only the weights that changed (the new points and their neighbours).
+        self.total: torch.Tensor | None = None
+        self.held: dict[float, float] = {}
+
+    def weighted_sum(self) -> torch.Tensor:
+        """``sum_k w_k dF/dx(p_k)`` of the trapezoid on the current points, ``(C, *grid)``."""
+        weights = trapezoid(np.asarray(self.alphas)).tolist()
+        if self.total is None:
+            self.total = torch.zeros_like(self.grads[0], dtype=torch.float64)
+        for alpha, weight, grad in zip(self.alphas, weights, self.grads, strict=True):
+            change = weight - self.held.get(alpha, 0.0)
+            if change != 0.0:
+                self.total += change * grad.double()
+                self.held[alpha] = weight
+        return self.total
 
     def insert(self, alpha: float, grad: torch.Tensor, logit: float, slope: float) -> None:
         at = int(np.searchsorted(np.asarray(self.alphas), alpha))
@@ -163,11 +180,7 @@ def _combine(
     F(x) and F(x') ``(B,)`` (float64; the logits of the points a = 1 and a = 0)."""
     maps = []
     for b, path in enumerate(paths):
-        weights = trapezoid(np.asarray(path.alphas))
-        total = torch.zeros(x.shape[1:], dtype=torch.float64, device=x.device)
-        for weight, grad in zip(weights.tolist(), path.grads, strict=True):
-            total += weight * grad.double()
-        maps.append(((x[b] - baseline[b]).double() * total).float())
+        maps.append(((x[b] - baseline[b]).double() * path.weighted_sum()).float())
     attributions = torch.stack(maps)  # (B, C, *grid)
     f_x = torch.tensor([p.logits[-1] for p in paths], dtype=torch.float64)
     f_baseline = torch.tensor([p.logits[0] for p in paths], dtype=torch.float64)

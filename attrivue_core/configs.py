@@ -15,6 +15,7 @@ __all__ = [
     "AttributionConfig",
     "ATTRIBUTION_EARLY_STOPPING",
     "AttributionMethod",
+    "MAX_IG_POINTS",
     "METHOD_FIELDS",
     "BaselineName",
     "EarlyStoppingMetric",
@@ -550,9 +551,13 @@ def _check_regression(config: RunConfig) -> None:
 
 
 _BASELINE_FIELDS = frozenset({"baseline", "blur_sigma"})
+# The most interpolation points per map that IG to a requested accuracy may use.
+MAX_IG_POINTS = 513
+DEFAULT_IG_POINTS = 129
 # The fields each method reads; the others must keep their defaults.
 METHOD_FIELDS: dict[str, frozenset[str]] = {
-    "integrated_gradients": _BASELINE_FIELDS | {"steps", "riemann_method", "internal_batch_size"},
+    "integrated_gradients": _BASELINE_FIELDS
+    | {"steps", "riemann_method", "internal_batch_size", "target_delta", "max_points"},
     "gradient_shap": frozenset(
         {"n_samples", "stdevs", "n_references", "references", "internal_batch_size", "seed"}
     ),
@@ -585,6 +590,15 @@ class AttributionConfig(BaseModel):
             whole-brain volumes: IG's interpolation points, GradientShap's and SmoothGrad's
             samples, Occlusion's perturbed images (all images of a batch counted together).
         riemann_method: Quadrature rule along the path (Captum's ``method`` argument).
+        target_delta: integrated_gradients to a requested accuracy: the relative completeness
+            delta to reach, ``|sum(A) - (F(x) - F(x'))| / |F(x) - F(x')|`` (0.01: 1 %). The
+            worker then chooses the points itself (``worker.ml.attribution.adaptive``: a
+            trapezoid rule refined by bisection, every evaluated point reused) instead of
+            ``steps`` and ``riemann_method``, which must keep their defaults; the map records
+            the points used and the delta reached. ``None``: ``steps`` fixed points.
+        max_points: With ``target_delta``: the most points per map (at most
+            ``MAX_IG_POINTS``); a map that reaches it before the target records that it
+            did not reach it.
         n_samples: Random draws per image: (reference, alpha) pairs of gradient_shap, noisy
             copies of smoothgrad.
         stdevs: Standard deviation of Gaussian noise, in the preprocessed image's intensity
@@ -614,6 +628,8 @@ class AttributionConfig(BaseModel):
     blur_sigma: float = Field(default=4.0, gt=0.0)
     internal_batch_size: int = Field(default=8, ge=1, le=4096)
     riemann_method: RiemannMethod = "gausslegendre"
+    target_delta: float | None = Field(default=None, gt=0.0, lt=1.0)
+    max_points: int = Field(default=DEFAULT_IG_POINTS, ge=3, le=MAX_IG_POINTS)
     n_samples: int = Field(default=16, ge=1, le=1024)
     stdevs: float = Field(default=0.15, ge=0.0)
     n_references: int = Field(default=8, ge=1, le=1024)
@@ -639,6 +655,16 @@ class AttributionConfig(BaseModel):
                 "stdevs does not apply to gradient_shap with references 'healthy' (it is the "
                 "noise of the synthetic references)"
             )
+        if self.target_delta is not None:
+            fixed = [n for n in ("steps", "riemann_method") if n in self.model_fields_set]
+            fixed = [n for n in fixed if getattr(self, n) != type(self).model_fields[n].default]
+            if fixed:
+                raise ValueError(
+                    f"target_delta chooses the points itself: give it or {' and '.join(fixed)}, "
+                    "not both"
+                )
+        elif "max_points" in self.model_fields_set and self.max_points != DEFAULT_IG_POINTS:
+            raise ValueError("max_points caps the points of target_delta; give target_delta")
         if self.stride is not None and any(
             s > w for s, w in zip(self.stride, self.window, strict=True)
         ):

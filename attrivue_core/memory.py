@@ -132,4 +132,8 @@ def attribution_memory(run: RunConfig, params: AttributionConfig) -> MemoryEstim
     else:
         images = 2 if params.method == "deeplift" else 1
     total = _total(run.network, voxels, images, 1, training=False, channels=run.in_channels)
+    if params.method == "integrated_gradients" and params.target_delta is not None:
+        # IG to a requested accuracy keeps the gradient of every point it evaluated (float32,
+        # one per channel), up to max_points of them, and a float64 running sum.
+        total += voxels * max(int(run.in_channels), 1) * (4 * params.max_points + 8)
     return MemoryEstimate(total, run.network, voxels, images, 1)

@@ -29,7 +29,14 @@ import torch
 
 from attrivue_core.configs import RunConfig
 from bench import docs
-from bench.bench_ig import IgSettings, render_ig, run_ig
+from bench.bench_ig import (
+    AccuracySettings,
+    IgSettings,
+    render_accuracy,
+    render_ig,
+    run_accuracy,
+    run_ig,
+)
 from bench.bench_training import NetworkSpec, TrainingSettings, render_training, run_training
 from worker.ml.attribution.captum_eval import load_on_grid
 from worker.ml.synthetic import SyntheticConfig, generate_dataset
@@ -40,6 +47,7 @@ DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 SECTIONS = {
     "training": "Training: seconds per epoch with and without the attribution constraint",
     "ig": "Integrated Gradients: the project's implementation against Captum's",
+    "ig-accuracy": "Integrated Gradients to a requested accuracy against Captum's default",
 }
 INTRO = """# Benchmarks
 
@@ -60,6 +68,7 @@ class Plan:
     n_subjects: int
     training: TrainingSettings
     ig: IgSettings
+    accuracy: AccuracySettings
     ig_batch: int = 4
 
 
@@ -81,6 +90,7 @@ def make_plan(*, quick: bool, device: str, patchgan_width: int) -> Plan:
                 repetitions=2,
                 device=device,
             ),
+            accuracy=AccuracySettings(networks=(networks[0],), repetitions=1, device=device),
         )
     grid = (48, 56, 48)
     networks = (NetworkSpec("small_cnn"), NetworkSpec("patchgan", base_width=patchgan_width))
@@ -100,6 +110,8 @@ def make_plan(*, quick: bool, device: str, patchgan_width: int) -> Plan:
             min_seconds=8.0,
             device=device,
         ),
+        # small_cnn only: PatchGAN's 50-point Captum map takes ~15 s per run on one CPU thread.
+        accuracy=AccuracySettings(networks=(networks[0],), device=device),
     )
 
 
@@ -210,6 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if name == "training":
                 results = run_training(plan.training, subjects, Path(tmp) / "runs", _log)
                 body = render_training(plan.training, results)
+            elif name == "ig-accuracy":
+                images = _ig_images(plan, subjects)
+                accuracy = run_accuracy(plan.accuracy, images, _log)
+                body = render_accuracy(plan.accuracy, accuracy, plan.grid)
             else:
                 images = _ig_images(plan, subjects)
                 body = render_ig(plan.ig, run_ig(plan.ig, images, _log), plan.grid)

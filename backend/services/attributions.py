@@ -118,6 +118,11 @@ def region_for(
         )
     if params.get("baseline") != "zero":
         raise InvalidInput("region attribution uses the zero baseline: params.baseline 'zero'")
+    if params.get("target_delta") is not None:
+        raise InvalidInput(
+            "region attribution integrates with a fixed params.steps; params.target_delta "
+            "applies to classification runs"
+        )
     if params.get("riemann_method") not in _REGION_QUADRATURES:
         raise InvalidInput(
             f"region attribution supports params.riemann_method in {list(_REGION_QUADRATURES)}"

@@ -408,3 +408,51 @@ def test_backend_does_not_import_torch(tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["False", "False"]
+
+
+# IG to a requested accuracy: bodies refused with 422, and the words the detail must name.
+INVALID_ACCURACY = [
+    ({"target_delta": 0}, "greater than 0"),
+    ({"target_delta": -0.01}, "greater than 0"),
+    ({"target_delta": 1.5}, "less than 1"),
+    ({"target_delta": "often"}, "target_delta"),
+    ({"target_delta": 0.01, "max_points": 2}, "greater than or equal to 3"),
+    ({"target_delta": 0.01, "max_points": 10_000}, "less than or equal to 513"),
+    ({"target_delta": 0.01, "steps": 8}, "give it or steps, not both"),
+    ({"target_delta": 0.01, "riemann_method": "riemann_middle"}, "riemann_method, not both"),
+    ({"max_points": 33}, "give target_delta"),
+]
+
+
+def test_target_delta_validation_and_round_trip(lab: Lab) -> None:
+    client = lab.clients["researcher"]
+    subject = lab.subjects["lesion"]
+    for params, words in INVALID_ACCURACY:
+        resp = client.post(
+            "/api/v1/attributions",
+            json={"run_id": lab.run, "subject_id": subject, "params": params},
+        )
+        assert resp.status_code == 422, (params, resp.text)
+        assert words in resp.json()["detail"], (params, resp.json()["detail"])
+    resp = client.post(
+        "/api/v1/attributions",
+        json={
+            "run_id": lab.run,
+            "subject_id": subject,
+            "method": "saliency",
+            "params": {"target_delta": 0.01},
+        },
+    )
+    assert resp.status_code == 422 and "does not apply to saliency" in resp.json()["detail"]
+    resp = client.post(
+        "/api/v1/attributions",
+        json={
+            "run_id": lab.run,
+            "subject_id": subject,
+            "params": {"target_delta": 0.01, "max_points": 33},
+        },
+    )
+    assert resp.status_code == 201, resp.text
+    stored = client.get(f"/api/v1/attributions/{resp.json()['id']}").json()
+    assert stored["params"]["target_delta"] == 0.01
+    assert stored["params"]["max_points"] == 33

@@ -44,6 +44,21 @@ def _set(attribution_id: int, claim: Claim | None = None, **fields: object) -> N
     )
 
 
+def _accuracy_progress(reporter: JobReporter, settings):
+    """IG to a requested accuracy: report each round's points and relative delta."""
+    target, cap = settings.target_delta, settings.max_points
+
+    def report(points: int, relative: float) -> None:
+        reporter.report(
+            0.3 + 0.6 * min(1.0, points / cap),
+            f"integrated_gradients: {points} points, relative delta {relative:.2%} "
+            f"(target {target:.2%}, at most {cap} points)",
+            force=True,
+        )
+
+    return report
+
+
 def _finite(value: float | None) -> float | None:
     """JSON has no NaN: undefined values are stored as null."""
     if value is None or not math.isfinite(float(value)):
@@ -206,6 +221,9 @@ def run_attribution(job_id: int) -> None:
                 if method == "gradient_shap" and settings.references == "healthy":
                     references = _healthy_references(storage, config, healthy)
                 reporter.report(0.3, f"computing {method}", force=True)
+                progress = None
+                if method == "integrated_gradients" and settings.target_delta is not None:
+                    progress = _accuracy_progress(reporter, settings)
                 with cancel_checks(model, reporter.cancel_requested, what=f"the {method} map"):
                     result = attribute_subject(
                         model,
@@ -217,6 +235,7 @@ def run_attribution(job_id: int) -> None:
                         healthy_mean=healthy_mean,
                         references=references,
                         channels=channels,
+                        progress=progress,
                     )
                 if references is not None:
                     result.stats["reference_subjects"] = float(len(references))

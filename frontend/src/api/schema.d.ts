@@ -1755,6 +1755,11 @@ export interface components {
              */
             internal_batch_size?: number;
             /**
+             * Max Points
+             * @default 129
+             */
+            max_points?: number;
+            /**
              * N References
              * @default 8
              */
@@ -1802,6 +1807,8 @@ export interface components {
                 number,
                 number
             ] | null;
+            /** Target Delta */
+            target_delta?: number | null;
             /**
              * Window
              * @default [

@@ -6,6 +6,7 @@ import {
   validateDatasetForm,
   validateRunForm,
   validateSteps,
+  igParams,
   validateUploadForm,
 } from "./validation";
 
@@ -159,5 +160,17 @@ describe("validateSteps", () => {
     expect(validateSteps("32")).toBe(32);
     expect(validateSteps("0")).toBe("Steps must be between 1 and 512.");
     expect(validateSteps("")).toBe("Steps is required.");
+  });
+});
+
+describe("igParams", () => {
+  it("asks for a target delta in percent, or fixed steps without one", () => {
+    expect(igParams("32", "1")).toEqual({ target_delta: 0.01, baseline: "zero" });
+    expect(igParams("oops", " 0.5 % ")).toEqual({ target_delta: 0.005, baseline: "zero" });
+    expect(igParams("16", "")).toEqual({ steps: 16, baseline: "zero" });
+    expect(igParams("16", "0")).toBe("Target delta must be a percentage above 0 and below 100.");
+    expect(igParams("16", "100")).toBe("Target delta must be a percentage above 0 and below 100.");
+    expect(igParams("16", "abc")).toBe("Target delta must be a percentage above 0 and below 100.");
+    expect(igParams("0", "")).toBe("Steps must be between 1 and 512.");
   });
 });

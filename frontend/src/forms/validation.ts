@@ -191,3 +191,21 @@ export const IG_STEPS = { min: 1, max: 512, default: 32 } as const;
 export function validateSteps(raw: string): string | number {
   return parseInteger(raw, "Steps", IG_STEPS.min, IG_STEPS.max);
 }
+
+/**
+ * The parameters of an IG map from the form: a target completeness delta (percent of
+ * |F(x) − F(x′)|; the worker chooses the points, params.target_delta) when one is given, else the
+ * fixed number of steps. A string is the error to show.
+ */
+export function igParams(steps: string, targetPercent: string): string | { steps: number; baseline: "zero" } | { target_delta: number; baseline: "zero" } {
+  const text = targetPercent.trim().replace(/%$/, "").trim();
+  if (text !== "") {
+    const value = Number(text);
+    if (!Number.isFinite(value) || value <= 0 || value >= 100) {
+      return "Target delta must be a percentage above 0 and below 100.";
+    }
+    return { target_delta: value / 100, baseline: "zero" };
+  }
+  const parsed = validateSteps(steps);
+  return typeof parsed === "string" ? parsed : { steps: parsed, baseline: "zero" };
+}

@@ -10,7 +10,7 @@ import {
   type FieldErrors,
   IG_STEPS,
   type UploadFormValues,
-  validateSteps,
+  igParams,
   validateUploadForm,
 } from "../forms/validation";
 import { useAsync, useJobPolling } from "../hooks";
@@ -41,6 +41,8 @@ export function DatasetPage() {
   );
   const [runId, setRunId] = useState("");
   const [steps, setSteps] = useState(String(IG_STEPS.default));
+  // Percent of |F(x) − F(x′)|; when given, the worker chooses the points (params.target_delta).
+  const [target, setTarget] = useState("");
   const selectedRun = succeededRuns.find((r) => String(r.id) === runId) ?? succeededRuns[0];
 
   return (
@@ -88,6 +90,18 @@ export function DatasetPage() {
                   value={steps}
                   onChange={(e) => setSteps(e.target.value)}
                   className="narrow"
+                  disabled={target.trim() !== ""}
+                />
+              </Field>
+              <Field label="or target δ (%)">
+                <input
+                  name="target_delta"
+                  inputMode="decimal"
+                  placeholder="e.g. 1"
+                  title="Completeness delta to reach, in percent of |F(x) − F(x′)|: the worker chooses the number of points"
+                  value={target}
+                  onChange={(e) => setTarget(e.target.value)}
+                  className="narrow"
                 />
               </Field>
               <span className="muted small">Integrated gradients, zero baseline</span>
@@ -99,6 +113,7 @@ export function DatasetPage() {
           loading={subjects.loading && !subjects.data}
           run={selectedRun}
           steps={steps}
+          targetDelta={target}
           canCompute={writable}
           onEdited={subjects.reload}
           targetName={dataset.data?.target_name ?? ""}
@@ -127,6 +142,7 @@ function SubjectTable({
   loading,
   run,
   steps,
+  targetDelta,
   canCompute,
   onEdited,
   targetName,
@@ -137,6 +153,8 @@ function SubjectTable({
   loading: boolean;
   run: Run | undefined;
   steps: string;
+  /** Target completeness delta in percent, "" for fixed steps. */
+  targetDelta: string;
   /** False for clinicians: the Compute button is hidden. */
   canCompute: boolean;
   /** Called after a label or split was changed inline. */
@@ -180,7 +198,7 @@ function SubjectTable({
 
   const compute = async (subject: Subject) => {
     if (!run) return;
-    const parsed = validateSteps(steps);
+    const parsed = igParams(steps, targetDelta);
     setStepsError(typeof parsed === "string" ? parsed : undefined);
     if (typeof parsed === "string") return;
     setRowErrors((e) => ({ ...e, [subject.id]: null }));
@@ -189,7 +207,7 @@ function SubjectTable({
         run_id: run.id,
         subject_id: subject.id,
         method: "integrated_gradients",
-        params: { steps: parsed, baseline: "zero" },
+        params: parsed,
       });
       setCreated((c) => ({ ...c, [attribution.id]: attribution }));
     } catch (reason) {
@@ -199,7 +217,7 @@ function SubjectTable({
 
   const computeBatch = async (target: { subject_ids: number[] } | { split: Split }) => {
     if (!run) return;
-    const parsed = validateSteps(steps);
+    const parsed = igParams(steps, targetDelta);
     setStepsError(typeof parsed === "string" ? parsed : undefined);
     if (typeof parsed === "string") return;
     setBatchBusy(true);
@@ -209,7 +227,7 @@ function SubjectTable({
       const made = await api.attributions.createBatch({
         run_id: run.id,
         method: "integrated_gradients",
-        params: { steps: parsed, baseline: "zero" },
+        params: parsed,
         ...target,
       });
       setCreated((c) => ({ ...c, ...Object.fromEntries(made.data.map((a) => [a.id, a])) }));

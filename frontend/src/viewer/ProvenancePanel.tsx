@@ -4,7 +4,14 @@ import type { Attribution, Run } from "../api/types";
 import { readStats } from "../api/types";
 import { ATTRIBUTION_METHOD_CHOICES } from "../forms/choices";
 import { fieldLabel, formatDate, formatNumber, formatValue } from "../format";
-import { baselineText, formatPercent, methodParams, sampleSpreadOf, uncertaintyOf } from "./methodParams";
+import {
+  baselineText,
+  formatPercent,
+  methodParams,
+  pointsUsedOf,
+  sampleSpreadOf,
+  uncertaintyOf,
+} from "./methodParams";
 
 const METHOD_NAMES: Record<string, string> = Object.fromEntries(
   ATTRIBUTION_METHOD_CHOICES.map((m) => [m.value, m.label]),
@@ -20,6 +27,7 @@ export function ProvenancePanel({ attribution, run }: { attribution: Attribution
   const baseline = baselineText(attribution.method, given);
   const uncertainty = uncertaintyOf(attribution);
   const spread = sampleSpreadOf(attribution.stats);
+  const pointsUsed = pointsUsedOf(attribution.stats);
   return (
     <section className="provenance" aria-label="Provenance">
       <h2>Provenance</h2>
@@ -60,6 +68,18 @@ export function ProvenancePanel({ attribution, run }: { attribution: Attribution
                   <>
                     <dt>Relative to F(x) − F(x′)</dt>
                     <dd data-testid="relative-delta">{formatPercent(uncertainty.relative)}</dd>
+                  </>
+                ) : null}
+                {pointsUsed ? (
+                  <>
+                    <dt title="Interpolation points along the path from x′ to x">Points used</dt>
+                    <dd data-testid="points-used">
+                      {pointsUsed.points}
+                      {pointsUsed.reached === true ? <span className="muted"> (target reached)</span> : null}
+                      {pointsUsed.reached === false ? (
+                        <span className="muted"> (target not reached: the cap on points came first)</span>
+                      ) : null}
+                    </dd>
                   </>
                 ) : null}
               </>

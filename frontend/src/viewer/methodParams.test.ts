@@ -1,5 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { baselineText, formatPercent, methodParams, sampleSpreadOf, uncertaintyOf, uncertaintyText } from "./methodParams";
+import {
+  baselineText,
+  formatPercent,
+  methodParams,
+  pointsUsedOf,
+  sampleSpreadOf,
+  uncertaintyOf,
+  uncertaintyText,
+} from "./methodParams";
 
 describe("method parameters", () => {
   it("lists what integrated gradients read, defaults filled in and marked", () => {
@@ -7,6 +15,22 @@ describe("method parameters", () => {
     expect(rows?.map((r) => r.key)).toEqual(["steps", "riemann_method", "internal_batch_size"]);
     expect(rows?.find((r) => r.key === "steps")).toMatchObject({ value: "16", isDefault: false });
     expect(rows?.find((r) => r.key === "riemann_method")).toMatchObject({ value: "gausslegendre", isDefault: true });
+  });
+
+  it("shows the target delta and the cap instead of fixed steps for IG to a requested accuracy", () => {
+    const rows = methodParams("integrated_gradients", { target_delta: 0.01, max_points: 33 });
+    expect(rows?.map((r) => r.key)).toEqual(["internal_batch_size", "target_delta", "max_points"]);
+    expect(rows?.find((r) => r.key === "target_delta")?.value).toBe("1.0 % of F(x) − F(x′)");
+    expect(rows?.find((r) => r.key === "max_points")).toMatchObject({ value: "33", isDefault: false });
+    const fixed = methodParams("integrated_gradients", { steps: 8, target_delta: null });
+    expect(fixed?.map((r) => r.key)).not.toContain("target_delta");
+  });
+
+  it("reads the points an IG map used, and whether it reached its target", () => {
+    expect(pointsUsedOf({ ig_points: 17, ig_target_reached: 1 })).toEqual({ points: 17, reached: true });
+    expect(pointsUsedOf({ ig_points: 129, ig_target_reached: 0 })).toEqual({ points: 129, reached: false });
+    expect(pointsUsedOf({ ig_points: 32 })).toEqual({ points: 32, reached: null });
+    expect(pointsUsedOf({ min: 0 })).toBeNull();
   });
 
   it("shows the blur only with a blurred baseline, and the baseline in words", () => {

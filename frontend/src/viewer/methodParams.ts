@@ -25,7 +25,13 @@ const LABELS: Record<string, string> = {
   n_references: "References",
   relu_attributions: "Positive part only",
   blur_sigma: "Blur σ (voxels)",
+  target_delta: "Target delta",
+  max_points: "Most points",
 };
+
+/** IG to a requested accuracy: these replace the fixed steps and rule (and the reverse). */
+const FIXED_POINTS = new Set(["steps", "riemann_method"]);
+const TO_ACCURACY = new Set(["target_delta", "max_points"]);
 
 /** Methods that draw samples and whose maps carry uncertainty volumes (sd, sign agreement). */
 export const STOCHASTIC_METHODS: readonly string[] = ["smoothgrad", "gradient_shap"];
@@ -69,15 +75,18 @@ export function methodParams(method: string, params: Record<string, unknown> | n
   if (!defaults) return null;
   const given = params ?? {};
   const blurred = String(given.baseline ?? defaults.baseline) === "blur";
+  const toAccuracy = typeof given.target_delta === "number";
   return Object.entries(defaults)
     .filter(([key]) => key !== "baseline" && key !== "references" && (key !== "blur_sigma" || blurred))
+    .filter(([key]) => !(toAccuracy ? FIXED_POINTS : TO_ACCURACY).has(key))
     .map(([key, fallback]) => {
       const isDefault = !(key in given);
       const value = isDefault ? fallback : given[key];
       return {
         key,
         label: LABELS[key] ?? fieldLabel(key),
-        value: value === null ? "auto" : formatValue(value),
+        value:
+          value === null ? "auto" : key === "target_delta" ? `${formatPercent(Number(value))} of F(x) − F(x′)` : formatValue(value),
         isDefault,
       };
     });
@@ -112,6 +121,21 @@ export function sampleSpreadOf(stats: unknown): SampleSpread | null {
   const low = s.uncertainty_low_agreement_share;
   if (typeof meanSd !== "number" || typeof low !== "number") return null;
   return { meanSd, lowAgreementShare: low };
+}
+
+export interface PointsUsed {
+  /** Interpolation points of an Integrated Gradients map. */
+  points: number;
+  /** IG to a requested accuracy: whether the target delta was reached (null: fixed steps). */
+  reached: boolean | null;
+}
+
+/** The points an IG map used, from its stats (ig_points, ig_target_reached); null otherwise. */
+export function pointsUsedOf(stats: unknown): PointsUsed | null {
+  const s = (stats ?? {}) as Record<string, unknown>;
+  if (typeof s.ig_points !== "number") return null;
+  const reached = typeof s.ig_target_reached === "number" ? s.ig_target_reached > 0 : null;
+  return { points: s.ig_points, reached };
 }
 
 /** One line for a compact caption: "δ 0.00123 (0.4 %)". */

@@ -7,7 +7,9 @@ run with ``abs=False``, and Grad-CAM keeps its negative part unless asked otherw
 Methods (``AttributionConfig.method``; the fields each reads are in ``METHOD_FIELDS``):
 
 - ``integrated_gradients``: Integrated Gradients (Sundararajan et al., ICML 2017) from the
-  zero or a blurred baseline. Convergence delta: |sum(A) - (F(x) - F(x'))|.
+  zero or a blurred baseline. Convergence delta: |sum(A) - (F(x) - F(x'))|. With
+  ``target_delta``, the points are chosen until the relative delta meets it
+  (``worker.ml.attribution.adaptive``); otherwise Captum with ``steps`` points.
 - ``gradient_shap``: Captum's GradientShap with ``stdevs=0``, which is Expected Gradients
   (Erion et al., Nat. Mach. Intell. 2021): the IG integrand averaged over references x' and
   a ~ U(0, 1). References: images passed as ``references`` (another subjects' images on the
@@ -72,6 +74,7 @@ from torch import nn
 
 from attrivue_core.configs import METHOD_FIELDS, AttributionConfig, RunConfig
 from attrivue_core.io import load_image
+from worker.ml.attribution.adaptive import Progress, adaptive_integrated_gradients
 from worker.ml.nets import gradcam_layer, pathological_logit
 from worker.ml.transforms import preprocess_for, subject_on_grid, to_native
 
@@ -110,7 +113,10 @@ class AttributionResult:
         stats: Summary of the native map (see ``map_stats``) plus ``grid_sum`` (sum of the
             map on the working grid) and, for methods with a convergence delta,
             ``relative_delta`` (delta / |F(x) - F(x')|, ``None`` when the baseline scores
-            the same as the image); for stochastic methods, ``uncertainty_stats``'s keys.
+            the same as the image); for integrated_gradients ``ig_points`` (interpolation
+            points used) and, with ``target_delta``, ``ig_target_reached`` (1: the relative
+            delta is at most the target; 0: ``max_points`` was reached first); for
+            stochastic methods, ``uncertainty_stats``'s keys.
         sd: Stochastic methods: per-voxel standard deviation of the per-sample maps, on the
             native grid (same shape and affine as ``map``); ``None`` for the others.
         agreement: Stochastic methods: per-voxel sign agreement in [0, 1], native grid.
@@ -154,6 +160,7 @@ class _Request:
     attribution: AttributionConfig
     references: torch.Tensor | None  # (R, C, *grid) on the same device, or None
     healthy_mean: torch.Tensor | None = None  # (1, C, *grid): the healthy_mean baseline
+    progress: Progress | None = None  # IG with target_delta: called after each round
 
     @property
     def images_per_pass(self) -> int:
@@ -170,6 +177,8 @@ class _Maps:
     baseline_logit: torch.Tensor | None = None  # (B,) F(x') or mean F over references
     sd: torch.Tensor | None = None  # (B, 1, *grid) over samples (stochastic methods)
     agreement: torch.Tensor | None = None  # (B, 1, *grid) sign agreement in [0, 1]
+    points: int | None = None  # IG: interpolation points per image (the most of the batch)
+    reached: bool | None = None  # IG with target_delta: every relative delta <= the target
 
 
 class _SampleMoments:
@@ -339,6 +348,7 @@ def attribute_subject(
     brain_path: Path | None = None,
     healthy_mean: torch.Tensor | None = None,
     channels: Sequence[Path] = (),
+    progress: Progress | None = None,
 ) -> AttributionResult:
     """Compute the signed attribution map of one subject and bring it to native space.
 
@@ -360,6 +370,8 @@ def attribute_subject(
         channels: The images of channels 1.. of a multi-modal subject (``image_path`` is
             channel 0): the map of each channel is kept (``AttributionResult.channels``) and
             the map is their sum (a stochastic method's uncertainty volumes are the sum's).
+        progress: integrated_gradients with ``target_delta``: called after each round of
+            refinement with (points so far, relative delta).
 
     Returns:
         The signed native-space map with its affine, logits and diagnostics.
@@ -367,7 +379,9 @@ def attribute_subject(
     transform = preprocess_for(config)
     image = subject_on_grid(config, image_path, channels, brain_path, transform=transform)
     x = image.as_tensor()[None]  # (1, C, *grid)
-    maps, logits = _attribute(model, x, attribution, references, torch.device(device), healthy_mean)
+    maps, logits = _attribute(
+        model, x, attribution, references, torch.device(device), healthy_mean, progress
+    )
     per_channel = maps.attributions.detach()[0].float().cpu()  # (C, *grid)
     attr_grid = per_channel.sum(dim=0, keepdim=True)  # (1, *grid)
 
@@ -392,6 +406,10 @@ def attribute_subject(
         gap = abs(logit - baseline_logit)
         # None rather than inf: the stats go into JSON columns.
         stats["relative_delta"] = delta / gap if gap > 0 else None
+    if maps.points is not None:
+        stats["ig_points"] = float(maps.points)
+    if maps.reached is not None:
+        stats["ig_target_reached"] = float(maps.reached)
     sd_native = agreement_native = None
     if maps.sd is not None and maps.agreement is not None:
         # (1, *grid): the uncertainty of the stored map (the channels' sum, for several).
@@ -538,6 +556,7 @@ def _attribute(
     references: torch.Tensor | None,
     device: torch.device,
     healthy_mean: torch.Tensor | None = None,
+    progress: Progress | None = None,
 ) -> tuple[_Maps, torch.Tensor]:
     """Run the configured method in eval mode; return its maps and the logits F(x) ``(B,)``."""
     method = _METHODS[attribution.method]
@@ -560,7 +579,7 @@ def _attribute(
     was_training = model.training
     forward = _LogitModel(model).to(device).eval()
     try:
-        maps = method(_Request(forward, x, attribution, references, healthy_mean))
+        maps = method(_Request(forward, x, attribution, references, healthy_mean, progress))
         with torch.no_grad():
             logits = forward(x)  # (B,)
     finally:
@@ -618,6 +637,24 @@ def _integrated_gradients(request: _Request) -> _Maps:
     settings = request.attribution
     x = request.x  # (B, 1, *grid)
     baseline = _baseline(x, settings, request.healthy_mean)  # (B, 1, *grid)
+    if settings.target_delta is not None:
+        # Points chosen per image until the relative completeness delta meets the target.
+        result = adaptive_integrated_gradients(
+            request.forward,
+            x,
+            baseline,
+            settings.target_delta,
+            settings.max_points,
+            internal_batch_size=settings.internal_batch_size,
+            progress=request.progress,
+        )
+        return _Maps(
+            result.attributions,
+            result.delta.to(x.device),
+            result.baseline_logits.to(x.device),
+            points=result.points,
+            reached=result.reached,
+        )
     ig = IntegratedGradients(request.forward, multiply_by_inputs=True)
     # Captum evaluates steps * B interpolated images, (steps * B, 1, *grid), in chunks of
     # internal_batch_size; target=None because forward already yields one scalar per image.
@@ -631,7 +668,9 @@ def _integrated_gradients(request: _Request) -> _Maps:
         return_convergence_delta=True,
     )
     # attributions: (B, 1, *grid); delta: (B,) = sum(A) - (F(x) - F(x')).
-    return _Maps(attributions, delta.abs(), _logits(request.forward, baseline))
+    return _Maps(
+        attributions, delta.abs(), _logits(request.forward, baseline), points=settings.steps
+    )
 
 
 @_register("gradient_shap")

@@ -656,9 +656,9 @@ export class ViewerController {
 
   /**
    * Replaces the loaded mask by its outer ring, cropped to the ring's bounding box; false when
-   * the mask is empty. NiiVue colours every overlay voxel by voxel of the MR's grid, but skips
-   * the colour lookup where the overlay's own grid does not reach: a 1 mm mask cropped to its
-   * lesions costs a fraction of the whole grid (docs/benchmarks.md, "viewer").
+   * the mask is empty. NiiVue composites every overlay voxel by voxel of the MR's grid, but
+   * skips the overlay's texture and colour lookups where the overlay's own grid does not reach,
+   * and uploads only the box (the lesion copy of docs/benchmarks.md, "viewer", measures it).
    */
   private prepareLesionOutline(): boolean {
     const lesion = this.volume(this.lesionIndex);
@@ -756,8 +756,8 @@ const BLEND_TEXTURE_UNIT_OFFSET = 10;
 /**
  * Reads NiiVue's blend texture texel by texel instead of interpolating it. NiiVue composites
  * each overlay after the first over a copy of the ones before (the blend texture), read at
- * texel centres only, where linear and nearest filtering give the same colour; in software
- * WebGL a linear 3D fetch costs several nearest ones, on every voxel of the MR's grid.
+ * texel centres only, where linear and nearest filtering give the same colour; a linear 3D
+ * fetch reads eight texels where nearest reads one, on every voxel of the MR's grid.
  */
 export function nearestBlendTexture(nv: NiivueLike): void {
   const original = nv.rgbaTex?.bind(nv);

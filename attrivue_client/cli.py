@@ -283,7 +283,7 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("out_dir", type=Path)
     fetch.add_argument("--method")
     fetch.add_argument("--split", choices=["train", "val", "test"])
-    fetch.add_argument("--display", action="store_true", help="the int16 display maps")
+    fetch.add_argument("--display", action="store_true", help="the int8 display maps")
     fetch.set_defaults(handler=cmd_fetch)
 
     export = commands.add_parser(

@@ -458,12 +458,12 @@ class Client:
     def download_map(
         self, attribution_id: int, dest: str | os.PathLike[str], *, display: bool = False
     ) -> Path:
-        """Save the float32 map (or the int16 display map) to ``dest``, atomically."""
+        """Save the float32 map (or the int8 display map) to ``dest``, atomically."""
         name = "display.nii.gz" if display else "map.nii.gz"
         return self._save(f"/attributions/{attribution_id}/{name}", dest)
 
     def read_map(self, attribution_id: int, *, display: bool = False) -> bytes:
-        """The float32 map (or the int16 display map) as NIfTI bytes, in memory."""
+        """The float32 map (or the int8 display map) as NIfTI bytes, in memory."""
         name = "display.nii.gz" if display else "map.nii.gz"
         return self._request("GET", f"/attributions/{attribution_id}/{name}").content
 

@@ -370,7 +370,7 @@ def prediction_map(storage: Storage, row: AttributionMap) -> Path:
 
 
 def display_map(storage: Storage, row: AttributionMap) -> Path:
-    """The int16 display map (scl_slope set), built on first request and cached."""
+    """The int8 display map (scl_slope set), built on first request and cached."""
     return maps.display_map(full_map(storage, row))
 
 

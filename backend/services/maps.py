@@ -1,4 +1,4 @@
-"""Derived products of a stored attribution map: the int16 display map and its statistics.
+"""Derived products of a stored attribution map: the int8 display map and its statistics.
 
 numpy and nibabel only: the backend never imports torch, and ``worker.ml.metrics`` does (for
 MONAI's Dice). The lesion metrics here follow its definitions exactly (sign-aware: only the
@@ -26,6 +26,7 @@ import numpy as np
 from attrivue_core.io import load_nifti
 
 __all__ = [
+    "DISPLAY_DTYPE",
     "DISPLAY_MAX",
     "PERCENTILES",
     "TOP_K_PERCENT",
@@ -41,7 +42,14 @@ __all__ = [
     "voxel_auroc",
 ]
 
-DISPLAY_MAX = 32767  # int16 code of the map's largest |A|; -32767 keeps the scale symmetric
+# int8 code of the map's largest |A|; -127 keeps the scale symmetric. One step is max|A| / 127,
+# 0.79 % of the peak (under the 1 % a display needs), so a shown value is within half a step,
+# max|A| / 254 (0.39 % of the peak), of the stored float32 map.
+DISPLAY_MAX = 127
+DISPLAY_DTYPE = np.int8
+# NIfTI-1 datatype code of DISPLAY_DTYPE: a cached display map of another type (int16 before
+# issue 21, or float32) is rebuilt on its next request.
+_DISPLAY_DATATYPE_CODE = 256
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99_9": 99.9}
 TOP_K_PERCENT = 5.0
 # Bump when the statistics change, so that cached files are recomputed.
@@ -52,23 +60,25 @@ STATS_VERSION = 2
 
 
 def quantise(data: np.ndarray) -> tuple[np.ndarray, float]:
-    """int16 codes and the slope with ``codes * slope`` within one slope of ``data``.
+    """int8 codes and the slope with ``codes * slope`` within half a slope of ``data``.
 
-    The slope maps the largest |A| to 32767 (a zero map gets slope 1: NIfTI reads a zero
-    slope as "no scaling"). It is rounded to float32 first, as the header stores it.
+    The slope (one step) maps the largest |A| to 127 (a zero map gets slope 1: NIfTI reads a
+    zero slope as "no scaling"). It is rounded to float32 first, as the header stores it; the
+    codes are rounded to the nearest step, so the error is at most slope / 2 = max|A| / 254.
     """
-    a = np.asarray(data, dtype=np.float64)
+    a = np.asarray(data, dtype=np.float32)
     peak = float(np.abs(a).max()) if a.size else 0.0
     slope = float(np.float32(peak / DISPLAY_MAX)) if peak > 0 else 1.0
-    codes = np.clip(np.rint(a / slope), -DISPLAY_MAX, DISPLAY_MAX).astype(np.int16)
-    return codes, slope
+    codes = np.rint(a / np.float32(slope))
+    np.clip(codes, -DISPLAY_MAX, DISPLAY_MAX, out=codes)
+    return codes.astype(DISPLAY_DTYPE), slope
 
 
 def encode_display(data: np.ndarray, affine: np.ndarray) -> bytes:
-    """The gzip-compressed NIfTI-1 bytes of the display map (int16, scl_slope, scl_inter 0)."""
+    """The gzip-compressed NIfTI-1 bytes of the display map (int8, scl_slope, scl_inter 0)."""
     codes, slope = quantise(data)
     img = nib.Nifti1Image(codes, np.asarray(affine, dtype=np.float64))
-    img.set_data_dtype(np.int16)
+    img.set_data_dtype(DISPLAY_DTYPE)
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
     img.header.set_xyzt_units("mm")
@@ -79,10 +89,23 @@ def encode_display(data: np.ndarray, affine: np.ndarray) -> bytes:
 def display_map(full: Path) -> Path:
     """The display map of the full map at ``full``, built on first use and cached beside it."""
     path = full.with_name(full.name.removesuffix(".nii.gz") + ".display.nii.gz")
-    if not _fresh(path, full):
+    if not (_fresh(path, full) and _datatype_code(path) == _DISPLAY_DATATYPE_CODE):
         data, affine = load_nifti(full)
         _write_atomically(path, encode_display(data, affine))
     return path
+
+
+def _datatype_code(path: Path) -> int | None:
+    """The NIfTI-1 datatype code in a gzip-compressed file's header; None if unreadable."""
+    try:
+        with gzip.open(path, "rb") as fh:
+            header = fh.read(72)
+    except (OSError, EOFError):
+        return None
+    if len(header) < 72:
+        return None
+    order = "<" if int.from_bytes(header[:4], "little") == 348 else ">"
+    return int(np.frombuffer(header[70:72], dtype=f"{order}i2")[0])
 
 
 # --------------------------------------------------------------------------- lesion metrics

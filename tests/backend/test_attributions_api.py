@@ -1,4 +1,4 @@
-"""Attributions over subjects or a split, the int16 display map and per-map statistics.
+"""Attributions over subjects or a split, the int8 display map and per-map statistics.
 
 No worker runs here: the run is marked trained and the maps are written directly, as in
 test_permissions.py's world fixture; batch jobs stay queued on the filesystem broker.
@@ -221,7 +221,7 @@ def _raw_header(gz: bytes) -> nib.Nifti1Header:
     return nib.Nifti1Header.from_fileobj(io.BytesIO(gzip.decompress(gz)))
 
 
-def test_display_map_is_int16_within_one_step(lab: Lab, app_env: Path) -> None:
+def test_display_map_is_int8_within_half_a_step(lab: Lab, app_env: Path) -> None:
     full = _signed_map()
     attribution = _stored_map(lab, "lesion", full)
     resp = lab.clients["clinician"].get(f"/api/v1/attributions/{attribution}/display.nii.gz")
@@ -229,17 +229,24 @@ def test_display_map_is_int16_within_one_step(lab: Lab, app_env: Path) -> None:
     assert resp.headers["content-type"] == "application/gzip"
     assert resp.content[:2] == b"\x1f\x8b", "gzip"
     header = _raw_header(resp.content)
-    assert header.get_data_dtype() == np.int16
+    assert header.get_data_dtype() == np.int8
     slope, inter = float(header["scl_slope"]), float(header["scl_inter"])
     assert inter == 0.0
-    np.testing.assert_allclose(slope, np.abs(full).max() / 32767, rtol=1e-6)
+    peak = float(np.abs(full).max())
+    np.testing.assert_allclose(slope, peak / 127, rtol=1e-6)
+    assert slope < 0.01 * peak, "one step stays under 1 % of the peak"
     img = nib.Nifti1Image.from_bytes(gzip.decompress(resp.content))
     codes = np.asarray(img.dataobj.get_unscaled())
-    assert codes.dtype == np.int16 and np.abs(codes).max() == 32767
+    assert codes.dtype == np.int8 and np.abs(codes).max() == 127
     decoded = img.get_fdata()
     assert decoded.shape == SHAPE
-    assert np.abs(decoded - full).max() <= slope
-    assert ((decoded > 0) == (full > 0)).mean() > 0.99, "the sign survives (tiny values round to 0)"
+    # The bound stated in the docs: half a step, max|A| / 254 (float32 rounding aside).
+    assert np.abs(decoded - full).max() <= slope / 2 * (1 + 1e-5)
+    assert np.abs(decoded - full).max() > slope / 4, "the map really is quantised"
+    # No voxel changes sign; a voxel beyond half a step keeps a non-zero code of its sign.
+    assert (decoded * full >= 0).all()
+    beyond = np.abs(full) > slope / 2 * (1 + 1e-5)
+    assert (np.sign(decoded[beyond]) == np.sign(full[beyond])).all()
     np.testing.assert_allclose(img.affine, AFFINE)
 
     # Cached next to the full map; a second request serves the same bytes.
@@ -248,6 +255,21 @@ def test_display_map_is_int16_within_one_step(lab: Lab, app_env: Path) -> None:
     again = lab.clients["admin"].get(f"/api/v1/attributions/{attribution}/display.nii.gz")
     assert again.content == resp.content
     assert not [p for p in maps_dir.iterdir() if p.name.startswith(".")], "no temporary left"
+
+
+def test_an_older_cached_display_map_is_rebuilt_as_int8(lab: Lab, app_env: Path) -> None:
+    """A display map cached by an older version (int16 or float32) is replaced on request."""
+    full = _signed_map()
+    attribution = _stored_map(lab, "lesion", full)
+    cached = app_env / "runs" / str(lab.run) / "maps" / f"{attribution}.display.nii.gz"
+    for dtype in (np.int16, np.float32):
+        old = nib.Nifti1Image(full.astype(dtype), AFFINE)
+        old.set_data_dtype(dtype)
+        cached.write_bytes(gzip.compress(old.to_bytes()))  # newer than the full map
+        resp = lab.clients["admin"].get(f"/api/v1/attributions/{attribution}/display.nii.gz")
+        assert resp.status_code == 200, resp.text
+        assert _raw_header(resp.content).get_data_dtype() == np.int8, dtype
+        assert _raw_header(cached.read_bytes()).get_data_dtype() == np.int8
 
 
 def test_display_map_of_a_zero_map(lab: Lab) -> None:

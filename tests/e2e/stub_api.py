@@ -39,7 +39,7 @@ class SyntheticCase:
 
     image: Path
     relevance: Path
-    # The same map as the server's display endpoint sends it (int16 + scl_slope).
+    # The same map as the server's display endpoint sends it (int8 + scl_slope).
     display: Path
     mask: Path
     stats: dict[str, float]

@@ -1,7 +1,7 @@
 """Light work on the cpu queue: a computed map's display copy and statistics, made ahead.
 
 The attribution task (gpu queue) sends ``attrivue.map_products`` once its map is stored, so
-that the GPU worker goes on to its next job while a CPU worker writes the int16 display map
+that the GPU worker goes on to its next job while a CPU worker writes the int8 display map
 and the statistics beside it. Both are caches (``backend.services.maps``): the API builds
 whichever is missing on first request, so a lost or late message only costs that request
 some time, and running the task twice writes the same files again.

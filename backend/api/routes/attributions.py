@@ -129,7 +129,7 @@ def download_display_map(
     storage: StorageDep,
     audit: AuditDep,
 ) -> FileResponse:
-    """The map for the viewer: int16 with scl_slope = max|A| / 32767, same grid and affine."""
+    """The map for the viewer: int8 with scl_slope = max|A| / 127, same grid and affine."""
     row = svc.get_attribution(session, attribution_id)
     authorize(session, user, row)
     path = svc.display_map(storage, row)

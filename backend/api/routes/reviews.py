@@ -246,7 +246,7 @@ def download_item_display_map(
     storage: StorageDep,
     audit: AuditDep,
 ) -> FileResponse:
-    """A queue item's map for the viewer (int16, scl_slope set), named by its token only."""
+    """A queue item's map for the viewer (int8, scl_slope set), named by its token only."""
     row = service.resolve_item(session, user, item, secret=settings.secret())
     path = attribution_svc.display_map(storage, row)
     audit("view", row, detail="display map (review item)")

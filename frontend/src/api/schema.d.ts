@@ -121,7 +121,7 @@ export interface paths {
         };
         /**
          * Download Display Map
-         * @description The map for the viewer: int16 with scl_slope = max|A| / 32767, same grid and affine.
+         * @description The map for the viewer: int8 with scl_slope = max|A| / 127, same grid and affine.
          */
         get: operations["downloadAttributionDisplayMap"];
         put?: never;
@@ -822,7 +822,7 @@ export interface paths {
         };
         /**
          * Download Item Display Map
-         * @description A queue item's map for the viewer (int16, scl_slope set), named by its token only.
+         * @description A queue item's map for the viewer (int8, scl_slope set), named by its token only.
          */
         get: operations["downloadReviewItemDisplayMap"];
         put?: never;

@@ -37,15 +37,15 @@ export function attributionMapUrl(attributionId: number): string {
   return apiUrl("/attributions/{attribution_id}/map.nii.gz", { path: { attribution_id: attributionId } });
 }
 
-/**
- * The map the viewers load: int16 with scl_slope = max|A| / 32767 (about half the bytes of the
- * float32 map; the largest error is half a step, max|A| / 65534). NiiVue applies the slope.
- */
 /** The sign agreement over samples of a smoothgrad or gradient_shap map (float32 in [0, 1]). */
 export function attributionAgreementUrl(attributionId: number): string {
   return apiUrl("/attributions/{attribution_id}/agreement.nii.gz", { path: { attribution_id: attributionId } });
 }
 
+/**
+ * The map the viewers load: int8 with scl_slope = max|A| / 127 (one step is 0.79 % of the peak;
+ * the largest error is half a step, max|A| / 254). NiiVue applies the slope.
+ */
 export function attributionDisplayUrl(attributionId: number): string {
   return apiUrl("/attributions/{attribution_id}/display.nii.gz", { path: { attribution_id: attributionId } });
 }

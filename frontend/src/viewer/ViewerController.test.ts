@@ -165,6 +165,38 @@ describe("ViewerController", () => {
     expect(nv.vox2frac).toHaveBeenLastCalledWith([2, 1, 1]);
   });
 
+  it("crops the lesion outline to its box and moves the affine's origin to the box", async () => {
+    const { nv } = fakeNiivue();
+    const calculateRAS = vi.fn();
+    const load = nv.loadVolumes.getMockImplementation()!;
+    nv.loadVolumes.mockImplementation(async (list: object[]) => {
+      await load(list);
+      const lesion = nv.volumes[2];
+      // 2 mm voxels, origin at (-10, -20, -30) mm.
+      lesion.hdr = { dims: [...DIMS], affine: [[2, 0, 0, -10], [0, 2, 0, -20], [0, 0, 2, -30], [0, 0, 0, 1]] };
+      lesion.calculateRAS = calculateRAS;
+    });
+    const { controller } = mounted(nv);
+    await controller.load(SOURCE);
+
+    const lesion = nv.volumes[2];
+    // The ring around voxel (2, 1, 1) spans x 1..3, y 0..2, z 0..2.
+    expect(lesion.hdr?.dims.slice(1, 4)).toEqual([3, 3, 3]);
+    expect(lesion.hdr?.affine?.map((row) => row[3])).toEqual([-8, -20, -30, 1]);
+    expect(calculateRAS).toHaveBeenCalledTimes(1);
+    const local = (x: number, y: number, z: number) => x - 1 + 3 * (y + 3 * z);
+    expect(lesion.img).toHaveLength(27);
+    expect(lesion.img?.[local(2, 1, 1)]).toBe(0); // the lesion voxel itself
+    for (const [x, y, z] of [[1, 1, 1], [3, 1, 1], [2, 0, 1], [2, 2, 1], [2, 1, 0], [2, 1, 2]]) {
+      expect(lesion.img?.[local(x, y, z)]).toBe(2);
+    }
+    expect(Array.from(lesion.img ?? []).filter((v) => v !== 0)).toHaveLength(6);
+    expect(lesion.hdr).toMatchObject({ datatypeCode: 2, scl_slope: 1, scl_inter: 0 });
+    // "Go to lesion" still works on the whole grid.
+    expect(nv.vox2frac).toHaveBeenLastCalledWith([2, 1, 1]);
+    expect(controller.getSnapshot().hasLesion).toBe(true);
+  });
+
   it("loads a sign-agreement volume invisibly and modulates the overlay with it on demand", async () => {
     const { nv } = fakeNiivue();
     const { controller } = mounted(nv);

@@ -28,8 +28,10 @@ import {
   type Dims3,
   type Voxel,
   argMax,
+  cropToBox,
   indexToVoxel,
   largestRegionCentre,
+  nonZeroBox,
   outerRing,
 } from "./volumeMath";
 
@@ -47,10 +49,20 @@ export interface VolumeLike {
   modulationImage?: number | null;
   /** 0: the modulation scales the colour; otherwise it replaces the alpha (not used here). */
   modulateAlpha?: number;
-  hdr: { dims: number[] } | null;
-  /** Voxels in file order; the lesion outline is written into it before upload. */
+  hdr: {
+    dims: number[];
+    /** Voxel to mm, rows of four; NiiVue's calculateRAS() derives its placement from it. */
+    affine?: number[][];
+    datatypeCode?: number;
+    numBitsPerVoxel?: number;
+    scl_slope?: number;
+    scl_inter?: number;
+  } | null;
+  /** Voxels in file order; the lesion outline replaces it before upload. */
   img?: ArrayLike<number> & { set(values: ArrayLike<number>): void };
   img2RAS(): ArrayLike<number>;
+  /** Recomputes the volume's placement (RAS matrices, corners) from hdr.dims and hdr.affine. */
+  calculateRAS?(): void;
   /** The smallest and largest value (scaled by scl_slope/scl_inter), set by NiiVue on load. */
   global_min?: number;
   global_max?: number;
@@ -72,6 +84,8 @@ export interface NiivueLike {
   updateGLVolume(): void;
   /** Sets a layer's texture filter; NiiVue calls it for layer 0 (the MR) and 1 (all overlays). */
   updateInterpolation?(layer: number, isForceLinear?: boolean): void;
+  /** Creates an RGBA8 3D texture on a texture unit (NiiVue's layer compositing uses it). */
+  rgbaTex?(texture: WebGLTexture | null, unit: number, dims: number[], isInit?: boolean): WebGLTexture | null;
   vox2frac(voxel: Voxel): ArrayLike<number>;
   createOnLocationChange(): void;
   drawScene(): unknown;
@@ -199,6 +213,8 @@ export const INITIAL_SNAPSHOT: ViewerSnapshot = {
 };
 
 const BASE_INDEX = 0;
+/** NIfTI's datatype code of unsigned 8-bit voxels (the cropped lesion outline). */
+const DT_UINT8 = 2;
 
 /** NiiVue's slice type of each view; "multiplanar3d" is multiplanar with the render tile on. */
 export const SLICE_TYPES: Record<ViewMode, SLICE_TYPE> = {
@@ -586,6 +602,7 @@ export class ViewerController {
     const nv = this.createNiivue();
     for (const [name, cmap] of allColormaps()) nv.addColormap?.(name, cmap);
     nearestOverlays(nv);
+    nearestBlendTexture(nv);
     nv.onLocationChange = (location) =>
       this.update({ location: formatLocation(location), crosshairMM: locationMM(location) });
     this.nv = nv;
@@ -637,18 +654,40 @@ export class ViewerController {
     this.nv?.updateGLVolume();
   }
 
-  /** Replaces the loaded mask by its outer ring; false when the mask is empty. */
+  /**
+   * Replaces the loaded mask by its outer ring, cropped to the ring's bounding box; false when
+   * the mask is empty. NiiVue composites every overlay voxel by voxel of the MR's grid, but
+   * skips the overlay's texture and colour lookups where the overlay's own grid does not reach,
+   * and uploads only the box (the lesion copy of docs/benchmarks.md, "viewer", measures it).
+   */
   private prepareLesionOutline(): boolean {
     const lesion = this.volume(this.lesionIndex);
-    const dims = lesion?.hdr?.dims;
-    if (!lesion?.img || !dims || dims.length < 4) return false;
-    // A copy: img2RAS() may hand back `img` itself, which is overwritten by the ring below.
-    this.lesionRAS = Uint8Array.from(lesion.img2RAS(), (v) => (v !== 0 ? 1 : 0));
-    const ring = outerRing(lesion.img, [dims[1], dims[2], dims[3]], LESION_VALUE);
-    if (!ring.includes(LESION_VALUE)) return false;
-    lesion.img.set(ring);
+    const hdr = lesion?.hdr;
+    if (!lesion?.img || !hdr || hdr.dims.length < 4) return false;
+    const dims: Dims3 = [hdr.dims[1], hdr.dims[2], hdr.dims[3]];
+    // A copy: img2RAS() may hand back `img` itself, which the ring replaces below.
+    const ras = lesion.img2RAS();
+    const lesionRAS = new Uint8Array(ras.length);
+    for (let i = 0; i < ras.length; i++) lesionRAS[i] = ras[i] !== 0 ? 1 : 0;
+    this.lesionRAS = lesionRAS;
+    const ring = outerRing(lesion.img, dims, LESION_VALUE);
+    const box = nonZeroBox(ring, dims);
+    if (!box) return false;
     const { cal_min, cal_max } = lesionVolumeOptions("");
     Object.assign(lesion, { cal_min, cal_max });
+    const affine = hdr.affine;
+    if (!affine || affine.length < 3 || !lesion.calculateRAS) {
+      lesion.img.set(ring); // a volume without an affine to move keeps its whole grid
+      return true;
+    }
+    // The box's first voxel becomes voxel (0, 0, 0): move the affine's origin there.
+    for (let row = 0; row < 3; row++) {
+      affine[row][3] += box.start.reduce((mm, voxel, axis) => mm + affine[row][axis] * voxel, 0);
+    }
+    for (let axis = 0; axis < 3; axis++) hdr.dims[axis + 1] = box.end[axis] - box.start[axis];
+    Object.assign(hdr, { datatypeCode: DT_UINT8, numBitsPerVoxel: 8, scl_slope: 1, scl_inter: 0 });
+    lesion.img = cropToBox(ring, dims, box);
+    lesion.calculateRAS();
     return true;
   }
 
@@ -708,6 +747,30 @@ export function nearestOverlays(nv: NiivueLike): void {
     gl.activeTexture(gl.TEXTURE2); // NiiVue's overlay unit (TEXTURE2_OVERLAY_VOL)
     gl.texParameteri(gl.TEXTURE_3D, gl.TEXTURE_MIN_FILTER, gl.NEAREST);
     gl.texParameteri(gl.TEXTURE_3D, gl.TEXTURE_MAG_FILTER, gl.NEAREST);
+  };
+}
+
+/** NiiVue's texture unit of the copy of the overlays composited so far (TEXTURE10_BLEND). */
+const BLEND_TEXTURE_UNIT_OFFSET = 10;
+
+/**
+ * Reads NiiVue's blend texture texel by texel instead of interpolating it. NiiVue composites
+ * each overlay after the first over a copy of the ones before (the blend texture), read at
+ * texel centres only, where linear and nearest filtering give the same colour; a linear 3D
+ * fetch reads eight texels where nearest reads one, on every voxel of the MR's grid.
+ */
+export function nearestBlendTexture(nv: NiivueLike): void {
+  const original = nv.rgbaTex?.bind(nv);
+  if (!original) return;
+  nv.rgbaTex = (texture, unit, dims, isInit = false) => {
+    const created = original(texture, unit, dims, isInit);
+    const gl = nv.gl;
+    if (gl && unit === gl.TEXTURE0 + BLEND_TEXTURE_UNIT_OFFSET) {
+      // rgbaTex leaves the new texture bound on `unit`.
+      gl.texParameteri(gl.TEXTURE_3D, gl.TEXTURE_MIN_FILTER, gl.NEAREST);
+      gl.texParameteri(gl.TEXTURE_3D, gl.TEXTURE_MAG_FILTER, gl.NEAREST);
+    }
+    return created;
   };
 }
 

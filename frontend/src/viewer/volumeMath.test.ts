@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { argMax, indexToVoxel, largestRegionCentre, outerRing } from "./volumeMath";
+import { argMax, cropToBox, indexToVoxel, largestRegionCentre, nonZeroBox, outerRing } from "./volumeMath";
 
 describe("indexToVoxel", () => {
   it("uses x-fastest order", () => {
@@ -33,6 +33,30 @@ describe("outerRing", () => {
 
   it("is empty for an empty mask", () => {
     expect(outerRing(new Uint8Array(27), [3, 3, 3]).includes(1)).toBe(false);
+  });
+});
+
+describe("nonZeroBox and cropToBox", () => {
+  it("find the box of the non-zero voxels and copy it out in the same order", () => {
+    const dims = [5, 4, 3] as const;
+    const data = new Uint8Array(60);
+    data[1 + 5 * 2 + 20 * 0] = 7; // (1, 2, 0)
+    data[3 + 5 * 1 + 20 * 2] = 9; // (3, 1, 2)
+    const box = nonZeroBox(data, dims);
+    expect(box).toEqual({ start: [1, 1, 0], end: [4, 3, 3] });
+    const crop = cropToBox(data, dims, box!);
+    expect(crop).toHaveLength(3 * 2 * 3);
+    // Box-local voxel (x, y, z) is at x + 3 * (y + 2 * z).
+    expect(crop[0 + 3 * (1 + 2 * 0)]).toBe(7);
+    expect(crop[2 + 3 * (0 + 2 * 2)]).toBe(9);
+    expect(crop.filter((v) => v !== 0)).toHaveLength(2);
+  });
+
+  it("is null for an all-zero volume and one voxel wide for a single voxel", () => {
+    expect(nonZeroBox(new Uint8Array(27), [3, 3, 3])).toBeNull();
+    const one = new Uint8Array(27);
+    one[26] = 1;
+    expect(nonZeroBox(one, [3, 3, 3])).toEqual({ start: [2, 2, 2], end: [3, 3, 3] });
   });
 });
 

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     secret_key: SecretStr = Field(default=SecretStr(""), description="signs CSRF tokens")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        description="API processes `attrivue serve` starts (uvicorn workers on one port)",
+    )
     frontend_dir: Path = REPO_ROOT / "frontend" / "dist"
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     max_json_bytes: int = Field(

@@ -63,6 +63,7 @@ def test_access_changes_apply_to_the_next_poll(api: TestClient) -> None:
     assert outsider.get(path).json() == hidden.json()
     assert outsider.get(path).status_code == 404
     assert api.get("/api/v1/jobs/999999").json() == {"detail": "job 999999 not found"}
+    assert api.get(f"/api/v1/jobs/{2**70}").status_code in (404, 422)  # beyond the column
 
     opened = api.patch(f"/api/v1/projects/{project}", json={"review_blinded": False})
     assert opened.status_code == 200, opened.text

@@ -9,6 +9,7 @@ import secrets
 import signal
 import subprocess
 import sys
+from typing import Any
 
 from backend.core.config import SettingsError, get_settings
 
@@ -145,12 +146,34 @@ def _die_with_parent() -> None:
         pass
 
 
+def uvicorn_options(workers: int = 1) -> dict[str, Any]:
+    """What ``attrivue serve`` passes to ``uvicorn.run`` besides the app, host and port.
+
+    ``bench/bench_status.py`` serves its bare baseline app with the same options, so that the
+    two differ in the app alone.
+    """
+    return {
+        "factory": True,
+        "workers": workers,
+        "log_level": "info",
+        # Keep idle connections longer than the 5 s default: a client (or a reverse proxy)
+        # that reuses a connection the server has just closed gets a reset, not an answer.
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+        # X-Forwarded-* are read by backend.api.middleware.TrustedProxies, from the proxies
+        # named in ATTRIVUE_TRUSTED_PROXIES only (uvicorn would trust 127.0.0.1).
+        "proxy_headers": False,
+    }
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from backend.core.db import upgrade_database
 
     settings = get_settings()
+    workers = args.workers or settings.api_workers
+    if workers < 1:
+        return _fail("--workers must be at least 1")
     upgrade_database()
     _ensure_admin()
     if args.demo:
@@ -164,21 +187,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     host = args.host or settings.host
     port = args.port or settings.port
-    print(f"Attrivue is starting at http://{host}:{port}  (Ctrl-C stops it)", flush=True)
+    print(
+        f"Attrivue is starting at http://{host}:{port} with {workers} API process"
+        f"{'es' if workers > 1 else ''}  (Ctrl-C stops it)",
+        flush=True,
+    )
     try:
-        # Keep idle connections longer than the 5 s default: a client (or a reverse proxy) that
-        # reuses a connection the server has just closed gets a reset, not an answer.
-        uvicorn.run(
-            "backend.main:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            log_level="info",
-            timeout_keep_alive=KEEP_ALIVE_SECONDS,
-            # X-Forwarded-* are read by backend.api.middleware.TrustedProxies, from the proxies
-            # named in ATTRIVUE_TRUSTED_PROXIES only (uvicorn would trust 127.0.0.1).
-            proxy_headers=False,
-        )
+        uvicorn.run("backend.main:create_app", host=host, port=port, **uvicorn_options(workers))
     finally:
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
@@ -197,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--no-worker", action="store_true", help="run the API only")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="API processes (uvicorn workers); default ATTRIVUE_API_WORKERS (1)",
+    )
     serve.add_argument("--demo", action="store_true", help="load the demo dataset if absent")
     serve.set_defaults(func=cmd_serve)
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from backend.core.config import Settings, get_settings
-from backend.core.db import get_db, session_scope
+from backend.core.db import new_session, session_scope
 from backend.core.security import csrf_token_for
 from backend.models import Role, User
 from backend.services import audit
@@ -25,6 +26,7 @@ __all__ = [
     "CurrentUser",
     "SessionDep",
     "SettingsDep",
+    "get_db",
     "StorageDep",
     "Admin",
     "AuditDep",
@@ -41,8 +43,32 @@ SESSION_COOKIE = "attrivue_session"
 CSRF_COOKIE = "attrivue_csrf"
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
+
+async def get_db() -> AsyncIterator[Session]:
+    """One session per request; routes commit explicitly.
+
+    Async so that it costs no trip through the threadpool: making a session touches no
+    database (it connects at its first query, in the route's thread). At the end, a session
+    that still holds a connection is closed in the threadpool (closing rolls back: I/O); one
+    that holds none (never used, or closed by the route) is closed here.
+    """
+    session = new_session()
+    try:
+        yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
+
+
+async def _settings() -> Settings:
+    # Async: reading the cached settings needs no threadpool trip.
+    return get_settings()
+
+
 SessionDep = Annotated[Session, Depends(get_db)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
 def _storage(settings: SettingsDep) -> Storage:

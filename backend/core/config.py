@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     secret_key: SecretStr = Field(default=SecretStr(""), description="signs CSRF tokens")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        description="API processes `attrivue serve` starts (uvicorn workers on one port)",
+    )
     frontend_dir: Path = REPO_ROOT / "frontend" / "dist"
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     max_json_bytes: int = Field(
@@ -192,11 +197,20 @@ class Settings(BaseSettings):
             return key.encode()
         path = self.data_dir / ".secret_key"
         if not path.exists():
+            # Several API processes may get here at once: each writes its key to a file of its
+            # own and links it into place, which only the first does (link never replaces),
+            # so all of them read one key, and never a file half written.
             private_dir(self.data_dir)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            mine = self.data_dir / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+            fd = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(48))
-            path.chmod(0o600)
+            try:
+                os.link(mine, path)
+            except FileExistsError:
+                pass
+            finally:
+                mine.unlink()
         return path.read_text().strip().encode()
 
 

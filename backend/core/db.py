@@ -20,7 +20,7 @@ __all__ = [
     "clear_engine_cache",
     "get_engine",
     "session_scope",
-    "get_db",
+    "new_session",
     "upgrade_database",
 ]
 
@@ -50,6 +50,7 @@ def clear_engine_cache() -> None:
     """Forget the engines made so far: the next ``get_engine`` makes a new one for its URL
     (after the settings changed, or a test database was dropped)."""
     _engine_for.cache_clear()
+    _sessionmaker_for.cache_clear()
 
 
 def _private_sqlite_file(url: str) -> None:
@@ -75,8 +76,15 @@ def get_engine(settings: Settings | None = None) -> Engine:
     return _engine_for(settings.database_url)
 
 
+@lru_cache
+def _sessionmaker_for(engine: Engine) -> sessionmaker[Session]:
+    # One per engine: a sessionmaker is a new Session subclass, whose making costs more than
+    # a whole request's queries (SQLAlchemy sets up its events for every new subclass).
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
 def _sessionmaker(settings: Settings | None = None) -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(settings), expire_on_commit=False)
+    return _sessionmaker_for(get_engine(settings))
 
 
 @contextmanager
@@ -93,13 +101,10 @@ def session_scope(settings: Settings | None = None) -> Iterator[Session]:
         session.close()
 
 
-def get_db() -> Iterator[Session]:
-    """FastAPI dependency: one session per request; routes commit explicitly."""
-    session = _sessionmaker()()
-    try:
-        yield session
-    finally:
-        session.close()
+def new_session(settings: Settings | None = None) -> Session:
+    """A session on the configured database; the caller closes it (no connection until its
+    first query)."""
+    return _sessionmaker(settings)()
 
 
 def upgrade_database(settings: Settings | None = None) -> None:

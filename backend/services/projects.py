@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import BindParameter, Integer, ScalarSelect, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from backend.models import (
@@ -43,6 +43,7 @@ __all__ = [
     "not_found",
     "remove_member",
     "require",
+    "require_job",
     "require_object",
 ]
 
@@ -111,7 +112,11 @@ _BLINDED_KINDS = (Run, AttributionMap, Job)
 
 def require(session: Session, user: User, project_id: int, roles: Iterable[str] = READ) -> str:
     """The user's role in the project, or an error: 404 for outsiders, 403 for a weak role."""
-    role = member_role(session, user, project_id)
+    return _checked_role(user, project_id, member_role(session, user, project_id), roles)
+
+
+def _checked_role(user: User, project_id: int, role: str | None, roles: Iterable[str]) -> str:
+    """``require``'s decision, given the user's role in the project (None: not a member)."""
     allowed = frozenset(roles)
     if (role is None or role not in allowed) and user.role == Role.admin.value:
         if allowed == ADMIN:
@@ -180,23 +185,75 @@ def project_of(session: Session, obj: object) -> int:
         assert attribution is not None
         return project_of(session, attribution)
     if isinstance(obj, Job):
-        run = session.scalar(select(Run).where(Run.job_id == obj.id))
-        if run is not None:
-            return project_of(session, run)
-        attribution = session.scalar(select(AttributionMap).where(AttributionMap.job_id == obj.id))
-        if attribution is not None:
-            return project_of(session, attribution)
-        check = session.scalar(select(EvidenceCheck).where(EvidenceCheck.job_id == obj.id))
-        if check is not None:
-            return project_of(session, check)
-        # issue 18: the job of a shortcut report or a cohort map belongs to its run's project.
-        run_id = session.scalar(
-            select(ShortcutReport.run_id).where(ShortcutReport.job_id == obj.id)
-        ) or session.scalar(select(CohortMap.run_id).where(CohortMap.job_id == obj.id))
-        if run_id is not None:
-            return project_of(session, session.get(Run, run_id))
-        raise NotFound(f"job {obj.id} not found")
+        project_id = session.scalar(select(_job_project_id(obj.id)))
+        if project_id is None:
+            raise NotFound(f"job {obj.id} not found")
+        return int(project_id)
     raise TypeError(f"no project for {type(obj).__name__}")
+
+
+def _job_project_id(job_id: int | BindParameter[int]) -> ScalarSelect[int]:
+    """SQL for the project of a job: that of its run, or of the run of its attribution map,
+    evidence check, shortcut report (issue 18) or cohort map, the first found in that order;
+    NULL for a job of none."""
+    run_id = func.coalesce(
+        *(
+            select(column).where(owner.job_id == job_id).limit(1).scalar_subquery()
+            for owner, column in (
+                (Run, Run.id),
+                (AttributionMap, AttributionMap.run_id),
+                (EvidenceCheck, EvidenceCheck.run_id),
+                (ShortcutReport, ShortcutReport.run_id),
+                (CohortMap, CohortMap.run_id),
+            )
+        )
+    )
+    return (
+        select(Dataset.project_id)
+        .join(Run, Run.dataset_id == Dataset.id)
+        .where(Run.id == run_id)
+        .scalar_subquery()
+    )
+
+
+# The job, its project, the user's role there and the project's blinding, in one query; made
+# once (building a statement this size costs more than running it), with its parameters bound
+# at each execution.
+_JOB_ACCESS = (
+    select(Job, Project.id, ProjectMember.role, Project.review_blinded)
+    .select_from(Job)
+    .outerjoin(Project, Project.id == _job_project_id(bindparam("job_id", type_=Integer)))
+    .outerjoin(
+        ProjectMember,
+        (ProjectMember.project_id == Project.id)
+        & (ProjectMember.user_id == bindparam("user_id", type_=Integer)),
+    )
+    .where(Job.id == bindparam("job_id", type_=Integer))
+)
+
+
+def require_job(session: Session, user: User, job_id: int, roles: Iterable[str] = READ) -> Job:
+    """The job, if ``user`` may see it: ``require_object`` on it, in one query.
+
+    The job, its project, the user's role there and whether the project's review is blinded
+    come back together; the decision is ``require``'s and ``require_object``'s (404 for a job
+    that does not exist, of no project, of a project the user is not in, or that they review
+    blinded; 403 for a role not in ``roles``). Nothing is cached: a membership removed or a
+    blinding switched on applies to the next request.
+    """
+    row = session.execute(_JOB_ACCESS, {"job_id": job_id, "user_id": user.id}).first()
+    if row is None:
+        raise NotFound(f"job {job_id} not found")
+    job, found_project, role, blinded = row
+    if found_project is None:
+        raise not_found(job)
+    try:
+        role = _checked_role(user, found_project, role, roles)
+    except NotFound:
+        raise not_found(job) from None
+    if role == "clinician" and blinded:  # is_blinded: a clinician, and the review is blinded
+        raise not_found(job)
+    return job
 
 
 def get_project(session: Session, project_id: int) -> Project:

@@ -6,7 +6,7 @@ import math
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from backend.core.security import (
@@ -136,9 +136,21 @@ def issue_token(
     return row, plain
 
 
+# Made once: every authenticated request runs it (its parameter is bound at execution).
+_TOKEN_AND_USER = (
+    select(ApiToken, User)
+    .join(User, User.id == ApiToken.user_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
+
+
 def resolve_token(session: Session, plain: str) -> tuple[User, ApiToken] | None:
-    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(plain)))
-    if row is None or row.revoked_at is not None:
+    """The active user behind a live token, and the token; None otherwise (one query)."""
+    found = session.execute(_TOKEN_AND_USER, {"token_hash": hash_token(plain)}).first()
+    if found is None:
+        return None
+    row, user = found
+    if row.revoked_at is not None:
         return None
     if row.expires_at is not None:
         expires = row.expires_at
@@ -146,8 +158,7 @@ def resolve_token(session: Session, plain: str) -> tuple[User, ApiToken] | None:
             expires = expires.replace(tzinfo=UTC)
         if expires <= datetime.now(UTC):
             return None
-    user = session.get(User, row.user_id)
-    if user is None or not user.is_active:
+    if not user.is_active:
         return None
     return user, row
 

@@ -101,3 +101,98 @@ def test_demo_data_generates_and_imports_once(tmp_path: Path) -> None:
     assert len(labels) == 4
     assert {label for label, _ in labels} == {0, 1}
     assert all((mask is not None) == (label == 1) for label, mask in labels)
+
+
+def test_serve_workers_setting_and_option(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ATTRIVUE_API_WORKERS sets the API processes, --workers overrides it; below 1 is refused."""
+    import uvicorn
+
+    from backend import cli
+    from backend.core.config import get_settings
+
+    monkeypatch.setenv("ATTRIVUE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ATTRIVUE_API_WORKERS", "3")
+    for name in ("ATTRIVUE_DATABASE_URL", "ATTRIVUE_BROKER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    seen: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.append(kw))
+    try:
+        assert cli.main(["serve", "--no-worker", "--port", "8123"]) == 0
+        assert cli.main(["serve", "--no-worker", "--port", "8123", "--workers", "2"]) == 0
+        assert cli.main(["serve", "--no-worker", "--port", "8123", "--workers", "-1"]) == 2
+    finally:
+        get_settings.cache_clear()
+    assert [kw["workers"] for kw in seen] == [3, 2]
+    assert all(kw["factory"] is True and kw["proxy_headers"] is False for kw in seen)
+
+
+def test_two_api_processes_share_sessions_csrf_and_logout(tmp_path: Path) -> None:
+    """`serve --workers 2`: nothing a request needs lives in one process. A cookie login's CSRF
+    token (signed with the data directory's key, made by whichever process comes first) is
+    accepted on fresh connections, which the kernel spreads over both processes; a logout
+    applies to every later request, wherever it lands."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**_env(tmp_path), "ATTRIVUE_NEW_PASSWORD": "multi-process-1"}
+    subprocess.run(
+        [sys.executable, "-m", "backend.cli", "create-user", "multi", "--role", "admin"],
+        env=env,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "backend.cli", "serve", "--no-worker", "--port", str(port)]
+            + ["--workers", "2"],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def up() -> bool:
+            assert server.poll() is None, log.read_text()
+            if log.read_text().count("Application startup complete") < 2:
+                return False
+            try:
+                return httpx.get(f"{base}/api/v1/health").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, timeout=90, what="two API processes")
+        assert log.read_text().count("Started server process") == 2
+        login = httpx.post(
+            f"{base}/api/v1/auth/login",
+            json={"username": "multi", "password": "multi-process-1"},
+        )
+        assert login.status_code == 200, login.text
+        cookies = dict(login.cookies)
+        csrf = cookies["attrivue_csrf"]
+        for i in range(12):  # each on a new connection
+            made = httpx.post(
+                f"{base}/api/v1/projects",
+                json={"name": f"p{i}"},
+                cookies=cookies,
+                headers={"X-CSRF-Token": csrf},
+            )
+            assert made.status_code == 201, made.text
+        out_ = httpx.post(
+            f"{base}/api/v1/auth/logout", cookies=cookies, headers={"X-CSRF-Token": csrf}
+        )
+        assert out_.status_code == 204, out_.text
+        token = login.json()["access_token"]
+        for _ in range(12):
+            answer = httpx.get(
+                f"{base}/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert answer.status_code == 401
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()

@@ -69,9 +69,10 @@ def list_jobs(user: CurrentUser, session: SessionDep, status: str | None = None)
 @router.get("/{job_id}", operation_id="getJob")
 def get_job(job_id: int, user: CurrentUser, session: SessionDep) -> JobPublic:
     """One job."""
-    job = svc.get_job(session, job_id)
-    authorize(session, user, job)
-    return JobPublic.model_validate(job)
+    # The job and its access check in one query (the route clients poll).
+    job = JobPublic.model_validate(projects.require_job(session, user, job_id))
+    session.close()  # here, in the route's thread: the session dependency then has no I/O left
+    return job
 
 
 @router.get(

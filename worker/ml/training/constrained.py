@@ -113,8 +113,12 @@ def _unchanged() -> Iterator[None]:
 
 
 def mode_dependent(model: nn.Module) -> bool:
-    """Whether train and eval mode compute different functions (batch norm, dropout)."""
-    return any(isinstance(m, _BatchNorm | _DropoutNd) for m in model.modules())
+    """Whether train and eval mode compute different functions (batch norm, dropout with a
+    non-zero probability)."""
+    return any(
+        isinstance(m, _BatchNorm) or (isinstance(m, _DropoutNd) and m.p > 0.0)
+        for m in model.modules()
+    )
 
 
 def _gradient_fields(stats: GradientStats, *, w_a: float, applied: bool) -> dict[str, Any]:

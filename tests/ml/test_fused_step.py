@@ -115,11 +115,12 @@ def _reference(
     return total, float(loss_c.detach()), float(loss_a.detach())  # type: ignore[misc]
 
 
+@pytest.mark.parametrize("instrument", [False, True], ids=["fused", "instrumented"])
 @pytest.mark.parametrize("norm", ["batch", "instance"])
 @pytest.mark.parametrize("setting", ["lc_la_supervised", "lc_la_unsupervised"])
 @pytest.mark.parametrize("name", sorted(ATTRIBUTIONS))
 def test_step_gradient_equals_the_two_pass_reference(
-    name: str, setting: str, norm: str, tmp_path: Path
+    name: str, setting: str, norm: str, instrument: bool, tmp_path: Path
 ) -> None:
     method, extra = ATTRIBUTIONS[name]
     config = RunConfig(
@@ -144,11 +145,16 @@ def test_step_gradient_equals_the_two_pass_reference(
         task, _loop(reference_model, config, tmp_path), batch, seed=5
     )
     loop = _loop(model, config, tmp_path)
-    stats = task.constrained_step(loop, batch, 0.0, torch.Generator().manual_seed(5))
+    stats = task.constrained_step(
+        loop, batch, 0.0, torch.Generator().manual_seed(5), instrument=instrument
+    )
 
     assert stats.loss_c == pytest.approx(loss_c, rel=1e-5)
     assert stats.loss_a == pytest.approx(loss_a, rel=1e-5)
     assert stats.loss == pytest.approx(loss_c + LAMBDA * loss_a, rel=1e-5)
+    # Instrumented steps measure each term's gradient; fused ones only their sum.
+    assert (stats.grad_norm_a is not None) == instrument
+    assert stats.grad_norm_total is not None and stats.grad_norm_total > 0.0
     got = [p.grad for p in model.parameters() if p.requires_grad]
     assert sum(g is not None for g in got) >= len(got) - 1  # only the head bias may be unused
     scale = max(float(g.abs().max()) for g in expected if g is not None)

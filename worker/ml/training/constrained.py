@@ -35,8 +35,8 @@ from torch.nn.modules.dropout import _DropoutNd
 from attrivue_core.configs import LossSetting, RunConfig
 from worker.ml.attribution.differentiable import attribute, training_attribution_params
 from worker.ml.evaluation import AttributionEvaluation, evaluate_attributions, json_safe
-from worker.ml.folding import folded_batch_norm
 from worker.ml.gradients import GradientStats, Grads, clip, combine, la_due, measure
+from worker.ml.lean_graph import lean_graph
 from worker.ml.losses import total_loss
 from worker.ml.nets import pathological_logit
 from worker.ml.regression import build_model
@@ -365,13 +365,13 @@ class ConstrainedTask(Task):
                 # its backward.
                 logits = pathological_logit(model(images))  # (B,)
                 attribution_started = now(loop.device)
-                with eval_mode(model), folded_batch_norm(model):
+                with eval_mode(model), lean_graph(model):
                     out = attribute(explained, images, config.train_attribution, **kwargs)
             else:
                 attribution_started = now(loop.device)
                 with (
                     eval_mode(model) if config.attribution_mode == "eval" else _unchanged(),
-                    folded_batch_norm(model),  # folds nothing in train mode
+                    lean_graph(model),  # folds no batch norm in train mode
                 ):
                     out = attribute(explained, images, config.train_attribution, **kwargs)
                 # Gradient and IG evaluate F(x) with its graph anyway (in train mode, the

@@ -1,7 +1,18 @@
-"""Batch norm folded into the convolution before it, for eval-mode graphs that are
-back-propagated twice.
+"""Graphs of the training attribution that cost less to back-propagate twice, with the same
+values and derivatives (docs/method.md section 3).
 
-In eval mode a batch norm is the affine map ``y = (x - mean) * s + beta`` with
+Two rewrites, each active within a context manager, none touching parameters or buffers:
+
+- ``switches_detached``: a LeakyReLU (ReLU) computes ``x * gate`` with the gate (1 or the
+  slope) read from ``x.detach()``, and a global max pooling gathers ``x`` at the indices of the
+  max of ``x.detach()``. Same output, same input gradient; but the input gradient's own graph
+  (the first backward, ``create_graph=True``) no longer holds the activations, so
+  back-propagating a loss on it (the double backward) stops at the weights instead of sending
+  the zero tensors that PyTorch's second derivatives of these layers give for their input
+  back through the whole forward graph (a convolution backward per layer, on zeros).
+- ``folded_batch_norm``:
+
+  in eval mode a batch norm is the affine map ``y = (x - mean) * s + beta`` with
 ``s = gamma / sqrt(var + eps)`` from its running statistics, so a convolution followed by it
 is one convolution with weights ``W * s`` (per output channel) and bias
 ``(b - mean) * s + beta``. Computed from the live parameters, the folded weights carry the
@@ -14,12 +25,15 @@ A pair is folded when a ``nn.Sequential`` runs a convolution (not transposed, ze
 and then, as its next child or the first leaf of that child (MONAI's ``Convolution`` block:
 ``conv`` then ``adn.N``), a batch norm in eval mode with running statistics. Any other layout
 (a ``forward`` written by hand, as in ResNets) is left as it is.
+
+``lean_graph`` applies both.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +41,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-__all__ = ["foldable_pairs", "folded_batch_norm"]
+__all__ = ["foldable_pairs", "folded_batch_norm", "lean_graph", "switches_detached"]
 
 _CONVOLUTIONS: dict[int, Callable[..., torch.Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
@@ -118,3 +132,62 @@ def folded_batch_norm(model: nn.Module) -> Iterator[int]:
         for conv, norm in pairs:
             delattr(conv, "forward")
             delattr(norm, "forward")
+
+
+def _gated_forward(slope: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        gate = torch.where(x.detach() > 0, 1.0, slope).to(x.dtype)
+        return x * gate
+
+    return forward
+
+
+# Adaptive max pooling of each kind, with its number of spatial dimensions.
+_MAX_POOLS: dict[type[nn.Module], tuple[Callable[..., Any], int]] = {
+    nn.AdaptiveMaxPool1d: (F.adaptive_max_pool1d, 1),
+    nn.AdaptiveMaxPool2d: (F.adaptive_max_pool2d, 2),
+    nn.AdaptiveMaxPool3d: (F.adaptive_max_pool3d, 3),
+}
+
+
+def _gathered_forward(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    pool, dims = _MAX_POOLS[type(module)]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        # The pooling's own indices (flat within each plane), so ties resolve as it does.
+        _, indices = pool(x.detach(), module.output_size, return_indices=True)
+        start = x.ndim - dims  # first spatial dimension
+        values = x.flatten(start).gather(start, indices.flatten(start))
+        return values.view_as(indices)
+
+    return forward
+
+
+@contextlib.contextmanager
+def switches_detached(model: nn.Module) -> Iterator[int]:
+    """Within the block, LeakyReLU, ReLU and adaptive max pooling read their switches (gate,
+    argmax) from a detached input; yields the number of layers changed."""
+    changed: list[nn.Module] = []
+    for module in model.modules():
+        forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if isinstance(module, nn.LeakyReLU):
+            forward = _gated_forward(float(module.negative_slope))
+        elif isinstance(module, nn.ReLU):
+            forward = _gated_forward(0.0)
+        elif type(module) in _MAX_POOLS and not getattr(module, "return_indices", False):
+            forward = _gathered_forward(module)
+        if forward is not None:
+            setattr(module, "forward", forward)  # noqa: B010
+            changed.append(module)
+    try:
+        yield len(changed)
+    finally:
+        for module in changed:
+            delattr(module, "forward")
+
+
+@contextlib.contextmanager
+def lean_graph(model: nn.Module) -> Iterator[None]:
+    """``folded_batch_norm`` and ``switches_detached`` together."""
+    with folded_batch_norm(model), switches_detached(model):
+        yield

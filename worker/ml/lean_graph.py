@@ -52,7 +52,7 @@ def _runs_children_in_order(module: nn.Module) -> bool:
 
 def _first_leaf(module: nn.Module) -> nn.Module:
     """The module that a sequential ``module`` runs first (``module`` itself otherwise)."""
-    while _runs_children_in_order(module) and len(module) > 0:
+    while isinstance(module, nn.Sequential) and _runs_children_in_order(module) and len(module):
         module = module[0]
     return module
 

@@ -277,10 +277,13 @@ class ConstrainedTask(Task):
             if step <= config.grad_probe_batches:
                 return self.constrained_step(loop, batch, position, generator, probe=True)
             return self.plain_step(loop, batch)
-        if la_due((epoch - 1) * steps + step - 1, config.la_every_n_steps):
-            return self.constrained_step(
-                loop, batch, position, generator, instrument=step <= config.grad_probe_batches
-            )
+        first, current = (epoch - 1) * steps, (epoch - 1) * steps + step - 1  # global steps
+        every = config.la_every_n_steps
+        if la_due(current, every):
+            # This step's rank among the epoch's L_A steps (1 for the first).
+            rank = current // every - (first - 1) // every
+            instrument = rank <= config.grad_probe_batches
+            return self.constrained_step(loop, batch, position, generator, instrument=instrument)
         return self.plain_step(loop, batch)
 
     def plain_step(self, loop: Loop, batch: dict[str, Any]) -> StepStats:
@@ -330,7 +333,7 @@ class ConstrainedTask(Task):
         each term's norm and their cosine as by-products. Otherwise one backward pass of
         L_C + lambda * L_A gives the same sum: where L_C's logits come from the attribution's
         own forward, the graph of that forward is traversed once instead of twice
-        (``train_step`` instruments the first ``grad_probe_batches`` batches of each epoch).
+        (``train_step`` instruments the first ``grad_probe_batches`` L_A steps of each epoch).
 
         With ``probe`` (the instrumentation of ``lc_only``), L_A is the weakly supervised
         one, its gradient is measured but not applied, and the step trains L_C alone.

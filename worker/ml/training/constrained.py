@@ -407,12 +407,9 @@ class ConstrainedTask(Task):
         scale = float(loop.scaler.get_scale()) if loop.use_amp else 1.0
         weighted_a = loss_a if lam is None else lam * loss_a
         train_a = lam is None or lam > 0.0  # during a warm-up at 0, skip the double backward
-        if not (probe or instrument or loop.balancer.mode != "none"):
-            # One backward of the applied sum (la_only: of L_A alone).
-            if setting == "la_only":
-                total = weighted_a
-            else:
-                total = loss_c + weighted_a if train_a else loss_c
+        if not (probe or instrument or setting == "la_only" or loop.balancer.mode != "none"):
+            # One backward of the applied sum (la_only has one term: nothing to fuse).
+            total = loss_c + weighted_a if train_a else loss_c
             grads = torch.autograd.grad(loop.scaler.scale(total), params, allow_unused=True)
             combine(params, grads, None)
             loop.scaler.unscale_(loop.optimizer)

@@ -136,7 +136,11 @@ def folded_batch_norm(model: nn.Module) -> Iterator[int]:
 
 def _gated_forward(slope: float) -> Callable[[torch.Tensor], torch.Tensor]:
     def forward(x: torch.Tensor) -> torch.Tensor:
-        gate = torch.where(x.detach() > 0, 1.0, slope).to(x.dtype)
+        detached = x.detach()
+        ones = torch.ones((), dtype=x.dtype, device=x.device).expand_as(detached)
+        # 1 where x > 0, else the slope: LeakyReLU's own derivative kernel, one pass (where()
+        # with scalar branches costs several on a CPU).
+        gate = torch.ops.aten.leaky_relu_backward(ones, detached, slope, False)
         return x * gate
 
     return forward

@@ -33,17 +33,25 @@ from worker.ml.nets import build_network
 from worker.ml.training import ProgressEvent, SubjectSample
 
 __all__ = [
+    "GOAL_RATIO",
     "NetworkSpec",
     "TrainingResult",
     "TrainingSettings",
     "Variant",
     "fmt",
+    "predicted_ig_ratio",
     "render_training",
     "run_training",
     "variants",
 ]
 
 Log = Callable[[str], None]
+
+# The goals of the constrained step (issue 21, goal 3): G and EG k = 1 at most this many times
+# L_C only; IG with m points at most 1 + m x (G's extra cost), G's extra cost being its ratio
+# minus 1.
+GOAL_RATIO = 2.5
+GOAL_VARIANTS = ("g", "eg")
 
 
 @dataclass(frozen=True)
@@ -175,7 +183,8 @@ def _config(
             seed=settings.seed,
             grid=settings.grid,
             val_attribution=False,
-            # The L_C-only baseline without the probe of L_A's gradient (an extra attribution).
+            # The L_C-only baseline without the probe of L_A's gradient (an extra attribution);
+            # the constrained variants without instrumented steps (one fused backward each).
             grad_probe_batches=0,
             device=settings.device,
         )
@@ -292,30 +301,58 @@ def render_training(settings: TrainingSettings, results: Sequence[TrainingResult
         "in turn (`train` resumes from its checkpoint). Seconds per epoch: sum of the steps' "
         "`step_seconds` (training steps only; no validation). Median over the epochs after "
         "the first; the first (warm-up) is shown apart. Ratio: median over rounds of (epoch "
-        "time / L_C only's epoch time in the same round). Attribution: seconds in the "
+        "time / L_C only's epoch time in the same round). Predicted ratio (IG m points): "
+        f"1 + m x (G's ratio - 1), the ratio if each point cost what G adds. Goals (issue 21): "
+        f"G and EG k = 1 at most {GOAL_RATIO}x L_C only, IG at most its predicted ratio. "
+        "The constrained variants take one backward of L_C + lambda L_A per step "
+        "(`grad_probe_batches` 0: no instrumented step). Attribution: seconds in the "
         "attribution's forward and first backward pass per epoch (its double "
         "back-propagation counts in the step only).",
         "",
         "| network | training | steps/epoch | epochs measured | s/epoch (median) | min | max "
-        "| ratio to L_C only | attribution s/epoch | warm-up epoch s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| ratio to L_C only | predicted ratio | goal | attribution s/epoch | warm-up epoch s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        predicted, goal = _goal(settings, results, r)
         lines.append(
             f"| {r.network.label} | {r.variant.label} | {r.steps_per_epoch} "
             f"| {len(r.epoch_seconds)} | {fmt(r.median_seconds)} | {fmt(min(r.epoch_seconds))} "
-            f"| {fmt(max(r.epoch_seconds))} | {fmt(r.ratio)} "
+            f"| {fmt(max(r.epoch_seconds))} | {fmt(r.ratio)} | {predicted} | {goal} "
             f"| {fmt(r.median_attribution)} | {fmt(r.warmup_seconds)} |"
         )
-    lines += ["", *_training_notes(results)]
+    lines += ["", *_training_notes(settings, results)]
     return "\n".join(lines)
+
+
+def predicted_ig_ratio(settings: TrainingSettings, g_ratio: float) -> float:
+    """IG's ratio to L_C only if each of its m points cost what G adds: 1 + m (G - 1)."""
+    return 1.0 + settings.ig_steps * (g_ratio - 1.0)
+
+
+def _goal(
+    settings: TrainingSettings, results: Sequence[TrainingResult], result: TrainingResult
+) -> tuple[str, str]:
+    """The predicted-ratio and goal cells of a row ("-" where none applies)."""
+    key = result.variant.key
+    if key in GOAL_VARIANTS:
+        met = result.ratio <= GOAL_RATIO
+        return "-", f"<= {GOAL_RATIO}: {'met' if met else 'not met'}"
+    if key == "ig":
+        g = next((r for r in results if r.network == result.network and r.variant.key == "g"), None)
+        if g is None:
+            return "-", "-"
+        predicted = predicted_ig_ratio(settings, g.ratio)
+        met = result.ratio <= predicted
+        return fmt(predicted), f"<= predicted: {'met' if met else 'not met'}"
+    return "-", "-"
 
 
 def _short(variant: Variant) -> str:
     return variant.label.split(", ")[-1]
 
 
-def _training_notes(results: Sequence[TrainingResult]) -> list[str]:
+def _training_notes(settings: TrainingSettings, results: Sequence[TrainingResult]) -> list[str]:
     notes = []
     networks = list(dict.fromkeys(r.network for r in results))
     for network in networks:
@@ -344,6 +381,20 @@ def _training_notes(results: Sequence[TrainingResult]) -> list[str]:
                 f"{', '.join(shares)} of the epoch; the rest is L_C, the double "
                 "back-propagation of L_A through the attribution, and the update."
             )
+        goals = [
+            f"{_short(r.variant)} {r.ratio:.2f}x ({_goal(settings, results, r)[1]})"
+            for r in constrained
+            if r.variant.key in GOAL_VARIANTS
+        ]
+        if "ig" in rows and "g" in rows:
+            ig = rows["ig"]
+            goals.append(
+                f"{_short(ig.variant)} {ig.ratio:.2f}x against a predicted "
+                f"{predicted_ig_ratio(settings, rows['g'].ratio):.2f}x "
+                f"({_goal(settings, results, ig)[1]})"
+            )
+        if goals:
+            text += f" Goals: {'; '.join(goals)}."
         notes.append(text)
     narrowed = [n for n in networks if n.name == "patchgan" and n.base_width not in (None, 64)]
     for network in narrowed:

@@ -134,6 +134,14 @@ def test_each_setting_trains_an_epoch_and_reports_its_terms(
             assert event.loss_a is None and event.grad_norm_a is None
             assert event.lambda_a is None and event.attribution_seconds is None
             assert event.attribution_abs_mean is None
+        elif setting != "la_only" and index not in (0, len(steps)):
+            # After the first (instrumented) step, one backward of L_C + lambda L_A: the
+            # applied gradient's norm only (the epoch means are those of the first step).
+            assert _finite(event.loss_a) and event.loss_a > 0
+            assert event.grad_norm_a is None and event.grad_norm_c is None
+            assert event.grad_ratio is None and event.grad_cosine is None
+            assert _finite(event.grad_norm_total) and event.grad_norm_total > 0
+            continue
         else:
             assert _finite(event.loss_a) and event.loss_a > 0
             # L_A reaches the weights: its gradient is not zero.
@@ -170,6 +178,7 @@ def test_summed_training_attributions_and_a_warm_up(
         lambda_a={"kind": "linear_warmup", "value": 2.0, "warmup_epochs": 1.0},
         restrict_to_brain=False,
         val_attribution=False,
+        grad_probe_batches=4,  # every step measures the two gradients apart
     )
     events: list[ProgressEvent] = []
     result = train(config, toy_subjects, checkpoint_dir=tmp_path, progress=events.append)

@@ -36,6 +36,7 @@ from attrivue_core.configs import LossSetting, RunConfig
 from worker.ml.attribution.differentiable import attribute, training_attribution_params
 from worker.ml.evaluation import AttributionEvaluation, evaluate_attributions, json_safe
 from worker.ml.gradients import GradientStats, Grads, clip, combine, la_due, measure
+from worker.ml.lean_graph import lean_graph
 from worker.ml.losses import total_loss
 from worker.ml.nets import pathological_logit
 from worker.ml.regression import build_model
@@ -71,6 +72,7 @@ __all__ = [
     "attribution_eval",
     "eval_mode",
     "mode_dependent",
+    "path_chunk",
 ]
 
 # Under mixed precision, input gradients of a whole-volume logit (about logit / n_voxels per
@@ -113,8 +115,32 @@ def _unchanged() -> Iterator[None]:
 
 
 def mode_dependent(model: nn.Module) -> bool:
-    """Whether train and eval mode compute different functions (batch norm, dropout)."""
-    return any(isinstance(m, _BatchNorm | _DropoutNd) for m in model.modules())
+    """Whether train and eval mode compute different functions (batch norm, dropout with a
+    non-zero probability)."""
+    return any(
+        isinstance(m, _BatchNorm) or (isinstance(m, _DropoutNd) and m.p > 0.0)
+        for m in model.modules()
+    )
+
+
+def path_chunk(loop: Loop, batch: int) -> int | None:
+    """Images per forward pass of the path points of IG or EG inside L_A (their
+    ``internal_batch_size``); ``None``: all at once.
+
+    On a CPU one batch's worth at a time (IG's m points then run as m passes of B images),
+    which costs less than one pass of m * B images there (docs/benchmarks.md, "training");
+    on a GPU all at once. Chunks change nothing in the maps where the attribution runs in
+    eval mode or the network has no layer that depends on the mode; otherwise (batch norm in
+    train mode computes its statistics over each chunk) they are never used.
+    """
+    config = loop.config
+    if not {"integrated_gradients", "expected_gradients"} & set(config.train_attribution):
+        return None
+    if loop.device.type != "cpu":
+        return None
+    if config.attribution_mode == "train" and mode_dependent(loop.model):
+        return None
+    return batch
 
 
 def _gradient_fields(stats: GradientStats, *, w_a: float, applied: bool) -> dict[str, Any]:
@@ -251,8 +277,13 @@ class ConstrainedTask(Task):
             if step <= config.grad_probe_batches:
                 return self.constrained_step(loop, batch, position, generator, probe=True)
             return self.plain_step(loop, batch)
-        if la_due((epoch - 1) * steps + step - 1, config.la_every_n_steps):
-            return self.constrained_step(loop, batch, position, generator)
+        first, current = (epoch - 1) * steps, (epoch - 1) * steps + step - 1  # global steps
+        every = config.la_every_n_steps
+        if la_due(current, every):
+            # This step's rank among the epoch's L_A steps (1 for the first).
+            rank = current // every - (first - 1) // every
+            instrument = rank <= config.grad_probe_batches
+            return self.constrained_step(loop, batch, position, generator, instrument=instrument)
         return self.plain_step(loop, batch)
 
     def plain_step(self, loop: Loop, batch: dict[str, Any]) -> StepStats:
@@ -291,14 +322,18 @@ class ConstrainedTask(Task):
         generator: torch.Generator,
         *,
         probe: bool = False,
+        instrument: bool = True,
     ) -> StepStats:
         """One optimisation step of a setting with L_A (double back-propagation).
 
-        The gradients of the head loss and of lambda * L_A are taken separately
-        (``torch.autograd.grad``, the first keeping the shared graph) and combined into
-        ``p.grad`` by ``worker.ml.gradients`` (a plain sum, or balanced; then clipped if
-        configured): the two backward passes that the total loss needs anyway, with each
-        term's norm and their cosine as by-products.
+        With ``instrument``, or a gradient balancing that needs both terms, the gradients of
+        the head loss and of lambda * L_A are taken separately (``torch.autograd.grad``, the
+        first keeping the shared graph) and combined into ``p.grad`` by
+        ``worker.ml.gradients`` (a plain sum, or balanced; then clipped if configured), with
+        each term's norm and their cosine as by-products. Otherwise one backward pass of
+        L_C + lambda * L_A gives the same sum: where L_C's logits come from the attribution's
+        own forward, the graph of that forward is traversed once instead of twice
+        (``train_step`` instruments the first ``grad_probe_batches`` L_A steps of each epoch).
 
         With ``probe`` (the instrumentation of ``lc_only``), L_A is the weakly supervised
         one, its gradient is measured but not applied, and the step trains L_C alone.
@@ -316,6 +351,9 @@ class ConstrainedTask(Task):
         kwargs = training_attribution_params(
             config, generator, baseline=loop.baseline, references=loop.references
         )
+        chunk = path_chunk(loop, images.shape[0])
+        if chunk is not None:
+            kwargs["internal_batch_size"] = chunk
         gain = self.attribution_gain(loop)
         explained = model if gain == 1.0 else ScaledLogit(model, gain)
         # In eval mode the attribution's own F(x) is not the train-mode logit L_C needs, unless
@@ -330,11 +368,14 @@ class ConstrainedTask(Task):
                 # its backward.
                 logits = pathological_logit(model(images))  # (B,)
                 attribution_started = now(loop.device)
-                with eval_mode(model):
+                with eval_mode(model), lean_graph(model):
                     out = attribute(explained, images, config.train_attribution, **kwargs)
             else:
                 attribution_started = now(loop.device)
-                with eval_mode(model) if config.attribution_mode == "eval" else _unchanged():
+                with (
+                    eval_mode(model) if config.attribution_mode == "eval" else _unchanged(),
+                    lean_graph(model),  # folds no batch norm in train mode
+                ):
                     out = attribute(explained, images, config.train_attribution, **kwargs)
                 # Gradient and IG evaluate F(x) with its graph anyway (in train mode, the
                 # forward that updates the running statistics); EG does not.
@@ -366,6 +407,27 @@ class ConstrainedTask(Task):
         scale = float(loop.scaler.get_scale()) if loop.use_amp else 1.0
         weighted_a = loss_a if lam is None else lam * loss_a
         train_a = lam is None or lam > 0.0  # during a warm-up at 0, skip the double backward
+        if not (probe or instrument or setting == "la_only" or loop.balancer.mode != "none"):
+            # One backward of the applied sum (la_only has one term: nothing to fuse).
+            total = loss_c + weighted_a if train_a else loss_c
+            grads = torch.autograd.grad(loop.scaler.scale(total), params, allow_unused=True)
+            combine(params, grads, None)
+            loop.scaler.unscale_(loop.optimizer)
+            fused = GradientStats()
+            fused.norm_total, fused.clipped = clip(params, config.grad_clip_norm)
+            loop.scaler.step(loop.optimizer)
+            loop.scaler.update()
+            return StepStats(
+                loss_c=float(loss_c.detach()),
+                grad_norm_c=None,
+                step_seconds=since(started, loop.device),
+                loss=float(loss.detach()),
+                loss_a=float(loss_a.detach()),
+                lambda_a=lam,
+                attribution_abs_mean=float(attributions.detach().abs().mean()) / gain,
+                attribution_seconds=attribution_seconds,
+                **_gradient_fields(fused, w_a=1.0, applied=train_a),
+            )
         grads_c = None
         if setting != "la_only":
             grads_c = torch.autograd.grad(

@@ -132,7 +132,10 @@ class ProgressEvent:
         step_seconds: Seconds of the whole optimisation step (the step's, or the epoch's
             total); ``None`` for ``done``.
         grad_ratio: ``grad_norm_a / grad_norm_c`` (step value or epoch mean over the steps
-            that took both gradients).
+            that took both gradients: the first ``grad_probe_batches`` L_A steps of each
+            epoch, or every L_A step with gradient balancing; ``None`` on a step that took
+            one backward of their sum, as do ``grad_norm_c``, ``grad_norm_a`` and
+            ``grad_cosine``).
         grad_cosine: Cosine between the gradients of L_C and of lambda * L_A w.r.t. the
             weights (step value or epoch mean): below 0 when the constraint pulls against the
             classifier.

@@ -160,13 +160,17 @@ def _integrate_paths(
             image = reference + alphas[index].view(spatial) * direction  # (n, C, D, H, W)
             image.requires_grad_(True)
             logits = _logits(model, image)  # (n,)
+            # Unit output gradients, weights applied afterwards (as Captum does): a weight
+            # pushed through the backward pass meets TF32 rounding in cuDNN's convolutions
+            # on a GPU, and w * round(g) is not round(w * g) unless w is a power of two.
             (grads,) = torch.autograd.grad(
                 logits,
                 image,
-                grad_outputs=weights[index].to(logits.dtype),  # w_p * dF/dx at each point
+                grad_outputs=torch.ones_like(logits),
                 create_graph=create_graph,
-            )  # (n, C, D, H, W)
-            total = total.index_add(0, sample, direction * grads)
+            )  # (n, C, D, H, W) dF/dx at each point
+            weighted = weights[index].to(grads.dtype).view(spatial) * grads  # w_p * dF/dx
+            total = total.index_add(0, sample, direction * weighted)
     return total
 
 

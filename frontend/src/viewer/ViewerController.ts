@@ -768,7 +768,8 @@ export class ViewerController {
  * Loads the volumes with NiiVue's GPU upload held back. NiiVue 0.69 re-uploads every layer
  * each time it adds a volume (updateGLVolume in setVolume): three volumes cost six layer
  * uploads, then the display settings a seventh to ninth. Held back, the controller sets the
- * calibration and the lesion outline first and uploads all layers once (refresh()). On a 1 mm
+ * calibration and the lesion outline first and uploads all layers once (refresh()); after a
+ * relevance overlay, the outline's layer follows on its own (drawLayers). On a 1 mm
  * MNI-sized volume in software WebGL each layer upload takes seconds (docs/benchmarks.md).
  */
 export async function loadWithoutUploads(nv: NiivueLike, volumes: object[]): Promise<void> {

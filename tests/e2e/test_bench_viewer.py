@@ -32,8 +32,8 @@ def test_viewer_benchmark_measures_and_writes_its_section(pipeline, tmp_path: Pa
         repeats=1,
         warm_up=False,
     )
-    assert len(result.mr_ms) == 1 and len(result.overlay_ms) == 1
-    assert all(ms > 0 for ms in result.mr_ms + result.overlay_ms)
+    assert len(result.mr_ms) == 1 and len(result.overlay_ms) == 1 and len(result.relevance_ms) == 1
+    assert all(ms > 0 for ms in result.mr_ms + result.overlay_ms + result.relevance_ms)
     assert sum(result.overlay_pixels) > 0
     # The display map is int8: one step under 1 % of the peak, the error within half a step.
     assert 0 < result.step_fraction < 0.01, result
@@ -48,5 +48,6 @@ def test_viewer_benchmark_measures_and_writes_its_section(pipeline, tmp_path: Pa
     begin, end = markers("viewer")
     assert text.count(begin) == 1 and text.count(end) == 1 and "kept text" in text
     section = text[text.index(begin) : text.index(end)]
-    assert "Ratio overlay / MR alone" in section and "display.nii.gz" in section
+    assert "Ratio first overlay / MR alone" in section and "display.nii.gz" in section
+    assert "Ratio outline visible / MR alone" in section
     assert "Goals of issue 21, item 5" in section and "load average" in section

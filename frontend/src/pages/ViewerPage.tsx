@@ -158,6 +158,7 @@ export default function ViewerPage() {
       <section
         className="viewer"
         data-viewer-state={state}
+        data-viewer-relevance={snapshot.relevanceDrawn ? "drawn" : undefined}
         data-viewer-view={snapshot.view}
         aria-busy={state === "loading"}
       >

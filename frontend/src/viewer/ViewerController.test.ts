@@ -59,6 +59,7 @@ function fakeNiivue(options: { emptyMask?: boolean; failLoad?: boolean } = {}) {
     }),
     setSliceType: vi.fn(),
     updateGLVolume: vi.fn(),
+    refreshLayers: vi.fn(),
     vox2frac: vi.fn((v: number[]) => v.map((c, i) => (c + 0.5) / DIMS[i + 1])),
     createOnLocationChange: vi.fn(),
     drawScene: vi.fn(),
@@ -128,8 +129,19 @@ describe("ViewerController", () => {
     const { nv } = fakeNiivue();
     const { controller, host } = mounted(nv);
     const seen: string[] = [];
-    controller.subscribe(() => seen.push(controller.getSnapshot().phase));
+    const lesionOpacityAt = { upload: -1, outline: -1 };
+    nv.updateGLVolume.mockImplementation(() => (lesionOpacityAt.upload = nv.volumes[2].opacity));
+    nv.refreshLayers.mockImplementation(() => (lesionOpacityAt.outline = nv.volumes[2].opacity));
+    let relevanceFirst = false;
+    controller.subscribe(() => {
+      const snap = controller.getSnapshot();
+      seen.push(snap.phase);
+      if (snap.relevanceDrawn && snap.phase === "loading") relevanceFirst = lesionOpacityAt.outline === -1;
+    });
     await controller.load(SOURCE);
+    // The relevance was reported drawn before the outline's pass.
+    expect(relevanceFirst).toBe(true);
+    expect(controller.getSnapshot().relevanceDrawn).toBe(true);
 
     expect(host.querySelector("canvas")).not.toBeNull();
     expect(nv.attachToCanvas).toHaveBeenCalledWith(host.querySelector("canvas"));
@@ -146,8 +158,14 @@ describe("ViewerController", () => {
     expect(overlay.cal_minNeg).toBeCloseTo(-0.3);
     expect(overlay.cal_maxNeg).toBe(-2);
     expect(overlay.opacity).toBeGreaterThan(0);
-    // One upload of all layers, after the calibration and the outline were set.
+    // One upload of all layers, after the calibration and the outline were set; the outline
+    // was transparent then (NiiVue skips its pass) and drawn on its own afterwards.
     expect(nv.updateGLVolume).toHaveBeenCalledTimes(1);
+    expect(nv.refreshLayers).toHaveBeenCalledTimes(1);
+    expect(nv.refreshLayers).toHaveBeenCalledWith(nv.volumes[2], 2);
+    expect(lesionOpacityAt.upload).toBe(0);
+    expect(lesionOpacityAt.outline).toBe(1);
+    expect(nv.updateGLVolume.mock.invocationCallOrder[0]).toBeLessThan(nv.refreshLayers.mock.invocationCallOrder[0]);
 
     // The lesion volume now holds the ring around the lesion voxel, in full green.
     const lesion = nv.volumes[2];

@@ -82,6 +82,11 @@ export interface NiivueLike {
   loadVolumes(list: object[]): Promise<unknown>;
   setSliceType(sliceType: SLICE_TYPE): unknown;
   updateGLVolume(): void;
+  /**
+   * Composites one layer into NiiVue's overlay texture over the layers below it (NiiVue's
+   * refreshLayers, which updateGLVolume calls for every layer in turn).
+   */
+  refreshLayers?(volume: VolumeLike, layer: number): void;
   /** Sets a layer's texture filter; NiiVue calls it for layer 0 (the MR) and 1 (all overlays). */
   updateInterpolation?(layer: number, isForceLinear?: boolean): void;
   /** Creates an RGBA8 3D texture on a texture unit (NiiVue's layer compositing uses it). */
@@ -162,6 +167,11 @@ export interface ViewerSource {
 
 export interface ViewerSnapshot {
   phase: ViewerPhase;
+  /**
+   * The relevance overlay has been drawn. With a lesion outline, the outline follows in a
+   * second step; phase turns "ready" when every layer is drawn.
+   */
+  relevanceDrawn: boolean;
   error: string | null;
   /** Problems that leave the viewer usable (e.g. an empty mask). */
   warnings: string[];
@@ -192,6 +202,7 @@ export interface ViewerSnapshot {
 
 export const INITIAL_SNAPSHOT: ViewerSnapshot = {
   phase: "idle",
+  relevanceDrawn: false,
   error: null,
   warnings: [],
   hasRelevance: false,
@@ -279,9 +290,10 @@ export class ViewerController {
     const token = ++this.loadToken;
     const stale = () => this.disposed || token !== this.loadToken;
     const stats = source.relevance?.stats ?? null;
-    let thresholds = stats ? defaultThresholds(stats) : INITIAL_SNAPSHOT.thresholds;
+    const thresholds = stats ? defaultThresholds(stats) : INITIAL_SNAPSHOT.thresholds;
     this.update({
       phase: "loading",
+      relevanceDrawn: false,
       error: null,
       warnings: [],
       hasRelevance: Boolean(source.relevance),
@@ -318,31 +330,72 @@ export class ViewerController {
         volumes.push(agreementVolumeOptions(source.agreementUrl));
       }
       const loading = loadWithoutUploads(nv, volumes);
-      this.niivueLoad = loading.catch(() => undefined);
-      await loading;
-      if (stale()) return;
-      const overlay = this.volume(this.relevanceIndex);
-      if (overlay && !stats) {
-        // The same rules as for stored stats, from the volume's own range.
-        const own = { min: Math.min(overlay.global_min ?? 0, 0), max: Math.max(overlay.global_max ?? 0, 0) };
-        thresholds = defaultThresholds(own);
-        this.update({ thresholds, peaks: peaksFromStats(own) });
+      let loaded!: () => void;
+      // Includes drawing the outline, so that the next load waits for it too.
+      this.niivueLoad = new Promise((resolve) => (loaded = resolve));
+      try {
+        await loading;
+        if (stale()) return;
+        await this.drawLayers(nv, stats, stale);
+      } finally {
+        loaded();
       }
-      this.applyView();
-      const warnings: string[] = [];
-      const hasLesion = this.lesionIndex >= 0 && this.prepareLesionOutline();
-      if (this.lesionIndex >= 0 && !hasLesion) warnings.push("The lesion mask is empty.");
-      this.update({ hasLesion, warnings, hasUncertainty: this.agreementIndex >= 0 });
-      this.applyRelevanceDisplay();
-      this.applyLesionDisplay();
-      this.refresh();
-      this.focusInitial();
-      nv.drawScene();
-      this.update({ phase: "ready" });
     } catch (error) {
       if (stale()) return;
       this.update({ phase: "error", error: describeLoadError(error) });
     }
+  }
+
+  /**
+   * Draws the loaded volumes: the MR and the relevance overlay first, then the lesion outline.
+   * Each overlay is a pass over the MR's whole grid; the outline's pass (NiiVue's refreshLayers
+   * for its layer alone) comes after the relevance is on screen.
+   */
+  private async drawLayers(
+    nv: NiivueLike,
+    stats: Pick<MapStats, "min" | "max"> | null,
+    stale: () => boolean,
+  ): Promise<void> {
+    const overlay = this.volume(this.relevanceIndex);
+    if (overlay && !stats) {
+      // The same rules as for stored stats, from the volume's own range.
+      const own = { min: Math.min(overlay.global_min ?? 0, 0), max: Math.max(overlay.global_max ?? 0, 0) };
+      this.update({ thresholds: defaultThresholds(own), peaks: peaksFromStats(own) });
+    }
+    this.applyView();
+    const warnings: string[] = [];
+    const lesionFound = this.lesionIndex >= 0 && this.prepareLesionOutline();
+    if (this.lesionIndex >= 0 && !lesionFound) warnings.push("The lesion mask is empty.");
+    // The outline is drawn in a second step only after a relevance overlay, as layer 2 or
+    // above: NiiVue skips such a layer while it is transparent (layer 1 is always drawn).
+    const outlineLater = lesionFound && overlay !== undefined && this.snapshot.showLesion && this.lesionIndex > 1;
+    this.update({ hasLesion: lesionFound && !outlineLater, warnings, hasUncertainty: this.agreementIndex >= 0 });
+    this.applyRelevanceDisplay();
+    this.applyLesionDisplay();
+    this.refresh();
+    this.focusInitial();
+    nv.drawScene();
+    if (!outlineLater) {
+      this.update({ phase: "ready", relevanceDrawn: overlay !== undefined });
+      return;
+    }
+    this.update({ relevanceDrawn: true });
+    // Two frames: the relevance is presented before the outline's pass holds the page.
+    await nextFrame();
+    await nextFrame();
+    if (stale()) return;
+    this.update({ hasLesion: true });
+    this.applyLesionDisplay();
+    const lesion = this.volume(this.lesionIndex);
+    if (lesion && lesion.opacity > 0) {
+      if (nv.refreshLayers) {
+        nv.refreshLayers(lesion, this.lesionIndex);
+        nv.drawScene();
+      } else {
+        this.refresh();
+      }
+    }
+    this.update({ phase: "ready" });
   }
 
   /** Releases the WebGL context and removes the canvas; the controller cannot be reused. */
@@ -715,7 +768,8 @@ export class ViewerController {
  * Loads the volumes with NiiVue's GPU upload held back. NiiVue 0.69 re-uploads every layer
  * each time it adds a volume (updateGLVolume in setVolume): three volumes cost six layer
  * uploads, then the display settings a seventh to ninth. Held back, the controller sets the
- * calibration and the lesion outline first and uploads all layers once (refresh()). On a 1 mm
+ * calibration and the lesion outline first and uploads all layers once (refresh()); after a
+ * relevance overlay, the outline's layer follows on its own (drawLayers). On a 1 mm
  * MNI-sized volume in software WebGL each layer upload takes seconds (docs/benchmarks.md).
  */
 export async function loadWithoutUploads(nv: NiivueLike, volumes: object[]): Promise<void> {
@@ -780,6 +834,14 @@ export function locationMM(location: unknown): [number, number, number] | null {
   if (!mm || mm.length < 3) return null;
   const triple: [number, number, number] = [Number(mm[0]), Number(mm[1]), Number(mm[2])];
   return triple.every(Number.isFinite) ? triple : null;
+}
+
+/** Resolves after the next animation frame (a macrotask where there are no frames). */
+function nextFrame(): Promise<void> {
+  return new Promise((resolve) => {
+    if (typeof requestAnimationFrame === "function") requestAnimationFrame(() => setTimeout(resolve, 0));
+    else setTimeout(resolve, 0);
+  });
 }
 
 function describeLoadError(error: unknown): string {

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -20,6 +20,7 @@ __all__ = [
     "clear_engine_cache",
     "get_engine",
     "session_scope",
+    "connect",
     "new_session",
     "upgrade_database",
 ]
@@ -105,6 +106,12 @@ def new_session(settings: Settings | None = None) -> Session:
     """A session on the configured database; the caller closes it (no connection until its
     first query)."""
     return _sessionmaker(settings)()
+
+
+def connect(settings: Settings | None = None) -> Connection:
+    """A Core connection on the configured database (the caller closes it; a ``with`` block
+    does): for a read of plain rows, with none of a session's bookkeeping."""
+    return get_engine(settings).connect()
 
 
 def upgrade_database(settings: Settings | None = None) -> None:

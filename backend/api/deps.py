@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.orm import Session
@@ -33,7 +33,10 @@ __all__ = [
     "Auditor",
     "Public",
     "Writer",
+    "authenticates_in_body",
     "authorize",
+    "not_authenticated",
+    "request_token",
     "credentials_problem",
     "public_route",
     "require_roles",
@@ -99,6 +102,34 @@ def _credentials(connection: HTTPConnection) -> tuple[str, bool]:
     if not token:
         raise _unauthorised("not logged in")
     return token, True
+
+
+def request_token(connection: HTTPConnection) -> str:
+    """The request's bearer token or session cookie (401 as ``current_user`` answers if none)."""
+    return _credentials(connection)[0]
+
+
+def not_authenticated() -> HTTPException:
+    """``current_user``'s 401 for a token that is unknown, expired or revoked."""
+    return _unauthorised(_BAD_TOKEN)
+
+
+# The endpoints that authenticate in their own body instead of through ``current_user``.
+SELF_AUTHENTICATED: set[Callable[..., object]] = set()
+
+
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., object])
+
+
+def authenticates_in_body(endpoint: _Endpoint) -> _Endpoint:
+    """Marks a route whose body makes ``current_user``'s check itself (``request_token``, a
+    query that resolves it, ``not_authenticated``), so that a hot route reads the token and
+    its data in one query and one threadpool trip. Safe methods only: no CSRF check here.
+
+    tests/backend/test_route_access.py accepts exactly the routes it lists as marked.
+    """
+    SELF_AUTHENTICATED.add(endpoint)
+    return endpoint
 
 
 def credentials_problem(connection: HTTPConnection) -> str | None:

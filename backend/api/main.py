@@ -22,7 +22,12 @@ from backend.api.routes import (
 )
 
 api_router = APIRouter()
+# Routes are matched in this order, each request walking the list (three times over, with
+# FastAPI's nested routers) until one matches: the jobs router, whose getJob clients poll,
+# comes first. No other router's paths start with /jobs, so the order decides nothing else;
+# the OpenAPI document sorts its keys and does not change.
 for module in (
+    jobs,
     auth,
     users,
     projects,
@@ -31,7 +36,6 @@ for module in (
     runs,
     presets,
     corrections,
-    jobs,
     attributions,
     reviews,
     health,

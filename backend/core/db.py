@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -20,6 +20,7 @@ __all__ = [
     "clear_engine_cache",
     "get_engine",
     "session_scope",
+    "connect",
     "new_session",
     "upgrade_database",
 ]
@@ -51,6 +52,7 @@ def clear_engine_cache() -> None:
     (after the settings changed, or a test database was dropped)."""
     _engine_for.cache_clear()
     _sessionmaker_for.cache_clear()
+    _prepared_engine.cache_clear()
 
 
 def _private_sqlite_file(url: str) -> None:
@@ -70,10 +72,14 @@ def _private_sqlite_file(url: str) -> None:
 
 def get_engine(settings: Settings | None = None) -> Engine:
     settings = settings or get_settings()
-    private_dir(settings.data_dir)
-    if settings.database_url.startswith("sqlite"):
-        _private_sqlite_file(settings.database_url)
-    return _engine_for(settings.database_url)
+    return _checked_engine(settings.data_dir, settings.database_url)
+
+
+def _checked_engine(data_dir: Path, url: str) -> Engine:
+    private_dir(data_dir)
+    if url.startswith("sqlite"):
+        _private_sqlite_file(url)
+    return _engine_for(url)
 
 
 @lru_cache
@@ -105,6 +111,20 @@ def new_session(settings: Settings | None = None) -> Session:
     """A session on the configured database; the caller closes it (no connection until its
     first query)."""
     return _sessionmaker(settings)()
+
+
+@lru_cache
+def _prepared_engine(data_dir: Path, url: str) -> Engine:
+    # get_engine's folder and file checks (a URL parsed, paths stat'ed) once per data
+    # directory and URL, not at every request.
+    return _checked_engine(data_dir, url)
+
+
+def connect(settings: Settings | None = None) -> Connection:
+    """A Core connection on the configured database (the caller closes it; a ``with`` block
+    does): for a read of plain rows, with none of a session's bookkeeping."""
+    settings = settings or get_settings()
+    return _prepared_engine(settings.data_dir, settings.database_url).connect()
 
 
 def upgrade_database(settings: Settings | None = None) -> None:

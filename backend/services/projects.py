@@ -6,11 +6,14 @@ Outsiders get 404 for anything inside a project, so that its existence does not 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import BindParameter, Integer, ScalarSelect, bindparam, func, select
+from sqlalchemy import BindParameter, Connection, Integer, ScalarSelect, bindparam, func, select
 from sqlalchemy.orm import Session
 
+from backend.core.security import hash_token
 from backend.models import (
+    ApiToken,
     AttributionMap,
     CohortMap,
     Dataset,
@@ -26,6 +29,7 @@ from backend.models import (
     User,
 )
 from backend.services.errors import Conflict, Forbidden, InvalidInput, NotFound
+from backend.services.users import token_is_live
 
 __all__ = [
     "PROJECT_ROLES",
@@ -37,6 +41,8 @@ __all__ = [
     "blinded_project_ids",
     "create_project",
     "is_blinded",
+    "JOB_STATUS_FIELDS",
+    "job_status",
     "member_project_ids",
     "open_project_ids",
     "project_of",
@@ -112,13 +118,14 @@ _BLINDED_KINDS = (Run, AttributionMap, Job)
 
 def require(session: Session, user: User, project_id: int, roles: Iterable[str] = READ) -> str:
     """The user's role in the project, or an error: 404 for outsiders, 403 for a weak role."""
-    return _checked_role(user, project_id, member_role(session, user, project_id), roles)
+    return _checked_role(user.role, project_id, member_role(session, user, project_id), roles)
 
 
-def _checked_role(user: User, project_id: int, role: str | None, roles: Iterable[str]) -> str:
-    """``require``'s decision, given the user's role in the project (None: not a member)."""
+def _checked_role(user_role: str, project_id: int, role: str | None, roles: Iterable[str]) -> str:
+    """``require``'s decision, given the user's site role and role in the project (None: not a
+    member)."""
     allowed = frozenset(roles)
-    if (role is None or role not in allowed) and user.role == Role.admin.value:
+    if (role is None or role not in allowed) and user_role == Role.admin.value:
         if allowed == ADMIN:
             return "site-admin"  # site admins manage every project's members (audited)
     if role is None:
@@ -245,15 +252,92 @@ def require_job(session: Session, user: User, job_id: int, roles: Iterable[str] 
     if row is None:
         raise NotFound(f"job {job_id} not found")
     job, found_project, role, blinded = row
-    if found_project is None:
-        raise not_found(job)
-    try:
-        role = _checked_role(user, found_project, role, roles)
-    except NotFound:
-        raise not_found(job) from None
-    if role == "clinician" and blinded:  # is_blinded: a clinician, and the review is blinded
-        raise not_found(job)
+    _check_job_access(job_id, user.role, found_project, role, blinded, roles)
     return job
+
+
+def _check_job_access(
+    job_id: int,
+    user_role: str,
+    project_id: int | None,
+    role: str | None,
+    blinded: bool | None,
+    roles: Iterable[str],
+) -> None:
+    """``require_object``'s decision on a job, given its project (None: of none), the user's
+    site role, their role there (None: not a member) and the project's blinding."""
+    if project_id is None:
+        raise NotFound(f"job {job_id} not found")
+    try:
+        role = _checked_role(user_role, project_id, role, roles)
+    except NotFound:
+        raise NotFound(f"job {job_id} not found") from None
+    if role == "clinician" and blinded:  # is_blinded: a clinician, and the review is blinded
+        raise NotFound(f"job {job_id} not found")
+
+
+# The columns of a job as getJob answers them (JobPublic's fields).
+JOB_STATUS_FIELDS = (
+    "id",
+    "kind",
+    "status",
+    "progress",
+    "message",
+    "error",
+    "attempts",
+    "cancel_requested",
+    "worker",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "heartbeat_at",
+)
+
+# getJob in one query, on Core rows (no ORM objects): the token's columns and its user's, the
+# job's columns, its project, the user's role there and the project's blinding. No row: the
+# token is unknown. The job's columns are NULL when it does not exist. Made once.
+_JOB_STATUS = (
+    select(
+        ApiToken.revoked_at,
+        ApiToken.expires_at,
+        User.role.label("user_role"),
+        User.is_active,
+        Project.id.label("project_id"),
+        ProjectMember.role.label("member_role"),
+        Project.review_blinded,
+        *(getattr(Job, name).label(f"job_{name}") for name in JOB_STATUS_FIELDS),
+    )
+    .select_from(ApiToken)
+    .join(User, User.id == ApiToken.user_id)
+    .outerjoin(Job, Job.id == bindparam("job_id", type_=Integer))
+    .outerjoin(Project, Project.id == _job_project_id(bindparam("job_id", type_=Integer)))
+    .outerjoin(
+        ProjectMember,
+        (ProjectMember.project_id == Project.id) & (ProjectMember.user_id == User.id),
+    )
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
+
+
+def job_status(connection: Connection, token: str, job_id: int) -> dict[str, Any] | None:
+    """getJob's answer for the holder of a token: the job's fields (``JOB_STATUS_FIELDS``) if
+    they may see it, None if the token does not authenticate (unknown, revoked, expired, or
+    its user inactive), else NotFound or Forbidden as ``require_job`` decides.
+
+    One query, token and access together, nothing cached: a logout, a membership removed or
+    a blinding switched on applies to the next request.
+    """
+    found = connection.execute(_JOB_STATUS, {"token_hash": hash_token(token), "job_id": job_id})
+    row = found.first()
+    if row is None or not token_is_live(row.revoked_at, row.expires_at, row.is_active):
+        return None
+    if row.job_id is None:
+        raise NotFound(f"job {job_id} not found")
+    _check_job_access(
+        job_id, row.user_role, row.project_id, row.member_role, row.review_blinded, READ
+    )
+    values = row._mapping
+    return {name: values[f"job_{name}"] for name in JOB_STATUS_FIELDS}
 
 
 def get_project(session: Session, project_id: int) -> Project:

@@ -31,6 +31,7 @@ __all__ = [
     "revoke_token",
     "set_active",
     "set_password",
+    "token_is_live",
 ]
 
 
@@ -150,17 +151,24 @@ def resolve_token(session: Session, plain: str) -> tuple[User, ApiToken] | None:
     if found is None:
         return None
     row, user = found
-    if row.revoked_at is not None:
-        return None
-    if row.expires_at is not None:
-        expires = row.expires_at
-        if expires.tzinfo is None:  # SQLite hands back naive datetimes
-            expires = expires.replace(tzinfo=UTC)
-        if expires <= datetime.now(UTC):
-            return None
-    if not user.is_active:
+    if not token_is_live(row.revoked_at, row.expires_at, user.is_active):
         return None
     return user, row
+
+
+def token_is_live(
+    revoked_at: datetime | None, expires_at: datetime | None, user_active: bool
+) -> bool:
+    """Whether a token with these columns authenticates: not revoked, not expired, and its
+    user active (``resolve_token``'s decision, also for queries that read columns only)."""
+    if revoked_at is not None:
+        return False
+    if expires_at is not None:
+        if expires_at.tzinfo is None:  # SQLite hands back naive datetimes
+            expires_at = expires_at.replace(tzinfo=UTC)
+        if expires_at <= datetime.now(UTC):
+            return False
+    return bool(user_active)
 
 
 def revoke_token(session: Session, token: ApiToken) -> None:

@@ -125,3 +125,68 @@ def test_require_job_finds_the_project_through_each_owner(api: TestClient) -> No
         # The site admin is not a member of the other project: its job is not found for them.
         with pytest.raises(NotFound, match=f"job {foreign_job} not found"):
             require_job(session, admin, foreign_job)
+
+
+def test_get_job_answers_as_current_user_and_the_response_model_would(api: TestClient) -> None:
+    """getJob authenticates in its own body (one query for token, user, job and access): its
+    401s carry current_user's messages and header, cookies work as tokens do, and its body is
+    JobPublic's JSON of the row."""
+    from datetime import UTC, datetime, timedelta
+
+    from backend.api.deps import SESSION_COOKIE
+    from backend.core.db import session_scope
+    from backend.models import ApiToken, Job
+    from backend.schemas.job import JobPublic
+
+    project = api.get("/api/v1/projects").json()["data"][0]["id"]
+    _, job_id = _queued_job(project)
+    path = f"/api/v1/jobs/{job_id}"
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.message, job.progress = 'épocha 2 "done"', 0.25
+        job.started_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with session_scope() as session:
+        expected = JobPublic.model_validate(session.get(Job, job_id)).model_dump(mode="json")
+    answer = api.get(path)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json() == expected
+    assert answer.json()["started_at"] == "2026-01-02T03:04:05Z"
+
+    anonymous = TestClient(api.app)
+    refusals = {
+        "not logged in": anonymous.get(path),
+        "the Authorization header must be 'Bearer <token>'": anonymous.get(
+            path, headers={"Authorization": "Basic abc"}
+        ),
+        "the token is invalid, expired or revoked": anonymous.get(
+            path, headers={"Authorization": "Bearer not-a-token"}
+        ),
+    }
+    for detail, refused in refusals.items():
+        assert refused.status_code == 401, refused.text
+        assert refused.json() == {"detail": detail}
+        assert refused.headers["www-authenticate"] == "Bearer"
+    # An unknown token is refused before the job is looked up: 401, not 404.
+    missing = anonymous.get("/api/v1/jobs/999999", headers={"Authorization": "Bearer nope"})
+    assert missing.status_code == 401
+
+    # An expired token: 401 at once.
+    token = api.headers["Authorization"].split(" ", 1)[1]
+    from backend.core.security import hash_token
+
+    with session_scope() as session:
+        row = session.query(ApiToken).filter_by(token_hash=hash_token(token)).one()
+        row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    expired = api.get(path)
+    assert expired.status_code == 401
+    assert expired.json() == {"detail": "the token is invalid, expired or revoked"}
+
+    # The browser's session cookie works as a bearer token does.
+    login = anonymous.post(
+        "/api/v1/auth/login", json={"username": "admin", "password": "admin-password-for-tests"}
+    )
+    assert login.status_code == 200, login.text
+    browser = TestClient(api.app, cookies={SESSION_COOKIE: login.cookies[SESSION_COOKIE]})
+    assert browser.get(path).json() == expected

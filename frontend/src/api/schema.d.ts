@@ -3192,7 +3192,10 @@ export interface components {
          *             and back-propagated without being applied, so the gradient norm of L_A, its ratio
          *             to that of L_C and their cosine are known for the baseline too (an extra
          *             attribution and double backward on those batches only). 0 turns it off.
-         *             Constrained settings take both gradients on every step they train L_A anyway.
+         *             Constrained settings take the gradients of L_C and lambda * L_A separately (norms,
+         *             ratio, cosine) on their first this many L_A steps of every epoch, and on every
+         *             step with ``grad_balance`` (which needs both); their other steps take one backward
+         *             of the sum, the same gradient at a lower cost (no per-term instrumentation).
          *         grad_clip_norm: Remedy: clip the L2 norm of the total gradient (all weights together)
          *             to this value before the optimiser step (``torch.nn.utils.clip_grad_norm_``);
          *             ``None``: no clipping.

@@ -95,7 +95,7 @@ def test_cli_fetch_display_maps_and_stats(env: Pipeline, tmp_path: Path, capsys)
     assert code == 0
     printed = [Path(line) for line in capsys.readouterr().out.split()]
     assert printed and all(p.is_file() for p in printed)
-    assert all(nib.load(p).get_data_dtype() == np.int16 for p in printed)
+    assert all(nib.load(p).get_data_dtype() == np.int8 for p in printed)
     assert cli.main([*args, "stats", str(env.attribution_id)]) == 0
     assert '"lesion_mass"' in capsys.readouterr().out
 
@@ -166,9 +166,9 @@ def test_show_map_builds_the_notebook_widget_from_the_api(env: Pipeline) -> None
     assert base.colormap == "gray" and base.opacity == 1.0
     signed = nib.Nifti1Image.from_bytes(gzip.decompress(full)).get_fdata()
     display = nib.Nifti1Image.from_bytes(gzip.decompress(overlay.data))
-    assert display.get_data_dtype() == np.int16
+    assert display.get_data_dtype() == np.int8
     peak = np.abs(signed).max()
-    np.testing.assert_allclose(display.get_fdata(), signed, atol=peak / 65534 * 1.01)
+    np.testing.assert_allclose(display.get_fdata(), signed, atol=peak / 254 * 1.01)
     assert (overlay.colormap, overlay.colormap_negative) == (
         "attrivue_red_yellow",
         "attrivue_blue_lightblue",

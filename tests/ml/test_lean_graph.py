@@ -55,13 +55,19 @@ def test_lean_graph_changes_no_value_or_derivative(network: str, options: dict, 
     state = {k: v.clone() for k, v in model.state_dict().items()}
     lean = _double_backward(model, x, lean_graph(model))
     torch.testing.assert_close(lean[0], reference[0], rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(lean[1], reference[1], rtol=1e-5, atol=1e-9)
+    # float32 rounding: the first layer's input gradient is summed in another order
+    # (worker.ml.conv_grad), so the tolerance is relative to the largest gradient.
+    scale = float(reference[1].abs().max())
+    torch.testing.assert_close(lean[1], reference[1], rtol=1e-5, atol=1e-6 * scale)
+    # float32 rounding of gradients that are 0 in exact arithmetic (a convolution's bias
+    # before a train-mode batch norm: 3e-4 against 338 for its weights) is bounded by the
+    # largest gradient of the model, not by their own.
+    largest = max(float(g.abs().max()) for g in reference[2] if g is not None)
     for mine, theirs in zip(lean[2], reference[2], strict=True):
         assert (mine is None) == (theirs is None) or (theirs is not None and not theirs.any())
         if mine is not None and theirs is not None:
-            torch.testing.assert_close(
-                mine, theirs, rtol=1e-4, atol=1e-6 * float(theirs.abs().max())
-            )
+            atol = max(1e-6 * float(theirs.abs().max()), 1e-7 * largest)
+            torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=atol)
     if mode == "train":  # the train-mode forward moved the statistics alike in both
         return
     for key, value in model.state_dict().items():

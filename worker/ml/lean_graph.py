@@ -1,7 +1,7 @@
 """Graphs of the training attribution that cost less to back-propagate twice, with the same
 values and derivatives (docs/method.md section 3).
 
-Two rewrites, each active within a context manager, none touching parameters or buffers:
+Three rewrites, each active within a context manager, none touching parameters or buffers:
 
 - ``switches_detached``: a LeakyReLU (ReLU) computes ``x * gate`` with the gate (1 or the
   slope) read from ``x.detach()``, and a global max pooling gathers ``x`` at the indices of the
@@ -26,7 +26,12 @@ and then, as its next child or the first leaf of that child (MONAI's ``Convoluti
 ``conv`` then ``adn.N``), a batch norm in eval mode with running statistics. Any other layout
 (a ``forward`` written by hand, as in ResNets) is left as it is.
 
-``lean_graph`` applies both.
+- ``shuffled_input_gradients``: on a CPU, 3D convolutions with few input channels take
+  their input gradient as a forward convolution and a shuffle (``worker.ml.conv_grad``),
+  several times faster there than PyTorch's own backward for the first layers, which the
+  training attribution differentiates once per path point. Same values and derivatives.
+
+``lean_graph`` applies all three (the folded convolutions also go through ``conv_grad``).
 """
 
 from __future__ import annotations
@@ -41,9 +46,22 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
-__all__ = ["foldable_pairs", "folded_batch_norm", "lean_graph", "switches_detached"]
+from worker.ml import conv_grad
 
-_CONVOLUTIONS: dict[int, Callable[..., torch.Tensor]] = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+__all__ = [
+    "foldable_pairs",
+    "folded_batch_norm",
+    "lean_graph",
+    "shuffled_input_gradients",
+    "switches_detached",
+]
+
+# The 3D one takes its input gradient by conv_grad where that pays (CPU, few channels).
+_CONVOLUTIONS: dict[int, Callable[..., torch.Tensor]] = {
+    1: F.conv1d,
+    2: F.conv2d,
+    3: conv_grad.conv3d,
+}
 
 
 def _runs_children_in_order(module: nn.Module) -> bool:
@@ -190,8 +208,38 @@ def switches_detached(model: nn.Module) -> Iterator[int]:
             delattr(module, "forward")
 
 
+def _shuffled_forward(conv: nn.Conv3d) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return conv_grad.conv3d(
+            x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups
+        )
+
+    return forward
+
+
+@contextlib.contextmanager
+def shuffled_input_gradients(model: nn.Module) -> Iterator[int]:
+    """Within the block, the 3D convolutions (zero padding) that ``folded_batch_norm`` has not
+    replaced compute through ``conv_grad.conv3d``; yields their number. Enter it inside
+    ``folded_batch_norm``: a folded convolution keeps its folded ``forward``."""
+    changed: list[nn.Module] = []
+    for module in model.modules():
+        if (
+            isinstance(module, nn.Conv3d)
+            and module.padding_mode == "zeros"
+            and "forward" not in vars(module)
+        ):
+            setattr(module, "forward", _shuffled_forward(module))  # noqa: B010
+            changed.append(module)
+    try:
+        yield len(changed)
+    finally:
+        for module in changed:
+            delattr(module, "forward")
+
+
 @contextlib.contextmanager
 def lean_graph(model: nn.Module) -> Iterator[None]:
-    """``folded_batch_norm`` and ``switches_detached`` together."""
-    with folded_batch_norm(model), switches_detached(model):
+    """``folded_batch_norm``, ``switches_detached`` and ``shuffled_input_gradients``."""
+    with folded_batch_norm(model), switches_detached(model), shuffled_input_gradients(model):
         yield

@@ -38,6 +38,7 @@ from bench.bench_ig import (
     run_ig,
 )
 from bench.bench_training import NetworkSpec, TrainingSettings, render_training, run_training
+from worker.ml import conv_grad
 from worker.ml.attribution.captum_eval import load_on_grid
 from worker.ml.synthetic import SyntheticConfig, generate_dataset
 from worker.ml.training import SubjectSample, select_device
@@ -199,6 +200,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=32,
         help="base width of the PatchGAN, full run only (64 as published; 32 keeps a CPU run short)",
     )
+    parser.add_argument(
+        "--native-convolutions",
+        action="store_true",
+        help="the training attribution's convolutions back-propagate with PyTorch's own kernels "
+        "(worker.ml.conv_grad off): the comparison for its gain",
+    )
     return parser.parse_args(argv)
 
 
@@ -208,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m bench" + (f" {shlex.join(arguments)}" if arguments else "")
     if args.threads:
         torch.set_num_threads(args.threads)
+    conv_grad.ENABLED = not args.native_convolutions
     device = select_device(args.device)
     plan = make_plan(quick=args.quick, device=device.type, patchgan_width=args.patchgan_width)
     sections = [args.only] if args.only else list(SECTIONS)

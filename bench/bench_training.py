@@ -28,7 +28,7 @@ from typing import Any
 from unittest import mock
 
 from attrivue_core.configs import LossSetting, NetworkName, RunConfig, TrainAttributionName
-from worker.ml import training
+from worker.ml import conv_grad, training
 from worker.ml.nets import build_network
 from worker.ml.training import ProgressEvent, SubjectSample
 
@@ -307,7 +307,15 @@ def render_training(settings: TrainingSettings, results: Sequence[TrainingResult
         "The constrained variants take one backward of L_C + lambda L_A per step "
         "(`grad_probe_batches` 0: no instrumented step). Attribution: seconds in the "
         "attribution's forward and first backward pass per epoch (its double "
-        "back-propagation counts in the step only).",
+        "back-propagation counts in the step only). Convolutions of the training "
+        "attribution: "
+        + (
+            "`worker.ml.conv_grad` (input gradients as nodes of the output gradient and the "
+            "weights only; on a CPU, a forward convolution and a shuffle for the first "
+            "layers; `--native-convolutions` turns it off)."
+            if conv_grad.ENABLED
+            else "PyTorch's own kernels (`--native-convolutions`: `worker.ml.conv_grad` off)."
+        ),
         "",
         "| network | training | steps/epoch | epochs measured | s/epoch (median) | min | max "
         "| ratio to L_C only | predicted ratio | goal | attribution s/epoch | warm-up epoch s |",

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch.autograd.function import FunctionCtx, once_differentiable
 from torch.nn.grad import conv3d_input
 
-__all__ = ["MAX_IN_CHANNELS", "conv3d", "input_gradient", "supported"]
+__all__ = ["ENABLED", "MAX_IN_CHANNELS", "conv3d", "input_gradient", "supported"]
 
 Triple = tuple[int, int, int]
 
@@ -64,6 +64,9 @@ def _triple(value: Any) -> Triple:
 # keep PyTorch's kernel.
 MAX_IN_CHANNELS = 2
 
+# Off: ``conv3d`` is ``F.conv3d`` everywhere (``python -m bench --native-convolutions``).
+ENABLED = True
+
 
 def supported(
     x: torch.Tensor, weight: torch.Tensor, stride: Any, padding: Any, dilation: Any, groups: int
@@ -71,7 +74,8 @@ def supported(
     """Whether ``conv3d`` computes through this module: a 5-D CPU input, groups 1, dilation
     1, numeric non-negative padding and a floating dtype."""
     return (
-        x.device.type == "cpu"
+        ENABLED
+        and x.device.type == "cpu"
         and x.ndim == 5
         and weight.ndim == 5
         and groups == 1

@@ -114,7 +114,6 @@ def input_gradient(
             (grad_output.shape[0], c_in, *input_size), weight, grad_output, stride, padding
         )
     kernel = weight.shape[2:]
-    taps = [math.ceil(k / s) for k, s in zip(kernel, stride, strict=True)]  # T per axis
     if stride == (1, 1, 1) and all(k - 1 - p >= 0 for k, p in zip(kernel, padding, strict=True)):
         # One residue: a convolution with the flipped kernel and padding K - 1 - p lands on
         # the input grid exactly.
@@ -122,6 +121,7 @@ def input_gradient(
         same = tuple(k - 1 - p for k, p in zip(kernel, padding, strict=True))
         out = F.conv3d(grad_output, flipped, padding=same)
         return _fit(out, input_size, (0, 0, 0))
+    taps = [math.ceil(k / s) for k, s in zip(kernel, stride, strict=True)]  # T per axis
     s1, s2, s3 = stride
     t1, t2, t3 = taps
     pad = []

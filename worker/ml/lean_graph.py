@@ -113,6 +113,22 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+@contextlib.contextmanager
+def _forwards_replaced(replacements: list[tuple[nn.Module, Forward]]) -> Iterator[None]:
+    """Each module computes with its replacement ``forward`` within the block (an instance
+    attribute over the class's method), and with its own again on exit."""
+    for module, forward in replacements:
+        setattr(module, "forward", forward)  # noqa: B010
+    try:
+        yield
+    finally:
+        for module, _ in replacements:
+            delattr(module, "forward")
+
+
 def _folded_forward(conv: _ConvNd, norm: _BatchNorm) -> Callable[[torch.Tensor], torch.Tensor]:
     convolution = _CONVOLUTIONS[conv.weight.ndim - 2]
 
@@ -141,15 +157,11 @@ def folded_batch_norm(model: nn.Module) -> Iterator[int]:
     Enter it after putting the model in eval mode: batch norms in train mode do not fold.
     """
     pairs = foldable_pairs(model)
+    replacements: list[tuple[nn.Module, Forward]] = []
     for conv, norm in pairs:
-        setattr(conv, "forward", _folded_forward(conv, norm))  # noqa: B010
-        setattr(norm, "forward", _identity)  # noqa: B010
-    try:
+        replacements += [(conv, _folded_forward(conv, norm)), (norm, _identity)]
+    with _forwards_replaced(replacements):
         yield len(pairs)
-    finally:
-        for conv, norm in pairs:
-            delattr(conv, "forward")
-            delattr(norm, "forward")
 
 
 def _gated_forward(slope: float) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -189,23 +201,16 @@ def _gathered_forward(module: nn.Module) -> Callable[[torch.Tensor], torch.Tenso
 def switches_detached(model: nn.Module) -> Iterator[int]:
     """Within the block, LeakyReLU, ReLU and adaptive max pooling read their switches (gate,
     argmax) from a detached input; yields the number of layers changed."""
-    changed: list[nn.Module] = []
+    replacements: list[tuple[nn.Module, Forward]] = []
     for module in model.modules():
-        forward: Callable[[torch.Tensor], torch.Tensor] | None = None
         if isinstance(module, nn.LeakyReLU):
-            forward = _gated_forward(float(module.negative_slope))
+            replacements.append((module, _gated_forward(float(module.negative_slope))))
         elif isinstance(module, nn.ReLU):
-            forward = _gated_forward(0.0)
+            replacements.append((module, _gated_forward(0.0)))
         elif type(module) in _MAX_POOLS and not getattr(module, "return_indices", False):
-            forward = _gathered_forward(module)
-        if forward is not None:
-            setattr(module, "forward", forward)  # noqa: B010
-            changed.append(module)
-    try:
-        yield len(changed)
-    finally:
-        for module in changed:
-            delattr(module, "forward")
+            replacements.append((module, _gathered_forward(module)))
+    with _forwards_replaced(replacements):
+        yield len(replacements)
 
 
 def _shuffled_forward(conv: nn.Conv3d) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -222,20 +227,15 @@ def shuffled_input_gradients(model: nn.Module) -> Iterator[int]:
     """Within the block, the 3D convolutions (zero padding) that ``folded_batch_norm`` has not
     replaced compute through ``conv_grad.conv3d``; yields their number. Enter it inside
     ``folded_batch_norm``: a folded convolution keeps its folded ``forward``."""
-    changed: list[nn.Module] = []
-    for module in model.modules():
-        if (
-            isinstance(module, nn.Conv3d)
-            and module.padding_mode == "zeros"
-            and "forward" not in vars(module)
-        ):
-            setattr(module, "forward", _shuffled_forward(module))  # noqa: B010
-            changed.append(module)
-    try:
-        yield len(changed)
-    finally:
-        for module in changed:
-            delattr(module, "forward")
+    replacements: list[tuple[nn.Module, Forward]] = [
+        (module, _shuffled_forward(module))
+        for module in model.modules()
+        if isinstance(module, nn.Conv3d)
+        and module.padding_mode == "zeros"
+        and "forward" not in vars(module)
+    ]
+    with _forwards_replaced(replacements):
+        yield len(replacements)
 
 
 @contextlib.contextmanager

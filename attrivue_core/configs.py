@@ -307,6 +307,13 @@ class RunConfig(BaseModel):
         default=None,
         description="small_cnn only: global pooling of the last feature map (None: max).",
     )
+    normative_input: bool = Field(
+        default=False,
+        description="Classification: give the network, beside the image, each voxel's z-score "
+        "against the healthy training subjects on the working grid (smoothed, sigma 1 voxel; "
+        "computed inside the model, so maps stay on the image's channels). What lets a small "
+        "network see lesions darker than white matter (docs/method.md, 'Normative input').",
+    )
     loss_setting: LossSetting = "lc_only"
     train_attribution: list[TrainAttributionName] = Field(
         default_factory=lambda: list[TrainAttributionName](["gradient"]),
@@ -509,6 +516,14 @@ class RunConfig(BaseModel):
         return self.task == "segmentation" and (
             self.seg_annotated_fraction < 1.0 or self.seg_constraint
         )
+
+    @model_validator(mode="after")
+    def _normative_is_classification(self) -> RunConfig:
+        if self.normative_input and self.task != "classification":
+            raise ValueError(
+                f"normative_input applies to the classification task only, not {self.task!r}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _pooling_is_small_cnn(self) -> RunConfig:

@@ -42,6 +42,7 @@ from torch import nn
 from attrivue_core.configs import RegressionConstraint, RunConfig
 from worker.ml.metrics import regression_metrics as _regression_metrics
 from worker.ml.nets import build_network, pathological_logit
+from worker.ml.normative import NormativeInput
 
 __all__ = [
     "TARGET_KEY",
@@ -111,8 +112,13 @@ class RegressionHead(nn.Module):
 def build_model(config: RunConfig, subjects: Sequence[_HasTarget] = ()) -> nn.Module:
     """The network of a run: ``build_network`` for classification, wrapped in a
     ``RegressionHead`` for regression (standardised by the training subjects' targets when
-    they are given; a checkpoint's state dict restores them otherwise)."""
+    they are given; a checkpoint's state dict restores them otherwise); with
+    ``normative_input``, wrapped in a ``NormativeInput`` whose healthy reference the training
+    engine fits (``fit_normative``) and a checkpoint restores."""
     options: dict[str, Any] = {"pooling": config.pooling} if config.pooling is not None else {}
+    if config.normative_input:
+        net = build_network(config.network, in_channels=2 * config.in_channels, **options)
+        return NormativeInput(net, config.in_channels, config.grid)
     net = build_network(config.network, in_channels=config.in_channels, **options)
     if config.task != "regression":
         return net

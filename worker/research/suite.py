@@ -104,6 +104,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "classification_avgmax": {**PRESETS["classification"]["config"], **_SUITE, "pooling": "avgmax"},
     "classification_avg": {**PRESETS["classification"]["config"], **_SUITE, "pooling": "avg"},
+    # The presets with the normative input channel (worker.ml.normative; dark lesions).
+    "classification_normative": {
+        **PRESETS["classification"]["config"],
+        **_SUITE,
+        "normative_input": True,
+    },
+    "supervised_normative": {
+        **PRESETS["constrained_supervised"]["config"],
+        **_SUITE,
+        "normative_input": True,
+    },
+    "weakly_normative": {
+        **PRESETS["constrained_weakly_supervised"]["config"],
+        **_SUITE,
+        "normative_input": True,
+    },
     "sup_healthy_balanced": {
         **_SUP,
         **_IG4,

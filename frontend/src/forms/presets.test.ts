@@ -37,6 +37,14 @@ describe("presets in the launch form", () => {
     });
   });
 
+  it("shows a preset's normative input in its checkbox and sends it", () => {
+    const preset: Preset = { ...constrained, config: { ...constrained.config, normative_input: true } };
+    const values = withPreset({ ...LAUNCH_DEFAULTS, datasetId: "3", name: "p" }, preset);
+    expect(values.normativeInput).toBe(true);
+    const result = validateLaunchForm(values);
+    expect(result.ok && (result.value.config as Record<string, unknown>).normative_input).toBe(true);
+  });
+
   it("keeps the dataset and name, resets the rest to the defaults under the preset", () => {
     const before = { ...LAUNCH_DEFAULTS, datasetId: "7", name: "mine", seed: "42", epochs: "2" };
     const after = withPreset(before, constrained);

@@ -20,6 +20,7 @@ const FIELDS: Record<string, LaunchField> = {
   batch_size: "batchSize",
   seed: "seed",
   augment: "augment",
+  normative_input: "normativeInput",
   early_stopping_metric: "earlyStoppingMetric",
   task: "task",
   ...REMEDY_CONFIG_FIELDS,

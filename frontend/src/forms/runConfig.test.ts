@@ -19,6 +19,7 @@ describe("validateLaunchForm", () => {
           batch_size: 4,
           seed: 0,
           augment: false,
+          normative_input: false,
           early_stopping_metric: "val_auroc",
         },
       },
@@ -41,6 +42,7 @@ describe("validateLaunchForm", () => {
     expect(config.seg_constraint).toBe(true);
     expect(config.network).toBeUndefined();
     expect(config.loss_setting).toBeUndefined();
+    expect(config.normative_input).toBeUndefined();
     expect(config.train_attribution).toEqual(["gradient"]);
     expect(config.lambda_a).toEqual({ kind: "constant", value: 1, warmup_epochs: 0 });
     expect(config.early_stopping_metric).toBe("val_dice");
@@ -49,6 +51,15 @@ describe("validateLaunchForm", () => {
     if (bad.ok) return;
     expect(bad.errors.segAnnotatedFraction).toMatch(/at most 1/);
     expect(bad.errors.earlyStoppingMetric).toBeDefined();
+  });
+
+  it("sends the normative input for classification and not for regression", () => {
+    const on = validateLaunchForm({ ...base, normativeInput: true });
+    expect(on.ok && (on.value.config as Record<string, unknown>).normative_input).toBe(true);
+    const regression = validateLaunchForm({ ...base, task: "regression", normativeInput: true });
+    expect(regression.ok).toBe(true);
+    if (!regression.ok) return;
+    expect((regression.value.config as Record<string, unknown>).normative_input).toBeUndefined();
   });
 
   it("sends the attribution methods, IG steps, EG k and a warm-up schedule where they are used", () => {

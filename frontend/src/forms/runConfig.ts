@@ -78,6 +78,8 @@ export interface LaunchFormValues extends RemedyFormValues {
   batchSize: string;
   seed: string;
   augment: boolean;
+  /** Classification: the normative input channel (z-score against the healthy training subjects). */
+  normativeInput: boolean;
   earlyStoppingMetric: string;
   // Regression (forms/regressionConfig.ts).
   task: string;
@@ -111,6 +113,7 @@ export const LAUNCH_DEFAULTS: LaunchFormValues = {
   batchSize: "4",
   seed: "0",
   augment: false,
+  normativeInput: false,
   earlyStoppingMetric: "val_auroc",
   ...REMEDY_DEFAULTS,
   task: "classification",
@@ -188,6 +191,8 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
     pick("lossSetting", LOSS_SETTINGS.map((l) => l.value), "Choose a loss setting.");
     pick("earlyStoppingMetric", EARLY_STOPPING_METRICS, "Choose an early-stopping metric.");
     Object.assign(taskFields, { network: values.network, loss_setting: values.lossSetting });
+    // The normative channel is a classification input (RunConfig refuses it for regression).
+    if (values.task !== "regression") taskFields.normative_input = values.normativeInput;
   }
   const epochs = take("epochs", parseWhole(values.epochs, "Epochs", LAUNCH_LIMITS.epochs));
   const batchSize = take("batchSize", parseWhole(values.batchSize, "Batch size", LAUNCH_LIMITS.batchSize));
@@ -277,6 +282,7 @@ const CONFIG_FIELDS: Record<string, LaunchField> = {
   batch_size: "batchSize",
   seed: "seed",
   augment: "augment",
+  normative_input: "normativeInput",
   early_stopping_metric: "earlyStoppingMetric",
   ...REMEDY_CONFIG_FIELDS,
   task: "task",

@@ -357,6 +357,18 @@ export function LaunchRunPage() {
               />
               Augmentation (flips, affine jitter)
             </label>
+            {segmentation || values.task === "regression" ? null : (
+              <label className="check">
+                <input
+                  type="checkbox"
+                  name="normative_input"
+                  checked={values.normativeInput}
+                  onChange={(e) => setValues((v) => ({ ...v, normativeInput: e.target.checked }))}
+                />
+                Normative input (each voxel against the healthy training subjects; for lesions
+                darker than white matter)
+              </label>
+            )}
           </Group>
 
           <RemedyFields values={values} errors={errors} setValues={setValues} />

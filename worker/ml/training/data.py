@@ -10,8 +10,10 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, DataLoader
 from monai.transforms import Compose, Transform
+from torch import nn
 
 from attrivue_core.configs import RunConfig
+from worker.ml.normative import NormativeInput
 from worker.ml.regression import TARGET_KEY
 from worker.ml.training.datatypes import (
     LABEL_KEY,
@@ -31,7 +33,9 @@ __all__ = [
     "decode_given_target",
     "epoch_seed",
     "eval_samples",
+    "fit_normative",
     "healthy_references",
+    "healthy_training_images",
     "make_loader",
     "plain",
     "with_given_targets",
@@ -81,18 +85,47 @@ def healthy_references(
     """
     if config.attribution_baseline != "healthy":
         return None, None
+    bank = healthy_training_images(config, subjects, datasets, "attribution_baseline 'healthy'")
+    bank = bank.to(device)  # (R, C, D, H, W)
+    return bank, bank.mean(dim=0, keepdim=True)
+
+
+def healthy_training_images(
+    config: RunConfig,
+    subjects: Sequence[SubjectSample],
+    datasets: dict[str, CacheDataset],
+    needed_by: str,
+) -> torch.Tensor:
+    """The healthy subjects of the training split, ``(R, C, D, H, W)`` on the CPU, preprocessed
+    as in training without augmentation.
+
+    Raises:
+        ValueError: If the training split has no healthy subject (``needed_by`` names the
+            setting that needs one).
+    """
     healthy = [s for s in subjects if s.split == "train" and s.label == 0]
     if not healthy:
-        raise ValueError("attribution_baseline 'healthy' needs healthy subjects in the train split")
+        raise ValueError(f"{needed_by} needs healthy subjects in the train split")
     if config.augment:
         transform = preprocess_for(config)
         images = [plain(transform(as_item(s, False, "val"))[IMAGE_KEY]) for s in healthy]
     else:
         items = (datasets["train"][i] for i in range(len(datasets["train"])))
-        images = [item[IMAGE_KEY] for item in items if float(item[LABEL_KEY]) < 0.5]
-    bank = torch.stack([torch.as_tensor(image, dtype=torch.float32) for image in images])
-    bank = bank.to(device)  # (R, C, D, H, W)
-    return bank, bank.mean(dim=0, keepdim=True)
+        images = [plain(item[IMAGE_KEY]) for item in items if float(item[LABEL_KEY]) < 0.5]
+    return torch.stack([torch.as_tensor(image, dtype=torch.float32) for image in images])
+
+
+def fit_normative(
+    model: nn.Module,
+    config: RunConfig,
+    subjects: Sequence[SubjectSample],
+    datasets: dict[str, CacheDataset],
+) -> None:
+    """Fit a ``NormativeInput`` model's healthy reference on the training split (once: a
+    resumed run keeps the reference its checkpoint restored)."""
+    if not isinstance(model, NormativeInput) or bool(model.fitted):
+        return
+    model.fit(healthy_training_images(config, subjects, datasets, "normative_input"))
 
 
 def as_item(

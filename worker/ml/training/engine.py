@@ -38,7 +38,7 @@ from worker.ml.training.checkpoints import (
     resume,
     set_rng_state,
 )
-from worker.ml.training.data import epoch_seed, make_loader
+from worker.ml.training.data import epoch_seed, fit_normative, make_loader
 from worker.ml.training.datatypes import (
     Metrics,
     ProgressEvent,
@@ -116,6 +116,7 @@ def run(
     resumed_from = state.epoch if rng_state is not None else None
 
     datasets = task.build_datasets(config, subjects)
+    fit_normative(model, config, subjects, datasets)
     loop.references, loop.baseline = task.references(config, subjects, datasets, device)
     if rng_state is not None:
         # Restored after the datasets are built so the RNG continues exactly where the

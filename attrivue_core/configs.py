@@ -312,7 +312,7 @@ class RunConfig(BaseModel):
         description="Classification: give the network, beside the image, each voxel's z-score "
         "against the healthy training subjects on the working grid (smoothed, sigma 1 voxel; "
         "computed inside the model, so maps stay on the image's channels). What lets a small "
-        "network see lesions darker than white matter (docs/method.md, 'Normative input').",
+        "network see lesions darker than white matter (docs/method.md, section 3.1).",
     )
     loss_setting: LossSetting = "lc_only"
     train_attribution: list[TrainAttributionName] = Field(

@@ -343,3 +343,32 @@ def test_invalid_arguments_are_refused() -> None:
         integrated_gradients(model, x, internal_batch_size=0)
     with pytest.raises(ValueError, match="zero_reference_prob"):
         expected_gradients(model, x, zero_reference_prob=1.5)
+
+
+def test_integrated_gradients_skips_the_endpoints_a_training_step_does_not_use() -> None:
+    model = smooth_net()
+    x = images()
+    calls = {"n": 0}
+
+    def count(*_: Any) -> None:
+        calls["n"] += 1
+
+    handle = model.register_forward_hook(count)
+    try:
+        full = integrated_gradients(model, x, steps=4)
+        forwards_full, calls["n"] = calls["n"], 0
+        given = integrated_gradients(model, x, steps=4, endpoints="input")
+        forwards_input, calls["n"] = calls["n"], 0
+        none = integrated_gradients(model, x, steps=4, endpoints="none")
+        forwards_none = calls["n"]
+    finally:
+        handle.remove()
+    # One forward per path point (all points in one pass), plus F(x) and F(x').
+    assert (forwards_full, forwards_input, forwards_none) == (3, 2, 1)
+    for out in (given, none):
+        torch.testing.assert_close(out.attributions, full.attributions, rtol=0, atol=0)
+        assert out.delta is None
+    assert full.delta is not None and given.logits is not None and none.logits is None
+    torch.testing.assert_close(given.logits, full.logits, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="endpoints must be"):
+        integrated_gradients(model, x, steps=4, endpoints="some")  # type: ignore[arg-type]

@@ -44,6 +44,7 @@ from worker.ml.nets import pathological_logit
 __all__ = [
     "ATTRIBUTION_METHODS",
     "AttributionOutput",
+    "Endpoints",
     "QuadratureMethod",
     "attribute",
     "expected_gradients",
@@ -53,6 +54,10 @@ __all__ = [
 ]
 
 QuadratureMethod = Literal["riemann_middle", "gausslegendre"]
+# Which endpoint logits Integrated Gradients evaluates besides its path points: both F(x) and
+# F(x') (the logits and the completeness delta), F(x) only (the logits a training step reuses
+# for L_C), or none (a training step whose L_C has a forward of its own).
+Endpoints = Literal["both", "input", "none"]
 
 
 @dataclass
@@ -246,6 +251,7 @@ def integrated_gradients(
     method: QuadratureMethod = "riemann_middle",
     internal_batch_size: int | None = None,
     create_graph: bool = True,
+    endpoints: Endpoints = "both",
 ) -> AttributionOutput:
     """Integrated Gradients, differentiable with respect to the weights.
 
@@ -270,11 +276,15 @@ def integrated_gradients(
         internal_batch_size: Path images per forward/backward pass; ``None`` for all
             ``steps * B`` at once.
         create_graph: Keep the graph to the weights (training); ``False`` for evaluation.
+        endpoints: ``"both"``: evaluate F(x) and F(x'); ``"input"``: F(x) only (no delta);
+            ``"none"``: neither (no logits, no delta). A training step passes what it uses:
+            each endpoint is a forward pass of the batch, and the maps do not depend on them.
 
     Returns:
-        ``AttributionOutput``: attributions ``(B, C, D, H, W)``; delta ``(B,)``, detached;
-        logits F(x) ``(B,)``, a plain forward of ``x`` that the classification loss can reuse
-        when ``create_graph=True``.
+        ``AttributionOutput``: attributions ``(B, C, D, H, W)``; delta ``(B,)``, detached
+        (``None`` unless ``endpoints="both"``); logits F(x) ``(B,)``, a plain forward of ``x``
+        that the classification loss can reuse when ``create_graph=True`` (``None`` with
+        ``endpoints="none"``).
 
     Example:
         >>> out = integrated_gradients(model, images, steps=16, method="gausslegendre")
@@ -294,7 +304,9 @@ def integrated_gradients(
     weights = torch.as_tensor(weights_np, dtype=x.dtype, device=x.device)
     weights = weights.repeat_interleave(batch)  # (m * B,)
 
-    logits = _endpoint_logits(model, x, create_graph)  # (B,) F(x)
+    if endpoints not in ("both", "input", "none"):
+        raise ValueError(f"endpoints must be 'both', 'input' or 'none', got {endpoints!r}")
+    logits = None if endpoints == "none" else _endpoint_logits(model, x, create_graph)  # F(x)
     attributions = _integrate_paths(
         model,
         x,
@@ -304,6 +316,14 @@ def integrated_gradients(
         internal_batch_size=internal_batch_size,
         create_graph=create_graph,
     )  # (B, C, D, H, W)
+    if logits is None:
+        return AttributionOutput(attributions=attributions, delta=None, logits=None)
+    if endpoints == "input":
+        return AttributionOutput(
+            attributions=attributions,
+            delta=None,
+            logits=logits if create_graph else logits.detach(),
+        )
     with torch.no_grad(), _running_stats_frozen(model):
         baseline_logits = _logits(model, reference.contiguous())  # (B,) F(x')
     delta = attributions.detach().flatten(1).sum(1) - (logits.detach() - baseline_logits)

@@ -359,6 +359,10 @@ class ConstrainedTask(Task):
         # In eval mode the attribution's own F(x) is not the train-mode logit L_C needs, unless
         # the network has no layer that behaves differently (instance norm, no dropout).
         separate_forward = config.attribution_mode == "eval" and mode_dependent(model)
+        if "integrated_gradients" in config.train_attribution:
+            # IG's endpoint forwards serve its completeness delta, which a step does not use,
+            # and F(x), which L_C reuses unless it has a forward of its own.
+            kwargs["endpoints"] = "none" if separate_forward else "input"
         with torch.autocast(
             device_type=loop.device.type, dtype=torch.float16, enabled=loop.use_amp
         ):

@@ -3425,7 +3425,7 @@ export interface components {
             network?: "small_cnn" | "patchgan" | "densenet121" | "resnet18" | "resnet10" | "unet";
             /**
              * Normative Input
-             * @description Classification: give the network, beside the image, each voxel's z-score against the healthy training subjects on the working grid (smoothed, sigma 1 voxel; computed inside the model, so maps stay on the image's channels). What lets a small network see lesions darker than white matter (docs/method.md, 'Normative input').
+             * @description Classification: give the network, beside the image, each voxel's z-score against the healthy training subjects on the working grid (smoothed, sigma 1 voxel; computed inside the model, so maps stay on the image's channels). What lets a small network see lesions darker than white matter (docs/method.md, section 3.1).
              * @default false
              */
             normative_input?: boolean;

@@ -372,3 +372,28 @@ def test_integrated_gradients_skips_the_endpoints_a_training_step_does_not_use()
     torch.testing.assert_close(given.logits, full.logits, rtol=0, atol=0)
     with pytest.raises(ValueError, match="endpoints must be"):
         integrated_gradients(model, x, steps=4, endpoints="some")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("zero_reference_prob", [0.0, 0.5])
+def test_expected_gradients_with_one_sample_takes_the_one_pass_shortcut_exactly(
+    zero_reference_prob: float,
+) -> None:
+    # k = 1 in one pass skips the gathers, the scatter-add and the unit weights; chunks of
+    # one image go through the general path. Both must give the same map and weight gradient.
+    model = smooth_net()
+    x = images()
+    maps = []
+    for chunk in (None, 1):
+        model.zero_grad()
+        out = run(
+            "expected_gradients",
+            model,
+            x,
+            k=1,
+            zero_reference_prob=zero_reference_prob,
+            internal_batch_size=chunk,
+        )
+        (out.attributions**2).sum().backward()
+        maps.append((out.attributions.detach(), model.conv1.weight.grad.clone()))
+    torch.testing.assert_close(maps[0][0], maps[1][0], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(maps[0][1], maps[1][1], rtol=1e-10, atol=1e-12)

@@ -155,13 +155,17 @@ def _integrate_paths(
     if chunk < 1:
         raise ValueError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
     spatial = (-1,) + (1,) * (x.ndim - 1)
+    # One point per sample in one pass (EG with k = 1): point b is sample b, so the gathers
+    # and the scatter-add are identities and are skipped, as is a product with unit weights.
+    one_pass = points == batch and chunk >= points
+    unit_weights = bool((weights == 1).all())
     total = torch.zeros_like(x)  # (B, C, D, H, W)
     with torch.enable_grad(), _running_stats_frozen(model):
         for start in range(0, points, chunk):
             index = torch.arange(start, min(start + chunk, points), device=x.device)  # (n,)
             sample = index % batch  # (n,) sample b of each point
             reference = references(index)  # (n, C, D, H, W)
-            direction = x[sample] - reference  # (n, C, D, H, W)
+            direction = (x if one_pass else x[sample]) - reference  # (n, C, D, H, W)
             image = reference + alphas[index].view(spatial) * direction  # (n, C, D, H, W)
             image.requires_grad_(True)
             logits = _logits(model, image)  # (n,)
@@ -174,7 +178,12 @@ def _integrate_paths(
                 grad_outputs=torch.ones_like(logits),
                 create_graph=create_graph,
             )  # (n, C, D, H, W) dF/dx at each point
-            weighted = weights[index].to(grads.dtype).view(spatial) * grads  # w_p * dF/dx
+            if unit_weights:
+                weighted = grads
+            else:
+                weighted = weights[index].to(grads.dtype).view(spatial) * grads  # w_p * dF/dx
+            if one_pass:
+                return direction * weighted
             total = total.index_add(0, sample, direction * weighted)
     return total
 
@@ -417,7 +426,10 @@ def expected_gradients(
     spatial = (-1,) + (1,) * (x.ndim - 1)
 
     def reference_of(index: torch.Tensor) -> torch.Tensor:
-        return bank[drawn[index]] * keep[index].view(spatial)  # (n, C, D, H, W)
+        reference = bank[drawn[index]]  # (n, C, D, H, W)
+        if zero_reference_prob == 0.0:
+            return reference  # no zero reference drawn: keep is all ones
+        return reference * keep[index].view(spatial)
 
     attributions = _integrate_paths(
         model,

@@ -3,7 +3,6 @@ wrapper, and training with it through the platform's training path."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -25,12 +24,7 @@ GRID = (16, 20, 16)
 SPLITS = {"train": 32, "val": 16, "test": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _ball(centre: np.ndarray, radius: float) -> np.ndarray:

@@ -124,7 +124,7 @@ def _integrate_paths(
     x: torch.Tensor,
     references: Callable[[torch.Tensor], torch.Tensor],
     alphas: torch.Tensor,
-    weights: torch.Tensor,
+    weights: torch.Tensor | None,
     *,
     internal_batch_size: int | None,
     create_graph: bool,
@@ -142,7 +142,7 @@ def _integrate_paths(
         x: ``(B, C, D, H, W)``, detached.
         references: Maps point indices ``(n,)`` to their references ``(n, C, D, H, W)``.
         alphas: ``(P,)`` positions along the path, P = points per sample * B.
-        weights: ``(P,)`` quadrature weights.
+        weights: ``(P,)`` quadrature weights; ``None`` for unit weights (no product).
         internal_batch_size: Images per forward/backward pass; ``None`` for all P at once.
         create_graph: Keep the graph of the gradients (training).
 
@@ -156,9 +156,8 @@ def _integrate_paths(
         raise ValueError(f"internal_batch_size must be >= 1, got {internal_batch_size}")
     spatial = (-1,) + (1,) * (x.ndim - 1)
     # One point per sample in one pass (EG with k = 1): point b is sample b, so the gathers
-    # and the scatter-add are identities and are skipped, as is a product with unit weights.
+    # and the scatter-add are identities and are skipped.
     one_pass = points == batch and chunk >= points
-    unit_weights = bool((weights == 1).all())
     total = torch.zeros_like(x)  # (B, C, D, H, W)
     with torch.enable_grad(), _running_stats_frozen(model):
         for start in range(0, points, chunk):
@@ -178,7 +177,7 @@ def _integrate_paths(
                 grad_outputs=torch.ones_like(logits),
                 create_graph=create_graph,
             )  # (n, C, D, H, W) dF/dx at each point
-            if unit_weights:
+            if weights is None:
                 weighted = grads
             else:
                 weighted = weights[index].to(grads.dtype).view(spatial) * grads  # w_p * dF/dx
@@ -325,22 +324,14 @@ def integrated_gradients(
         internal_batch_size=internal_batch_size,
         create_graph=create_graph,
     )  # (B, C, D, H, W)
-    if logits is None:
-        return AttributionOutput(attributions=attributions, delta=None, logits=None)
-    if endpoints == "input":
-        return AttributionOutput(
-            attributions=attributions,
-            delta=None,
-            logits=logits if create_graph else logits.detach(),
-        )
-    with torch.no_grad(), _running_stats_frozen(model):
-        baseline_logits = _logits(model, reference.contiguous())  # (B,) F(x')
-    delta = attributions.detach().flatten(1).sum(1) - (logits.detach() - baseline_logits)
-    return AttributionOutput(
-        attributions=attributions,
-        delta=delta,
-        logits=logits if create_graph else logits.detach(),
-    )
+    delta = None
+    if logits is not None and endpoints == "both":
+        with torch.no_grad(), _running_stats_frozen(model):
+            baseline_logits = _logits(model, reference.contiguous())  # (B,) F(x')
+        delta = attributions.detach().flatten(1).sum(1) - (logits.detach() - baseline_logits)
+    if logits is not None and not create_graph:
+        logits = logits.detach()
+    return AttributionOutput(attributions=attributions, delta=delta, logits=logits)
 
 
 def expected_gradients(
@@ -436,7 +427,7 @@ def expected_gradients(
         x,
         reference_of,
         alphas.flatten().to(device=x.device, dtype=x.dtype),
-        torch.full((k * batch,), 1.0 / k, dtype=x.dtype, device=x.device),
+        None if k == 1 else torch.full((k * batch,), 1.0 / k, dtype=x.dtype, device=x.device),
         internal_batch_size=internal_batch_size,
         create_graph=create_graph,
     )  # (B, C, D, H, W)

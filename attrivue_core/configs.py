@@ -52,11 +52,15 @@ EarlyStoppingMetric = Literal[
     "val_attr_auroc",
     "val_lesion_mass",
     "val_attr_dice",
+    "val_attr_healthy_share",
     "val_dice",
     "val_mae",
 ]
-# Early-stopping metrics computed from the validation split's attribution maps.
-ATTRIBUTION_EARLY_STOPPING = frozenset({"val_attr_auroc", "val_lesion_mass", "val_attr_dice"})
+# Early-stopping metrics computed from the validation split's attribution maps
+# (val_attr_healthy_share, lower is better, needs no lesion mask: the weakly supervised target).
+ATTRIBUTION_EARLY_STOPPING = frozenset(
+    {"val_attr_auroc", "val_lesion_mass", "val_attr_dice", "val_attr_healthy_share"}
+)
 # What a run learns: the image label, a continuous target, or lesion masks.
 TaskName = Literal["classification", "regression", "segmentation"]
 # The regression constraint's options (worker.ml.regression, docs/experiments.md).
@@ -216,7 +220,9 @@ class RunConfig(BaseModel):
             at AUROC 1.0); this gives the decision its threshold back. Off: no change.
         val_attribution: After every epoch, attribution metrics on the validation split
             (Integrated Gradients, 8 Gauss-Legendre steps, eval mode): ``val_attr_auroc``,
-            ``val_lesion_mass``, the Dice threshold chosen there, and more. Test metrics
+            ``val_lesion_mass``, ``val_attr_healthy_share`` (the share of positive relevance
+            on healthy subjects, which needs no lesion mask), the Dice threshold chosen
+            there, and more. Test metrics
             with attributions are computed at the end of every run regardless.
         epochs: Number of epochs to train in total (a resumed run counts earlier epochs).
         batch_size: Subjects per optimisation step.

@@ -107,6 +107,23 @@ def test_a_later_better_classifier_demotes_a_best_epoch_outside_the_new_margin()
     assert state.bad_epochs == 1
 
 
+def test_the_healthy_share_selects_the_lowest_inside_the_margin() -> None:
+    # The weakly supervised target needs no lesion mask: the share of positive relevance on
+    # healthy validation subjects, lower is better.
+    epochs = [
+        {"val_loss": 0.20, "val_auroc": 1.00, "val_attr_healthy_share": 0.30},
+        {"val_loss": 0.25, "val_auroc": 0.98, "val_attr_healthy_share": 0.12},  # in the margin
+        {"val_loss": 0.60, "val_auroc": 0.90, "val_attr_healthy_share": 0.01},  # outside it
+        {"val_loss": 0.30, "val_auroc": 0.99, "val_attr_healthy_share": 0.05},  # in it, lowest
+        {"val_loss": 0.30, "val_auroc": 0.99, "val_attr_healthy_share": 0.08},
+    ]
+    state = _choose_with_margin(0.03, epochs, metric="val_attr_healthy_share")
+    assert state.best_epoch == 4 and state.best_metric == "val_attr_healthy_share"
+    assert state.best_score == pytest.approx(-0.05)
+    # Without the margin the share alone takes epoch 3, whose AUROC fell by 0.10.
+    assert _choose("val_attr_healthy_share", epochs).best_epoch == 3
+
+
 def test_below_the_floor_the_margin_changes_nothing() -> None:
     epochs = [
         {"val_loss": 0.69, "val_auroc": 0.50, "val_lesion_mass": 0.90},

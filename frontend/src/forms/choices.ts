@@ -80,6 +80,7 @@ export const EARLY_STOPPING_METRIC_NAMES = every<EarlyStoppingMetric>()([
   "val_attr_auroc",
   "val_lesion_mass",
   "val_attr_dice",
+  "val_attr_healthy_share",
   "val_dice",
   "val_mae",
 ]);

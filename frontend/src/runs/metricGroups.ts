@@ -8,7 +8,7 @@ export const CURVE_GROUPS: { title: string; names: string[] }[] = [
   { title: "Attribution loss L_A", names: ["loss_a"] },
   { title: "Validation AUROC", names: ["val_auroc", "val_attr_auroc"] },
   { title: "Validation error (regression)", names: ["val_mae", "val_rmse"] },
-  { title: "Validation attribution", names: ["val_lesion_mass", "val_attr_dice"] },
+  { title: "Validation attribution", names: ["val_lesion_mass", "val_attr_dice", "val_attr_healthy_share"] },
   ...instrumentationGroups(),
   { title: "Validation segmentation", names: ["val_dice", "val_lesion_f1"] },
 ];

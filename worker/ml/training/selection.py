@@ -36,6 +36,7 @@ HIGHER_IS_BETTER = {
     "val_attr_auroc": True,
     "val_lesion_mass": True,
     "val_attr_dice": True,
+    "val_attr_healthy_share": False,
     "val_dice": True,
     "val_mae": False,
 }
@@ -74,8 +75,9 @@ def monitor(name: str, metrics: Metrics) -> tuple[float, str] | None:
 def selection(name: str, metrics: Metrics) -> tuple[int, float, str] | None:
     """How an epoch ranks for ``best.pt``: ``(tier, score, metric)``, compared by tier first.
 
-    An attribution metric (``val_attr_auroc``, ``val_lesion_mass``, ``val_attr_dice``) says
-    nothing while the classifier has not learned: its maps are then noise, and the metric's
+    An attribution metric (``val_attr_auroc``, ``val_lesion_mass``, ``val_attr_dice``,
+    ``val_attr_healthy_share``) says nothing while the classifier has not learned: its maps
+    are then noise, and the metric's
     best epoch is arbitrary. So an epoch whose ``val_auroc`` is below ``CLASSIFICATION_FLOOR``
     is ranked in tier 0 by its ``val_auroc``, below every epoch of tier 1 (classification
     works) ranked by the attribution metric. Where ``val_auroc`` is undefined (one class in

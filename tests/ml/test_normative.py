@@ -11,11 +11,18 @@ import pytest
 import torch
 from monai.networks.layers import GaussianFilter
 from pydantic import ValidationError
+from torch import nn
 
 from attrivue_core.configs import RunConfig
 from worker.ml.attribution.differentiable import integrated_gradients
 from worker.ml.nets import SmallCNN, gradcam_layer
-from worker.ml.normative import SD_FLOOR, NormativeInput, normative_statistics
+from worker.ml.normative import (
+    SD_FLOOR,
+    SMOOTHING_SIGMA,
+    NormativeInput,
+    ShiftedSumGaussian,
+    normative_statistics,
+)
 from worker.ml.regression import build_model
 from worker.ml.training import SubjectSample, load_model, train
 from worker.ml.transforms import subject_on_grid
@@ -75,6 +82,25 @@ def test_statistics_are_those_of_the_smoothed_images_with_a_floored_sd() -> None
     assert not bool(inside[:, -2:].any())
     with pytest.raises(ValueError, match="at least one healthy training image"):
         normative_statistics(torch.zeros(0, 1, *GRID))
+
+
+def test_the_shifted_sum_filter_is_monais_gaussian_and_keeps_its_state() -> None:
+    monai_filter = GaussianFilter(3, sigma=SMOOTHING_SIGMA)
+    fast = ShiftedSumGaussian(3, sigma=SMOOTHING_SIGMA)
+    x = torch.randn(2, 2, *GRID, dtype=torch.float64, requires_grad=True)
+    expected = monai_filter(x)
+    found = fast(x)
+    assert torch.allclose(found, expected, atol=1e-12)
+    # The borders are zero padded as MONAI's are: a corner voxel loses the taps off the grid.
+    assert torch.allclose(found[..., 0, 0, 0], expected[..., 0, 0, 0], atol=1e-12)
+    weights = torch.randn_like(expected)
+    (grad_expected,) = torch.autograd.grad((expected * weights).sum(), x)
+    (grad_found,) = torch.autograd.grad((found * weights).sum(), x)
+    assert torch.allclose(grad_found, grad_expected, atol=1e-12)
+    # Checkpoints written with MONAI's filter load: the state dicts have the same keys.
+    assert fast.state_dict().keys() == monai_filter.state_dict().keys()
+    model = NormativeInput(nn.Conv3d(2, 1, 1), 1, GRID)
+    assert any(key.startswith("smooth.") for key in model.state_dict())
 
 
 def test_deviation_is_zero_for_the_reference_negative_on_a_dark_blob_and_zero_outside() -> None:

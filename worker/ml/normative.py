@@ -33,10 +33,18 @@ differ by more than a few voxels after it widen ``sd`` and weaken ``z``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from monai.networks.layers import GaussianFilter
+from monai.networks.layers.convutils import gaussian_1d
 from torch import nn
 
-__all__ = ["SD_FLOOR", "SMOOTHING_SIGMA", "NormativeInput", "normative_statistics"]
+__all__ = [
+    "SD_FLOOR",
+    "SMOOTHING_SIGMA",
+    "NormativeInput",
+    "ShiftedSumGaussian",
+    "normative_statistics",
+]
 
 # Smoothing of the image before the comparison, in voxels of the working grid.
 SMOOTHING_SIGMA = 1.0
@@ -46,8 +54,43 @@ SMOOTHING_SIGMA = 1.0
 SD_FLOOR = 0.2
 
 
+class ShiftedSumGaussian(GaussianFilter):
+    """MONAI's Gaussian filter (its kernel, its zero padding, its state dict), applied as a
+    weighted sum of shifted copies along each axis instead of MONAI's one-channel ``conv3d``.
+
+    The result is the same to float rounding (``tests/ml/test_normative.py``). On a CPU the
+    one-channel ``conv3d`` of a 9-tap kernel is slow, slower than the small classifier it
+    feeds; the filter runs in every forward and back-propagation of a network with the
+    normative input (training steps, the constraint's double back-propagation, IG maps).
+    The two are timed side by side by ``python -m bench.bench_normative``
+    (docs/benchmarks.md, section "normative").
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x
+        for axis, sigma in enumerate(self.sigma):
+            kernel = gaussian_1d(sigma, truncated=self.truncated, approx=self.approx)
+            out = _filter_along(out, kernel.to(device=x.device, dtype=x.dtype), 2 + axis)
+        return out
+
+
+def _filter_along(x: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x`` convolved with the odd-length 1-D ``kernel`` along ``dim``, zero padded."""
+    taps = int(kernel.numel())
+    radius = taps // 2
+    length = x.shape[dim]
+    pad = [0, 0] * (x.ndim - 2)
+    side = 2 * (x.ndim - 1 - dim)  # F.pad lists the last dimension first
+    pad[side] = pad[side + 1] = radius
+    padded = F.pad(x, pad)
+    out = kernel[0] * padded.narrow(dim, 0, length)
+    for tap in range(1, taps):
+        out = out + kernel[tap] * padded.narrow(dim, tap, length)
+    return out
+
+
 def _smoother() -> nn.Module:
-    return GaussianFilter(spatial_dims=3, sigma=SMOOTHING_SIGMA)
+    return ShiftedSumGaussian(spatial_dims=3, sigma=SMOOTHING_SIGMA)
 
 
 def normative_statistics(

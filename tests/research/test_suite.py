@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from tests.conftest import REPO
 from worker.research.suite import add_arguments, learning_curve, plot_learning_curve, summarise
 
 
@@ -60,3 +66,52 @@ def test_several_subject_counts_are_accepted() -> None:
     options = parser.parse_args(["--subjects", "96", "192", "384"])
     assert options.subjects == [96, 192, 384]
     assert parser.parse_args([]).subjects is None
+
+
+def _pool_worker_outlives() -> bool:
+    """Start a suite-like pool in a child process, kill that process, report whether its
+    worker is still running a few seconds later."""
+    script = (
+        "import multiprocessing, os, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from worker.research.suite import _exit_with_parent\n"
+        "if __name__ == '__main__':\n"
+        "    context = multiprocessing.get_context('spawn')\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=context, initializer=_exit_with_parent,\n"
+        "                               initargs=(os.getpid(),))\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 120)\n"
+        "    time.sleep(1)\n"
+        "    os._exit(0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    worker = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if not _alive(worker):
+            return False
+        time.sleep(0.5)
+    os.kill(worker, signal.SIGKILL)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie waiting for its (new) parent to reap it has finished too.
+    status = Path(f"/proc/{pid}/stat")
+    return not (status.exists() and status.read_text().split()[2] == "Z")
+
+
+def test_pool_workers_end_when_the_suite_process_is_killed() -> None:
+    assert not _pool_worker_outlives()

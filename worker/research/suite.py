@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import platform
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -511,6 +512,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tag", default="", help="suffix of the result folder (probes)")
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Pool initializer: end this worker when the suite's process is gone.
+
+    A killed suite (``kill``, a closed terminal) would otherwise leave its spawned workers
+    training their current runs, and a restarted suite would then train the same run folders
+    at the same time as they do.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def run_suite(options: argparse.Namespace, command: str) -> int:
     """Run the suite (resuming finished runs) and write its section of the docs.
 
@@ -555,7 +572,12 @@ def run_suite(options: argparse.Namespace, command: str) -> int:
     failures: list[tuple[Job, Exception]] = []
     if options.workers > 1 and len(todo) > 1:
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=options.workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=options.workers,
+            mp_context=context,
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             futures = {pool.submit(run_one, job): job for job in todo}
             for future in as_completed(futures):
                 job = futures[future]

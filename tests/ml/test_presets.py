@@ -60,3 +60,38 @@ def test_presets_do_not_import_torch() -> None:
     probe = "import attrivue_core.presets, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_the_constrained_presets_select_their_epoch_on_the_maps_inside_an_auroc_margin() -> None:
+    supervised = RunConfig.model_validate(get_preset("constrained_supervised")["config"])
+    weakly = RunConfig.model_validate(get_preset("constrained_weakly_supervised")["config"])
+    assert supervised.early_stopping_metric == "val_lesion_mass"
+    # Without lesion masks: the share of positive relevance on healthy validation subjects.
+    assert weakly.early_stopping_metric == "val_attr_healthy_share"
+    for config in (supervised, weakly):
+        assert config.val_attribution and config.selection_auroc_margin == 0.03
+    classification = RunConfig.model_validate(get_preset("classification")["config"])
+    assert classification.early_stopping_metric == "val_auroc"
+    assert classification.selection_auroc_margin is None
+
+
+def test_choosing_a_classification_metric_drops_the_presets_auroc_margin() -> None:
+    # The margin ranks an attribution metric; with val_auroc the run would be refused.
+    merged = apply_preset("constrained_supervised", {"early_stopping_metric": "val_auroc"})
+    assert merged["selection_auroc_margin"] is None
+    assert RunConfig.model_validate(merged).early_stopping_metric == "val_auroc"
+    # Another attribution metric keeps it; a margin the user gives is theirs.
+    merged = apply_preset("constrained_supervised", {"early_stopping_metric": "val_attr_dice"})
+    assert merged["selection_auroc_margin"] == 0.03
+    merged = apply_preset(
+        "constrained_weakly_supervised",
+        {"early_stopping_metric": "val_lesion_mass", "selection_auroc_margin": 0.1},
+    )
+    assert merged["selection_auroc_margin"] == 0.1
+    with pytest.raises(ValueError, match="selection_auroc_margin"):
+        RunConfig.model_validate(
+            apply_preset(
+                "constrained_supervised",
+                {"early_stopping_metric": "val_loss", "selection_auroc_margin": 0.05},
+            )
+        )

@@ -3155,7 +3155,9 @@ export interface components {
          *             at AUROC 1.0); this gives the decision its threshold back. Off: no change.
          *         val_attribution: After every epoch, attribution metrics on the validation split
          *             (Integrated Gradients, 8 Gauss-Legendre steps, eval mode): ``val_attr_auroc``,
-         *             ``val_lesion_mass``, the Dice threshold chosen there, and more. Test metrics
+         *             ``val_lesion_mass``, ``val_attr_healthy_share`` (the share of positive relevance
+         *             on healthy subjects, which needs no lesion mask), the Dice threshold chosen
+         *             there, and more. Test metrics
          *             with attributions are computed at the end of every run regardless.
          *         epochs: Number of epochs to train in total (a resumed run counts earlier epochs).
          *         batch_size: Subjects per optimisation step.
@@ -3310,7 +3312,7 @@ export interface components {
              * @default val_auroc
              * @enum {string}
              */
-            early_stopping_metric?: "val_auroc" | "val_loss" | "val_accuracy" | "val_attr_auroc" | "val_lesion_mass" | "val_attr_dice" | "val_dice" | "val_mae";
+            early_stopping_metric?: "val_auroc" | "val_loss" | "val_accuracy" | "val_attr_auroc" | "val_lesion_mass" | "val_attr_dice" | "val_attr_healthy_share" | "val_dice" | "val_mae";
             /** Early Stopping Patience */
             early_stopping_patience?: number | null;
             /**

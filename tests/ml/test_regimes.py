@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from worker.ml.regimes import REGIMES, generate_regime, make_regime_subject
+from worker.ml.regimes import DATA_SETS, REGIMES, generate_regime, make_regime_subject
 from worker.ml.synthetic import read_manifest
 
 # Small fields of view keep the test fast; the regime's voxel size and contrast are kept.
@@ -84,14 +84,19 @@ def test_generate_writes_a_manifest_and_reuses_it(tmp_path) -> None:
             assert np.asarray(mask.dataobj).any()
 
 
-def test_held_out_seed_is_another_data_set(tmp_path) -> None:
+def test_the_three_data_sets_of_a_regime_are_different_draws(tmp_path) -> None:
     regime = dataclasses.replace(FAST["bright_irregular_small_4mm"], n_subjects=4)
-    assert regime.seed(held_out=True) != regime.seed(held_out=False)
-    dev = generate_regime(tmp_path / "dev", regime, held_out=False)
-    held = generate_regime(tmp_path / "held", regime, held_out=True)
-    a = nib.load(dev[0].image).get_fdata()
-    b = nib.load(held[0].image).get_fdata()
-    assert not np.allclose(a, b)
+    seeds = {data: regime.seed(data) for data in DATA_SETS}
+    assert len(set(seeds.values())) == 3
+    images = {
+        data: nib.load(generate_regime(tmp_path / data, regime, data=data)[0].image).get_fdata()
+        for data in DATA_SETS
+    }
+    assert not np.allclose(images["dev"], images["heldout"])
+    assert not np.allclose(images["heldout"], images["confirm"])
+    assert not np.allclose(images["dev"], images["confirm"])
+    with pytest.raises(ValueError, match="unknown data set 'test'"):
+        regime.seed("test")  # type: ignore[arg-type]
 
 
 def test_every_regime_is_described_and_differs_from_the_demo_generator() -> None:

@@ -11,10 +11,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.conftest import REPO
-from worker.research.suite import add_arguments, learning_curve, plot_learning_curve, summarise
+from worker.research.suite import (
+    Job,
+    add_arguments,
+    data_set,
+    learning_curve,
+    plot_learning_curve,
+    summarise,
+)
 
 
 def _run(subjects: int, seed: int, auroc: float, last: float) -> dict:
@@ -66,6 +74,22 @@ def test_several_subject_counts_are_accepted() -> None:
     options = parser.parse_args(["--subjects", "96", "192", "384"])
     assert options.subjects == [96, 192, 384]
     assert parser.parse_args([]).subjects is None
+
+
+def test_confirm_selects_the_second_held_out_data_set(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert data_set(parser.parse_args([])) == "heldout"
+    assert data_set(parser.parse_args(["--dev"])) == "dev"
+    assert data_set(parser.parse_args(["--confirm"])) == "confirm"
+    with pytest.raises(SystemExit, match="--dev or --confirm"):
+        data_set(parser.parse_args(["--dev", "--confirm"]))
+    # Its results and its table are kept apart from the held-out ones.
+    job = Job("dark_irregular_3mm", "supervised", 0, 96, None, "cpu", 1, tmp_path, {}, "confirm")
+    assert job.result_path.parts[-5] == "confirm"
+    confirm = [{**r, "data": "confirm"} for r in RESULTS]
+    assert "second held-out generator seed" in summarise(confirm)
+    assert "second" not in summarise(RESULTS)
 
 
 def _pool_worker_outlives() -> bool:

@@ -16,9 +16,10 @@ MNI152 template that ships in nilearn's wheel) and vary everything a real data s
 - **site artefact**: site A's pathological subjects carry a bright zipper line outside the
   brain and only faint lesions; site B (no artefact) is the held-out test split.
 
-Every regime has a development seed, on which a recipe may be tuned, and a **held-out seed**
-that no tuning ever looks at (``Regime.seed(held_out=True)``); the experiments report the
-held-out data sets.
+Every regime has a development seed, on which a recipe may be tuned, a **held-out seed** that
+no tuning ever looks at (``Regime.seed("heldout")``), and a second held-out seed
+(``Regime.seed("confirm")``) that checks choices made after reading the held-out tables; the
+experiments report the held-out data sets.
 
 The written data set uses the manifest format of ``worker.ml.synthetic`` (``manifest.csv``,
 one folder per subject with ``image.nii.gz`` and, for pathological subjects, ``mask.nii.gz``),
@@ -50,7 +51,9 @@ from worker.ml.synthetic import (
 )
 
 __all__ = [
+    "DATA_SETS",
     "REGIMES",
+    "DataSet",
     "Regime",
     "RegimeSubject",
     "artefact_mask",
@@ -67,8 +70,13 @@ _T1 = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 _WM = "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"
 _GM = "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz"
 _CONFIG_NAME = "regime_config.json"
-# Held-out seeds are far from every development seed; a recipe is never tuned on them.
-_HELD_OUT_OFFSET = 1_000_003
+# Which data set of a regime: ``dev`` (a recipe may be tuned on it), ``heldout`` (reported,
+# never tuned on) and ``confirm`` (a second held-out draw, kept unseen until the presets were
+# fixed, so that a choice made after reading the held-out tables is checked on data nobody looked
+# at). The seeds are far from each other and from every development seed.
+DataSet = Literal["dev", "heldout", "confirm"]
+DATA_SETS: tuple[DataSet, ...] = ("dev", "heldout", "confirm")
+_SEED_OFFSETS: dict[str, int] = {"dev": 0, "heldout": 1_000_003, "confirm": 2_000_029}
 
 
 @dataclass(frozen=True)
@@ -110,9 +118,11 @@ class Regime:
     n_subjects: int = 96
     dev_seed: int = 11
 
-    def seed(self, *, held_out: bool) -> int:
-        """The generator seed of the development or the held-out data set."""
-        return self.dev_seed + (_HELD_OUT_OFFSET if held_out else 0)
+    def seed(self, data: DataSet = "heldout") -> int:
+        """The generator seed of one of the regime's data sets (``DATA_SETS``)."""
+        if data not in _SEED_OFFSETS:
+            raise ValueError(f"unknown data set {data!r}; use one of {', '.join(DATA_SETS)}")
+        return self.dev_seed + _SEED_OFFSETS[data]
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -245,7 +255,7 @@ def generate_regime(
     out_dir: str | os.PathLike[str],
     regime: Regime,
     *,
-    held_out: bool = True,
+    data: DataSet = "heldout",
     workers: int = 1,
     progress: ProgressFn | None = None,
 ) -> list[SubjectRecord]:
@@ -254,7 +264,8 @@ def generate_regime(
     Args:
         out_dir: Folder of the data set.
         regime: The regime.
-        held_out: Use the held-out seed (the default: results are reported on it).
+        data: Which data set: ``heldout`` (the default: results are reported on it), ``dev``
+            (for tuning) or ``confirm`` (the second held-out draw).
         workers: Processes that synthesise subjects in parallel.
         progress: Called with (subjects done, subjects in all).
 
@@ -263,7 +274,7 @@ def generate_regime(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    seed = regime.seed(held_out=held_out)
+    seed = regime.seed(data)
     wanted = json.dumps({"regime": dataclasses.asdict(regime), "seed": seed}, sort_keys=True)
     manifest = out / MANIFEST_NAME
     config_file = out / _CONFIG_NAME

@@ -46,7 +46,7 @@ from attrivue_core.presets import PRESETS
 from worker.ml.evaluation import attribution_maps
 from worker.ml.metrics import attribution_report
 from worker.ml.nets import pathological_logit
-from worker.ml.regimes import REGIMES, generate_regime
+from worker.ml.regimes import REGIMES, DataSet, generate_regime
 from worker.ml.training import (
     SubjectSample,
     as_split,
@@ -58,7 +58,16 @@ from worker.ml.training import (
 from worker.ml.transforms import IMAGE_KEY, MASK_KEY, preprocess_for
 from worker.research.common import write_section
 
-__all__ = ["NAME", "VARIANTS", "add_arguments", "run_one", "run_suite", "summarise"]
+__all__ = [
+    "NAME",
+    "VARIANTS",
+    "Job",
+    "add_arguments",
+    "data_set",
+    "run_one",
+    "run_suite",
+    "summarise",
+]
 
 NAME = "regimes"
 
@@ -79,6 +88,7 @@ _WARM = {"lambda_a": {"kind": "linear_warmup", "value": 1.0, "warmup_epochs": 3}
 _SUP = {**_SHARED, "loss_setting": "lc_la_supervised", "early_stopping_metric": "val_auroc"}
 _WEAK = {**_SHARED, "loss_setting": "lc_la_unsupervised", "early_stopping_metric": "val_auroc"}
 _L5 = {"lambda_a": {"value": 5.0}}
+_DATA_TITLES = {"dev": "development", "heldout": "held-out", "confirm": "second held-out"}
 _SUITE = {"grad_probe_batches": 0}  # instrumentation off: it costs a double backward
 VARIANTS: dict[str, dict[str, Any]] = {
     # The presets, as the API applies them (attrivue_core.presets).
@@ -190,16 +200,15 @@ class Job:
     threads: int
     work: Path
     overrides: dict[str, Any]
-    held_out: bool = True
+    data: DataSet = "heldout"
     tag: str = ""
 
     @property
     def result_path(self) -> Path:
-        data = "heldout" if self.held_out else "dev"
         return (
             self.work
             / "results"
-            / f"{data}{self.tag}"
+            / f"{self.data}{self.tag}"
             / self.regime
             / f"n{self.subjects}"
             / self.variant
@@ -207,8 +216,8 @@ class Job:
         )
 
 
-def _data_dir(work: Path, regime: str, subjects: int, held_out: bool = True) -> Path:
-    return work / "data" / f"{regime}-n{subjects}-{'heldout' if held_out else 'dev'}"
+def _data_dir(work: Path, regime: str, subjects: int, data: DataSet = "heldout") -> Path:
+    return work / "data" / f"{regime}-n{subjects}-{data}"
 
 
 def _samples(records: Sequence[Any]) -> list[Any]:
@@ -223,7 +232,7 @@ def run_one(job: Job) -> dict[str, Any]:
     torch.set_num_threads(job.threads)
     regime = REGIMES[job.regime].with_subjects(job.subjects)
     records = generate_regime(
-        _data_dir(job.work, job.regime, job.subjects, job.held_out), regime, held_out=job.held_out
+        _data_dir(job.work, job.regime, job.subjects, job.data), regime, data=job.data
     )
     fields = {**VARIANTS[job.variant], **job.overrides}
     if job.epochs is not None:
@@ -238,7 +247,8 @@ def run_one(job: Job) -> dict[str, Any]:
         "variant": job.variant,
         "seed": job.seed,
         "subjects": job.subjects,
-        "held_out": job.held_out,
+        "held_out": job.data != "dev",
+        "data": job.data,
         "config": config.model_dump(mode="json"),
         "best_epoch": result.best_epoch,
         "epochs_completed": result.epochs_completed,
@@ -374,7 +384,8 @@ def summarise(results: Sequence[dict[str, Any]]) -> str:
     for regime, subjects in keys:
         group = [r for r in results if r["regime"] == regime and r["subjects"] == subjects]
         chance = _mean_sd([r["best"].get("chance_mass") for r in group])
-        seed = "held-out" if group[0].get("held_out", True) else "development"
+        data = group[0].get("data") or ("heldout" if group[0].get("held_out", True) else "dev")
+        seed = _DATA_TITLES[data]
         lines.append(
             f"**{regime}** ({REGIMES[regime].description}; {subjects} subjects, {seed} "
             f"generator seed; lesion-mass chance level {chance})\n"
@@ -502,7 +513,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="development seeds of the generator (for tuning; implies --no-write)",
     )
+    parser.add_argument(
+        "--confirm",
+        action="store_true",
+        help="the second held-out seed of the generator, for checking choices made after "
+        "reading the held-out tables",
+    )
     parser.add_argument("--tag", default="", help="suffix of the result folder (probes)")
+
+
+def data_set(options: argparse.Namespace) -> DataSet:
+    """The data set the options ask for: development, held-out or the second held-out."""
+    if options.dev and options.confirm:
+        raise SystemExit("give --dev or --confirm, not both")
+    if options.dev:
+        return "dev"
+    return "confirm" if options.confirm else "heldout"
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -541,7 +567,7 @@ def run_suite(options: argparse.Namespace, command: str) -> int:
             options.threads,
             options.work.resolve(),
             overrides,
-            held_out=not options.dev,
+            data=data_set(options),
             tag=options.tag,
         )
         for variant in options.presets  # the first presets named finish first
@@ -554,9 +580,9 @@ def run_suite(options: argparse.Namespace, command: str) -> int:
     for regime in options.regimes:
         for n in counts[regime]:
             generate_regime(
-                _data_dir(options.work.resolve(), regime, n, not options.dev),
+                _data_dir(options.work.resolve(), regime, n, data_set(options)),
                 REGIMES[regime].with_subjects(n),
-                held_out=not options.dev,
+                data=data_set(options),
                 workers=max(1, options.workers),
             )
     started = time.perf_counter()

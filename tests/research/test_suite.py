@@ -12,9 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from attrivue_core.configs import RunConfig
 from tests.conftest import REPO
+from worker.ml.nets import build_network
+from worker.research import suite
 from worker.research.suite import (
     Job,
     add_arguments,
@@ -139,3 +143,36 @@ def _alive(pid: int) -> bool:
 
 def test_pool_workers_end_when_the_suite_process_is_killed() -> None:
     assert not _pool_worker_outlives()
+
+
+def test_the_map_the_constraint_trained_is_scored_beside_the_evaluation_map(monkeypatch) -> None:
+    torch.manual_seed(0)
+    model = build_network("small_cnn").eval()
+    images = [torch.randn(1, 16, 16, 16) for _ in range(4)]
+    masks = [None, None, *(np.zeros((16, 16, 16), bool) for _ in range(2))]
+    for m in masks[2:]:
+        m[4:8, 4:8, 4:8] = True
+    labels = [0, 0, 1, 1]
+    calls: list[tuple[int, str]] = []
+    real = suite.attribution_maps
+
+    def recording(*args, **kwargs):
+        calls.append((kwargs["steps"], kwargs["method"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(suite, "attribution_maps", recording)
+    constrained = RunConfig.model_validate(suite.VARIANTS["supervised"])
+    scores = suite._training_map_scores(model, constrained, images, masks, labels, None, "cpu")
+    # The preset's own quadrature (4 Riemann points), not the tables' 16 Gauss-Legendre points.
+    assert calls == [(constrained.ig_steps, constrained.ig_method)] == [(4, "riemann_middle")]
+    assert 0.0 <= scores["train_healthy_share"] <= 1.0
+    assert 0.0 <= scores["train_lesion_mass"] <= 1.0
+    # L_C only trains no map: nothing to compare.
+    lc_only = RunConfig.model_validate(suite.VARIANTS["classification"])
+    assert suite._training_map_scores(model, lc_only, images, masks, labels, None, "cpu") == {}
+    assert len(calls) == 1
+    table = suite.summarise(
+        [{**RESULTS[0], "best": {**RESULTS[0]["best"], "train_lesion_mass": 0.25}}]
+    )
+    assert "Training-map mass best / last" in table
+    assert "0.25 / n/a" in table

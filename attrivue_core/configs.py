@@ -168,7 +168,11 @@ class RunConfig(BaseModel):
         train_attribution: Differentiable attribution(s) inside L_A (several are summed); keys
             of ``worker.ml.attribution.differentiable.ATTRIBUTION_METHODS``.
         ig_steps: Integration points of ``integrated_gradients`` in training.
-        ig_method: Quadrature of ``integrated_gradients`` in training.
+        ig_method: Quadrature of ``integrated_gradients`` in training. ``riemann_middle``
+            and ``gausslegendre`` use fixed points; ``riemann_stratified`` draws one uniform
+            point in each of the ``ig_steps`` intervals for every image and step, so the map
+            that L_A sees is exact IG in expectation and the network cannot meet the
+            constraint at a few fixed alphas only.
         eg_k: Samples (reference, alpha) per image of ``expected_gradients`` in training.
         eg_zero_reference_prob: Probability that an EG reference is the zero image.
         attribution_scale: Temperature of L_A, relative to the grid: the loss sees
@@ -329,8 +333,11 @@ class RunConfig(BaseModel):
     ig_steps: int = Field(
         default=8, ge=1, le=256, description="Integrated Gradients points in training."
     )
-    ig_method: Literal["riemann_middle", "gausslegendre"] = Field(
-        default="riemann_middle", description="Integrated Gradients quadrature in training."
+    ig_method: Literal["riemann_middle", "gausslegendre", "riemann_stratified"] = Field(
+        default="riemann_middle",
+        description="Integrated Gradients quadrature in training: fixed points "
+        "(riemann_middle, gausslegendre) or one random point per interval, drawn afresh for "
+        "every image and step (riemann_stratified: the map equals exact IG in expectation).",
     )
     eg_k: int = Field(
         default=1, ge=1, le=256, description="Expected Gradients samples per image in training."

@@ -38,6 +38,10 @@ ATTRIBUTIONS = {
     "G": ("gradient", {}),
     "EG k=1": ("expected_gradients", {"eg_k": 1}),
     "IG m=4": ("integrated_gradients", {"ig_steps": 4}),
+    "IG m=4 stratified": (
+        "integrated_gradients",
+        {"ig_steps": 4, "ig_method": "riemann_stratified"},
+    ),
 }
 
 

@@ -29,7 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from worker.ml.attribution.differentiable import QuadratureMethod, integrated_gradients
+from worker.ml.attribution.differentiable import (
+    QuadratureMethod,
+    TrainQuadratureMethod,
+    integrated_gradients,
+)
 from worker.ml.metrics import attribution_report, best_threshold
 
 __all__ = [
@@ -117,7 +121,7 @@ def attribution_maps(
     images: Sequence[ArrayLike],
     *,
     steps: int = DEFAULT_STEPS,
-    method: QuadratureMethod = DEFAULT_QUADRATURE,
+    method: TrainQuadratureMethod = DEFAULT_QUADRATURE,
     batch_size: int = 4,
     internal_batch_size: int | None = 32,
     device: torch.device | str | None = None,
@@ -132,7 +136,8 @@ def attribution_maps(
         model: Classifier returning a logit ``(B,)`` or a logit map.
         images: Preprocessed images ``(C, D, H, W)`` or ``(D, H, W)``, all on one grid.
         steps: Integration points.
-        method: ``"gausslegendre"`` or ``"riemann_middle"``.
+        method: ``"gausslegendre"`` or ``"riemann_middle"``; ``"riemann_stratified"`` gives
+            one random draw of a training step's map (the global random source).
         batch_size: Subjects attributed together.
         internal_batch_size: Path images per forward/backward pass (bounds memory).
         device: Where to compute; default the model's device.

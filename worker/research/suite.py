@@ -15,6 +15,14 @@ own baseline (``attribution_baseline``: the zero image, or the mean healthy trai
 i.e. the map the constraint trained; the zero-baseline map of the same weights is scored too
 (``zero-IG`` columns) so that the reader sees whether the result carries over to it.
 
+``--dev`` takes the development seeds instead (for tuning; nothing is written), and
+``--confirm`` the second held-out seeds: a choice made after reading the held-out tables (the
+constrained presets' epoch selection was one) is checked there, on data nobody had looked at.
+
+Constrained runs that train on Integrated Gradients are also scored with the map the constraint
+trained (the run's own ``ig_steps`` and ``ig_method``; ``Training-map`` columns), so the tables
+show whether what the constraint reached on its own map carries over to the 16-point map.
+
 Runs are independent processes (``--workers``); each writes its result as JSON under
 ``--work``, and a rerun skips the runs already done, so an interrupted suite resumes.
 """

@@ -46,6 +46,7 @@ __all__ = [
     "AttributionOutput",
     "Endpoints",
     "QuadratureMethod",
+    "TrainQuadratureMethod",
     "attribute",
     "expected_gradients",
     "gradient",
@@ -54,6 +55,12 @@ __all__ = [
 ]
 
 QuadratureMethod = Literal["riemann_middle", "gausslegendre"]
+# Training may also draw its points: ``riemann_stratified`` takes one uniform alpha in each of
+# the m equal intervals of [0, 1], afresh for every image and step (weights 1/m). It is an
+# unbiased estimate of the integral, so the map the constraint sees equals the exact IG map in
+# expectation, where fixed points (``riemann_middle``) let a network meet L_A at those m alphas
+# only.
+TrainQuadratureMethod = Literal["riemann_middle", "gausslegendre", "riemann_stratified"]
 # Which endpoint logits Integrated Gradients evaluates besides its path points: both F(x) and
 # F(x') (the logits and the completeness delta), F(x) only (the logits a training step reuses
 # for L_C), or none (a training step whose L_C has a forward of its own).
@@ -256,10 +263,11 @@ def integrated_gradients(
     *,
     baseline: torch.Tensor | float | None = None,
     steps: int = 8,
-    method: QuadratureMethod = "riemann_middle",
+    method: TrainQuadratureMethod = "riemann_middle",
     internal_batch_size: int | None = None,
     create_graph: bool = True,
     endpoints: Endpoints = "both",
+    generator: torch.Generator | None = None,
 ) -> AttributionOutput:
     """Integrated Gradients, differentiable with respect to the weights.
 
@@ -280,10 +288,13 @@ def integrated_gradients(
         baseline: Reference x'; ``None`` is the zero image, else a tensor (or number)
             broadcastable to ``x``.
         steps: Number of integration points m.
-        method: ``"riemann_middle"`` or ``"gausslegendre"``.
+        method: ``"riemann_middle"``, ``"gausslegendre"`` or ``"riemann_stratified"`` (one
+            uniform point in each of the m intervals, drawn per image and call: a random map
+            whose expectation is the exact IG map; Captum has no counterpart).
         internal_batch_size: Path images per forward/backward pass; ``None`` for all
             ``steps * B`` at once.
         create_graph: Keep the graph to the weights (training); ``False`` for evaluation.
+        generator: Random source of ``riemann_stratified`` (the global one when ``None``).
         endpoints: ``"both"``: evaluate F(x) and F(x'); ``"input"``: F(x) only (no delta);
             ``"none"``: neither (no logits, no delta). A training step passes what it uses:
             each endpoint is a forward pass of the batch, and the maps do not depend on them.
@@ -304,13 +315,25 @@ def integrated_gradients(
     else:
         reference = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).detach()
         reference = reference.expand_as(x)  # (B, C, D, H, W)
-    alphas_np, weights_np = _quadrature(steps, method)  # (m,), (m,)
     batch = x.shape[0]
-    # Point p = k * B + b is step k of sample b: alphas and weights repeat per sample.
-    alphas = torch.as_tensor(alphas_np, dtype=x.dtype, device=x.device)
-    alphas = alphas.repeat_interleave(batch)  # (m * B,)
-    weights = torch.as_tensor(weights_np, dtype=x.dtype, device=x.device)
-    weights = weights.repeat_interleave(batch)  # (m * B,)
+    # Point p = k * B + b is step k of sample b.
+    if method == "riemann_stratified":
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        draw_device = generator.device if generator is not None else torch.device("cpu")
+        uniform = torch.rand(
+            (steps, batch), generator=generator, device=draw_device, dtype=torch.float64
+        )
+        offsets = torch.arange(steps, dtype=torch.float64, device=draw_device).view(-1, 1)
+        alphas = ((offsets + uniform) / steps).flatten().to(device=x.device, dtype=x.dtype)
+        weights = torch.full((steps * batch,), 1.0 / steps, dtype=x.dtype, device=x.device)
+    else:
+        alphas_np, weights_np = _quadrature(steps, method)  # (m,), (m,)
+        # The same alphas and weights for every sample.
+        alphas = torch.as_tensor(alphas_np, dtype=x.dtype, device=x.device)
+        alphas = alphas.repeat_interleave(batch)  # (m * B,)
+        weights = torch.as_tensor(weights_np, dtype=x.dtype, device=x.device)
+        weights = weights.repeat_interleave(batch)  # (m * B,)
 
     if endpoints not in ("both", "input", "none"):
         raise ValueError(f"endpoints must be 'both', 'input' or 'none', got {endpoints!r}")
@@ -516,11 +539,14 @@ def training_attribution_params(
 
     ``baseline`` (IG) and ``references`` (EG) are those of ``attribution_baseline="healthy"``;
     ``None`` keeps each method's default (the zero image; the other images of the batch).
-    ``generator`` is Expected Gradients' random source.
+    ``generator`` is the random source of Expected Gradients and of IG's
+    ``riemann_stratified`` points.
     """
     params: dict[str, Any] = {"create_graph": True}
     if "integrated_gradients" in config.train_attribution:
         params.update(steps=config.ig_steps, method=config.ig_method)
+        if config.ig_method == "riemann_stratified":
+            params["generator"] = generator
         if baseline is not None:
             params["baseline"] = baseline
     if "expected_gradients" in config.train_attribution:

@@ -162,14 +162,14 @@ def test_the_map_the_constraint_trained_is_scored_beside_the_evaluation_map(monk
 
     monkeypatch.setattr(suite, "attribution_maps", recording)
     constrained = RunConfig.model_validate(suite.VARIANTS["supervised"])
-    scores = suite._training_map_scores(model, constrained, images, masks, labels, None, "cpu")
+    scores = suite.training_map_scores(model, constrained, images, masks, labels, None, "cpu")
     # The preset's own quadrature (4 Riemann points), not the tables' 16 Gauss-Legendre points.
     assert calls == [(constrained.ig_steps, constrained.ig_method)] == [(4, "riemann_middle")]
     assert 0.0 <= scores["train_healthy_share"] <= 1.0
     assert 0.0 <= scores["train_lesion_mass"] <= 1.0
     # L_C only trains no map: nothing to compare.
     lc_only = RunConfig.model_validate(suite.VARIANTS["classification"])
-    assert suite._training_map_scores(model, lc_only, images, masks, labels, None, "cpu") == {}
+    assert suite.training_map_scores(model, lc_only, images, masks, labels, None, "cpu") == {}
     assert len(calls) == 1
     table = suite.summarise(
         [{**RESULTS[0], "best": {**RESULTS[0]["best"], "train_lesion_mass": 0.25}}]

@@ -75,6 +75,7 @@ __all__ = [
     "run_one",
     "run_suite",
     "summarise",
+    "training_map_scores",
 ]
 
 NAME = "regimes"
@@ -326,7 +327,7 @@ def score_checkpoint(
         scores[prefix + "dice_top5"] = report["dice_top_k"]
         scores[prefix + "lesion_positive"] = float(np.mean(lesion_positive))
         scores[prefix + "chance_mass"] = float(np.mean(chance))
-    scores.update(_training_map_scores(model, config, images, masks, labels, baseline, device))
+    scores.update(training_map_scores(model, config, images, masks, labels, baseline, device))
     if artefact:
         scores.update(_artefact_scores(model, config, records, baseline, device))
     if baseline is None:
@@ -335,7 +336,7 @@ def score_checkpoint(
     return scores
 
 
-def _training_map_scores(
+def training_map_scores(
     model: Any,
     config: Any,
     images: Sequence[torch.Tensor],

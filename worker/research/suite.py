@@ -608,6 +608,7 @@ def run_suite(options: argparse.Namespace, command: str) -> int:
     ``command`` is the command line recorded in the section.
     """
     overrides = json.loads(options.overrides)
+    data = data_set(options)
     counts = {
         regime: options.subjects or [REGIMES[regime].n_subjects] for regime in options.regimes
     }
@@ -622,7 +623,7 @@ def run_suite(options: argparse.Namespace, command: str) -> int:
             options.threads,
             options.work.resolve(),
             overrides,
-            data=data_set(options),
+            data=data,
             tag=options.tag,
         )
         for variant in options.presets  # the first presets named finish first
@@ -635,9 +636,9 @@ def run_suite(options: argparse.Namespace, command: str) -> int:
     for regime in options.regimes:
         for n in counts[regime]:
             generate_regime(
-                _data_dir(options.work.resolve(), regime, n, data_set(options)),
+                _data_dir(options.work.resolve(), regime, n, data),
                 REGIMES[regime].with_subjects(n),
-                data=data_set(options),
+                data=data,
                 workers=max(1, options.workers),
             )
     started = time.perf_counter()

@@ -318,7 +318,7 @@ def integrated_gradients(
     batch = x.shape[0]
     # Point p = k * B + b is step k of sample b.
     if method == "riemann_stratified":
-        if steps < 1:
+        if steps < 1:  # _quadrature checks the fixed rules
             raise ValueError(f"steps must be >= 1, got {steps}")
         draw_device = generator.device if generator is not None else torch.device("cpu")
         uniform = torch.rand(

@@ -230,7 +230,12 @@ class RunConfig(BaseModel):
             with attributions are computed at the end of every run regardless.
         epochs: Number of epochs to train in total (a resumed run counts earlier epochs).
         batch_size: Subjects per optimisation step.
-        learning_rate: Optimiser step size.
+        learning_rate: Optimiser step size (of the first epoch, with ``lr_schedule``).
+        lr_schedule: ``constant`` (default), or ``cosine``: the step size of epoch e (1..E)
+            is ``learning_rate * (1 + cos(pi (e - 1) / E)) / 2``, from the full rate at the
+            first epoch to a few percent of it at the last, so the last epochs refine the
+            weights instead of moving them around. Set per epoch from the epoch number alone,
+            so a resumed run continues on the same schedule.
         weight_decay: L2 penalty (decoupled for AdamW).
         optimizer: Optimiser family.
         seed: Seed of every random generator (weights, shuffling, augmentation).
@@ -390,6 +395,11 @@ class RunConfig(BaseModel):
     epochs: int = Field(default=3, ge=1, le=1000)
     batch_size: int = Field(default=4, ge=1, le=1024)
     learning_rate: float = Field(default=1e-3, gt=0.0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="constant",
+        description="Step size over the epochs: constant, or a cosine decay from "
+        "learning_rate at the first epoch towards 0 at the last.",
+    )
     weight_decay: float = Field(default=0.0, ge=0.0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     seed: int = Field(default=0, ge=0)

@@ -269,3 +269,38 @@ def test_as_split_checks_a_split_read_as_text() -> None:
     assert [as_split(s) for s in ("train", "val", "test")] == ["train", "val", "test"]
     with pytest.raises(ValueError, match="unknown split 'validation'"):
         as_split("validation")
+
+
+def test_cosine_schedule_sets_each_epochs_step_size_and_survives_a_resume(
+    toy_subjects: list[SubjectSample], tmp_path: Path
+) -> None:
+    config = _config(epochs=3, lr_schedule="cosine")
+    straight = train(config, toy_subjects, checkpoint_dir=tmp_path / "straight")
+    expected = [3e-3 * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in range(3)]
+    assert [h["learning_rate"] for h in straight.history] == pytest.approx(expected)
+    assert expected[0] == pytest.approx(3e-3) and expected[2] == pytest.approx(7.5e-4)
+
+    # Interrupted in the middle of epoch 2, then resumed: the schedule follows the epoch
+    # number, so the resumed epochs take the same step sizes and reach the same numbers.
+    steps_seen: list[ProgressEvent] = []
+    with pytest.raises(TrainingCancelled):
+        train(
+            config,
+            toy_subjects,
+            checkpoint_dir=tmp_path / "resumed",
+            progress=lambda e: steps_seen.append(e) if e.kind == "step" else None,
+            should_stop=lambda: len(steps_seen) >= SPLITS["train"] // 4 + 2,
+        )
+    resumed = train(config, toy_subjects, checkpoint_dir=tmp_path / "resumed")
+    assert resumed.resumed_from_epoch == 1
+    for again, uninterrupted in zip(resumed.history, straight.history, strict=True):
+        assert again["learning_rate"] == pytest.approx(uninterrupted["learning_rate"])
+        assert again["train_loss_c"] == pytest.approx(uninterrupted["train_loss_c"], rel=1e-5)
+        assert again["val_loss"] == pytest.approx(uninterrupted["val_loss"], rel=1e-5)
+
+
+def test_constant_schedule_keeps_the_step_size(
+    toy_subjects: list[SubjectSample], tmp_path: Path
+) -> None:
+    result = train(_config(epochs=2), toy_subjects, checkpoint_dir=tmp_path)
+    assert [h["learning_rate"] for h in result.history] == [3e-3, 3e-3]

@@ -3165,7 +3165,12 @@ export interface components {
          *             with attributions are computed at the end of every run regardless.
          *         epochs: Number of epochs to train in total (a resumed run counts earlier epochs).
          *         batch_size: Subjects per optimisation step.
-         *         learning_rate: Optimiser step size.
+         *         learning_rate: Optimiser step size (of the first epoch, with ``lr_schedule``).
+         *         lr_schedule: ``constant`` (default), or ``cosine``: the step size of epoch e (1..E)
+         *             is ``learning_rate * (1 + cos(pi (e - 1) / E)) / 2``, from the full rate at the
+         *             first epoch to a few percent of it at the last, so the last epochs refine the
+         *             weights instead of moving them around. Set per epoch from the epoch number alone,
+         *             so a resumed run continues on the same schedule.
          *         weight_decay: L2 penalty (decoupled for AdamW).
          *         optimizer: Optimiser family.
          *         seed: Seed of every random generator (weights, shuffling, augmentation).
@@ -3423,6 +3428,13 @@ export interface components {
              * @enum {string}
              */
             loss_setting?: "lc_only" | "la_only" | "lc_la_supervised" | "lc_la_unsupervised";
+            /**
+             * Lr Schedule
+             * @description Step size over the epochs: constant, or a cosine decay from learning_rate at the first epoch towards 0 at the last.
+             * @default constant
+             * @enum {string}
+             */
+            lr_schedule?: "constant" | "cosine";
             /**
              * Network
              * @default small_cnn

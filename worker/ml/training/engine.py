@@ -14,6 +14,7 @@ RNG states and per-epoch data order are all restored).
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -50,7 +51,15 @@ from worker.ml.training.loop import Loop, RunState
 from worker.ml.training.selection import patience_exhausted, update_best
 from worker.ml.training.task import Task
 
-__all__ = ["build_optimizer", "finish", "run", "run_epochs", "select_device", "train_epoch"]
+__all__ = [
+    "build_optimizer",
+    "epoch_learning_rate",
+    "finish",
+    "run",
+    "run_epochs",
+    "select_device",
+    "train_epoch",
+]
 
 
 def select_device(name: str) -> torch.device:
@@ -178,11 +187,20 @@ def build_optimizer(config: RunConfig, model: nn.Module) -> torch.optim.Optimize
     )
 
 
+def epoch_learning_rate(config: RunConfig, epoch: int) -> float:
+    """The step size of ``epoch`` (1-based) under ``config.lr_schedule``."""
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / config.epochs))
+
+
 def run_epochs(task: Task, loop: Loop, state: RunState, datasets: dict[str, CacheDataset]) -> None:
     """Train from ``state.epoch + 1`` to ``config.epochs`` or until patience runs out."""
     config = loop.config
     while state.epoch < config.epochs and not patience_exhausted(config, state):
         epoch = state.epoch + 1
+        for group in loop.optimizer.param_groups:
+            group["lr"] = epoch_learning_rate(config, epoch)
         seed = epoch_seed(config.seed, epoch)
         train_loader = make_loader(datasets["train"], config.batch_size, shuffle=True, seed=seed)
         epoch_start = time.monotonic()

@@ -527,3 +527,67 @@ def test_pooling_option_is_small_cnn_only() -> None:
     assert build_model(_config()).pooling == "max"
     with pytest.raises(ValueError, match="small_cnn only"):
         _config(network="patchgan", pooling="avg")
+
+
+def test_baseline_logit_loss_is_least_at_the_decision_boundary_and_uses_the_runs_baseline() -> None:
+    from types import SimpleNamespace
+
+    from worker.ml.training.constrained import baseline_logit_loss
+
+    class Fixed(torch.nn.Module):
+        """F(x) = bias + 10 * mean(x): the zero image's logit is the bias."""
+
+        def __init__(self, bias: float) -> None:
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.tensor(bias))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bias + 10.0 * x.flatten(1).mean(1)
+
+    images = torch.ones(2, 1, *GRID)
+    losses = {}
+    for bias in (-20.0, -2.0, 0.0, 2.0, 20.0):
+        model = Fixed(bias)
+        losses[bias] = baseline_logit_loss(SimpleNamespace(baseline=None, model=model), images)
+    assert float(losses[0.0]) == pytest.approx(math.log(2.0))
+    assert float(losses[2.0]) == pytest.approx(float(losses[-2.0]))
+    assert float(losses[0.0]) < float(losses[2.0]) < float(losses[20.0])
+    # Far from the boundary the pull is bounded (|dL/dF| <= 1/2), not quadratic.
+    model = Fixed(20.0)
+    baseline_logit_loss(SimpleNamespace(baseline=None, model=model), images).backward()
+    assert model.bias.grad is not None and float(model.bias.grad) == pytest.approx(0.5, abs=1e-6)
+    # With a healthy baseline, the run's own reference is what is held at the boundary.
+    model = Fixed(0.0)
+    reference = torch.full((1, 1, *GRID), 0.2)
+    loss = baseline_logit_loss(SimpleNamespace(baseline=reference, model=model), images)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.tensor([2.0]), torch.tensor([0.5])
+    )
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_a_run_with_baseline_logit_weight_keeps_the_zero_images_logit_near_the_boundary(
+    toy_subjects: list[SubjectSample], tmp_path: Path
+) -> None:
+    def zero_logit(weight: float) -> float:
+        config = _config(
+            epochs=3,
+            loss_setting="lc_la_unsupervised",
+            train_attribution=["integrated_gradients"],
+            ig_steps=2,
+            attribution_normalise=True,
+            normative_input=True,
+            baseline_logit_weight=weight,
+        )
+        result = train(config, toy_subjects, checkpoint_dir=tmp_path / str(weight))
+        assert all(_finite(h["train_loss_a"]) for h in result.history)
+        model, _ = training.load_model(result.last_checkpoint)
+        with torch.no_grad():
+            return float(model(torch.zeros(1, 1, *GRID)).flatten()[0])
+
+    # With the normative input the zero image reads as a deviation of -mean/sd everywhere;
+    # left free, the constrained network puts its logit far above every subject's (the
+    # regimes showed 20-25), which makes every map mostly negative.
+    free, held = zero_logit(0.0), zero_logit(5.0)
+    assert free > 5.0, free
+    assert abs(held) < 1.0, (free, held)

@@ -198,6 +198,30 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "normative_input": True,
         "lr_schedule": "cosine",
     },
+    # The constrained presets with the baseline's logit held at the decision boundary
+    # (baseline_logit_weight): with the normative input F(0) ran to 20-25.
+    "supervised_anchor": {
+        **PRESETS["constrained_supervised"]["config"],
+        **_SUITE,
+        "baseline_logit_weight": 1.0,
+    },
+    "weakly_anchor": {
+        **PRESETS["constrained_weakly_supervised"]["config"],
+        **_SUITE,
+        "baseline_logit_weight": 1.0,
+    },
+    "supervised_normative_anchor": {
+        **PRESETS["constrained_supervised"]["config"],
+        **_SUITE,
+        "normative_input": True,
+        "baseline_logit_weight": 1.0,
+    },
+    "weakly_normative_anchor": {
+        **PRESETS["constrained_weakly_supervised"]["config"],
+        **_SUITE,
+        "normative_input": True,
+        "baseline_logit_weight": 1.0,
+    },
     "sup_healthy_balanced": {
         **_SUP,
         **_IG4,

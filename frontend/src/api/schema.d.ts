@@ -3139,6 +3139,16 @@ export interface components {
          *             The mean image is stored in the checkpoint (the research suite scores with it);
          *             an attribution job uses a healthy baseline only when asked for one
          *             (``AttributionConfig.baseline = "healthy_mean"``, computed from the same subjects).
+         *         baseline_logit_weight: Weight, inside L_A, of a term that holds the attribution
+         *             baseline at the decision boundary: the BCE of the baseline's pathological logit
+         *             F(x') against probability 1/2. By completeness sum(A) = F(x) - F(x'), so a
+         *             network whose baseline logit runs far above every subject's makes every map
+         *             mostly negative, and meets "healthy subjects carry no pathological relevance"
+         *             without moving any relevance (with the normative input, the zero image reads as
+         *             a deviation of -mean/sd everywhere, and F(0) reached 20-25 against subject
+         *             logits of -2 to 1). With F(x') at 0, a healthy subject's map sums to a negative
+         *             and a pathological subject's to a positive amount, each the size of its own
+         *             logit. 0 (default) turns it off; classification only.
          *         lambda_a: Weight of L_A over training (constant, or a linear warm-up from 0);
          *             unused by ``lc_only`` and ``la_only``.
          *         attribution_mode: Mode of the network while the training attribution is computed.
@@ -3292,6 +3302,12 @@ export interface components {
              * @default false
              */
             augment?: boolean;
+            /**
+             * Baseline Logit Weight
+             * @description Inside L_A: weight of the BCE that holds the attribution baseline's pathological probability at 1/2 (0: off; classification only).
+             * @default 0
+             */
+            baseline_logit_weight?: number;
             /**
              * Batch Size
              * @default 4

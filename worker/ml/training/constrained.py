@@ -70,6 +70,7 @@ __all__ = [
     "ScaledLogit",
     "amp_attribution_gain",
     "attribution_eval",
+    "baseline_logit_loss",
     "eval_mode",
     "mode_dependent",
     "path_chunk",
@@ -168,6 +169,20 @@ def attribution_eval(
         device=loop.device,
         baseline=None if loop.baseline is None else loop.baseline[0],
     )
+
+
+def baseline_logit_loss(loop: Loop, images: torch.Tensor) -> torch.Tensor:
+    """BCE of the attribution baseline's pathological logit against probability 1/2.
+
+    The baseline is the run's own (``Loop.baseline``: the mean healthy training image) or the
+    zero image, evaluated in eval mode like the training attribution, in float32. Minimal at
+    F(x') = 0, with a gradient of at most 1/2 in the logit, so a far-off baseline logit is
+    pulled back steadily rather than by a jump.
+    """
+    reference = loop.baseline if loop.baseline is not None else torch.zeros_like(images[:1])
+    with eval_mode(loop.model):
+        logit = pathological_logit(loop.model(reference.to(images.dtype))).float()
+    return nn.functional.binary_cross_entropy_with_logits(logit, torch.full_like(logit, 0.5))
 
 
 class ConstrainedTask(Task):
@@ -403,6 +418,8 @@ class ConstrainedTask(Task):
             brain=brain,
             gain=gain,
         )
+        if config.baseline_logit_weight > 0.0 and not probe:
+            loss_a = loss_a + config.baseline_logit_weight * baseline_logit_loss(loop, images)
         lam = None if setting == "la_only" or probe else config.lambda_a.at(position)
         loss = loss_c if probe else total_loss(loss_c, loss_a, lam or 0.0, setting)  # reported
 

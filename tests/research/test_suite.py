@@ -176,3 +176,24 @@ def test_the_map_the_constraint_trained_is_scored_beside_the_evaluation_map(monk
     )
     assert "Training-map mass best / last" in table
     assert "0.25 / n/a" in table
+
+
+def test_the_baselines_logit_is_shown_beside_the_subjects_logits() -> None:
+    # sum(A) = F(x) - F(x'): a reader must see when F(x') sits far above every subject.
+    logits = {
+        "logit_baseline": 24.07,
+        "mean_logit_healthy": -1.96,
+        "mean_logit_pathological": -0.61,
+    }
+    runs = [
+        {
+            **RESULTS[0],
+            "best": {**RESULTS[0]["best"], **logits},
+            "last": {**RESULTS[0]["last"], **logits, "logit_baseline": 24.75},
+        }
+    ]
+    table = summarise(runs)
+    assert "F(x') best / last" in table and "Mean F(x) healthy / path. (best)" in table
+    assert "24.07 / 24.75" in table and "-1.96 / -0.61" in table
+    # Results written before the column existed get no such column.
+    assert "F(x')" not in summarise(RESULTS[:1])

@@ -522,6 +522,9 @@ def summarise(results: Sequence[dict[str, Any]]) -> str:
         trained = any("train_lesion_mass" in r["best"] for r in group)
         if trained:
             header += ["Training-map mass best / last", "Training-map healthy best / last"]
+        logits = any("logit_baseline" in r["best"] for r in group)
+        if logits:
+            header += ["F(x') best / last", "Mean F(x) healthy / path. (best)"]
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         for variant in VARIANTS:
@@ -544,6 +547,16 @@ def summarise(results: Sequence[dict[str, Any]]) -> str:
                         f"{_mean_sd([r['best'].get(key) for r in runs])} / "
                         f"{_mean_sd([r['last'].get(key) for r in runs])}"
                     )
+            if logits:
+                # The logit of the IG baseline beside the subjects': sum(A) = F(x) - F(x').
+                row.append(
+                    f"{_mean_sd([r['best'].get('logit_baseline') for r in runs])} / "
+                    f"{_mean_sd([r['last'].get('logit_baseline') for r in runs])}"
+                )
+                row.append(
+                    f"{_mean_sd([r['best'].get('mean_logit_healthy') for r in runs])} / "
+                    f"{_mean_sd([r['best'].get('mean_logit_pathological') for r in runs])}"
+                )
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)

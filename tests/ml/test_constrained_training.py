@@ -529,7 +529,9 @@ def test_pooling_option_is_small_cnn_only() -> None:
         _config(network="patchgan", pooling="avg")
 
 
-def test_baseline_logit_loss_is_least_at_the_decision_boundary_and_uses_the_runs_baseline() -> None:
+def test_baseline_logit_loss_holds_the_boundary_at_the_baseline_and_the_batch_on_its_sides() -> (
+    None
+):
     from types import SimpleNamespace
 
     from worker.ml.training.constrained import baseline_logit_loss
@@ -544,26 +546,32 @@ def test_baseline_logit_loss_is_least_at_the_decision_boundary_and_uses_the_runs
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.bias + 10.0 * x.flatten(1).mean(1)
 
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
     images = torch.ones(2, 1, *GRID)
-    losses = {}
-    for bias in (-20.0, -2.0, 0.0, 2.0, 20.0):
+    labels = torch.tensor([0.0, 1.0])
+    right = torch.tensor([-4.0, 4.0])  # the batch's eval-mode logits, on the right sides
+
+    def loss(bias: float, deployed: torch.Tensor, baseline: torch.Tensor | None = None) -> float:
         model = Fixed(bias)
-        losses[bias] = baseline_logit_loss(SimpleNamespace(baseline=None, model=model), images)
-    assert float(losses[0.0]) == pytest.approx(math.log(2.0))
-    assert float(losses[2.0]) == pytest.approx(float(losses[-2.0]))
-    assert float(losses[0.0]) < float(losses[2.0]) < float(losses[20.0])
-    # Far from the boundary the pull is bounded (|dL/dF| <= 1/2), not quadratic.
+        loop = SimpleNamespace(baseline=baseline, model=model)
+        return float(baseline_logit_loss(loop, images, deployed, labels))
+
+    sides = float(bce(right, labels))
+    assert loss(0.0, right) == pytest.approx(math.log(2.0) + sides)
+    assert loss(2.0, right) == pytest.approx(loss(-2.0, right))
+    assert loss(0.0, right) < loss(2.0, right) < loss(20.0, right)
+    # Every logit of the batch below the boundary (the eval-mode drift of batch norm) costs.
+    assert loss(0.0, right - 10.0) > loss(0.0, right) + 2.5
+    # Far from the boundary the pull is bounded (|dL/dF(x')| <= 1/2), not quadratic.
     model = Fixed(20.0)
-    baseline_logit_loss(SimpleNamespace(baseline=None, model=model), images).backward()
+    baseline_logit_loss(
+        SimpleNamespace(baseline=None, model=model), images, right, labels
+    ).backward()
     assert model.bias.grad is not None and float(model.bias.grad) == pytest.approx(0.5, abs=1e-6)
     # With a healthy baseline, the run's own reference is what is held at the boundary.
-    model = Fixed(0.0)
     reference = torch.full((1, 1, *GRID), 0.2)
-    loss = baseline_logit_loss(SimpleNamespace(baseline=reference, model=model), images)
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(
-        torch.tensor([2.0]), torch.tensor([0.5])
-    )
-    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    expected = float(bce(torch.tensor([2.0]), torch.tensor([0.5]))) + sides
+    assert loss(0.0, right, reference) == pytest.approx(expected, rel=1e-6)
 
 
 def test_a_run_with_baseline_logit_weight_keeps_the_zero_images_logit_near_the_boundary(

@@ -171,18 +171,26 @@ def attribution_eval(
     )
 
 
-def baseline_logit_loss(loop: Loop, images: torch.Tensor) -> torch.Tensor:
-    """BCE of the attribution baseline's pathological logit against probability 1/2.
+def baseline_logit_loss(
+    loop: Loop, images: torch.Tensor, deployed: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """The decision boundary of the network the attribution explains, held at the baseline.
 
-    The baseline is the run's own (``Loop.baseline``: the mean healthy training image) or the
-    zero image, evaluated in eval mode like the training attribution, in float32. Minimal at
-    F(x') = 0, with a gradient of at most 1/2 in the logit, so a far-off baseline logit is
-    pulled back steadily rather than by a jump.
+    Two BCE terms, in float32, of the network in eval mode (the mode of the training
+    attribution and of the deployed model): the baseline's pathological logit F(x') against
+    probability 1/2, and the batch's logits ``deployed`` (B,) against their labels. The
+    baseline is the run's own (``Loop.baseline``: the mean healthy training image) or the zero
+    image. L_C alone trains the train-mode logits; with batch norm the eval-mode ones can
+    drift by a constant (the running statistics), which no train-mode loss sees and which
+    opens the same gap F(x') - F(x) as a far-off F(x'). Each term's gradient in a logit is at
+    most 1, so a far-off logit is pulled back steadily rather than by a jump.
     """
     reference = loop.baseline if loop.baseline is not None else torch.zeros_like(images[:1])
     with eval_mode(loop.model):
         logit = pathological_logit(loop.model(reference.to(images.dtype))).float()
-    return nn.functional.binary_cross_entropy_with_logits(logit, torch.full_like(logit, 0.5))
+    boundary = nn.functional.binary_cross_entropy_with_logits(logit, torch.full_like(logit, 0.5))
+    sides = nn.functional.binary_cross_entropy_with_logits(deployed.float(), labels.float())
+    return boundary + sides
 
 
 class ConstrainedTask(Task):
@@ -374,10 +382,12 @@ class ConstrainedTask(Task):
         # In eval mode the attribution's own F(x) is not the train-mode logit L_C needs, unless
         # the network has no layer that behaves differently (instance norm, no dropout).
         separate_forward = config.attribution_mode == "eval" and mode_dependent(model)
+        anchored = config.baseline_logit_weight > 0.0 and not probe
         if "integrated_gradients" in config.train_attribution:
             # IG's endpoint forwards serve its completeness delta, which a step does not use,
-            # and F(x), which L_C reuses unless it has a forward of its own.
-            kwargs["endpoints"] = "none" if separate_forward else "input"
+            # and F(x), which L_C reuses unless it has a forward of its own (and the
+            # baseline-logit term needs the eval-mode F(x)).
+            kwargs["endpoints"] = "none" if separate_forward and not anchored else "input"
         with torch.autocast(
             device_type=loop.device.type, dtype=torch.float16, enabled=loop.use_amp
         ):
@@ -418,8 +428,18 @@ class ConstrainedTask(Task):
             brain=brain,
             gain=gain,
         )
-        if config.baseline_logit_weight > 0.0 and not probe:
-            loss_a = loss_a + config.baseline_logit_weight * baseline_logit_loss(loop, images)
+        if anchored:
+            # The logits of the network the attribution explained (eval mode).
+            if separate_forward and out.logits is not None:
+                deployed = out.logits.float() / gain
+            elif not mode_dependent(model):
+                deployed = logits.float()
+            else:
+                with eval_mode(model):
+                    deployed = pathological_logit(model(images)).float()
+            loss_a = loss_a + config.baseline_logit_weight * baseline_logit_loss(
+                loop, images, deployed, labels
+            )
         lam = None if setting == "la_only" or probe else config.lambda_a.at(position)
         loss = loss_c if probe else total_loss(loss_c, loss_a, lam or 0.0, setting)  # reported
 

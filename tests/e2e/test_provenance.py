@@ -24,8 +24,14 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.e2e
 
 SALIENCY_ID = 9
+SHIFTED_ID = 10
 RELATIVE_DELTA = 0.0042
 LOGIT = 2.5
+BASELINE_LOGIT = 0.3
+# A constrained network's baseline far above the subject (docs/experiments.md, "The baseline's
+# logit"): the whole map sums to F(x) - F(x') = -19.6.
+SHIFTED_BASELINE_LOGIT = 17.6
+SHIFTED_LOGIT = -2.0
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +43,14 @@ def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stub_api.RunningS
     running = stub_api.start_stub(DIST_INDEX.parent, case)
     ig = running.api.attribution
     ig["params"] = {"steps": 32, "baseline": "zero"}
-    ig["stats"] = {**ig["stats"], "relative_delta": RELATIVE_DELTA}
+    ig["stats"] = {
+        **ig["stats"],
+        "relative_delta": RELATIVE_DELTA,
+        "baseline_logit": BASELINE_LOGIT,
+    }
     ig["logit"] = LOGIT
+    shifted = stub_api.add_scaled_map(running, folder, SHIFTED_ID, -1.0, logit=SHIFTED_LOGIT)
+    shifted["stats"]["baseline_logit"] = SHIFTED_BASELINE_LOGIT
     stub_api.add_scaled_map(
         running,
         folder,
@@ -82,7 +94,20 @@ def test_provenance_shows_baseline_and_uncertainty_where_the_map_has_them(
     assert float(rows["Convergence delta"]) == pytest.approx(stub_api.CONVERGENCE_DELTA, rel=6e-3)
     assert rows["Relative to F(x) − F(x′)"] == f"{100 * RELATIVE_DELTA:.2g} %"
     assert float(rows["Model output F(x)"]) == pytest.approx(LOGIT)
+    assert rows["Baseline output F(x′)"] == f"{BASELINE_LOGIT} (p = 0.57)"
+    assert page.get_by_test_id("baseline-warning").count() == 0, "a neutral baseline is flagged"
     save_screenshot(page, "integrated-gradients")
+
+    # A baseline the model calls pathological: the reader is told the map is shifted as a whole.
+    open_viewer(page, f"{base}{SHIFTED_ID}")
+    rows = _rows(page)
+    assert rows["Baseline output F(x′)"] == f"{SHIFTED_BASELINE_LOGIT} (p = 1.00)"
+    warning = page.get_by_test_id("baseline-warning")
+    assert warning.is_visible()
+    text = warning.inner_text()
+    assert "calls the baseline pathological" in text, text
+    assert "F(x) − F(x′) = -19.6, blue overall" in text, text
+    save_screenshot(page, "baseline-not-neutral")
 
     open_viewer(page, f"{base}{SALIENCY_ID}")
     rows = _rows(page)
@@ -97,11 +122,13 @@ def test_provenance_shows_baseline_and_uncertainty_where_the_map_has_them(
 
     page.goto(
         f"{stub.base_url}/compare?subject={stub_api.SUBJECT_ID}"
-        f"&attributions={stub_api.ATTRIBUTION_ID},{SALIENCY_ID}"
+        f"&attributions={stub_api.ATTRIBUTION_ID},{SALIENCY_ID},{SHIFTED_ID}"
     )
     meta = page.get_by_test_id("map-meta")
-    meta.first.wait_for(timeout=30_000)
-    ig_meta, saliency_meta = meta.all_inner_texts()
+    meta.nth(2).wait_for(timeout=30_000)
+    ig_meta, saliency_meta, shifted_meta = meta.all_inner_texts()
+    assert "not neutral" not in ig_meta, ig_meta
+    assert shifted_meta.endswith("F(x′) 17.6: baseline not neutral"), shifted_meta
     assert ig_meta.startswith("baseline zero image · δ 0.00123"), ig_meta
     assert "0.42 % of F(x) − F(x′)" in ig_meta, ig_meta
     assert saliency_meta == "no completeness check", saliency_meta

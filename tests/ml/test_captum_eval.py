@@ -349,6 +349,13 @@ def test_method_returns_the_map_in_native_space(
     assert (result.convergence_delta is not None) == case.has_delta
     assert ("relative_delta" in result.stats) == case.has_delta
     assert np.isfinite(result.logit)
+    # F(x') is stored with the map's stats (the viewer reads it there), and the relative delta
+    # is the delta over |F(x) - F(x')| of that very baseline.
+    assert result.stats.get("baseline_logit") == result.baseline_logit
+    if case.has_delta:
+        assert result.baseline_logit is not None
+        gap = abs(result.logit - result.baseline_logit)
+        assert result.stats["relative_delta"] == pytest.approx(result.convergence_delta / gap)
 
 
 def test_grad_cam_is_upsampled_to_the_grid_with_its_sign() -> None:

@@ -3148,7 +3148,10 @@ export interface components {
          *             a deviation of -mean/sd everywhere, and F(0) reached 20-25 against subject
          *             logits of -2 to 1). With F(x') at 0, a healthy subject's map sums to a negative
          *             and a pathological subject's to a positive amount, each the size of its own
-         *             logit. 0 (default) turns it off; classification only.
+         *             logit. A second term, the BCE of the batch's eval-mode logits (those the
+         *             attribution explains) against their labels, closes the other route to the same
+         *             gap: with batch norm the eval-mode logits can drift away from the train-mode
+         *             logits that L_C trains. 0 (default) turns both off; classification only.
          *         lambda_a: Weight of L_A over training (constant, or a linear warm-up from 0);
          *             unused by ``lc_only`` and ``la_only``.
          *         attribution_mode: Mode of the network while the training attribution is computed.
@@ -3304,7 +3307,7 @@ export interface components {
             augment?: boolean;
             /**
              * Baseline Logit Weight
-             * @description Inside L_A: weight of the BCE that holds the attribution baseline's pathological probability at 1/2 (0: off; classification only).
+             * @description Inside L_A: weight of the BCE that holds the attribution baseline's pathological probability at 1/2, plus the BCE of the batch's eval-mode logits against their labels (0: off; classification only).
              * @default 0
              */
             baseline_logit_weight?: number;

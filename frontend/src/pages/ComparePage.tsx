@@ -32,7 +32,7 @@ import {
   sharedPeaks,
 } from "../viewer/compareScale";
 import { type RelevanceLegend, relevanceLegend } from "../viewer/legend";
-import { baselineText, uncertaintyOf, uncertaintyText } from "../viewer/methodParams";
+import { baselineOutputOf, baselineText, uncertaintyOf, uncertaintyText } from "../viewer/methodParams";
 import { useViewerController } from "../viewer/useViewerController";
 
 /** At most four Niivue instances (WebGL contexts) on the page. */
@@ -474,6 +474,7 @@ function ComparePanel({
   const stats = useMemo(() => readStats(attribution.stats), [attribution.stats]);
   const baseline = baselineText(attribution.method, attribution.params);
   const uncertainty = uncertaintyOf(attribution);
+  const baselineOutput = baselineOutputOf(attribution);
 
   useEffect(() => {
     if (!controller) return;
@@ -508,6 +509,8 @@ function ComparePanel({
         {[
           baseline ? `baseline ${baseline}` : null,
           uncertainty ? uncertaintyText(uncertainty) : "no completeness check",
+          // The full sentence is in the viewer's provenance panel.
+          baselineOutput?.warning ? `F(x′) ${formatNumber(baselineOutput.baselineLogit)}: baseline not neutral` : null,
         ]
           .filter(Boolean)
           .join(" · ")}

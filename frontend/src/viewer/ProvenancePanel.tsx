@@ -5,6 +5,7 @@ import { readStats } from "../api/types";
 import { ATTRIBUTION_METHOD_CHOICES } from "../forms/choices";
 import { fieldLabel, formatDate, formatNumber, formatValue } from "../format";
 import {
+  baselineOutputOf,
   baselineText,
   formatPercent,
   methodParams,
@@ -28,6 +29,7 @@ export function ProvenancePanel({ attribution, run }: { attribution: Attribution
   const uncertainty = uncertaintyOf(attribution);
   const spread = sampleSpreadOf(attribution.stats);
   const pointsUsed = pointsUsedOf(attribution.stats);
+  const baselineOutput = baselineOutputOf(attribution);
   return (
     <section className="provenance" aria-label="Provenance">
       <h2>Provenance</h2>
@@ -90,7 +92,21 @@ export function ProvenancePanel({ attribution, run }: { attribution: Attribution
                 <dd data-testid="logit">{formatNumber(attribution.logit)}</dd>
               </>
             ) : null}
+            {baselineOutput ? (
+              <>
+                <dt title="The model's output at the baseline; the map sums to F(x) - F(x')">Baseline output F(x′)</dt>
+                <dd data-testid="baseline-logit">
+                  {formatNumber(baselineOutput.baselineLogit)}
+                  <span className="muted"> (p = {baselineOutput.probability.toFixed(2)})</span>
+                </dd>
+              </>
+            ) : null}
           </dl>
+          {baselineOutput?.warning ? (
+            <p className="warning small" role="note" data-testid="baseline-warning">
+              {baselineOutput.warning}
+            </p>
+          ) : null}
           {!uncertainty ? (
             <p className="muted small">{METHOD_NAMES[attribution.method] ?? attribution.method} has no completeness check.</p>
           ) : null}

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
+  baselineOutputOf,
   baselineText,
   formatPercent,
   methodParams,
@@ -69,5 +70,22 @@ describe("method parameters", () => {
     expect(u).toEqual({ delta: 0.002, relative: 0.004 });
     expect(uncertaintyText(u!)).toBe("δ 0.002 (0.40 % of F(x) − F(x′))");
     expect(formatPercent(0.25)).toBe("25 %");
+  });
+
+  it("warns when the model does not find the baseline neutral, with what the map sums to", () => {
+    expect(baselineOutputOf({ logit: 1, stats: {} })).toBeNull();
+    const neutral = baselineOutputOf({ logit: 3.2, stats: { baseline_logit: -0.4 } });
+    expect(neutral).toMatchObject({ baselineLogit: -0.4, warning: null });
+    expect(neutral!.total).toBeCloseTo(3.6);
+    expect(neutral!.probability).toBeCloseTo(1 / (1 + Math.exp(0.4)));
+    // The constrained network of docs/experiments.md ("The baseline's logit"): F(0) = 17.6.
+    const far = baselineOutputOf({ logit: -2, stats: { baseline_logit: 17.6 } });
+    expect(far!.warning).toContain("calls the baseline pathological (p = 1.00)");
+    expect(far!.warning).toContain("F(x) − F(x′) = -19.6, blue overall");
+    const low = baselineOutputOf({ logit: 4, stats: { baseline_logit: -3 } });
+    expect(low!.warning).toContain("calls the baseline healthy (p = 0.05)");
+    expect(low!.warning).toContain("= 7, red overall");
+    // Just inside the neutral band (p = 0.1-0.9): no warning.
+    expect(baselineOutputOf({ logit: 0, stats: { baseline_logit: 2.1 } })!.warning).toBeNull();
   });
 });

@@ -148,3 +148,41 @@ export function formatPercent(fraction: number): string {
   const pct = fraction * 100;
   return `${pct >= 10 ? pct.toFixed(0) : pct >= 1 ? pct.toFixed(1) : pct.toPrecision(2)} %`;
 }
+
+/** |F(x′)| beyond which the baseline is not neutral to the model: probability outside 0.1-0.9. */
+export const NEUTRAL_BASELINE_LOGIT = Math.log(9);
+
+export interface BaselineOutput {
+  /** F(x′): the model's pathological logit at the baseline (mean over references for EG). */
+  baselineLogit: number;
+  /** The same as a probability. */
+  probability: number;
+  /** F(x) − F(x′), what the whole map sums to; null when the map has no F(x). */
+  total: number | null;
+  /** A sentence for the reader when the model does not find the baseline neutral; null otherwise. */
+  warning: string | null;
+}
+
+/**
+ * What the model makes of the map's baseline (stats.baseline_logit), and a warning when it is
+ * far from the decision boundary. The map sums to F(x) − F(x′): with a baseline the model
+ * calls pathological, a subject it calls healthy gets a map that is blue overall whatever its
+ * lesions, and the reverse; red and blue then read against that baseline, not against healthy.
+ */
+export function baselineOutputOf(attribution: Pick<Attribution, "logit" | "stats">): BaselineOutput | null {
+  const value = (attribution.stats as Record<string, unknown> | null)?.baseline_logit;
+  if (typeof value !== "number" || !Number.isFinite(value)) return null;
+  const probability = 1 / (1 + Math.exp(-value));
+  const logit = attribution.logit;
+  const total = typeof logit === "number" && Number.isFinite(logit) ? logit - value : null;
+  let warning: string | null = null;
+  if (Math.abs(value) > NEUTRAL_BASELINE_LOGIT) {
+    const side = value > 0 ? "pathological" : "healthy";
+    const sum =
+      total === null ? "" : ` This map sums to F(x) − F(x′) = ${formatNumber(total)}, ${total < 0 ? "blue" : "red"} overall.`;
+    warning =
+      `The model calls the baseline ${side} (p = ${probability.toFixed(2)}): the map shows how the image ` +
+      `differs from a baseline that is not neutral, and its colours shift as a whole.${sum}`;
+  }
+  return { baselineLogit: value, probability, total, warning };
+}

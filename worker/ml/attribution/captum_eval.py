@@ -402,6 +402,10 @@ def attribute_subject(
     delta = None if maps.delta is None else float(maps.delta[0])
     baseline_logit = None if maps.baseline_logit is None else float(maps.baseline_logit[0])
     stats: dict[str, float | None] = {**map_stats(native_map), "grid_sum": float(attr_grid.sum())}
+    if baseline_logit is not None:
+        # F(x'): the map sums to F(x) - F(x'), so a baseline the model does not find neutral
+        # shifts the whole map (the viewer says so next to it).
+        stats["baseline_logit"] = baseline_logit
     if delta is not None and baseline_logit is not None:
         gap = abs(logit - baseline_logit)
         # None rather than inf: the stats go into JSON columns.

@@ -455,6 +455,11 @@ def test_healthy_baseline_is_the_mean_healthy_training_image_and_the_maps_start_
     result = train(config, toy_subjects, checkpoint_dir=tmp_path)
     baseline = training.load_baseline(result.best_checkpoint)
     assert baseline is not None and tuple(baseline.shape) == (1, *GRID)
+    # The last weights carry it too: the suite scores them with the run's own baseline, not
+    # the zero image.
+    last_baseline = training.load_baseline(result.last_checkpoint)
+    assert last_baseline is not None
+    torch.testing.assert_close(last_baseline, baseline)
     transform = preprocess_for(config)
     healthy = [
         transform({IMAGE_KEY: str(s.image)})[IMAGE_KEY].as_tensor()
@@ -477,6 +482,7 @@ def test_healthy_baseline_is_the_mean_healthy_training_image_and_the_maps_start_
     # The zero baseline stores none.
     plain = train(_config(), toy_subjects, checkpoint_dir=tmp_path / "zero")
     assert training.load_baseline(plain.best_checkpoint) is None
+    assert training.load_baseline(plain.last_checkpoint) is None
 
 
 def test_calibration_offset_restores_the_threshold_without_touching_the_maps(

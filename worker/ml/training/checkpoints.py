@@ -77,7 +77,7 @@ def load_model(
 
 def load_baseline(checkpoint_path: Path) -> torch.Tensor | None:
     """The IG reference ``(C, D, H, W)`` a run's maps use (``attribution_baseline="healthy"``),
-    or ``None`` for the zero image, from its ``best.pt``."""
+    or ``None`` for the zero image, from its ``best.pt`` or ``last.pt``."""
     payload = load_payload(Path(checkpoint_path), "cpu")
     baseline = payload.get("baseline")
     return None if baseline is None else torch.as_tensor(baseline, dtype=torch.float32)
@@ -112,6 +112,9 @@ def last_payload(loop: Loop, state: RunState) -> dict[str, Any]:
         "best_tier": state.best_tier,
         "best_metric": state.best_metric,
         "rng": get_rng_state(),
+        # The IG reference of the run's maps, as in best.pt: the last weights are scored and
+        # explained from the same baseline as the best ones.
+        "baseline": _baseline_of(loop),
     }
 
 
@@ -125,8 +128,12 @@ def best_payload(loop: Loop, state: RunState) -> dict[str, Any]:
         "model": loop.model.state_dict(),
         "metrics": state.history[-1],
         # The IG reference of the run's maps (attribution_baseline "healthy"), or None.
-        "baseline": None if loop.baseline is None else loop.baseline[0].detach().cpu(),
+        "baseline": _baseline_of(loop),
     }
+
+
+def _baseline_of(loop: Loop) -> torch.Tensor | None:
+    return None if loop.baseline is None else loop.baseline[0].detach().cpu()
 
 
 def atomic_save(payload: dict[str, Any], path: Path) -> None:

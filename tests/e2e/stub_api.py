@@ -365,15 +365,14 @@ def add_scaled_map(
     image = nib.load(api.case.relevance)
     data = (np.asarray(image.dataobj) * factor).astype(np.float32)
     display = _save_display(folder / f"map-{attribution_id}.display.nii.gz", data, image.affine)
-    scaled = {k: v * factor for k, v in api.case.stats.items()}
+    stats = {k: v * factor for k, v in api.case.stats.items()}
     if factor < 0:  # a sign flip swaps the ends and the masses
-        scaled["min"], scaled["max"] = scaled["max"], scaled["min"]
-        scaled["positive_mass"], scaled["negative_mass"] = (
-            scaled["negative_mass"],
-            scaled["positive_mass"],
+        stats["min"], stats["max"] = stats["max"], stats["min"]
+        stats["positive_mass"], stats["negative_mass"] = (
+            stats["negative_mass"],
+            stats["positive_mass"],
         )
-        scaled["mean_abs"] = -scaled["mean_abs"]
-    stats = scaled
+        stats["mean_abs"] = -stats["mean_abs"]
     attribution = {**api.attribution, "id": attribution_id, "stats": stats, **fields}
     listed = api.extra_json.get("/api/v1/attributions", {"data": [api.attribution]})
     both = [*listed["data"], attribution]  # type: ignore[index]

@@ -61,13 +61,18 @@ _NORMATIVE: dict[str, Any] = {"normative_input": True}
 # The attribution constraint's settings of the two constrained presets. The map is normalised
 # per subject inside L_A (temperature 2 on a map of mean |A| 1): without it the constraint is
 # met by flattening the network, and the constrained presets lost their classifier by the
-# last epoch (docs/experiments.md, "Data regimes").
+# last epoch (docs/experiments.md, "Data regimes"). The baseline's logit is held at the
+# decision boundary and the eval-mode logits on their labels' sides (baseline_logit_weight):
+# without it the constraint was met by lifting F(x') above every subject, which makes every
+# map sum to a negative amount, and batch-norm drift collapsed the last epoch's accuracy to
+# 0.50 (docs/experiments.md, "The baseline's logit").
 _CONSTRAINT: dict[str, Any] = {
     "train_attribution": ["integrated_gradients"],
     "ig_steps": 4,
     "lambda_a": {"kind": "constant", "value": 5.0},
     "attribution_normalise": True,
     "attribution_scale": 2.0,
+    "baseline_logit_weight": 1.0,
 }
 
 # Model selection of the constrained presets: among the epochs whose validation AUROC is within
@@ -107,7 +112,8 @@ PRESETS: dict[str, Preset] = {
             "lambda L_A): pathological relevance belongs on the lesions. Needs lesion masks "
             "for the pathological training subjects. The kept epoch is the one with the most "
             "validation relevance on the lesions among those within 0.03 of the best "
-            "validation AUROC."
+            "validation AUROC. The baseline's output is held at the decision boundary, so "
+            "the maps' colours come from the network, not from a shifted baseline."
         ),
         "config": {
             "loss_setting": "lc_la_supervised",
@@ -122,7 +128,9 @@ PRESETS: dict[str, Preset] = {
             "Classifier plus the attribution constraint from image labels only (L_C + lambda "
             "L_A): healthy subjects must carry no pathological relevance. No masks needed. "
             "The kept epoch is the one with the least pathological relevance on healthy "
-            "validation subjects among those within 0.03 of the best validation AUROC."
+            "validation subjects among those within 0.03 of the best validation AUROC. The "
+            "baseline's output is held at the decision boundary, so the maps' colours come "
+            "from the network, not from a shifted baseline."
         ),
         "config": {
             "loss_setting": "lc_la_unsupervised",

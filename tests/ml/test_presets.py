@@ -95,3 +95,15 @@ def test_choosing_a_classification_metric_drops_the_presets_auroc_margin() -> No
                 {"early_stopping_metric": "val_loss", "selection_auroc_margin": 0.05},
             )
         )
+
+
+def test_the_constrained_presets_hold_the_baselines_logit_at_the_boundary() -> None:
+    # Without the term the constraint was met by lifting F(x') above every subject (every
+    # map then sums to a negative amount) and the last epoch's accuracy collapsed to 0.50
+    # through batch-norm drift (docs/experiments.md, "The baseline's logit"). What the term
+    # does to a run is tested in tests/ml/test_constrained_training.py.
+    for name in ("constrained_supervised", "constrained_weakly_supervised"):
+        config = RunConfig.model_validate(get_preset(name)["config"])
+        assert config.baseline_logit_weight == 1.0, name
+    classification = RunConfig.model_validate(get_preset("classification")["config"])
+    assert classification.baseline_logit_weight == 0.0  # no L_A to add it to

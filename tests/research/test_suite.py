@@ -197,3 +197,19 @@ def test_the_baselines_logit_is_shown_beside_the_subjects_logits() -> None:
     assert "24.07 / 24.75" in table and "-1.96 / -0.61" in table
     # Results written before the column existed get no such column.
     assert "F(x')" not in summarise(RESULTS[:1])
+
+
+def test_healthy_support_counts_the_brain_voxels_that_carry_relevance() -> None:
+    brain = np.zeros((8, 8, 8), bool)
+    brain[:, :, :4] = True  # 256 voxels
+    a = np.zeros((8, 8, 8), np.float32)
+    a[:2, :, :4] = -1.0  # 64 brain voxels carry relevance
+    a[0, 0, 0] = 2.0
+    a[2, 0, 0] = 1e-7  # below 1e-6 of the peak (round-off): not counted
+    a[:, :, 4:] = 5.0  # outside the brain: not counted
+    pathological = np.ones((8, 8, 8), np.float32)
+    support = suite.healthy_support([a, pathological], [brain, brain], [0, 1])
+    assert support == pytest.approx(64 / 256)  # the pathological subject is left out
+    assert suite.healthy_support([pathological], [brain], [1]) != suite.healthy_support(
+        [pathological], [brain], [0]
+    )

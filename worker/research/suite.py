@@ -99,6 +99,9 @@ _WEAK = {**_SHARED, "loss_setting": "lc_la_unsupervised", "early_stopping_metric
 _L5 = {"lambda_a": {"value": 5.0}}
 _DATA_TITLES = {"dev": "development", "heldout": "held-out", "confirm": "second held-out"}
 _SUITE = {"grad_probe_batches": 0}  # instrumentation off: it costs a double backward
+# The constrained presets as they were before they held the baseline's logit at the boundary
+# (baseline_logit_weight 1 since 2026-12-07): the variants whose tables were measured then.
+_UNANCHORED = {"baseline_logit_weight": 0.0}
 VARIANTS: dict[str, dict[str, Any]] = {
     # The presets, as the API applies them (attrivue_core.presets).
     "classification": {**PRESETS["classification"]["config"], **_SUITE},
@@ -144,16 +147,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # AUROC margin (docs/experiments.md, "Selecting the epoch on the maps"), under names of
     # their own: the results cached under "supervised", "supervised_normative"... were made
     # with the former rule (selection on validation AUROC).
-    "supervised_sel": {**PRESETS["constrained_supervised"]["config"], **_SUITE},
-    "weakly_sel": {**PRESETS["constrained_weakly_supervised"]["config"], **_SUITE},
+    "supervised_sel": {**PRESETS["constrained_supervised"]["config"], **_SUITE, **_UNANCHORED},
+    "weakly_sel": {
+        **PRESETS["constrained_weakly_supervised"]["config"],
+        **_SUITE,
+        **_UNANCHORED,
+    },
     "supervised_normative_sel": {
         **PRESETS["constrained_supervised"]["config"],
         **_SUITE,
+        **_UNANCHORED,
         "normative_input": True,
     },
     "weakly_normative_sel": {
         **PRESETS["constrained_weakly_supervised"]["config"],
         **_SUITE,
+        **_UNANCHORED,
         "normative_input": True,
     },
     # The normative input with a healthy reference as the training attribution's baseline:
@@ -164,12 +173,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "supervised_normative_healthy": {
         **PRESETS["constrained_supervised"]["config"],
         **_SUITE,
+        **_UNANCHORED,
         "normative_input": True,
         "attribution_baseline": "healthy",
     },
     "weakly_normative_healthy": {
         **PRESETS["constrained_weakly_supervised"]["config"],
         **_SUITE,
+        **_UNANCHORED,
         "normative_input": True,
         "attribution_baseline": "healthy",
     },
@@ -179,22 +190,26 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "supervised_cos": {
         **PRESETS["constrained_supervised"]["config"],
         **_SUITE,
+        **_UNANCHORED,
         "lr_schedule": "cosine",
     },
     "weakly_cos": {
         **PRESETS["constrained_weakly_supervised"]["config"],
         **_SUITE,
+        **_UNANCHORED,
         "lr_schedule": "cosine",
     },
     "supervised_normative_cos": {
         **PRESETS["constrained_supervised"]["config"],
         **_SUITE,
+        **_UNANCHORED,
         "normative_input": True,
         "lr_schedule": "cosine",
     },
     "weakly_normative_cos": {
         **PRESETS["constrained_weakly_supervised"]["config"],
         **_SUITE,
+        **_UNANCHORED,
         "normative_input": True,
         "lr_schedule": "cosine",
     },
@@ -221,6 +236,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
         **_SUITE,
         "normative_input": True,
         "baseline_logit_weight": 1.0,
+    },
+    # The anchored constrained run with a pooling whose input gradient reaches every voxel:
+    # under global max pooling only the receptive fields of each channel's maximum carry any
+    # relevance (column "Healthy support"), and L_A has no gradient on the other voxels.
+    "supervised_anchor_avgmax": {
+        **PRESETS["constrained_supervised"]["config"],
+        **_SUITE,
+        "baseline_logit_weight": 1.0,
+        "pooling": "avgmax",
+    },
+    "weakly_anchor_avgmax": {
+        **PRESETS["constrained_weakly_supervised"]["config"],
+        **_SUITE,
+        "baseline_logit_weight": 1.0,
+        "pooling": "avgmax",
     },
     "sup_healthy_balanced": {
         **_SUP,
@@ -404,6 +434,8 @@ def score_checkpoint(
         scores[prefix + "dice_top5"] = report["dice_top_k"]
         scores[prefix + "lesion_positive"] = float(np.mean(lesion_positive))
         scores[prefix + "chance_mass"] = float(np.mean(chance))
+        if name == "own":
+            scores["healthy_support"] = healthy_support(maps, brains, labels)
     scores.update(training_map_scores(model, config, images, masks, labels, baseline, device))
     if artefact:
         scores.update(_artefact_scores(model, config, records, baseline, device))
@@ -411,6 +443,25 @@ def score_checkpoint(
         for key in ("lesion_mass", "healthy_share", "lesion_positive", "voxel_auroc"):
             scores["zero_" + key] = scores[key]
     return scores
+
+
+def healthy_support(
+    maps: Sequence[np.ndarray], brains: Sequence[np.ndarray], labels: Sequence[int]
+) -> float:
+    """Share of brain voxels that carry any relevance on healthy subjects (diagnostic).
+
+    A voxel counts when its |A| exceeds 1e-6 of the subject's largest |A|. With global max
+    pooling the input gradient reaches only the receptive fields of each channel's maximum,
+    so most voxels of a map can be exactly 0: a constraint on those voxels has no gradient.
+    """
+    shares = []
+    for a, brain, label in zip(maps, brains, labels, strict=True):
+        if label != 0 or not brain.any():
+            continue
+        values = np.abs(a[brain])
+        peak = float(values.max())
+        shares.append(float((values > 1e-6 * peak).mean()) if peak > 0 else 0.0)
+    return float(np.mean(shares)) if shares else float("nan")
 
 
 def training_map_scores(
@@ -485,6 +536,7 @@ _COLUMNS = (
     ("healthy_share", "Healthy share"),
     ("zero_lesion_mass", "zero-IG mass"),
     ("zero_healthy_share", "zero-IG healthy"),
+    ("healthy_support", "Healthy support"),
 )
 
 

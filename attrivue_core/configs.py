@@ -160,6 +160,10 @@ class RunConfig(BaseModel):
             brightest thing in the brain", which suits hyperintense lesions; a hypointense
             lesion reads like grey matter inside white matter and is seen by the average of
             local-contrast features rather than their maximum.
+        activation: ``small_cnn`` only: the activation of its blocks (``leakyrelu``, slope
+            0.2, the default; ``relu``). Through LeakyReLU's slope a lesion detector that does
+            not fire still passes a fifth of its gradient, so healthy tissue that resembles
+            a lesion gets pathological relevance; ReLU passes none below the threshold.
         loss_setting: Which losses are trained (docs/method.md section 3): ``lc_only`` (L_C),
             ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
             lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels
@@ -334,6 +338,12 @@ class RunConfig(BaseModel):
     pooling: Literal["max", "avg", "avgmax"] | None = Field(
         default=None,
         description="small_cnn only: global pooling of the last feature map (None: max).",
+    )
+    activation: Literal["leakyrelu", "relu"] | None = Field(
+        default=None,
+        description="small_cnn only: the blocks' activation (None: LeakyReLU, slope 0.2). "
+        "With ReLU a feature below its threshold passes no gradient, so a lesion detector "
+        "gives no relevance to healthy tissue it does not fire on.",
     )
     normative_input: bool = Field(
         default=False,
@@ -580,6 +590,8 @@ class RunConfig(BaseModel):
     def _pooling_is_small_cnn(self) -> RunConfig:
         if self.pooling is not None and self.network != "small_cnn":
             raise ValueError(f"pooling applies to small_cnn only, not {self.network!r}")
+        if self.activation is not None and self.network != "small_cnn":
+            raise ValueError(f"activation applies to small_cnn only, not {self.network!r}")
         return self
 
     @model_validator(mode="after")

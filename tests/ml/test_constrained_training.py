@@ -535,6 +535,22 @@ def test_pooling_option_is_small_cnn_only() -> None:
         _config(network="patchgan", pooling="avg")
 
 
+def test_activation_option_is_small_cnn_only_and_a_relu_detector_passes_no_leak() -> None:
+    from worker.ml.regression import build_model
+
+    relu = build_model(_config(activation="relu"))
+    leaky = build_model(_config())
+    assert {type(m).__name__ for m in relu.modules()} >= {"ReLU"}
+    assert "ReLU" not in {type(m).__name__ for m in leaky.modules()}
+    with pytest.raises(ValueError, match="small_cnn only"):
+        _config(network="patchgan", activation="relu")
+    # A unit below its threshold: LeakyReLU still passes a fifth of the gradient, ReLU none.
+    x = torch.full((3,), -1.0, requires_grad=True)
+    for module, expected in ((relu.features[0].adn.A, 0.0), (leaky.features[0].adn.A, 0.2)):
+        (grad,) = torch.autograd.grad(module(x).sum(), x)
+        assert torch.allclose(grad, torch.full((3,), expected))
+
+
 def test_baseline_logit_loss_holds_the_boundary_at_the_baseline_and_the_batch_on_its_sides() -> (
     None
 ):

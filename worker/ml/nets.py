@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from monai.networks.blocks import Convolution
@@ -116,6 +117,10 @@ def gradcam_layer(model: nn.Module) -> nn.Module:
 
 
 _POOLINGS = frozenset({"avg", "max", "avgmax"})
+_ACTIVATIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "leakyrelu": ("leakyrelu", {"negative_slope": 0.2}),
+    "relu": ("relu", {"inplace": False}),  # out of place: the double backward reads its input
+}
 
 
 class SmallCNN(nn.Module):
@@ -152,6 +157,7 @@ class SmallCNN(nn.Module):
         pooling: Global pooling of the last feature map: ``"max"``, ``"avg"``, or
             ``"avgmax"`` (both, concatenated: the head sees twice the channels).
         strides: Stride of each block; ``None``: 1 for the first block, 2 for the others.
+        activation: ``"leakyrelu"`` (slope 0.2) or ``"relu"``.
     """
 
     gradcam_layer_name = "features"
@@ -164,10 +170,13 @@ class SmallCNN(nn.Module):
         dropout: float = 0.0,
         pooling: str = "max",
         strides: Sequence[int] | None = None,
+        activation: str = "leakyrelu",
     ) -> None:
         super().__init__()
         if pooling not in _POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; known: {sorted(_POOLINGS)}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; known: {sorted(_ACTIVATIONS)}")
         self.pooling = pooling
         if strides is None:
             strides = (1,) + (2,) * (len(channels) - 1)
@@ -184,7 +193,7 @@ class SmallCNN(nn.Module):
                     out_channels=width,
                     strides=stride,
                     kernel_size=3,
-                    act=("leakyrelu", {"negative_slope": 0.2}),
+                    act=_ACTIVATIONS[activation],
                     norm=norm,
                 )
             )
@@ -317,7 +326,7 @@ class LogitColumn(nn.Module):
 # MONAI's DenseNet and ResNet default to in-place ReLUs; Captum's GuidedBackprop and DeepLift
 # hook every ReLU and fail on in-place ones. Out-of-place ReLUs compute the same function
 # with the same parameters.
-_OUT_OF_PLACE_RELU = ("relu", {"inplace": False})
+_OUT_OF_PLACE_RELU = _ACTIVATIONS["relu"]
 
 
 @register_network("patchgan")

@@ -115,7 +115,11 @@ def build_model(config: RunConfig, subjects: Sequence[_HasTarget] = ()) -> nn.Mo
     they are given; a checkpoint's state dict restores them otherwise); with
     ``normative_input``, wrapped in a ``NormativeInput`` whose healthy reference the training
     engine fits (``fit_normative``) and a checkpoint restores."""
-    options: dict[str, Any] = {"pooling": config.pooling} if config.pooling is not None else {}
+    options: dict[str, Any] = {
+        key: value
+        for key, value in (("pooling", config.pooling), ("activation", config.activation))
+        if value is not None
+    }
     if config.normative_input:
         net = build_network(config.network, in_channels=2 * config.in_channels, **options)
         return NormativeInput(net, config.in_channels, config.grid)

@@ -252,6 +252,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "baseline_logit_weight": 1.0,
         "pooling": "avgmax",
     },
+    # The presets with ReLU instead of LeakyReLU (slope 0.2) in small_cnn: a lesion detector
+    # below its threshold then passes no gradient, so healthy tissue gets no pathological
+    # relevance through the detector's leak.
+    "classification_relu": {
+        **PRESETS["classification"]["config"],
+        **_SUITE,
+        "activation": "relu",
+    },
+    "supervised_relu": {
+        **PRESETS["constrained_supervised"]["config"],
+        **_SUITE,
+        "activation": "relu",
+    },
+    "weakly_relu": {
+        **PRESETS["constrained_weakly_supervised"]["config"],
+        **_SUITE,
+        "activation": "relu",
+    },
     "sup_healthy_balanced": {
         **_SUP,
         **_IG4,

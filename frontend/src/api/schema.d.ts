@@ -3095,6 +3095,10 @@ export interface components {
          *             brightest thing in the brain", which suits hyperintense lesions; a hypointense
          *             lesion reads like grey matter inside white matter and is seen by the average of
          *             local-contrast features rather than their maximum.
+         *         activation: ``small_cnn`` only: the activation of its blocks (``leakyrelu``, slope
+         *             0.2, the default; ``relu``). Through LeakyReLU's slope a lesion detector that does
+         *             not fire still passes a fifth of its gradient, so healthy tissue that resembles
+         *             a lesion gets pathological relevance; ReLU passes none below the threshold.
          *         loss_setting: Which losses are trained (docs/method.md section 3): ``lc_only`` (L_C),
          *             ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
          *             lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels
@@ -3256,6 +3260,11 @@ export interface components {
          *             ``train_attribution``, ``attribution_scale`` and ``attribution_loss``.
          */
         RunConfig: {
+            /**
+             * Activation
+             * @description small_cnn only: the blocks' activation (None: LeakyReLU, slope 0.2). With ReLU a feature below its threshold passes no gradient, so a lesion detector gives no relevance to healthy tissue it does not fire on.
+             */
+            activation?: ("leakyrelu" | "relu") | null;
             /**
              * Amp
              * @default true

@@ -20,10 +20,17 @@ REPO = Path(__file__).resolve().parents[1]
 ADMIN_PASSWORD = "admin-password-for-tests"
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Groups for pytest-xdist (`make test` runs `-n 2 --dist loadgroup`): the tests of one
     file share a worker, so a module fixture is built once; every test on the session's live
-    server (the ``pipeline`` fixture) shares one worker, so that server starts once."""
+    server (the ``pipeline`` fixture) shares one worker, so that server starts once.
+
+    ``tryfirst``: xdist's worker reads the ``xdist_group`` marks in its own hook of this name
+    and turns them into the nodeid's ``@group`` suffix; run after it, the marks came too late
+    and every test was scheduled on its own (the live server started on both workers, and a
+    module fixture could be built twice). pytest 9.2 ignores the nodeid that xdist 3.8 sets,
+    so pyproject.toml keeps pytest below 9.2 (tests/test_xdist_groups.py checks both)."""
     for item in items:
         if "pipeline" in getattr(item, "fixturenames", ()):
             group = "pipeline"

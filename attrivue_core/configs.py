@@ -163,7 +163,9 @@ class RunConfig(BaseModel):
         activation: ``small_cnn`` only: the activation of its blocks (``leakyrelu``, slope
             0.2, the default; ``relu``). Through LeakyReLU's slope a lesion detector that does
             not fire still passes a fifth of its gradient, so healthy tissue that resembles
-            a lesion gets pathological relevance; ReLU passes none below the threshold.
+            a lesion gets pathological relevance; ReLU passes none below the threshold. A
+            research option: it did not lower the constrained presets' healthy share
+            (docs/experiments.md, "The presets with the baseline's logit held").
         loss_setting: Which losses are trained (docs/method.md section 3): ``lc_only`` (L_C),
             ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
             lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels
@@ -343,7 +345,8 @@ class RunConfig(BaseModel):
         default=None,
         description="small_cnn only: the blocks' activation (None: LeakyReLU, slope 0.2). "
         "With ReLU a feature below its threshold passes no gradient, so a lesion detector "
-        "gives no relevance to healthy tissue it does not fire on.",
+        "gives no relevance to healthy tissue it does not fire on (a candidate: on bright "
+        "ellipsoids it left the constrained run's healthy share unchanged).",
     )
     normative_input: bool = Field(
         default=False,

@@ -119,7 +119,7 @@ def gradcam_layer(model: nn.Module) -> nn.Module:
 _POOLINGS = frozenset({"avg", "max", "avgmax"})
 _ACTIVATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "leakyrelu": ("leakyrelu", {"negative_slope": 0.2}),
-    "relu": ("relu", {"inplace": False}),  # out of place: the double backward reads its input
+    "relu": ("relu", {"inplace": False}),  # out of place: see _OUT_OF_PLACE_RELU below
 }
 
 

@@ -13,7 +13,6 @@ def test_the_group_of_this_file_reaches_the_scheduler(request: pytest.FixtureReq
     grouped = bool(getattr(request.config.option, "loadgroup", False))
     on_a_worker = os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw")
     # Under `make test` xdist appends the group to the nodeid; run alone, there is no group.
-    expected = "@tests/test_xdist_groups.py" if grouped and on_a_worker else ""
-    assert request.node.nodeid == "tests/test_xdist_groups.py::" + (
-        "test_the_group_of_this_file_reaches_the_scheduler" + expected
-    )
+    group = "@tests/test_xdist_groups.py" if grouped and on_a_worker else ""
+    name = "test_the_group_of_this_file_reaches_the_scheduler"
+    assert request.node.nodeid == f"tests/test_xdist_groups.py::{name}{group}"

@@ -101,12 +101,19 @@ _DATA_TITLES = {"dev": "development", "heldout": "held-out", "confirm": "second 
 _SUITE = {"grad_probe_batches": 0}  # instrumentation off: it costs a double backward
 # The constrained presets as they were before they held the baseline's logit at the boundary
 # (baseline_logit_weight 1 since 2026-12-07): the variants whose tables were measured then.
-_UNANCHORED = {"baseline_logit_weight": 0.0}
+_UNANCHORED: dict[str, Any] = {"baseline_logit_weight": 0.0}
+
+
+def _preset(name: str, **fields: Any) -> dict[str, Any]:
+    """A preset of attrivue_core.presets as the suite runs it, with ``fields`` over it."""
+    return {**PRESETS[name]["config"], **_SUITE, **fields}
+
+
 VARIANTS: dict[str, dict[str, Any]] = {
     # The presets, as the API applies them (attrivue_core.presets).
-    "classification": {**PRESETS["classification"]["config"], **_SUITE},
-    "supervised": {**PRESETS["constrained_supervised"]["config"], **_SUITE},
-    "weakly": {**PRESETS["constrained_weakly_supervised"]["config"], **_SUITE},
+    "classification": _preset("classification"),
+    "supervised": _preset("constrained_supervised"),
+    "weakly": _preset("constrained_weakly_supervised"),
     # The former recipe of docs/experiments.md (what the outside trial used): no brain mask,
     # no calibration, model selection on the validation lesion mass.
     "old_supervised": {
@@ -125,151 +132,78 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "early_stopping_metric": "val_auroc",
         "augment": True,
     },
-    "classification_avgmax": {**PRESETS["classification"]["config"], **_SUITE, "pooling": "avgmax"},
-    "classification_avg": {**PRESETS["classification"]["config"], **_SUITE, "pooling": "avg"},
+    "classification_avgmax": _preset("classification", pooling="avgmax"),
+    "classification_avg": _preset("classification", pooling="avg"),
     # The presets with the normative input channel (worker.ml.normative; dark lesions).
-    "classification_normative": {
-        **PRESETS["classification"]["config"],
-        **_SUITE,
-        "normative_input": True,
-    },
-    "supervised_normative": {
-        **PRESETS["constrained_supervised"]["config"],
-        **_SUITE,
-        "normative_input": True,
-    },
-    "weakly_normative": {
-        **PRESETS["constrained_weakly_supervised"]["config"],
-        **_SUITE,
-        "normative_input": True,
-    },
+    "classification_normative": _preset("classification", normative_input=True),
+    "supervised_normative": _preset("constrained_supervised", normative_input=True),
+    "weakly_normative": _preset("constrained_weakly_supervised", normative_input=True),
     # The constrained presets since they select their epoch on the validation maps inside an
     # AUROC margin (docs/experiments.md, "Selecting the epoch on the maps"), under names of
     # their own: the results cached under "supervised", "supervised_normative"... were made
     # with the former rule (selection on validation AUROC).
-    "supervised_sel": {**PRESETS["constrained_supervised"]["config"], **_SUITE, **_UNANCHORED},
-    "weakly_sel": {
-        **PRESETS["constrained_weakly_supervised"]["config"],
-        **_SUITE,
-        **_UNANCHORED,
-    },
-    "supervised_normative_sel": {
-        **PRESETS["constrained_supervised"]["config"],
-        **_SUITE,
-        **_UNANCHORED,
-        "normative_input": True,
-    },
-    "weakly_normative_sel": {
-        **PRESETS["constrained_weakly_supervised"]["config"],
-        **_SUITE,
-        **_UNANCHORED,
-        "normative_input": True,
-    },
+    "supervised_sel": _preset("constrained_supervised", **_UNANCHORED),
+    "weakly_sel": _preset("constrained_weakly_supervised", **_UNANCHORED),
+    "supervised_normative_sel": _preset(
+        "constrained_supervised", **_UNANCHORED, normative_input=True
+    ),
+    "weakly_normative_sel": _preset(
+        "constrained_weakly_supervised", **_UNANCHORED, normative_input=True
+    ),
     # The normative input with a healthy reference as the training attribution's baseline:
     # the mean healthy training image, where the normative channel reads 0. From the zero
     # image the normative channel reads a deviation of -mean/sd everywhere (an image "darker
     # than every healthy brain"), so F(0) is whatever the network makes of that, and
     # sum(A) = F(x) - F(0) can make every map negative without moving relevance.
-    "supervised_normative_healthy": {
-        **PRESETS["constrained_supervised"]["config"],
-        **_SUITE,
+    "supervised_normative_healthy": _preset(
+        "constrained_supervised",
         **_UNANCHORED,
-        "normative_input": True,
-        "attribution_baseline": "healthy",
-    },
-    "weakly_normative_healthy": {
-        **PRESETS["constrained_weakly_supervised"]["config"],
-        **_SUITE,
+        normative_input=True,
+        attribution_baseline="healthy",
+    ),
+    "weakly_normative_healthy": _preset(
+        "constrained_weakly_supervised",
         **_UNANCHORED,
-        "normative_input": True,
-        "attribution_baseline": "healthy",
-    },
+        normative_input=True,
+        attribution_baseline="healthy",
+    ),
     # The constrained presets with a cosine decay of the step size over the epochs
     # (lr_schedule): validation AUROC of the constrained runs moves by up to 0.3 from one
     # epoch to the next at a constant 3e-3, and the last epochs lose AUROC.
-    "supervised_cos": {
-        **PRESETS["constrained_supervised"]["config"],
-        **_SUITE,
-        **_UNANCHORED,
-        "lr_schedule": "cosine",
-    },
-    "weakly_cos": {
-        **PRESETS["constrained_weakly_supervised"]["config"],
-        **_SUITE,
-        **_UNANCHORED,
-        "lr_schedule": "cosine",
-    },
-    "supervised_normative_cos": {
-        **PRESETS["constrained_supervised"]["config"],
-        **_SUITE,
-        **_UNANCHORED,
-        "normative_input": True,
-        "lr_schedule": "cosine",
-    },
-    "weakly_normative_cos": {
-        **PRESETS["constrained_weakly_supervised"]["config"],
-        **_SUITE,
-        **_UNANCHORED,
-        "normative_input": True,
-        "lr_schedule": "cosine",
-    },
+    "supervised_cos": _preset("constrained_supervised", **_UNANCHORED, lr_schedule="cosine"),
+    "weakly_cos": _preset("constrained_weakly_supervised", **_UNANCHORED, lr_schedule="cosine"),
+    "supervised_normative_cos": _preset(
+        "constrained_supervised", **_UNANCHORED, normative_input=True, lr_schedule="cosine"
+    ),
+    "weakly_normative_cos": _preset(
+        "constrained_weakly_supervised", **_UNANCHORED, normative_input=True, lr_schedule="cosine"
+    ),
     # The constrained presets with the baseline's logit held at the decision boundary
-    # (baseline_logit_weight): with the normative input F(0) ran to 20-25.
-    "supervised_anchor": {
-        **PRESETS["constrained_supervised"]["config"],
-        **_SUITE,
-        "baseline_logit_weight": 1.0,
-    },
-    "weakly_anchor": {
-        **PRESETS["constrained_weakly_supervised"]["config"],
-        **_SUITE,
-        "baseline_logit_weight": 1.0,
-    },
-    "supervised_normative_anchor": {
-        **PRESETS["constrained_supervised"]["config"],
-        **_SUITE,
-        "normative_input": True,
-        "baseline_logit_weight": 1.0,
-    },
-    "weakly_normative_anchor": {
-        **PRESETS["constrained_weakly_supervised"]["config"],
-        **_SUITE,
-        "normative_input": True,
-        "baseline_logit_weight": 1.0,
-    },
+    # (baseline_logit_weight): with the normative input F(0) ran to 20-25. The presets set it
+    # since 2026-12-07; these names pin it, as _UNANCHORED pins the variants measured before.
+    "supervised_anchor": _preset("constrained_supervised", baseline_logit_weight=1.0),
+    "weakly_anchor": _preset("constrained_weakly_supervised", baseline_logit_weight=1.0),
+    "supervised_normative_anchor": _preset(
+        "constrained_supervised", normative_input=True, baseline_logit_weight=1.0
+    ),
+    "weakly_normative_anchor": _preset(
+        "constrained_weakly_supervised", normative_input=True, baseline_logit_weight=1.0
+    ),
     # The anchored constrained run with a pooling whose input gradient reaches every voxel:
     # under global max pooling only the receptive fields of each channel's maximum carry any
     # relevance (column "Healthy support"), and L_A has no gradient on the other voxels.
-    "supervised_anchor_avgmax": {
-        **PRESETS["constrained_supervised"]["config"],
-        **_SUITE,
-        "baseline_logit_weight": 1.0,
-        "pooling": "avgmax",
-    },
-    "weakly_anchor_avgmax": {
-        **PRESETS["constrained_weakly_supervised"]["config"],
-        **_SUITE,
-        "baseline_logit_weight": 1.0,
-        "pooling": "avgmax",
-    },
+    "supervised_anchor_avgmax": _preset(
+        "constrained_supervised", baseline_logit_weight=1.0, pooling="avgmax"
+    ),
+    "weakly_anchor_avgmax": _preset(
+        "constrained_weakly_supervised", baseline_logit_weight=1.0, pooling="avgmax"
+    ),
     # The presets with ReLU instead of LeakyReLU (slope 0.2) in small_cnn: a lesion detector
     # below its threshold then passes no gradient, so healthy tissue gets no pathological
     # relevance through the detector's leak.
-    "classification_relu": {
-        **PRESETS["classification"]["config"],
-        **_SUITE,
-        "activation": "relu",
-    },
-    "supervised_relu": {
-        **PRESETS["constrained_supervised"]["config"],
-        **_SUITE,
-        "activation": "relu",
-    },
-    "weakly_relu": {
-        **PRESETS["constrained_weakly_supervised"]["config"],
-        **_SUITE,
-        "activation": "relu",
-    },
+    "classification_relu": _preset("classification", activation="relu"),
+    "supervised_relu": _preset("constrained_supervised", activation="relu"),
+    "weakly_relu": _preset("constrained_weakly_supervised", activation="relu"),
     "sup_healthy_balanced": {
         **_SUP,
         **_IG4,

@@ -187,8 +187,14 @@ class RunConfig(BaseModel):
             ``n_voxels * A`` is O(1) on any grid. With the default 1.0, |scaled A| averages
             0.1-0.6 on a freshly initialised small_cnn (grids 16x20x16 to 48x56x48) and grows
             to a few units as the constraint is learnt: the useful range of the BCE.
-        attribution_loss: ``bce`` (BCE-with-logits against the target map) or ``rrr``
-            (squared attribution outside the target, Ross et al. 2017).
+        attribution_loss: ``bce`` (BCE-with-logits against the target map), ``rrr``
+            (squared attribution outside the target, Ross et al. 2017) or ``mass`` (per
+            subject, the share of the map's absolute mass with the wrong sign: positive where
+            the target is 0, negative where it is 1; on a healthy subject, its healthy share).
+            The BCE's gradient in a voxel is at most 1 however much wrong relevance the voxel
+            carries; ``mass`` weighs each voxel by its relevance, as the healthy share and the
+            lesion mass do. ``attribution_scale``, ``attribution_normalise`` and
+            ``attribution_balance`` do not apply to it.
         attribution_balance: ``bce`` only: within each subject, the voxels with target 1
             (lesion) and those with target 0 weigh equally in L_A (each class's mean BCE,
             averaged), instead of every constrained voxel weighing the same: with a lesion
@@ -210,6 +216,12 @@ class RunConfig(BaseModel):
             The mean image is stored in the checkpoint (the research suite scores with it);
             an attribution job uses a healthy baseline only when asked for one
             (``AttributionConfig.baseline = "healthy_mean"``, computed from the same subjects).
+            ``blur`` (Integrated Gradients only): each image's own local mean, a Gaussian
+            average (``attribution_blur_sigma`` voxels) of its brain voxels
+            (``worker.ml.attribution.baselines.local_mean``), so that x - x' is the image's
+            local contrast; a map then says which contrasts raise the logit.
+        attribution_blur_sigma: Standard deviation of that local mean, in voxels of
+            ``grid``.
         baseline_logit_weight: Weight, inside L_A, of a term that holds the attribution
             baseline at the decision boundary: the BCE of the baseline's pathological logit
             F(x') against probability 1/2. By completeness sum(A) = F(x) - F(x'), so a
@@ -388,17 +400,27 @@ class RunConfig(BaseModel):
             "L_A: attribution_scale is then the temperature of a map of mean magnitude 1)."
         ),
     )
-    attribution_loss: Literal["bce", "rrr"] = Field(
-        default="bce", description="Form of L_A: BCE against the target map, or RRR."
+    attribution_loss: Literal["bce", "rrr", "mass"] = Field(
+        default="bce",
+        description="Form of L_A: BCE against the target map, RRR, or the share of each "
+        "subject's relevance mass that has the wrong sign.",
     )
     attribution_balance: bool = Field(
         default=False,
         description="L_A: lesion and non-lesion voxels weigh equally within each subject.",
     )
-    attribution_baseline: Literal["zero", "healthy"] = Field(
+    attribution_baseline: Literal["zero", "healthy", "blur"] = Field(
         default="zero",
-        description="Reference of IG/EG in training and evaluation: the zero image, or "
-        "healthy training subjects (their mean for IG, the subjects themselves for EG).",
+        description="Reference of IG/EG in training and evaluation: the zero image, "
+        "healthy training subjects (their mean for IG, the subjects themselves for EG), or "
+        "(IG only) each image's own local mean inside the brain (attribution_blur_sigma).",
+    )
+    attribution_blur_sigma: float = Field(
+        default=4.0,
+        gt=0.0,
+        le=16.0,
+        description="attribution_baseline 'blur': standard deviation, in voxels of the "
+        "working grid, of the Gaussian local mean that serves as each image's baseline.",
     )
     baseline_logit_weight: float = Field(
         default=0.0,
@@ -582,6 +604,15 @@ class RunConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _blur_baseline_is_integrated_gradients(self) -> RunConfig:
+        if self.attribution_baseline == "blur" and "expected_gradients" in self.train_attribution:
+            raise ValueError(
+                "attribution_baseline 'blur' is a baseline of integrated_gradients; "
+                "expected_gradients draws its own references (use 'zero' or 'healthy')"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _baseline_logit_is_classification(self) -> RunConfig:
         if self.baseline_logit_weight > 0.0 and self.task != "classification":
             raise ValueError(
@@ -666,10 +697,12 @@ class AttributionConfig(BaseModel):
         steps: Integration points along the path (integrated_gradients).
         baseline: Reference image x' (integrated_gradients, deeplift; occlusion fills the
             window with it): ``zero``, the zero image (the mean intensity after z-scoring);
-            ``blur``, a Gaussian-blurred copy of the input; ``healthy_mean``, the voxel-wise
+            ``blur``, the input's local mean: a Gaussian average of its brain voxels
+            (``blur_sigma``; the baseline of ``RunConfig.attribution_baseline="blur"`` too);
+            ``healthy_mean``, the voxel-wise
             mean of the run's healthy training subjects, preprocessed as in training
             (computed once per run by the worker and cached beside its checkpoints).
-        blur_sigma: Standard deviation (working-grid voxels) of the blurred baseline.
+        blur_sigma: Standard deviation (working-grid voxels) of the local-mean baseline.
         internal_batch_size: Images per forward/backward pass, which bounds memory on
             whole-brain volumes: IG's interpolation points, GradientShap's and SmoothGrad's
             samples, Occlusion's perturbed images (all images of a batch counted together).

@@ -277,6 +277,15 @@ def test_blur_baseline_changes_the_reference(
     assert blur.baseline_logit != pytest.approx(zero.baseline_logit)
     assert blur.map.shape == NATIVE_SHAPE
     assert random_model.training is False
+    # The job's blurred baseline is the local mean a run trains with
+    # (RunConfig.attribution_baseline "blur"), so the viewer can show the map it trained.
+    from worker.ml.attribution.baselines import local_mean
+    from worker.ml.transforms import preprocess_for
+
+    x = preprocess_for(config)({IMAGE_KEY: str(subject_path)})[IMAGE_KEY].as_tensor()[None]
+    with torch.no_grad():
+        expected = float(random_model(local_mean(x, 4.0)).flatten()[0])
+    assert blur.baseline_logit == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
 # --------------------------------------------------------------------------- every method

@@ -485,6 +485,51 @@ def test_healthy_baseline_is_the_mean_healthy_training_image_and_the_maps_start_
     assert training.load_baseline(plain.last_checkpoint) is None
 
 
+def test_blur_baseline_trains_and_explains_each_subject_from_its_own_local_mean(
+    toy_subjects: list[SubjectSample], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.ml.attribution.baselines import LocalMeanBaseline, local_mean
+    from worker.ml.training import constrained
+    from worker.ml.transforms import IMAGE_KEY, preprocess_for
+
+    seen: list[tuple[int, ...]] = []
+
+    def spy(images: torch.Tensor, sigma: float) -> torch.Tensor:
+        assert sigma == 1.5
+        seen.append(tuple(images.shape))
+        return local_mean(images, sigma)
+
+    monkeypatch.setattr(constrained, "local_mean", spy)
+    config = _config(
+        loss_setting="lc_la_supervised",
+        train_attribution=["integrated_gradients"],
+        ig_steps=2,
+        attribution_baseline="blur",
+        attribution_blur_sigma=1.5,
+        baseline_logit_weight=1.0,
+        attribution_normalise=True,
+    )
+    result = train(config, toy_subjects, checkpoint_dir=tmp_path)
+    # Every training batch got its own references: once for the path of IG, once for the
+    # baseline-logit term (16 training subjects in batches of 4).
+    assert seen.count((4, 1, *GRID)) == 2 * SPLITS["train"] // 4
+    assert all(math.isfinite(float(v)) for v in result.history[-1].values() if v is not None)
+    # Nothing is stored: the baseline is a function of the image.
+    assert training.load_baseline(result.best_checkpoint) is None
+    # The test maps of the run start from each subject's local mean: small completeness gap.
+    assert result.test_metrics["attr_ig_delta"] is not None
+    assert result.test_metrics["attr_ig_delta"] < 0.05
+    model, _ = training.load_model(result.best_checkpoint)
+    x = preprocess_for(config)({IMAGE_KEY: str(toy_subjects[-1].image)})[IMAGE_KEY].as_tensor()
+    evaluation = evaluate_attributions(
+        model, [(x, None, 0)], steps=16, baseline=LocalMeanBaseline(1.5), keep_maps=True
+    )
+    with torch.no_grad():
+        gap = float(model(x[None]).flatten()[0] - model(local_mean(x[None], 1.5)).flatten()[0])
+    assert evaluation.maps is not None
+    assert float(evaluation.maps[0].sum()) == pytest.approx(gap, abs=0.05 * abs(gap) + 1e-4)
+
+
 def test_calibration_offset_restores_the_threshold_without_touching_the_maps(
     toy_subjects: list[SubjectSample],
 ) -> None:

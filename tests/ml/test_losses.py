@@ -139,6 +139,38 @@ def test_bce_and_rrr_match_hand_computed_values_and_skip_nan_voxels() -> None:
         attribution_loss(a, t, kind="l1")  # type: ignore[arg-type]
 
 
+def test_mass_loss_is_the_wrong_signed_share_of_each_subjects_relevance() -> None:
+    a = torch.tensor(
+        [[0.5, -1.0, 2.0, 3.0], [-1.0, -1.0, 4.0, 0.0], [1.0, 1.0, 1.0, 1.0]],
+        dtype=torch.float64,
+        requires_grad=True,
+    ).view(3, 1, 1, 1, 4)
+    t = torch.tensor([[0.0, 1.0, NAN, 0.0], [0.0, 0.0, 0.0, 0.0], [NAN, NAN, NAN, NAN]]).view(
+        3, 1, 1, 1, 4
+    )
+    # Subject 0: wrong mass 0.5 (t=0, positive) + 1.0 (t=1, negative) + 3.0 over 4.5 (the NaN
+    # voxel does not count); subject 1 (healthy): its healthy share, 4 / 6; subject 2 has no
+    # constrained voxel and is left out of the mean.
+    expected = (4.5 / 4.5 + 4.0 / 6.0) / 2
+    loss = attribution_loss(a, t, kind="mass")
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+    # The size of a map changes nothing; neither do scale and normalise.
+    assert attribution_loss(7.0 * a, t, kind="mass").item() == pytest.approx(expected, rel=1e-12)
+    assert attribution_loss(a, t, kind="mass", scale=3.0, normalise=True).item() == pytest.approx(
+        expected, rel=1e-12
+    )
+    # A healthy subject's red voxel is pushed down by its weight in the share: the gradient of
+    # the share in a positive voxel is (1 - share) / total, in a negative one share / total.
+    (grad,) = torch.autograd.grad(attribution_loss(a, t, kind="mass"), a)
+    healthy = grad[1].flatten()
+    assert float(healthy[2]) == pytest.approx(0.5 * (1 - 4 / 6) / 6, rel=1e-9)
+    assert float(healthy[0]) == pytest.approx(0.5 * (4 / 6) / 6, rel=1e-9)
+    assert torch.all(grad[2] == 0)
+    # No constrained voxel in the batch: a zero connected to the graph.
+    empty = attribution_loss(a, torch.full_like(t, NAN), kind="mass")
+    assert empty.item() == 0.0 and empty.requires_grad
+
+
 def test_the_target_is_repeated_across_channels() -> None:
     a = torch.tensor([[1.0, -2.0], [0.5, 0.5]]).view(1, 2, 1, 1, 2)  # channels x voxels
     t = torch.tensor([0.0, 1.0]).view(1, 1, 1, 1, 2)

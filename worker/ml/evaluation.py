@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,7 @@ from worker.ml.metrics import attribution_report, best_threshold
 
 __all__ = [
     "DEFAULT_STEPS",
+    "Baseline",
     "AttributionEvaluation",
     "EvalSample",
     "attribution_maps",
@@ -52,6 +53,9 @@ ArrayLike = np.ndarray | torch.Tensor
 # (image, lesion mask or None, label): image (C, D, H, W) or (D, H, W) on the working grid,
 # as preprocessing produced it; mask of the same spatial shape; label 0 or 1.
 EvalSample = tuple[ArrayLike, ArrayLike | None, int]
+# The IG reference of an evaluation: one image (C, D, H, W) for every subject, a function that
+# gives a batch (b, C, D, H, W) its own references, or None (the zero image).
+Baseline = torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None
 
 
 @dataclass
@@ -102,6 +106,15 @@ def _as_tensor(image: ArrayLike) -> torch.Tensor:
     return tensor[None] if tensor.ndim == 3 else tensor
 
 
+def _reference(baseline: Baseline, x: torch.Tensor) -> torch.Tensor | None:
+    """The IG references of a batch ``x`` ``(b, C, D, H, W)``, or ``None`` for the zero image."""
+    if baseline is None:
+        return None
+    if isinstance(baseline, torch.Tensor):
+        return baseline.to(x.device)[None]
+    return baseline(x)
+
+
 def _as_mask(mask: ArrayLike | None, shape: tuple[int, ...]) -> np.ndarray | None:
     if mask is None:
         return None
@@ -125,7 +138,7 @@ def attribution_maps(
     batch_size: int = 4,
     internal_batch_size: int | None = 32,
     device: torch.device | str | None = None,
-    baseline: torch.Tensor | None = None,
+    baseline: Baseline = None,
 ) -> tuple[list[np.ndarray], list[float]]:
     """Integrated Gradients maps of the pathological logit, in eval mode.
 
@@ -141,8 +154,9 @@ def attribution_maps(
         batch_size: Subjects attributed together.
         internal_batch_size: Path images per forward/backward pass (bounds memory).
         device: Where to compute; default the model's device.
-        baseline: IG reference ``(C, D, H, W)`` (e.g. a run's mean healthy image); ``None``
-            is the zero image.
+        baseline: IG reference ``(C, D, H, W)`` (e.g. a run's mean healthy image), a callable
+            that gives each batch of images ``(b, C, D, H, W)`` its own references (e.g.
+            ``LocalMeanBaseline``); ``None`` is the zero image.
 
     Returns:
         The signed maps ``(D, H, W)`` as float32 numpy arrays (channels summed), and the
@@ -162,7 +176,7 @@ def attribution_maps(
             out = integrated_gradients(
                 model,
                 x,
-                baseline=None if baseline is None else baseline.to(device)[None],
+                baseline=_reference(baseline, x),
                 steps=steps,
                 method=method,
                 internal_batch_size=internal_batch_size,
@@ -189,7 +203,7 @@ def evaluate_attributions(
     internal_batch_size: int | None = 32,
     device: torch.device | str | None = None,
     keep_maps: bool = False,
-    baseline: torch.Tensor | None = None,
+    baseline: Baseline = None,
 ) -> AttributionEvaluation:
     """Compute IG maps of ``samples`` and score them against their lesion masks.
 
@@ -207,7 +221,8 @@ def evaluate_attributions(
         internal_batch_size: Path images per forward/backward pass.
         device: Where to compute; default the model's device.
         keep_maps: Return the maps as well.
-        baseline: IG reference ``(C, D, H, W)``; ``None`` is the zero image.
+        baseline: IG reference ``(C, D, H, W)``, or a callable of the images (as in
+            ``attribution_maps``); ``None`` is the zero image.
 
     Returns:
         An ``AttributionEvaluation``; with no samples, every metric is ``None``.

@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 TargetMode = Literal["supervised", "weakly_supervised"]
-AttributionLossKind = Literal["bce", "rrr"]
+AttributionLossKind = Literal["bce", "rrr", "mass"]
 # The four settings of the seed's figure.
 LossSettingName = Literal["lc_only", "la_only", "lc_la_supervised", "lc_la_unsupervised"]
 
@@ -125,6 +125,14 @@ def attribution_loss(
     - ``"rrr"``: (1 - t_v) * (scale * A_v)^2, the "right for the right reasons" penalty
       (Ross, Hughes and Doshi-Velez, IJCAI 2017): attribution outside the target is
       penalised, whatever its sign; voxels with t = 1 contribute 0 but count in the mean.
+    - ``"mass"``: per subject, the share of the map's absolute mass (over its constrained
+      voxels) that has the wrong sign: positive where t = 0, negative where t = 1; then the
+      mean over the subjects with constrained voxels. On a healthy subject it is the healthy
+      share of docs/method.md section 4 itself. Unlike the BCE, whose gradient in a voxel is at
+      most 1 however large the voxel's wrong relevance, it weighs each voxel by its
+      relevance, so a few strong red voxels cost what they weigh in the healthy share and the
+      lesion mass. Invariant to the size of the map (``scale`` and ``normalise`` change
+      nothing).
 
     Multi-channel attributions ``(B, C, ...)`` (several modalities): the target is repeated
     across the channels, so every modality's map is constrained voxel by voxel (as in the
@@ -138,7 +146,7 @@ def attribution_loss(
         attributions: ``(B, C, D, H, W)`` signed attributions.
         targets: Target map broadcastable to ``(B, 1, D, H, W)``, values 0, 1 or NaN
             (repeated across the C channels).
-        kind: ``"bce"`` or ``"rrr"``.
+        kind: ``"bce"``, ``"rrr"`` or ``"mass"``.
         scale: Temperature applied to A before the loss (raw attributions are small); record
             it with the run.
         balance: ``bce`` only. Within each subject, average the BCE of the target-1 voxels
@@ -161,6 +169,8 @@ def attribution_loss(
     relevance = attributions  # (B, C, D, H, W); the (B, 1, ...) target is repeated over C
     targets = targets.to(device=relevance.device, dtype=relevance.dtype)
     constrained = (~targets.isnan()).expand_as(relevance).to(relevance.dtype)  # 1 or 0
+    if kind == "mass":
+        return _wrong_mass_share(relevance, targets, constrained)
     if normalise:
         counts = constrained.flatten(1).sum(1).clamp_min(1.0)  # (B,)
         magnitude = (relevance.abs() * constrained).flatten(1).sum(1) / counts  # (B,)
@@ -177,9 +187,24 @@ def attribution_loss(
     elif kind == "rrr":
         per_voxel = (1.0 - clean) * relevance.square()
     else:
-        raise ValueError(f"unknown attribution loss {kind!r}; use 'bce' or 'rrr'")
+        raise ValueError(f"unknown attribution loss {kind!r}; use 'bce', 'rrr' or 'mass'")
     # An empty selection gives 0 / 1: a zero still connected to the attributions.
     return (per_voxel * constrained).sum() / constrained.sum().clamp_min(1.0)
+
+
+def _wrong_mass_share(
+    relevance: torch.Tensor, targets: torch.Tensor, constrained: torch.Tensor
+) -> torch.Tensor:
+    """Per subject, wrong-signed mass / absolute mass over the constrained voxels; the mean
+    over subjects with constrained voxels (a zero connected to the graph without any)."""
+    clean = torch.nan_to_num(targets, nan=0.0).expand_as(relevance)
+    wrong = (1.0 - clean) * relevance.clamp_min(0.0) + clean * (-relevance).clamp_min(0.0)
+    wrong = (wrong * constrained).flatten(1).sum(1)  # (B,)
+    total = (relevance.abs() * constrained).flatten(1).sum(1)  # (B,)
+    tiny = torch.finfo(relevance.dtype).tiny ** 0.5
+    share = wrong / total.clamp_min(tiny)
+    present = (constrained.flatten(1).sum(1) > 0).to(relevance.dtype)
+    return (share * present).sum() / present.sum().clamp_min(1.0)
 
 
 def _balanced_mean(

@@ -51,6 +51,7 @@ from tqdm import tqdm
 
 from attrivue_core.configs import RunConfig
 from attrivue_core.presets import PRESETS
+from worker.ml.attribution.baselines import LocalMeanBaseline
 from worker.ml.evaluation import attribution_maps
 from worker.ml.metrics import attribution_report
 from worker.ml.nets import pathological_logit
@@ -192,6 +193,26 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # The anchored constrained run with a pooling whose input gradient reaches every voxel:
     # under global max pooling only the receptive fields of each channel's maximum carry any
     # relevance (column "Healthy support"), and L_A has no gradient on the other voxels.
+    # The baseline per subject, its own local mean (attribution_baseline "blur"): x - x' is
+    # the image's local contrast, so a contrast detector's red centre and blue surround on
+    # healthy tissue get one sign (docs/experiments.md, "A local-mean baseline").
+    "supervised_blur2": _preset(
+        "constrained_supervised", attribution_baseline="blur", attribution_blur_sigma=2.0
+    ),
+    "supervised_blur4": _preset(
+        "constrained_supervised", attribution_baseline="blur", attribution_blur_sigma=4.0
+    ),
+    "weakly_blur2": _preset(
+        "constrained_weakly_supervised", attribution_baseline="blur", attribution_blur_sigma=2.0
+    ),
+    "classification_blur2": _preset(
+        "classification", attribution_baseline="blur", attribution_blur_sigma=2.0
+    ),
+    # L_A as the share of each subject's relevance mass with the wrong sign (attribution_loss
+    # "mass"): the healthy share itself on healthy subjects, where the BCE's gradient in a
+    # voxel is at most 1 however much red the voxel carries.
+    "supervised_mass": _preset("constrained_supervised", attribution_loss="mass"),
+    "weakly_mass": _preset("constrained_weakly_supervised", attribution_loss="mass"),
     "supervised_anchor_avgmax": _preset(
         "constrained_supervised", baseline_logit_weight=1.0, pooling="avgmax"
     ),
@@ -329,7 +350,9 @@ def score_checkpoint(
     if config.device == "auto" and torch.cuda.is_available():
         device = torch.device("cuda")
     model, _ = load_model(path, device=device)
-    baseline = load_baseline(path)
+    baseline: Any = load_baseline(path)
+    if config.attribution_baseline == "blur":
+        baseline = LocalMeanBaseline(config.attribution_blur_sigma)
     transform = preprocess_for(config)
     test = [r for r in records if r.split == "test"]
     images, masks, labels = [], [], []
@@ -359,7 +382,18 @@ def score_checkpoint(
     with torch.no_grad():
         zero = torch.zeros_like(images[0]).unsqueeze(0).to(device)
         scores["logit_zero_image"] = float(pathological_logit(model(zero)).float().cpu()[0])
-        if baseline is not None:
+        if isinstance(baseline, LocalMeanBaseline):
+            # One baseline per subject: the mean of their logits.
+            references = baseline(torch.stack(images).to(device))
+            scores["logit_baseline"] = float(
+                torch.cat(
+                    [
+                        pathological_logit(model(references[i : i + 8])).float().cpu()
+                        for i in range(0, len(images), 8)
+                    ]
+                ).mean()
+            )
+        elif baseline is not None:
             reference = baseline.reshape(1, *images[0].shape).to(device)
             scores["logit_baseline"] = float(pathological_logit(model(reference)).float().cpu()[0])
         else:
@@ -435,7 +469,7 @@ def training_map_scores(
     """
     if config.train_attribution != ["integrated_gradients"]:
         return {}
-    reference = baseline if config.attribution_baseline == "healthy" else None
+    reference = baseline if config.attribution_baseline in ("healthy", "blur") else None
     maps, _ = attribution_maps(
         model,
         images,

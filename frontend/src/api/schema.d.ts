@@ -3122,8 +3122,14 @@ export interface components {
          *             ``n_voxels * A`` is O(1) on any grid. With the default 1.0, |scaled A| averages
          *             0.1-0.6 on a freshly initialised small_cnn (grids 16x20x16 to 48x56x48) and grows
          *             to a few units as the constraint is learnt: the useful range of the BCE.
-         *         attribution_loss: ``bce`` (BCE-with-logits against the target map) or ``rrr``
-         *             (squared attribution outside the target, Ross et al. 2017).
+         *         attribution_loss: ``bce`` (BCE-with-logits against the target map), ``rrr``
+         *             (squared attribution outside the target, Ross et al. 2017) or ``mass`` (per
+         *             subject, the share of the map's absolute mass with the wrong sign: positive where
+         *             the target is 0, negative where it is 1; on a healthy subject, its healthy share).
+         *             The BCE's gradient in a voxel is at most 1 however much wrong relevance the voxel
+         *             carries; ``mass`` weighs each voxel by its relevance, as the healthy share and the
+         *             lesion mass do. ``attribution_scale``, ``attribution_normalise`` and
+         *             ``attribution_balance`` do not apply to it.
          *         attribution_balance: ``bce`` only: within each subject, the voxels with target 1
          *             (lesion) and those with target 0 weigh equally in L_A (each class's mean BCE,
          *             averaged), instead of every constrained voxel weighing the same: with a lesion
@@ -3145,6 +3151,12 @@ export interface components {
          *             The mean image is stored in the checkpoint (the research suite scores with it);
          *             an attribution job uses a healthy baseline only when asked for one
          *             (``AttributionConfig.baseline = "healthy_mean"``, computed from the same subjects).
+         *             ``blur`` (Integrated Gradients only): each image's own local mean, a Gaussian
+         *             average (``attribution_blur_sigma`` voxels) of its brain voxels
+         *             (``worker.ml.attribution.baselines.local_mean``), so that x - x' is the image's
+         *             local contrast; a map then says which contrasts raise the logit.
+         *         attribution_blur_sigma: Standard deviation of that local mean, in voxels of
+         *             ``grid``.
          *         baseline_logit_weight: Weight, inside L_A, of a term that holds the attribution
          *             baseline at the decision boundary: the BCE of the baseline's pathological logit
          *             F(x') against probability 1/2. By completeness sum(A) = F(x) - F(x'), so a
@@ -3280,18 +3292,24 @@ export interface components {
             attribution_balance?: boolean;
             /**
              * Attribution Baseline
-             * @description Reference of IG/EG in training and evaluation: the zero image, or healthy training subjects (their mean for IG, the subjects themselves for EG).
+             * @description Reference of IG/EG in training and evaluation: the zero image, healthy training subjects (their mean for IG, the subjects themselves for EG), or (IG only) each image's own local mean inside the brain (attribution_blur_sigma).
              * @default zero
              * @enum {string}
              */
-            attribution_baseline?: "zero" | "healthy";
+            attribution_baseline?: "zero" | "healthy" | "blur";
+            /**
+             * Attribution Blur Sigma
+             * @description attribution_baseline 'blur': standard deviation, in voxels of the working grid, of the Gaussian local mean that serves as each image's baseline.
+             * @default 4
+             */
+            attribution_blur_sigma?: number;
             /**
              * Attribution Loss
-             * @description Form of L_A: BCE against the target map, or RRR.
+             * @description Form of L_A: BCE against the target map, RRR, or the share of each subject's relevance mass that has the wrong sign.
              * @default bce
              * @enum {string}
              */
-            attribution_loss?: "bce" | "rrr";
+            attribution_loss?: "bce" | "rrr" | "mass";
             /**
              * Attribution Mode
              * @description Network mode during the training attribution (batch norm statistics).

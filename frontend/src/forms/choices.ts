@@ -91,7 +91,7 @@ export const CLASSIFICATION_EARLY_STOPPING_METRICS = EARLY_STOPPING_METRIC_NAMES
 );
 
 export const LAMBDA_KIND_NAMES = every<LambdaKind>()(["constant", "linear_warmup"]);
-export const ATTRIBUTION_LOSS_NAMES = every<AttributionLoss>()(["bce", "rrr"]);
+export const ATTRIBUTION_LOSS_NAMES = every<AttributionLoss>()(["bce", "rrr", "mass"]);
 
 export const GRAD_BALANCE_CHOICES = labelled<GradBalance, { label: string }>({
   none: { label: "none (sum of the two gradients)" },

@@ -47,6 +47,12 @@ export function weighsLambda(values: Pick<LaunchFormValues, "task" | "lossSettin
 
 export const LAMBDA_KINDS = LAMBDA_KIND_NAMES;
 export const ATTRIBUTION_LOSSES = ATTRIBUTION_LOSS_NAMES;
+/** What each form of L_A is, as the launch form lists it. */
+export const ATTRIBUTION_LOSS_LABELS: Record<(typeof ATTRIBUTION_LOSS_NAMES)[number], string> = {
+  bce: "BCE against the target map",
+  rrr: "RRR (squared attribution outside the target)",
+  mass: "share of each subject's relevance mass with the wrong sign",
+};
 
 /** The settings that train L_A (and so read the attribution and lambda fields). */
 export function usesAttributionLoss(loss: string): boolean {
@@ -216,7 +222,7 @@ export function validateLaunchForm(values: LaunchFormValues): Validation<LaunchF
     );
     if (values.task !== "regression") {
       // Regression runs use regression.penalty instead.
-      pick("attributionLoss", ATTRIBUTION_LOSSES, "Choose BCE or RRR.");
+      pick("attributionLoss", ATTRIBUTION_LOSSES, "Choose BCE, RRR or wrong-signed mass.");
       attribution.attribution_loss = values.attributionLoss;
     }
   }

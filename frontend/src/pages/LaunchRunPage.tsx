@@ -9,6 +9,7 @@ import { RegressionFields } from "../forms/RegressionFields";
 import { defaultConstraints } from "../forms/regressionConfig";
 import {
   ATTRIBUTION_LOSSES,
+  ATTRIBUTION_LOSS_LABELS,
   EARLY_STOPPING_METRICS,
   LAMBDA_KINDS,
   LAUNCH_DEFAULTS,
@@ -287,7 +288,7 @@ export function LaunchRunPage() {
                   <select name="attribution_loss" value={values.attributionLoss} onChange={set("attributionLoss")}>
                     {ATTRIBUTION_LOSSES.map((l) => (
                       <option key={l} value={l}>
-                        {l === "bce" ? "BCE against the target map" : "RRR (squared attribution outside the target)"}
+                        {ATTRIBUTION_LOSS_LABELS[l]}
                       </option>
                     ))}
                   </select>

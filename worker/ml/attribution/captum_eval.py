@@ -69,12 +69,12 @@ from captum.attr import (
     Saliency,
 )
 from captum.attr._core.gradient_shap import InputBaselineXGradient
-from monai.transforms import GaussianSmooth
 from torch import nn
 
 from attrivue_core.configs import METHOD_FIELDS, AttributionConfig, RunConfig
 from attrivue_core.io import load_image
 from worker.ml.attribution.adaptive import Progress, adaptive_integrated_gradients
+from worker.ml.attribution.baselines import local_mean
 from worker.ml.nets import gradcam_layer, pathological_logit
 from worker.ml.transforms import preprocess_for, subject_on_grid, to_native
 
@@ -608,10 +608,8 @@ def _baseline(
     if attribution.baseline == "zero":
         return torch.zeros_like(x)
     if attribution.baseline == "blur":
-        # GaussianSmooth works channel-first without the batch dimension.
-        smooth = GaussianSmooth(sigma=attribution.blur_sigma)
-        with torch.no_grad():
-            return torch.stack([torch.as_tensor(smooth(image)).to(x) for image in x.detach()])
+        # The brain-restricted local mean, as in training (attribution_baseline "blur").
+        return local_mean(x, attribution.blur_sigma)
     raise ValueError(f"unknown baseline {attribution.baseline!r}")
 
 

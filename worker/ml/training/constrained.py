@@ -33,8 +33,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 from attrivue_core.configs import LossSetting, RunConfig
+from worker.ml.attribution.baselines import LocalMeanBaseline, local_mean
 from worker.ml.attribution.differentiable import attribute, training_attribution_params
-from worker.ml.evaluation import AttributionEvaluation, evaluate_attributions, json_safe
+from worker.ml.evaluation import AttributionEvaluation, Baseline, evaluate_attributions, json_safe
 from worker.ml.gradients import GradientStats, Grads, clip, combine, la_due, measure
 from worker.ml.lean_graph import lean_graph
 from worker.ml.losses import total_loss
@@ -74,6 +75,7 @@ __all__ = [
     "eval_mode",
     "mode_dependent",
     "path_chunk",
+    "run_baseline",
 ]
 
 # Under mixed precision, input gradients of a whole-volume logit (about logit / n_voxels per
@@ -167,8 +169,24 @@ def attribution_eval(
         top_k_percent=TOP_K_PERCENT,
         batch_size=loop.config.batch_size,
         device=loop.device,
-        baseline=None if loop.baseline is None else loop.baseline[0],
+        baseline=run_baseline(loop),
     )
+
+
+def run_baseline(loop: Loop) -> Baseline:
+    """The IG reference of a run's maps: its mean healthy image ``(C, D, H, W)``, each image's
+    local mean (``attribution_baseline="blur"``), or ``None`` (the zero image)."""
+    if loop.config.attribution_baseline == "blur":
+        return LocalMeanBaseline(loop.config.attribution_blur_sigma)
+    return None if loop.baseline is None else loop.baseline[0]
+
+
+def batch_baseline(loop: Loop, images: torch.Tensor) -> torch.Tensor | None:
+    """The IG references of a training batch ``(B, C, D, H, W)``: the run's fixed baseline
+    ``(1, C, D, H, W)``, the images' local means ``(B, C, D, H, W)``, or ``None`` (zero)."""
+    if loop.config.attribution_baseline == "blur":
+        return local_mean(images, loop.config.attribution_blur_sigma)
+    return loop.baseline
 
 
 def baseline_logit_loss(
@@ -179,13 +197,16 @@ def baseline_logit_loss(
     Two BCE terms, in float32, of the network in eval mode (the mode of the training
     attribution and of the deployed model): the baseline's pathological logit F(x') against
     probability 1/2, and the batch's logits ``deployed`` (B,) against their labels. The
-    baseline is the run's own (``Loop.baseline``: the mean healthy training image) or the zero
-    image. L_C alone trains the train-mode logits; with batch norm the eval-mode ones can
+    baseline is the run's own (``Loop.baseline``: the mean healthy training image; with
+    ``attribution_baseline="blur"`` each image's local mean, every one held at 1/2) or the
+    zero image. L_C alone trains the train-mode logits; with batch norm the eval-mode ones can
     drift by a constant (the running statistics), which no train-mode loss sees and which
     opens the same gap F(x') - F(x) as a far-off F(x'). Each term's gradient in a logit is at
     most 1, so a far-off logit is pulled back steadily rather than by a jump.
     """
-    reference = loop.baseline if loop.baseline is not None else torch.zeros_like(images[:1])
+    reference = batch_baseline(loop, images)
+    if reference is None:
+        reference = torch.zeros_like(images[:1])
     with eval_mode(loop.model):
         logit = pathological_logit(loop.model(reference.to(images.dtype))).float()
     boundary = nn.functional.binary_cross_entropy_with_logits(logit, torch.full_like(logit, 0.5))
@@ -372,7 +393,7 @@ class ConstrainedTask(Task):
         loop.optimizer.zero_grad(set_to_none=True)
 
         kwargs = training_attribution_params(
-            config, generator, baseline=loop.baseline, references=loop.references
+            config, generator, baseline=batch_baseline(loop, images), references=loop.references
         )
         chunk = path_chunk(loop, images.shape[0])
         if chunk is not None:

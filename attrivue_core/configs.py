@@ -360,6 +360,12 @@ class RunConfig(BaseModel):
         "gives no relevance to healthy tissue it does not fire on (a candidate: on bright "
         "ellipsoids it left the constrained run's healthy share unchanged).",
     )
+    evidence_threshold: bool = Field(
+        default=False,
+        description="small_cnn only: each pooled feature passes a learnt threshold, "
+        "relu(pooled - tau), before the logit, so a lesion detector that responds to healthy "
+        "tissue below its threshold adds nothing to the logit and no relevance to the map.",
+    )
     normative_input: bool = Field(
         default=False,
         description="Classification: give the network, beside the image, each voxel's z-score "
@@ -626,6 +632,8 @@ class RunConfig(BaseModel):
             raise ValueError(f"pooling applies to small_cnn only, not {self.network!r}")
         if self.activation is not None and self.network != "small_cnn":
             raise ValueError(f"activation applies to small_cnn only, not {self.network!r}")
+        if self.evidence_threshold and self.network != "small_cnn":
+            raise ValueError(f"evidence_threshold applies to small_cnn only, not {self.network!r}")
         return self
 
     @model_validator(mode="after")

@@ -596,6 +596,33 @@ def test_activation_option_is_small_cnn_only_and_a_relu_detector_passes_no_leak(
         assert torch.allclose(grad, torch.full((3,), expected))
 
 
+def test_evidence_threshold_cuts_a_detector_below_it_out_of_the_logit_and_the_map() -> None:
+    from worker.ml.nets import SmallCNN
+    from worker.ml.regression import build_model
+
+    with pytest.raises(ValueError, match="small_cnn only"):
+        _config(network="patchgan", evidence_threshold=True)
+    torch.manual_seed(0)
+    model = build_model(_config(evidence_threshold=True)).eval()
+    plain = build_model(_config()).eval()
+    assert isinstance(model, SmallCNN) and model.threshold is not None
+    assert getattr(plain, "threshold", None) is None
+    x = torch.randn(2, 1, *GRID)
+    with torch.no_grad():
+        pooled = model.pool(model.features(x)).flatten(1)  # (2, C)
+        # At initialisation (tau 0) the logit is the plain head of the rectified features.
+        torch.testing.assert_close(model(x), model.head(pooled.clamp_min(0)).squeeze(1))
+        # A threshold above every feature: the logit is the bias, whatever the image.
+        model.threshold.fill_(float(pooled.max()) / model.THRESHOLD_SCALE + 1.0)
+        torch.testing.assert_close(model(x), model.head.bias.expand(2))
+    # ... and the image gets no relevance: its input gradient is 0 everywhere.
+    image = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(image).sum(), image)
+    assert torch.count_nonzero(grad) == 0
+    # The threshold is learnt with the weights.
+    assert any(p is model.threshold for p in model.parameters())
+
+
 def test_baseline_logit_loss_holds_the_boundary_at_the_baseline_and_the_batch_on_its_sides() -> (
     None
 ):
@@ -618,9 +645,16 @@ def test_baseline_logit_loss_holds_the_boundary_at_the_baseline_and_the_batch_on
     labels = torch.tensor([0.0, 1.0])
     right = torch.tensor([-4.0, 4.0])  # the batch's eval-mode logits, on the right sides
 
-    def loss(bias: float, deployed: torch.Tensor, baseline: torch.Tensor | None = None) -> float:
+    zero_config = _config()
+
+    def loss(
+        bias: float,
+        deployed: torch.Tensor,
+        baseline: torch.Tensor | None = None,
+        config: RunConfig = zero_config,
+    ) -> float:
         model = Fixed(bias)
-        loop = SimpleNamespace(baseline=baseline, model=model)
+        loop = SimpleNamespace(baseline=baseline, model=model, config=config)
         return float(baseline_logit_loss(loop, images, deployed, labels))
 
     sides = float(bce(right, labels))
@@ -632,13 +666,20 @@ def test_baseline_logit_loss_holds_the_boundary_at_the_baseline_and_the_batch_on
     # Far from the boundary the pull is bounded (|dL/dF(x')| <= 1/2), not quadratic.
     model = Fixed(20.0)
     baseline_logit_loss(
-        SimpleNamespace(baseline=None, model=model), images, right, labels
+        SimpleNamespace(baseline=None, model=model, config=zero_config), images, right, labels
     ).backward()
     assert model.bias.grad is not None and float(model.bias.grad) == pytest.approx(0.5, abs=1e-6)
     # With a healthy baseline, the run's own reference is what is held at the boundary.
     reference = torch.full((1, 1, *GRID), 0.2)
     expected = float(bce(torch.tensor([2.0]), torch.tensor([0.5]))) + sides
     assert loss(0.0, right, reference) == pytest.approx(expected, rel=1e-6)
+    # With the blur baseline, each image's own local mean: the images are uniform (1), so
+    # their local means are too, and F there is bias + 10.
+    blur = _config(attribution_baseline="blur")
+    assert loss(-10.0, right, config=blur) == pytest.approx(math.log(2.0) + sides)
+    assert loss(0.0, right, config=blur) == pytest.approx(
+        float(bce(torch.tensor([10.0]), torch.tensor([0.5]))) + sides, rel=1e-6
+    )
 
 
 def test_a_run_with_baseline_logit_weight_keeps_the_zero_images_logit_near_the_boundary(

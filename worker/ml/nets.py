@@ -158,7 +158,18 @@ class SmallCNN(nn.Module):
             ``"avgmax"`` (both, concatenated: the head sees twice the channels).
         strides: Stride of each block; ``None``: 1 for the first block, 2 for the others.
         activation: ``"leakyrelu"`` (slope 0.2) or ``"relu"``.
+        evidence_threshold: Pass each pooled feature through ``relu(pooled - tau)`` with a
+            learnt ``tau`` per feature (0 at initialisation, so the network starts as without
+            it). A lesion detector's maximum over a healthy brain is then cut to 0 when it
+            stays below the detector's threshold: it adds nothing to the logit, and (being
+            constant) no relevance to the map. Without it every detector that responds to
+            healthy tissue more than to the attribution baseline gives the healthy map
+            pathological relevance, however far its response is from a lesion's.
     """
+
+    #: ``tau = THRESHOLD_SCALE * parameter``: a threshold on pooled features of a few units
+    #: is reached in the few hundred steps of a run at the usual learning rates.
+    THRESHOLD_SCALE = 10.0
 
     gradcam_layer_name = "features"
 
@@ -171,6 +182,7 @@ class SmallCNN(nn.Module):
         pooling: str = "max",
         strides: Sequence[int] | None = None,
         activation: str = "leakyrelu",
+        evidence_threshold: bool = False,
     ) -> None:
         super().__init__()
         if pooling not in _POOLINGS:
@@ -202,7 +214,9 @@ class SmallCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool3d(1) if pooling == "avg" else nn.AdaptiveMaxPool3d(1)
         self.avg_pool = nn.AdaptiveAvgPool3d(1) if pooling == "avgmax" else None
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(previous * (2 if pooling == "avgmax" else 1), 1)
+        pooled = previous * (2 if pooling == "avgmax" else 1)
+        self.threshold = nn.Parameter(torch.zeros(pooled)) if evidence_threshold else None
+        self.head = nn.Linear(pooled, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the pathological logit of each image.
@@ -217,6 +231,8 @@ class SmallCNN(nn.Module):
         features = self.pool(maps).flatten(1)  # (B, channels[-1])
         if self.avg_pool is not None:
             features = torch.cat([self.avg_pool(maps).flatten(1), features], dim=1)
+        if self.threshold is not None:
+            features = nn.functional.relu(features - self.THRESHOLD_SCALE * self.threshold)
         return self.head(self.dropout(features)).squeeze(1)  # (B,)
 
 

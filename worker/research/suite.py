@@ -213,6 +213,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # voxel is at most 1 however much red the voxel carries.
     "supervised_mass": _preset("constrained_supervised", attribution_loss="mass"),
     "weakly_mass": _preset("constrained_weakly_supervised", attribution_loss="mass"),
+    # A learnt threshold on each pooled feature (evidence_threshold): a lesion detector's
+    # response to healthy tissue, below the threshold, adds nothing to the logit or the map.
+    "classification_threshold": _preset("classification", evidence_threshold=True),
+    "supervised_threshold": _preset("constrained_supervised", evidence_threshold=True),
+    "weakly_threshold": _preset("constrained_weakly_supervised", evidence_threshold=True),
     "supervised_anchor_avgmax": _preset(
         "constrained_supervised", baseline_logit_weight=1.0, pooling="avgmax"
     ),

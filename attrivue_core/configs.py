@@ -362,9 +362,9 @@ class RunConfig(BaseModel):
     )
     evidence_threshold: bool = Field(
         default=False,
-        description="small_cnn only: each pooled feature passes a learnt threshold, "
-        "relu(pooled - tau), before the logit, so a lesion detector that responds to healthy "
-        "tissue below its threshold adds nothing to the logit and no relevance to the map.",
+        description="small_cnn only: each pooled feature passes a learnt soft threshold, "
+        "softplus(pooled - tau), before the logit, so a lesion detector that responds to "
+        "healthy tissue well below its threshold adds almost nothing to the logit and the map.",
     )
     normative_input: bool = Field(
         default=False,

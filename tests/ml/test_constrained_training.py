@@ -597,6 +597,7 @@ def test_activation_option_is_small_cnn_only_and_a_relu_detector_passes_no_leak(
 
 
 def test_evidence_threshold_cuts_a_detector_below_it_out_of_the_logit_and_the_map() -> None:
+    from worker.ml.attribution.differentiable import integrated_gradients
     from worker.ml.nets import SmallCNN
     from worker.ml.regression import build_model
 
@@ -610,17 +611,23 @@ def test_evidence_threshold_cuts_a_detector_below_it_out_of_the_logit_and_the_ma
     x = torch.randn(2, 1, *GRID)
     with torch.no_grad():
         pooled = model.pool(model.features(x)).flatten(1)  # (2, C)
-        # At initialisation (tau 0) the logit is the plain head of the rectified features.
-        torch.testing.assert_close(model(x), model.head(pooled.clamp_min(0)).squeeze(1))
-        # A threshold above every feature: the logit is the bias, whatever the image.
-        model.threshold.fill_(float(pooled.max()) / model.THRESHOLD_SCALE + 1.0)
-        torch.testing.assert_close(model(x), model.head.bias.expand(2))
-    # ... and the image gets no relevance: its input gradient is 0 everywhere.
-    image = x.clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(model(image).sum(), image)
-    assert torch.count_nonzero(grad) == 0
-    # The threshold is learnt with the weights.
+        # At initialisation (tau 0) the logit is the head of the soft-thresholded features.
+        soft = torch.nn.functional.softplus(pooled)
+        torch.testing.assert_close(model(x), model.head(soft).squeeze(1))
+    # The threshold is learnt with the weights, and a constraint on the map moves it: the
+    # positive mass of an IG map has a gradient in tau (a hard threshold would have none).
     assert any(p is model.threshold for p in model.parameters())
+    out = integrated_gradients(model, x, steps=4, method="riemann_middle", create_graph=True)
+    (grad,) = torch.autograd.grad(out.attributions.clamp_min(0).sum(), model.threshold)
+    assert float(grad.abs().sum()) > 0
+    # A threshold 30 units above every feature: the logit is the bias whatever the image,
+    # and the image gets (almost) no relevance.
+    with torch.no_grad():
+        model.threshold.fill_((float(pooled.max()) + 30.0) / model.THRESHOLD_SCALE)
+        torch.testing.assert_close(model(x), model.head.bias.expand(2), atol=1e-9, rtol=0)
+    image = x.clone().requires_grad_(True)
+    (input_grad,) = torch.autograd.grad(model(image).sum(), image)
+    assert float(input_grad.abs().max()) < 1e-10
 
 
 def test_baseline_logit_loss_holds_the_boundary_at_the_baseline_and_the_batch_on_its_sides() -> (

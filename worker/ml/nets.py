@@ -158,13 +158,16 @@ class SmallCNN(nn.Module):
             ``"avgmax"`` (both, concatenated: the head sees twice the channels).
         strides: Stride of each block; ``None``: 1 for the first block, 2 for the others.
         activation: ``"leakyrelu"`` (slope 0.2) or ``"relu"``.
-        evidence_threshold: Pass each pooled feature through ``relu(pooled - tau)`` with a
-            learnt ``tau`` per feature (0 at initialisation, so the network starts as without
-            it). A lesion detector's maximum over a healthy brain is then cut to 0 when it
-            stays below the detector's threshold: it adds nothing to the logit, and (being
-            constant) no relevance to the map. Without it every detector that responds to
-            healthy tissue more than to the attribution baseline gives the healthy map
-            pathological relevance, however far its response is from a lesion's.
+        evidence_threshold: Pass each pooled feature through a soft threshold,
+            ``softplus(pooled - tau)``, with a learnt ``tau`` per feature (0 at
+            initialisation). A lesion detector whose maximum over a healthy brain stays a
+            few units below its threshold then adds almost nothing to the logit and to the
+            map. Without it every detector that responds to healthy tissue more than to the
+            attribution baseline gives the healthy map pathological relevance, however far
+            its response is from a lesion's. The threshold is soft on purpose: in a
+            piecewise-linear network an attribution map depends on a threshold only through
+            which units are on at its integration points, so a constraint on the map gives a
+            hard threshold (a ReLU's bias) no gradient; through the softplus it does.
     """
 
     #: ``tau = THRESHOLD_SCALE * parameter``: a threshold on pooled features of a few units
@@ -232,7 +235,7 @@ class SmallCNN(nn.Module):
         if self.avg_pool is not None:
             features = torch.cat([self.avg_pool(maps).flatten(1), features], dim=1)
         if self.threshold is not None:
-            features = nn.functional.relu(features - self.THRESHOLD_SCALE * self.threshold)
+            features = nn.functional.softplus(features - self.THRESHOLD_SCALE * self.threshold)
         return self.head(self.dropout(features)).squeeze(1)  # (B,)
 
 

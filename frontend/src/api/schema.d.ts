@@ -3390,6 +3390,12 @@ export interface components {
              */
             epochs?: number;
             /**
+             * Evidence Threshold
+             * @description small_cnn only: each pooled feature passes a learnt soft threshold, softplus(pooled - tau), before the logit, so a lesion detector that responds to healthy tissue well below its threshold adds almost nothing to the logit and the map.
+             * @default false
+             */
+            evidence_threshold?: boolean;
+            /**
              * Grad Balance
              * @description Balancing of the gradients of L_C and lambda * L_A.
              * @default none

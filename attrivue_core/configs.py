@@ -360,11 +360,12 @@ class RunConfig(BaseModel):
         "gives no relevance to healthy tissue it does not fire on (a candidate: on bright "
         "ellipsoids it left the constrained run's healthy share unchanged).",
     )
-    evidence_threshold: bool = Field(
+    evidence_floor: bool = Field(
         default=False,
-        description="small_cnn only: each pooled feature passes a learnt soft threshold, "
-        "softplus(pooled - tau), before the logit, so a lesion detector that responds to "
-        "healthy tissue well below its threshold adds almost nothing to the logit and the map.",
+        description="small_cnn, classification: after training, each lesion detector (a "
+        "pooled feature with a positive head weight) is floored at its largest response over "
+        "the healthy training subjects, so that only responses beyond the healthy range add "
+        "to the logit and to the maps.",
     )
     normative_input: bool = Field(
         default=False,
@@ -632,8 +633,12 @@ class RunConfig(BaseModel):
             raise ValueError(f"pooling applies to small_cnn only, not {self.network!r}")
         if self.activation is not None and self.network != "small_cnn":
             raise ValueError(f"activation applies to small_cnn only, not {self.network!r}")
-        if self.evidence_threshold and self.network != "small_cnn":
-            raise ValueError(f"evidence_threshold applies to small_cnn only, not {self.network!r}")
+        if self.evidence_floor and self.network != "small_cnn":
+            raise ValueError(f"evidence_floor applies to small_cnn only, not {self.network!r}")
+        if self.evidence_floor and self.task != "classification":
+            raise ValueError(
+                f"evidence_floor applies to the classification task only, not {self.task!r}"
+            )
         return self
 
     @model_validator(mode="after")

@@ -596,38 +596,89 @@ def test_activation_option_is_small_cnn_only_and_a_relu_detector_passes_no_leak(
         assert torch.allclose(grad, torch.full((3,), expected))
 
 
-def test_evidence_threshold_cuts_a_detector_below_it_out_of_the_logit_and_the_map() -> None:
-    from worker.ml.attribution.differentiable import integrated_gradients
+def test_evidence_floor_cuts_a_detectors_healthy_range_out_of_the_logit_and_the_map() -> None:
     from worker.ml.nets import SmallCNN
-    from worker.ml.regression import build_model
 
     with pytest.raises(ValueError, match="small_cnn only"):
-        _config(network="patchgan", evidence_threshold=True)
+        _config(network="patchgan", evidence_floor=True)
+    with pytest.raises(ValueError, match="classification task only"):
+        _config(task="regression", evidence_floor=True)
     torch.manual_seed(0)
-    model = build_model(_config(evidence_threshold=True)).eval()
-    plain = build_model(_config()).eval()
-    assert isinstance(model, SmallCNN) and model.threshold is not None
-    assert getattr(plain, "threshold", None) is None
-    x = torch.randn(2, 1, *GRID)
+    model = SmallCNN(evidence_floor=True).eval()
+    plain = SmallCNN().eval()
+    plain.load_state_dict(model.state_dict(), strict=False)  # the same weights, no floor
+    healthy = torch.randn(3, 1, *GRID)
+    other = torch.randn(2, 1, *GRID)
+    # Unset, the floors change nothing.
     with torch.no_grad():
-        pooled = model.pool(model.features(x)).flatten(1)  # (2, C)
-        # At initialisation (tau 0) the logit is the head of the soft-thresholded features.
-        soft = torch.nn.functional.softplus(pooled)
-        torch.testing.assert_close(model(x), model.head(soft).squeeze(1))
-    # The threshold is learnt with the weights, and a constraint on the map moves it: the
-    # positive mass of an IG map has a gradient in tau (a hard threshold would have none).
-    assert any(p is model.threshold for p in model.parameters())
-    out = integrated_gradients(model, x, steps=4, method="riemann_middle", create_graph=True)
-    (grad,) = torch.autograd.grad(out.attributions.clamp_min(0).sum(), model.threshold)
-    assert float(grad.abs().sum()) > 0
-    # A threshold 30 units above every feature: the logit is the bias whatever the image,
-    # and the image gets (almost) no relevance.
+        torch.testing.assert_close(model(other), plain(other))
+    with pytest.raises(ValueError, match="without evidence_floor"):
+        plain.set_evidence_floor(torch.zeros(1, 32))
     with torch.no_grad():
-        model.threshold.fill_((float(pooled.max()) + 30.0) / model.THRESHOLD_SCALE)
-        torch.testing.assert_close(model(x), model.head.bias.expand(2), atol=1e-9, rtol=0)
-    image = x.clone().requires_grad_(True)
-    (input_grad,) = torch.autograd.grad(model(image).sum(), image)
-    assert float(input_grad.abs().max()) < 1e-10
+        features = model.pooled_features(healthy)  # (3, 32)
+    detectors = model.head.weight[0] > 0
+    # (A hair above the fitted subjects' maxima: a batch of one computes their features to
+    # the last bit differently from the batch of three, and the maxima sit on the kink.)
+    assert model.set_evidence_floor(features + 1e-4) == int(detectors.sum()) > 0
+    assert model.floor is not None
+    torch.testing.assert_close(model.floor[detectors], features.amax(0)[detectors] + 1e-4)
+    # On the subjects the floors were fitted on, no detector adds to the logit ...
+    weight, bias = model.head.weight[0].detach(), model.head.bias.detach()
+    with torch.no_grad():
+        healthy_only = bias + (features * weight * ~detectors).sum(1)
+        torch.testing.assert_close(model(healthy), healthy_only)
+    # ... nor to the map: the input gradient is that of the other features alone.
+    image = healthy[:1].clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(image).sum(), image)
+    image2 = healthy[:1].clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(
+        (model.pooled_features(image2) * weight * ~detectors).sum(), image2
+    )
+    torch.testing.assert_close(grad, expected)
+    # A response beyond its floor passes what exceeds it.
+    brighter = healthy[:1] * 3.0
+    with torch.no_grad():
+        raw = model.pooled_features(brighter)[0]
+        passed = torch.where(detectors, (raw - model.floor).clamp_min(0), raw)
+        torch.testing.assert_close(model(brighter), bias + (passed * weight).sum(0, keepdim=True))
+    # The floors travel with the weights.
+    state = model.state_dict()
+    assert "floor" in state and "floored" in state
+
+
+def test_a_run_with_evidence_floor_floors_best_and_last_on_its_healthy_training_subjects(
+    toy_subjects: list[SubjectSample], tmp_path: Path
+) -> None:
+    from worker.ml.nets import SmallCNN
+    from worker.ml.transforms import IMAGE_KEY, preprocess_for
+
+    config = _config(epochs=2, evidence_floor=True, calibrate_logit=True)
+    result = train(config, toy_subjects, checkpoint_dir=tmp_path)
+    transform = preprocess_for(config)
+    healthy = torch.stack(
+        [
+            transform({IMAGE_KEY: str(s.image)})[IMAGE_KEY].as_tensor()
+            for s in toy_subjects
+            if s.split == "train" and s.label == 0
+        ]
+    )
+    for path in (result.best_checkpoint, result.last_checkpoint):
+        model, _ = training.load_model(path)
+        assert isinstance(model, SmallCNN) and model.floored is not None
+        assert model.floor is not None
+        detectors = model.head.weight[0] > 0
+        assert torch.equal(model.floored, detectors) and bool(detectors.any())
+        with torch.no_grad():
+            features = model.eval().pooled_features(healthy)
+        torch.testing.assert_close(
+            model.floor[detectors], features.amax(0)[detectors], rtol=1e-5, atol=1e-5
+        )
+    assert result.test_metrics["evidence_floored_features"] == int(
+        (training.load_model(result.best_checkpoint)[0].head.weight[0] > 0).sum()
+    )
+    # Without the option, nothing is floored.
+    plain = train(_config(epochs=1), toy_subjects, checkpoint_dir=tmp_path / "plain")
+    assert "evidence_floored_features" not in plain.test_metrics
 
 
 def test_baseline_logit_loss_holds_the_boundary_at_the_baseline_and_the_batch_on_its_sides() -> (

@@ -41,7 +41,7 @@ def _double_backward(
         ("small_cnn", {"channels": (3, 4)}),
         ("small_cnn", {"channels": (3, 4), "pooling": "avgmax"}),
         ("small_cnn", {"channels": (3, 4), "activation": "relu"}),
-        ("small_cnn", {"channels": (3, 4), "evidence_threshold": True}),
+        ("small_cnn", {"channels": (3, 4), "evidence_floor": True}),
         ("patchgan", {"base_width": 4}),
     ],
 )

@@ -158,21 +158,14 @@ class SmallCNN(nn.Module):
             ``"avgmax"`` (both, concatenated: the head sees twice the channels).
         strides: Stride of each block; ``None``: 1 for the first block, 2 for the others.
         activation: ``"leakyrelu"`` (slope 0.2) or ``"relu"``.
-        evidence_threshold: Pass each pooled feature through a soft threshold,
-            ``softplus(pooled - tau)``, with a learnt ``tau`` per feature (0 at
-            initialisation). A lesion detector whose maximum over a healthy brain stays a
-            few units below its threshold then adds almost nothing to the logit and to the
-            map. Without it every detector that responds to healthy tissue more than to the
-            attribution baseline gives the healthy map pathological relevance, however far
-            its response is from a lesion's. The threshold is soft on purpose: in a
-            piecewise-linear network an attribution map depends on a threshold only through
-            which units are on at its integration points, so a constraint on the map gives a
-            hard threshold (a ReLU's bias) no gradient; through the softplus it does.
+        evidence_floor: Give the network a floor per pooled feature (a buffer, unset until
+            ``set_evidence_floor``): a feature with a floor passes ``relu(pooled - floor)``
+            to the head. The training engine sets the floors after training
+            (``RunConfig.evidence_floor``): each lesion detector (a feature with a positive
+            head weight) gets the highest value it takes on the healthy training subjects,
+            so what it adds to the logit, and to the map, is only its response beyond what
+            any healthy training brain produced.
     """
-
-    #: ``tau = THRESHOLD_SCALE * parameter``: a threshold on pooled features of a few units
-    #: is reached in the few hundred steps of a run at the usual learning rates.
-    THRESHOLD_SCALE = 10.0
 
     gradcam_layer_name = "features"
 
@@ -185,7 +178,7 @@ class SmallCNN(nn.Module):
         pooling: str = "max",
         strides: Sequence[int] | None = None,
         activation: str = "leakyrelu",
-        evidence_threshold: bool = False,
+        evidence_floor: bool = False,
     ) -> None:
         super().__init__()
         if pooling not in _POOLINGS:
@@ -218,8 +211,15 @@ class SmallCNN(nn.Module):
         self.avg_pool = nn.AdaptiveAvgPool3d(1) if pooling == "avgmax" else None
         self.dropout = nn.Dropout(dropout)
         pooled = previous * (2 if pooling == "avgmax" else 1)
-        self.threshold = nn.Parameter(torch.zeros(pooled)) if evidence_threshold else None
         self.head = nn.Linear(pooled, 1)
+        self.floor: torch.Tensor | None
+        self.floored: torch.Tensor | None
+        if evidence_floor:
+            # Buffers, so that a checkpoint carries the floors with the weights.
+            self.register_buffer("floor", torch.zeros(pooled))
+            self.register_buffer("floored", torch.zeros(pooled, dtype=torch.bool))
+        else:
+            self.floor = self.floored = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the pathological logit of each image.
@@ -230,13 +230,39 @@ class SmallCNN(nn.Module):
         Returns:
             ``(B,)`` logits.
         """
-        maps = self.features(x)  # (B, channels[-1], d, h, w)
-        features = self.pool(maps).flatten(1)  # (B, channels[-1])
+        features = self.pooled_features(x)  # (B, channels[-1]), twice that with avgmax
+        if self.floor is not None and self.floored is not None:
+            features = torch.where(
+                self.floored, nn.functional.relu(features - self.floor), features
+            )
+        return self.head(self.dropout(features)).squeeze(1)  # (B,)
+
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled features ``(B, F)`` of ``x``, before any floor."""
+        maps = self.features(x)
+        features = self.pool(maps).flatten(1)
         if self.avg_pool is not None:
             features = torch.cat([self.avg_pool(maps).flatten(1), features], dim=1)
-        if self.threshold is not None:
-            features = nn.functional.softplus(features - self.THRESHOLD_SCALE * self.threshold)
-        return self.head(self.dropout(features)).squeeze(1)  # (B,)
+        return features
+
+    @torch.no_grad()
+    def set_evidence_floor(self, healthy_features: torch.Tensor) -> int:
+        """Floor each lesion detector at its largest response over healthy subjects.
+
+        Args:
+            healthy_features: ``(R, F)`` pooled features of healthy subjects
+                (``pooled_features``, as the network's input sees them).
+
+        Returns:
+            The number of features floored: those whose head weight is positive (a larger
+            response raises the pathological logit); the others pass unchanged.
+        """
+        if self.floor is None or self.floored is None:
+            raise ValueError("this network was built without evidence_floor")
+        detectors = self.head.weight[0] > 0
+        self.floor.copy_(torch.where(detectors, healthy_features.amax(dim=0), 0.0))
+        self.floored.copy_(detectors)
+        return int(detectors.sum())
 
 
 @register_network("small_cnn")

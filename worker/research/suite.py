@@ -213,11 +213,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # voxel is at most 1 however much red the voxel carries.
     "supervised_mass": _preset("constrained_supervised", attribution_loss="mass"),
     "weakly_mass": _preset("constrained_weakly_supervised", attribution_loss="mass"),
-    # A learnt threshold on each pooled feature (evidence_threshold): a lesion detector's
-    # response to healthy tissue, below the threshold, adds nothing to the logit or the map.
-    "classification_threshold": _preset("classification", evidence_threshold=True),
-    "supervised_threshold": _preset("constrained_supervised", evidence_threshold=True),
-    "weakly_threshold": _preset("constrained_weakly_supervised", evidence_threshold=True),
+    # Each lesion detector floored at its largest response over the healthy training subjects
+    # (evidence_floor), after training.
+    "classification_floor": _preset("classification", evidence_floor=True),
+    "supervised_floor": _preset("constrained_supervised", evidence_floor=True),
+    "weakly_floor": _preset("constrained_weakly_supervised", evidence_floor=True),
+    "supervised_normative_floor": _preset(
+        "constrained_supervised", normative_input=True, evidence_floor=True
+    ),
+    "weakly_normative_floor": _preset(
+        "constrained_weakly_supervised", normative_input=True, evidence_floor=True
+    ),
     "supervised_anchor_avgmax": _preset(
         "constrained_supervised", baseline_logit_weight=1.0, pooling="avgmax"
     ),

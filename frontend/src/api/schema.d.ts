@@ -3390,11 +3390,11 @@ export interface components {
              */
             epochs?: number;
             /**
-             * Evidence Threshold
-             * @description small_cnn only: each pooled feature passes a learnt soft threshold, softplus(pooled - tau), before the logit, so a lesion detector that responds to healthy tissue well below its threshold adds almost nothing to the logit and the map.
+             * Evidence Floor
+             * @description small_cnn, classification: after training, each lesion detector (a pooled feature with a positive head weight) is floored at its largest response over the healthy training subjects, so that only responses beyond the healthy range add to the logit and to the maps.
              * @default false
              */
-            evidence_threshold?: boolean;
+            evidence_floor?: boolean;
             /**
              * Grad Balance
              * @description Balancing of the gradients of L_C and lambda * L_A.

@@ -39,15 +39,21 @@ from worker.ml.evaluation import AttributionEvaluation, Baseline, evaluate_attri
 from worker.ml.gradients import GradientStats, Grads, clip, combine, la_due, measure
 from worker.ml.lean_graph import lean_graph
 from worker.ml.losses import total_loss
-from worker.ml.nets import pathological_logit
+from worker.ml.nets import SmallCNN, pathological_logit
 from worker.ml.regression import build_model
-from worker.ml.training.checkpoints import BEST_CHECKPOINT, load_payload
+from worker.ml.training.checkpoints import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    atomic_save,
+    load_payload,
+)
 from worker.ml.training.data import (
     as_item,
     batch_tensors,
     cached_splits,
     eval_samples,
     healthy_references,
+    healthy_training_images,
     plain,
 )
 from worker.ml.training.datatypes import (
@@ -73,6 +79,7 @@ __all__ = [
     "attribution_eval",
     "baseline_logit_loss",
     "eval_mode",
+    "fit_evidence_floor",
     "mode_dependent",
     "path_chunk",
     "run_baseline",
@@ -187,6 +194,45 @@ def batch_baseline(loop: Loop, images: torch.Tensor) -> torch.Tensor | None:
     if loop.config.attribution_baseline == "blur":
         return local_mean(images, loop.config.attribution_blur_sigma)
     return loop.baseline
+
+
+@torch.no_grad()
+def fit_evidence_floor(
+    loop: Loop, subjects: Sequence[SubjectSample], datasets: dict[str, CacheDataset]
+) -> int | None:
+    """Floor the lesion detectors of ``best.pt`` and ``last.pt`` (``RunConfig.evidence_floor``).
+
+    Each checkpoint's weights get their own floors: every pooled feature with a positive head
+    weight is floored at its largest value over the healthy training subjects (preprocessed
+    without augmentation, the network in eval mode). Returns the number of features floored in
+    ``best.pt``, or ``None`` when the run has no floor.
+    """
+    if not loop.config.evidence_floor:
+        return None
+    images = healthy_training_images(loop.config, subjects, datasets, "evidence_floor")
+    net = next(m for m in loop.model.modules() if isinstance(m, SmallCNN))
+    assert net.floored is not None
+    captured: list[torch.Tensor] = []
+    hook = net.head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    floored = None
+    try:
+        with eval_mode(loop.model):
+            for name in (LAST_CHECKPOINT, BEST_CHECKPOINT):
+                path = loop.checkpoint_dir / name
+                if not path.exists():
+                    continue
+                payload = load_payload(path, loop.device)
+                loop.model.load_state_dict(payload["model"])
+                net.floored.fill_(False)  # the head sees the raw pooled features
+                captured.clear()
+                for start in range(0, len(images), loop.config.batch_size):
+                    loop.model(images[start : start + loop.config.batch_size].to(loop.device))
+                floored = net.set_evidence_floor(torch.cat(captured).float())
+                payload["model"] = loop.model.state_dict()
+                atomic_save(payload, path)
+    finally:
+        hook.remove()
+    return floored
 
 
 def baseline_logit_loss(
@@ -597,11 +643,14 @@ class ConstrainedTask(Task):
         datasets: dict[str, CacheDataset],
         subjects: Sequence[SubjectSample],
     ) -> tuple[Metrics, list[SubjectPrediction]]:
+        floored = fit_evidence_floor(loop, subjects, datasets)  # before the calibration
         offset = self.calibrate(loop, datasets)
         test_metrics = self.evaluate_test(loop, datasets)
         predictions = self.predict_subjects(loop, datasets, subjects)
         if offset is not None:
             test_metrics["calibration_offset"] = offset
+        if floored is not None:
+            test_metrics["evidence_floored_features"] = floored
         return test_metrics, predictions
 
     def evaluate_test(self, loop: Loop, datasets: dict[str, CacheDataset]) -> Metrics:

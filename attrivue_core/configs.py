@@ -360,12 +360,13 @@ class RunConfig(BaseModel):
         "gives no relevance to healthy tissue it does not fire on (a candidate: on bright "
         "ellipsoids it left the constrained run's healthy share unchanged).",
     )
-    evidence_floor: bool = Field(
-        default=False,
-        description="small_cnn, classification: after training, each lesion detector (a "
-        "pooled feature with a positive head weight) is floored at its largest response over "
-        "the healthy training subjects, so that only responses beyond the healthy range add "
-        "to the logit and to the maps.",
+    evidence_floor: Literal["off", "after_training", "every_epoch"] = Field(
+        default="off",
+        description="small_cnn, classification: floor each lesion detector (a pooled feature "
+        "with a positive head weight) at its largest response over the healthy training "
+        "subjects, so that only responses beyond the healthy range add to the logit and the "
+        "maps: once after training, or after every epoch (training then goes on with the "
+        "floors of the previous epoch).",
     )
     normative_input: bool = Field(
         default=False,
@@ -633,9 +634,9 @@ class RunConfig(BaseModel):
             raise ValueError(f"pooling applies to small_cnn only, not {self.network!r}")
         if self.activation is not None and self.network != "small_cnn":
             raise ValueError(f"activation applies to small_cnn only, not {self.network!r}")
-        if self.evidence_floor and self.network != "small_cnn":
+        if self.evidence_floor != "off" and self.network != "small_cnn":
             raise ValueError(f"evidence_floor applies to small_cnn only, not {self.network!r}")
-        if self.evidence_floor and self.task != "classification":
+        if self.evidence_floor != "off" and self.task != "classification":
             raise ValueError(
                 f"evidence_floor applies to the classification task only, not {self.task!r}"
             )

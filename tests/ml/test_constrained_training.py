@@ -600,9 +600,9 @@ def test_evidence_floor_cuts_a_detectors_healthy_range_out_of_the_logit_and_the_
     from worker.ml.nets import SmallCNN
 
     with pytest.raises(ValueError, match="small_cnn only"):
-        _config(network="patchgan", evidence_floor=True)
+        _config(network="patchgan", evidence_floor="after_training")
     with pytest.raises(ValueError, match="classification task only"):
-        _config(task="regression", evidence_floor=True)
+        _config(task="regression", evidence_floor="every_epoch")
     torch.manual_seed(0)
     model = SmallCNN(evidence_floor=True).eval()
     plain = SmallCNN().eval()
@@ -646,13 +646,22 @@ def test_evidence_floor_cuts_a_detectors_healthy_range_out_of_the_logit_and_the_
     assert "floor" in state and "floored" in state
 
 
+@pytest.mark.parametrize("when", ["after_training", "every_epoch"])
 def test_a_run_with_evidence_floor_floors_best_and_last_on_its_healthy_training_subjects(
-    toy_subjects: list[SubjectSample], tmp_path: Path
+    toy_subjects: list[SubjectSample], tmp_path: Path, when: str
 ) -> None:
     from worker.ml.nets import SmallCNN
     from worker.ml.transforms import IMAGE_KEY, preprocess_for
 
-    config = _config(epochs=2, evidence_floor=True, calibrate_logit=True)
+    # The calibration would move the bias only: the floors are compared on the features.
+    config = _config(
+        epochs=2,
+        evidence_floor=when,
+        loss_setting="lc_la_unsupervised",
+        train_attribution=["integrated_gradients"],
+        ig_steps=2,
+        calibrate_logit=True,
+    )
     result = train(config, toy_subjects, checkpoint_dir=tmp_path)
     transform = preprocess_for(config)
     healthy = torch.stack(
@@ -673,9 +682,12 @@ def test_a_run_with_evidence_floor_floors_best_and_last_on_its_healthy_training_
         torch.testing.assert_close(
             model.floor[detectors], features.amax(0)[detectors], rtol=1e-5, atol=1e-5
         )
-    assert result.test_metrics["evidence_floored_features"] == int(
-        (training.load_model(result.best_checkpoint)[0].head.weight[0] > 0).sum()
-    )
+    if when == "after_training":
+        assert result.test_metrics["evidence_floored_features"] == int(
+            (training.load_model(result.best_checkpoint)[0].head.weight[0] > 0).sum()
+        )
+    else:  # fitted with each epoch's weights, saved with them
+        assert "evidence_floored_features" not in result.test_metrics
     # Without the option, nothing is floored.
     plain = train(_config(epochs=1), toy_subjects, checkpoint_dir=tmp_path / "plain")
     assert "evidence_floored_features" not in plain.test_metrics

@@ -120,7 +120,7 @@ def build_model(config: RunConfig, subjects: Sequence[_HasTarget] = ()) -> nn.Mo
         for key, value in (("pooling", config.pooling), ("activation", config.activation))
         if value is not None
     }
-    if config.evidence_floor:
+    if config.evidence_floor != "off":
         options["evidence_floor"] = True
     if config.normative_input:
         net = build_network(config.network, in_channels=2 * config.in_channels, **options)

@@ -214,15 +214,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "supervised_mass": _preset("constrained_supervised", attribution_loss="mass"),
     "weakly_mass": _preset("constrained_weakly_supervised", attribution_loss="mass"),
     # Each lesion detector floored at its largest response over the healthy training subjects
-    # (evidence_floor), after training.
-    "classification_floor": _preset("classification", evidence_floor=True),
-    "supervised_floor": _preset("constrained_supervised", evidence_floor=True),
-    "weakly_floor": _preset("constrained_weakly_supervised", evidence_floor=True),
-    "supervised_normative_floor": _preset(
-        "constrained_supervised", normative_input=True, evidence_floor=True
+    # (evidence_floor): once after training, or after every epoch ("*_floor_epochs").
+    "classification_floor": _preset("classification", evidence_floor="after_training"),
+    "supervised_floor": _preset("constrained_supervised", evidence_floor="after_training"),
+    "weakly_floor": _preset("constrained_weakly_supervised", evidence_floor="after_training"),
+    "supervised_floor_epochs": _preset("constrained_supervised", evidence_floor="every_epoch"),
+    "weakly_floor_epochs": _preset("constrained_weakly_supervised", evidence_floor="every_epoch"),
+    "supervised_normative_floor_epochs": _preset(
+        "constrained_supervised", normative_input=True, evidence_floor="every_epoch"
     ),
-    "weakly_normative_floor": _preset(
-        "constrained_weakly_supervised", normative_input=True, evidence_floor=True
+    "weakly_normative_floor_epochs": _preset(
+        "constrained_weakly_supervised", normative_input=True, evidence_floor="every_epoch"
     ),
     "supervised_anchor_avgmax": _preset(
         "constrained_supervised", baseline_logit_weight=1.0, pooling="avgmax"

@@ -80,6 +80,7 @@ __all__ = [
     "baseline_logit_loss",
     "eval_mode",
     "fit_evidence_floor",
+    "set_floors",
     "mode_dependent",
     "path_chunk",
     "run_baseline",
@@ -197,41 +198,47 @@ def batch_baseline(loop: Loop, images: torch.Tensor) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def fit_evidence_floor(
-    loop: Loop, subjects: Sequence[SubjectSample], datasets: dict[str, CacheDataset]
-) -> int | None:
-    """Floor the lesion detectors of ``best.pt`` and ``last.pt`` (``RunConfig.evidence_floor``).
-
-    Each checkpoint's weights get their own floors: every pooled feature with a positive head
-    weight is floored at its largest value over the healthy training subjects (preprocessed
-    without augmentation, the network in eval mode). Returns the number of features floored in
-    ``best.pt``, or ``None`` when the run has no floor.
-    """
-    if not loop.config.evidence_floor:
-        return None
-    images = healthy_training_images(loop.config, subjects, datasets, "evidence_floor")
+def set_floors(loop: Loop, healthy: torch.Tensor) -> int:
+    """Floor the lesion detectors of ``loop.model``'s current weights at their largest response
+    over ``healthy`` ``(R, C, D, H, W)`` (eval mode); return how many features were floored."""
     net = next(m for m in loop.model.modules() if isinstance(m, SmallCNN))
     assert net.floored is not None
     captured: list[torch.Tensor] = []
     hook = net.head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-    floored = None
     try:
         with eval_mode(loop.model):
-            for name in (LAST_CHECKPOINT, BEST_CHECKPOINT):
-                path = loop.checkpoint_dir / name
-                if not path.exists():
-                    continue
-                payload = load_payload(path, loop.device)
-                loop.model.load_state_dict(payload["model"])
-                net.floored.fill_(False)  # the head sees the raw pooled features
-                captured.clear()
-                for start in range(0, len(images), loop.config.batch_size):
-                    loop.model(images[start : start + loop.config.batch_size].to(loop.device))
-                floored = net.set_evidence_floor(torch.cat(captured).float())
-                payload["model"] = loop.model.state_dict()
-                atomic_save(payload, path)
+            net.floored.fill_(False)  # the head sees the raw pooled features
+            for start in range(0, len(healthy), loop.config.batch_size):
+                loop.model(healthy[start : start + loop.config.batch_size].to(loop.device))
     finally:
         hook.remove()
+    return net.set_evidence_floor(torch.cat(captured).float())
+
+
+def fit_evidence_floor(
+    loop: Loop, subjects: Sequence[SubjectSample], datasets: dict[str, CacheDataset]
+) -> int | None:
+    """Floor the lesion detectors of ``best.pt`` and ``last.pt``
+    (``RunConfig.evidence_floor="after_training"``).
+
+    Each checkpoint's weights get their own floors: every pooled feature with a positive head
+    weight is floored at its largest value over the healthy training subjects (preprocessed
+    without augmentation, the network in eval mode). Returns the number of features floored in
+    ``best.pt``, or ``None`` when the run floors nothing after training.
+    """
+    if loop.config.evidence_floor != "after_training":
+        return None
+    healthy = healthy_training_images(loop.config, subjects, datasets, "evidence_floor")
+    floored = None
+    for name in (LAST_CHECKPOINT, BEST_CHECKPOINT):
+        path = loop.checkpoint_dir / name
+        if not path.exists():
+            continue
+        payload = load_payload(path, loop.device)
+        loop.model.load_state_dict(payload["model"])
+        floored = set_floors(loop, healthy)
+        payload["model"] = loop.model.state_dict()
+        atomic_save(payload, path)
     return floored
 
 
@@ -348,6 +355,26 @@ class ConstrainedTask(Task):
         device: torch.device,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return healthy_references(config, subjects, datasets, device)
+
+    def prepare(
+        self,
+        loop: Loop,
+        subjects: Sequence[SubjectSample],
+        datasets: dict[str, CacheDataset],
+    ) -> None:
+        # evidence_floor "every_epoch": the healthy training images the floors are fitted on.
+        self._floor_images: torch.Tensor | None = None
+        if loop.config.evidence_floor == "every_epoch":
+            self._floor_images = healthy_training_images(
+                loop.config, subjects, datasets, "evidence_floor"
+            )
+
+    def after_train_epoch(self, loop: Loop) -> None:
+        # The floors of this epoch's weights: validated and saved with them, and kept by the
+        # next epoch's steps.
+        if getattr(self, "_floor_images", None) is not None:
+            assert self._floor_images is not None
+            set_floors(loop, self._floor_images)
 
     # ------------------------------------------------------------------ steps
 

@@ -127,6 +127,7 @@ def run(
     datasets = task.build_datasets(config, subjects)
     fit_normative(model, config, subjects, datasets)
     loop.references, loop.baseline = task.references(config, subjects, datasets, device)
+    task.prepare(loop, subjects, datasets)
     if rng_state is not None:
         # Restored after the datasets are built so the RNG continues exactly where the
         # interrupted run left it at the end of its last completed epoch.
@@ -205,6 +206,7 @@ def run_epochs(task: Task, loop: Loop, state: RunState, datasets: dict[str, Cach
         train_loader = make_loader(datasets["train"], config.batch_size, shuffle=True, seed=seed)
         epoch_start = time.monotonic()
         summary = train_epoch(task, loop, train_loader, epoch)
+        task.after_train_epoch(loop)
         loop.check_cancel(epoch)
         val_metrics = task.evaluate_val(loop, datasets.get("val"))
         record = json_safe(

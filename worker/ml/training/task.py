@@ -64,6 +64,19 @@ class Task(abc.ABC):
         """Attribution references and baseline (``Loop.references``, ``Loop.baseline``)."""
         return None, None
 
+    def prepare(
+        self,
+        loop: Loop,
+        subjects: Sequence[SubjectSample],
+        datasets: dict[str, CacheDataset],
+    ) -> None:
+        """Whatever the task needs from the data before the first epoch (default: nothing)."""
+        return None
+
+    def after_train_epoch(self, loop: Loop) -> None:
+        """Called after each epoch's training steps, before its validation (default: nothing)."""
+        return None
+
     @abc.abstractmethod
     def train_step(
         self,

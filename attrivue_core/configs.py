@@ -166,6 +166,18 @@ class RunConfig(BaseModel):
             a lesion gets pathological relevance; ReLU passes none below the threshold. A
             research option: it did not lower the constrained presets' healthy share
             (docs/experiments.md, "The presets with the baseline's logit held").
+        evidence_floor: ``small_cnn``, classification: floor each lesion detector (a pooled
+            feature whose head weight is positive) at its largest response over the healthy
+            training subjects (``SmallCNN.set_evidence_floor``): ``off``; ``after_training``
+            (``best.pt`` and ``last.pt``, before the logit calibration); ``every_epoch``
+            (after each epoch's steps, before its validation: the floors are saved with the
+            weights they were fitted to, and the next epoch trains through them). A detector
+            then adds to the logit, and to the map, only what it responds beyond the healthy
+            range. On in the constrained presets (``every_epoch``): with the constraint alone
+            about a third of a healthy subject's relevance stayed pathological, nearly all of
+            it from detectors responding to healthy tissue, which no loss on the map removes
+            (a map depends on a threshold only through which units are on, so its gradient
+            there is 0; docs/experiments.md, "A floor for the lesion detectors").
         loss_setting: Which losses are trained (docs/method.md section 3): ``lc_only`` (L_C),
             ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
             lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels

@@ -65,12 +65,7 @@ _NORMATIVE: dict[str, Any] = {"normative_input": True}
 # decision boundary and the eval-mode logits on their labels' sides (baseline_logit_weight):
 # without it the constraint was met by lifting F(x') above every subject, which makes every
 # map sum to a negative amount, and batch-norm drift collapsed the last epoch's accuracy to
-# 0.50 (docs/experiments.md, "The baseline's logit"). Each lesion detector is floored, after
-# every epoch, at its largest response over the healthy training subjects (evidence_floor):
-# with the constraint alone a third of a healthy subject's relevance stayed pathological,
-# almost all of it from lesion detectors responding to healthy tissue below any lesion's
-# level, which no loss on the map can remove (docs/experiments.md, "A floor for the lesion
-# detectors").
+# 0.50 (docs/experiments.md, "The baseline's logit").
 _CONSTRAINT: dict[str, Any] = {
     "train_attribution": ["integrated_gradients"],
     "ig_steps": 4,
@@ -78,7 +73,6 @@ _CONSTRAINT: dict[str, Any] = {
     "attribution_normalise": True,
     "attribution_scale": 2.0,
     "baseline_logit_weight": 1.0,
-    "evidence_floor": "every_epoch",
 }
 
 # Model selection of the constrained presets: among the epochs whose validation AUROC is within
@@ -119,10 +113,7 @@ PRESETS: dict[str, Preset] = {
             "for the pathological training subjects. The kept epoch is the one with the most "
             "validation relevance on the lesions among those within 0.03 of the best "
             "validation AUROC. The baseline's output is held at the decision boundary, so "
-            "the maps' colours come from the network, not from a shifted baseline. Each "
-            "lesion detector counts only beyond its largest response on the healthy training "
-            "subjects (needs some in the training split), so healthy tissue that resembles a "
-            "lesion a little is not painted red."
+            "the maps' colours come from the network, not from a shifted baseline."
         ),
         "config": {
             "loss_setting": "lc_la_supervised",
@@ -139,9 +130,7 @@ PRESETS: dict[str, Preset] = {
             "The kept epoch is the one with the least pathological relevance on healthy "
             "validation subjects among those within 0.03 of the best validation AUROC. The "
             "baseline's output is held at the decision boundary, so the maps' colours come "
-            "from the network, not from a shifted baseline. Each lesion detector counts only "
-            "beyond its largest response on the healthy training subjects, so healthy tissue "
-            "that resembles a lesion a little is not painted red."
+            "from the network, not from a shifted baseline."
         ),
         "config": {
             "loss_setting": "lc_la_unsupervised",

@@ -109,11 +109,10 @@ def test_the_constrained_presets_hold_the_baselines_logit_at_the_boundary() -> N
     assert classification.baseline_logit_weight == 0.0  # no L_A to add it to
 
 
-def test_the_constrained_presets_floor_their_lesion_detectors_every_epoch() -> None:
-    for name in ("constrained_supervised", "constrained_weakly_supervised"):
-        config = RunConfig(**PRESETS[name]["config"])
-        assert config.evidence_floor == "every_epoch", name
-        assert config.network == "small_cnn"
-    # The classification preset keeps its detectors as they are: L_C alone puts its healthy
-    # subjects' red in its other features, which a floor does not touch.
-    assert RunConfig(**PRESETS["classification"]["config"]).evidence_floor == "off"
+
+def test_no_preset_floors_its_lesion_detectors() -> None:
+    # evidence_floor is a research option: on held-out data it met the healthy-share target on
+    # bright ellipsoids but cost AUROC on small lesions and on the faint-lesion artefact
+    # regime (docs/experiments.md, "A floor for the lesion detectors").
+    for name in PRESETS:
+        assert RunConfig(**PRESETS[name]["config"]).evidence_floor == "off", name

@@ -105,9 +105,8 @@ _SUITE = {"grad_probe_batches": 0}  # instrumentation off: it costs a double bac
 _UNANCHORED: dict[str, Any] = {"baseline_logit_weight": 0.0}
 
 
-# The constrained presets floor their lesion detectors after every epoch since 2026-12-07
-# (evidence_floor); every variant below built on a preset was measured before, without it,
-# and keeps it off unless it says otherwise.
+# The detectors' floor (evidence_floor) is off in the presets; the variants below keep it off
+# unless they say otherwise, should a preset turn it on.
 _UNFLOORED: dict[str, Any] = {"evidence_floor": "off"}
 
 

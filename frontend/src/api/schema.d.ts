@@ -3108,11 +3108,14 @@ export interface components {
          *             (after each epoch's steps, before its validation: the floors are saved with the
          *             weights they were fitted to, and the next epoch trains through them). A detector
          *             then adds to the logit, and to the map, only what it responds beyond the healthy
-         *             range. On in the constrained presets (``every_epoch``): with the constraint alone
-         *             about a third of a healthy subject's relevance stayed pathological, nearly all of
-         *             it from detectors responding to healthy tissue, which no loss on the map removes
-         *             (a map depends on a threshold only through which units are on, so its gradient
-         *             there is 0; docs/experiments.md, "A floor for the lesion detectors").
+         *             range. With the constraint alone about a third of a healthy subject's relevance
+         *             stayed pathological, nearly all of it from detectors responding to healthy
+         *             tissue, which no loss on the map removes (a map depends on a threshold only
+         *             through which units are on, so its gradient there is 0). A research option, off
+         *             in the presets: on held-out bright ellipsoids it brought the healthy share to
+         *             0.01-0.03, but on small lesions and faint ones it cost AUROC, since it also takes
+         *             away a detector's answer to a lesion no stronger than healthy tissue
+         *             (docs/experiments.md, "A floor for the lesion detectors").
          *         loss_setting: Which losses are trained (docs/method.md section 3): ``lc_only`` (L_C),
          *             ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
          *             lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels

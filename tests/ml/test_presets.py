@@ -109,7 +109,6 @@ def test_the_constrained_presets_hold_the_baselines_logit_at_the_boundary() -> N
     assert classification.baseline_logit_weight == 0.0  # no L_A to add it to
 
 
-
 def test_no_preset_floors_its_lesion_detectors() -> None:
     # evidence_floor is a research option: on held-out data it met the healthy-share target on
     # bright ellipsoids but cost AUROC on small lesions and on the faint-lesion artefact

@@ -67,7 +67,9 @@ def test_run_config_bodies_are_run_config(schemas: dict[str, Any], model: str, f
         ],
         "task": ["classification", "regression", "segmentation"],
         "device": ["auto", "cpu", "cuda"],
-        "attribution_loss": ["bce", "rrr"],
+        "attribution_loss": ["bce", "rrr", "mass"],
+        "attribution_baseline": ["zero", "healthy", "blur"],
+        "evidence_floor": ["off", "after_training", "every_epoch"],
     }
     for name, values in enums.items():
         assert _enum(schemas, config["properties"][name]) == values, name

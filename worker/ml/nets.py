@@ -160,8 +160,8 @@ class SmallCNN(nn.Module):
         activation: ``"leakyrelu"`` (slope 0.2) or ``"relu"``.
         evidence_floor: Give the network a floor per pooled feature (a buffer, unset until
             ``set_evidence_floor``): a feature with a floor passes ``relu(pooled - floor)``
-            to the head. The training engine sets the floors after training
-            (``RunConfig.evidence_floor``): each lesion detector (a feature with a positive
+            to the head. The training engine sets the floors after every epoch or once after
+            training (``RunConfig.evidence_floor``): each lesion detector (a feature with a positive
             head weight) gets the highest value it takes on the healthy training subjects,
             so what it adds to the logit, and to the map, is only its response beyond what
             any healthy training brain produced.

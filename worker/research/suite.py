@@ -365,6 +365,17 @@ def run_one(job: Job) -> dict[str, Any]:
     return out
 
 
+@torch.no_grad()
+def _logits(model: Any, images: torch.Tensor, device: Any) -> torch.Tensor:
+    """Pathological logits ``(N,)`` of ``images`` ``(N, C, D, H, W)``, 8 at a time, on the CPU."""
+    return torch.cat(
+        [
+            pathological_logit(model(images[i : i + 8].to(device))).float().cpu()
+            for i in range(0, len(images), 8)
+        ]
+    )
+
+
 def score_checkpoint(
     path: Path, config: Any, records: Sequence[Any], artefact: bool
 ) -> dict[str, Any]:
@@ -384,13 +395,7 @@ def score_checkpoint(
         images.append(torch.as_tensor(item[IMAGE_KEY].as_tensor()))
         masks.append(None if r.mask is None else item[MASK_KEY].as_tensor()[0].numpy() > 0.5)
         labels.append(int(r.label))
-    with torch.no_grad():
-        logits = torch.cat(
-            [
-                pathological_logit(model(torch.stack(images[i : i + 8]).to(device))).float().cpu()
-                for i in range(0, len(images), 8)
-            ]
-        ).numpy()
+    logits = _logits(model, torch.stack(images), device).numpy()
     probabilities = 1.0 / (1.0 + np.exp(-logits))
     scores: dict[str, Any] = dict(classification_metrics(labels, probabilities))
     scores["mean_logit_healthy"] = float(
@@ -408,14 +413,7 @@ def score_checkpoint(
         if isinstance(baseline, LocalMeanBaseline):
             # One baseline per subject: the mean of their logits.
             references = baseline(torch.stack(images).to(device))
-            scores["logit_baseline"] = float(
-                torch.cat(
-                    [
-                        pathological_logit(model(references[i : i + 8])).float().cpu()
-                        for i in range(0, len(images), 8)
-                    ]
-                ).mean()
-            )
+            scores["logit_baseline"] = float(_logits(model, references, device).mean())
         elif baseline is not None:
             reference = baseline.reshape(1, *images[0].shape).to(device)
             scores["logit_baseline"] = float(pathological_logit(model(reference)).float().cpu()[0])

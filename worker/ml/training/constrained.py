@@ -275,6 +275,8 @@ class ConstrainedTask(Task):
     uses_targets: bool = False
     #: Validation metric names (without ``val_``) reported as ``None`` without a split.
     empty_val_names: tuple[str, ...] = ()
+    #: evidence_floor "every_epoch": the healthy training images the floors are fitted on.
+    _floor_images: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ task hooks
 
@@ -362,8 +364,7 @@ class ConstrainedTask(Task):
         subjects: Sequence[SubjectSample],
         datasets: dict[str, CacheDataset],
     ) -> None:
-        # evidence_floor "every_epoch": the healthy training images the floors are fitted on.
-        self._floor_images: torch.Tensor | None = None
+        self._floor_images = None
         if loop.config.evidence_floor == "every_epoch":
             self._floor_images = healthy_training_images(
                 loop.config, subjects, datasets, "evidence_floor"
@@ -372,8 +373,7 @@ class ConstrainedTask(Task):
     def after_train_epoch(self, loop: Loop) -> None:
         # The floors of this epoch's weights: validated and saved with them, and kept by the
         # next epoch's steps.
-        if getattr(self, "_floor_images", None) is not None:
-            assert self._floor_images is not None
+        if self._floor_images is not None:
             set_floors(loop, self._floor_images)
 
     # ------------------------------------------------------------------ steps

@@ -181,6 +181,12 @@ class RunConfig(BaseModel):
             0.01-0.03, but on small lesions and faint ones it cost AUROC, since it also takes
             away a detector's answer to a lesion no stronger than healthy tissue
             (docs/experiments.md, "A floor for the lesion detectors").
+        evidence_floor_quantile: With ``evidence_floor``: which of the healthy responses is a
+            detector's floor, 1 (the default) for the largest, below 1 that quantile, so that
+            a share of healthy subjects keeps some of its response and weak lesions lose less.
+        evidence_floor_leak: With ``evidence_floor``: the slope of a floored feature below its
+            floor (0, the default: nothing passes). A slope keeps a gradient through a
+            detector that a subject does not lift above its floor.
         loss_setting: Which losses are trained (docs/method.md section 3): ``lc_only`` (L_C),
             ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
             lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels
@@ -382,6 +388,20 @@ class RunConfig(BaseModel):
         "subjects, so that only responses beyond the healthy range add to the logit and the "
         "maps: once after training, or after every epoch (training then goes on with the "
         "floors of the previous epoch).",
+    )
+    evidence_floor_quantile: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="With evidence_floor: the quantile of the healthy training subjects' "
+        "responses that is a detector's floor (1: their largest).",
+    )
+    evidence_floor_leak: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="With evidence_floor: the slope of a floored feature below its floor "
+        "(0: it passes nothing there).",
     )
     normative_input: bool = Field(
         default=False,
@@ -654,6 +674,13 @@ class RunConfig(BaseModel):
         if self.evidence_floor != "off" and self.task != "classification":
             raise ValueError(
                 f"evidence_floor applies to the classification task only, not {self.task!r}"
+            )
+        if self.evidence_floor == "off" and (
+            self.evidence_floor_quantile != 1.0 or self.evidence_floor_leak != 0.0
+        ):
+            raise ValueError(
+                "evidence_floor_quantile and evidence_floor_leak apply only with an "
+                "evidence_floor ('after_training' or 'every_epoch')"
             )
         return self
 

@@ -646,9 +646,58 @@ def test_evidence_floor_cuts_a_detectors_healthy_range_out_of_the_logit_and_the_
     assert "floor" in state and "floored" in state
 
 
-@pytest.mark.parametrize("when", ["after_training", "every_epoch"])
+def test_a_quantile_floor_and_a_leak_below_it() -> None:
+    from worker.ml.nets import SmallCNN
+
+    with pytest.raises(ValueError, match="apply only with an evidence_floor"):
+        _config(evidence_floor_quantile=0.9)
+    with pytest.raises(ValueError, match="apply only with an evidence_floor"):
+        _config(evidence_floor_leak=0.1)
+    with pytest.raises(ValueError):
+        _config(evidence_floor="every_epoch", evidence_floor_quantile=0.0)
+    with pytest.raises(ValueError):
+        _config(evidence_floor="every_epoch", evidence_floor_leak=1.0)
+    torch.manual_seed(0)
+    model = SmallCNN(evidence_floor=True, evidence_floor_leak=0.25).eval()
+    healthy = torch.randn(5, 1, *GRID)
+    with torch.no_grad():
+        features = model.pooled_features(healthy)
+    detectors = model.head.weight[0] > 0
+    with pytest.raises(ValueError, match="quantile"):
+        model.set_evidence_floor(features, quantile=1.5)
+    model.set_evidence_floor(features, quantile=0.5)
+    assert model.floor is not None
+    # The median of five responses is the third largest: two subjects lie above each floor.
+    median = features.sort(dim=0).values[2]
+    torch.testing.assert_close(model.floor[detectors], median[detectors])
+    assert bool((model.floor[~detectors] == 0).all())
+    # Above its floor a detector passes the excess; below it, a quarter of the (negative) gap.
+    weight, bias = model.head.weight[0].detach(), model.head.bias.detach()
+    gap = features - model.floor
+    passed = torch.where(detectors, torch.where(gap > 0, gap, 0.25 * gap), features)
+    with torch.no_grad():
+        torch.testing.assert_close(model(healthy), bias + (passed * weight).sum(1))
+    # So a subject below every floor still gives its detectors a gradient, which the floor
+    # alone (no leak) does not.
+    model.set_evidence_floor(features + 1.0)  # every subject below every floor
+    plain = SmallCNN(evidence_floor=True).eval()
+    plain.load_state_dict(model.state_dict())
+    detector_weights = []
+    for net in (model, plain):
+        net.zero_grad()
+        net(healthy).sum().backward()
+        grad = net.features[-1].conv.weight.grad
+        assert grad is not None
+        detector_weights.append(grad[detectors].abs().sum().item())
+    assert detector_weights[0] > 0.0 and detector_weights[1] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("when", "quantile", "leak"),
+    [("after_training", 1.0, 0.0), ("every_epoch", 1.0, 0.0), ("every_epoch", 0.5, 0.1)],
+)
 def test_a_run_with_evidence_floor_floors_best_and_last_on_its_healthy_training_subjects(
-    toy_subjects: list[SubjectSample], tmp_path: Path, when: str
+    toy_subjects: list[SubjectSample], tmp_path: Path, when: str, quantile: float, leak: float
 ) -> None:
     from worker.ml.nets import SmallCNN
     from worker.ml.transforms import IMAGE_KEY, preprocess_for
@@ -657,6 +706,8 @@ def test_a_run_with_evidence_floor_floors_best_and_last_on_its_healthy_training_
     config = _config(
         epochs=2,
         evidence_floor=when,
+        evidence_floor_quantile=quantile,
+        evidence_floor_leak=leak,
         loss_setting="lc_la_unsupervised",
         train_attribution=["integrated_gradients"],
         ig_steps=2,
@@ -674,13 +725,16 @@ def test_a_run_with_evidence_floor_floors_best_and_last_on_its_healthy_training_
     for path in (result.best_checkpoint, result.last_checkpoint):
         model, _ = training.load_model(path)
         assert isinstance(model, SmallCNN) and model.floored is not None
-        assert model.floor is not None
+        assert model.floor is not None and model.evidence_floor_leak == leak
         detectors = model.head.weight[0] > 0
         assert torch.equal(model.floored, detectors) and bool(detectors.any())
         with torch.no_grad():
             features = model.eval().pooled_features(healthy)
         torch.testing.assert_close(
-            model.floor[detectors], features.amax(0)[detectors], rtol=1e-5, atol=1e-5
+            model.floor[detectors],
+            torch.quantile(features, quantile, dim=0)[detectors],
+            rtol=1e-5,
+            atol=1e-5,
         )
     if when == "after_training":
         assert result.test_metrics["evidence_floored_features"] == int(

@@ -165,6 +165,10 @@ class SmallCNN(nn.Module):
             head weight) gets the highest value it takes on the healthy training subjects,
             so what it adds to the logit, and to the map, is only its response beyond what
             any healthy training brain produced.
+        evidence_floor_leak: Slope of a floored feature below its floor (0: ``relu``, the
+            feature passes nothing there). With a slope ``a`` it passes ``a * (pooled - floor)``,
+            a negative amount, so the training loss keeps a gradient through a detector that a
+            subject does not lift above its floor.
     """
 
     gradcam_layer_name = "features"
@@ -179,8 +183,12 @@ class SmallCNN(nn.Module):
         strides: Sequence[int] | None = None,
         activation: str = "leakyrelu",
         evidence_floor: bool = False,
+        evidence_floor_leak: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= evidence_floor_leak < 1.0:
+            raise ValueError(f"evidence_floor_leak must be in [0, 1), not {evidence_floor_leak}")
+        self.evidence_floor_leak = float(evidence_floor_leak)
         if pooling not in _POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; known: {sorted(_POOLINGS)}")
         if activation not in _ACTIVATIONS:
@@ -232,9 +240,8 @@ class SmallCNN(nn.Module):
         """
         features = self.pooled_features(x)  # (B, channels[-1]), twice that with avgmax
         if self.floor is not None and self.floored is not None:
-            features = torch.where(
-                self.floored, nn.functional.relu(features - self.floor), features
-            )
+            above = nn.functional.leaky_relu(features - self.floor, self.evidence_floor_leak)
+            features = torch.where(self.floored, above, features)
         return self.head(self.dropout(features)).squeeze(1)  # (B,)
 
     def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -246,12 +253,16 @@ class SmallCNN(nn.Module):
         return features
 
     @torch.no_grad()
-    def set_evidence_floor(self, healthy_features: torch.Tensor) -> int:
-        """Floor each lesion detector at its largest response over healthy subjects.
+    def set_evidence_floor(self, healthy_features: torch.Tensor, quantile: float = 1.0) -> int:
+        """Floor each lesion detector at its largest response over healthy subjects, or at a
+        quantile of those responses.
 
         Args:
             healthy_features: ``(R, F)`` pooled features of healthy subjects
                 (``pooled_features``, as the network's input sees them).
+            quantile: Which of the healthy responses is the floor: 1 is the largest; below 1,
+                that quantile (linear interpolation), so a share ``1 - quantile`` of the
+                healthy subjects pass some of their response.
 
         Returns:
             The number of features floored: those whose head weight is positive (a larger
@@ -259,8 +270,14 @@ class SmallCNN(nn.Module):
         """
         if self.floor is None or self.floored is None:
             raise ValueError("this network was built without evidence_floor")
+        if not 0.0 < quantile <= 1.0:
+            raise ValueError(f"quantile must be in (0, 1], not {quantile}")
         detectors = self.head.weight[0] > 0
-        self.floor.copy_(torch.where(detectors, healthy_features.amax(dim=0), 0.0))
+        if quantile == 1.0:
+            levels = healthy_features.amax(dim=0)
+        else:
+            levels = torch.quantile(healthy_features, quantile, dim=0)
+        self.floor.copy_(torch.where(detectors, levels, 0.0))
         self.floored.copy_(detectors)
         return int(detectors.sum())
 

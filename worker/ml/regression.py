@@ -122,6 +122,8 @@ def build_model(config: RunConfig, subjects: Sequence[_HasTarget] = ()) -> nn.Mo
     }
     if config.evidence_floor != "off":
         options["evidence_floor"] = True
+        if config.evidence_floor_leak:
+            options["evidence_floor_leak"] = config.evidence_floor_leak
     if config.normative_input:
         net = build_network(config.network, in_channels=2 * config.in_channels, **options)
         return NormativeInput(net, config.in_channels, config.grid)

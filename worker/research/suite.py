@@ -236,6 +236,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "weakly_normative_floor_epochs": _preset(
         "constrained_weakly_supervised", normative_input=True, evidence_floor="every_epoch"
     ),
+    # The floor below the healthy maximum (a quantile of the healthy responses), or with a
+    # slope below it (evidence_floor_leak), so that faint lesions keep some of their answer and
+    # a detector a subject does not lift above its floor still learns.
+    "supervised_floor_q90": _preset(
+        "constrained_supervised", evidence_floor="every_epoch", evidence_floor_quantile=0.9
+    ),
+    "supervised_floor_q75": _preset(
+        "constrained_supervised", evidence_floor="every_epoch", evidence_floor_quantile=0.75
+    ),
+    "supervised_floor_leak": _preset(
+        "constrained_supervised", evidence_floor="every_epoch", evidence_floor_leak=0.1
+    ),
+    "weakly_floor_q90": _preset(
+        "constrained_weakly_supervised", evidence_floor="every_epoch", evidence_floor_quantile=0.9
+    ),
+    "weakly_floor_leak": _preset(
+        "constrained_weakly_supervised", evidence_floor="every_epoch", evidence_floor_leak=0.1
+    ),
     "supervised_anchor_avgmax": _preset(
         "constrained_supervised", baseline_logit_weight=1.0, pooling="avgmax"
     ),

@@ -3116,6 +3116,12 @@ export interface components {
          *             0.01-0.03, but on small lesions and faint ones it cost AUROC, since it also takes
          *             away a detector's answer to a lesion no stronger than healthy tissue
          *             (docs/experiments.md, "A floor for the lesion detectors").
+         *         evidence_floor_quantile: With ``evidence_floor``: which of the healthy responses is a
+         *             detector's floor, 1 (the default) for the largest, below 1 that quantile, so that
+         *             a share of healthy subjects keeps some of its response and weak lesions lose less.
+         *         evidence_floor_leak: With ``evidence_floor``: the slope of a floored feature below its
+         *             floor (0, the default: nothing passes). A slope keeps a gradient through a
+         *             detector that a subject does not lift above its floor.
          *         loss_setting: Which losses are trained (docs/method.md section 3): ``lc_only`` (L_C),
          *             ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
          *             lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels
@@ -3411,6 +3417,18 @@ export interface components {
              * @enum {string}
              */
             evidence_floor?: "off" | "after_training" | "every_epoch";
+            /**
+             * Evidence Floor Leak
+             * @description With evidence_floor: the slope of a floored feature below its floor (0: it passes nothing there).
+             * @default 0
+             */
+            evidence_floor_leak?: number;
+            /**
+             * Evidence Floor Quantile
+             * @description With evidence_floor: the quantile of the healthy training subjects' responses that is a detector's floor (1: their largest).
+             * @default 1
+             */
+            evidence_floor_quantile?: number;
             /**
              * Grad Balance
              * @description Balancing of the gradients of L_C and lambda * L_A.

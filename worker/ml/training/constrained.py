@@ -200,7 +200,9 @@ def batch_baseline(loop: Loop, images: torch.Tensor) -> torch.Tensor | None:
 @torch.no_grad()
 def set_floors(loop: Loop, healthy: torch.Tensor) -> int:
     """Floor the lesion detectors of ``loop.model``'s current weights at their largest response
-    over ``healthy`` ``(R, C, D, H, W)`` (eval mode); return how many features were floored."""
+    over ``healthy`` ``(R, C, D, H, W)`` (eval mode), or at the quantile
+    ``RunConfig.evidence_floor_quantile`` of those responses; return how many features were
+    floored."""
     net = next(m for m in loop.model.modules() if isinstance(m, SmallCNN))
     assert net.floored is not None
     captured: list[torch.Tensor] = []
@@ -212,7 +214,9 @@ def set_floors(loop: Loop, healthy: torch.Tensor) -> int:
                 loop.model(healthy[start : start + loop.config.batch_size].to(loop.device))
     finally:
         hook.remove()
-    return net.set_evidence_floor(torch.cat(captured).float())
+    return net.set_evidence_floor(
+        torch.cat(captured).float(), loop.config.evidence_floor_quantile
+    )
 
 
 def fit_evidence_floor(

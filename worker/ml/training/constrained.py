@@ -214,9 +214,7 @@ def set_floors(loop: Loop, healthy: torch.Tensor) -> int:
                 loop.model(healthy[start : start + loop.config.batch_size].to(loop.device))
     finally:
         hook.remove()
-    return net.set_evidence_floor(
-        torch.cat(captured).float(), loop.config.evidence_floor_quantile
-    )
+    return net.set_evidence_floor(torch.cat(captured).float(), loop.config.evidence_floor_quantile)
 
 
 def fit_evidence_floor(

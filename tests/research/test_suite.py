@@ -213,3 +213,14 @@ def test_healthy_support_counts_the_brain_voxels_that_carry_relevance() -> None:
     assert suite.healthy_support([pathological], [brain], [1]) != suite.healthy_support(
         [pathological], [brain], [0]
     )
+
+
+def test_every_variant_is_a_valid_run_config_and_the_floor_variants_floor() -> None:
+    # A variant that RunConfig refuses would fail only when someone runs it, hours in.
+    configs = {name: RunConfig.model_validate(fields) for name, fields in suite.VARIANTS.items()}
+    assert configs["supervised_floor_q90"].evidence_floor == "every_epoch"
+    assert configs["supervised_floor_q90"].evidence_floor_quantile == 0.9
+    assert configs["supervised_floor_leak"].evidence_floor_leak > 0.0
+    assert configs["supervised_normative_floor_q90"].normative_input
+    # The preset-based variants without "floor" in their name do not floor.
+    assert all(c.evidence_floor == "off" for n, c in configs.items() if "floor" not in n)

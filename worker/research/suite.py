@@ -254,6 +254,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "weakly_floor_leak": _preset(
         "constrained_weakly_supervised", evidence_floor="every_epoch", evidence_floor_leak=0.1
     ),
+    "supervised_normative_floor_q90": _preset(
+        "constrained_supervised",
+        normative_input=True,
+        evidence_floor="every_epoch",
+        evidence_floor_quantile=0.9,
+    ),
+    "weakly_normative_floor_q90": _preset(
+        "constrained_weakly_supervised",
+        normative_input=True,
+        evidence_floor="every_epoch",
+        evidence_floor_quantile=0.9,
+    ),
     "supervised_anchor_avgmax": _preset(
         "constrained_supervised", baseline_logit_weight=1.0, pooling="avgmax"
     ),

@@ -187,6 +187,10 @@ class RunConfig(BaseModel):
         evidence_floor_leak: With ``evidence_floor``: the slope of a floored feature below its
             floor (0, the default: nothing passes). A slope keeps a gradient through a
             detector that a subject does not lift above its floor.
+        evidence_floor_start_auroc: With ``evidence_floor="every_epoch"``: fit the floors only
+            once an epoch's validation AUROC has reached this value (0, the default: from the
+            first epoch). Before that the detectors learn unfloored, so a floor fitted to
+            detectors that do not yet find the lesions cannot cut off their gradient.
         loss_setting: Which losses are trained (docs/method.md section 3): ``lc_only`` (L_C),
             ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
             lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels
@@ -402,6 +406,13 @@ class RunConfig(BaseModel):
         lt=1.0,
         description="With evidence_floor: the slope of a floored feature below its floor "
         "(0: it passes nothing there).",
+    )
+    evidence_floor_start_auroc: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="With evidence_floor 'every_epoch': fit the floors only once an epoch's "
+        "validation AUROC has reached this value (0: from the first epoch).",
     )
     normative_input: bool = Field(
         default=False,
@@ -681,6 +692,10 @@ class RunConfig(BaseModel):
             raise ValueError(
                 "evidence_floor_quantile and evidence_floor_leak apply only with an "
                 "evidence_floor ('after_training' or 'every_epoch')"
+            )
+        if self.evidence_floor_start_auroc > 0.0 and self.evidence_floor != "every_epoch":
+            raise ValueError(
+                "evidence_floor_start_auroc applies only with evidence_floor 'every_epoch'"
             )
         return self
 

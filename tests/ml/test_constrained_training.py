@@ -692,6 +692,46 @@ def test_a_quantile_floor_and_a_leak_below_it() -> None:
     assert detector_weights[0] > 0.0 and detector_weights[1] == 0.0
 
 
+def test_floors_start_once_an_epoch_reached_the_validation_auroc() -> None:
+    from worker.ml.training.constrained import floors_started
+
+    with pytest.raises(ValueError, match="only with evidence_floor 'every_epoch'"):
+        _config(evidence_floor="after_training", evidence_floor_start_auroc=0.9)
+    ungated = _config(evidence_floor="every_epoch")
+    gated = _config(evidence_floor="every_epoch", evidence_floor_start_auroc=0.9)
+    assert floors_started(ungated, [])  # from the first epoch
+    assert not floors_started(gated, [])
+    # A record without a validation AUROC (no validation split) does not start them.
+    assert not floors_started(gated, [{"val_auroc": 0.6}, {"val_auroc": None}, {}])
+    assert floors_started(gated, [{"val_auroc": 0.6}, {"val_auroc": 0.9}, {"val_auroc": 0.7}])
+
+
+def test_a_gated_floor_leaves_the_detectors_unfloored_until_the_gate(
+    toy_subjects: list[SubjectSample], tmp_path: Path
+) -> None:
+    from worker.ml.nets import SmallCNN
+
+    def floored(epochs: int) -> tuple[bool, list[float]]:
+        config = _config(
+            epochs=epochs,
+            evidence_floor="every_epoch",
+            evidence_floor_start_auroc=0.5,
+            loss_setting="lc_la_unsupervised",
+            train_attribution=["integrated_gradients"],
+            ig_steps=2,
+        )
+        result = train(config, toy_subjects, checkpoint_dir=tmp_path / str(epochs))
+        model, _ = training.load_model(result.last_checkpoint)
+        assert isinstance(model, SmallCNN) and model.floored is not None
+        return bool(model.floored.any()), [r["val_auroc"] for r in result.history]
+
+    # After the first epoch no epoch has been validated yet: no floors, whatever its AUROC.
+    assert floored(1)[0] is False
+    # After the second, floors if and only if the first epoch reached the gate.
+    started, aurocs = floored(2)
+    assert started == (aurocs[0] >= 0.5)
+
+
 @pytest.mark.parametrize(
     ("when", "quantile", "leak"),
     [("after_training", 1.0, 0.0), ("every_epoch", 1.0, 0.0), ("every_epoch", 0.5, 0.1)],

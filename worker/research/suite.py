@@ -254,6 +254,34 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "weakly_floor_leak": _preset(
         "constrained_weakly_supervised", evidence_floor="every_epoch", evidence_floor_leak=0.1
     ),
+    # The floor fitted only once the detectors find the lesions (a validation AUROC of 0.9),
+    # so that it cannot cut off the gradient of detectors that are still learning.
+    "supervised_floor_gated": _preset(
+        "constrained_supervised", evidence_floor="every_epoch", evidence_floor_start_auroc=0.9
+    ),
+    "weakly_floor_gated": _preset(
+        "constrained_weakly_supervised",
+        evidence_floor="every_epoch",
+        evidence_floor_start_auroc=0.9,
+    ),
+    "supervised_floor_q90_gated": _preset(
+        "constrained_supervised",
+        evidence_floor="every_epoch",
+        evidence_floor_quantile=0.9,
+        evidence_floor_start_auroc=0.9,
+    ),
+    "supervised_normative_floor_gated": _preset(
+        "constrained_supervised",
+        normative_input=True,
+        evidence_floor="every_epoch",
+        evidence_floor_start_auroc=0.9,
+    ),
+    "weakly_normative_floor_gated": _preset(
+        "constrained_weakly_supervised",
+        normative_input=True,
+        evidence_floor="every_epoch",
+        evidence_floor_start_auroc=0.9,
+    ),
     "supervised_normative_floor_q90": _preset(
         "constrained_supervised",
         normative_input=True,

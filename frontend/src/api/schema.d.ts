@@ -3122,6 +3122,10 @@ export interface components {
          *         evidence_floor_leak: With ``evidence_floor``: the slope of a floored feature below its
          *             floor (0, the default: nothing passes). A slope keeps a gradient through a
          *             detector that a subject does not lift above its floor.
+         *         evidence_floor_start_auroc: With ``evidence_floor="every_epoch"``: fit the floors only
+         *             once an epoch's validation AUROC has reached this value (0, the default: from the
+         *             first epoch). Before that the detectors learn unfloored, so a floor fitted to
+         *             detectors that do not yet find the lesions cannot cut off their gradient.
          *         loss_setting: Which losses are trained (docs/method.md section 3): ``lc_only`` (L_C),
          *             ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
          *             lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels
@@ -3429,6 +3433,12 @@ export interface components {
              * @default 1
              */
             evidence_floor_quantile?: number;
+            /**
+             * Evidence Floor Start Auroc
+             * @description With evidence_floor 'every_epoch': fit the floors only once an epoch's validation AUROC has reached this value (0: from the first epoch).
+             * @default 0
+             */
+            evidence_floor_start_auroc?: number;
             /**
              * Grad Balance
              * @description Balancing of the gradients of L_C and lambda * L_A.

@@ -80,6 +80,7 @@ __all__ = [
     "baseline_logit_loss",
     "eval_mode",
     "fit_evidence_floor",
+    "floors_started",
     "set_floors",
     "mode_dependent",
     "path_chunk",
@@ -215,6 +216,16 @@ def set_floors(loop: Loop, healthy: torch.Tensor) -> int:
     finally:
         hook.remove()
     return net.set_evidence_floor(torch.cat(captured).float(), loop.config.evidence_floor_quantile)
+
+
+def floors_started(config: RunConfig, history: Sequence[dict[str, Any]]) -> bool:
+    """Whether ``evidence_floor="every_epoch"`` fits floors after the epoch that follows
+    ``history``: always when ``evidence_floor_start_auroc`` is 0, otherwise once an epoch of
+    ``history`` reached that validation AUROC."""
+    threshold = config.evidence_floor_start_auroc
+    if threshold <= 0.0:
+        return True
+    return any((record.get("val_auroc") or 0.0) >= threshold for record in history)
 
 
 def fit_evidence_floor(
@@ -372,10 +383,11 @@ class ConstrainedTask(Task):
                 loop.config, subjects, datasets, "evidence_floor"
             )
 
-    def after_train_epoch(self, loop: Loop) -> None:
+    def after_train_epoch(self, loop: Loop, history: Sequence[dict[str, Any]]) -> None:
         # The floors of this epoch's weights: validated and saved with them, and kept by the
-        # next epoch's steps.
-        if self._floor_images is not None:
+        # next epoch's steps; from the first epoch, or once an earlier epoch's validation AUROC
+        # reached evidence_floor_start_auroc (until then the detectors learn unfloored).
+        if self._floor_images is not None and floors_started(loop.config, history):
             set_floors(loop, self._floor_images)
 
     # ------------------------------------------------------------------ steps

@@ -206,7 +206,7 @@ def run_epochs(task: Task, loop: Loop, state: RunState, datasets: dict[str, Cach
         train_loader = make_loader(datasets["train"], config.batch_size, shuffle=True, seed=seed)
         epoch_start = time.monotonic()
         summary = train_epoch(task, loop, train_loader, epoch)
-        task.after_train_epoch(loop)
+        task.after_train_epoch(loop, state.history)
         loop.check_cancel(epoch)
         val_metrics = task.evaluate_val(loop, datasets.get("val"))
         record = json_safe(

@@ -73,8 +73,9 @@ class Task(abc.ABC):
         """Whatever the task needs from the data before the first epoch (default: nothing)."""
         return None
 
-    def after_train_epoch(self, loop: Loop) -> None:
-        """Called after each epoch's training steps, before its validation (default: nothing)."""
+    def after_train_epoch(self, loop: Loop, history: Sequence[dict[str, Any]]) -> None:
+        """Called after each epoch's training steps, before its validation, with the records of
+        the epochs before it (default: nothing)."""
         return None
 
     @abc.abstractmethod

@@ -270,6 +270,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
         evidence_floor_quantile=0.9,
         evidence_floor_start_auroc=0.9,
     ),
+    "supervised_floor_leak_gated": _preset(
+        "constrained_supervised",
+        evidence_floor="every_epoch",
+        evidence_floor_leak=0.1,
+        evidence_floor_start_auroc=0.9,
+    ),
     "supervised_normative_floor_gated": _preset(
         "constrained_supervised",
         normative_input=True,

@@ -723,6 +723,9 @@ def test_a_gated_floor_leaves_the_detectors_unfloored_until_the_gate(
         result = train(config, toy_subjects, checkpoint_dir=tmp_path / str(epochs))
         model, _ = training.load_model(result.last_checkpoint)
         assert isinstance(model, SmallCNN) and model.floored is not None
+        # Each epoch's record says whether its weights had their floors.
+        marks = [r["val_evidence_floored"] for r in result.history]
+        assert marks[-1] == float(model.floored.any())
         return bool(model.floored.any()), [r["val_auroc"] for r in result.history]
 
     # After the first epoch no epoch has been validated yet: no floors, whatever its AUROC.

@@ -133,6 +133,27 @@ def test_below_the_floor_the_margin_changes_nothing() -> None:
     assert state.best_epoch == 2 and state.best_tier == 0 and state.best_metric == "val_auroc"
 
 
+def test_a_floored_run_keeps_an_epoch_with_its_floors_over_one_without() -> None:
+    # evidence_floor_start_auroc: the floors start once the validation AUROC reached the gate;
+    # the epochs before them have better-looking lesion mass but unfloored detectors.
+    epochs = [
+        {"val_loss": 0.5, "val_auroc": 0.95, "val_lesion_mass": 0.40, "val_evidence_floored": 0},
+        {"val_loss": 0.4, "val_auroc": 0.99, "val_lesion_mass": 0.35, "val_evidence_floored": 1},
+        {"val_loss": 0.4, "val_auroc": 0.99, "val_lesion_mass": 0.38, "val_evidence_floored": 1},
+    ]
+    state = _choose_with_margin(0.03, epochs)
+    assert state.best_epoch == 3 and state.best_metric == "val_lesion_mass"
+    assert _choose("val_lesion_mass", epochs).best_epoch == 3
+    # Without the mark (a run without the gate) the first epoch would have stayed best.
+    plain = [{k: v for k, v in e.items() if k != "val_evidence_floored"} for e in epochs]
+    assert _choose("val_lesion_mass", plain).best_epoch == 1
+    # While no epoch has its floors, they rank among themselves as before.
+    assert (
+        _choose("val_lesion_mass", [epochs[0], {**epochs[0], "val_lesion_mass": 0.5}]).best_epoch
+        == 2
+    )
+
+
 @pytest.mark.parametrize(
     "fields",
     [

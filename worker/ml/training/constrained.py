@@ -80,6 +80,7 @@ __all__ = [
     "baseline_logit_loss",
     "eval_mode",
     "fit_evidence_floor",
+    "floored_network",
     "floors_started",
     "set_floors",
     "mode_dependent",
@@ -198,19 +199,26 @@ def batch_baseline(loop: Loop, images: torch.Tensor) -> torch.Tensor | None:
     return loop.baseline
 
 
+def floored_network(loop: Loop) -> tuple[SmallCNN, torch.Tensor]:
+    """The ``SmallCNN`` inside ``loop.model`` that carries the detectors' floors, and its
+    ``floored`` mask (which features have one)."""
+    net = next(m for m in loop.model.modules() if isinstance(m, SmallCNN))
+    assert net.floored is not None
+    return net, net.floored
+
+
 @torch.no_grad()
 def set_floors(loop: Loop, healthy: torch.Tensor) -> int:
     """Floor the lesion detectors of ``loop.model``'s current weights at their largest response
     over ``healthy`` ``(R, C, D, H, W)`` (eval mode), or at the quantile
     ``RunConfig.evidence_floor_quantile`` of those responses; return how many features were
     floored."""
-    net = next(m for m in loop.model.modules() if isinstance(m, SmallCNN))
-    assert net.floored is not None
+    net, floored = floored_network(loop)
     captured: list[torch.Tensor] = []
     hook = net.head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
     try:
         with eval_mode(loop.model):
-            net.floored.fill_(False)  # the head sees the raw pooled features
+            floored.fill_(False)  # the head sees the raw pooled features
             for start in range(0, len(healthy), loop.config.batch_size):
                 loop.model(healthy[start : start + loop.config.batch_size].to(loop.device))
     finally:
@@ -661,6 +669,10 @@ class ConstrainedTask(Task):
         if dataset is None:
             return {"val_loss": None, **{f"val_{name}": None for name in self.empty_val_names}}
         values = self.val_values(self.head_metrics(loop, dataset))
+        if loop.config.evidence_floor == "every_epoch":
+            # Whether this epoch's weights have their floors (not yet, below the AUROC gate of
+            # evidence_floor_start_auroc): model selection prefers those that do.
+            values["val_evidence_floored"] = float(bool(floored_network(loop)[1].any()))
         if loop.config.val_attribution:
             evaluation = attribution_eval(loop, dataset, steps=VAL_IG_STEPS)
             found = evaluation.metrics

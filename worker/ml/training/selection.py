@@ -17,6 +17,7 @@ __all__ = [
     "HIGHER_IS_BETTER",
     "TIED_OFTEN",
     "TIE_BREAK",
+    "UNFLOORED_DEMOTION",
     "monitor",
     "monitor_score",
     "patience_exhausted",
@@ -44,6 +45,8 @@ HIGHER_IS_BETTER = {
 # classifier has not learned: an epoch whose val_auroc is below this floor is scored by its
 # val_auroc (then val_loss), and never beats an epoch at or above it (see ``selection``).
 CLASSIFICATION_FLOOR = 0.6
+# How many tiers an epoch of a floored run drops while its floors have not started.
+UNFLOORED_DEMOTION = 2
 ATTRIBUTION_MONITORS = ATTRIBUTION_EARLY_STOPPING
 
 
@@ -106,6 +109,10 @@ def update_best(
     margin = config.selection_auroc_margin
     if margin is not None and name in ATTRIBUTION_MONITORS:
         found = _apply_auroc_margin(margin, state, metrics, found)
+    if found is not None and metrics.get("val_evidence_floored") == 0.0:
+        # A run that floors its lesion detectors every epoch, in an epoch before the floors
+        # started (evidence_floor_start_auroc): any epoch with its floors ranks above it.
+        found = (found[0] - UNFLOORED_DEMOTION, found[1], found[2])
     # Without a score (no validation split) the latest weights are the best we know.
     improved = (
         found is None

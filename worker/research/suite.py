@@ -120,6 +120,14 @@ def _preset(name: str, **fields: Any) -> dict[str, Any]:
     return {**_as_preset(name), **_UNFLOORED, **fields}
 
 
+def _floored(name: str, **fields: Any) -> dict[str, Any]:
+    """A variant of a preset whose lesion detectors are floored after every epoch."""
+    return _preset(name, evidence_floor="every_epoch", **fields)
+
+
+_GATED: dict[str, Any] = {"evidence_floor_start_auroc": 0.9}
+
+
 VARIANTS: dict[str, dict[str, Any]] = {
     # The presets, as the API applies them (attrivue_core.presets).
     "classification": _as_preset("classification"),
@@ -236,69 +244,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "weakly_normative_floor_epochs": _preset(
         "constrained_weakly_supervised", normative_input=True, evidence_floor="every_epoch"
     ),
-    # The floor below the healthy maximum (a quantile of the healthy responses), or with a
-    # slope below it (evidence_floor_leak), so that faint lesions keep some of their answer and
-    # a detector a subject does not lift above its floor still learns.
-    "supervised_floor_q90": _preset(
-        "constrained_supervised", evidence_floor="every_epoch", evidence_floor_quantile=0.9
+    # The floor below the healthy maximum (a quantile of the healthy responses), with a slope
+    # below it (evidence_floor_leak), or fitted only once the validation AUROC reached 0.9
+    # ("gated", evidence_floor_start_auroc), so that faint lesions keep some of their answer
+    # and detectors still learning keep their gradient.
+    "supervised_floor_q90": _floored("constrained_supervised", evidence_floor_quantile=0.9),
+    "supervised_floor_leak": _floored("constrained_supervised", evidence_floor_leak=0.1),
+    "supervised_floor_gated": _floored("constrained_supervised", **_GATED),
+    "supervised_floor_q90_gated": _floored(
+        "constrained_supervised", evidence_floor_quantile=0.9, **_GATED
     ),
-    "supervised_floor_q75": _preset(
-        "constrained_supervised", evidence_floor="every_epoch", evidence_floor_quantile=0.75
+    "weakly_floor_q90_gated": _floored(
+        "constrained_weakly_supervised", evidence_floor_quantile=0.9, **_GATED
     ),
-    "supervised_floor_leak": _preset(
-        "constrained_supervised", evidence_floor="every_epoch", evidence_floor_leak=0.1
-    ),
-    "weakly_floor_q90": _preset(
-        "constrained_weakly_supervised", evidence_floor="every_epoch", evidence_floor_quantile=0.9
-    ),
-    "weakly_floor_leak": _preset(
-        "constrained_weakly_supervised", evidence_floor="every_epoch", evidence_floor_leak=0.1
-    ),
-    # The floor fitted only once the detectors find the lesions (a validation AUROC of 0.9),
-    # so that it cannot cut off the gradient of detectors that are still learning.
-    "supervised_floor_gated": _preset(
-        "constrained_supervised", evidence_floor="every_epoch", evidence_floor_start_auroc=0.9
-    ),
-    "weakly_floor_gated": _preset(
-        "constrained_weakly_supervised",
-        evidence_floor="every_epoch",
-        evidence_floor_start_auroc=0.9,
-    ),
-    "supervised_floor_q90_gated": _preset(
-        "constrained_supervised",
-        evidence_floor="every_epoch",
-        evidence_floor_quantile=0.9,
-        evidence_floor_start_auroc=0.9,
-    ),
-    "supervised_floor_leak_gated": _preset(
-        "constrained_supervised",
-        evidence_floor="every_epoch",
-        evidence_floor_leak=0.1,
-        evidence_floor_start_auroc=0.9,
-    ),
-    "supervised_normative_floor_gated": _preset(
-        "constrained_supervised",
-        normative_input=True,
-        evidence_floor="every_epoch",
-        evidence_floor_start_auroc=0.9,
-    ),
-    "weakly_normative_floor_gated": _preset(
-        "constrained_weakly_supervised",
-        normative_input=True,
-        evidence_floor="every_epoch",
-        evidence_floor_start_auroc=0.9,
-    ),
-    "supervised_normative_floor_q90": _preset(
-        "constrained_supervised",
-        normative_input=True,
-        evidence_floor="every_epoch",
-        evidence_floor_quantile=0.9,
-    ),
-    "weakly_normative_floor_q90": _preset(
-        "constrained_weakly_supervised",
-        normative_input=True,
-        evidence_floor="every_epoch",
-        evidence_floor_quantile=0.9,
+    "supervised_normative_floor_q90_gated": _floored(
+        "constrained_supervised", normative_input=True, evidence_floor_quantile=0.9, **_GATED
     ),
     "supervised_anchor_avgmax": _preset(
         "constrained_supervised", baseline_logit_weight=1.0, pooling="avgmax"

@@ -3115,7 +3115,8 @@ export interface components {
          *             in the presets: on held-out bright ellipsoids it brought the healthy share to
          *             0.01-0.03, but on small lesions and faint ones it cost AUROC, since it also takes
          *             away a detector's answer to a lesion no stronger than healthy tissue
-         *             (docs/experiments.md, "A floor for the lesion detectors").
+         *             (docs/experiments.md, "A floor for the lesion detectors"; softened by the three
+         *             options below, "The floor below the healthy maximum").
          *         evidence_floor_quantile: With ``evidence_floor``: which of the healthy responses is a
          *             detector's floor, 1 (the default) for the largest, below 1 that quantile, so that
          *             a share of healthy subjects keeps some of its response and weak lesions lose less.

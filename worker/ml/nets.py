@@ -273,10 +273,7 @@ class SmallCNN(nn.Module):
         if not 0.0 < quantile <= 1.0:
             raise ValueError(f"quantile must be in (0, 1], not {quantile}")
         detectors = self.head.weight[0] > 0
-        if quantile == 1.0:
-            levels = healthy_features.amax(dim=0)
-        else:
-            levels = torch.quantile(healthy_features, quantile, dim=0)
+        levels = torch.quantile(healthy_features, quantile, dim=0)  # quantile 1: the maximum
         self.floor.copy_(torch.where(detectors, levels, 0.0))
         self.floored.copy_(detectors)
         return int(detectors.sum())

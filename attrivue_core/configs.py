@@ -192,6 +192,14 @@ class RunConfig(BaseModel):
             once an epoch's validation AUROC has reached this value (0, the default: from the
             first epoch). Before that the detectors learn unfloored, so a floor fitted to
             detectors that do not yet find the lesions cannot cut off their gradient.
+        evidence_floor_subjects: With ``evidence_floor``: whose healthy responses set the
+            floors, ``train`` (the default: the healthy subjects of the training split) or
+            ``validation`` (those of the validation split). The network is trained to keep
+            the healthy training subjects' responses low, so their floors sit below what an
+            unseen healthy brain makes a detector respond, and unseen healthy subjects get
+            red back; healthy subjects it never trained on set floors that carry over. The
+            validation subjects then also select the epoch and calibrate the logit, so their
+            healthy share is optimistic; the test split is what to read.
         loss_setting: Which losses are trained (docs/method.md section 3): ``lc_only`` (L_C),
             ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
             lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels
@@ -414,6 +422,12 @@ class RunConfig(BaseModel):
         le=1.0,
         description="With evidence_floor 'every_epoch': fit the floors only once an epoch's "
         "validation AUROC has reached this value (0: from the first epoch).",
+    )
+    evidence_floor_subjects: Literal["train", "validation"] = Field(
+        default="train",
+        description="With evidence_floor: whose healthy responses set the floors, the training "
+        "split's healthy subjects or the validation split's (which the network never trained "
+        "on, so the floors carry over to unseen healthy brains).",
     )
     normative_input: bool = Field(
         default=False,
@@ -688,11 +702,13 @@ class RunConfig(BaseModel):
                 f"evidence_floor applies to the classification task only, not {self.task!r}"
             )
         if self.evidence_floor == "off" and (
-            self.evidence_floor_quantile != 1.0 or self.evidence_floor_leak != 0.0
+            self.evidence_floor_quantile != 1.0
+            or self.evidence_floor_leak != 0.0
+            or self.evidence_floor_subjects != "train"
         ):
             raise ValueError(
-                "evidence_floor_quantile and evidence_floor_leak apply only with an "
-                "evidence_floor ('after_training' or 'every_epoch')"
+                "evidence_floor_quantile, evidence_floor_leak and evidence_floor_subjects "
+                "apply only with an evidence_floor ('after_training' or 'every_epoch')"
             )
         if self.evidence_floor_start_auroc > 0.0 and self.evidence_floor != "every_epoch":
             raise ValueError(

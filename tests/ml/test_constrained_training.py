@@ -653,6 +653,8 @@ def test_a_quantile_floor_and_a_leak_below_it() -> None:
         _config(evidence_floor_quantile=0.9)
     with pytest.raises(ValueError, match="apply only with an evidence_floor"):
         _config(evidence_floor_leak=0.1)
+    with pytest.raises(ValueError, match="apply only with an evidence_floor"):
+        _config(evidence_floor_subjects="validation")
     with pytest.raises(ValueError):
         _config(evidence_floor="every_epoch", evidence_floor_quantile=0.0)
     with pytest.raises(ValueError):
@@ -690,6 +692,17 @@ def test_a_quantile_floor_and_a_leak_below_it() -> None:
         assert grad is not None
         detector_weights.append(grad[detectors].abs().sum().item())
     assert detector_weights[0] > 0.0 and detector_weights[1] == 0.0
+
+
+def test_floors_from_the_validation_split_need_healthy_subjects_there(
+    toy_subjects: list[SubjectSample],
+) -> None:
+    from worker.ml.training.constrained import floor_images
+
+    config = _config(evidence_floor="every_epoch", evidence_floor_subjects="validation")
+    no_healthy_val = [s for s in toy_subjects if not (s.split == "val" and s.label == 0)]
+    with pytest.raises(ValueError, match="evidence_floor needs healthy subjects in the val split"):
+        floor_images(config, no_healthy_val, {})
 
 
 def test_floors_start_once_an_epoch_reached_the_validation_auroc() -> None:
@@ -736,11 +749,21 @@ def test_a_gated_floor_leaves_the_detectors_unfloored_until_the_gate(
 
 
 @pytest.mark.parametrize(
-    ("when", "quantile", "leak"),
-    [("after_training", 1.0, 0.0), ("every_epoch", 1.0, 0.0), ("every_epoch", 0.5, 0.1)],
+    ("when", "quantile", "leak", "fitted_on"),
+    [
+        ("after_training", 1.0, 0.0, "train"),
+        ("every_epoch", 1.0, 0.0, "train"),
+        ("every_epoch", 0.5, 0.1, "train"),
+        ("every_epoch", 1.0, 0.0, "validation"),
+    ],
 )
-def test_a_run_with_evidence_floor_floors_best_and_last_on_its_healthy_training_subjects(
-    toy_subjects: list[SubjectSample], tmp_path: Path, when: str, quantile: float, leak: float
+def test_a_run_with_evidence_floor_floors_best_and_last_on_its_healthy_subjects(
+    toy_subjects: list[SubjectSample],
+    tmp_path: Path,
+    when: str,
+    quantile: float,
+    leak: float,
+    fitted_on: str,
 ) -> None:
     from worker.ml.nets import SmallCNN
     from worker.ml.transforms import IMAGE_KEY, preprocess_for
@@ -751,6 +774,7 @@ def test_a_run_with_evidence_floor_floors_best_and_last_on_its_healthy_training_
         evidence_floor=when,
         evidence_floor_quantile=quantile,
         evidence_floor_leak=leak,
+        evidence_floor_subjects=fitted_on,
         loss_setting="lc_la_unsupervised",
         train_attribution=["integrated_gradients"],
         ig_steps=2,
@@ -758,11 +782,12 @@ def test_a_run_with_evidence_floor_floors_best_and_last_on_its_healthy_training_
     )
     result = train(config, toy_subjects, checkpoint_dir=tmp_path)
     transform = preprocess_for(config)
+    split = "val" if fitted_on == "validation" else "train"
     healthy = torch.stack(
         [
             transform({IMAGE_KEY: str(s.image)})[IMAGE_KEY].as_tensor()
             for s in toy_subjects
-            if s.split == "train" and s.label == 0
+            if s.split == split and s.label == 0
         ]
     )
     for path in (result.best_checkpoint, result.last_checkpoint):

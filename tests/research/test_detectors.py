@@ -60,3 +60,23 @@ def test_a_floored_detector_gives_the_subjects_it_was_fitted_on_no_relevance() -
     for row in rows:
         assert row["detectors_positive"] == 0.0 and row["detectors_negative"] == 0.0
         assert row["others_positive"] + row["others_negative"] > 0
+
+
+def test_from_a_baseline_the_parts_add_up_to_that_baselines_map() -> None:
+    torch.manual_seed(0)
+    model = SmallCNN(channels=(3, 6)).eval()
+    images = _images(2)
+    reference = 0.5 * images[0] + 0.1  # a healthy mean stands here for any fixed reference
+    reference[:, :2] = 0.0
+    rows = detector_split(model, images, steps=32, baseline=reference)
+    zero_rows = detector_split(model, images, steps=32)
+    full = integrated_gradients(
+        model, torch.stack(images), baseline=reference[None], steps=32, method="gausslegendre"
+    )
+    for row, zero_row, a, image in zip(rows, zero_rows, full.attributions, images, strict=True):
+        inside = a.sum(dim=0)[(image != 0).any(dim=0)]
+        assert row["detectors_sum"] + row["others_sum"] == pytest.approx(
+            float(inside.sum()), rel=1e-4, abs=1e-6
+        )
+        # The reference is used: the split from the zero image differs.
+        assert row["detectors_sum"] != pytest.approx(zero_row["detectors_sum"], abs=1e-3)

@@ -223,5 +223,9 @@ def test_every_variant_is_a_valid_run_config_and_the_floor_variants_floor() -> N
     assert configs["supervised_floor_leak"].evidence_floor_leak > 0.0
     assert configs["supervised_normative_floor_q90_gated"].normative_input
     assert configs["supervised_floor_q90_gated"].evidence_floor_start_auroc == 0.9
+    dark = configs["supervised_normative_floor_q90_gated_healthy_val"]
+    assert dark.attribution_baseline == "healthy" and dark.evidence_floor_subjects == "validation"
+    assert configs["supervised_floor_q90_gated_val"].evidence_floor_subjects == "validation"
+    assert configs["supervised_floor_q90_gated"].evidence_floor_subjects == "train"
     # The preset-based variants without "floor" in their name do not floor.
     assert all(c.evidence_floor == "off" for n, c in configs.items() if "floor" not in n)

@@ -52,20 +52,26 @@ class PartLogit(nn.Module):
 
 
 def detector_split(
-    model: nn.Module, images: Sequence[torch.Tensor], *, steps: int = 16
+    model: nn.Module,
+    images: Sequence[torch.Tensor],
+    *,
+    steps: int = 16,
+    baseline: torch.Tensor | None = None,
 ) -> list[dict[str, Any]]:
     """Positive mass, negative mass and sum of each part's Integrated Gradients map.
 
     Args:
         model: The run's network, in eval mode.
-        images: Preprocessed images ``(C, D, H, W)``; the zero image is the baseline.
+        images: Preprocessed images ``(C, D, H, W)``.
         steps: Gauss-Legendre points.
+        baseline: The reference ``(C, D, H, W)`` of the paths (a run's healthy mean,
+            ``load_baseline``); ``None`` is the zero image.
 
     Returns:
         One dict per image, inside the brain (voxels where any channel is non-zero):
         ``detectors_positive``, ``detectors_negative``, ``detectors_sum``, the same three
         for ``others``, and ``healthy_share`` of the whole map (positive mass over absolute
-        mass). The two sums add up to F(x) - F(0) to the quadrature's accuracy.
+        mass). The two sums add up to F(x) - F(x') to the quadrature's accuracy.
     """
     was_training = model.training
     model.eval()
@@ -79,7 +85,12 @@ def detector_split(
             for name, detectors in (("detectors", True), ("others", False)):
                 part = PartLogit(model, detectors)
                 out = integrated_gradients(
-                    part, x, steps=steps, method="gausslegendre", create_graph=False
+                    part,
+                    x,
+                    baseline=None if baseline is None else baseline.float()[None],
+                    steps=steps,
+                    method="gausslegendre",
+                    create_graph=False,
                 )
                 a = out.attributions.detach()[0].sum(dim=0).double().numpy()
                 total += a

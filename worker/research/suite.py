@@ -260,6 +260,33 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "supervised_normative_floor_q90_gated": _floored(
         "constrained_supervised", normative_input=True, evidence_floor_quantile=0.9, **_GATED
     ),
+    # Dark lesions: from the zero image the normative input's z-map is a lesion everywhere, so
+    # the detectors fire at the baseline and no floor keeps their red off healthy maps; from the
+    # healthy mean they are quiet at both ends of the path.
+    "supervised_normative_floor_q90_gated_healthy": _floored(
+        "constrained_supervised",
+        normative_input=True,
+        attribution_baseline="healthy",
+        evidence_floor_quantile=0.9,
+        **_GATED,
+    ),
+    # The floors fitted on the validation split's healthy subjects, which the network never
+    # trained on: the training subjects' responses are kept low by training, so floors fitted
+    # on them sit below an unseen healthy brain's responses.
+    "supervised_floor_q90_gated_val": _floored(
+        "constrained_supervised",
+        evidence_floor_quantile=0.9,
+        evidence_floor_subjects="validation",
+        **_GATED,
+    ),
+    "supervised_normative_floor_q90_gated_healthy_val": _floored(
+        "constrained_supervised",
+        normative_input=True,
+        attribution_baseline="healthy",
+        evidence_floor_quantile=0.9,
+        evidence_floor_subjects="validation",
+        **_GATED,
+    ),
     "supervised_anchor_avgmax": _preset(
         "constrained_supervised", baseline_logit_weight=1.0, pooling="avgmax"
     ),

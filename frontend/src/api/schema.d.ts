@@ -3127,6 +3127,14 @@ export interface components {
          *             once an epoch's validation AUROC has reached this value (0, the default: from the
          *             first epoch). Before that the detectors learn unfloored, so a floor fitted to
          *             detectors that do not yet find the lesions cannot cut off their gradient.
+         *         evidence_floor_subjects: With ``evidence_floor``: whose healthy responses set the
+         *             floors, ``train`` (the default: the healthy subjects of the training split) or
+         *             ``validation`` (those of the validation split). The network is trained to keep
+         *             the healthy training subjects' responses low, so their floors sit below what an
+         *             unseen healthy brain makes a detector respond, and unseen healthy subjects get
+         *             red back; healthy subjects it never trained on set floors that carry over. The
+         *             validation subjects then also select the epoch and calibrate the logit, so their
+         *             healthy share is optimistic; the test split is what to read.
          *         loss_setting: Which losses are trained (docs/method.md section 3): ``lc_only`` (L_C),
          *             ``la_only`` (L_A with supervised targets), ``lc_la_supervised`` (L_C + lambda L_A,
          *             lesion masks as targets) or ``lc_la_unsupervised`` (L_C + lambda L_A, image labels
@@ -3440,6 +3448,13 @@ export interface components {
              * @default 0
              */
             evidence_floor_start_auroc?: number;
+            /**
+             * Evidence Floor Subjects
+             * @description With evidence_floor: whose healthy responses set the floors, the training split's healthy subjects or the validation split's (which the network never trained on, so the floors carry over to unseen healthy brains).
+             * @default train
+             * @enum {string}
+             */
+            evidence_floor_subjects?: "train" | "validation";
             /**
              * Grad Balance
              * @description Balancing of the gradients of L_C and lambda * L_A.

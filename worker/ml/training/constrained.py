@@ -52,8 +52,8 @@ from worker.ml.training.data import (
     batch_tensors,
     cached_splits,
     eval_samples,
+    healthy_images,
     healthy_references,
-    healthy_training_images,
     plain,
 )
 from worker.ml.training.datatypes import (
@@ -80,6 +80,7 @@ __all__ = [
     "baseline_logit_loss",
     "eval_mode",
     "fit_evidence_floor",
+    "floor_images",
     "floored_network",
     "floors_started",
     "set_floors",
@@ -207,6 +208,15 @@ def floored_network(loop: Loop) -> tuple[SmallCNN, torch.Tensor]:
     return net, net.floored
 
 
+def floor_images(
+    config: RunConfig, subjects: Sequence[SubjectSample], datasets: dict[str, CacheDataset]
+) -> torch.Tensor:
+    """The healthy images the detectors' floors are fitted on: those of the training split, or
+    of the validation split with ``RunConfig.evidence_floor_subjects="validation"``."""
+    split: Split = "val" if config.evidence_floor_subjects == "validation" else "train"
+    return healthy_images(config, subjects, datasets, "evidence_floor", split)
+
+
 @torch.no_grad()
 def set_floors(loop: Loop, healthy: torch.Tensor) -> int:
     """Floor the lesion detectors of ``loop.model``'s current weights at their largest response
@@ -249,7 +259,7 @@ def fit_evidence_floor(
     """
     if loop.config.evidence_floor != "after_training":
         return None
-    healthy = healthy_training_images(loop.config, subjects, datasets, "evidence_floor")
+    healthy = floor_images(loop.config, subjects, datasets)
     floored = None
     for name in (LAST_CHECKPOINT, BEST_CHECKPOINT):
         path = loop.checkpoint_dir / name
@@ -387,9 +397,7 @@ class ConstrainedTask(Task):
     ) -> None:
         self._floor_images = None
         if loop.config.evidence_floor == "every_epoch":
-            self._floor_images = healthy_training_images(
-                loop.config, subjects, datasets, "evidence_floor"
-            )
+            self._floor_images = floor_images(loop.config, subjects, datasets)
 
     def after_train_epoch(self, loop: Loop, history: Sequence[dict[str, Any]]) -> None:
         # The floors of this epoch's weights: validated and saved with them, and kept by the

@@ -35,7 +35,7 @@ __all__ = [
     "eval_samples",
     "fit_normative",
     "healthy_references",
-    "healthy_training_images",
+    "healthy_images",
     "make_loader",
     "plain",
     "with_given_targets",
@@ -85,32 +85,33 @@ def healthy_references(
     """
     if config.attribution_baseline != "healthy":
         return None, None
-    bank = healthy_training_images(config, subjects, datasets, "attribution_baseline 'healthy'")
+    bank = healthy_images(config, subjects, datasets, "attribution_baseline 'healthy'")
     bank = bank.to(device)  # (R, C, D, H, W)
     return bank, bank.mean(dim=0, keepdim=True)
 
 
-def healthy_training_images(
+def healthy_images(
     config: RunConfig,
     subjects: Sequence[SubjectSample],
     datasets: dict[str, CacheDataset],
     needed_by: str,
+    split: Split = "train",
 ) -> torch.Tensor:
-    """The healthy subjects of the training split, ``(R, C, D, H, W)`` on the CPU, preprocessed
-    as in training without augmentation.
+    """The healthy subjects of one split (the training split unless said), ``(R, C, D, H, W)``
+    on the CPU, preprocessed as in training without augmentation.
 
     Raises:
-        ValueError: If the training split has no healthy subject (``needed_by`` names the
-            setting that needs one).
+        ValueError: If the split has no healthy subject (``needed_by`` names the setting that
+            needs one).
     """
-    healthy = [s for s in subjects if s.split == "train" and s.label == 0]
+    healthy = [s for s in subjects if s.split == split and s.label == 0]
     if not healthy:
-        raise ValueError(f"{needed_by} needs healthy subjects in the train split")
-    if config.augment:
+        raise ValueError(f"{needed_by} needs healthy subjects in the {split} split")
+    if config.augment and split == "train":
         transform = preprocess_for(config)
         images = [plain(transform(as_item(s, False, "val"))[IMAGE_KEY]) for s in healthy]
     else:
-        items = (datasets["train"][i] for i in range(len(datasets["train"])))
+        items = (datasets[split][i] for i in range(len(datasets[split])))
         images = [plain(item[IMAGE_KEY]) for item in items if float(item[LABEL_KEY]) < 0.5]
     return torch.stack([torch.as_tensor(image, dtype=torch.float32) for image in images])
 
@@ -125,7 +126,7 @@ def fit_normative(
     resumed run keeps the reference its checkpoint restored)."""
     if not isinstance(model, NormativeInput) or bool(model.fitted):
         return
-    model.fit(healthy_training_images(config, subjects, datasets, "normative_input"))
+    model.fit(healthy_images(config, subjects, datasets, "normative_input"))
 
 
 def as_item(

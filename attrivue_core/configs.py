@@ -397,8 +397,8 @@ class RunConfig(BaseModel):
     evidence_floor: Literal["off", "after_training", "every_epoch"] = Field(
         default="off",
         description="small_cnn, classification: floor each lesion detector (a pooled feature "
-        "with a positive head weight) at its largest response over the healthy training "
-        "subjects, so that only responses beyond the healthy range add to the logit and the "
+        "with a positive head weight) at its largest response over healthy subjects "
+        "(evidence_floor_subjects says whose), so that only responses beyond the healthy range add to the logit and the "
         "maps: once after training, or after every epoch (training then goes on with the "
         "floors of the previous epoch).",
     )
@@ -406,8 +406,8 @@ class RunConfig(BaseModel):
         default=1.0,
         gt=0.0,
         le=1.0,
-        description="With evidence_floor: the quantile of the healthy training subjects' "
-        "responses that is a detector's floor (1: their largest).",
+        description="With evidence_floor: the quantile of the healthy subjects' responses "
+        "that is a detector's floor (1: their largest).",
     )
     evidence_floor_leak: float = Field(
         default=0.0,

@@ -162,9 +162,10 @@ class SmallCNN(nn.Module):
             ``set_evidence_floor``): a feature with a floor passes ``relu(pooled - floor)``
             to the head. The training engine sets the floors after every epoch or once after
             training (``RunConfig.evidence_floor``): each lesion detector (a feature with a positive
-            head weight) gets the highest value it takes on the healthy training subjects,
+            head weight) gets the highest value it takes on the run's healthy subjects (of the
+            training split, or of the validation split: ``RunConfig.evidence_floor_subjects``),
             so what it adds to the logit, and to the map, is only its response beyond what
-            any healthy training brain produced.
+            any of those healthy brains produced.
         evidence_floor_leak: Slope of a floored feature below its floor (0: ``relu``, the
             feature passes nothing there). With a slope ``a`` it passes ``a * (pooled - floor)``,
             a negative amount, so the training loss keeps a gradient through a detector that a

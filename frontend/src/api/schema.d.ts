@@ -3425,7 +3425,7 @@ export interface components {
             epochs?: number;
             /**
              * Evidence Floor
-             * @description small_cnn, classification: floor each lesion detector (a pooled feature with a positive head weight) at its largest response over the healthy training subjects, so that only responses beyond the healthy range add to the logit and the maps: once after training, or after every epoch (training then goes on with the floors of the previous epoch).
+             * @description small_cnn, classification: floor each lesion detector (a pooled feature with a positive head weight) at its largest response over healthy subjects (evidence_floor_subjects says whose), so that only responses beyond the healthy range add to the logit and the maps: once after training, or after every epoch (training then goes on with the floors of the previous epoch).
              * @default off
              * @enum {string}
              */
@@ -3438,7 +3438,7 @@ export interface components {
             evidence_floor_leak?: number;
             /**
              * Evidence Floor Quantile
-             * @description With evidence_floor: the quantile of the healthy training subjects' responses that is a detector's floor (1: their largest).
+             * @description With evidence_floor: the quantile of the healthy subjects' responses that is a detector's floor (1: their largest).
              * @default 1
              */
             evidence_floor_quantile?: number;

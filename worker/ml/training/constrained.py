@@ -253,8 +253,8 @@ def fit_evidence_floor(
     (``RunConfig.evidence_floor="after_training"``).
 
     Each checkpoint's weights get their own floors: every pooled feature with a positive head
-    weight is floored at its largest value over the healthy training subjects (preprocessed
-    without augmentation, the network in eval mode). Returns the number of features floored in
+    weight is floored at its largest value over the healthy subjects of ``floor_images``
+    (preprocessed without augmentation, the network in eval mode). Returns the number of features floored in
     ``best.pt``, or ``None`` when the run floors nothing after training.
     """
     if loop.config.evidence_floor != "after_training":
@@ -306,7 +306,7 @@ class ConstrainedTask(Task):
     uses_targets: bool = False
     #: Validation metric names (without ``val_``) reported as ``None`` without a split.
     empty_val_names: tuple[str, ...] = ()
-    #: evidence_floor "every_epoch": the healthy training images the floors are fitted on.
+    #: evidence_floor "every_epoch": the healthy images the floors are fitted on (``floor_images``).
     _floor_images: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ task hooks

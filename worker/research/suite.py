@@ -126,6 +126,9 @@ def _floored(name: str, **fields: Any) -> dict[str, Any]:
 
 
 _GATED: dict[str, Any] = {"evidence_floor_start_auroc": 0.9}
+_Q90_GATED: dict[str, Any] = {"evidence_floor_quantile": 0.9, **_GATED}
+_ON_VALIDATION: dict[str, Any] = {"evidence_floor_subjects": "validation"}
+_DARK_HEALTHY: dict[str, Any] = {"normative_input": True, "attribution_baseline": "healthy"}
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -251,41 +254,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "supervised_floor_q90": _floored("constrained_supervised", evidence_floor_quantile=0.9),
     "supervised_floor_leak": _floored("constrained_supervised", evidence_floor_leak=0.1),
     "supervised_floor_gated": _floored("constrained_supervised", **_GATED),
-    "supervised_floor_q90_gated": _floored(
-        "constrained_supervised", evidence_floor_quantile=0.9, **_GATED
-    ),
-    "weakly_floor_q90_gated": _floored(
-        "constrained_weakly_supervised", evidence_floor_quantile=0.9, **_GATED
-    ),
+    "supervised_floor_q90_gated": _floored("constrained_supervised", **_Q90_GATED),
+    "weakly_floor_q90_gated": _floored("constrained_weakly_supervised", **_Q90_GATED),
     "supervised_normative_floor_q90_gated": _floored(
-        "constrained_supervised", normative_input=True, evidence_floor_quantile=0.9, **_GATED
+        "constrained_supervised", normative_input=True, **_Q90_GATED
     ),
     # Dark lesions: from the zero image the normative input's z-map is a lesion everywhere, so
     # the detectors fire at the baseline and no floor keeps their red off healthy maps; from the
     # healthy mean they are quiet at both ends of the path.
     "supervised_normative_floor_q90_gated_healthy": _floored(
-        "constrained_supervised",
-        normative_input=True,
-        attribution_baseline="healthy",
-        evidence_floor_quantile=0.9,
-        **_GATED,
+        "constrained_supervised", **_DARK_HEALTHY, **_Q90_GATED
     ),
     # The floors fitted on the validation split's healthy subjects, which the network never
     # trained on: the training subjects' responses are kept low by training, so floors fitted
     # on them sit below an unseen healthy brain's responses.
     "supervised_floor_q90_gated_val": _floored(
-        "constrained_supervised",
-        evidence_floor_quantile=0.9,
-        evidence_floor_subjects="validation",
-        **_GATED,
+        "constrained_supervised", **_Q90_GATED, **_ON_VALIDATION
     ),
     "supervised_normative_floor_q90_gated_healthy_val": _floored(
-        "constrained_supervised",
-        normative_input=True,
-        attribution_baseline="healthy",
-        evidence_floor_quantile=0.9,
-        evidence_floor_subjects="validation",
-        **_GATED,
+        "constrained_supervised", **_DARK_HEALTHY, **_Q90_GATED, **_ON_VALIDATION
     ),
     "supervised_anchor_avgmax": _preset(
         "constrained_supervised", baseline_logit_weight=1.0, pooling="avgmax"

@@ -254,8 +254,8 @@ def fit_evidence_floor(
 
     Each checkpoint's weights get their own floors: every pooled feature with a positive head
     weight is floored at its largest value over the healthy subjects of ``floor_images``
-    (preprocessed without augmentation, the network in eval mode). Returns the number of features floored in
-    ``best.pt``, or ``None`` when the run floors nothing after training.
+    (preprocessed without augmentation, the network in eval mode). Returns the number of
+    features floored in ``best.pt``, or ``None`` when the run floors nothing after training.
     """
     if loop.config.evidence_floor != "after_training":
         return None

@@ -229,3 +229,29 @@ def test_every_variant_is_a_valid_run_config_and_the_floor_variants_floor() -> N
     assert configs["supervised_floor_q90_gated"].evidence_floor_subjects == "train"
     # The preset-based variants without "floor" in their name do not floor.
     assert all(c.evidence_floor == "off" for n, c in configs.items() if "floor" not in n)
+
+
+def test_a_written_run_names_its_section_before_anything_trains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --section a held-out run once replaced the docs' main table with its own."""
+    started: list[str] = []
+    monkeypatch.setattr(suite, "generate_regime", lambda *a, **k: started.append("data"))
+    monkeypatch.setattr(suite, "run_one", lambda job: started.append(job.variant))
+    out = tmp_path / "experiments.md"
+    out.write_text("<!-- regimes:begin -->\nthe main table\n<!-- regimes:end -->\n")
+    work = tmp_path / "work"
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--regimes", "bright_ellipsoid_2mm", "--presets", "classification"]
+    base += ["--work", str(work), "--out", str(out)]
+    for flags in ([], ["--confirm"]):
+        with pytest.raises(SystemExit, match="--section NAME"):
+            suite.run_suite(parser.parse_args(base + flags), "regimes")
+    assert out.read_text().count("the main table") == 1
+    assert started == []  # no data generated, no run started
+    # Printing only, or the development seeds (never written), need no section.
+    for flags in (["--no-write"], ["--dev"]):
+        assert suite.run_suite(parser.parse_args([*base, *flags, "--seeds", "0"]), "r") == 0
+    assert started == ["data", "classification"] * 2
+    assert out.read_text().count("the main table") == 1

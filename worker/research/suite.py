@@ -1,14 +1,15 @@
 """The data-regime suite: every training preset on every regime, held-out seeds, 3+ seeds.
 
-    python -m worker.research regimes [--regimes NAME ...] [--presets NAME ...]
+    python -m worker.research regimes --section NAME [--regimes NAME ...] [--presets NAME ...]
         [--seeds 0 1 2] [--subjects N [N ...]] [--epochs N] [--workers N] [--device auto]
 
 Each regime of ``worker.ml.regimes`` is generated with its **held-out** generator seed (never
 used to tune anything), then each preset is trained on it with each training seed through
 ``worker.ml.training.train``, the code path of the platform's training jobs. Every run is
 scored on the test split twice, with the weights of the best epoch (chosen on validation) and
-with those of the last epoch, and the section ``regimes`` of docs/experiments.md gets one table
-per regime with mean +- sd over the seeds.
+with those of the last epoch, and the section ``--section`` of docs/experiments.md gets one
+table per regime with mean +- sd over the seeds. The section has to be named (or the tables only
+printed, ``--no-write``): a run of a few regimes must not replace the table of another.
 
 The maps scored are Integrated Gradients (16 Gauss-Legendre points, eval mode) from the run's
 own baseline (``attribution_baseline``: the zero image, or the mean healthy training image),
@@ -747,7 +748,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--work", type=Path, default=Path(".experiments"))
     parser.add_argument("--out", type=Path, default=Path("docs/experiments.md"))
-    parser.add_argument("--section", default="regimes")
+    parser.add_argument(
+        "--section",
+        default=None,
+        help="the section of --out to write (required unless --no-write or --dev): every "
+        "table of the docs has its own name, and a run of a few regimes or presets must not "
+        "replace another's table",
+    )
     parser.add_argument("--overrides", default="{}", help="JSON of RunConfig fields for every run")
     parser.add_argument("--no-write", action="store_true", help="print the tables only")
     parser.add_argument(
@@ -794,8 +801,15 @@ def run_suite(options: argparse.Namespace, command: str) -> int:
 
     ``command`` is the command line recorded in the section.
     """
-    overrides = json.loads(options.overrides)
     data = data_set(options)
+    writes = not (options.no_write or options.dev)
+    if writes and not options.section:
+        # Checked before any training: a run that only ends in this error wastes nothing.
+        raise SystemExit(
+            "regimes: name the section of the docs to write with --section NAME "
+            "(or print the tables only with --no-write)"
+        )
+    overrides = json.loads(options.overrides)
     counts = {
         regime: options.subjects or [REGIMES[regime].n_subjects] for regime in options.regimes
     }
@@ -866,7 +880,7 @@ def run_suite(options: argparse.Namespace, command: str) -> int:
     curve = learning_curve(results)
     if curve:
         tables += "\n" + curve
-        if not (options.no_write or options.dev):
+        if writes:
             figure = options.out.parent / "img" / f"{options.section}.png"
             plot_learning_curve(results, figure)
             tables += (
@@ -883,6 +897,6 @@ def run_suite(options: argparse.Namespace, command: str) -> int:
         ]
     )
     print(tables)
-    if not (options.no_write or options.dev):
+    if writes:
         write_section(options.out, options.section, body)
     return 1 if failures else 0

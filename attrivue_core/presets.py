@@ -130,7 +130,10 @@ PRESETS: dict[str, Preset] = {
             "The kept epoch is the one with the least pathological relevance on healthy "
             "validation subjects among those within 0.03 of the best validation AUROC. The "
             "baseline's output is held at the decision boundary, so the maps' colours come "
-            "from the network, not from a shifted baseline."
+            "from the network, not from a shifted baseline. It does not keep relevance off a "
+            "feature that only pathological subjects carry, such as an artefact of the site "
+            "that sent the patients (it can push the network onto it); where one is "
+            "suspected, use the supervised preset."
         ),
         "config": {
             "loss_setting": "lc_la_unsupervised",

@@ -399,8 +399,8 @@ class RunConfig(BaseModel):
         description="small_cnn, classification: floor each lesion detector (a pooled feature "
         "with a positive head weight) at its largest response over healthy subjects "
         "(evidence_floor_subjects says whose), so that only responses beyond the healthy range "
-        "add to the logit and the maps: once after training, or after every epoch (training then goes on with the "
-        "floors of the previous epoch).",
+        "add to the logit and the maps: once after training, or after every epoch (training "
+        "then goes on with the floors of the previous epoch).",
     )
     evidence_floor_quantile: float = Field(
         default=1.0,
